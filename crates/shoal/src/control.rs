@@ -1,0 +1,122 @@
+//! The control file: the one word through which versions are published.
+//!
+//! `control` is a 4 KiB file every process maps (the writer read-write,
+//! readers read-only). Its `current` word packs the generation and the arena
+//! offset of the newest published commit record. Publication protocol: the
+//! writer writes a version's nodes and then its commit record into the
+//! arena, then stores `current` with `Release`; a reader loads `current` with
+//! `Acquire`, so everything the record reaches is visible to it (invariant 2).
+//! The word is 8-aligned and only ever accessed atomically.
+//!
+//! It also records the writer's boot id: after a process crash the page cache
+//! (and so the arena bytes `current` points at) is intact and the control
+//! file can be trusted; after a reboot it cannot, and recovery starts from
+//! the checkpoint in `meta` and the journal instead.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{IoContext, Result};
+use crate::sys::{self, Mapping};
+
+pub const FILE_NAME: &str = "control";
+const LEN: u64 = 4096;
+const MAGIC: u64 = u64::from_le_bytes(*b"SHOALCT1");
+const OFF_MAGIC: u64 = 0;
+const OFF_CURRENT: u64 = 8;
+const OFF_WRITER_PID: u64 = 16;
+const OFF_WRITER_START: u64 = 24;
+const OFF_BOOT_ID: u64 = 32; // two words
+
+const OFFSET_BITS: u32 = 40;
+
+/// Packs a generation and an 8-aligned arena offset into one word.
+pub fn pack(generation: u64, offset: u64) -> u64 {
+    debug_assert!(offset % 8 == 0 && offset >> 3 < 1 << OFFSET_BITS && generation < 1 << 24);
+    generation << OFFSET_BITS | offset >> 3
+}
+
+pub fn unpack(word: u64) -> (u64, u64) {
+    (word >> OFFSET_BITS, (word & ((1 << OFFSET_BITS) - 1)) << 3)
+}
+
+/// Largest generation that fits in the packed word.
+pub const MAX_GENERATION: u64 = (1 << 24) - 1;
+
+pub struct Control {
+    map: Mapping,
+    pub path: PathBuf,
+    _file: File,
+}
+
+impl Control {
+    fn word(&self, offset: u64) -> &AtomicU64 {
+        // SAFETY: every offset used here is 8-aligned and below LEN, the file is
+        // LEN bytes long (created so, never truncated), and these words are only
+        // accessed atomically by every process.
+        unsafe { self.map.atomic_u64(offset) }
+    }
+
+    /// Opens (creating if needed) the control file read-write, for the writer.
+    pub fn open_writer(dir: &Path) -> Result<Control> {
+        let path = dir.join(FILE_NAME);
+        let file = File::options().read(true).write(true).create(true).truncate(false).open(&path).at(&path)?;
+        if file.metadata().at(&path)?.len() < LEN {
+            file.set_len(LEN).at(&path)?;
+        }
+        let map = Mapping::read_write(&file, LEN).at(&path)?;
+        Ok(Control { map, path, _file: file })
+    }
+
+    /// Opens the control file read-only, for readers.
+    pub fn open_reader(dir: &Path) -> Result<Control> {
+        let path = dir.join(FILE_NAME);
+        let file = File::open(&path).at(&path)?;
+        if file.metadata().at(&path)?.len() < LEN {
+            return Err(crate::Error::Corrupt { file: path, offset: 0, detail: "control file too short".into() });
+        }
+        let map = Mapping::read_only(&file, LEN).at(&path)?;
+        Ok(Control { map, path, _file: file })
+    }
+
+    /// The published (generation, commit offset), if the file is initialised.
+    #[inline]
+    pub fn current(&self) -> Option<(u64, u64)> {
+        if self.word(OFF_MAGIC).load(Ordering::Relaxed) != MAGIC {
+            return None;
+        }
+        let word = self.word(OFF_CURRENT).load(Ordering::Acquire);
+        (word != 0).then(|| unpack(word))
+    }
+
+    /// The raw published word, for cheap change detection.
+    #[inline]
+    pub fn current_word(&self) -> u64 {
+        self.word(OFF_CURRENT).load(Ordering::Acquire)
+    }
+
+    /// Whether this file was last written during the current boot.
+    pub fn written_this_boot(&self) -> bool {
+        let id = sys::boot_id();
+        let lo = u64::from_le_bytes(id[..8].try_into().unwrap_or_default());
+        let hi = u64::from_le_bytes(id[8..].try_into().unwrap_or_default());
+        self.word(OFF_BOOT_ID).load(Ordering::Relaxed) == lo && self.word(OFF_BOOT_ID + 8).load(Ordering::Relaxed) == hi
+    }
+
+    /// Records the writer's identity and this boot, before anything is published.
+    pub fn claim(&self, pid: u32, start_time: u64) {
+        let id = sys::boot_id();
+        self.word(OFF_BOOT_ID).store(u64::from_le_bytes(id[..8].try_into().unwrap_or_default()), Ordering::Relaxed);
+        self.word(OFF_BOOT_ID + 8).store(u64::from_le_bytes(id[8..].try_into().unwrap_or_default()), Ordering::Relaxed);
+        self.word(OFF_WRITER_PID).store(pid as u64, Ordering::Relaxed);
+        self.word(OFF_WRITER_START).store(start_time, Ordering::Relaxed);
+        self.word(OFF_MAGIC).store(MAGIC, Ordering::Release);
+    }
+
+    /// Publishes a commit record. Sync point: every node the record reaches
+    /// was written before this `Release` store.
+    pub fn publish(&self, generation: u64, offset: u64) {
+        self.word(OFF_CURRENT).store(pack(generation, offset), Ordering::Release);
+    }
+}

@@ -1,0 +1,86 @@
+//! Errors. One enum for the whole library keeps `?` simple across layers;
+//! variants carry the data a caller needs to act (the path, the holder's pid,
+//! the file and offset of damage).
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in shoal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A path that is not a valid shoal path (see [`crate::path`]).
+    #[error("invalid path {path:?}: {reason}")]
+    InvalidPath { path: String, reason: &'static str },
+
+    /// A value larger than the store's `max_value_bytes`.
+    #[error("value for {path} is {len} bytes; the limit is {max} bytes")]
+    ValueTooLarge { path: String, len: usize, max: usize },
+
+    /// `delete` of a node that still has children (use `delete_tree`).
+    #[error("{path} has children; use delete_tree to remove a subtree")]
+    HasChildren { path: String },
+
+    /// The root node cannot be written or deleted; `delete_tree("/")` clears the store.
+    #[error("the root node cannot be written or deleted")]
+    RootImmutable,
+
+    /// Optimistic concurrency: something this transaction read, listed or
+    /// wrote was changed by another commit after the transaction began.
+    #[error("conflict on {path}: changed by another commit after this transaction began")]
+    Conflict { path: String },
+
+    /// Another process holds the store's writer lock.
+    #[error("store {dir} is locked by another writer (pid {pid})")]
+    Locked { dir: PathBuf, pid: u32 },
+
+    /// No store at this location (and `create` was not asked for).
+    #[error("no shoal store at {0}")]
+    NotFound(PathBuf),
+
+    /// A file written by an incompatible format, byte order, word size or page size.
+    #[error("{file}: incompatible format: {detail}")]
+    Format { file: PathBuf, detail: String },
+
+    /// Damaged bytes detected (checksum or structure). Never served as data.
+    #[error("{file}: damaged at offset {offset}: {detail}")]
+    Corrupt { file: PathBuf, offset: u64, detail: String },
+
+    /// The arena reached its address-space reservation.
+    #[error("arena full: {needed} bytes needed beyond the {reserved}-byte reservation; compact or reopen with a larger map_reserve_bytes")]
+    ArenaFull { needed: u64, reserved: u64 },
+
+    /// A version that is not (or no longer) retained.
+    #[error("version {requested} is not retained (retained: {oldest}..={newest})")]
+    VersionNotRetained { requested: u64, oldest: u64, newest: u64 },
+
+    /// Every slot of the reader table is held by a live reader.
+    #[error("reader table full: all {0} slots are held by live readers")]
+    ReaderTableFull(usize),
+
+    /// An option outside its allowed range.
+    #[error("invalid option {name}: {reason}")]
+    InvalidOption { name: &'static str, reason: String },
+
+    /// An I/O error, with the file it concerns.
+    #[error("{file}: {source}")]
+    Io { file: PathBuf, source: std::io::Error },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attach a file name to an I/O error.
+pub(crate) trait IoContext<T> {
+    fn at(self, file: &std::path::Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, file: &std::path::Path) -> Result<T> {
+        self.map_err(|source| Error::Io { file: file.to_path_buf(), source })
+    }
+}
+
+impl<T> IoContext<T> for rustix::io::Result<T> {
+    fn at(self, file: &std::path::Path) -> Result<T> {
+        self.map_err(|e| Error::Io { file: file.to_path_buf(), source: e.into() })
+    }
+}

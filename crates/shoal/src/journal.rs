@@ -1,0 +1,209 @@
+//! The journal: checksummed redo records of committed transactions, for
+//! durability `sync`.
+//!
+//! ```text
+//! header  "SHOALJN1" u32 format u32 0
+//! record  u32 payload_len, u32 crc32c(payload), payload:
+//!         u64 version, u64 commit time ns, u32 op count, ops:
+//!         u8 tag (1 put, 2 delete, 3 delete subtree), u8 0, u16 key_len,
+//!         u32 value_len, key, value
+//! ```
+//!
+//! A commit appends its record with one `write`; committers then share one
+//! `fdatasync` (group commit) before their versions are published. Recovery
+//! reads records in order and stops at the first that is short or fails its
+//! checksum (a torn tail), truncating it away. Records are logical (paths and
+//! values), so they replay on any arena generation. After a checkpoint the
+//! journal is truncated to its header; replay skips records at or below the
+//! checkpoint's version, so a crash between the two steps loses nothing.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::node::{u16_at, u32_at, u64_at};
+
+pub const FILE_NAME: &str = "journal";
+const MAGIC: &[u8; 8] = b"SHOALJN1";
+const FORMAT_VERSION: u32 = 1;
+const HEADER: u64 = 16;
+
+/// One logical change in a journal record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JournalOp {
+    Put { key: Vec<u8>, value: Vec<u8> },
+    Delete { key: Vec<u8> },
+    DeleteTree { key: Vec<u8> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub version: u64,
+    pub time_ns: u64,
+    pub ops: Vec<JournalOp>,
+}
+
+pub fn encode(version: u64, time_ns: u64, ops: &[JournalOp]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&version.to_le_bytes());
+    payload.extend_from_slice(&time_ns.to_le_bytes());
+    payload.extend_from_slice(&(ops.len() as u32).to_le_bytes());
+    for op in ops {
+        let (tag, key, value): (u8, &[u8], &[u8]) = match op {
+            JournalOp::Put { key, value } => (1, key, value),
+            JournalOp::Delete { key } => (2, key, &[]),
+            JournalOp::DeleteTree { key } => (3, key, &[]),
+        };
+        payload.extend_from_slice(&[tag, 0]);
+        payload.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        payload.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        payload.extend_from_slice(key);
+        payload.extend_from_slice(value);
+    }
+    let mut record = Vec::with_capacity(payload.len() + 8);
+    record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    record.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    record.extend_from_slice(&payload);
+    record
+}
+
+fn decode_payload(p: &[u8]) -> Option<Record> {
+    let version = u64_at(p, 0)?;
+    let time_ns = u64_at(p, 8)?;
+    let count = u32_at(p, 16)? as usize;
+    let mut at = 20;
+    let mut ops = Vec::with_capacity(count.min(p.len() / 8));
+    for _ in 0..count {
+        let tag = *p.get(at)?;
+        let key_len = u16_at(p, at + 2)? as usize;
+        let value_len = u32_at(p, at + 4)? as usize;
+        let key = p.get(at + 8..at + 8 + key_len)?.to_vec();
+        let value = p.get(at + 8 + key_len..at + 8 + key_len + value_len)?.to_vec();
+        at += 8 + key_len + value_len;
+        ops.push(match tag {
+            1 => JournalOp::Put { key, value },
+            2 => JournalOp::Delete { key },
+            3 => JournalOp::DeleteTree { key },
+            _ => return None,
+        });
+    }
+    (at == p.len()).then_some(Record { version, time_ns, ops })
+}
+
+pub struct Journal {
+    file: File,
+    pub path: PathBuf,
+    len: u64,
+}
+
+/// What opening the journal found.
+pub struct Replay {
+    pub records: Vec<Record>,
+    /// Bytes of torn or damaged tail that were cut off.
+    pub discarded_bytes: u64,
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal and reads its valid records.
+    pub fn open(dir: &Path) -> Result<(Journal, Replay)> {
+        let path = dir.join(FILE_NAME);
+        let file = File::options().read(true).append(true).create(true).open(&path).at(&path)?;
+        let bytes = std::fs::read(&path).at(&path)?;
+        if bytes.len() < HEADER as usize {
+            // New, or cut before its header was complete: start it afresh.
+            file.set_len(0).at(&path)?;
+            let mut header = MAGIC.to_vec();
+            header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+            header.extend_from_slice(&[0; 4]);
+            (&file).write_all(&header).at(&path)?;
+            rustix::fs::fdatasync(&file).at(&path)?;
+            return Ok((Journal { file, path, len: HEADER }, Replay { records: Vec::new(), discarded_bytes: 0 }));
+        }
+        if &bytes[..8] != MAGIC || u32_at(&bytes, 8) != Some(FORMAT_VERSION) {
+            return Err(Error::Format { file: path, detail: "not a shoal journal of this format".into() });
+        }
+        let mut records = Vec::new();
+        let mut at = HEADER as usize;
+        while let (Some(len), Some(crc)) = (u32_at(&bytes, at), u32_at(&bytes, at + 4)) {
+            let Some(payload) = bytes.get(at + 8..at + 8 + len as usize) else { break };
+            if crc32c::crc32c(payload) != crc {
+                break;
+            }
+            let Some(record) = decode_payload(payload) else { break };
+            records.push(record);
+            at += 8 + len as usize;
+        }
+        let discarded_bytes = (bytes.len() - at) as u64;
+        if discarded_bytes > 0 {
+            tracing::warn!(file = %path.display(), offset = at, discarded_bytes, "journal tail is torn or damaged; cutting it");
+            file.set_len(at as u64).at(&path)?;
+            rustix::fs::fdatasync(&file).at(&path)?;
+        }
+        Ok((Journal { file, path, len: at as u64 }, Replay { records, discarded_bytes }))
+    }
+
+    /// Appends an encoded record (not yet durable).
+    pub fn append(&mut self, record: &[u8]) -> Result<()> {
+        if let Err(e) = (&self.file).write_all(record) {
+            // Leave no partial record behind for the next append to follow.
+            let _ = self.file.set_len(self.len);
+            return Err(e).at(&self.path);
+        }
+        self.len += record.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes in the journal, header included.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// A handle for syncing outside the writer's lock.
+    pub fn sync_handle(&self) -> Result<File> {
+        self.file.try_clone().at(&self.path)
+    }
+
+    /// Empties the journal after a checkpoint made its records redundant.
+    pub fn truncate(&mut self) -> Result<()> {
+        self.file.set_len(HEADER).at(&self.path)?;
+        rustix::fs::fdatasync(&self.file).at(&self.path)?;
+        self.len = HEADER;
+        Ok(())
+    }
+
+    /// Reads the whole journal back (for tests of the format).
+    #[cfg(test)]
+    fn read_all(&self) -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; self.len as usize];
+        self.file.read_exact_at(&mut buf, 0).unwrap();
+        buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_torn_tail_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, replay) = Journal::open(dir.path()).unwrap();
+        assert!(replay.records.is_empty());
+        let ops = vec![
+            JournalOp::Put { key: b"a".to_vec(), value: b"1".to_vec() },
+            JournalOp::DeleteTree { key: b"b".to_vec() },
+        ];
+        j.append(&encode(1, 7, &ops)).unwrap();
+        j.append(&encode(2, 8, &[JournalOp::Delete { key: b"a".to_vec() }])).unwrap();
+        let full = j.read_all();
+        drop(j);
+        // Cut the second record in half.
+        std::fs::write(dir.path().join(FILE_NAME), &full[..full.len() - 3]).unwrap();
+        let (j, replay) = Journal::open(dir.path()).unwrap();
+        assert_eq!(replay.records, vec![Record { version: 1, time_ns: 7, ops }]);
+        assert!(replay.discarded_bytes > 0);
+        assert_eq!(j.len(), std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len());
+    }
+}

@@ -1,0 +1,60 @@
+//! shoal: a shared-memory, zero-copy, versioned tree store.
+//!
+//! One copy of the data lives in a memory-mapped arena. A single writer
+//! ([`Store`]) commits [`Transaction`]s; each commit publishes a new
+//! immutable version atomically. Readers in any process on the host
+//! ([`Reader`]) take [`Snapshot`]s without locks or system calls and read
+//! values in place.
+//!
+//! ```no_run
+//! use shoal::{Options, Reader, Store};
+//! # fn main() -> shoal::Result<()> {
+//! let store = Store::open("/tmp/demo-store", Options::default())?;
+//! let mut txn = store.begin();
+//! txn.put("/local/domain/7/name", b"web-7")?;
+//! let version = txn.commit()?;
+//!
+//! // In any process on the host:
+//! let reader = Reader::open("/tmp/demo-store")?;
+//! let snapshot = reader.snapshot()?;
+//! assert!(snapshot.version() >= version);
+//! assert_eq!(snapshot.get("/local/domain/7/name")?, Some(&b"web-7"[..]));
+//! assert_eq!(snapshot.list("/local/domain")?, vec!["7".to_string()]);
+//! # Ok(()) }
+//! ```
+//!
+//! Linux only: shoal relies on shared file mappings, open-file-description
+//! locks and `/proc`.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod arena;
+mod build;
+mod control;
+mod error;
+mod journal;
+mod meta;
+mod node;
+pub mod path;
+mod readers;
+mod snapshot;
+mod store;
+mod sys;
+mod tree;
+mod txn;
+
+pub use error::{Error, Result};
+pub use readers::ReaderInfo;
+pub use snapshot::{Reader, Scan, Snapshot};
+pub use store::{CompactReport, Durability, Options, Stat, Store};
+pub use txn::Transaction;
+
+/// Internals exposed for tests and tools in this workspace; not a stable API.
+#[doc(hidden)]
+pub mod internals {
+    /// Bytes appended to the current arena generation so far.
+    pub fn arena_cursor(store: &crate::Store) -> u64 {
+        store.stat().map(|s| s.arena_bytes).unwrap_or(0)
+    }
+    pub use crate::arena::file_name as arena_file_name;
+}

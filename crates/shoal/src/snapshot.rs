@@ -1,0 +1,347 @@
+//! Snapshots (one version's consistent view) and reader handles (for any
+//! process on the host).
+//!
+//! Taking a snapshot is one `Acquire` load of the control word plus, in the
+//! common case where the generation is already mapped, a checksum of the
+//! 64-byte commit record the first time that record is seen: no lock, no
+//! system call, no allocation beyond an `Arc` clone. Lookups borrow straight
+//! from the read-only mapping.
+//!
+//! Reader safety (invariant 3): a snapshot holds an `Arc` of its generation's
+//! mapping, and only reads bytes below its version's high-water mark, which
+//! the writer never rewrites and never truncates. Neither a commit, nor a
+//! compaction (which unlinks old generation files but cannot unmap them),
+//! nor the writer's death can change or remove those bytes.
+
+use std::cell::{Cell, RefCell};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::arena::{self, MappedGeneration};
+use crate::control::{self, Control};
+use crate::error::{Error, Result};
+use crate::node::{self, Commit, COMMIT_BYTES};
+use crate::path;
+use crate::readers::ReaderTable;
+use crate::tree;
+
+/// One version of the store, readable for as long as it is held.
+#[derive(Clone)]
+pub struct Snapshot {
+    generation: Arc<MappedGeneration>,
+    commit: Commit,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("version", &self.commit.version)
+            .field("generation", &self.generation.generation)
+            .finish()
+    }
+}
+
+impl Snapshot {
+    /// Opens the version whose commit record is at `offset`, verifying the record.
+    pub(crate) fn open(generation: Arc<MappedGeneration>, offset: u64) -> Result<Snapshot> {
+        let region = generation.region(offset + COMMIT_BYTES as u64)?;
+        let commit = node::parse_commit(region, offset).map_err(|d| d.into_error(&generation.path))?;
+        Ok(Snapshot { generation, commit })
+    }
+
+    pub(crate) fn from_parts(generation: Arc<MappedGeneration>, commit: Commit) -> Snapshot {
+        Snapshot { generation, commit }
+    }
+
+    /// The readable arena prefix of this version.
+    #[inline]
+    pub(crate) fn region(&self) -> &[u8] {
+        // The end was checked against the file when the snapshot was opened,
+        // and files never shrink, so this cannot fail; fall back to empty.
+        self.generation.region(self.commit.end).unwrap_or(&[])
+    }
+
+    pub(crate) fn damaged(&self, d: node::Damage) -> Error {
+        d.into_error(&self.generation.path)
+    }
+
+    pub(crate) fn commit(&self) -> Commit {
+        self.commit
+    }
+
+    /// This snapshot's version.
+    pub fn version(&self) -> u64 {
+        self.commit.version
+    }
+
+    /// The arena generation this version lives in.
+    pub fn generation(&self) -> u64 {
+        self.generation.generation
+    }
+
+    /// When this version was committed, in nanoseconds since the Unix epoch.
+    pub fn commit_time_ns(&self) -> u64 {
+        self.commit.time_ns
+    }
+
+    /// Number of nodes (paths) in this version, the root excluded.
+    pub fn key_count(&self) -> u64 {
+        self.commit.key_count
+    }
+
+    /// The value at `path`, borrowed from the shared mapping (no copy).
+    /// Every existing node has a value, possibly empty; the root's is empty.
+    #[inline]
+    pub fn get(&self, path: &str) -> Result<Option<&[u8]>> {
+        let body = path::validate(path)?;
+        if body.is_empty() {
+            return Ok(Some(&[]));
+        }
+        tree::get(self.region(), self.commit.root, body).map_err(|d| self.damaged(d))
+    }
+
+    /// Whether a node exists at `path`.
+    pub fn exists(&self, path: &str) -> Result<bool> {
+        self.get(path).map(|v| v.is_some())
+    }
+
+    pub(crate) fn get_key(&self, key: &[u8]) -> Result<Option<&[u8]>> {
+        if key.is_empty() {
+            return Ok(Some(&[]));
+        }
+        let region = self.region();
+        match tree::find_entry(region, self.commit.root, |k| k.cmp(key)).map_err(|d| self.damaged(d))? {
+            Some(e) => node::value_bytes(region, e.value).map(Some).map_err(|d| self.damaged(d)),
+            None => Ok(None),
+        }
+    }
+
+    /// The names of the immediate children of `path`, sorted by their bytes.
+    pub fn list(&self, path: &str) -> Result<Vec<String>> {
+        let key = path::key(path)?;
+        self.list_key(&key)
+    }
+
+    pub(crate) fn list_key(&self, key: &[u8]) -> Result<Vec<String>> {
+        tree::list(self.region(), self.commit.root, key).map_err(|d| self.damaged(d))
+    }
+
+    /// The subtree at `path` (the node itself first, if it exists), in path order.
+    pub fn scan(&self, path: &str) -> Result<Scan<'_>> {
+        let key = path::key(path)?;
+        let mut cursor = tree::Cursor::new(self.region(), self.commit.root);
+        cursor.seek(&key).map_err(|d| self.damaged(d))?;
+        Ok(Scan { snapshot: self, cursor, prefix: key })
+    }
+
+    /// The commit record of the version before this one, if still in this generation.
+    pub(crate) fn previous(&self) -> Result<Option<Snapshot>> {
+        if self.commit.prev == 0 {
+            return Ok(None);
+        }
+        Snapshot::open(self.generation.clone(), self.commit.prev).map(Some)
+    }
+
+    /// An older retained version, walking back from this one.
+    pub fn at_version(&self, version: u64) -> Result<Snapshot> {
+        let mut snap = self.clone();
+        loop {
+            if snap.version() == version {
+                return Ok(snap);
+            }
+            match snap.previous()? {
+                Some(prev) if snap.version() > version => snap = prev,
+                _ => {
+                    let oldest = self.versions()?.last().copied().unwrap_or(self.version());
+                    return Err(Error::VersionNotRetained { requested: version, oldest, newest: self.version() });
+                }
+            }
+        }
+    }
+
+    /// The versions readable from this one (itself first, then older).
+    pub fn versions(&self) -> Result<Vec<u64>> {
+        let mut out = vec![self.version()];
+        let mut snap = self.clone();
+        while let Some(prev) = snap.previous()? {
+            out.push(prev.version());
+            snap = prev;
+        }
+        Ok(out)
+    }
+}
+
+/// An iterator over a subtree, in path order.
+pub struct Scan<'s> {
+    snapshot: &'s Snapshot,
+    cursor: tree::Cursor<'s>,
+    prefix: Vec<u8>,
+}
+
+impl<'s> Iterator for Scan<'s> {
+    type Item = Result<(String, &'s [u8])>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let entry = match self.cursor.next_entry() {
+            Ok(Some(e)) => e,
+            Ok(None) => return None,
+            Err(d) => return Some(Err(self.snapshot.damaged(d))),
+        };
+        if !path::in_subtree(entry.key, &self.prefix) {
+            return None;
+        }
+        Some(
+            node::value_bytes(self.snapshot.region(), entry.value)
+                .map(|v| (path::path_of(entry.key), v))
+                .map_err(|d| self.snapshot.damaged(d)),
+        )
+    }
+}
+
+/// A read-only handle on a store, for any process on the host. Holds a slot
+/// in the reader table for as long as it lives.
+///
+/// A `Reader` is `Send` but not `Sync`: open one per thread. Its snapshots
+/// are `Send + Sync`.
+pub struct Reader {
+    dir: PathBuf,
+    control: Control,
+    table: ReaderTable,
+    slot: u64,
+    /// The newest generation this handle has mapped.
+    current: RefCell<Option<Arc<MappedGeneration>>>,
+    /// Older generations that snapshots may still hold.
+    older: RefCell<Vec<Arc<MappedGeneration>>>,
+    /// The last verified commit record, keyed by the control word.
+    last: RefCell<Option<(u64, Commit)>>,
+    pinned: Cell<u64>,
+}
+
+/// Retries of a snapshot that keeps racing compactions before giving up.
+const SNAPSHOT_RETRIES: usize = 1000;
+
+impl Reader {
+    /// Opens a reader on the store in `dir`. The store must have been created by a writer.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Reader> {
+        let dir = dir.as_ref().to_path_buf();
+        if !dir.join(control::FILE_NAME).exists() {
+            return Err(Error::NotFound(dir));
+        }
+        let control = Control::open_reader(&dir)?;
+        let table = ReaderTable::open(&dir)?;
+        let slot = table.claim()?;
+        Ok(Reader {
+            dir,
+            control,
+            table,
+            slot,
+            current: RefCell::new(None),
+            older: RefCell::new(Vec::new()),
+            last: RefCell::new(None),
+            pinned: Cell::new(0),
+        })
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The newest published version.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        for _ in 0..SNAPSHOT_RETRIES {
+            let word = self.control.current_word();
+            if word == 0 {
+                return Err(Error::NotFound(self.dir.clone()));
+            }
+            let (generation, offset) = control::unpack(word);
+            let mapped = match self.current.borrow().as_ref() {
+                Some(m) if m.generation == generation => Some(m.clone()),
+                _ => None,
+            };
+            let mapped = match mapped {
+                Some(m) => m,
+                None => match self.map_generation(generation)? {
+                    Some(m) => m,
+                    None => continue, // raced a compaction; look again
+                },
+            };
+            let cached = *self.last.borrow();
+            let snapshot = match cached {
+                Some((w, commit)) if w == word => Snapshot::from_parts(mapped, commit),
+                _ => {
+                    let snap = Snapshot::open(mapped, offset)?;
+                    *self.last.borrow_mut() = Some((word, snap.commit()));
+                    snap
+                }
+            };
+            self.table.note_version(self.slot, snapshot.version());
+            self.release_unused_generations();
+            return Ok(snapshot);
+        }
+        Err(Error::Corrupt {
+            file: self.control.path.clone(),
+            offset: 0,
+            detail: "the published generation kept changing or vanishing".into(),
+        })
+    }
+
+    /// Maps a newly published generation, pinning it first (see
+    /// [`crate::readers`]). `None`: it was replaced while we looked.
+    fn map_generation(&self, generation: u64) -> Result<Option<Arc<MappedGeneration>>> {
+        let pin = match self.pinned.get() {
+            0 => generation,
+            held => held.min(generation),
+        };
+        self.table.pin(self.slot, pin);
+        self.pinned.set(pin);
+        if control::unpack(self.control.current_word()).0 != generation {
+            return Ok(None);
+        }
+        let mapped = match arena::open_read_only(&self.dir, generation) {
+            Ok(m) => m,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if let Some(old) = self.current.borrow_mut().replace(mapped.clone()) {
+            self.older.borrow_mut().push(old);
+        }
+        Ok(Some(mapped))
+    }
+
+    /// Drops mappings of old generations no snapshot holds, and raises the pin.
+    fn release_unused_generations(&self) {
+        let mut older = self.older.borrow_mut();
+        if older.is_empty() {
+            return;
+        }
+        older.retain(|m| Arc::strong_count(m) > 1);
+        let current = self.current.borrow().as_ref().map_or(0, |m| m.generation);
+        let pin = older.iter().map(|m| m.generation).min().unwrap_or(current);
+        if pin != self.pinned.get() {
+            self.table.pin(self.slot, pin);
+            self.pinned.set(pin);
+        }
+    }
+
+    /// A retained older version.
+    pub fn snapshot_at(&self, version: u64) -> Result<Snapshot> {
+        self.snapshot()?.at_version(version)
+    }
+
+    /// The live readers of the store (this one included).
+    pub fn readers(&self) -> Result<Vec<crate::ReaderInfo>> {
+        self.table.live()
+    }
+
+    /// This handle's slot in the reader table.
+    pub fn slot(&self) -> u64 {
+        self.slot
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.table.release(self.slot);
+    }
+}

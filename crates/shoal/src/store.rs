@@ -1,0 +1,1100 @@
+//! The writer: one per store, holding the exclusive `lock` file.
+//!
+//! Commit path: under the writer mutex, check the transaction's read and
+//! write sets against the per-path change tracker, apply its writes to the
+//! head tree by path copying (new nodes appended to the arena), append the
+//! commit record, and (durability `sync`) append the journal record. Then:
+//!
+//! * `Durability::None`: publish the version at once.
+//! * `Durability::Sync`: leave the mutex and wait until some committer (the
+//!   leader) has run one `fdatasync` of the journal covering this record;
+//!   the leader then publishes the newest durable version. Concurrent
+//!   commits share that one sync (group commit). A version is published only
+//!   after it is durable, so no reader ever sees a version a crash could
+//!   take back.
+//!
+//! Checkpoints (fdatasync the arena, write `meta`, truncate the journal)
+//! bound the journal. Compaction copies what the retained versions reach
+//! into a new generation, checkpoints it, publishes it, and deletes old
+//! generation files once no live reader pins them.
+//!
+//! Recovery on open starts from the control file's published version when
+//! it was written during this boot (a process crash leaves the page cache,
+//! and so the arena, intact), else from the `meta` checkpoint; verifies the
+//! checksums of every node that version reaches; then replays the journal
+//! records after it. Appends resume above every byte a live reader could be
+//! reading.
+//!
+//! Crash-safety argument, step by step (durability `sync`):
+//! 1. nodes and commit record written to the arena (page cache only);
+//! 2. journal record written, then `fdatasync(journal)`: from here on the
+//!    commit survives a kill or a power cut (replayed from the journal);
+//! 3. the version is published, then `commit` returns;
+//! 4. checkpoint: `fdatasync(arena)`, `meta` slot written + synced, and only
+//!    then the journal truncated. A crash between any two steps leaves either
+//!    the old checkpoint plus a journal containing every later record, or
+//!    the new checkpoint plus records it already covers (skipped by version).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::arena::{self, WriterArena, HEADER_PAGE};
+use crate::build::{self, ApplyReport, NodeSink, Op};
+use crate::control::{self, Control};
+use crate::error::{Error, IoContext, Result};
+use crate::journal::{self, Journal, JournalOp};
+use crate::meta::Meta;
+use crate::node::{self, Commit, KIND_BLOB, KIND_INTERNAL, KIND_LEAF};
+use crate::path;
+use crate::readers::{ReaderInfo, ReaderTable};
+use crate::snapshot::Snapshot;
+use crate::sys;
+use crate::tree;
+use crate::txn::{Transaction, TxnSets};
+
+/// When a commit counts as done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// No journal: commits are published at once and survive a crash of the
+    /// writer process (the page cache keeps them), but only checkpoints
+    /// (taken on close, on compaction, or by [`Store::checkpoint`]) survive a
+    /// power loss. For caches and tmpfs.
+    None,
+    /// A commit returns only after its journal record is on disk.
+    Sync,
+}
+
+/// How to open a store.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Create the store if the directory holds none. Default `true`.
+    pub create: bool,
+    /// Default [`Durability::Sync`].
+    pub durability: Durability,
+    /// Versions kept readable besides the newest (at least this many). Default 16.
+    pub retain_versions: u32,
+    /// Largest value accepted. Default 1 MiB; at most 1 GiB.
+    pub max_value_bytes: usize,
+    /// Address space reserved per arena generation; the arena cannot grow
+    /// beyond it (compaction or a reopen with a larger value moves to a new
+    /// generation). Default 64 GiB; costs address space only.
+    pub map_reserve_bytes: u64,
+    /// Checkpoint when the journal exceeds this. Default 64 MiB.
+    pub checkpoint_journal_bytes: u64,
+    /// Compact automatically when the arena exceeds both `compact_min_bytes`
+    /// and `compact_factor` times the live bytes measured at the last
+    /// compaction. Default `true`.
+    pub auto_compact: bool,
+    /// Default 64 MiB.
+    pub compact_min_bytes: u64,
+    /// Default 2.
+    pub compact_factor: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            create: true,
+            durability: Durability::Sync,
+            retain_versions: 16,
+            max_value_bytes: 1 << 20,
+            map_reserve_bytes: 64 << 30,
+            checkpoint_journal_bytes: 64 << 20,
+            auto_compact: true,
+            compact_min_bytes: 64 << 20,
+            compact_factor: 2,
+        }
+    }
+}
+
+impl Options {
+    fn validate(&self) -> Result<()> {
+        let bad = |name, reason: String| Err(Error::InvalidOption { name, reason });
+        if self.retain_versions == 0 {
+            return bad("retain_versions", "must be at least 1".into());
+        }
+        if self.max_value_bytes > 1 << 30 {
+            return bad("max_value_bytes", "must be at most 1 GiB".into());
+        }
+        if self.map_reserve_bytes < 1 << 20 || self.map_reserve_bytes > 1 << 43 {
+            return bad("map_reserve_bytes", "must be between 1 MiB and 8 TiB".into());
+        }
+        if self.map_reserve_bytes < self.max_value_bytes as u64 * 4 {
+            return bad("map_reserve_bytes", "must hold at least four maximum-size values".into());
+        }
+        if self.compact_factor < 2 {
+            return bad("compact_factor", "must be at least 2".into());
+        }
+        Ok(())
+    }
+}
+
+/// What `stat` reports.
+#[derive(Clone, Debug)]
+pub struct Stat {
+    pub version: u64,
+    pub generation: u64,
+    pub key_count: u64,
+    /// Bytes of the current generation in use (header included).
+    pub arena_bytes: u64,
+    /// Bytes the retained versions reach (shared nodes counted once).
+    pub live_bytes: u64,
+    /// Retained versions, newest first.
+    pub retained_versions: Vec<u64>,
+    pub journal_bytes: u64,
+    pub readers: Vec<ReaderInfo>,
+    /// Older generation files still on disk (pinned by live readers).
+    pub old_generations: Vec<u64>,
+}
+
+/// What a compaction did.
+#[derive(Clone, Debug)]
+pub struct CompactReport {
+    pub from_generation: u64,
+    pub to_generation: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub versions_kept: usize,
+}
+
+/// Which paths changed at which version, for conflict detection. Only kept
+/// while transactions are open; entries at or below the oldest open base
+/// version can never cause a conflict and are pruned.
+#[derive(Default)]
+struct ChangeTracker {
+    /// Node created, written or deleted.
+    nodes: HashMap<Vec<u8>, u64>,
+    /// A child created or removed.
+    children: HashMap<Vec<u8>, u64>,
+    /// Subtree deleted.
+    subtrees: HashMap<Vec<u8>, u64>,
+    prune_at: usize,
+}
+
+impl ChangeTracker {
+    fn record(&mut self, version: u64, ops: &[Op], report: &ApplyReport) {
+        for op in ops {
+            self.nodes.insert(op.key().to_vec(), version);
+            if let Op::DeleteTree { key } = op {
+                self.subtrees.insert(key.clone(), version);
+                if !key.is_empty() {
+                    self.children.insert(path::parent(key).to_vec(), version);
+                }
+            }
+        }
+        for key in report.created.iter().chain(&report.removed) {
+            self.children.insert(path::parent(key).to_vec(), version);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.nodes.len() + self.children.len() + self.subtrees.len()
+    }
+
+    fn prune(&mut self, oldest_base: Option<u64>) {
+        match oldest_base {
+            None => {
+                self.nodes.clear();
+                self.children.clear();
+                self.subtrees.clear();
+            }
+            Some(base) => {
+                self.nodes.retain(|_, v| *v > base);
+                self.children.retain(|_, v| *v > base);
+                self.subtrees.retain(|_, v| *v > base);
+            }
+        }
+        self.prune_at = self.len() * 2 + 4096;
+    }
+
+    fn subtree_deleted_after(&self, key: &[u8], base: u64) -> bool {
+        let after = |k: &[u8]| self.subtrees.get(k).is_some_and(|&v| v > base);
+        after(b"") || after(key) || path::ancestors(key).any(after)
+    }
+
+    /// The first path of the transaction that changed after its base.
+    fn conflict(&self, sets: &TxnSets) -> Option<Vec<u8>> {
+        let base = sets.base_version;
+        let node_changed =
+            |k: &[u8]| self.nodes.get(k).is_some_and(|&v| v > base) || self.subtree_deleted_after(k, base);
+        if let Some(k) = sets.reads.iter().find(|k| node_changed(k)) {
+            return Some(k.clone());
+        }
+        if let Some(k) = sets.writes.keys().find(|k| node_changed(k)) {
+            return Some(k.clone());
+        }
+        sets.lists
+            .iter()
+            .find(|k| node_changed(k) || self.children.get(k.as_slice()).is_some_and(|&v| v > base))
+            .cloned()
+    }
+}
+
+struct WriterState {
+    arena: WriterArena,
+    head: Commit,
+    journal: Option<Journal>,
+    meta: Meta,
+    tracker: ChangeTracker,
+    /// Arena bytes in use right after the last compaction (or open).
+    live_bytes: u64,
+    /// Older generation files not yet deleted.
+    old_generations: Vec<u64>,
+    commits_since_reclaim: u64,
+    /// Set when a durability step failed; the store refuses further commits.
+    failed: Option<String>,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Newest version whose journal record has been written: (version, generation, commit offset).
+    written: (u64, u64, u64),
+    published: u64,
+    leader: bool,
+    failed: Option<String>,
+}
+
+/// The writer handle of a store. `Sync`: share it between threads; each
+/// thread may hold its own transactions.
+pub struct Store {
+    dir: PathBuf,
+    options: Options,
+    state: Mutex<WriterState>,
+    sync: Mutex<SyncState>,
+    synced: Condvar,
+    /// Open transactions by base version.
+    open: Mutex<BTreeMap<u64, usize>>,
+    journal_file: Option<File>,
+    control: Control,
+    table: ReaderTable,
+    _lock: File,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a lock leaves state we still read consistently
+    // (every mutation is completed before anything is published).
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+const LOCK_FILE: &str = "lock";
+
+fn take_writer_lock(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = File::options().read(true).write(true).create(true).truncate(false).open(&path).at(&path)?;
+    if !sys::try_lock_range(&file, 0, 1).at(&path)? {
+        let pid = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        return Err(Error::Locked { dir: dir.to_path_buf(), pid });
+    }
+    file.set_len(0).at(&path)?;
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0).at(&path)?;
+    Ok(file)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}
+
+fn list_generations(dir: &Path) -> Result<Vec<u64>> {
+    let mut gens = Vec::new();
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        if let Some(g) = entry.file_name().to_str().and_then(arena::parse_file_name) {
+            gens.push(g);
+        }
+    }
+    gens.sort_unstable();
+    Ok(gens)
+}
+
+/// Checks the checksum of every node reachable from `roots`, once each.
+fn verify_nodes(sink: &WriterArena, commits: &[Commit]) -> Result<()> {
+    let region = sink.region();
+    let damaged = |d: node::Damage| d.into_error(&sink.mapped.path);
+    let mut seen = HashSet::new();
+    let mut stack: Vec<u64> = commits.iter().map(|c| c.root).filter(|&r| r != 0).collect();
+    while let Some(offset) = stack.pop() {
+        if !seen.insert(offset) {
+            continue;
+        }
+        match region.get(offset as usize) {
+            Some(&KIND_INTERNAL) => {
+                let n = node::verified_node_at(region, offset, KIND_INTERNAL).map_err(damaged)?;
+                for i in 0..node::count(n) {
+                    stack.push(node::internal_child(n, offset, i).map_err(damaged)?);
+                }
+            }
+            _ => {
+                let n = node::verified_node_at(region, offset, KIND_LEAF).map_err(damaged)?;
+                for i in 0..node::count(n) {
+                    if let node::ValueRepr::Blob { offset: blob, .. } =
+                        node::leaf_entry(n, offset, i).map_err(damaged)?.value
+                    {
+                        if seen.insert(blob) {
+                            node::verified_node_at(region, blob, KIND_BLOB).map_err(damaged)?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The retained commit chain from `head`, newest first.
+fn retained_chain(region: &[u8], head: Commit, count: usize, path: &Path) -> Result<Vec<Commit>> {
+    let mut chain = vec![head];
+    while chain.len() < count {
+        let last = chain[chain.len() - 1];
+        if last.prev == 0 {
+            break;
+        }
+        chain.push(node::parse_commit(region, last.prev).map_err(|d| d.into_error(path))?);
+    }
+    Ok(chain)
+}
+
+/// Converts journal ops into builder ops: values stored, missing ancestors
+/// of written nodes created with empty values, sorted.
+fn prepare_ops(arena: &WriterArena, head_root: u64, jops: &[JournalOp]) -> Result<Vec<Op>> {
+    let mut puts: HashSet<&[u8]> = HashSet::new();
+    let mut cleared: HashSet<&[u8]> = HashSet::new();
+    for op in jops {
+        match op {
+            JournalOp::Put { key, .. } => {
+                puts.insert(key);
+            }
+            JournalOp::DeleteTree { key } => {
+                cleared.insert(key);
+            }
+            JournalOp::Delete { .. } => {}
+        }
+    }
+    let region = arena.region();
+    let damaged = |d: node::Damage| d.into_error(&arena.mapped.path);
+    let mut ancestors: BTreeMap<Vec<u8>, ()> = BTreeMap::new();
+    for op in jops {
+        let JournalOp::Put { key, .. } = op else { continue };
+        for a in path::ancestors(key) {
+            if puts.contains(a) || ancestors.contains_key(a) {
+                continue;
+            }
+            let cleared_here =
+                cleared.contains(&b""[..]) || cleared.contains(a) || path::ancestors(a).any(|aa| cleared.contains(aa));
+            let exists = !cleared_here && tree::find_entry(region, head_root, |k| k.cmp(a)).map_err(damaged)?.is_some();
+            if !exists {
+                ancestors.insert(a.to_vec(), ());
+            }
+        }
+    }
+    // (key, rank): a subtree deletion sorts before a write of the same key.
+    let mut ops: Vec<(Vec<u8>, u8, Op)> = Vec::with_capacity(jops.len() + ancestors.len());
+    for op in jops {
+        match op {
+            JournalOp::Put { key, value } => {
+                let value = build::store_value(arena, value)?;
+                ops.push((key.clone(), 2, Op::Put { key: key.clone(), value }));
+            }
+            JournalOp::Delete { key } => ops.push((key.clone(), 1, Op::Delete { key: key.clone() })),
+            JournalOp::DeleteTree { key } => ops.push((key.clone(), 0, Op::DeleteTree { key: key.clone() })),
+        }
+    }
+    for (key, ()) in ancestors {
+        ops.push((key.clone(), 2, Op::Put { key, value: node::OwnedValue::Inline(Vec::new()) }));
+    }
+    ops.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    Ok(ops.into_iter().map(|(_, _, op)| op).collect())
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir` as its single writer.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        if !dir.join(control::FILE_NAME).exists() && !dir.join(crate::meta::FILE_NAME).exists() {
+            if !options.create {
+                return Err(Error::NotFound(dir));
+            }
+            std::fs::create_dir_all(&dir).at(&dir)?;
+        }
+        let lock_file = take_writer_lock(&dir)?;
+        let control = Control::open_writer(&dir)?;
+        let table = ReaderTable::create(&dir)?;
+        let (mut meta, meta_state) = Meta::open(&dir, true)?;
+        let generations = list_generations(&dir)?;
+        let reserve = options.map_reserve_bytes.next_multiple_of(sys::page_size());
+
+        let (arena, head) = if meta_state.latest.is_none() && generations.is_empty() && control.current().is_none() {
+            if meta_state.damaged_slots > 0 {
+                return Err(Error::Corrupt {
+                    file: meta.path.clone(),
+                    offset: 0,
+                    detail: "no valid checkpoint slot".into(),
+                });
+            }
+            let arena = WriterArena::create(&dir, 1, reserve)?;
+            let offset = arena.cursor();
+            arena.append(&node::build_commit(0, 0, 0, offset, now_ns(), 0))?;
+            let head = node::parse_commit(arena.region(), offset).map_err(|d| d.into_error(&arena.mapped.path))?;
+            arena.sync()?;
+            meta.write(1, offset, 0, head.end)?;
+            sync_dir(&dir)?;
+            (arena, head)
+        } else {
+            Self::recover_head(&dir, &control, &meta, &generations)?
+        };
+
+        let journal_needed = options.durability == Durability::Sync || dir.join(journal::FILE_NAME).exists();
+        let (journal, replay) = if journal_needed {
+            let (j, r) = Journal::open(&dir)?;
+            if r.discarded_bytes > 0 {
+                tracing::warn!(bytes = r.discarded_bytes, "discarded a torn journal tail");
+            }
+            (Some(j), r.records)
+        } else {
+            (None, Vec::new())
+        };
+        let journal_file = match &journal {
+            Some(j) => Some(j.sync_handle()?),
+            None => None,
+        };
+        let live_bytes = arena.cursor();
+        let current_generation = arena.generation();
+        let old_generations = generations.iter().copied().filter(|&g| g < current_generation).collect();
+        // Generations above the current one come from an interrupted compaction.
+        for g in generations.iter().copied().filter(|&g| g > current_generation) {
+            let _ = std::fs::remove_file(dir.join(arena::file_name(g)));
+        }
+        control.claim(std::process::id(), sys::process_start_time(std::process::id()).unwrap_or(0));
+        let store = Store {
+            dir,
+            options,
+            state: Mutex::new(WriterState {
+                arena,
+                head,
+                journal,
+                meta,
+                tracker: ChangeTracker::default(),
+                live_bytes,
+                old_generations,
+                commits_since_reclaim: 0,
+                failed: None,
+            }),
+            sync: Mutex::new(SyncState::default()),
+            synced: Condvar::new(),
+            open: Mutex::new(BTreeMap::new()),
+            journal_file,
+            control,
+            table,
+            _lock: lock_file,
+        };
+        {
+            let mut st = lock(&store.state);
+            let mut replayed = 0;
+            for record in replay {
+                if record.version <= st.head.version {
+                    continue;
+                }
+                if record.version != st.head.version + 1 {
+                    let path = st.journal.as_ref().map(|j| j.path.clone()).unwrap_or_default();
+                    return Err(Error::Corrupt {
+                        file: path,
+                        offset: 0,
+                        detail: format!(
+                            "journal continues at version {} after version {}",
+                            record.version, st.head.version
+                        ),
+                    });
+                }
+                let st = &mut *st;
+                let ops = prepare_ops(&st.arena, st.head.root, &record.ops)?;
+                st.head = Self::apply_ops(&st.arena, st.head, &ops, record.time_ns, &mut ApplyReport::default())?;
+                replayed += 1;
+            }
+            let head = st.head;
+            store.control.publish(st.arena.generation(), head.offset);
+            let mut sync = lock(&store.sync);
+            sync.published = head.version;
+            sync.written = (head.version, st.arena.generation(), head.offset);
+            drop(sync);
+            if replayed > 0 {
+                tracing::info!(replayed, version = head.version, "replayed journal records");
+                store.checkpoint_locked(&mut st)?;
+            }
+            store.reclaim_generations(&mut st);
+        }
+        Ok(store)
+    }
+
+    /// Picks the newest trustworthy version to start from (see the module docs).
+    fn recover_head(dir: &Path, control: &Control, meta: &Meta, generations: &[u64]) -> Result<(WriterArena, Commit)> {
+        let this_boot = control.written_this_boot();
+        // The published version, when the page cache that holds it survived.
+        let published = match control.current() {
+            Some((generation, offset)) if this_boot && generations.contains(&generation) => {
+                let arena = WriterArena::open(dir, generation, HEADER_PAGE)?;
+                let len = arena.file_len();
+                let arena = WriterArena::open(dir, generation, len.min(offset + node::COMMIT_BYTES as u64))?;
+                match node::parse_commit(arena.region(), offset) {
+                    Ok(commit) => Some((arena, commit)),
+                    Err(d) => {
+                        tracing::warn!(offset = d.offset, detail = %d.detail, "published commit record unreadable; using the checkpoint");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let checkpoint = match meta.latest() {
+            Some(c) if generations.contains(&c.generation) => {
+                let arena = WriterArena::open(dir, c.generation, HEADER_PAGE)?;
+                if c.end > arena.file_len() {
+                    return Err(Error::Corrupt {
+                        file: arena.mapped.path.clone(),
+                        offset: c.end,
+                        detail: "arena shorter than its checkpoint".into(),
+                    });
+                }
+                let arena = WriterArena::open(dir, c.generation, c.end)?;
+                let commit = node::parse_commit(arena.region(), c.commit_offset)
+                    .map_err(|d| d.into_error(&arena.mapped.path))?;
+                if commit.version != c.version {
+                    return Err(Error::Corrupt {
+                        file: meta.path.clone(),
+                        offset: 0,
+                        detail: format!(
+                            "checkpoint names version {} but its record holds {}",
+                            c.version, commit.version
+                        ),
+                    });
+                }
+                Some((arena, commit))
+            }
+            Some(c) => {
+                return Err(Error::Corrupt {
+                    file: meta.path.clone(),
+                    offset: 0,
+                    detail: format!("checkpoint names generation {} whose file is missing", c.generation),
+                })
+            }
+            None => None,
+        };
+        let published_end = published.as_ref().map(|(a, c)| (a.generation(), c.end));
+        let (arena, head) = match (published, checkpoint) {
+            (Some(p), Some(c)) => {
+                if (p.1.version, p.0.generation()) >= (c.1.version, c.0.generation()) {
+                    p
+                } else {
+                    c
+                }
+            }
+            (Some(p), None) => p,
+            (None, Some(c)) => c,
+            (None, None) => {
+                return Err(Error::Corrupt {
+                    file: meta.path.clone(),
+                    offset: 0,
+                    detail: "no valid checkpoint and no published version".into(),
+                })
+            }
+        };
+        // Resume appending above anything a live reader may be reading.
+        let mut cursor = head.end;
+        if let Some((generation, end)) = published_end {
+            if generation == arena.generation() {
+                cursor = cursor.max(end);
+            }
+        } else if this_boot {
+            cursor = cursor.max(arena.file_len());
+        }
+        let arena = WriterArena::open(dir, arena.generation(), cursor)?;
+        let chain = retained_chain(arena.region(), head, usize::MAX, &arena.mapped.path)?;
+        verify_nodes(&arena, &chain)?;
+        Ok((arena, head))
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    pub(crate) fn check_value(&self, path: &str, value: &[u8]) -> Result<()> {
+        if value.len() > self.options.max_value_bytes {
+            return Err(Error::ValueTooLarge {
+                path: path.to_string(),
+                len: value.len(),
+                max: self.options.max_value_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// A snapshot of the newest committed version.
+    pub fn snapshot(&self) -> Snapshot {
+        let st = lock(&self.state);
+        Snapshot::from_parts(st.arena.mapped.clone(), st.head)
+    }
+
+    /// The newest committed version.
+    pub fn version(&self) -> u64 {
+        lock(&self.state).head.version
+    }
+
+    /// A retained older version.
+    pub fn snapshot_at(&self, version: u64) -> Result<Snapshot> {
+        self.snapshot().at_version(version)
+    }
+
+    /// Begins a transaction at the newest committed version.
+    pub fn begin(&self) -> Transaction<'_> {
+        let st = lock(&self.state);
+        let base = Snapshot::from_parts(st.arena.mapped.clone(), st.head);
+        *lock(&self.open).entry(base.version()).or_default() += 1;
+        drop(st);
+        Transaction::new(self, base)
+    }
+
+    pub(crate) fn end_transaction(&self, base: u64) {
+        let mut open = lock(&self.open);
+        if let Some(n) = open.get_mut(&base) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&base);
+            }
+        }
+    }
+
+    fn oldest_open_base(&self) -> Option<u64> {
+        lock(&self.open).keys().next().copied()
+    }
+
+    /// Writes many values as one new version: the fast path for loading.
+    /// Missing ancestors are created with empty values; a later duplicate
+    /// path wins.
+    pub fn bulk_load<P: AsRef<str>, V: AsRef<[u8]>>(&self, items: impl IntoIterator<Item = (P, V)>) -> Result<u64> {
+        let mut sorted: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for (p, v) in items {
+            let (p, v) = (p.as_ref(), v.as_ref());
+            let key = path::key(p)?;
+            if key.is_empty() {
+                return Err(Error::RootImmutable);
+            }
+            self.check_value(p, v)?;
+            sorted.insert(key, v.to_vec());
+        }
+        let jops: Vec<JournalOp> = sorted.into_iter().map(|(key, value)| JournalOp::Put { key, value }).collect();
+        self.commit_ops(None, &jops)
+    }
+
+    pub(crate) fn commit_sets(&self, sets: &TxnSets) -> Result<u64> {
+        self.commit_ops(Some(sets), &sets.journal_ops())
+    }
+
+    fn apply_ops(
+        arena: &WriterArena,
+        head: Commit,
+        ops: &[Op],
+        time_ns: u64,
+        report: &mut ApplyReport,
+    ) -> Result<Commit> {
+        let root = build::apply(arena, head.root, ops, report)?;
+        let key_count = tree::key_count(arena.region(), root).map_err(|d| arena.damaged(d))?;
+        let offset = arena.cursor();
+        let version = head.version + 1;
+        arena.append(&node::build_commit(version, root, head.offset, offset, time_ns, key_count))?;
+        node::parse_commit(arena.region(), offset).map_err(|d| arena.damaged(d))
+    }
+
+    fn commit_ops(&self, sets: Option<&TxnSets>, jops: &[JournalOp]) -> Result<u64> {
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        if let Some(reason) = &st.failed {
+            return Err(Error::Io { file: self.dir.clone(), source: std::io::Error::other(reason.clone()) });
+        }
+        if let Some(sets) = sets {
+            if sets.base_version != st.head.version {
+                if let Some(key) = st.tracker.conflict(sets) {
+                    return Err(Error::Conflict { path: path::path_of(&key) });
+                }
+            }
+            if sets.writes.is_empty() {
+                return Ok(st.head.version);
+            }
+        }
+        let time_ns = now_ns();
+        let start_cursor = st.arena.cursor();
+        let ops = prepare_ops(&st.arena, st.head.root, jops)?;
+        let mut report = ApplyReport::default();
+        let head = match Self::apply_ops(&st.arena, st.head, &ops, time_ns, &mut report) {
+            Ok(head) => head,
+            Err(e) => {
+                // Nothing was published; the bytes written since start_cursor are
+                // unreachable and simply stay behind as garbage until compaction.
+                let _ = start_cursor;
+                return Err(e);
+            }
+        };
+        if let Some(journal) = st.journal.as_mut() {
+            journal.append(&journal::encode(head.version, time_ns, jops))?;
+        }
+        st.head = head;
+        let oldest_base = self.oldest_open_base();
+        if oldest_base.is_some() {
+            st.tracker.record(head.version, &ops, &report);
+        }
+        if oldest_base.is_none() || st.tracker.len() > st.tracker.prune_at {
+            st.tracker.prune(oldest_base);
+        }
+        let generation = st.arena.generation();
+        if self.options.durability == Durability::None {
+            self.control.publish(generation, head.offset);
+            let mut sync = lock(&self.sync);
+            sync.published = head.version;
+            sync.written = (head.version, generation, head.offset);
+        } else {
+            lock(&self.sync).written = (head.version, generation, head.offset);
+        }
+        self.maintain(st)?;
+        drop(guard);
+        if self.options.durability == Durability::Sync {
+            self.wait_durable(head.version)?;
+        }
+        Ok(head.version)
+    }
+
+    /// Checkpoints, compacts and deletes old generations when due.
+    fn maintain(&self, st: &mut WriterState) -> Result<()> {
+        let journal_big = st.journal.as_ref().is_some_and(|j| j.len() > self.options.checkpoint_journal_bytes);
+        let arena_big = self.options.auto_compact
+            && st.arena.cursor() > self.options.compact_min_bytes
+            && st.arena.cursor() > st.live_bytes.saturating_mul(self.options.compact_factor);
+        if arena_big {
+            self.compact_locked(st)?;
+        } else if journal_big {
+            self.checkpoint_locked(st)?;
+        }
+        st.commits_since_reclaim += 1;
+        if !st.old_generations.is_empty() && st.commits_since_reclaim >= 1024 {
+            self.reclaim_generations(st);
+        }
+        Ok(())
+    }
+
+    /// Group commit: waits until `version`'s journal record is durable and
+    /// the version published, leading one `fdatasync` if nobody else is.
+    fn wait_durable(&self, version: u64) -> Result<()> {
+        let Some(journal_file) = &self.journal_file else { return Ok(()) };
+        let mut sync = lock(&self.sync);
+        loop {
+            if sync.published >= version {
+                return Ok(());
+            }
+            if let Some(reason) = &sync.failed {
+                return Err(Error::Io {
+                    file: self.dir.join(journal::FILE_NAME),
+                    source: std::io::Error::other(reason.clone()),
+                });
+            }
+            if sync.leader {
+                sync = self.synced.wait(sync).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            sync.leader = true;
+            let (target, generation, offset) = sync.written;
+            drop(sync);
+            let result = rustix::fs::fdatasync(journal_file);
+            sync = lock(&self.sync);
+            sync.leader = false;
+            match result {
+                Ok(()) => {
+                    if target > sync.published {
+                        self.control.publish(generation, offset);
+                        sync.published = target;
+                    }
+                }
+                Err(e) => {
+                    // The journal can no longer be trusted to hold what we wrote.
+                    sync.failed = Some(format!("journal fdatasync failed: {e}"));
+                    lock(&self.state).failed = sync.failed.clone();
+                }
+            }
+            self.synced.notify_all();
+        }
+    }
+
+    /// Makes the head durable and published before a checkpoint or compaction.
+    fn flush_locked(&self, st: &mut WriterState) -> Result<()> {
+        if let Some(journal_file) = &self.journal_file {
+            rustix::fs::fdatasync(journal_file).at(&self.dir.join(journal::FILE_NAME))?;
+        }
+        let mut sync = lock(&self.sync);
+        if st.head.version > sync.published {
+            self.control.publish(st.arena.generation(), st.head.offset);
+            sync.published = st.head.version;
+        }
+        self.synced.notify_all();
+        Ok(())
+    }
+
+    fn checkpoint_locked(&self, st: &mut WriterState) -> Result<()> {
+        self.flush_locked(st)?;
+        st.arena.sync()?;
+        st.meta.write(st.arena.generation(), st.head.offset, st.head.version, st.head.end)?;
+        if let Some(journal) = st.journal.as_mut() {
+            journal.truncate()?;
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint: everything committed so far survives a power loss
+    /// without the journal.
+    pub fn checkpoint(&self) -> Result<()> {
+        let mut st = lock(&self.state);
+        self.checkpoint_locked(&mut st)
+    }
+
+    /// Copies the retained versions into a new arena generation and switches
+    /// to it. Snapshots of older generations stay valid; the old file is
+    /// deleted once no live reader pins it.
+    pub fn compact(&self) -> Result<CompactReport> {
+        let mut st = lock(&self.state);
+        self.compact_locked(&mut st)
+    }
+
+    fn compact_locked(&self, st: &mut WriterState) -> Result<CompactReport> {
+        self.flush_locked(st)?;
+        let from = st.arena.generation();
+        if from >= control::MAX_GENERATION {
+            return Err(Error::InvalidOption { name: "generation", reason: "generation counter exhausted".into() });
+        }
+        let bytes_before = st.arena.cursor();
+        let reserve = self.options.map_reserve_bytes.next_multiple_of(sys::page_size());
+        let to = from + 1;
+        let _ = std::fs::remove_file(self.dir.join(arena::file_name(to)));
+        let new = WriterArena::create(&self.dir, to, reserve)?;
+        let chain = retained_chain(
+            st.arena.region(),
+            st.head,
+            self.options.retain_versions as usize + 1,
+            &st.arena.mapped.path,
+        )?;
+        let mut memo: HashMap<u64, u64> = HashMap::new();
+        let mut prev = 0;
+        let mut head = st.head;
+        for commit in chain.iter().rev() {
+            let root = if commit.root == 0 { 0 } else { copy_tree(&st.arena, &new, commit.root, &mut memo)? };
+            let offset = new.cursor();
+            new.append(&node::build_commit(commit.version, root, prev, offset, commit.time_ns, commit.key_count))?;
+            head = node::parse_commit(new.region(), offset).map_err(|d| new.damaged(d))?;
+            prev = offset;
+        }
+        new.sync()?;
+        sync_dir(&self.dir)?;
+        st.meta.write(to, head.offset, head.version, head.end)?;
+        if let Some(journal) = st.journal.as_mut() {
+            journal.truncate()?;
+        }
+        // Sync point: the new generation is complete and durable before it is published.
+        self.control.publish(to, head.offset);
+        {
+            let mut sync = lock(&self.sync);
+            sync.published = head.version;
+            sync.written = (head.version, to, head.offset);
+        }
+        let bytes_after = new.cursor();
+        st.arena = new;
+        st.head = head;
+        st.live_bytes = bytes_after;
+        st.old_generations.push(from);
+        self.reclaim_generations(st);
+        tracing::debug!(from, to, bytes_before, bytes_after, "compacted");
+        Ok(CompactReport {
+            from_generation: from,
+            to_generation: to,
+            bytes_before,
+            bytes_after,
+            versions_kept: chain.len(),
+        })
+    }
+
+    /// Deletes old generation files that no live reader pins.
+    fn reclaim_generations(&self, st: &mut WriterState) {
+        st.commits_since_reclaim = 0;
+        if st.old_generations.is_empty() {
+            return;
+        }
+        let oldest_pinned = match self.table.oldest_pinned_generation() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot scan the reader table; keeping old generations");
+                return;
+            }
+        };
+        let dir = &self.dir;
+        st.old_generations.retain(|&g| {
+            if oldest_pinned.is_some_and(|p| p <= g) {
+                return true;
+            }
+            match std::fs::remove_file(dir.join(arena::file_name(g))) {
+                Ok(()) => false,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => {
+                    tracing::warn!(generation = g, error = %e, "cannot delete old generation");
+                    true
+                }
+            }
+        });
+    }
+
+    /// Deletes old generation files whose readers have gone (also done
+    /// automatically every 1024 commits and at each compaction).
+    pub fn reclaim(&self) -> Vec<u64> {
+        let mut st = lock(&self.state);
+        self.reclaim_generations(&mut st);
+        st.old_generations.clone()
+    }
+
+    /// Live readers of this store.
+    pub fn readers(&self) -> Result<Vec<ReaderInfo>> {
+        self.table.live()
+    }
+
+    /// Figures about the store.
+    pub fn stat(&self) -> Result<Stat> {
+        let st = lock(&self.state);
+        let chain = retained_chain(
+            st.arena.region(),
+            st.head,
+            self.options.retain_versions as usize + 1,
+            &st.arena.mapped.path,
+        )?;
+        let live_bytes = reachable_bytes(&st.arena, &chain)?;
+        Ok(Stat {
+            version: st.head.version,
+            generation: st.arena.generation(),
+            key_count: st.head.key_count,
+            arena_bytes: st.arena.cursor(),
+            live_bytes,
+            retained_versions: chain.iter().map(|c| c.version).collect(),
+            journal_bytes: st.journal.as_ref().map_or(0, |j| j.len()),
+            readers: self.table.live()?,
+            old_generations: st.old_generations.clone(),
+        })
+    }
+
+    /// Checks the checksum of every node the retained versions reach.
+    pub fn verify(&self) -> Result<()> {
+        let st = lock(&self.state);
+        let chain = retained_chain(st.arena.region(), st.head, usize::MAX, &st.arena.mapped.path)?;
+        verify_nodes(&st.arena, &chain)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let mut st = lock(&self.state);
+        if st.failed.is_none() {
+            if let Err(e) = self.checkpoint_locked(&mut st) {
+                tracing::warn!(error = %e, "checkpoint on close failed");
+            }
+        }
+    }
+}
+
+/// Bytes of the distinct nodes reachable from `commits` (records included).
+fn reachable_bytes(arena: &WriterArena, commits: &[Commit]) -> Result<u64> {
+    let region = arena.region();
+    let damaged = |d: node::Damage| arena.damaged(d);
+    let mut seen = HashSet::new();
+    let mut total = HEADER_PAGE + (commits.len() * node::COMMIT_BYTES) as u64;
+    let mut stack: Vec<u64> = commits.iter().map(|c| c.root).filter(|&r| r != 0).collect();
+    while let Some(offset) = stack.pop() {
+        if !seen.insert(offset) {
+            continue;
+        }
+        if region.get(offset as usize) == Some(&KIND_INTERNAL) {
+            let n = node::node_at(region, offset, KIND_INTERNAL).map_err(damaged)?;
+            total += n.len() as u64;
+            for i in 0..node::count(n) {
+                stack.push(node::internal_child(n, offset, i).map_err(damaged)?);
+            }
+        } else {
+            let n = node::node_at(region, offset, KIND_LEAF).map_err(damaged)?;
+            total += n.len() as u64;
+            for i in 0..node::count(n) {
+                if let node::ValueRepr::Blob { offset: blob, .. } =
+                    node::leaf_entry(n, offset, i).map_err(damaged)?.value
+                {
+                    if seen.insert(blob) {
+                        total += node::node_at(region, blob, KIND_BLOB).map_err(damaged)?.len() as u64;
+                    }
+                }
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Copies the tree at `offset` from `from` into `to`, sharing nodes already
+/// copied (`memo`: old offset to new), children before parents.
+fn copy_tree(from: &WriterArena, to: &WriterArena, offset: u64, memo: &mut HashMap<u64, u64>) -> Result<u64> {
+    if let Some(&done) = memo.get(&offset) {
+        return Ok(done);
+    }
+    let region = from.region();
+    let damaged = |d: node::Damage| from.damaged(d);
+    let new_offset = if region.get(offset as usize) == Some(&KIND_INTERNAL) {
+        let n = node::verified_node_at(region, offset, KIND_INTERNAL).map_err(damaged)?;
+        let mut children = Vec::with_capacity(node::count(n));
+        for i in 0..node::count(n) {
+            let child = node::internal_child(n, offset, i).map_err(damaged)?;
+            children.push(node::ChildRef {
+                first_key: node::internal_key(n, offset, i).map_err(damaged)?.to_vec(),
+                offset: copy_tree(from, to, child, memo)?,
+                keys: node::internal_keys_below(n, offset, i).map_err(damaged)?,
+                node_bytes: 0,
+            });
+        }
+        to.append(&node::build_internal(&children))?
+    } else {
+        let n = node::verified_node_at(region, offset, KIND_LEAF).map_err(damaged)?;
+        let mut entries = Vec::with_capacity(node::count(n));
+        let mut has_blobs = false;
+        for i in 0..node::count(n) {
+            let e = node::leaf_entry(n, offset, i).map_err(damaged)?;
+            let mut owned = node::OwnedEntry::from_entry(&e);
+            if let node::OwnedValue::Blob { offset: blob, len } = owned.value {
+                has_blobs = true;
+                let new_blob = match memo.get(&blob) {
+                    Some(&b) => b,
+                    None => {
+                        let bytes = node::verified_node_at(region, blob, KIND_BLOB).map_err(damaged)?;
+                        let b = to.append(bytes)?;
+                        memo.insert(blob, b);
+                        b
+                    }
+                };
+                owned.value = node::OwnedValue::Blob { offset: new_blob, len };
+            }
+            entries.push(owned);
+        }
+        if has_blobs {
+            to.append(&node::build_leaf(&entries))?
+        } else {
+            to.append(n)?
+        }
+    };
+    memo.insert(offset, new_offset);
+    Ok(new_offset)
+}

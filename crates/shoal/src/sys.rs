@@ -1,0 +1,195 @@
+//! The operating-system shim: memory mappings, open-file-description locks,
+//! process identity. All of shoal's `unsafe` lives here, behind small APIs
+//! whose `# Safety` sections name what callers must keep true.
+//!
+//! Linux only: OFD locks (`F_OFD_SETLK`), `/proc` for process start times and
+//! the boot id.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::AtomicU64;
+
+use memmap2::{MmapOptions, MmapRaw};
+
+/// A shared mapping of a file, possibly longer than the file (address space
+/// reserved for growth). Bytes past the end of the file must never be
+/// touched (SIGBUS); callers keep every access below the file's length.
+pub struct Mapping {
+    raw: MmapRaw,
+}
+
+// SAFETY: the mapping is plain shared memory; all access goes through the
+// methods below, whose callers uphold the no-overlapping-writes contract.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; shared references only read immutable ranges or use atomics.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `len` bytes of `file` read-only (MAP_SHARED, PROT_READ).
+    pub fn read_only(file: &File, len: u64) -> std::io::Result<Mapping> {
+        let raw = MmapOptions::new().len(to_usize(len)?).map_raw_read_only(file)?;
+        Ok(Mapping { raw })
+    }
+
+    /// Maps `len` bytes of `file` read-write (MAP_SHARED).
+    pub fn read_write(file: &File, len: u64) -> std::io::Result<Mapping> {
+        let raw = MmapOptions::new().len(to_usize(len)?).map_raw(file)?;
+        Ok(Mapping { raw })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.raw.len() as u64
+    }
+
+    /// The bytes `[0, end)`.
+    ///
+    /// # Safety
+    /// `end <= self.len()`, the file is at least `end` bytes long and is never
+    /// truncated below it while the mapping lives, and nobody writes to
+    /// `[0, end)` for as long as the returned slice lives (shoal's
+    /// immutability invariant: bytes below a published high-water mark are
+    /// never written again).
+    pub unsafe fn immutable_prefix(&self, end: u64) -> &[u8] {
+        debug_assert!(end <= self.len());
+        // SAFETY: in bounds of the mapping (caller), backed by the file (caller),
+        // not mutated while borrowed (caller).
+        unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), end as usize) }
+    }
+
+    /// Copies `bytes` into the mapping at `offset`.
+    ///
+    /// # Safety
+    /// The range is inside the mapping and the file, the mapping is writable,
+    /// and no slice returned by [`Mapping::immutable_prefix`] covers it (the
+    /// writer only writes above its append cursor, past every published byte).
+    pub unsafe fn write(&self, offset: u64, bytes: &[u8]) {
+        debug_assert!(offset + bytes.len() as u64 <= self.len());
+        // SAFETY: caller guarantees bounds, writability and the absence of readers of the range.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.raw.as_mut_ptr().add(offset as usize), bytes.len())
+        }
+    }
+
+    /// An atomic word inside the mapping, shared with other processes.
+    ///
+    /// # Safety
+    /// `offset` is 8-aligned, `offset + 8 <= len` and inside the file, and the
+    /// word is only ever accessed atomically by every process. A read-only
+    /// mapping may only be loaded from.
+    pub unsafe fn atomic_u64(&self, offset: u64) -> &AtomicU64 {
+        debug_assert!(offset % 8 == 0 && offset + 8 <= self.len());
+        // SAFETY: aligned, in bounds, and accessed only atomically (caller); the
+        // mapping outlives the reference.
+        unsafe { AtomicU64::from_ptr(self.raw.as_mut_ptr().add(offset as usize).cast::<u64>()) }
+    }
+}
+
+fn to_usize(len: u64) -> std::io::Result<usize> {
+    usize::try_from(len).map_err(|_| std::io::Error::other("mapping larger than the address space"))
+}
+
+fn ofd_lock(
+    file: &File,
+    command: libc::c_int,
+    kind: libc::c_short,
+    start: u64,
+    len: u64,
+) -> std::io::Result<libc::flock> {
+    // SAFETY: an all-zero flock is a valid value of this plain C struct.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = start as libc::off_t;
+    lock.l_len = len as libc::off_t;
+    // SAFETY: fcntl with an OFD lock command reads and writes only `lock`,
+    // which lives for the call; the fd is open for as long as `file` is.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), command, &mut lock) };
+    if rc == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(lock)
+}
+
+/// Tries to take an exclusive open-file-description lock on a byte range.
+/// The kernel drops it when the last descriptor of this open file closes,
+/// including when the process dies. `Ok(false)`: someone else holds it.
+pub fn try_lock_range(file: &File, start: u64, len: u64) -> std::io::Result<bool> {
+    match ofd_lock(file, libc::F_OFD_SETLK, libc::F_WRLCK as libc::c_short, start, len) {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Releases a lock taken by [`try_lock_range`] on the same open file.
+pub fn unlock_range(file: &File, start: u64, len: u64) -> std::io::Result<()> {
+    ofd_lock(file, libc::F_OFD_SETLK, libc::F_UNLCK as libc::c_short, start, len).map(|_| ())
+}
+
+/// Whether another open file description holds a lock on any byte of the range.
+pub fn range_is_locked(file: &File, start: u64, len: u64) -> std::io::Result<bool> {
+    let lock = ofd_lock(file, libc::F_OFD_GETLK, libc::F_WRLCK as libc::c_short, start, len)?;
+    Ok(lock.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+/// Start time of a process in clock ticks since boot (field 22 of
+/// `/proc/PID/stat`), which tells a live process from a later one that
+/// reused its pid. `None` when the process does not exist.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses; fields resume after the last ')'.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the process `pid` that started at `start_time` is still alive.
+pub fn process_alive(pid: u32, start_time: u64) -> bool {
+    process_start_time(pid) == Some(start_time)
+}
+
+/// This boot's id: page-cache contents survive a process crash but not a
+/// reboot, and this tells the two apart.
+pub fn boot_id() -> [u8; 16] {
+    let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let hex: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
+    let mut id = [0u8; 16];
+    for (i, pair) in hex.chunks(2).take(16).enumerate() {
+        let s = std::str::from_utf8(pair).unwrap_or("0");
+        id[i] = u8::from_str_radix(s, 16).unwrap_or(0);
+    }
+    id
+}
+
+/// The system page size.
+pub fn page_size() -> u64 {
+    rustix::param::page_size() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ofd_locks_conflict_between_open_files_of_one_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, [0u8; 256]).unwrap();
+        let a = File::options().read(true).write(true).open(&path).unwrap();
+        let b = File::options().read(true).write(true).open(&path).unwrap();
+        assert!(try_lock_range(&a, 64, 64).unwrap());
+        assert!(!try_lock_range(&b, 64, 64).unwrap());
+        assert!(try_lock_range(&b, 128, 64).unwrap());
+        assert!(range_is_locked(&b, 64, 64).unwrap());
+        drop(a);
+        assert!(!range_is_locked(&b, 64, 64).unwrap());
+    }
+
+    #[test]
+    fn own_start_time_is_found() {
+        let me = std::process::id();
+        let t = process_start_time(me).expect("own /proc entry");
+        assert!(process_alive(me, t));
+        assert!(!process_alive(me, t + 1));
+        assert_ne!(boot_id(), [0u8; 16]);
+    }
+}

@@ -1,0 +1,230 @@
+//! Transactions: optimistic, xenstore-style.
+//!
+//! A transaction reads at its base version and buffers its writes. It
+//! records every path it read, listed or wrote; at commit the writer checks
+//! them against the versions that last changed each path (tracked per path,
+//! not per store: DESIGN §8) and fails with [`Error::Conflict`] naming the
+//! first path that changed after the base. Reads see the transaction's own
+//! writes. Dropping a transaction aborts it.
+
+use std::collections::{BTreeMap, HashSet};
+
+use crate::error::{Error, Result};
+use crate::journal::JournalOp;
+use crate::path;
+use crate::snapshot::Snapshot;
+use crate::store::Store;
+
+/// A buffered change to one node.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Write {
+    /// The node's subtree (itself included) is deleted first.
+    pub clears_subtree: bool,
+    /// What happens to the node itself afterwards.
+    pub node: NodeWrite,
+}
+
+#[derive(Clone, Debug, Default)]
+pub(crate) enum NodeWrite {
+    #[default]
+    Keep,
+    Put(Vec<u8>),
+    Delete,
+}
+
+/// The read and write sets of a transaction, handed to the writer at commit.
+pub(crate) struct TxnSets {
+    pub base_version: u64,
+    pub reads: HashSet<Vec<u8>>,
+    pub lists: HashSet<Vec<u8>>,
+    pub writes: BTreeMap<Vec<u8>, Write>,
+}
+
+impl TxnSets {
+    /// The writes as journal ops, in key order (a subtree deletion before the
+    /// write of the same node).
+    pub fn journal_ops(&self) -> Vec<JournalOp> {
+        let mut ops = Vec::with_capacity(self.writes.len());
+        for (key, w) in &self.writes {
+            if w.clears_subtree {
+                ops.push(JournalOp::DeleteTree { key: key.clone() });
+            }
+            match &w.node {
+                NodeWrite::Put(v) => ops.push(JournalOp::Put { key: key.clone(), value: v.clone() }),
+                NodeWrite::Delete if !w.clears_subtree => ops.push(JournalOp::Delete { key: key.clone() }),
+                _ => {}
+            }
+        }
+        ops
+    }
+}
+
+/// An open transaction. See the module docs.
+pub struct Transaction<'s> {
+    store: &'s Store,
+    base: Snapshot,
+    sets: TxnSets,
+}
+
+impl<'s> Transaction<'s> {
+    pub(crate) fn new(store: &'s Store, base: Snapshot) -> Self {
+        let sets = TxnSets {
+            base_version: base.version(),
+            reads: HashSet::new(),
+            lists: HashSet::new(),
+            writes: BTreeMap::new(),
+        };
+        Transaction { store, base, sets }
+    }
+
+    /// The version this transaction reads at.
+    pub fn base_version(&self) -> u64 {
+        self.base.version()
+    }
+
+    /// Whether the node at `key` is deleted by a buffered subtree deletion of an ancestor.
+    fn cleared_by_ancestor(&self, key: &[u8]) -> bool {
+        if key.is_empty() {
+            return false;
+        }
+        let root_cleared = self.sets.writes.get(&b""[..]).is_some_and(|w| w.clears_subtree);
+        root_cleared || path::ancestors(key).any(|a| self.sets.writes.get(a).is_some_and(|w| w.clears_subtree))
+    }
+
+    fn lookup(&self, key: &[u8]) -> Result<Option<&[u8]>> {
+        if key.is_empty() {
+            return Ok(Some(&[])); // the root always exists
+        }
+        if let Some(w) = self.sets.writes.get(key) {
+            match &w.node {
+                NodeWrite::Put(v) => return Ok(Some(v)),
+                NodeWrite::Delete => return Ok(None),
+                NodeWrite::Keep if w.clears_subtree => return Ok(None),
+                NodeWrite::Keep => {}
+            }
+        }
+        if self.cleared_by_ancestor(key) {
+            return Ok(None);
+        }
+        if !key.is_empty() && self.implied_by_writes(key) {
+            return Ok(Some(&[]));
+        }
+        self.base.get_key(key)
+    }
+
+    /// Whether a buffered put below `key` will create it (as an empty
+    /// ancestor) if it does not otherwise exist.
+    fn implied_by_writes(&self, key: &[u8]) -> bool {
+        let prefix = path::child_prefix(key);
+        self.sets
+            .writes
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .any(|(_, w)| matches!(w.node, NodeWrite::Put(_)))
+            && self.base.get_key(key).ok().flatten().is_none()
+    }
+
+    /// The value at `path` as this transaction sees it.
+    pub fn get(&mut self, path: &str) -> Result<Option<&[u8]>> {
+        let key = path::key(path)?;
+        self.sets.reads.insert(key.clone());
+        // Re-borrow immutably for the returned slice.
+        let this: &Self = self;
+        this.lookup(&key)
+    }
+
+    /// The immediate children of `path` as this transaction sees them.
+    pub fn list(&mut self, path: &str) -> Result<Vec<String>> {
+        let key = path::key(path)?;
+        self.sets.lists.insert(key.clone());
+        self.list_key(&key)
+    }
+
+    fn list_key(&self, key: &[u8]) -> Result<Vec<String>> {
+        let cleared = self.cleared_by_ancestor(key) || self.sets.writes.get(key).is_some_and(|w| w.clears_subtree);
+        let mut names: std::collections::BTreeSet<Vec<u8>> = if cleared {
+            Default::default()
+        } else {
+            self.base.list_key(key)?.into_iter().map(String::into_bytes).collect()
+        };
+        let prefix = path::child_prefix(key);
+        for (k, w) in self.sets.writes.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)) {
+            let rest = &k[prefix.len()..];
+            let (name, is_child) = match rest.iter().position(|&b| b == 0) {
+                Some(p) => (&rest[..p], false),
+                None => (rest, true),
+            };
+            if is_child && (w.clears_subtree || matches!(w.node, NodeWrite::Delete)) {
+                names.remove(name);
+            }
+            if matches!(w.node, NodeWrite::Put(_)) {
+                names.insert(name.to_vec());
+            }
+        }
+        Ok(names.into_iter().map(|n| String::from_utf8_lossy(&n).into_owned()).collect())
+    }
+
+    /// Writes `value` at `path`, creating missing ancestors with empty values.
+    pub fn put(&mut self, path: &str, value: impl AsRef<[u8]>) -> Result<()> {
+        let value = value.as_ref();
+        let key = path::key(path)?;
+        if key.is_empty() {
+            return Err(Error::RootImmutable);
+        }
+        self.store.check_value(path, value)?;
+        self.sets.writes.entry(key).or_default().node = NodeWrite::Put(value.to_vec());
+        Ok(())
+    }
+
+    /// Deletes the node at `path`, which must have no children. Returns
+    /// whether it existed.
+    pub fn delete(&mut self, path: &str) -> Result<bool> {
+        let key = path::key(path)?;
+        if key.is_empty() {
+            return Err(Error::RootImmutable);
+        }
+        self.sets.lists.insert(key.clone());
+        self.sets.reads.insert(key.clone());
+        if !self.list_key(&key)?.is_empty() {
+            return Err(Error::HasChildren { path: path.to_string() });
+        }
+        let existed = self.lookup(&key)?.is_some();
+        self.sets.writes.entry(key).or_default().node = NodeWrite::Delete;
+        Ok(existed)
+    }
+
+    /// Deletes the node at `path` and everything below it. Returns whether it
+    /// existed. `delete_tree("/")` empties the store.
+    pub fn delete_tree(&mut self, path: &str) -> Result<bool> {
+        let key = path::key(path)?;
+        self.sets.reads.insert(key.clone());
+        let existed = self.lookup(&key)?.is_some();
+        let end = path::subtree_end(&key);
+        let inside: Vec<Vec<u8>> = match &end {
+            Some(end) => self.sets.writes.range(key.clone()..end.clone()).map(|(k, _)| k.clone()).collect(),
+            None => self.sets.writes.keys().cloned().collect(),
+        };
+        for k in inside {
+            self.sets.writes.remove(&k);
+        }
+        self.sets.writes.insert(key, Write { clears_subtree: true, node: NodeWrite::Delete });
+        Ok(existed)
+    }
+
+    /// Commits: returns the new version, or the current one when nothing was
+    /// written. Fails with [`Error::Conflict`] if anything this transaction
+    /// read, listed or wrote changed after its base version.
+    pub fn commit(self) -> Result<u64> {
+        // Dropping `self` afterwards unregisters the transaction.
+        self.store.commit_sets(&self.sets)
+    }
+
+    /// Discards the transaction (the same as dropping it).
+    pub fn abort(self) {}
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        self.store.end_transaction(self.base.version());
+    }
+}

@@ -1,0 +1,266 @@
+//! Model-based test: random sequences of puts, deletes, subtree deletes,
+//! commits, aborts, conflicting transactions, reopens and compactions,
+//! checked against a plain in-memory model. Every snapshot taken along the
+//! way must still equal the model of its version at the end, across
+//! compactions and reopens.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use shoal::{Durability, Error, Options, Snapshot, Store};
+
+type Model = BTreeMap<String, Vec<u8>>;
+
+fn is_below(path: &str, root: &str) -> bool {
+    root == "/" || path == root || path.starts_with(&format!("{root}/"))
+}
+
+fn model_put(m: &mut Model, path: &str, value: &[u8]) {
+    let mut at = 0;
+    while let Some(p) = path[at + 1..].find('/') {
+        at += 1 + p;
+        m.entry(path[..at].to_string()).or_default();
+    }
+    m.insert(path.to_string(), value.to_vec());
+}
+
+fn model_children(m: &Model, path: &str) -> Vec<String> {
+    let prefix = if path == "/" { "/".to_string() } else { format!("{path}/") };
+    let mut names: Vec<String> = m
+        .keys()
+        .filter_map(|k| k.strip_prefix(&prefix))
+        .map(|rest| rest.split('/').next().unwrap_or("").to_string())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[derive(Clone, Debug)]
+enum TxnOp {
+    Put(String, Vec<u8>),
+    Delete(String),
+    DeleteTree(String),
+    Get(String),
+    List(String),
+}
+
+#[derive(Clone, Debug)]
+enum Action {
+    Commit(Vec<TxnOp>),
+    Abort(Vec<TxnOp>),
+    Conflict { read: String, other_write: String },
+    Bulk(Vec<(String, Vec<u8>)>),
+    Reopen,
+    Compact,
+    Hold,
+}
+
+fn path_strategy() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(vec!["a", "b", "c", "ab", "a b", "z"]), 1..4)
+        .prop_map(|segs| format!("/{}", segs.join("/")))
+}
+
+fn value_strategy() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        4 => prop::collection::vec(any::<u8>(), 0..24),
+        1 => (300usize..1500, any::<u8>()).prop_map(|(n, b)| vec![b; n]),
+    ]
+}
+
+fn txn_op() -> impl Strategy<Value = TxnOp> {
+    prop_oneof![
+        5 => (path_strategy(), value_strategy()).prop_map(|(p, v)| TxnOp::Put(p, v)),
+        2 => path_strategy().prop_map(TxnOp::Delete),
+        1 => prop_oneof![path_strategy(), Just("/".to_string())].prop_map(TxnOp::DeleteTree),
+        2 => path_strategy().prop_map(TxnOp::Get),
+        1 => prop_oneof![path_strategy(), Just("/".to_string())].prop_map(TxnOp::List),
+    ]
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        8 => prop::collection::vec(txn_op(), 1..8).prop_map(Action::Commit),
+        1 => prop::collection::vec(txn_op(), 1..5).prop_map(Action::Abort),
+        2 => (path_strategy(), path_strategy()).prop_map(|(read, other_write)| Action::Conflict { read, other_write }),
+        1 => prop::collection::vec((path_strategy(), value_strategy()), 1..40).prop_map(Action::Bulk),
+        1 => Just(Action::Reopen),
+        1 => Just(Action::Compact),
+        2 => Just(Action::Hold),
+    ]
+}
+
+fn options(durability: Durability) -> Options {
+    Options {
+        durability,
+        retain_versions: 4,
+        map_reserve_bytes: 64 << 20,
+        max_value_bytes: 4096,
+        compact_min_bytes: 256 << 10,
+        ..Options::default()
+    }
+}
+
+fn assert_matches(snap: &Snapshot, model: &Model) {
+    let scanned: Vec<(String, Vec<u8>)> =
+        snap.scan("/").unwrap().map(|r| r.map(|(p, v)| (p, v.to_vec())).unwrap()).collect();
+    // Path order is segment by segment: "/a/b" sorts before "/a b".
+    let mut expected: Vec<(String, Vec<u8>)> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    expected.sort_by(|a, b| a.0.split('/').cmp(b.0.split('/')));
+    let paths = |v: &[(String, Vec<u8>)]| v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    assert_eq!(paths(&scanned), paths(&expected), "paths scanned from version {}", snap.version());
+    assert!(scanned == expected, "values scanned from version {} differ", snap.version());
+    assert_eq!(snap.key_count(), model.len() as u64);
+    for path in model.keys().take(20) {
+        assert_eq!(snap.get(path).unwrap(), model.get(path).map(|v| v.as_slice()), "get {path}");
+        assert_eq!(snap.list(path).unwrap(), model_children(model, path), "list {path}");
+    }
+    assert_eq!(snap.list("/").unwrap(), model_children(model, "/"));
+}
+
+/// Applies ops to a transaction and to a model copy; both must agree.
+fn run_ops(txn: &mut shoal::Transaction<'_>, model: &mut Model, ops: &[TxnOp]) {
+    for op in ops {
+        match op {
+            TxnOp::Put(p, v) => {
+                txn.put(p, v).unwrap();
+                model_put(model, p, v);
+            }
+            TxnOp::Delete(p) => {
+                let has_children = !model_children(model, p).is_empty();
+                match txn.delete(p) {
+                    Err(Error::HasChildren { .. }) => assert!(has_children, "spurious HasChildren for {p}"),
+                    Ok(existed) => {
+                        assert!(!has_children, "delete of {p} with children succeeded");
+                        assert_eq!(existed, model.remove(p).is_some());
+                    }
+                    Err(e) => panic!("delete {p}: {e}"),
+                }
+            }
+            TxnOp::DeleteTree(p) => {
+                let existed = txn.delete_tree(p).unwrap();
+                assert_eq!(existed, p == "/" || model.contains_key(p));
+                model.retain(|k, _| !is_below(k, p));
+            }
+            TxnOp::Get(p) => {
+                assert_eq!(txn.get(p).unwrap(), model.get(p).map(|v| v.as_slice()), "txn get {p}");
+            }
+            TxnOp::List(p) => {
+                if p == "/" || model.contains_key(p) {
+                    assert_eq!(txn.list(p).unwrap(), model_children(model, p), "txn list {p}");
+                }
+            }
+        }
+    }
+}
+
+fn run(actions: Vec<Action>, durability: Durability) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), options(durability)).unwrap();
+    let mut model = Model::new();
+    let mut versions: BTreeMap<u64, Model> = BTreeMap::new();
+    versions.insert(store.version(), model.clone());
+    let mut held: Vec<(Snapshot, Model)> = Vec::new();
+
+    for action in actions {
+        match action {
+            Action::Commit(ops) => {
+                let mut txn = store.begin();
+                let mut next = model.clone();
+                run_ops(&mut txn, &mut next, &ops);
+                let v = txn.commit().unwrap();
+                model = next;
+                versions.insert(v, model.clone());
+            }
+            Action::Abort(ops) => {
+                let mut txn = store.begin();
+                let mut scratch = model.clone();
+                run_ops(&mut txn, &mut scratch, &ops);
+                txn.abort();
+            }
+            Action::Conflict { read, other_write } => {
+                let mut t1 = store.begin();
+                let before = t1.get(&read).unwrap().map(|v| v.to_vec());
+                t1.put("/t1", b"x").unwrap();
+                let mut t2 = store.begin();
+                t2.put(&other_write, b"other").unwrap();
+                let v = t2.commit().unwrap();
+                let changed_read =
+                    other_write == read || other_write.starts_with(&format!("{read}/")) && before.is_none();
+                model_put(&mut model, &other_write, b"other");
+                versions.insert(v, model.clone());
+                match t1.commit() {
+                    Err(Error::Conflict { .. }) => {}
+                    Ok(v) => {
+                        assert!(!changed_read, "commit after a conflicting write to {read} succeeded");
+                        model_put(&mut model, "/t1", b"x");
+                        versions.insert(v, model.clone());
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            Action::Bulk(items) => {
+                let v = store.bulk_load(items.iter().map(|(p, v)| (p.as_str(), v.as_slice()))).unwrap();
+                for (p, val) in &items {
+                    model_put(&mut model, p, val);
+                }
+                versions.insert(v, model.clone());
+            }
+            Action::Reopen => {
+                let v = store.version();
+                drop(store);
+                store = Store::open(dir.path(), options(durability)).unwrap();
+                assert_eq!(store.version(), v);
+            }
+            Action::Compact => {
+                store.compact().unwrap();
+            }
+            Action::Hold => held.push((store.snapshot(), model.clone())),
+        }
+        assert_matches(&store.snapshot(), &model);
+    }
+    // Retained versions read back as they were.
+    let head = store.version();
+    for (&v, m) in versions.range(head.saturating_sub(4)..) {
+        assert_matches(&store.snapshot_at(v).unwrap(), m);
+    }
+    // Snapshots held across commits, compactions and reopens are unchanged.
+    for (snap, m) in &held {
+        assert_matches(snap, m);
+        assert_eq!(versions.get(&snap.version()), Some(m));
+    }
+    store.verify().unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn matches_model_without_journal(actions in prop::collection::vec(action(), 1..40)) {
+        run(actions, Durability::None);
+    }
+
+    #[test]
+    fn matches_model_with_journal(actions in prop::collection::vec(action(), 1..25)) {
+        run(actions, Durability::Sync);
+    }
+}
+
+#[test]
+fn large_batches_split_and_merge_nodes() {
+    // Thousands of keys force multi-level trees; deleting most of them
+    // forces merges of underfull nodes.
+    let mut model = Model::new();
+    let mut actions = Vec::new();
+    let items: Vec<(String, Vec<u8>)> =
+        (0..5000).map(|i| (format!("/d/{}/{}", i % 97, i), vec![(i % 251) as u8; i % 40])).collect();
+    actions.push(Action::Bulk(items.clone()));
+    for (p, v) in &items {
+        model_put(&mut model, p, v);
+    }
+    actions.push(Action::Commit((0..90).map(|i| TxnOp::DeleteTree(format!("/d/{i}"))).collect()));
+    actions.push(Action::Hold);
+    actions.push(Action::Compact);
+    actions.push(Action::Commit(vec![TxnOp::DeleteTree("/d".into()), TxnOp::Put("/d/new".into(), b"1".to_vec())]));
+    run(actions, Durability::None);
+}
