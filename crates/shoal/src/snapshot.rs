@@ -69,6 +69,12 @@ impl Snapshot {
         self.commit
     }
 
+    /// The virtual addresses of the shared arena mapping this snapshot reads
+    /// from: values returned by [`Snapshot::get`] lie inside it (no copy).
+    pub fn mapping_address_range(&self) -> std::ops::Range<usize> {
+        self.generation.map.address_range()
+    }
+
     /// This snapshot's version.
     pub fn version(&self) -> u64 {
         self.commit.version

@@ -41,6 +41,12 @@ impl Mapping {
         self.raw.len() as u64
     }
 
+    /// The virtual addresses the mapping occupies.
+    pub fn address_range(&self) -> std::ops::Range<usize> {
+        let start = self.raw.as_ptr() as usize;
+        start..start + self.raw.len()
+    }
+
     /// The bytes `[0, end)`.
     ///
     /// # Safety

@@ -1,0 +1,43 @@
+//! A writer process for crash tests: `writer-child STORE`.
+//!
+//! Opens the store with durability `sync` and commits forever: commit `n`
+//! writes `/c/<n>` and sets `/last` to `n`, with a value large enough now
+//! and then to need a blob node. After each commit returns it prints
+//! `ack <n>` (flushed), so the parent knows exactly which commits were
+//! acknowledged when it kills this process.
+
+use std::io::Write;
+
+fn main() {
+    let dir = std::env::args().nth(1).expect("store dir");
+    let options = shoal::Options {
+        durability: shoal::Durability::Sync,
+        map_reserve_bytes: 1 << 30,
+        checkpoint_journal_bytes: 64 << 10,
+        compact_min_bytes: 1 << 20,
+        retain_versions: 4,
+        ..shoal::Options::default()
+    };
+    let store = shoal::Store::open(&dir, options).expect("open store");
+    let mut next = store
+        .snapshot()
+        .get("/last")
+        .expect("read /last")
+        .map_or(0, |v| std::str::from_utf8(v).expect("utf8").parse::<u64>().expect("number") + 1);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready next={next}").ok();
+    out.flush().ok();
+    loop {
+        let mut txn = store.begin();
+        let value = if next.is_multiple_of(7) { vec![b'x'; 600] } else { next.to_string().into_bytes() };
+        txn.put(&format!("/c/{next}"), value).expect("put");
+        txn.put("/last", next.to_string()).expect("put");
+        if next.is_multiple_of(50) && next >= 50 {
+            txn.delete_tree(&format!("/c/{}", next - 25)).expect("delete_tree");
+        }
+        txn.commit().expect("commit");
+        writeln!(out, "ack {next}").ok();
+        out.flush().ok();
+        next += 1;
+    }
+}
