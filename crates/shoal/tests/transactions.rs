@@ -1,0 +1,203 @@
+//! Transaction semantics: optimistic conflicts per path (xenstore's rules),
+//! validation errors, the writer lock, and group commit.
+
+use shoal::{Durability, Error, Options, Reader, Store};
+
+fn open(dir: &std::path::Path) -> Store {
+    Store::open(dir, Options { durability: Durability::None, ..Options::default() }).unwrap()
+}
+
+fn put(store: &Store, path: &str, value: &str) -> u64 {
+    let mut txn = store.begin();
+    txn.put(path, value).unwrap();
+    txn.commit().unwrap()
+}
+
+#[test]
+fn read_then_concurrent_write_conflicts_and_names_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    put(&store, "/a/x", "1");
+    let mut t1 = store.begin();
+    assert_eq!(t1.get("/a/x").unwrap(), Some(&b"1"[..]));
+    t1.put("/b", "from t1").unwrap();
+    put(&store, "/a/x", "2");
+    match t1.commit() {
+        Err(Error::Conflict { path }) => assert_eq!(path, "/a/x"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(store.snapshot().get("/b").unwrap(), None, "a failed commit left a write behind");
+}
+
+#[test]
+fn unrelated_concurrent_writes_do_not_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    put(&store, "/a/x", "1");
+    put(&store, "/b/y", "1");
+    let mut t1 = store.begin();
+    t1.get("/a/x").unwrap();
+    t1.list("/a").unwrap();
+    t1.put("/a/z", "t1").unwrap();
+    put(&store, "/b/y", "2"); // another subtree
+    put(&store, "/a/x", "1"); // same value, but it is a write to a node t1 read...
+    assert!(matches!(t1.commit(), Err(Error::Conflict { .. })), "a rewrite of a read node must conflict");
+
+    let mut t2 = store.begin();
+    t2.get("/a/x").unwrap();
+    t2.put("/a/w", "t2").unwrap();
+    put(&store, "/b/q", "new");
+    let v = t2.commit().unwrap();
+    assert_eq!(store.snapshot().get("/a/w").unwrap(), Some(&b"t2"[..]));
+    assert_eq!(v, store.version());
+}
+
+#[test]
+fn listing_conflicts_with_a_new_child_but_not_a_value_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    put(&store, "/dir/a", "1");
+    let mut t1 = store.begin();
+    assert_eq!(t1.list("/dir").unwrap(), vec!["a"]);
+    t1.put("/out", "x").unwrap();
+    put(&store, "/dir/a", "changed value");
+    let v = t1.commit().unwrap();
+    assert!(v > 0);
+
+    let mut t2 = store.begin();
+    t2.list("/dir").unwrap();
+    t2.put("/out", "y").unwrap();
+    put(&store, "/dir/b", "new child");
+    match t2.commit() {
+        Err(Error::Conflict { path }) => assert_eq!(path, "/dir"),
+        other => panic!("expected a conflict on /dir, got {other:?}"),
+    }
+}
+
+#[test]
+fn subtree_deletion_conflicts_with_readers_of_anything_below() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    put(&store, "/t/deep/node", "1");
+    let mut t1 = store.begin();
+    t1.get("/t/deep/node").unwrap();
+    t1.put("/elsewhere", "x").unwrap();
+    let mut del = store.begin();
+    assert!(del.delete_tree("/t").unwrap());
+    del.commit().unwrap();
+    assert!(matches!(t1.commit(), Err(Error::Conflict { .. })));
+}
+
+#[test]
+fn write_write_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut t1 = store.begin();
+    let mut t2 = store.begin();
+    t1.put("/k", "1").unwrap();
+    t2.put("/k", "2").unwrap();
+    t1.commit().unwrap();
+    assert!(matches!(t2.commit(), Err(Error::Conflict { .. })));
+    assert_eq!(store.snapshot().get("/k").unwrap(), Some(&b"1"[..]));
+}
+
+#[test]
+fn transactions_see_their_own_writes_and_nobody_else_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut txn = store.begin();
+    txn.put("/a/b/c", "v").unwrap();
+    assert_eq!(txn.get("/a/b/c").unwrap(), Some(&b"v"[..]));
+    assert_eq!(txn.get("/a/b").unwrap(), Some(&b""[..]), "ancestors are created empty");
+    assert_eq!(txn.list("/a").unwrap(), vec!["b"]);
+    assert_eq!(store.snapshot().get("/a/b/c").unwrap(), None);
+    assert!(matches!(txn.delete("/a"), Err(Error::HasChildren { .. })));
+    assert!(txn.delete_tree("/a").unwrap());
+    assert_eq!(txn.get("/a/b/c").unwrap(), None);
+    txn.put("/a/again", "1").unwrap();
+    txn.commit().unwrap();
+    let snap = store.snapshot();
+    assert_eq!(snap.list("/a").unwrap(), vec!["again"]);
+    assert_eq!(snap.get("/a").unwrap(), Some(&b""[..]));
+}
+
+#[test]
+fn invalid_input_is_rejected_with_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        Store::open(dir.path(), Options { max_value_bytes: 16, durability: Durability::None, ..Options::default() })
+            .unwrap();
+    let mut txn = store.begin();
+    for bad in ["", "relative", "/trailing/", "/double//slash", "/nul\0byte"] {
+        let err = txn.put(bad, "x").unwrap_err();
+        assert!(matches!(err, Error::InvalidPath { .. }), "{bad:?}: {err}");
+        assert!(err.to_string().contains("invalid path"));
+    }
+    let err = txn.put("/big", [0u8; 17]).unwrap_err();
+    assert!(matches!(err, Error::ValueTooLarge { len: 17, max: 16, .. }), "{err}");
+    assert!(matches!(txn.put("/", "x"), Err(Error::RootImmutable)));
+    assert!(matches!(store.snapshot().get("no-slash"), Err(Error::InvalidPath { .. })));
+    let bad_options = Options { retain_versions: 0, ..Options::default() };
+    assert!(matches!(Store::open(dir.path().join("other"), bad_options), Err(Error::InvalidOption { .. })));
+    let missing = Options { create: false, ..Options::default() };
+    assert!(matches!(Store::open(dir.path().join("missing"), missing), Err(Error::NotFound(_))));
+    assert!(matches!(Reader::open(dir.path().join("missing")), Err(Error::NotFound(_))));
+}
+
+#[test]
+fn second_writer_gets_locked_error_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = open(dir.path());
+    match Store::open(dir.path(), Options::default()) {
+        Err(Error::Locked { pid, .. }) => assert_eq!(pid, std::process::id()),
+        other => panic!("expected Locked, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn concurrent_sync_commits_all_land_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options { durability: Durability::Sync, ..Options::default() }).unwrap();
+    let start = store.version();
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let store = &store;
+            s.spawn(move || {
+                for i in 0..25 {
+                    let mut txn = store.begin();
+                    txn.put(&format!("/t{t}/{i}"), "v").unwrap();
+                    txn.commit().unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(store.version(), start + 200);
+    let reader = Reader::open(dir.path()).unwrap();
+    let snap = reader.snapshot().unwrap();
+    assert_eq!(snap.version(), start + 200, "every acknowledged commit is published");
+    for t in 0..8 {
+        assert_eq!(snap.list(&format!("/t{t}")).unwrap().len(), 25);
+    }
+}
+
+#[test]
+fn old_versions_stay_readable_within_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        Options { durability: Durability::None, retain_versions: 3, auto_compact: false, ..Options::default() },
+    )
+    .unwrap();
+    let versions: Vec<u64> = (0..10).map(|i| put(&store, "/v", &i.to_string())).collect();
+    store.compact().unwrap();
+    for (i, &v) in versions.iter().enumerate().skip(6) {
+        assert_eq!(store.snapshot_at(v).unwrap().get("/v").unwrap(), Some(i.to_string().as_bytes()));
+    }
+    match store.snapshot_at(versions[2]) {
+        Err(Error::VersionNotRetained { requested, oldest, .. }) => {
+            assert_eq!(requested, versions[2]);
+            assert_eq!(oldest, versions[6]);
+        }
+        other => panic!("expected VersionNotRetained, got {other:?}"),
+    }
+}
