@@ -1,0 +1,192 @@
+//! The small commands: init, put, get, ls, rm, stat.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::Path;
+
+use shoal::{Durability, Error, Options, Reader, Snapshot, Store};
+
+use crate::{bail, config, stdout_error, CliResult, DurabilityArg, Failure};
+
+/// "no node at PATH".
+pub fn no_node(path: &str) -> Failure {
+    Failure::Message(format!("no node at {path}"))
+}
+
+/// The newest snapshot, or a retained older version.
+pub fn snapshot(reader: &Reader, at: Option<u64>) -> CliResult<Snapshot> {
+    Ok(match at {
+        Some(v) => reader.snapshot_at(v)?,
+        None => reader.snapshot()?,
+    })
+}
+
+/// A byte count for people: "23.4 MiB".
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Reads a whole file, or stdin for "-".
+pub fn read_input(file: &Path) -> CliResult<Vec<u8>> {
+    let mut data = Vec::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin().lock().read_to_end(&mut data).map_err(|e| format!("reading stdin: {e}"))?;
+    } else {
+        data = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    }
+    Ok(data)
+}
+
+pub fn init(dir: &Path, durability: DurabilityArg, retain: u32, max_value_bytes: usize) -> CliResult {
+    if Reader::open(dir).is_ok() {
+        bail!("a store already exists at {}", dir.display());
+    }
+    let options = Options {
+        create: true,
+        durability: match durability {
+            DurabilityArg::None => Durability::None,
+            DurabilityArg::Sync => Durability::Sync,
+        },
+        retain_versions: retain,
+        max_value_bytes,
+        ..Options::default()
+    };
+    let store = Store::open(dir, options.clone())?;
+    config::save(dir, &options)?;
+    let shown = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    println!(
+        "created store {} at version {} (durability {}, retaining {retain} older versions, values up to {max_value_bytes} bytes)",
+        shown.display(),
+        store.version(),
+        if options.durability == Durability::None { "none" } else { "sync" },
+    );
+    Ok(())
+}
+
+pub fn put(dir: &Path, path: &str, value: Option<String>, file: Option<std::path::PathBuf>) -> CliResult {
+    let value = match (value, file) {
+        (Some(v), None) => v.into_bytes(),
+        (None, Some(f)) => read_input(&f)?,
+        _ => bail!("give either a VALUE or --file"),
+    };
+    shoal::path::validate(path)?;
+    let store = config::open_writer(dir)?;
+    let mut txn = store.begin();
+    txn.put(path, &value)?;
+    let version = txn.commit()?;
+    println!("{version}");
+    Ok(())
+}
+
+pub fn get(dir: &Path, path: &str, at: Option<u64>) -> CliResult {
+    shoal::path::validate(path)?;
+    let reader = Reader::open(dir)?;
+    let snap = snapshot(&reader, at)?;
+    let value = snap.get(path)?.ok_or_else(|| no_node(path))?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(value).map_err(stdout_error)?;
+    if out.is_terminal() {
+        out.write_all(b"\n").map_err(stdout_error)?;
+    }
+    out.flush().map_err(stdout_error)
+}
+
+pub fn ls(dir: &Path, path: &str, at: Option<u64>) -> CliResult {
+    shoal::path::validate(path)?;
+    let reader = Reader::open(dir)?;
+    let snap = snapshot(&reader, at)?;
+    if !snap.exists(path)? {
+        return Err(no_node(path));
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for name in snap.list(path)? {
+        writeln!(out, "{name}").map_err(stdout_error)?;
+    }
+    out.flush().map_err(stdout_error)
+}
+
+pub fn rm(dir: &Path, path: &str, recursive: bool) -> CliResult {
+    shoal::path::validate(path)?;
+    let store = config::open_writer(dir)?;
+    let mut txn = store.begin();
+    let existed = if recursive {
+        txn.delete_tree(path)?
+    } else {
+        match txn.delete(path) {
+            Ok(existed) => existed,
+            Err(Error::HasChildren { .. }) => bail!("{path} has children; use -r to delete the subtree"),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if !existed {
+        return Err(no_node(path));
+    }
+    let version = txn.commit()?;
+    println!("{version}");
+    Ok(())
+}
+
+fn versions_summary(versions: &[u64]) -> String {
+    match (versions.first(), versions.last()) {
+        (Some(newest), Some(oldest)) => format!("{} ({oldest}..={newest})", versions.len()),
+        _ => "0".to_string(),
+    }
+}
+
+pub fn stat(dir: &Path, reader_only: bool) -> CliResult {
+    let mut out = String::new();
+    {
+        let reader = Reader::open(dir)?;
+        let snap = reader.snapshot()?;
+        let arena = dir.join(shoal::internals::arena_file_name(snap.generation()));
+        let arena_len = std::fs::metadata(&arena).map_err(|e| format!("{}: {e}", arena.display()))?.len();
+        let shown = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        out += &format!("store:              {}\n", shown.display());
+        out += &format!("version:            {}\n", snap.version());
+        out += &format!("generation:         {}\n", snap.generation());
+        out += &format!("keys:               {}\n", snap.key_count());
+        out += &format!("arena file size:    {} ({arena_len} bytes)\n", human_bytes(arena_len));
+        out += &format!("readable versions:  {}\n", versions_summary(&snap.versions()?));
+        let others: Vec<_> = reader.readers()?.into_iter().filter(|r| r.slot != reader.slot()).collect();
+        out += &format!("live readers:       {}\n", others.len());
+        for r in &others {
+            out += &format!(
+                "  pid {:<8} pinned version {} (generation {})\n",
+                r.pid, r.pinned_version, r.pinned_generation
+            );
+        }
+    }
+    print!("{out}");
+    if !reader_only {
+        let mut out = String::new();
+        match Store::open(dir, config::load(dir)?) {
+            Ok(store) => {
+                let s = store.stat()?;
+                out += "writer:             none running; opened the store to read the figures below\n";
+                out += &format!("arena bytes used:   {} ({} bytes)\n", human_bytes(s.arena_bytes), s.arena_bytes);
+                out += &format!("live bytes:         {} ({} bytes)\n", human_bytes(s.live_bytes), s.live_bytes);
+                out += &format!("journal bytes:      {}\n", s.journal_bytes);
+                out += &format!("retained versions:  {}\n", versions_summary(&s.retained_versions));
+                let old: Vec<String> = s.old_generations.iter().map(u64::to_string).collect();
+                out +=
+                    &format!("old generations:    {}\n", if old.is_empty() { "none".into() } else { old.join(", ") });
+            }
+            Err(Error::Locked { pid, .. }) => {
+                out += &format!("writer:             running (pid {pid}); writer-only figures not shown\n");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        print!("{out}");
+    }
+    Ok(())
+}

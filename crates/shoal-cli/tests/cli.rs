@@ -1,0 +1,390 @@
+//! End-to-end tests of the `shoal` binary, each in its own temporary directory.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn shoal() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shoal"))
+}
+
+fn run(args: &[&str]) -> Output {
+    shoal().args(args).stdin(Stdio::null()).output().expect("run shoal")
+}
+
+fn run_with_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut child = shoal()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn shoal");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn describe(args: &[&str], out: &Output) -> String {
+    format!(
+        "shoal {args:?}: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs a command that must succeed; returns its stdout.
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(out.status.success(), "{}", describe(args, &out));
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// Runs a command that must fail with exit code 1; returns its stderr.
+fn fails(args: &[&str]) -> String {
+    let out = run(args);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(args, &out));
+    assert!(out.stdout.is_empty(), "{}", describe(args, &out));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.starts_with("shoal: "), "{stderr}");
+    stderr
+}
+
+struct TestStore {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl TestStore {
+    fn new() -> TestStore {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let out = ok(&["init", dir.to_str().unwrap()]);
+        assert!(out.contains("version 0"), "{out}");
+        TestStore { _tmp: tmp, dir }
+    }
+
+    fn path(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+
+    fn put(&self, path: &str, value: &str) -> u64 {
+        ok(&["put", self.path(), path, value]).trim().parse().expect("put prints a version")
+    }
+
+    fn get(&self, path: &str) -> String {
+        ok(&["get", self.path(), path])
+    }
+}
+
+#[test]
+fn put_get_ls_rm_round_trip() {
+    let s = TestStore::new();
+    let p = s.path();
+    assert_eq!(s.put("/local/domain/1/name", "web-1"), 1);
+    assert_eq!(s.put("/local/domain/1/memory/target", "1024"), 2);
+    assert_eq!(s.put("/local/domain/2/name", "db-2"), 3);
+    assert_eq!(s.put("/local/domain/1/name", "web-1b"), 4);
+
+    // Raw value, no newline added when stdout is not a terminal.
+    assert_eq!(s.get("/local/domain/1/name"), "web-1b");
+    assert_eq!(s.get("/local/domain/1"), "", "implicit ancestors have empty values");
+    assert_eq!(ok(&["get", p, "/local/domain/1/name", "--at", "3"]), "web-1");
+    assert_eq!(ok(&["ls", p, "/local/domain"]), "1\n2\n");
+    assert_eq!(ok(&["ls", p, "/local/domain/1"]), "memory\nname\n");
+    assert_eq!(ok(&["ls", p, "/"]), "local\n");
+
+    // rm of a leaf, then rm -r of a subtree.
+    assert_eq!(ok(&["rm", p, "/local/domain/2/name"]).trim(), "5");
+    assert_eq!(ok(&["ls", p, "/local/domain/2"]), "");
+    assert_eq!(ok(&["rm", p, "-r", "/local/domain/1"]).trim(), "6");
+    assert_eq!(ok(&["ls", p, "/local/domain"]), "2\n");
+    let err = fails(&["get", p, "/local/domain/1/name"]);
+    assert_eq!(err.trim(), "shoal: no node at /local/domain/1/name");
+    // Older versions stay readable.
+    assert_eq!(ok(&["get", p, "/local/domain/1/memory/target", "--at", "5"]), "1024");
+
+    let err = fails(&["rm", p, "/nope"]);
+    assert!(err.contains("no node at /nope"), "{err}");
+    let err = fails(&["ls", p, "/nope"]);
+    assert!(err.contains("no node at /nope"), "{err}");
+}
+
+#[test]
+fn put_from_file_and_stdin_keeps_bytes() {
+    let s = TestStore::new();
+    let file = s.dir.parent().unwrap().join("value.bin");
+    let bytes: Vec<u8> = vec![0, 159, 146, 150, b'\n', 255];
+    std::fs::write(&file, &bytes).unwrap();
+    ok(&["put", s.path(), "/bin", "--file", file.to_str().unwrap()]);
+    assert_eq!(run(&["get", s.path(), "/bin"]).stdout, bytes);
+
+    let out = run_with_stdin(&["put", s.path(), "/piped", "--file", "-"], b"from stdin\n");
+    assert!(out.status.success(), "{}", describe(&["put"], &out));
+    assert_eq!(s.get("/piped"), "from stdin\n");
+}
+
+#[test]
+fn rm_without_r_on_a_node_with_children_fails() {
+    let s = TestStore::new();
+    s.put("/a/b", "1");
+    let err = fails(&["rm", s.path(), "/a"]);
+    assert!(err.contains("/a has children"), "{err}");
+    assert!(err.contains("-r"), "{err}");
+    // Nothing was deleted.
+    assert_eq!(s.get("/a/b"), "1");
+    assert!(ok(&["stat", s.path()]).contains("version:            1\n"));
+}
+
+#[test]
+fn invalid_paths_are_rejected_clearly() {
+    let s = TestStore::new();
+    let err = fails(&["put", s.path(), "no-slash", "v"]);
+    assert!(err.contains("invalid path \"no-slash\": must start with '/'"), "{err}");
+    let err = fails(&["get", s.path(), "/a//b"]);
+    assert!(err.contains("invalid path \"/a//b\""), "{err}");
+    assert!(err.contains("empty segment"), "{err}");
+    let err = fails(&["put", s.path(), "/", "v"]);
+    assert!(err.contains("root"), "{err}");
+    // Nothing was committed by the failures.
+    assert!(ok(&["stat", s.path()]).contains("version:            0\n"));
+}
+
+#[test]
+fn missing_store_and_usage_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing");
+    let err = fails(&["get", missing.to_str().unwrap(), "/a"]);
+    assert!(err.contains("no shoal store"), "{err}");
+    let err = fails(&["put", missing.to_str().unwrap(), "/a", "v"]);
+    assert!(err.contains("no shoal store"), "{err}");
+    assert!(!missing.exists(), "put must not create a store");
+
+    // Usage errors exit 2 (clap).
+    assert_eq!(run(&["put", missing.to_str().unwrap(), "/a"]).status.code(), Some(2));
+    assert_eq!(run(&["frobnicate"]).status.code(), Some(2));
+
+    let s = TestStore::new();
+    let err = fails(&["init", s.path()]);
+    assert!(err.contains("already exists"), "{err}");
+}
+
+const TREE: &str = r#"{
+  "local": {
+    "domain": {
+      "7": {
+        "name": "web-7",
+        "domid": 7,
+        "memory": {"@value": "mem", "target": 1048576, "static-max": 2097152.5},
+        "flags": {"paused": false, "nothing": null, "empty": {}},
+        "cpus": ["online", "offline"]
+      }
+    }
+  },
+  "tool": "xl"
+}"#;
+
+fn import(store: &str, input: &[u8]) -> String {
+    let args = ["import", store, "-"];
+    let out = run_with_stdin(&args, input);
+    assert!(out.status.success(), "{}", describe(&args, &out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn export_lines(store: &str) -> Vec<Value> {
+    ok(&["export", store]).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
+}
+
+#[test]
+fn import_json_tree_then_export_round_trips() {
+    let a = TestStore::new();
+    let out = import(a.path(), TREE.as_bytes());
+    // local, domain, 7, name, domid, memory, target, static-max, flags, paused,
+    // nothing, empty, cpus, cpus/0, cpus/1, tool.
+    assert!(out.starts_with("loaded 16 entries"), "{out}");
+    assert!(out.contains("version 1"), "{out}");
+    assert!(out.contains("the store now holds 16 nodes"), "{out}");
+    assert_eq!(a.get("/local/domain/7/name"), "web-7");
+    assert_eq!(a.get("/local/domain/7/domid"), "7");
+    assert_eq!(a.get("/local/domain/7/memory"), "mem");
+    assert_eq!(a.get("/local/domain/7/memory/static-max"), "2097152.5");
+    assert_eq!(a.get("/local/domain/7/flags/paused"), "false");
+    assert_eq!(a.get("/local/domain/7/flags/nothing"), "");
+    assert_eq!(a.get("/local/domain/7/cpus/1"), "offline");
+    assert_eq!(ok(&["ls", a.path(), "/local/domain/7/flags"]), "empty\nnothing\npaused\n");
+
+    // Tree export -> import into a fresh store -> same content, same tree text.
+    let tree = ok(&["export", a.path(), "--format", "tree"]);
+    let parsed: Value = serde_json::from_str(&tree).unwrap();
+    assert_eq!(parsed["local"]["domain"]["7"]["memory"]["@value"], "mem");
+    assert_eq!(parsed["local"]["domain"]["7"]["memory"]["target"], "1048576");
+    assert_eq!(parsed["local"]["domain"]["7"]["flags"]["empty"], "");
+    let b = TestStore::new();
+    import(b.path(), tree.as_bytes());
+    assert_eq!(export_lines(a.path()), export_lines(b.path()));
+    assert_eq!(ok(&["export", b.path(), "--format", "tree"]), tree);
+
+    // A subtree export carries the subtree root's own value and re-imports under a prefix.
+    let sub = ok(&["export", a.path(), "/local/domain/7/memory", "--format", "tree"]);
+    let sub_json: Value = serde_json::from_str(&sub).unwrap();
+    assert_eq!(sub_json, serde_json::json!({"@value": "mem", "target": "1048576", "static-max": "2097152.5"}));
+    let c = TestStore::new();
+    let args = ["import", c.path(), "-", "--prefix", "/copy"];
+    let out = run_with_stdin(&args, sub.as_bytes());
+    assert!(out.status.success(), "{}", describe(&args, &out));
+    assert_eq!(c.get("/copy"), "mem");
+    assert_eq!(c.get("/copy/target"), "1048576");
+}
+
+#[test]
+fn import_json_lines_then_export_round_trips() {
+    let a = TestStore::new();
+    let lines = concat!(
+        "{\"path\": \"/vm/1/name\", \"value\": \"one\"}\n",
+        "\n",
+        "{\"path\": \"/vm/1\", \"value\": \"has a value and children\"}\n",
+        "{\"path\": \"/vm/2/raw\", \"value_base64\": \"AP+A\"}\n",
+        "{\"path\": \"/vm/2/count\", \"value\": 42}\n",
+        "{\"path\": \"/vm/1/name\", \"value\": \"one-again\"}\n",
+    );
+    let out = import(a.path(), lines.as_bytes());
+    assert!(out.starts_with("loaded 5 entries (JSON lines) as version 1"), "{out}");
+    assert!(out.contains("the store now holds 6 nodes"), "/vm and /vm/2 are implied: {out}");
+    assert_eq!(a.get("/vm/1/name"), "one-again", "a later duplicate wins");
+    assert_eq!(a.get("/vm/1"), "has a value and children");
+    assert_eq!(run(&["get", a.path(), "/vm/2/raw"]).stdout, vec![0x00, 0xff, 0x80]);
+
+    let exported = export_lines(a.path());
+    let paths: Vec<&str> = exported.iter().map(|v| v["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["/vm", "/vm/1", "/vm/1/name", "/vm/2", "/vm/2/count", "/vm/2/raw"]);
+    assert_eq!(exported[5], serde_json::json!({"path": "/vm/2/raw", "value_base64": "AP+A"}));
+    assert_eq!(exported[4]["value"], "42");
+
+    // Lines round trip, and tree round trip (non-UTF-8 value included).
+    let b = TestStore::new();
+    import(b.path(), ok(&["export", a.path()]).as_bytes());
+    assert_eq!(export_lines(b.path()), exported);
+    let c = TestStore::new();
+    import(c.path(), ok(&["export", a.path(), "--format", "tree"]).as_bytes());
+    assert_eq!(export_lines(c.path()), exported);
+    assert_eq!(run(&["get", c.path(), "/vm/2/raw"]).stdout, vec![0x00, 0xff, 0x80]);
+
+    // Subtree export.
+    let sub: Vec<String> = ok(&["export", a.path(), "/vm/1"]).lines().map(String::from).collect();
+    assert_eq!(sub.len(), 2);
+    assert!(sub[0].contains("\"/vm/1\""));
+}
+
+#[test]
+fn bad_imports_fail_without_committing() {
+    let s = TestStore::new();
+    for (input, expected) in [
+        (&b"{\"a/b\": \"1\"}"[..], "invalid key \"a/b\""),
+        (b"[1, 2]", "must be an object"),
+        (b"{\"path\": \"/x\", \"value\": \"1\"}\nnot json\n", "line 2"),
+        (b"{\"path\": \"relative\", \"value\": \"1\"}\n", "must start with '/'"),
+        (b"{\"a\": ", "invalid JSON"),
+    ] {
+        let out = run_with_stdin(&["import", s.path(), "-"], input);
+        assert_eq!(out.status.code(), Some(1), "{}", describe(&["import"], &out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{err} should mention {expected}");
+    }
+    assert!(ok(&["stat", s.path()]).contains("version:            0\n"));
+}
+
+#[test]
+fn stat_prints_the_version_and_figures() {
+    let s = TestStore::new();
+    s.put("/a", "1");
+    s.put("/b/c", "2");
+    let out = ok(&["stat", s.path()]);
+    assert!(out.contains("version:            2\n"), "{out}");
+    assert!(out.contains("keys:               3\n"), "{out}");
+    assert!(out.contains("generation:         1\n"), "{out}");
+    assert!(out.contains("live readers:       0\n"), "{out}");
+    assert!(out.contains("writer:             none running"), "{out}");
+    assert!(out.contains("live bytes:"), "{out}");
+    assert!(out.contains("retained versions:  3 (0..=2)"), "{out}");
+}
+
+#[test]
+fn readers_work_while_another_process_holds_the_writer_lock() {
+    let s = TestStore::new();
+    s.put("/a", "before");
+    // This test process becomes the writer.
+    let options = shoal::Options { create: false, ..shoal::Options::default() };
+    let store = shoal::Store::open(&s.dir, options).unwrap();
+    let mut txn = store.begin();
+    txn.put("/a", b"from the writer").unwrap();
+    assert_eq!(txn.commit().unwrap(), 2);
+
+    assert_eq!(s.get("/a"), "from the writer");
+    assert_eq!(ok(&["ls", s.path(), "/"]), "a\n");
+    assert_eq!(export_lines(s.path()).len(), 1);
+    let out = ok(&["stat", s.path()]);
+    assert!(out.contains("version:            2\n"), "{out}");
+    assert!(out.contains(&format!("writer:             running (pid {})", std::process::id())), "{out}");
+
+    let err = fails(&["put", s.path(), "/b", "x"]);
+    assert!(err.contains("locked by another writer"), "{err}");
+    drop(store);
+    assert_eq!(s.put("/b", "x"), 3);
+}
+
+#[test]
+fn init_options_are_kept_for_later_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let p = dir.to_str().unwrap();
+    let out = ok(&["init", p, "--durability", "none", "--retain", "2", "--max-value-bytes", "8"]);
+    assert!(out.contains("durability none"), "{out}");
+    let err = fails(&["put", p, "/big", "123456789"]);
+    assert!(err.contains("limit is 8 bytes"), "{err}");
+    for i in 0..5 {
+        ok(&["put", p, "/k", &i.to_string()]);
+    }
+    let out = ok(&["stat", p]);
+    assert!(out.contains("retained versions:  3 (3..=5)"), "{out}");
+    assert!(out.contains("journal bytes:      0\n"), "durability none keeps no journal: {out}");
+}
+
+fn demo_dir(tmp: &Path) -> String {
+    tmp.join("demo").to_str().unwrap().to_string()
+}
+
+#[test]
+fn demo_runs_with_readers_and_finds_no_violations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = demo_dir(tmp.path());
+    let out = ok(&["demo", "--domains", "200", "--readers", "2", "--seconds", "1", "--dir", &dir]);
+    assert!(out.contains("durability none"), "{out}");
+    assert!(out.contains("2600 values"), "{out}");
+    assert_eq!(out.matches("; 0 violations").count(), 2, "{out}");
+    assert!(out.contains("result:  OK: 0 violations"), "{out}");
+    // Every reader took snapshots and saw versions from the write phase.
+    for line in out.lines().filter(|l| l.starts_with("reader ")) {
+        assert!(!line.contains(" 0 snapshots"), "{line}");
+    }
+    // The store stays behind, readable by the other commands.
+    assert_eq!(ok(&["get", &dir, "/local/domain/199/name"]), "vm-199");
+    let stat = ok(&["stat", &dir]);
+    assert!(stat.contains("keys:               5002\n"), "{stat}");
+
+    // A second run over the same directory replaces the old demo store.
+    ok(&["demo", "--domains", "10", "--readers", "1", "--seconds", "0.2", "--dir", &dir]);
+    assert!(fails(&["get", &dir, "/local/domain/199/name"]).contains("no node"));
+}
+
+#[test]
+fn demo_refuses_a_directory_that_is_not_a_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("precious");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("notes.txt"), "keep me").unwrap();
+    let err = fails(&["demo", "--domains", "10", "--seconds", "0.1", "--dir", dir.to_str().unwrap()]);
+    assert!(err.contains("not a shoal store"), "{err}");
+    assert!(dir.join("notes.txt").exists());
+}
