@@ -6,9 +6,13 @@
 //! New nodes are appended to the arena through [`NodeSink`]; nothing already
 //! written is touched (invariant 1). A subtree deletion drops whole child
 //! nodes that lie inside the deleted key range without visiting them.
+//! Rebuilt nodes borrow their keys and values from the old nodes and from
+//! the batch; nothing is copied until the new node is encoded.
 
 use crate::error::Result;
-use crate::node::{self, ChildRef, OwnedEntry, OwnedValue, KIND_INTERNAL, KIND_LEAF, NODE_TARGET_BYTES};
+use crate::node::{
+    self, ChildRef, EntryRef, InternalView, Key, LeafView, ValueRepr, KIND_INTERNAL, KIND_LEAF, NODE_TARGET_BYTES,
+};
 use crate::path;
 
 /// Where the builder reads existing nodes and appends new ones.
@@ -21,11 +25,27 @@ pub trait NodeSink {
     fn damaged(&self, damage: node::Damage) -> crate::Error;
 }
 
+/// A value as a batch carries it: inline bytes, or a blob already appended.
+#[derive(Clone, Debug)]
+pub enum StoredValue {
+    Inline(Vec<u8>),
+    Blob { offset: u64, len: u32 },
+}
+
+impl StoredValue {
+    fn as_repr(&self) -> ValueRepr<'_> {
+        match self {
+            StoredValue::Inline(v) => ValueRepr::Inline(v),
+            StoredValue::Blob { offset, len } => ValueRepr::Blob { offset: *offset, len: *len },
+        }
+    }
+}
+
 /// One change of a batch. A batch is sorted by key; for one key a
 /// `DeleteTree` comes before a `Put` (clear the subtree, then write the node).
 #[derive(Clone, Debug)]
 pub enum Op {
-    Put { key: Vec<u8>, value: OwnedValue },
+    Put { key: Vec<u8>, value: StoredValue },
     Delete { key: Vec<u8> },
     DeleteTree { key: Vec<u8> },
 }
@@ -36,15 +56,15 @@ impl Op {
             Op::Put { key, .. } | Op::Delete { key } | Op::DeleteTree { key } => key,
         }
     }
-    /// Exclusive end of the key range the op touches (`None`: unbounded).
-    fn end(&self) -> Option<Vec<u8>> {
+
+    /// Whether this op can touch keys at or above `bound` (exclusive end of its range).
+    fn reaches(&self, bound: &[u8]) -> bool {
         match self {
-            Op::DeleteTree { key } => path::subtree_end(key),
-            Op::Put { key, .. } | Op::Delete { key } => {
-                let mut end = key.clone();
-                end.push(0);
-                Some(end)
-            }
+            Op::DeleteTree { key } => match path::subtree_end(key) {
+                None => true,
+                Some(end) => end.as_slice() > bound,
+            },
+            Op::Put { key, .. } | Op::Delete { key } => key.as_slice() >= bound,
         }
     }
 }
@@ -59,254 +79,276 @@ pub struct ApplyReport {
 }
 
 /// Stores a value for a `Put`: inline when small, else in a blob node.
-pub fn store_value(sink: &dyn NodeSink, value: &[u8]) -> Result<OwnedValue> {
+pub fn store_value(sink: &dyn NodeSink, value: &[u8]) -> Result<StoredValue> {
     if value.len() <= node::INLINE_VALUE_MAX {
-        Ok(OwnedValue::Inline(value.to_vec()))
+        Ok(StoredValue::Inline(value.to_vec()))
     } else {
         let offset = sink.append(&node::build_blob(value))?;
-        Ok(OwnedValue::Blob { offset, len: value.len() as u32 })
+        Ok(StoredValue::Blob { offset, len: value.len() as u32 })
     }
 }
 
 /// Applies `ops` to the tree at `root` and returns the new root (0: empty).
 pub fn apply(sink: &dyn NodeSink, root: u64, ops: &[Op], report: &mut ApplyReport) -> Result<u64> {
     debug_assert!(ops.windows(2).all(|w| w[0].key() <= w[1].key()));
+    let mut builder = Builder { sink, buf: Vec::with_capacity(2 * NODE_TARGET_BYTES), report };
+    let refs: Vec<&Op> = ops.iter().collect();
     let top = if root == 0 {
         let mut out = Vec::new();
-        merge_leaf(&[], ops, &mut out, report);
-        write_chunks(sink, Items::Leaf(out))?
+        merge_leaf(&[], &refs, &mut out, builder.report);
+        builder.write_chunks(Items::Leaf(out))?
     } else if ops.is_empty() {
         return Ok(root);
     } else {
-        apply_node(sink, root, ops, report)?
+        builder.apply_node(root, &refs)?
     };
-    finish_root(sink, top)
+    builder.finish_root(top)
 }
 
-/// Builds the levels above `children` until one root remains, then drops
-/// single-child internal roots.
-fn finish_root(sink: &dyn NodeSink, mut level: Vec<ChildRef>) -> Result<u64> {
-    while level.len() > 1 {
-        level = write_chunks(sink, Items::Internal(level))?;
+/// The contents of one node level while it is being rebuilt.
+enum Items<'a> {
+    Leaf(Vec<EntryRef<'a>>),
+    Internal(Vec<ChildRef<'a>>),
+}
+
+struct Builder<'s, 'r> {
+    sink: &'s dyn NodeSink,
+    /// Reused buffer for encoding nodes.
+    buf: Vec<u8>,
+    report: &'r mut ApplyReport,
+}
+
+impl<'s> Builder<'s, '_> {
+    fn damaged(&self, d: node::Damage) -> crate::Error {
+        self.sink.damaged(d)
     }
-    let Some(top) = level.pop() else { return Ok(0) };
-    let mut root = top.offset;
-    loop {
-        let region = sink.region();
-        if region.get(root as usize) != Some(&KIND_INTERNAL) {
-            return Ok(root);
-        }
-        let node = node::node_at(region, root, KIND_INTERNAL).map_err(|d| sink.damaged(d))?;
-        if node::count(node) != 1 {
-            return Ok(root);
-        }
-        root = node::internal_child(node, root, 0).map_err(|d| sink.damaged(d))?;
-    }
-}
 
-/// The contents of one node level, owned while being rebuilt.
-enum Items {
-    Leaf(Vec<OwnedEntry>),
-    Internal(Vec<ChildRef>),
-}
-
-fn read_items(sink: &dyn NodeSink, offset: u64) -> Result<Items> {
-    let region = sink.region();
-    let damaged = |d| sink.damaged(d);
-    match region.get(offset as usize) {
-        Some(&KIND_LEAF) => {
-            let n = node::node_at(region, offset, KIND_LEAF).map_err(damaged)?;
-            let entries = (0..node::count(n))
-                .map(|i| node::leaf_entry(n, offset, i).map(|e| OwnedEntry::from_entry(&e)))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(damaged)?;
-            Ok(Items::Leaf(entries))
-        }
-        _ => {
-            let n = node::node_at(region, offset, KIND_INTERNAL).map_err(damaged)?;
-            let children = (0..node::count(n))
-                .map(|i| -> node::Parse<ChildRef> {
-                    Ok(ChildRef {
-                        first_key: node::internal_key(n, offset, i)?.to_vec(),
-                        offset: node::internal_child(n, offset, i)?,
-                        keys: node::internal_keys_below(n, offset, i)?,
+    fn read_items(&self, offset: u64) -> Result<Items<'s>> {
+        let region: &'s [u8] = self.sink.region();
+        match region.get(offset as usize) {
+            Some(&KIND_LEAF) => {
+                let view = LeafView::parse(region, offset).map_err(|d| self.damaged(d))?;
+                let mut entries = Vec::with_capacity(view.len() + 4);
+                for i in 0..view.len() {
+                    let e = view.entry(i).map_err(|d| self.damaged(d))?;
+                    entries.push(EntryRef { key: e.key, value: e.value });
+                }
+                Ok(Items::Leaf(entries))
+            }
+            _ => {
+                let view = InternalView::parse(region, offset).map_err(|d| self.damaged(d))?;
+                let mut children = Vec::with_capacity(view.len() + 4);
+                for i in 0..view.len() {
+                    children.push(ChildRef {
+                        first_key: view.key(i).map_err(|d| self.damaged(d))?,
+                        offset: view.child(i).map_err(|d| self.damaged(d))?,
+                        keys: view.keys_below(i),
                         node_bytes: NODE_TARGET_BYTES,
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(damaged)?;
-            Ok(Items::Internal(children))
+                    });
+                }
+                Ok(Items::Internal(children))
+            }
         }
     }
-}
 
-fn apply_node(sink: &dyn NodeSink, offset: u64, ops: &[Op], report: &mut ApplyReport) -> Result<Vec<ChildRef>> {
-    match read_items(sink, offset)? {
-        Items::Leaf(entries) => {
-            let mut out = Vec::with_capacity(entries.len() + ops.len());
-            merge_leaf(&entries, ops, &mut out, report);
-            write_chunks(sink, Items::Leaf(out))
-        }
-        Items::Internal(children) => {
-            let mut out: Vec<(ChildRef, bool)> = Vec::with_capacity(children.len() + 4);
-            let mut next_op = 0;
-            // Subtree deletions that started in an earlier child and reach further.
-            let mut carried: Vec<Op> = Vec::new();
-            for (i, child) in children.iter().enumerate() {
-                let hi = children.get(i + 1).map(|c| c.first_key.as_slice());
-                let start = next_op;
-                while next_op < ops.len() && hi.is_none_or(|hi| ops[next_op].key() < hi) {
-                    next_op += 1;
-                }
-                let lo = child.first_key.as_slice();
-                carried.retain(|op| op.end().is_none_or(|end| end.as_slice() > lo));
-                if carried.is_empty() && start == next_op {
-                    out.push((child.clone(), false));
-                    continue;
-                }
-                let mut child_ops: Vec<Op> = carried.clone();
-                child_ops.extend_from_slice(&ops[start..next_op]);
-                // Every existing key under the child lies in [lo, hi); a subtree deletion
-                // covering that whole range drops the child unseen.
-                let covered = child_ops.iter().any(|op| {
-                    matches!(op, Op::DeleteTree { .. })
-                        && op.key() <= lo
-                        && match (op.end(), hi) {
-                            (None, _) => true,
-                            (Some(end), Some(hi)) => end.as_slice() >= hi,
-                            (Some(_), None) => false,
+    fn apply_node<'o>(&mut self, offset: u64, ops: &[&'o Op]) -> Result<Vec<ChildRef<'s>>>
+    where
+        'o: 's,
+    {
+        match self.read_items(offset)? {
+            Items::Leaf(entries) => {
+                let mut out = Vec::with_capacity(entries.len() + ops.len());
+                merge_leaf(&entries, ops, &mut out, self.report);
+                self.write_chunks(Items::Leaf(out))
+            }
+            Items::Internal(children) => {
+                let mut out: Vec<(ChildRef<'s>, bool)> = Vec::with_capacity(children.len() + 4);
+                let mut next_op = 0;
+                // Subtree deletions that started in an earlier child and reach further.
+                let mut carried: Vec<&'o Op> = Vec::new();
+                let mut scratch_lo = Vec::new();
+                let mut scratch_hi = Vec::new();
+                for (i, child) in children.iter().enumerate() {
+                    scratch_lo.clear();
+                    child.first_key.extend_into(&mut scratch_lo);
+                    let hi: Option<&[u8]> = match children.get(i + 1) {
+                        Some(next) => {
+                            scratch_hi.clear();
+                            next.first_key.extend_into(&mut scratch_hi);
+                            Some(&scratch_hi)
                         }
-                });
-                let puts_remain = child_ops.iter().any(|op| matches!(op, Op::Put { .. }));
-                if !covered || puts_remain {
-                    for result in apply_node(sink, child.offset, &child_ops, report)? {
-                        out.push((result, true));
+                        None => None,
+                    };
+                    let start = next_op;
+                    while next_op < ops.len() && hi.is_none_or(|hi| ops[next_op].key() < hi) {
+                        next_op += 1;
                     }
-                }
-                carried = child_ops
-                    .into_iter()
-                    .filter(|op| {
+                    let lo = scratch_lo.as_slice();
+                    carried.retain(|op| op.reaches(lo));
+                    if carried.is_empty() && start == next_op {
+                        out.push((*child, false));
+                        continue;
+                    }
+                    let mut child_ops: Vec<&'o Op> = carried.clone();
+                    child_ops.extend_from_slice(&ops[start..next_op]);
+                    // Every existing key under the child lies in [lo, hi); a subtree
+                    // deletion covering that whole range drops the child unseen.
+                    let covered = child_ops.iter().any(|op| {
                         matches!(op, Op::DeleteTree { .. })
-                            && hi.is_some_and(|hi| op.end().is_none_or(|end| end.as_slice() > hi))
-                    })
-                    .collect();
+                            && op.key() <= lo
+                            && match (path::subtree_end(op.key()), hi) {
+                                (None, _) => true,
+                                (Some(end), Some(hi)) => end.as_slice() >= hi,
+                                (Some(_), None) => false,
+                            }
+                    });
+                    let puts_remain = child_ops.iter().any(|op| matches!(op, Op::Put { .. }));
+                    if !covered || puts_remain {
+                        for result in self.apply_node(child.offset, &child_ops)? {
+                            out.push((result, true));
+                        }
+                    }
+                    carried = match hi {
+                        Some(hi) => child_ops
+                            .into_iter()
+                            .filter(|op| matches!(op, Op::DeleteTree { .. }) && op.reaches(hi))
+                            .collect(),
+                        None => Vec::new(),
+                    };
+                }
+                self.merge_underfull(&mut out)?;
+                self.write_chunks(Items::Internal(out.into_iter().map(|(c, _)| c).collect()))
             }
-            merge_underfull(sink, &mut out)?;
-            write_chunks(sink, Items::Internal(out.into_iter().map(|(c, _)| c).collect()))
         }
     }
-}
 
-/// Merges each freshly written node that is less than a quarter full with a
-/// neighbour, so deletions cannot leave a tree of near-empty nodes.
-fn merge_underfull(sink: &dyn NodeSink, out: &mut Vec<(ChildRef, bool)>) -> Result<()> {
-    let mut i = 0;
-    while i < out.len() {
-        if !(out[i].1 && out[i].0.node_bytes < NODE_TARGET_BYTES / 4 && out.len() > 1) {
-            i += 1;
-            continue;
+    /// Merges each freshly written node that is less than a quarter full with
+    /// a neighbour, so deletions cannot leave a tree of near-empty nodes.
+    fn merge_underfull(&mut self, out: &mut Vec<(ChildRef<'s>, bool)>) -> Result<()> {
+        let mut i = 0;
+        while i < out.len() {
+            if !(out[i].1 && out[i].0.node_bytes < NODE_TARGET_BYTES / 4 && out.len() > 1) {
+                i += 1;
+                continue;
+            }
+            let (a, b) = if i + 1 < out.len() { (i, i + 1) } else { (i - 1, i) };
+            let merged = match (self.read_items(out[a].0.offset)?, self.read_items(out[b].0.offset)?) {
+                (Items::Leaf(mut x), Items::Leaf(y)) => {
+                    x.extend(y);
+                    self.write_chunks(Items::Leaf(x))?
+                }
+                (Items::Internal(mut x), Items::Internal(y)) => {
+                    x.extend(y);
+                    self.write_chunks(Items::Internal(x))?
+                }
+                _ => {
+                    return Err(self.damaged(node::Damage::new(out[a].0.offset, "siblings at different heights")));
+                }
+            };
+            let advance = merged.len();
+            out.splice(a..=b, merged.into_iter().map(|c| (c, false)));
+            i = a + advance;
         }
-        let (a, b) = if i + 1 < out.len() { (i, i + 1) } else { (i - 1, i) };
-        let merged = match (read_items(sink, out[a].0.offset)?, read_items(sink, out[b].0.offset)?) {
-            (Items::Leaf(mut x), Items::Leaf(y)) => {
-                x.extend(y);
-                write_chunks(sink, Items::Leaf(x))?
-            }
-            (Items::Internal(mut x), Items::Internal(y)) => {
-                x.extend(y);
-                write_chunks(sink, Items::Internal(x))?
-            }
-            _ => unreachable!("siblings of one internal node are at the same height"),
-        };
-        let replaced: Vec<(ChildRef, bool)> = merged.into_iter().map(|c| (c, false)).collect();
-        let advance = replaced.len();
-        out.splice(a..=b, replaced);
-        i = a + advance;
+        Ok(())
     }
-    Ok(())
+
+    /// Builds the levels above `level` until one root remains, then drops
+    /// single-child internal roots.
+    fn finish_root(&mut self, mut level: Vec<ChildRef<'s>>) -> Result<u64> {
+        while level.len() > 1 {
+            level = self.write_chunks(Items::Internal(level))?;
+        }
+        let Some(top) = level.pop() else { return Ok(0) };
+        let mut root = top.offset;
+        loop {
+            let region = self.sink.region();
+            if region.get(root as usize) != Some(&KIND_INTERNAL) {
+                return Ok(root);
+            }
+            let view = InternalView::parse(region, root).map_err(|d| self.damaged(d))?;
+            if view.len() != 1 {
+                return Ok(root);
+            }
+            root = view.child(0).map_err(|d| self.damaged(d))?;
+        }
+    }
+
+    /// Cuts a level's items into nodes of about [`NODE_TARGET_BYTES`], writes
+    /// them and returns references to them.
+    fn write_chunks(&mut self, items: Items<'s>) -> Result<Vec<ChildRef<'s>>> {
+        match items {
+            Items::Leaf(entries) => {
+                let sizes: Vec<usize> = entries.iter().map(EntryRef::encoded_len).collect();
+                let mut refs = Vec::new();
+                for range in chunk_ranges(&sizes) {
+                    let chunk = &entries[range];
+                    node::build_leaf(chunk, &mut self.buf);
+                    let offset = self.sink.append(&self.buf)?;
+                    refs.push(ChildRef {
+                        first_key: chunk[0].key,
+                        offset,
+                        keys: chunk.len() as u64,
+                        node_bytes: self.buf.len(),
+                    });
+                }
+                Ok(refs)
+            }
+            Items::Internal(children) => {
+                let sizes: Vec<usize> = children.iter().map(ChildRef::encoded_len).collect();
+                let mut refs = Vec::new();
+                for range in chunk_ranges(&sizes) {
+                    let chunk = &children[range];
+                    node::build_internal(chunk, &mut self.buf);
+                    let offset = self.sink.append(&self.buf)?;
+                    refs.push(ChildRef {
+                        first_key: chunk[0].first_key,
+                        offset,
+                        keys: chunk.iter().map(|c| c.keys).sum(),
+                        node_bytes: self.buf.len(),
+                    });
+                }
+                Ok(refs)
+            }
+        }
+    }
 }
 
 /// Merges sorted leaf entries with sorted ops into `out`.
-fn merge_leaf(entries: &[OwnedEntry], ops: &[Op], out: &mut Vec<OwnedEntry>, report: &mut ApplyReport) {
+fn merge_leaf<'a>(entries: &[EntryRef<'a>], ops: &[&'a Op], out: &mut Vec<EntryRef<'a>>, report: &mut ApplyReport) {
     let mut e = 0;
-    for op in ops {
+    for &op in ops {
         let key = op.key();
-        while e < entries.len() && entries[e].key.as_slice() < key {
+        while e < entries.len() && entries[e].key.cmp_bytes(key).is_lt() {
+            out.push(entries[e]);
             e += 1;
-            out.push(entries[e - 1].clone());
         }
         match op {
             Op::Put { key, value } => {
-                // An earlier op for the same key (a subtree deletion) already ran.
-                let existed_in_out = out.last().is_some_and(|last| last.key == *key);
-                if existed_in_out {
-                    out.pop();
-                }
-                if e < entries.len() && entries[e].key == *key {
+                if e < entries.len() && entries[e].key.eq_bytes(key) {
                     e += 1;
-                } else if !existed_in_out {
+                } else if !out.last().is_some_and(|last| last.key.eq_bytes(key)) {
                     report.created.push(key.clone());
                 }
-                out.push(OwnedEntry { key: key.clone(), value: value.clone() });
+                // A same-key subtree deletion ran just before; the node is written anew.
+                if out.last().is_some_and(|last| last.key.eq_bytes(key)) {
+                    out.pop();
+                }
+                out.push(EntryRef { key: Key::whole(key), value: value.as_repr() });
             }
             Op::Delete { key } => {
-                if e < entries.len() && entries[e].key == *key {
+                if e < entries.len() && entries[e].key.eq_bytes(key) {
                     e += 1;
                     report.removed.push(key.clone());
                 }
             }
             Op::DeleteTree { key } => {
-                while e < entries.len() && path::in_subtree(&entries[e].key, key) {
+                while e < entries.len() && entries[e].key.in_subtree(key) {
                     e += 1;
-                }
-                // Entries already in `out` that the range covers (ops are sorted, so only
-                // entries from carried ranges could be); drop them as well.
-                while out.last().is_some_and(|last| path::in_subtree(&last.key, key)) {
-                    out.pop();
                 }
             }
         }
     }
     out.extend_from_slice(&entries[e..]);
-}
-
-/// Cuts a level's items into nodes of about [`NODE_TARGET_BYTES`], writes
-/// them and returns references to them.
-fn write_chunks(sink: &dyn NodeSink, items: Items) -> Result<Vec<ChildRef>> {
-    match items {
-        Items::Leaf(entries) => {
-            let sizes: Vec<usize> = entries.iter().map(OwnedEntry::encoded_len).collect();
-            let mut refs = Vec::new();
-            for range in chunk_ranges(&sizes) {
-                let chunk = &entries[range.clone()];
-                let bytes = node::build_leaf(chunk);
-                let offset = sink.append(&bytes)?;
-                refs.push(ChildRef {
-                    first_key: chunk[0].key.clone(),
-                    offset,
-                    keys: chunk.len() as u64,
-                    node_bytes: bytes.len(),
-                });
-            }
-            Ok(refs)
-        }
-        Items::Internal(children) => {
-            let sizes: Vec<usize> = children.iter().map(ChildRef::encoded_len).collect();
-            let mut refs = Vec::new();
-            for range in chunk_ranges(&sizes) {
-                let chunk = &children[range.clone()];
-                let bytes = node::build_internal(chunk);
-                let offset = sink.append(&bytes)?;
-                refs.push(ChildRef {
-                    first_key: chunk[0].first_key.clone(),
-                    offset,
-                    keys: chunk.iter().map(|c| c.keys).sum(),
-                    node_bytes: bytes.len(),
-                });
-            }
-            Ok(refs)
-        }
-    }
 }
 
 /// Splits items of the given encoded sizes into consecutive ranges of
@@ -359,7 +401,7 @@ mod tests {
     }
 
     fn put(k: &str, v: &str) -> Op {
-        Op::Put { key: path::key(k).unwrap(), value: OwnedValue::Inline(v.as_bytes().to_vec()) }
+        Op::Put { key: path::key(k).unwrap(), value: StoredValue::Inline(v.as_bytes().to_vec()) }
     }
 
     fn all(sink: &VecSink, root: u64) -> Vec<String> {
@@ -368,7 +410,7 @@ mod tests {
         c.seek(b"").unwrap();
         let mut out = vec![];
         while let Some(e) = c.next_entry().unwrap() {
-            out.push(path::path_of(e.key));
+            out.push(path::path_of(&e.key.to_vec()));
         }
         out
     }

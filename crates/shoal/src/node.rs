@@ -8,16 +8,25 @@
 //! 1  u8  reserved (0)
 //! 2  u16 count       entries (leaf), children (internal), 0 otherwise
 //! 4  u32 len         whole node in bytes, header included, multiple of 8
-//! 8  u32 crc32c      of bytes [16, len) followed by bytes [0, 8)
-//! 12 u32 reserved (0)
+//! 8  u32 crc32c      of bytes [12, len) followed by bytes [0, 8)
+//! 12 u16 prefix_len  (leaf, internal; 0 otherwise)
+//! 14 u16 reserved (0)
 //! ```
 //!
-//! Leaf: `u32 entry_offset[count]`, then entries, each
-//! `u16 key_len, u8 flags, u8 0, u32 value_len, [u64 blob offset if flags&1], key, [value if inline]`.
+//! Leaves and internal nodes store the prefix their keys share once (its
+//! length in header bytes 12..14), then per key a 4-byte *hint*: the first
+//! four bytes after the prefix, big-endian, zero-padded. A search compares
+//! the prefix once, then binary-searches the contiguous hint array (one or
+//! two cache lines) and compares whole suffixes only among equal hints.
 //!
-//! Internal: `u64 child[count]`, `u64 keys_below[count]`, `u32 key_offset[count]`,
-//! then keys as `u16 len, bytes`. `key[i]` is the smallest key under
-//! `child[i]`; `keys_below[i]` counts the keys in that subtree.
+//! Leaf: `prefix`, pad to 4, `u32 hint[count]`, `u32 entry_offset[count]`,
+//! then entries, each `u16 suffix_len, u8 flags, u8 0, u32 value_len,
+//! [u64 blob offset if flags&1], suffix, [value if inline]`.
+//!
+//! Internal: `prefix`, pad to 8, `u64 child[count]`, `u64 keys_below[count]`,
+//! `u32 hint[count]`, `u32 key_offset[count]`, then key suffixes as
+//! `u16 len, bytes`. `key[i]` is the smallest key under `child[i]`;
+//! `keys_below[i]` counts the keys in that subtree.
 //!
 //! Value blob: the value's bytes after the header.
 //!
@@ -30,6 +39,8 @@
 //! in a node points backwards, below the node itself. Parsing never trusts
 //! the bytes: every offset and length is bounds-checked against the region a
 //! snapshot may read, and damage surfaces as [`Error::Corrupt`].
+
+use std::cmp::Ordering;
 
 use crate::error::Error;
 
@@ -66,9 +77,9 @@ pub fn align8(n: usize) -> usize {
     (n + 7) & !7
 }
 
-/// The checksum stored in a node header.
+/// The checksum stored in a node header: every byte but the checksum's own.
 pub fn node_crc(node: &[u8]) -> u32 {
-    let body = crc32c::crc32c(&node[HEADER_BYTES..]);
+    let body = crc32c::crc32c(&node[12..]);
     crc32c::crc32c_append(body, &node[..8])
 }
 
@@ -77,18 +88,8 @@ pub fn seal(buf: &mut Vec<u8>) {
     buf.resize(align8(buf.len()), 0);
     let len = buf.len() as u32;
     buf[4..8].copy_from_slice(&len.to_le_bytes());
-    buf[8..16].fill(0);
     let crc = node_crc(buf);
     buf[8..12].copy_from_slice(&crc.to_le_bytes());
-}
-
-fn header(kind: u8, count: usize) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(NODE_TARGET_BYTES + 512);
-    buf.push(kind);
-    buf.push(0);
-    buf.extend_from_slice(&(count as u16).to_le_bytes());
-    buf.extend_from_slice(&[0; 12]);
-    buf
 }
 
 /// Where damage was found, for error messages; filled in by the caller that
@@ -156,60 +157,343 @@ pub enum ValueRepr<'a> {
     },
 }
 
+impl ValueRepr<'_> {
+    fn stored_len(&self) -> usize {
+        match self {
+            ValueRepr::Inline(v) => v.len(),
+            ValueRepr::Blob { .. } => 8,
+        }
+    }
+}
+
+/// A key held in two pieces (a node's shared prefix and an entry's suffix)
+/// so that nothing is copied to compare or rebuild it.
+#[derive(Clone, Copy, Debug)]
+pub struct Key<'a> {
+    pub head: &'a [u8],
+    pub tail: &'a [u8],
+}
+
+impl<'a> Key<'a> {
+    pub fn whole(bytes: &'a [u8]) -> Self {
+        Key { head: bytes, tail: &[] }
+    }
+
+    pub fn len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
+
+    /// Compares with a contiguous key.
+    #[inline]
+    pub fn cmp_bytes(&self, other: &[u8]) -> Ordering {
+        let h = self.head.len().min(other.len());
+        match self.head[..h].cmp(&other[..h]) {
+            Ordering::Equal => {}
+            o => return o,
+        }
+        if h < self.head.len() {
+            return Ordering::Greater;
+        }
+        self.tail.cmp(&other[h..])
+    }
+
+    pub fn eq_bytes(&self, other: &[u8]) -> bool {
+        self.len() == other.len() && self.cmp_bytes(other) == Ordering::Equal
+    }
+
+    pub fn extend_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.head);
+        out.extend_from_slice(self.tail);
+    }
+
+    pub fn to_vec(self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len());
+        self.extend_into(&mut v);
+        v
+    }
+
+    fn byte(&self, i: usize) -> u8 {
+        if i < self.head.len() {
+            self.head[i]
+        } else {
+            self.tail[i - self.head.len()]
+        }
+    }
+
+    /// Whether this key lies in the subtree rooted at `root` (itself included).
+    pub fn in_subtree(&self, root: &[u8]) -> bool {
+        if root.is_empty() {
+            return true;
+        }
+        if self.len() < root.len() {
+            return false;
+        }
+        let matches = match self.cmp_bytes(root) {
+            Ordering::Equal => return true,
+            _ => (0..root.len()).all(|i| self.byte(i) == root[i]),
+        };
+        matches && self.byte(root.len()) == 0
+    }
+
+    fn common_prefix_len(&self, other: &Key<'_>) -> usize {
+        let n = self.len().min(other.len());
+        (0..n).find(|&i| self.byte(i) != other.byte(i)).unwrap_or(n)
+    }
+
+    /// Appends the bytes from `start` on.
+    fn extend_from(&self, start: usize, out: &mut Vec<u8>) {
+        if start < self.head.len() {
+            out.extend_from_slice(&self.head[start..]);
+            out.extend_from_slice(self.tail);
+        } else {
+            out.extend_from_slice(&self.tail[start - self.head.len()..]);
+        }
+    }
+
+    fn hint_from(&self, start: usize) -> u32 {
+        let mut bytes = [0u8; 4];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            if start + i < self.len() {
+                *b = self.byte(start + i);
+            }
+        }
+        u32::from_be_bytes(bytes)
+    }
+}
+
+/// The hint of a key suffix: its first four bytes, big-endian, zero-padded.
+#[inline]
+pub fn hint_of(suffix: &[u8]) -> u32 {
+    let mut bytes = [0u8; 4];
+    let n = suffix.len().min(4);
+    bytes[..n].copy_from_slice(&suffix[..n]);
+    u32::from_be_bytes(bytes)
+}
+
+/// Lower bound of `q` among `count` keys that all start with `prefix`:
+/// the index of the first key `>= q`, and whether it equals `q`.
+#[inline]
+fn lower_bound<'a>(
+    count: usize,
+    prefix: &[u8],
+    hint: impl Fn(usize) -> u32,
+    suffix: impl Fn(usize) -> Parse<&'a [u8]>,
+    q: &[u8],
+) -> Parse<(usize, bool)> {
+    let n = prefix.len().min(q.len());
+    match q[..n].cmp(&prefix[..n]) {
+        Ordering::Less => return Ok((0, false)),
+        Ordering::Greater => return Ok((count, false)),
+        Ordering::Equal if q.len() < prefix.len() => return Ok((0, false)),
+        Ordering::Equal => {}
+    }
+    let rest = &q[prefix.len()..];
+    let h = hint_of(rest);
+    // First index whose hint is >= h, then the first whose hint is > h.
+    let (mut lo, mut hi) = (0, count);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if hint(mid) < h {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    let mut end = lo;
+    while end < count && hint(end) == h {
+        end += 1;
+    }
+    // Among equal hints, compare whole suffixes.
+    let (mut a, mut b) = (lo, end);
+    while a < b {
+        let mid = (a + b) / 2;
+        match suffix(mid)?.cmp(rest) {
+            Ordering::Less => a = mid + 1,
+            Ordering::Equal => return Ok((mid, true)),
+            Ordering::Greater => b = mid,
+        }
+    }
+    Ok((a, false))
+}
+
+fn prefix_of(node: &[u8], offset: u64) -> Parse<&[u8]> {
+    let len = u16_at(node, 12).unwrap_or(0) as usize;
+    node.get(HEADER_BYTES..HEADER_BYTES + len).ok_or_else(|| Damage::new(offset, "key prefix out of bounds"))
+}
+
 /// One leaf entry, borrowed from the arena.
 #[derive(Clone, Copy, Debug)]
 pub struct LeafEntry<'a> {
-    pub key: &'a [u8],
+    pub key: Key<'a>,
     pub value: ValueRepr<'a>,
 }
 
-/// Parses entry `i` of a leaf (bounds-checked).
-#[inline]
-pub fn leaf_entry(node: &[u8], node_offset: u64, i: usize) -> Parse<LeafEntry<'_>> {
-    let bad = || Damage::new(node_offset, format!("leaf entry {i} out of bounds"));
-    let at = u32_at(node, HEADER_BYTES + 4 * i).ok_or_else(bad)? as usize;
-    let key_len = u16_at(node, at).ok_or_else(bad)? as usize;
-    let flags = *node.get(at + 2).ok_or_else(bad)?;
-    let value_len = u32_at(node, at + 4).ok_or_else(bad)?;
-    if flags & FLAG_BLOB != 0 {
-        let blob = u64_at(node, at + 8).ok_or_else(bad)?;
-        let key = node.get(at + 16..at + 16 + key_len).ok_or_else(bad)?;
-        Ok(LeafEntry { key, value: ValueRepr::Blob { offset: blob, len: value_len } })
-    } else {
-        let key = node.get(at + 8..at + 8 + key_len).ok_or_else(bad)?;
-        let v = at + 8 + key_len;
-        let value = node.get(v..v + value_len as usize).ok_or_else(bad)?;
-        Ok(LeafEntry { key, value: ValueRepr::Inline(value) })
+/// A parsed leaf: the arrays are bounds-checked once, here.
+#[derive(Clone, Copy)]
+pub struct LeafView<'a> {
+    node: &'a [u8],
+    offset: u64,
+    count: usize,
+    prefix: &'a [u8],
+    hints: usize,
+    slots: usize,
+}
+
+impl<'a> LeafView<'a> {
+    #[inline]
+    pub fn parse(region: &'a [u8], offset: u64) -> Parse<Self> {
+        Self::from_node(node_at(region, offset, KIND_LEAF)?, offset)
+    }
+
+    pub fn from_node(node: &'a [u8], offset: u64) -> Parse<Self> {
+        let count = count(node);
+        let prefix = prefix_of(node, offset)?;
+        let hints = (HEADER_BYTES + prefix.len()).next_multiple_of(4);
+        let slots = hints + 4 * count;
+        if slots + 4 * count > node.len() {
+            return Err(Damage::new(offset, "leaf arrays out of bounds"));
+        }
+        Ok(LeafView { node, offset, count, prefix, hints, slots })
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    #[inline]
+    fn hint(&self, i: usize) -> u32 {
+        let at = self.hints + 4 * i;
+        u32::from_le_bytes([self.node[at], self.node[at + 1], self.node[at + 2], self.node[at + 3]])
+    }
+
+    #[inline]
+    fn slot(&self, i: usize) -> usize {
+        let at = self.slots + 4 * i;
+        u32::from_le_bytes([self.node[at], self.node[at + 1], self.node[at + 2], self.node[at + 3]]) as usize
+    }
+
+    #[inline]
+    fn suffix(&self, i: usize) -> Parse<&'a [u8]> {
+        let at = self.slot(i);
+        let node: &'a [u8] = self.node;
+        let bad = || Damage::new(self.offset, format!("leaf entry {i} out of bounds"));
+        let len = u16_at(node, at).ok_or_else(bad)? as usize;
+        let flags = *node.get(at + 2).ok_or_else(bad)?;
+        let start = if flags & FLAG_BLOB != 0 { at + 16 } else { at + 8 };
+        node.get(start..start + len).ok_or_else(bad)
+    }
+
+    /// Entry `i`.
+    #[inline]
+    pub fn entry(&self, i: usize) -> Parse<LeafEntry<'a>> {
+        let at = self.slot(i);
+        let node: &'a [u8] = self.node;
+        let bad = || Damage::new(self.offset, format!("leaf entry {i} out of bounds"));
+        let len = u16_at(node, at).ok_or_else(bad)? as usize;
+        let flags = *node.get(at + 2).ok_or_else(bad)?;
+        let value_len = u32_at(node, at + 4).ok_or_else(bad)?;
+        if flags & FLAG_BLOB != 0 {
+            let blob = u64_at(node, at + 8).ok_or_else(bad)?;
+            let tail = node.get(at + 16..at + 16 + len).ok_or_else(bad)?;
+            Ok(LeafEntry {
+                key: Key { head: self.prefix, tail },
+                value: ValueRepr::Blob { offset: blob, len: value_len },
+            })
+        } else {
+            let tail = node.get(at + 8..at + 8 + len).ok_or_else(bad)?;
+            let v = at + 8 + len;
+            let value = node.get(v..v + value_len as usize).ok_or_else(bad)?;
+            Ok(LeafEntry { key: Key { head: self.prefix, tail }, value: ValueRepr::Inline(value) })
+        }
+    }
+
+    /// Index of the first entry `>= q`, and whether it equals `q`.
+    #[inline]
+    pub fn search(&self, q: &[u8]) -> Parse<(usize, bool)> {
+        lower_bound(self.count, self.prefix, |i| self.hint(i), |i| self.suffix(i), q)
     }
 }
 
-/// Parses the smallest key under child `i` of an internal node.
-#[inline]
-pub fn internal_key(node: &[u8], node_offset: u64, i: usize) -> Parse<&[u8]> {
-    let n = count(node);
-    let bad = || Damage::new(node_offset, format!("internal key {i} out of bounds"));
-    let at = u32_at(node, HEADER_BYTES + 16 * n + 4 * i).ok_or_else(bad)? as usize;
-    let key_len = u16_at(node, at).ok_or_else(bad)? as usize;
-    node.get(at + 2..at + 2 + key_len).ok_or_else(bad)
+/// A parsed internal node.
+#[derive(Clone, Copy)]
+pub struct InternalView<'a> {
+    node: &'a [u8],
+    offset: u64,
+    count: usize,
+    prefix: &'a [u8],
+    children: usize,
 }
 
-/// Parses the offset of child `i` of an internal node; it must point backwards.
-#[inline]
-pub fn internal_child(node: &[u8], node_offset: u64, i: usize) -> Parse<u64> {
-    let child = u64_at(node, HEADER_BYTES + 8 * i)
-        .ok_or_else(|| Damage::new(node_offset, format!("internal child {i} out of bounds")))?;
-    if child >= node_offset || child == 0 {
-        return Err(Damage::new(node_offset, "child offset does not point backwards"));
+impl<'a> InternalView<'a> {
+    #[inline]
+    pub fn parse(region: &'a [u8], offset: u64) -> Parse<Self> {
+        Self::from_node(node_at(region, offset, KIND_INTERNAL)?, offset)
     }
-    Ok(child)
-}
 
-/// Parses the key count below child `i` of an internal node.
-#[inline]
-pub fn internal_keys_below(node: &[u8], node_offset: u64, i: usize) -> Parse<u64> {
-    let n = count(node);
-    u64_at(node, HEADER_BYTES + 8 * n + 8 * i)
-        .ok_or_else(|| Damage::new(node_offset, format!("internal count {i} out of bounds")))
+    pub fn from_node(node: &'a [u8], offset: u64) -> Parse<Self> {
+        let count = count(node);
+        let prefix = prefix_of(node, offset)?;
+        let children = (HEADER_BYTES + prefix.len()).next_multiple_of(8);
+        if count == 0 || children + 24 * count > node.len() {
+            return Err(Damage::new(offset, "internal node arrays out of bounds"));
+        }
+        Ok(InternalView { node, offset, count, prefix, children })
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    fn u32_in(&self, at: usize) -> u32 {
+        u32::from_le_bytes([self.node[at], self.node[at + 1], self.node[at + 2], self.node[at + 3]])
+    }
+
+    fn u64_in(&self, at: usize) -> u64 {
+        let b = &self.node[at..at + 8];
+        u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+    }
+
+    #[inline]
+    fn hint(&self, i: usize) -> u32 {
+        self.u32_in(self.children + 16 * self.count + 4 * i)
+    }
+
+    #[inline]
+    fn suffix(&self, i: usize) -> Parse<&'a [u8]> {
+        let at = self.u32_in(self.children + 20 * self.count + 4 * i) as usize;
+        let node: &'a [u8] = self.node;
+        let bad = || Damage::new(self.offset, format!("internal key {i} out of bounds"));
+        let len = u16_at(node, at).ok_or_else(bad)? as usize;
+        node.get(at + 2..at + 2 + len).ok_or_else(bad)
+    }
+
+    /// The smallest key under child `i`.
+    pub fn key(&self, i: usize) -> Parse<Key<'a>> {
+        Ok(Key { head: self.prefix, tail: self.suffix(i)? })
+    }
+
+    /// The offset of child `i`; it must point backwards.
+    #[inline]
+    pub fn child(&self, i: usize) -> Parse<u64> {
+        let child = self.u64_in(self.children + 8 * i);
+        if child >= self.offset || child == 0 {
+            return Err(Damage::new(self.offset, "child offset does not point backwards"));
+        }
+        Ok(child)
+    }
+
+    /// Keys in the subtree of child `i`.
+    pub fn keys_below(&self, i: usize) -> u64 {
+        self.u64_in(self.children + 8 * self.count + 8 * i)
+    }
+
+    /// The last child whose smallest key is `<= q`; `None` when `q` sorts
+    /// before every key of the node.
+    #[inline]
+    pub fn route(&self, q: &[u8]) -> Parse<Option<usize>> {
+        let (i, found) = lower_bound(self.count, self.prefix, |i| self.hint(i), |i| self.suffix(i), q)?;
+        Ok(if found { Some(i) } else { i.checked_sub(1) })
+    }
 }
 
 /// The bytes of a value.
@@ -225,71 +509,78 @@ pub fn value_bytes<'a>(region: &'a [u8], value: ValueRepr<'a>) -> Parse<&'a [u8]
     }
 }
 
-/// A leaf entry owned by the writer while it rebuilds nodes.
-#[derive(Clone, Debug)]
-pub struct OwnedEntry {
-    pub key: Vec<u8>,
-    pub value: OwnedValue,
+/// The longest prefix shared by sorted keys (that of the first and last), capped for the header.
+fn shared_prefix<'k>(first: &Key<'k>, last: &Key<'k>) -> usize {
+    first.common_prefix_len(last).min(u16::MAX as usize)
 }
 
-#[derive(Clone, Debug)]
-pub enum OwnedValue {
-    Inline(Vec<u8>),
-    Blob { offset: u64, len: u32 },
+fn write_header(buf: &mut Vec<u8>, kind: u8, count: usize, prefix_len: usize) {
+    buf.clear();
+    buf.push(kind);
+    buf.push(0);
+    buf.extend_from_slice(&(count as u16).to_le_bytes());
+    buf.extend_from_slice(&[0; 8]);
+    buf.extend_from_slice(&(prefix_len as u16).to_le_bytes());
+    buf.extend_from_slice(&[0; 2]);
 }
 
-impl OwnedEntry {
-    pub fn from_entry(entry: &LeafEntry<'_>) -> Self {
-        let value = match entry.value {
-            ValueRepr::Inline(bytes) => OwnedValue::Inline(bytes.to_vec()),
-            ValueRepr::Blob { offset, len } => OwnedValue::Blob { offset, len },
-        };
-        OwnedEntry { key: entry.key.to_vec(), value }
-    }
+/// A leaf entry to be written: key and value borrowed from old nodes or from the batch.
+#[derive(Clone, Copy, Debug)]
+pub struct EntryRef<'a> {
+    pub key: Key<'a>,
+    pub value: ValueRepr<'a>,
+}
 
-    /// Bytes this entry takes in a leaf (slot included).
+impl EntryRef<'_> {
+    /// Bytes this entry takes in a leaf before prefix compression.
     pub fn encoded_len(&self) -> usize {
-        4 + 8
+        4 + 4
+            + 8
             + self.key.len()
-            + match &self.value {
-                OwnedValue::Inline(v) => v.len(),
-                OwnedValue::Blob { .. } => 8,
-            }
+            + self.value.stored_len()
+            + if matches!(self.value, ValueRepr::Blob { .. }) { 8 } else { 0 }
     }
 }
 
-/// Encodes a leaf holding `entries` (sorted by key).
-pub fn build_leaf(entries: &[OwnedEntry]) -> Vec<u8> {
-    let mut buf = header(KIND_LEAF, entries.len());
+/// Encodes a leaf holding `entries` (sorted, non-empty) into `buf`.
+pub fn build_leaf(entries: &[EntryRef<'_>], buf: &mut Vec<u8>) {
+    let n = entries.len();
+    let prefix_len = shared_prefix(&entries[0].key, &entries[n - 1].key);
+    write_header(buf, KIND_LEAF, n, prefix_len);
+    entries[0].key.extend_from(0, buf);
+    buf.truncate(HEADER_BYTES + prefix_len);
+    buf.resize(buf.len().next_multiple_of(4), 0);
+    for e in entries {
+        buf.extend_from_slice(&e.key.hint_from(prefix_len).to_le_bytes());
+    }
     let slots = buf.len();
-    buf.resize(slots + 4 * entries.len(), 0);
+    buf.resize(slots + 4 * n, 0);
     for (i, e) in entries.iter().enumerate() {
         let at = buf.len() as u32;
         buf[slots + 4 * i..slots + 4 * i + 4].copy_from_slice(&at.to_le_bytes());
-        buf.extend_from_slice(&(e.key.len() as u16).to_le_bytes());
-        match &e.value {
-            OwnedValue::Inline(v) => {
+        buf.extend_from_slice(&((e.key.len() - prefix_len) as u16).to_le_bytes());
+        match e.value {
+            ValueRepr::Inline(v) => {
                 buf.extend_from_slice(&[0, 0]);
                 buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
-                buf.extend_from_slice(&e.key);
+                e.key.extend_from(prefix_len, buf);
                 buf.extend_from_slice(v);
             }
-            OwnedValue::Blob { offset, len } => {
+            ValueRepr::Blob { offset, len } => {
                 buf.extend_from_slice(&[FLAG_BLOB, 0]);
                 buf.extend_from_slice(&len.to_le_bytes());
                 buf.extend_from_slice(&offset.to_le_bytes());
-                buf.extend_from_slice(&e.key);
+                e.key.extend_from(prefix_len, buf);
             }
         }
     }
-    seal(&mut buf);
-    buf
+    seal(buf);
 }
 
-/// A child reference owned by the writer while it rebuilds nodes.
-#[derive(Clone, Debug)]
-pub struct ChildRef {
-    pub first_key: Vec<u8>,
+/// A child reference to be written into an internal node.
+#[derive(Clone, Copy, Debug)]
+pub struct ChildRef<'a> {
+    pub first_key: Key<'a>,
     pub offset: u64,
     /// Keys in the child's subtree.
     pub keys: u64,
@@ -297,37 +588,44 @@ pub struct ChildRef {
     pub node_bytes: usize,
 }
 
-impl ChildRef {
+impl ChildRef<'_> {
     pub fn encoded_len(&self) -> usize {
-        8 + 8 + 4 + 2 + self.first_key.len()
+        8 + 8 + 4 + 4 + 2 + self.first_key.len()
     }
 }
 
-/// Encodes an internal node over `children` (sorted by first key).
-pub fn build_internal(children: &[ChildRef]) -> Vec<u8> {
+/// Encodes an internal node over `children` (sorted by first key, non-empty) into `buf`.
+pub fn build_internal(children: &[ChildRef<'_>], buf: &mut Vec<u8>) {
     let n = children.len();
-    let mut buf = header(KIND_INTERNAL, n);
+    let prefix_len = shared_prefix(&children[0].first_key, &children[n - 1].first_key);
+    write_header(buf, KIND_INTERNAL, n, prefix_len);
+    children[0].first_key.extend_from(0, buf);
+    buf.truncate(HEADER_BYTES + prefix_len);
+    buf.resize(buf.len().next_multiple_of(8), 0);
     for c in children {
         buf.extend_from_slice(&c.offset.to_le_bytes());
     }
     for c in children {
         buf.extend_from_slice(&c.keys.to_le_bytes());
     }
+    for c in children {
+        buf.extend_from_slice(&c.first_key.hint_from(prefix_len).to_le_bytes());
+    }
     let slots = buf.len();
     buf.resize(slots + 4 * n, 0);
     for (i, c) in children.iter().enumerate() {
         let at = buf.len() as u32;
         buf[slots + 4 * i..slots + 4 * i + 4].copy_from_slice(&at.to_le_bytes());
-        buf.extend_from_slice(&(c.first_key.len() as u16).to_le_bytes());
-        buf.extend_from_slice(&c.first_key);
+        buf.extend_from_slice(&((c.first_key.len() - prefix_len) as u16).to_le_bytes());
+        c.first_key.extend_from(prefix_len, buf);
     }
-    seal(&mut buf);
-    buf
+    seal(buf);
 }
 
 /// Encodes a value blob.
 pub fn build_blob(value: &[u8]) -> Vec<u8> {
-    let mut buf = header(KIND_BLOB, 0);
+    let mut buf = Vec::with_capacity(HEADER_BYTES + value.len() + 8);
+    write_header(&mut buf, KIND_BLOB, 0, 0);
     buf.extend_from_slice(value);
     seal(&mut buf);
     buf
@@ -347,7 +645,8 @@ pub struct Commit {
 
 /// Encodes a commit record that will sit at `offset`.
 pub fn build_commit(version: u64, root: u64, prev: u64, offset: u64, time_ns: u64, key_count: u64) -> Vec<u8> {
-    let mut buf = header(KIND_COMMIT, 0);
+    let mut buf = Vec::with_capacity(COMMIT_BYTES);
+    write_header(&mut buf, KIND_COMMIT, 0, 0);
     let end = offset + COMMIT_BYTES as u64;
     for v in [version, root, prev, end, time_ns, key_count] {
         buf.extend_from_slice(&v.to_le_bytes());
@@ -384,22 +683,61 @@ mod tests {
     use super::*;
 
     #[test]
-    fn leaf_round_trip_and_checksum() {
-        let entries = vec![
-            OwnedEntry { key: b"a".to_vec(), value: OwnedValue::Inline(b"1".to_vec()) },
-            OwnedEntry { key: b"a\0b".to_vec(), value: OwnedValue::Blob { offset: 8, len: 300 } },
-        ];
-        let leaf = build_leaf(&entries);
+    fn leaf_round_trip_search_and_checksum() {
+        let keys: Vec<Vec<u8>> =
+            ["local\0domain\x0010", "local\0domain\x00100", "local\0domain\x002", "local\0domain\x003\0x"]
+                .iter()
+                .map(|k| k.as_bytes().to_vec())
+                .collect();
+        let entries: Vec<EntryRef<'_>> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| EntryRef {
+                key: Key::whole(k),
+                value: if i == 1 { ValueRepr::Blob { offset: 8, len: 300 } } else { ValueRepr::Inline(b"v") },
+            })
+            .collect();
+        let mut leaf = Vec::new();
+        build_leaf(&entries, &mut leaf);
         let mut region = vec![0u8; 16];
         region.extend_from_slice(&leaf);
-        let node = verified_node_at(&region, 16, KIND_LEAF).unwrap();
-        assert_eq!(count(node), 2);
-        let e0 = leaf_entry(node, 16, 0).unwrap();
-        assert_eq!((e0.key, e0.value), (&b"a"[..], ValueRepr::Inline(b"1")));
-        let e1 = leaf_entry(node, 16, 1).unwrap();
-        assert_eq!(e1.value, ValueRepr::Blob { offset: 8, len: 300 });
+        verified_node_at(&region, 16, KIND_LEAF).unwrap();
+        let view = LeafView::parse(&region, 16).unwrap();
+        assert_eq!(view.prefix, b"local\0domain\0");
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(view.search(k).unwrap(), (i, true));
+            assert!(view.entry(i).unwrap().key.eq_bytes(k));
+        }
+        assert_eq!(view.entry(1).unwrap().value, ValueRepr::Blob { offset: 8, len: 300 });
+        assert_eq!(view.search(b"local\0domain\x001").unwrap(), (0, false));
+        assert_eq!(view.search(b"local\0domain\x0011").unwrap(), (2, false));
+        assert_eq!(view.search(b"a").unwrap(), (0, false));
+        assert_eq!(view.search(b"z").unwrap(), (4, false));
+        assert_eq!(view.search(b"local").unwrap(), (0, false));
         region[16 + 30] ^= 0x40;
         assert!(verified_node_at(&region, 16, KIND_LEAF).is_err());
+    }
+
+    #[test]
+    fn internal_routes_to_the_last_child_not_above_the_probe() {
+        let keys: Vec<&[u8]> = vec![b"k\x0010", b"k\x0020", b"k\x0030"];
+        let children: Vec<ChildRef<'_>> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| ChildRef { first_key: Key::whole(k), offset: 8 * (i as u64 + 1), keys: 5, node_bytes: 0 })
+            .collect();
+        let mut node = Vec::new();
+        build_internal(&children, &mut node);
+        let mut region = vec![0u8; 64];
+        region.extend_from_slice(&node);
+        let view = InternalView::parse(&region, 64).unwrap();
+        assert_eq!(view.route(b"k\x0005").unwrap(), None);
+        assert_eq!(view.route(b"k\x0010").unwrap(), Some(0));
+        assert_eq!(view.route(b"k\x0025").unwrap(), Some(1));
+        assert_eq!(view.route(b"k\x009").unwrap(), Some(2));
+        assert_eq!(view.child(2).unwrap(), 24);
+        assert_eq!(view.keys_below(1), 5);
+        assert!(view.key(1).unwrap().eq_bytes(b"k\x0020"));
     }
 
     #[test]
@@ -413,5 +751,17 @@ mod tests {
         region.truncate(64);
         region.extend_from_slice(&bad);
         assert!(parse_commit(&region, 64).is_err());
+    }
+
+    #[test]
+    fn key_pieces_compare_like_their_concatenation() {
+        let a = Key { head: b"ab", tail: b"c\0d" };
+        assert_eq!(a.cmp_bytes(b"abc\0d"), Ordering::Equal);
+        assert_eq!(a.cmp_bytes(b"abc"), Ordering::Greater);
+        assert_eq!(a.cmp_bytes(b"a"), Ordering::Greater);
+        assert_eq!(a.cmp_bytes(b"abd"), Ordering::Less);
+        assert!(a.in_subtree(b"abc"));
+        assert!(!a.in_subtree(b"ab"));
+        assert!(a.in_subtree(b"abc\0d"));
     }
 }

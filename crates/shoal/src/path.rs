@@ -59,6 +59,26 @@ pub fn key_of(body: &[u8]) -> Vec<u8> {
     body.iter().map(|&b| if b == b'/' { 0 } else { b }).collect()
 }
 
+/// Calls `f` with the key of a validated path body, encoded on the stack
+/// when short (no allocation on the read path).
+#[inline]
+pub fn with_key<R>(body: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+    const STACK_KEY_BYTES: usize = 256;
+    if body.len() <= STACK_KEY_BYTES {
+        let mut buf = [0u8; STACK_KEY_BYTES];
+        let key = &mut buf[..body.len()];
+        key.copy_from_slice(body);
+        for b in key.iter_mut() {
+            if *b == b'/' {
+                *b = 0;
+            }
+        }
+        f(key)
+    } else {
+        f(&key_of(body))
+    }
+}
+
 /// Validates `path` and returns its key.
 pub fn key(path: &str) -> Result<Vec<u8>> {
     validate(path).map(key_of)

@@ -100,10 +100,7 @@ impl Snapshot {
     #[inline]
     pub fn get(&self, path: &str) -> Result<Option<&[u8]>> {
         let body = path::validate(path)?;
-        if body.is_empty() {
-            return Ok(Some(&[]));
-        }
-        tree::get(self.region(), self.commit.root, body).map_err(|d| self.damaged(d))
+        path::with_key(body, |key| self.get_key(key))
     }
 
     /// Whether a node exists at `path`.
@@ -111,15 +108,12 @@ impl Snapshot {
         self.get(path).map(|v| v.is_some())
     }
 
+    #[inline]
     pub(crate) fn get_key(&self, key: &[u8]) -> Result<Option<&[u8]>> {
         if key.is_empty() {
             return Ok(Some(&[]));
         }
-        let region = self.region();
-        match tree::find_entry(region, self.commit.root, |k| k.cmp(key)).map_err(|d| self.damaged(d))? {
-            Some(e) => node::value_bytes(region, e.value).map(Some).map_err(|d| self.damaged(d)),
-            None => Ok(None),
-        }
+        tree::get(self.region(), self.commit.root, key).map_err(|d| self.damaged(d))
     }
 
     /// The names of the immediate children of `path`, sorted by their bytes.
@@ -193,12 +187,12 @@ impl<'s> Iterator for Scan<'s> {
             Ok(None) => return None,
             Err(d) => return Some(Err(self.snapshot.damaged(d))),
         };
-        if !path::in_subtree(entry.key, &self.prefix) {
+        if !entry.key.in_subtree(&self.prefix) {
             return None;
         }
         Some(
             node::value_bytes(self.snapshot.region(), entry.value)
-                .map(|v| (path::path_of(entry.key), v))
+                .map(|v| (path::path_of(&entry.key.to_vec()), v))
                 .map_err(|d| self.snapshot.damaged(d)),
         )
     }

@@ -314,40 +314,6 @@ fn list_generations(dir: &Path) -> Result<Vec<u64>> {
     Ok(gens)
 }
 
-/// Checks the checksum of every node reachable from `roots`, once each.
-fn verify_nodes(sink: &WriterArena, commits: &[Commit]) -> Result<()> {
-    let region = sink.region();
-    let damaged = |d: node::Damage| d.into_error(&sink.mapped.path);
-    let mut seen = HashSet::new();
-    let mut stack: Vec<u64> = commits.iter().map(|c| c.root).filter(|&r| r != 0).collect();
-    while let Some(offset) = stack.pop() {
-        if !seen.insert(offset) {
-            continue;
-        }
-        match region.get(offset as usize) {
-            Some(&KIND_INTERNAL) => {
-                let n = node::verified_node_at(region, offset, KIND_INTERNAL).map_err(damaged)?;
-                for i in 0..node::count(n) {
-                    stack.push(node::internal_child(n, offset, i).map_err(damaged)?);
-                }
-            }
-            _ => {
-                let n = node::verified_node_at(region, offset, KIND_LEAF).map_err(damaged)?;
-                for i in 0..node::count(n) {
-                    if let node::ValueRepr::Blob { offset: blob, .. } =
-                        node::leaf_entry(n, offset, i).map_err(damaged)?.value
-                    {
-                        if seen.insert(blob) {
-                            node::verified_node_at(region, blob, KIND_BLOB).map_err(damaged)?;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 /// The retained commit chain from `head`, newest first.
 fn retained_chain(region: &[u8], head: Commit, count: usize, path: &Path) -> Result<Vec<Commit>> {
     let mut chain = vec![head];
@@ -388,7 +354,7 @@ fn prepare_ops(arena: &WriterArena, head_root: u64, jops: &[JournalOp]) -> Resul
             }
             let cleared_here =
                 cleared.contains(&b""[..]) || cleared.contains(a) || path::ancestors(a).any(|aa| cleared.contains(aa));
-            let exists = !cleared_here && tree::find_entry(region, head_root, |k| k.cmp(a)).map_err(damaged)?.is_some();
+            let exists = !cleared_here && tree::find(region, head_root, a).map_err(damaged)?.is_some();
             if !exists {
                 ancestors.insert(a.to_vec(), ());
             }
@@ -407,7 +373,7 @@ fn prepare_ops(arena: &WriterArena, head_root: u64, jops: &[JournalOp]) -> Resul
         }
     }
     for (key, ()) in ancestors {
-        ops.push((key.clone(), 2, Op::Put { key, value: node::OwnedValue::Inline(Vec::new()) }));
+        ops.push((key.clone(), 2, Op::Put { key, value: build::StoredValue::Inline(Vec::new()) }));
     }
     ops.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
     Ok(ops.into_iter().map(|(_, _, op)| op).collect())
@@ -616,7 +582,7 @@ impl Store {
         }
         let arena = WriterArena::open(dir, arena.generation(), cursor)?;
         let chain = retained_chain(arena.region(), head, usize::MAX, &arena.mapped.path)?;
-        verify_nodes(&arena, &chain)?;
+        walk_reachable(&arena, &chain, true)?;
         Ok((arena, head))
     }
 
@@ -890,10 +856,11 @@ impl Store {
             &st.arena.mapped.path,
         )?;
         let mut memo: HashMap<u64, u64> = HashMap::new();
+        let mut buf = Vec::with_capacity(2 * node::NODE_TARGET_BYTES);
         let mut prev = 0;
         let mut head = st.head;
         for commit in chain.iter().rev() {
-            let root = if commit.root == 0 { 0 } else { copy_tree(&st.arena, &new, commit.root, &mut memo)? };
+            let root = if commit.root == 0 { 0 } else { copy_tree(&st.arena, &new, commit.root, &mut memo, &mut buf)? };
             let offset = new.cursor();
             new.append(&node::build_commit(commit.version, root, prev, offset, commit.time_ns, commit.key_count))?;
             head = node::parse_commit(new.region(), offset).map_err(|d| new.damaged(d))?;
@@ -979,7 +946,7 @@ impl Store {
             self.options.retain_versions as usize + 1,
             &st.arena.mapped.path,
         )?;
-        let live_bytes = reachable_bytes(&st.arena, &chain)?;
+        let live_bytes = walk_reachable(&st.arena, &chain, false)?;
         Ok(Stat {
             version: st.head.version,
             generation: st.arena.generation(),
@@ -997,7 +964,7 @@ impl Store {
     pub fn verify(&self) -> Result<()> {
         let st = lock(&self.state);
         let chain = retained_chain(st.arena.region(), st.head, usize::MAX, &st.arena.mapped.path)?;
-        verify_nodes(&st.arena, &chain)
+        walk_reachable(&st.arena, &chain, true).map(|_| ())
     }
 }
 
@@ -1012,10 +979,15 @@ impl Drop for Store {
     }
 }
 
-/// Bytes of the distinct nodes reachable from `commits` (records included).
-fn reachable_bytes(arena: &WriterArena, commits: &[Commit]) -> Result<u64> {
+/// Walks every node the commits reach, once each, checking checksums when
+/// `verify`; returns the bytes they occupy (records and header page included).
+fn walk_reachable(arena: &WriterArena, commits: &[Commit], verify: bool) -> Result<u64> {
     let region = arena.region();
     let damaged = |d: node::Damage| arena.damaged(d);
+    let check = |offset: u64, kind: u8| -> Result<usize> {
+        let n = if verify { node::verified_node_at(region, offset, kind) } else { node::node_at(region, offset, kind) };
+        n.map(|n| n.len()).map_err(damaged)
+    };
     let mut seen = HashSet::new();
     let mut total = HEADER_PAGE + (commits.len() * node::COMMIT_BYTES) as u64;
     let mut stack: Vec<u64> = commits.iter().map(|c| c.root).filter(|&r| r != 0).collect();
@@ -1024,20 +996,18 @@ fn reachable_bytes(arena: &WriterArena, commits: &[Commit]) -> Result<u64> {
             continue;
         }
         if region.get(offset as usize) == Some(&KIND_INTERNAL) {
-            let n = node::node_at(region, offset, KIND_INTERNAL).map_err(damaged)?;
-            total += n.len() as u64;
-            for i in 0..node::count(n) {
-                stack.push(node::internal_child(n, offset, i).map_err(damaged)?);
+            total += check(offset, KIND_INTERNAL)? as u64;
+            let view = node::InternalView::parse(region, offset).map_err(damaged)?;
+            for i in 0..view.len() {
+                stack.push(view.child(i).map_err(damaged)?);
             }
         } else {
-            let n = node::node_at(region, offset, KIND_LEAF).map_err(damaged)?;
-            total += n.len() as u64;
-            for i in 0..node::count(n) {
-                if let node::ValueRepr::Blob { offset: blob, .. } =
-                    node::leaf_entry(n, offset, i).map_err(damaged)?.value
-                {
+            total += check(offset, KIND_LEAF)? as u64;
+            let view = node::LeafView::parse(region, offset).map_err(damaged)?;
+            for i in 0..view.len() {
+                if let node::ValueRepr::Blob { offset: blob, .. } = view.entry(i).map_err(damaged)?.value {
                     if seen.insert(blob) {
-                        total += node::node_at(region, blob, KIND_BLOB).map_err(damaged)?.len() as u64;
+                        total += check(blob, KIND_BLOB)? as u64;
                     }
                 }
             }
@@ -1047,52 +1017,62 @@ fn reachable_bytes(arena: &WriterArena, commits: &[Commit]) -> Result<u64> {
 }
 
 /// Copies the tree at `offset` from `from` into `to`, sharing nodes already
-/// copied (`memo`: old offset to new), children before parents.
-fn copy_tree(from: &WriterArena, to: &WriterArena, offset: u64, memo: &mut HashMap<u64, u64>) -> Result<u64> {
+/// copied (`memo`: old offset to new), children before parents. Nodes
+/// without blob references are copied byte for byte (their checksums do not
+/// depend on where they sit).
+fn copy_tree(
+    from: &WriterArena,
+    to: &WriterArena,
+    offset: u64,
+    memo: &mut HashMap<u64, u64>,
+    buf: &mut Vec<u8>,
+) -> Result<u64> {
     if let Some(&done) = memo.get(&offset) {
         return Ok(done);
     }
     let region = from.region();
     let damaged = |d: node::Damage| from.damaged(d);
     let new_offset = if region.get(offset as usize) == Some(&KIND_INTERNAL) {
-        let n = node::verified_node_at(region, offset, KIND_INTERNAL).map_err(damaged)?;
-        let mut children = Vec::with_capacity(node::count(n));
-        for i in 0..node::count(n) {
-            let child = node::internal_child(n, offset, i).map_err(damaged)?;
+        node::verified_node_at(region, offset, KIND_INTERNAL).map_err(damaged)?;
+        let view = node::InternalView::parse(region, offset).map_err(damaged)?;
+        let mut children = Vec::with_capacity(view.len());
+        for i in 0..view.len() {
+            let child = view.child(i).map_err(damaged)?;
             children.push(node::ChildRef {
-                first_key: node::internal_key(n, offset, i).map_err(damaged)?.to_vec(),
-                offset: copy_tree(from, to, child, memo)?,
-                keys: node::internal_keys_below(n, offset, i).map_err(damaged)?,
+                first_key: view.key(i).map_err(damaged)?,
+                offset: copy_tree(from, to, child, memo, buf)?,
+                keys: view.keys_below(i),
                 node_bytes: 0,
             });
         }
-        to.append(&node::build_internal(&children))?
+        node::build_internal(&children, buf);
+        to.append(buf)?
     } else {
-        let n = node::verified_node_at(region, offset, KIND_LEAF).map_err(damaged)?;
-        let mut entries = Vec::with_capacity(node::count(n));
+        let bytes = node::verified_node_at(region, offset, KIND_LEAF).map_err(damaged)?;
+        let view = node::LeafView::from_node(bytes, offset).map_err(damaged)?;
+        let mut entries = Vec::with_capacity(view.len());
         let mut has_blobs = false;
-        for i in 0..node::count(n) {
-            let e = node::leaf_entry(n, offset, i).map_err(damaged)?;
-            let mut owned = node::OwnedEntry::from_entry(&e);
-            if let node::OwnedValue::Blob { offset: blob, len } = owned.value {
+        for i in 0..view.len() {
+            let mut e = view.entry(i).map_err(damaged)?;
+            if let node::ValueRepr::Blob { offset: blob, len } = e.value {
                 has_blobs = true;
                 let new_blob = match memo.get(&blob) {
                     Some(&b) => b,
                     None => {
-                        let bytes = node::verified_node_at(region, blob, KIND_BLOB).map_err(damaged)?;
-                        let b = to.append(bytes)?;
+                        let b = to.append(node::verified_node_at(region, blob, KIND_BLOB).map_err(damaged)?)?;
                         memo.insert(blob, b);
                         b
                     }
                 };
-                owned.value = node::OwnedValue::Blob { offset: new_blob, len };
+                e.value = node::ValueRepr::Blob { offset: new_blob, len };
             }
-            entries.push(owned);
+            entries.push(node::EntryRef { key: e.key, value: e.value });
         }
         if has_blobs {
-            to.append(&node::build_leaf(&entries))?
+            node::build_leaf(&entries, buf);
+            to.append(buf)?
         } else {
-            to.append(n)?
+            to.append(bytes)?
         }
     };
     memo.insert(offset, new_offset);

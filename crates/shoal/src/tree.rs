@@ -2,65 +2,27 @@
 //! stored in the arena (see [`crate::node`]).
 //!
 //! Everything here works on `region`, the immutable prefix of an arena that a
-//! snapshot may read, and on a root offset. No function allocates on the
-//! point-lookup path; all offsets are bounds-checked, and offsets always
-//! point backwards, so a damaged arena yields [`Damage`], never a loop or a
-//! read outside the region.
+//! snapshot may read, and on a root offset. A point lookup allocates nothing;
+//! all offsets are bounds-checked, and offsets always point backwards, so a
+//! damaged arena yields [`Damage`], never a loop or a read outside the region.
 
-use std::cmp::Ordering;
-
-use crate::node::{self, Damage, LeafEntry, Parse, KIND_INTERNAL, KIND_LEAF};
-use crate::path::cmp_key_path;
+use crate::node::{self, Damage, InternalView, LeafEntry, LeafView, Parse, KIND_INTERNAL, KIND_LEAF};
 
 /// Depth beyond which a tree must be damaged (a 4 KiB-node tree of 2^64 keys is far shallower).
 const MAX_DEPTH: usize = 48;
 
+#[inline]
 fn kind_at(region: &[u8], offset: u64) -> Parse<u8> {
     region.get(offset as usize).copied().ok_or_else(|| Damage::new(offset, "node offset outside the arena"))
 }
 
-/// Index of the last child whose smallest key is `<=` the probe, or `None`
-/// when the probe sorts before every key of the node.
-fn route(node: &[u8], offset: u64, cmp: impl Fn(&[u8]) -> Ordering) -> Parse<Option<usize>> {
-    let n = node::count(node);
-    let (mut lo, mut hi) = (0usize, n);
-    // Invariant: keys[..lo] <= probe < keys[hi..].
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        if cmp(node::internal_key(node, offset, mid)?) == Ordering::Greater {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    Ok(lo.checked_sub(1))
+fn unexpected(offset: u64, kind: u8) -> Damage {
+    Damage::new(offset, format!("unexpected node kind {kind} in tree"))
 }
 
-/// Index of the first leaf entry whose key is `>=` the probe, and whether it is equal.
-fn leaf_search(node: &[u8], offset: u64, cmp: impl Fn(&[u8]) -> Ordering) -> Parse<(usize, bool)> {
-    let n = node::count(node);
-    let (mut lo, mut hi) = (0usize, n);
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        match cmp(node::leaf_entry(node, offset, mid)?.key) {
-            Ordering::Less => lo = mid + 1,
-            Ordering::Equal => return Ok((mid, true)),
-            Ordering::Greater => hi = mid,
-        }
-    }
-    Ok((lo, false))
-}
-
-/// The value stored at a path body (see [`crate::path::validate`]).
-pub fn get<'a>(region: &'a [u8], root: u64, body: &[u8]) -> Parse<Option<&'a [u8]>> {
-    match find_entry(region, root, |key| cmp_key_path(key, body))? {
-        Some(entry) => node::value_bytes(region, entry.value).map(Some),
-        None => Ok(None),
-    }
-}
-
-/// The leaf entry with exactly the probe's key.
-pub fn find_entry<'a>(region: &'a [u8], root: u64, cmp: impl Fn(&[u8]) -> Ordering) -> Parse<Option<LeafEntry<'a>>> {
+/// The entry whose key is exactly `key`.
+#[inline]
+pub fn find<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<Option<LeafEntry<'a>>> {
     if root == 0 {
         return Ok(None);
     }
@@ -68,21 +30,30 @@ pub fn find_entry<'a>(region: &'a [u8], root: u64, cmp: impl Fn(&[u8]) -> Orderi
     for _ in 0..MAX_DEPTH {
         match kind_at(region, offset)? {
             KIND_INTERNAL => {
-                let node = node::node_at(region, offset, KIND_INTERNAL)?;
-                match route(node, offset, &cmp)? {
-                    Some(i) => offset = node::internal_child(node, offset, i)?,
+                let view = InternalView::parse(region, offset)?;
+                match view.route(key)? {
+                    Some(i) => offset = view.child(i)?,
                     None => return Ok(None),
                 }
             }
             KIND_LEAF => {
-                let node = node::node_at(region, offset, KIND_LEAF)?;
-                let (i, found) = leaf_search(node, offset, &cmp)?;
-                return if found { node::leaf_entry(node, offset, i).map(Some) } else { Ok(None) };
+                let view = LeafView::parse(region, offset)?;
+                let (i, found) = view.search(key)?;
+                return if found { view.entry(i).map(Some) } else { Ok(None) };
             }
-            other => return Err(Damage::new(offset, format!("unexpected node kind {other} in tree"))),
+            other => return Err(unexpected(offset, other)),
         }
     }
     Err(Damage::new(root, "tree deeper than any valid tree"))
+}
+
+/// The value stored under `key`.
+#[inline]
+pub fn get<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<Option<&'a [u8]>> {
+    match find(region, root, key)? {
+        Some(entry) => node::value_bytes(region, entry.value).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// The number of keys in the tree.
@@ -91,10 +62,10 @@ pub fn key_count(region: &[u8], root: u64) -> Parse<u64> {
         return Ok(0);
     }
     match kind_at(region, root)? {
-        KIND_LEAF => Ok(node::count(node::node_at(region, root, KIND_LEAF)?) as u64),
+        KIND_LEAF => Ok(LeafView::parse(region, root)?.len() as u64),
         _ => {
-            let node = node::node_at(region, root, KIND_INTERNAL)?;
-            (0..node::count(node)).map(|i| node::internal_keys_below(node, root, i)).sum()
+            let view = InternalView::parse(region, root)?;
+            Ok((0..view.len()).map(|i| view.keys_below(i)).sum())
         }
     }
 }
@@ -106,7 +77,7 @@ pub struct Cursor<'a> {
     /// Path from the root: (internal node offset, index of the child taken).
     stack: Vec<(u64, usize)>,
     /// Current leaf and the index of the next entry to yield.
-    leaf: Option<(u64, usize)>,
+    leaf: Option<(LeafView<'a>, usize)>,
 }
 
 impl<'a> Cursor<'a> {
@@ -125,18 +96,18 @@ impl<'a> Cursor<'a> {
         for _ in 0..MAX_DEPTH {
             match kind_at(self.region, offset)? {
                 KIND_INTERNAL => {
-                    let node = node::node_at(self.region, offset, KIND_INTERNAL)?;
-                    let i = route(node, offset, |k| k.cmp(key))?.unwrap_or(0);
+                    let view = InternalView::parse(self.region, offset)?;
+                    let i = view.route(key)?.unwrap_or(0);
                     self.stack.push((offset, i));
-                    offset = node::internal_child(node, offset, i)?;
+                    offset = view.child(i)?;
                 }
                 KIND_LEAF => {
-                    let node = node::node_at(self.region, offset, KIND_LEAF)?;
-                    let (i, _) = leaf_search(node, offset, |k| k.cmp(key))?;
-                    self.leaf = Some((offset, i));
+                    let view = LeafView::parse(self.region, offset)?;
+                    let (i, _) = view.search(key)?;
+                    self.leaf = Some((view, i));
                     return Ok(());
                 }
-                other => return Err(Damage::new(offset, format!("unexpected node kind {other} in tree"))),
+                other => return Err(unexpected(offset, other)),
             }
         }
         Err(Damage::new(self.root, "tree deeper than any valid tree"))
@@ -147,15 +118,15 @@ impl<'a> Cursor<'a> {
         for _ in 0..MAX_DEPTH {
             match kind_at(self.region, offset)? {
                 KIND_INTERNAL => {
-                    let node = node::node_at(self.region, offset, KIND_INTERNAL)?;
+                    let view = InternalView::parse(self.region, offset)?;
                     self.stack.push((offset, 0));
-                    offset = node::internal_child(node, offset, 0)?;
+                    offset = view.child(0)?;
                 }
                 KIND_LEAF => {
-                    self.leaf = Some((offset, 0));
+                    self.leaf = Some((LeafView::parse(self.region, offset)?, 0));
                     return Ok(());
                 }
-                other => return Err(Damage::new(offset, format!("unexpected node kind {other} in tree"))),
+                other => return Err(unexpected(offset, other)),
             }
         }
         Err(Damage::new(offset, "tree deeper than any valid tree"))
@@ -164,20 +135,19 @@ impl<'a> Cursor<'a> {
     /// The next entry in key order.
     pub fn next_entry(&mut self) -> Parse<Option<LeafEntry<'a>>> {
         loop {
-            let Some((offset, i)) = self.leaf else { return Ok(None) };
-            let node = node::node_at(self.region, offset, KIND_LEAF)?;
-            if i < node::count(node) {
-                self.leaf = Some((offset, i + 1));
-                return node::leaf_entry(node, offset, i).map(Some);
+            let Some((view, i)) = self.leaf else { return Ok(None) };
+            if i < view.len() {
+                self.leaf = Some((view, i + 1));
+                return view.entry(i).map(Some);
             }
             // Leaf exhausted: climb to the first ancestor with a next child.
             self.leaf = None;
             loop {
                 let Some((parent, j)) = self.stack.pop() else { return Ok(None) };
-                let node = node::node_at(self.region, parent, KIND_INTERNAL)?;
-                if j + 1 < node::count(node) {
+                let view = InternalView::parse(self.region, parent)?;
+                if j + 1 < view.len() {
                     self.stack.push((parent, j + 1));
-                    let child = node::internal_child(node, parent, j + 1)?;
+                    let child = view.child(j + 1)?;
                     self.descend_leftmost(child)?;
                     break;
                 }
@@ -192,18 +162,16 @@ pub fn list(region: &[u8], root: u64, key: &[u8]) -> Parse<Vec<String>> {
     let mut names = Vec::new();
     let mut cursor = Cursor::new(region, root);
     let mut probe = prefix.clone();
+    let mut full = Vec::new();
     loop {
         cursor.seek(&probe)?;
         let Some(entry) = cursor.next_entry()? else { break };
-        if !entry.key.starts_with(&prefix) || entry.key.len() == prefix.len() {
-            // Past the children; the empty key (root) is the only entry equal to a prefix.
-            if entry.key.len() == prefix.len() && entry.key.starts_with(&prefix) {
-                probe.push(0);
-                continue;
-            }
+        full.clear();
+        entry.key.extend_into(&mut full);
+        if !full.starts_with(&prefix) || full.len() == prefix.len() {
             break;
         }
-        let rest = &entry.key[prefix.len()..];
+        let rest = &full[prefix.len()..];
         let name = match rest.iter().position(|&b| b == 0) {
             Some(p) => &rest[..p],
             None => rest,

@@ -106,22 +106,7 @@ impl<'s> Transaction<'s> {
         if self.cleared_by_ancestor(key) {
             return Ok(None);
         }
-        if !key.is_empty() && self.implied_by_writes(key) {
-            return Ok(Some(&[]));
-        }
         self.base.get_key(key)
-    }
-
-    /// Whether a buffered put below `key` will create it (as an empty
-    /// ancestor) if it does not otherwise exist.
-    fn implied_by_writes(&self, key: &[u8]) -> bool {
-        let prefix = path::child_prefix(key);
-        self.sets
-            .writes
-            .range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .any(|(_, w)| matches!(w.node, NodeWrite::Put(_)))
-            && self.base.get_key(key).ok().flatten().is_none()
     }
 
     /// The value at `path` as this transaction sees it.
@@ -172,6 +157,17 @@ impl<'s> Transaction<'s> {
             return Err(Error::RootImmutable);
         }
         self.store.check_value(path, value)?;
+        // Missing ancestors are created now, with empty values, so that they
+        // outlive a later deletion of this node within the transaction.
+        let mut missing = Vec::new();
+        for ancestor in path::ancestors(&key) {
+            if self.lookup(ancestor)?.is_none() {
+                missing.push(ancestor.to_vec());
+            }
+        }
+        for ancestor in missing {
+            self.sets.writes.entry(ancestor).or_default().node = NodeWrite::Put(Vec::new());
+        }
         self.sets.writes.entry(key).or_default().node = NodeWrite::Put(value.to_vec());
         Ok(())
     }

@@ -233,7 +233,7 @@ fn run(actions: Vec<Action>, durability: Durability) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
     fn matches_model_without_journal(actions in prop::collection::vec(action(), 1..40)) {
