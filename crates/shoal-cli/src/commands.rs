@@ -5,7 +5,7 @@ use std::path::Path;
 
 use shoal::{Durability, Error, Options, Reader, Snapshot, Store};
 
-use crate::{bail, config, stdout_error, CliResult, DurabilityArg, Failure};
+use crate::{bail, stdout_error, CliResult, DurabilityArg, Failure};
 
 /// "no node at PATH".
 pub fn no_node(path: &str) -> Failure {
@@ -62,7 +62,6 @@ pub fn init(dir: &Path, durability: DurabilityArg, retain: u32, max_value_bytes:
         ..Options::default()
     };
     let store = Store::open(dir, options.clone())?;
-    config::save(dir, &options)?;
     let shown = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     println!(
         "created store {} at version {} (durability {}, retaining {retain} older versions, values up to {max_value_bytes} bytes)",
@@ -80,7 +79,7 @@ pub fn put(dir: &Path, path: &str, value: Option<String>, file: Option<std::path
         _ => bail!("give either a VALUE or --file"),
     };
     shoal::path::validate(path)?;
-    let store = config::open_writer(dir)?;
+    let store = Store::open_existing(dir)?;
     let mut txn = store.begin();
     txn.put(path, &value)?;
     let version = txn.commit()?;
@@ -117,7 +116,7 @@ pub fn ls(dir: &Path, path: &str, at: Option<u64>) -> CliResult {
 
 pub fn rm(dir: &Path, path: &str, recursive: bool) -> CliResult {
     shoal::path::validate(path)?;
-    let store = config::open_writer(dir)?;
+    let store = Store::open_existing(dir)?;
     let mut txn = store.begin();
     let existed = if recursive {
         txn.delete_tree(path)?
@@ -169,7 +168,7 @@ pub fn stat(dir: &Path, reader_only: bool) -> CliResult {
     print!("{out}");
     if !reader_only {
         let mut out = String::new();
-        match Store::open(dir, config::load(dir)?) {
+        match Store::open_existing(dir) {
             Ok(store) => {
                 let s = store.stat()?;
                 out += "writer:             none running; opened the store to read the figures below\n";

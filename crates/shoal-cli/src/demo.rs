@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use shoal::{Durability, Options, Reader, Snapshot, Store};
 
 use crate::commands::human_bytes;
-use crate::{bail, config, CliResult, Failure};
+use crate::{bail, CliResult, Failure};
 
 /// `memory/target` is this plus the domain's update counter (KiB: 1 GiB).
 const TARGET_BASE: u64 = 1 << 20;
@@ -213,8 +213,7 @@ pub fn demo(dir: Option<PathBuf>, domains: u32, readers: u32, seconds: f64) -> C
     prepare_dir(&dir, is_default)?;
     println!("shoal demo: {domains} domains, {readers} reader processes, {seconds} s of commits");
     let options = Options { durability: Durability::None, ..Options::default() };
-    let store = Store::open(&dir, options.clone())?;
-    config::save(&dir, &options)?;
+    let store = Store::open(&dir, options)?;
     println!(
         "store:   {} (durability none: commits are not fsynced; they survive a crash of this process, not a power loss)",
         dir.display()

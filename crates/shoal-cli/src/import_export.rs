@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value};
-use shoal::Reader;
+use shoal::{Reader, Store};
 
 use crate::commands::{no_node, read_input, snapshot};
-use crate::{bail, config, stdout_error, CliResult, ExportFormat, Failure, ImportFormat};
+use crate::{bail, stdout_error, CliResult, ExportFormat, Failure, ImportFormat};
 
 /// Key holding a node's own value in the tree format.
 const VALUE_KEY: &str = "@value";
@@ -205,7 +205,7 @@ pub fn import(dir: &Path, input: &Path, format: ImportFormat, prefix: &str) -> C
     shoal::path::validate(prefix)?;
     let start = Instant::now();
     // Open first: fail fast when the store is missing or locked.
-    let store = config::open_writer(dir)?;
+    let store = Store::open_existing(dir)?;
     let data = read_input(input)?;
     let lines = match format {
         ImportFormat::Auto => looks_like_lines(&data),

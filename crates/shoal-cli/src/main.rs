@@ -6,7 +6,6 @@
 //! single writer and fail with "locked by another writer" if one is running.
 
 mod commands;
-mod config;
 mod demo;
 mod import_export;
 

@@ -37,6 +37,7 @@ mod meta;
 mod node;
 pub mod path;
 mod readers;
+mod settings;
 mod snapshot;
 mod store;
 mod sys;

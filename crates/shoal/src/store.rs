@@ -391,6 +391,7 @@ impl Store {
             std::fs::create_dir_all(&dir).at(&dir)?;
         }
         let lock_file = take_writer_lock(&dir)?;
+        crate::settings::save(&dir, &options)?;
         let control = Control::open_writer(&dir)?;
         let table = ReaderTable::create(&dir)?;
         let (mut meta, meta_state) = Meta::open(&dir, true)?;
@@ -586,6 +587,13 @@ impl Store {
         Ok((arena, head))
     }
 
+    /// Opens an existing store with the options it was last opened with
+    /// (recorded in its `settings` file).
+    pub fn open_existing(dir: impl AsRef<Path>) -> Result<Store> {
+        let dir = dir.as_ref();
+        Store::open(dir, crate::settings::load(dir)?)
+    }
+
     /// The store directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -647,7 +655,7 @@ impl Store {
 
     /// Writes many values as one new version: the fast path for loading.
     /// Missing ancestors are created with empty values; a later duplicate
-    /// path wins.
+    /// path wins. Loading nothing makes no new version.
     pub fn bulk_load<P: AsRef<str>, V: AsRef<[u8]>>(&self, items: impl IntoIterator<Item = (P, V)>) -> Result<u64> {
         let mut sorted: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for (p, v) in items {
@@ -658,6 +666,9 @@ impl Store {
             }
             self.check_value(p, v)?;
             sorted.insert(key, v.to_vec());
+        }
+        if sorted.is_empty() {
+            return Ok(self.version());
         }
         let jops: Vec<JournalOp> = sorted.into_iter().map(|(key, value)| JournalOp::Put { key, value }).collect();
         self.commit_ops(None, &jops)

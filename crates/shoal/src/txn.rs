@@ -173,7 +173,7 @@ impl<'s> Transaction<'s> {
     }
 
     /// Deletes the node at `path`, which must have no children. Returns
-    /// whether it existed.
+    /// whether it existed; deleting nothing writes nothing.
     pub fn delete(&mut self, path: &str) -> Result<bool> {
         let key = path::key(path)?;
         if key.is_empty() {
@@ -185,7 +185,9 @@ impl<'s> Transaction<'s> {
             return Err(Error::HasChildren { path: path.to_string() });
         }
         let existed = self.lookup(&key)?.is_some();
-        self.sets.writes.entry(key).or_default().node = NodeWrite::Delete;
+        if existed {
+            self.sets.writes.entry(key).or_default().node = NodeWrite::Delete;
+        }
         Ok(existed)
     }
 

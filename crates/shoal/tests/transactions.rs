@@ -201,3 +201,29 @@ fn old_versions_stay_readable_within_retention() {
         other => panic!("expected VersionNotRetained, got {other:?}"),
     }
 }
+
+#[test]
+fn reopening_an_existing_store_keeps_its_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let options =
+        Options { durability: Durability::None, retain_versions: 5, max_value_bytes: 10, ..Options::default() };
+    drop(Store::open(dir.path(), options).unwrap());
+    let store = Store::open_existing(dir.path()).unwrap();
+    assert_eq!(store.options().durability, Durability::None);
+    assert_eq!(store.options().retain_versions, 5);
+    let mut txn = store.begin();
+    assert!(matches!(txn.put("/k", [0u8; 11]), Err(Error::ValueTooLarge { max: 10, .. })));
+    assert!(!dir.path().join("journal").exists(), "a durability-none store grew a journal");
+}
+
+#[test]
+fn writing_nothing_makes_no_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let v = store.version();
+    assert_eq!(store.bulk_load(Vec::<(&str, &[u8])>::new()).unwrap(), v);
+    let mut txn = store.begin();
+    assert!(!txn.delete("/missing").unwrap());
+    assert_eq!(txn.commit().unwrap(), v);
+    assert_eq!(store.version(), v);
+}

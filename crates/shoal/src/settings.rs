@@ -1,0 +1,106 @@
+//! The options a store was last opened with, kept in the text file
+//! `settings` (`name = value` lines) so that any tool can reopen the store
+//! the same way with [`crate::Store::open_existing`]. Written by every
+//! writer open, atomically (temporary file, rename, directory sync).
+
+use std::path::Path;
+
+use crate::error::{Error, IoContext, Result};
+use crate::store::{Durability, Options};
+
+pub const FILE_NAME: &str = "settings";
+
+pub fn save(dir: &Path, o: &Options) -> Result<()> {
+    let durability = match o.durability {
+        Durability::None => "none",
+        Durability::Sync => "sync",
+    };
+    let text = format!(
+        "# shoal store settings, rewritten by each writer open\n\
+         durability = {durability}\n\
+         retain_versions = {}\n\
+         max_value_bytes = {}\n\
+         map_reserve_bytes = {}\n\
+         checkpoint_journal_bytes = {}\n\
+         auto_compact = {}\n\
+         compact_min_bytes = {}\n\
+         compact_factor = {}\n",
+        o.retain_versions,
+        o.max_value_bytes,
+        o.map_reserve_bytes,
+        o.checkpoint_journal_bytes,
+        o.auto_compact,
+        o.compact_min_bytes,
+        o.compact_factor,
+    );
+    let tmp = dir.join("settings.tmp");
+    std::fs::write(&tmp, text).at(&tmp)?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).at(&tmp)?;
+    let path = dir.join(FILE_NAME);
+    std::fs::rename(&tmp, &path).at(&path)?;
+    Ok(())
+}
+
+/// The recorded options (with `create: false`); defaults for a store that has none.
+pub fn load(dir: &Path) -> Result<Options> {
+    let path = dir.join(FILE_NAME);
+    let mut o = Options { create: false, ..Options::default() };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(o),
+        Err(e) => return Err(e).at(&path),
+    };
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = |detail: String| Error::Corrupt { file: path.clone(), offset: n as u64 + 1, detail };
+        let (name, value) =
+            line.split_once('=').ok_or_else(|| bad(format!("line {}: expected name = value", n + 1)))?;
+        let (name, value) = (name.trim(), value.trim());
+        let number = || value.parse::<u64>().map_err(|_| bad(format!("{name}: {value:?} is not a number")));
+        match name {
+            "durability" => {
+                o.durability = match value {
+                    "none" => Durability::None,
+                    "sync" => Durability::Sync,
+                    _ => return Err(bad(format!("durability: {value:?} is neither none nor sync"))),
+                }
+            }
+            "retain_versions" => {
+                o.retain_versions = u32::try_from(number()?).map_err(|_| bad("retain_versions too large".into()))?
+            }
+            "max_value_bytes" => o.max_value_bytes = number()? as usize,
+            "map_reserve_bytes" => o.map_reserve_bytes = number()?,
+            "checkpoint_journal_bytes" => o.checkpoint_journal_bytes = number()?,
+            "auto_compact" => {
+                o.auto_compact =
+                    value.parse().map_err(|_| bad(format!("auto_compact: {value:?} is not true or false")))?
+            }
+            "compact_min_bytes" => o.compact_min_bytes = number()?,
+            "compact_factor" => o.compact_factor = number()?,
+            // Settings from a newer version are ignored rather than refused.
+            _ => tracing::warn!(file = %path.display(), name, "unknown setting ignored"),
+        }
+    }
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Options { durability: Durability::None, retain_versions: 3, max_value_bytes: 99, ..Options::default() };
+        save(dir.path(), &o).unwrap();
+        let back = load(dir.path()).unwrap();
+        assert_eq!(back.durability, Durability::None);
+        assert_eq!((back.retain_versions, back.max_value_bytes, back.create), (3, 99, false));
+        std::fs::write(dir.path().join(FILE_NAME), "durability = maybe\n").unwrap();
+        let err = load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("neither none nor sync"), "{err}");
+    }
+}
