@@ -91,6 +91,14 @@ fn decode_payload(p: &[u8]) -> Option<Record> {
     (at == p.len()).then_some(Record { version, time_ns, ops })
 }
 
+/// The record starting at `at`, if one is whole and intact there.
+fn record_at(bytes: &[u8], at: usize) -> Option<Record> {
+    let len = u32_at(bytes, at)? as usize;
+    let crc = u32_at(bytes, at + 4)?;
+    let payload = bytes.get(at + 8..at + 8 + len)?;
+    (crc32c::crc32c(payload) == crc).then(|| decode_payload(payload)).flatten()
+}
+
 pub struct Journal {
     file: File,
     pub path: PathBuf,
@@ -126,13 +134,23 @@ impl Journal {
         let mut records = Vec::new();
         let mut at = HEADER as usize;
         while let (Some(len), Some(crc)) = (u32_at(&bytes, at), u32_at(&bytes, at + 4)) {
-            let Some(payload) = bytes.get(at + 8..at + 8 + len as usize) else { break };
-            if crc32c::crc32c(payload) != crc {
+            let next = at + 8 + len as usize;
+            let record = bytes.get(at + 8..next).filter(|p| crc32c::crc32c(p) == crc).and_then(decode_payload);
+            let Some(record) = record else {
+                // A torn last write ends the journal. A damaged record followed by an
+                // intact one is not a torn tail: the records after it were
+                // acknowledged, and dropping them silently would lose commits.
+                if record_at(&bytes, next).is_some() {
+                    return Err(Error::Corrupt {
+                        file: path,
+                        offset: at as u64,
+                        detail: "journal record damaged before later intact records".into(),
+                    });
+                }
                 break;
-            }
-            let Some(record) = decode_payload(payload) else { break };
+            };
             records.push(record);
-            at += 8 + len as usize;
+            at = next;
         }
         let discarded_bytes = (bytes.len() - at) as u64;
         if discarded_bytes > 0 {
@@ -205,5 +223,21 @@ mod tests {
         assert_eq!(replay.records, vec![Record { version: 1, time_ns: 7, ops }]);
         assert!(replay.discarded_bytes > 0);
         assert_eq!(j.len(), std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len());
+    }
+
+    #[test]
+    fn damage_before_intact_records_is_an_error_not_a_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        for v in 1..=3 {
+            j.append(&encode(v, v, &[JournalOp::Put { key: b"k".to_vec(), value: vec![v as u8; 10] }])).unwrap();
+        }
+        let mut bytes = j.read_all();
+        drop(j);
+        bytes[HEADER as usize + 8 + 3] ^= 1; // inside the first record's payload
+        std::fs::write(dir.path().join(FILE_NAME), &bytes).unwrap();
+        assert!(matches!(Journal::open(dir.path()), Err(Error::Corrupt { .. })));
+        // The file was left as it was, for inspection.
+        assert_eq!(std::fs::read(dir.path().join(FILE_NAME)).unwrap(), bytes);
     }
 }

@@ -227,3 +227,39 @@ fn writing_nothing_makes_no_version() {
     assert_eq!(txn.commit().unwrap(), v);
     assert_eq!(store.version(), v);
 }
+
+#[test]
+fn arena_stays_within_a_constant_factor_of_live_data_under_steady_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        durability: Durability::None,
+        retain_versions: 4,
+        compact_min_bytes: 1 << 20,
+        compact_factor: 2,
+        ..Options::default()
+    };
+    let store = Store::open(dir.path(), options).unwrap();
+    store.bulk_load((0..20_000).map(|i| (format!("/k/{}/{i}", i % 200), vec![b'a'; 40]))).unwrap();
+    let mut max_ratio = 0.0f64;
+    let mut generations = std::collections::BTreeSet::new();
+    for round in 0..40 {
+        for i in 0..250u64 {
+            let k = (round * 250 + i) * 7919 % 20_000;
+            let mut txn = store.begin();
+            txn.put(&format!("/k/{}/{k}", k % 200), vec![b'b' + (round % 20) as u8; 40]).unwrap();
+            txn.commit().unwrap();
+        }
+        let stat = store.stat().unwrap();
+        generations.insert(stat.generation);
+        let bound = 3 * stat.live_bytes + (1 << 20);
+        assert!(stat.arena_bytes <= bound, "arena {} bytes with {} live", stat.arena_bytes, stat.live_bytes);
+        max_ratio = max_ratio.max(stat.arena_bytes as f64 / stat.live_bytes as f64);
+        // Old generations are deleted: nobody pins them.
+        let files = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_str().unwrap().starts_with("arena-"));
+        assert_eq!(files.count(), 1);
+    }
+    assert!(generations.len() > 3, "10,000 updates should have compacted several times: {generations:?}");
+    assert!(max_ratio > 1.0);
+}
