@@ -15,8 +15,12 @@
 //!
 //! Checkpoints (fdatasync the arena, write `meta`, truncate the journal)
 //! bound the journal. Compaction copies what the retained versions reach
-//! into a new generation, checkpoints it, publishes it, and deletes old
-//! generation files once no live reader pins them.
+//! into a new generation without holding the writer lock (those bytes are
+//! immutable), then, locked, copies the new nodes of versions committed
+//! meanwhile, syncs, checkpoints and publishes the new generation, and
+//! deletes old generation files once no live reader pins them. One
+//! compaction runs at a time; automatic ones run in the thread whose commit
+//! made them due, after that commit has succeeded.
 //!
 //! Recovery on open starts from the control file's published version when
 //! it was written during this boot (a process crash leaves the page cache,
@@ -38,10 +42,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::arena::{self, WriterArena, HEADER_PAGE};
+use crate::arena::{self, MappedGeneration, WriterArena, HEADER_PAGE};
 use crate::build::{self, ApplyReport, NodeSink, Op};
 use crate::control::{self, Control};
 use crate::error::{Error, IoContext, Result};
@@ -267,6 +271,8 @@ pub struct Store {
     synced: Condvar,
     /// Open transactions by base version.
     open: Mutex<BTreeMap<u64, usize>>,
+    /// Held by the one compaction that may run at a time.
+    compaction: Mutex<()>,
     journal_file: Option<File>,
     control: Control,
     table: ReaderTable,
@@ -457,6 +463,7 @@ impl Store {
             sync: Mutex::new(SyncState::default()),
             synced: Condvar::new(),
             open: Mutex::new(BTreeMap::new()),
+            compaction: Mutex::new(()),
             journal_file,
             control,
             table,
@@ -742,30 +749,41 @@ impl Store {
         } else {
             lock(&self.sync).written = (head.version, generation, head.offset);
         }
-        self.maintain(st)?;
+        let compaction_due = self.maintain(st);
         drop(guard);
         if self.options.durability == Durability::Sync {
             self.wait_durable(head.version)?;
         }
+        if compaction_due {
+            // This committer pays for the copy; other commits go on meanwhile.
+            // The commit itself has succeeded whatever happens here.
+            if let Ok(_running) = self.compaction.try_lock() {
+                if let Err(e) = self.compact_unlocked() {
+                    tracing::warn!(error = %e, "automatic compaction failed");
+                }
+            }
+        }
         Ok(head.version)
     }
 
-    /// Checkpoints, compacts and deletes old generations when due.
-    fn maintain(&self, st: &mut WriterState) -> Result<()> {
+    /// Checkpoints and deletes old generations when due; returns whether a
+    /// compaction is due (run by the caller once the writer lock is released).
+    fn maintain(&self, st: &mut WriterState) -> bool {
         let journal_big = st.journal.as_ref().is_some_and(|j| j.len() > self.options.checkpoint_journal_bytes);
-        let arena_big = self.options.auto_compact
-            && st.arena.cursor() > self.options.compact_min_bytes
-            && st.arena.cursor() > st.live_bytes.saturating_mul(self.options.compact_factor);
-        if arena_big {
-            self.compact_locked(st)?;
-        } else if journal_big {
-            self.checkpoint_locked(st)?;
+        if journal_big {
+            // The commit is already durable through the journal (or needs no
+            // durability); a failed checkpoint only leaves the journal longer.
+            if let Err(e) = self.checkpoint_locked(st) {
+                tracing::warn!(error = %e, "checkpoint failed; the journal keeps every commit meanwhile");
+            }
         }
         st.commits_since_reclaim += 1;
         if !st.old_generations.is_empty() && st.commits_since_reclaim >= 1024 {
             self.reclaim_generations(st);
         }
-        Ok(())
+        self.options.auto_compact
+            && st.arena.cursor() > self.options.compact_min_bytes
+            && st.arena.cursor() > st.live_bytes.saturating_mul(self.options.compact_factor)
     }
 
     /// Group commit: waits until `version`'s journal record is durable and
@@ -842,41 +860,86 @@ impl Store {
     }
 
     /// Copies the retained versions into a new arena generation and switches
-    /// to it. Snapshots of older generations stay valid; the old file is
-    /// deleted once no live reader pins it.
+    /// to it. Commits go on while the bulk is copied; they stop only for the
+    /// catch-up with versions committed meanwhile and the switch. Snapshots
+    /// of older generations stay valid; an old file is deleted once no live
+    /// reader pins it.
     pub fn compact(&self) -> Result<CompactReport> {
-        let mut st = lock(&self.state);
-        self.compact_locked(&mut st)
+        let _running = lock(&self.compaction);
+        self.compact_unlocked()
     }
 
-    fn compact_locked(&self, st: &mut WriterState) -> Result<CompactReport> {
-        self.flush_locked(st)?;
-        let from = st.arena.generation();
-        if from >= control::MAX_GENERATION {
-            return Err(Error::InvalidOption { name: "generation", reason: "generation counter exhausted".into() });
+    /// The body of [`Store::compact`]; the caller holds `self.compaction`.
+    fn compact_unlocked(&self) -> Result<CompactReport> {
+        // Phase 1, locked: make the head durable and published, start the new file.
+        let (old, base, new) = {
+            let mut st = lock(&self.state);
+            self.flush_locked(&mut st)?;
+            let from = st.arena.generation();
+            if from >= control::MAX_GENERATION {
+                return Err(Error::InvalidOption { name: "generation", reason: "generation counter exhausted".into() });
+            }
+            let reserve = self.options.map_reserve_bytes.next_multiple_of(sys::page_size());
+            let _ = std::fs::remove_file(self.dir.join(arena::file_name(from + 1)));
+            let new = WriterArena::create(&self.dir, from + 1, reserve)?;
+            (st.arena.mapped.clone(), st.head, new)
+        };
+        let to = new.generation();
+        let result = self.compact_into(&old, base, new);
+        if result.is_err() {
+            let _ = std::fs::remove_file(self.dir.join(arena::file_name(to)));
         }
-        let bytes_before = st.arena.cursor();
-        let reserve = self.options.map_reserve_bytes.next_multiple_of(sys::page_size());
-        let to = from + 1;
-        let _ = std::fs::remove_file(self.dir.join(arena::file_name(to)));
-        let new = WriterArena::create(&self.dir, to, reserve)?;
-        let chain = retained_chain(
-            st.arena.region(),
-            st.head,
-            self.options.retain_versions as usize + 1,
-            &st.arena.mapped.path,
-        )?;
+        result
+    }
+
+    fn compact_into(&self, old: &Arc<MappedGeneration>, base: Commit, new: WriterArena) -> Result<CompactReport> {
+        let from = old.generation;
+        let to = new.generation();
+        // Phase 2, unlocked: copy what the retained versions up to `base` reach.
+        // Those bytes of the old generation are immutable, so commits appending
+        // above them do not disturb the copy.
+        let region = old.region(base.end)?;
+        let mut chain = retained_chain(region, base, self.options.retain_versions as usize + 1, &old.path)?;
+        chain.reverse();
         let mut memo: HashMap<u64, u64> = HashMap::new();
         let mut buf = Vec::with_capacity(2 * node::NODE_TARGET_BYTES);
         let mut prev = 0;
-        let mut head = st.head;
-        for commit in chain.iter().rev() {
-            let root = if commit.root == 0 { 0 } else { copy_tree(&st.arena, &new, commit.root, &mut memo, &mut buf)? };
-            let offset = new.cursor();
-            new.append(&node::build_commit(commit.version, root, prev, offset, commit.time_ns, commit.key_count))?;
-            head = node::parse_commit(new.region(), offset).map_err(|d| new.damaged(d))?;
-            prev = offset;
+        let mut copy_commits = |region: &[u8], commits: &[Commit], prev: &mut u64| -> Result<Commit> {
+            let mut last = None;
+            for commit in commits {
+                let root = if commit.root == 0 {
+                    0
+                } else {
+                    copy_tree(region, &old.path, &new, commit.root, &mut memo, &mut buf)?
+                };
+                let offset = new.cursor();
+                new.append(&node::build_commit(commit.version, root, *prev, offset, commit.time_ns, commit.key_count))?;
+                last = Some(node::parse_commit(new.region(), offset).map_err(|d| new.damaged(d))?);
+                *prev = offset;
+            }
+            last.ok_or_else(|| old.corrupt(base.offset, "no version to compact"))
+        };
+        copy_commits(region, &chain, &mut prev)?;
+
+        // Phase 3, locked: catch up with the versions committed meanwhile (only
+        // their new nodes are copied), make it durable, switch.
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        self.flush_locked(st)?;
+        let bytes_before = st.arena.cursor();
+        let region = st.arena.region();
+        let mut newer = Vec::new();
+        let mut at = st.head;
+        while at.version > base.version {
+            newer.push(at);
+            at = node::parse_commit(region, at.prev).map_err(|d| st.arena.damaged(d))?;
         }
+        newer.reverse();
+        let head = if newer.is_empty() {
+            node::parse_commit(new.region(), prev).map_err(|d| new.damaged(d))?
+        } else {
+            copy_commits(region, &newer, &mut prev)?
+        };
         new.sync()?;
         sync_dir(&self.dir)?;
         st.meta.write(to, head.offset, head.version, head.end)?;
@@ -891,19 +954,14 @@ impl Store {
             sync.written = (head.version, to, head.offset);
         }
         let bytes_after = new.cursor();
+        let versions_kept = chain.len() + newer.len();
         st.arena = new;
         st.head = head;
         st.live_bytes = bytes_after;
         st.old_generations.push(from);
         self.reclaim_generations(st);
-        tracing::debug!(from, to, bytes_before, bytes_after, "compacted");
-        Ok(CompactReport {
-            from_generation: from,
-            to_generation: to,
-            bytes_before,
-            bytes_after,
-            versions_kept: chain.len(),
-        })
+        tracing::debug!(from, to, bytes_before, bytes_after, caught_up = newer.len(), "compacted");
+        Ok(CompactReport { from_generation: from, to_generation: to, bytes_before, bytes_after, versions_kept })
     }
 
     /// Deletes old generation files that no live reader pins.
@@ -1032,7 +1090,8 @@ fn walk_reachable(arena: &WriterArena, commits: &[Commit], verify: bool) -> Resu
 /// without blob references are copied byte for byte (their checksums do not
 /// depend on where they sit).
 fn copy_tree(
-    from: &WriterArena,
+    region: &[u8],
+    path: &Path,
     to: &WriterArena,
     offset: u64,
     memo: &mut HashMap<u64, u64>,
@@ -1041,8 +1100,7 @@ fn copy_tree(
     if let Some(&done) = memo.get(&offset) {
         return Ok(done);
     }
-    let region = from.region();
-    let damaged = |d: node::Damage| from.damaged(d);
+    let damaged = |d: node::Damage| d.into_error(path);
     let new_offset = if region.get(offset as usize) == Some(&KIND_INTERNAL) {
         node::verified_node_at(region, offset, KIND_INTERNAL).map_err(damaged)?;
         let view = node::InternalView::parse(region, offset).map_err(damaged)?;
@@ -1051,7 +1109,7 @@ fn copy_tree(
             let child = view.child(i).map_err(damaged)?;
             children.push(node::ChildRef {
                 first_key: view.key(i).map_err(damaged)?,
-                offset: copy_tree(from, to, child, memo, buf)?,
+                offset: copy_tree(region, path, to, child, memo, buf)?,
                 keys: view.keys_below(i),
                 node_bytes: 0,
             });

@@ -263,3 +263,78 @@ fn arena_stays_within_a_constant_factor_of_live_data_under_steady_updates() {
     assert!(generations.len() > 3, "10,000 updates should have compacted several times: {generations:?}");
     assert!(max_ratio > 1.0);
 }
+
+#[test]
+fn commits_go_on_while_compaction_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let options =
+        Options { durability: Durability::None, auto_compact: false, retain_versions: 2, ..Options::default() };
+    let store = Store::open(dir.path(), options).unwrap();
+    store.bulk_load((0..50_000).map(|i| (format!("/bulk/{}/{i}", i % 500), vec![b'x'; 60]))).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let compactions = std::thread::scope(|s| {
+        let compactor = s.spawn(|| {
+            let (mut n, mut caught_up) = (0, 0);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                // More versions than retained means commits landed during the copy.
+                if store.compact().unwrap().versions_kept > 3 {
+                    caught_up += 1;
+                }
+                n += 1;
+            }
+            (n, caught_up)
+        });
+        let reader = s.spawn(|| {
+            let reader = Reader::open(dir.path()).unwrap();
+            let mut seen = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let snap = reader.snapshot().unwrap();
+                assert_eq!(snap.get("/inv/a").unwrap(), snap.get("/inv/b").unwrap(), "torn version {}", snap.version());
+                seen += 1;
+            }
+            seen
+        });
+        let writers: Vec<_> = (0..2)
+            .map(|t| {
+                let store = &store;
+                s.spawn(move || {
+                    for i in 0..1500 {
+                        loop {
+                            let mut txn = store.begin();
+                            txn.put(&format!("/w{t}/{i}"), i.to_string()).unwrap();
+                            txn.put("/inv/a", format!("{t}-{i}")).unwrap();
+                            txn.put("/inv/b", format!("{t}-{i}")).unwrap();
+                            match txn.commit() {
+                                Ok(_) => break,
+                                Err(Error::Conflict { .. }) => continue,
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
+        compactor.join().unwrap()
+    });
+    let (compactions, caught_up) = compactions;
+    assert!(compactions >= 2, "only {compactions} compactions overlapped the commits");
+    assert!(caught_up >= 1, "no compaction had to catch up with concurrent commits");
+    let check = |store: &Store| {
+        let snap = store.snapshot();
+        for t in 0..2 {
+            for i in 0..1500 {
+                assert_eq!(snap.get(&format!("/w{t}/{i}")).unwrap(), Some(i.to_string().as_bytes()));
+            }
+        }
+        assert_eq!(snap.get("/bulk/7/49507").unwrap(), Some(&[b'x'; 60][..]));
+        store.verify().unwrap();
+    };
+    check(&store);
+    drop(store);
+    check(&Store::open_existing(dir.path()).unwrap());
+}
