@@ -4,25 +4,34 @@
 //! The child binaries live in `src/bin/`; integration tests in `tests/`
 //! find them through `CARGO_BIN_EXE_<name>`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 /// A child process whose stdout we read line by line.
 pub struct ChildProcess {
     pub child: Child,
     lines: std::io::Lines<BufReader<ChildStdout>>,
+    stdin: Option<ChildStdin>,
 }
 
 impl ChildProcess {
     pub fn spawn(binary: &str, args: &[&str]) -> ChildProcess {
         let mut child = Command::new(binary)
             .args(args)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
         let stdout = child.stdout.take().expect("piped stdout");
-        ChildProcess { child, lines: BufReader::new(stdout).lines() }
+        let stdin = child.stdin.take();
+        ChildProcess { child, lines: BufReader::new(stdout).lines(), stdin }
+    }
+
+    /// Sends one line to the child's stdin.
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").and_then(|()| stdin.flush()).expect("write to child");
     }
 
     pub fn pid(&self) -> u32 {
@@ -52,8 +61,9 @@ impl ChildProcess {
         self.lines.by_ref().map_while(Result::ok).collect()
     }
 
-    /// Waits for exit; returns the remaining output and whether it succeeded.
+    /// Closes stdin, waits for exit; returns the remaining output and whether it succeeded.
     pub fn finish(mut self) -> (Vec<String>, bool) {
+        self.stdin = None;
         let rest: Vec<String> = self.lines.by_ref().map_while(Result::ok).collect();
         let status = self.child.wait().expect("wait");
         (rest, status.success())

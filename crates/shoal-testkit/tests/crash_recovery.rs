@@ -72,3 +72,34 @@ fn sigkilled_writer_never_loses_acknowledged_commits() {
     }
     assert!(acked_max.unwrap_or(0) > 100, "the writer made too little progress to test much: {acked_max:?}");
 }
+
+const HOLDER: &str = env!("CARGO_BIN_EXE_snapshot-holder");
+
+#[test]
+fn a_reader_snapshot_survives_writer_crashes_restarts_and_compactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_arg = dir.path().to_str().unwrap().to_string();
+    // Some history first.
+    let mut writer = ChildProcess::spawn(WRITER, &[&dir_arg]);
+    writer.wait_for("ack 300");
+    writer.kill();
+
+    let mut holder = ChildProcess::spawn(HOLDER, &[&dir_arg]);
+    let held = holder.wait_for("held");
+    let held_version = shoal_testkit::field(&held, "version").unwrap();
+    for round in 0..5 {
+        let mut writer = ChildProcess::spawn(WRITER, &[&dir_arg]);
+        writer.wait_for(&format!("ack {}", 400 + round * 100));
+        writer.kill();
+        // Restart as a writer in this process, move to a new generation, close.
+        let store = Store::open_existing(dir.path()).unwrap();
+        store.compact().unwrap();
+        drop(store);
+        holder.send("check");
+        assert_eq!(holder.next_line().as_deref(), Some("same"), "round {round}: the held snapshot changed");
+        let fresh = holder.next_line().unwrap();
+        assert!(shoal_testkit::field(&fresh, "version").unwrap() > held_version, "{fresh}");
+    }
+    let (_, ok) = holder.finish();
+    assert!(ok);
+}
