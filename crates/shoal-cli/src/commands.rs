@@ -189,3 +189,12 @@ pub fn stat(dir: &Path, reader_only: bool) -> CliResult {
     }
     Ok(())
 }
+
+/// `shoal verify STORE`
+pub fn verify(dir: &Path) -> CliResult {
+    let reader = Reader::open(dir)?;
+    let snap = reader.snapshot()?;
+    snap.verify()?;
+    println!("version {}: {} nodes, every checksum intact", snap.version(), snap.key_count());
+    Ok(())
+}

@@ -177,6 +177,11 @@ enum Command {
         #[arg(long)]
         reader_only: bool,
     },
+    /// Check the checksum of every node the newest version reaches (works while a writer runs).
+    Verify {
+        /// Store directory.
+        store: PathBuf,
+    },
     /// Showcase: load a xenstore-shaped tree, then commit while reader processes check every snapshot.
     Demo {
         /// Store directory (default: <temp dir>/shoal-demo, removed first).
@@ -216,6 +221,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Import { store, input, format, prefix } => import_export::import(&store, &input, format, &prefix),
         Command::Export { store, path, format, at } => import_export::export(&store, &path, format, at),
         Command::Stat { store, reader_only } => commands::stat(&store, reader_only),
+        Command::Verify { store } => commands::verify(&store),
         Command::Demo { dir, domains, readers, seconds } => demo::demo(dir, domains, readers, seconds),
         Command::DemoReader { store, seconds, domains } => demo::reader(&store, seconds, domains),
     }

@@ -388,3 +388,32 @@ fn demo_refuses_a_directory_that_is_not_a_store() {
     assert!(err.contains("not a shoal store"), "{err}");
     assert!(dir.join("notes.txt").exists());
 }
+
+#[test]
+fn verify_reports_intact_and_damaged_stores() {
+    let s = TestStore::new();
+    for i in 0..200 {
+        s.put(&format!("/v/{i}"), &"x".repeat(40));
+    }
+    let out = ok(&["verify", s.path()]);
+    assert!(out.contains("every checksum intact"), "{out}");
+    // Damage the last leaf written (just below the newest commit record).
+    let arena = std::fs::read_dir(&s.dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("arena-"))
+        .unwrap();
+    let stat = ok(&["stat", s.path()]);
+    let used: u64 = stat
+        .lines()
+        .find(|l| l.starts_with("arena bytes used:"))
+        .and_then(|l| l.split('(').nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no arena size in stat output:\n{stat}"));
+    let mut bytes = std::fs::read(&arena).unwrap();
+    bytes[used as usize - 64 - 100] ^= 0x01;
+    std::fs::write(&arena, bytes).unwrap();
+    let err = fails(&["verify", s.path()]);
+    assert!(err.contains("checksum"), "{err}");
+}

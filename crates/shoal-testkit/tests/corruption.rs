@@ -143,3 +143,21 @@ fn damaged_journal_tail_recovers_to_the_last_whole_record() {
     assert_eq!(snap.get("/k/18").unwrap(), Some(&b"updated-18"[..]));
     assert_eq!(snap.get("/k/19").unwrap(), Some(&b"value-19"[..]));
 }
+
+#[test]
+fn a_reader_can_verify_a_store_without_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), Durability::None);
+    let reader = shoal::Reader::open(dir.path()).unwrap();
+    reader.snapshot().unwrap().verify().unwrap();
+    drop(reader);
+    // Damage a byte of the last node the newest version wrote (just below its commit record).
+    let used = Store::open_existing(dir.path()).unwrap().stat().unwrap().arena_bytes;
+    let arena = arena_path(dir.path());
+    flip(&arena, used - 64 - 100);
+    let reader = shoal::Reader::open(dir.path()).unwrap();
+    match reader.snapshot().unwrap().verify() {
+        Err(Error::Corrupt { detail, .. }) => assert!(detail.contains("checksum"), "{detail}"),
+        other => panic!("damage not detected: {other:?}"),
+    }
+}

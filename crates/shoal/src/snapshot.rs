@@ -134,6 +134,13 @@ impl Snapshot {
         Ok(Scan { snapshot: self, cursor, prefix: key })
     }
 
+    /// Checks the checksum of every node this version reaches. Readers do
+    /// not checksum nodes on the read path (the writer verifies a store when
+    /// it opens it); this is the way to check a store from a reader.
+    pub fn verify(&self) -> Result<()> {
+        tree::reachable_bytes(self.region(), &[self.commit.root], true).map(|_| ()).map_err(|d| self.damaged(d))
+    }
+
     /// The commit record of the version before this one, if still in this generation.
     pub(crate) fn previous(&self) -> Result<Option<Snapshot>> {
         if self.commit.prev == 0 {

@@ -1051,38 +1051,9 @@ impl Drop for Store {
 /// Walks every node the commits reach, once each, checking checksums when
 /// `verify`; returns the bytes they occupy (records and header page included).
 fn walk_reachable(arena: &WriterArena, commits: &[Commit], verify: bool) -> Result<u64> {
-    let region = arena.region();
-    let damaged = |d: node::Damage| arena.damaged(d);
-    let check = |offset: u64, kind: u8| -> Result<usize> {
-        let n = if verify { node::verified_node_at(region, offset, kind) } else { node::node_at(region, offset, kind) };
-        n.map(|n| n.len()).map_err(damaged)
-    };
-    let mut seen = HashSet::new();
-    let mut total = HEADER_PAGE + (commits.len() * node::COMMIT_BYTES) as u64;
-    let mut stack: Vec<u64> = commits.iter().map(|c| c.root).filter(|&r| r != 0).collect();
-    while let Some(offset) = stack.pop() {
-        if !seen.insert(offset) {
-            continue;
-        }
-        if region.get(offset as usize) == Some(&KIND_INTERNAL) {
-            total += check(offset, KIND_INTERNAL)? as u64;
-            let view = node::InternalView::parse(region, offset).map_err(damaged)?;
-            for i in 0..view.len() {
-                stack.push(view.child(i).map_err(damaged)?);
-            }
-        } else {
-            total += check(offset, KIND_LEAF)? as u64;
-            let view = node::LeafView::parse(region, offset).map_err(damaged)?;
-            for i in 0..view.len() {
-                if let node::ValueRepr::Blob { offset: blob, .. } = view.entry(i).map_err(damaged)?.value {
-                    if seen.insert(blob) {
-                        total += check(blob, KIND_BLOB)? as u64;
-                    }
-                }
-            }
-        }
-    }
-    Ok(total)
+    let roots: Vec<u64> = commits.iter().map(|c| c.root).collect();
+    let nodes = tree::reachable_bytes(arena.region(), &roots, verify).map_err(|d| arena.damaged(d))?;
+    Ok(HEADER_PAGE + (commits.len() * node::COMMIT_BYTES) as u64 + nodes)
 }
 
 /// Copies the tree at `offset` from `from` into `to`, sharing nodes already

@@ -6,7 +6,11 @@
 //! all offsets are bounds-checked, and offsets always point backwards, so a
 //! damaged arena yields [`Damage`], never a loop or a read outside the region.
 
-use crate::node::{self, Damage, InternalView, LeafEntry, LeafView, Parse, KIND_INTERNAL, KIND_LEAF};
+use std::collections::HashSet;
+
+use crate::node::{
+    self, Damage, InternalView, LeafEntry, LeafView, Parse, ValueRepr, KIND_BLOB, KIND_INTERNAL, KIND_LEAF,
+};
 
 /// Depth beyond which a tree must be damaged (a 4 KiB-node tree of 2^64 keys is far shallower).
 const MAX_DEPTH: usize = 48;
@@ -183,4 +187,44 @@ pub fn list(region: &[u8], root: u64, key: &[u8]) -> Parse<Vec<String>> {
         probe.push(1);
     }
     Ok(names)
+}
+
+/// Bytes of the distinct nodes (and value blobs) reachable from `roots`,
+/// each visited once; with `verify`, every one's checksum is checked.
+pub fn reachable_bytes(region: &[u8], roots: &[u64], verify: bool) -> Parse<u64> {
+    let check = |offset: u64, kind: u8| -> Parse<u64> {
+        let n =
+            if verify { node::verified_node_at(region, offset, kind)? } else { node::node_at(region, offset, kind)? };
+        Ok(n.len() as u64)
+    };
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    let mut stack: Vec<u64> = roots.iter().copied().filter(|&r| r != 0).collect();
+    while let Some(offset) = stack.pop() {
+        if !seen.insert(offset) {
+            continue;
+        }
+        match kind_at(region, offset)? {
+            KIND_INTERNAL => {
+                total += check(offset, KIND_INTERNAL)?;
+                let view = InternalView::parse(region, offset)?;
+                for i in 0..view.len() {
+                    stack.push(view.child(i)?);
+                }
+            }
+            KIND_LEAF => {
+                total += check(offset, KIND_LEAF)?;
+                let view = LeafView::parse(region, offset)?;
+                for i in 0..view.len() {
+                    if let ValueRepr::Blob { offset: blob, .. } = view.entry(i)?.value {
+                        if seen.insert(blob) {
+                            total += check(blob, KIND_BLOB)?;
+                        }
+                    }
+                }
+            }
+            other => return Err(unexpected(offset, other)),
+        }
+    }
+    Ok(total)
 }
