@@ -176,10 +176,18 @@ impl WriterArena {
 
     fn map(path: PathBuf, file: File, generation: u64, reserve: u64, cursor: u64) -> Result<WriterArena> {
         let len = file.metadata().at(&path)?.len();
+        let cursor = cursor.next_multiple_of(8);
+        if cursor > len {
+            return Err(Error::Corrupt {
+                file: path,
+                offset: cursor,
+                detail: "arena file shorter than its contents".into(),
+            });
+        }
         let map = Mapping::read_write(&file, reserve.max(len)).at(&path)?;
         let reserve = map.len();
         let mapped = Arc::new(MappedGeneration { generation, path, map, file, file_len: AtomicU64::new(len) });
-        Ok(WriterArena { mapped, cursor: Cell::new(cursor.next_multiple_of(8)), reserve })
+        Ok(WriterArena { mapped, cursor: Cell::new(cursor), reserve })
     }
 
     pub fn generation(&self) -> u64 {
@@ -230,7 +238,18 @@ impl WriterArena {
         // Allocate real blocks so that a full disk is an error here, not a SIGBUS later.
         match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), len, new_len - len) {
             Ok(()) => {}
-            Err(rustix::io::Errno::OPNOTSUPP) => file.set_len(new_len).at(path)?,
+            Err(rustix::io::Errno::OPNOTSUPP) => {
+                // No fallocate here: write zeros, so the blocks exist before
+                // the mapping touches them (a sparse file could SIGBUS on ENOSPC).
+                use std::os::unix::fs::FileExt;
+                let zeros = vec![0u8; GROW_MIN as usize];
+                let mut at = len;
+                while at < new_len {
+                    let n = (new_len - at).min(GROW_MIN) as usize;
+                    file.write_all_at(&zeros[..n], at).at(path)?;
+                    at += n as u64;
+                }
+            }
             Err(e) => return Err(e).at(path),
         }
         self.mapped.file_len.fetch_max(new_len, Ordering::AcqRel);

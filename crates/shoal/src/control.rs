@@ -15,7 +15,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 use crate::error::{IoContext, Result};
 use crate::sys::{self, Mapping};
@@ -80,37 +80,47 @@ impl Control {
         Ok(Control { map, path, _file: file })
     }
 
-    /// The published (generation, commit offset), if the file is initialised.
+    /// The published word, if the file is initialised and was claimed by a
+    /// writer during `boot` (else the page cache it points into may not have
+    /// survived). Loads are `Relaxed` followed by an `Acquire` fence: the
+    /// mapping may be read-only, and only relaxed loads are defined there.
     #[inline]
-    pub fn current(&self) -> Option<(u64, u64)> {
-        if self.word(OFF_MAGIC).load(Ordering::Relaxed) != MAGIC {
+    pub fn current_word_if_boot(&self, boot: [u64; 2]) -> Option<u64> {
+        let magic = self.word(OFF_MAGIC).load(Ordering::Relaxed);
+        let claimed =
+            [self.word(OFF_BOOT_ID).load(Ordering::Relaxed), self.word(OFF_BOOT_ID + 8).load(Ordering::Relaxed)];
+        fence(Ordering::Acquire);
+        if magic != MAGIC || claimed != boot || boot == [0, 0] {
             return None;
         }
-        let word = self.word(OFF_CURRENT).load(Ordering::Acquire);
+        let word = self.word(OFF_CURRENT).load(Ordering::Relaxed);
+        // Sync point: pairs with the Release store in `publish`.
+        fence(Ordering::Acquire);
+        (word != 0).then_some(word)
+    }
+
+    /// The published (generation, commit offset) whatever boot wrote it: only
+    /// an upper bound of what readers of that boot may have read.
+    pub fn current_untrusted(&self) -> Option<(u64, u64)> {
+        let word = self.word(OFF_CURRENT).load(Ordering::Relaxed);
         (word != 0).then(|| unpack(word))
     }
 
-    /// The raw published word, for cheap change detection.
-    #[inline]
-    pub fn current_word(&self) -> u64 {
-        self.word(OFF_CURRENT).load(Ordering::Acquire)
+    /// The published (generation, commit offset), if trustworthy this boot.
+    pub fn current(&self) -> Option<(u64, u64)> {
+        self.current_word_if_boot(this_boot()).map(unpack)
     }
 
-    /// Whether this file was last written during the current boot.
-    pub fn written_this_boot(&self) -> bool {
-        let id = sys::boot_id();
-        let lo = u64::from_le_bytes(id[..8].try_into().unwrap_or_default());
-        let hi = u64::from_le_bytes(id[8..].try_into().unwrap_or_default());
-        self.word(OFF_BOOT_ID).load(Ordering::Relaxed) == lo && self.word(OFF_BOOT_ID + 8).load(Ordering::Relaxed) == hi
-    }
-
-    /// Records the writer's identity and this boot, before anything is published.
-    pub fn claim(&self, pid: u32, start_time: u64) {
-        let id = sys::boot_id();
-        self.word(OFF_BOOT_ID).store(u64::from_le_bytes(id[..8].try_into().unwrap_or_default()), Ordering::Relaxed);
-        self.word(OFF_BOOT_ID + 8).store(u64::from_le_bytes(id[8..].try_into().unwrap_or_default()), Ordering::Relaxed);
+    /// Publishes the recovered version, then records this writer and this
+    /// boot: readers trust `current` only once the boot id matches, and by
+    /// then it already points at a verified, durable version.
+    pub fn claim(&self, generation: u64, offset: u64, pid: u32, start_time: u64) {
+        self.publish(generation, offset);
         self.word(OFF_WRITER_PID).store(pid as u64, Ordering::Relaxed);
         self.word(OFF_WRITER_START).store(start_time, Ordering::Relaxed);
+        let boot = this_boot();
+        self.word(OFF_BOOT_ID).store(boot[0], Ordering::Release);
+        self.word(OFF_BOOT_ID + 8).store(boot[1], Ordering::Release);
         self.word(OFF_MAGIC).store(MAGIC, Ordering::Release);
     }
 
@@ -118,5 +128,17 @@ impl Control {
     /// was written before this `Release` store.
     pub fn publish(&self, generation: u64, offset: u64) {
         self.word(OFF_CURRENT).store(pack(generation, offset), Ordering::Release);
+        // Sync point for the reader-table protocol: the new word is ordered
+        // before the writer's later scan of reader pins (see `readers`).
+        fence(Ordering::SeqCst);
     }
+}
+
+/// This boot's id as two words; `[0, 0]` when it cannot be read (never trusted).
+pub fn this_boot() -> [u64; 2] {
+    let id = sys::boot_id();
+    [
+        u64::from_le_bytes(id[..8].try_into().unwrap_or_default()),
+        u64::from_le_bytes(id[8..].try_into().unwrap_or_default()),
+    ]
 }

@@ -53,6 +53,10 @@ pub enum Error {
     #[error("version {requested} is not retained (retained: {oldest}..={newest})")]
     VersionNotRetained { requested: u64, oldest: u64, newest: u64 },
 
+    /// A transaction whose journal record would exceed the record size limit.
+    #[error("transaction too large: {bytes} bytes of changes; the limit is {max} bytes")]
+    TransactionTooLarge { bytes: usize, max: usize },
+
     /// Every slot of the reader table is held by a live reader.
     #[error("reader table full: all {0} slots are held by live readers")]
     ReaderTableFull(usize),

@@ -28,6 +28,8 @@ pub const FILE_NAME: &str = "journal";
 const MAGIC: &[u8; 8] = b"SHOALJN1";
 const FORMAT_VERSION: u32 = 1;
 const HEADER: u64 = 16;
+/// Largest record payload (its length is a u32); larger transactions are refused.
+pub const MAX_RECORD_BYTES: usize = u32::MAX as usize - 64;
 
 /// One logical change in a journal record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,6 +153,11 @@ impl Journal {
             };
             records.push(record);
             at = next;
+        }
+        // Records a killed writer left in the page cache become durable before
+        // anything built from them is published.
+        if !records.is_empty() {
+            rustix::fs::fdatasync(&file).at(&path)?;
         }
         let discarded_bytes = (bytes.len() - at) as u64;
         if discarded_bytes > 0 {

@@ -106,6 +106,28 @@ impl Meta {
     }
 }
 
+/// The newest valid checkpoint, read without opening the file for writing
+/// (for readers when no writer has claimed the store since boot).
+pub fn read_latest(dir: &Path) -> Result<Option<Checkpoint>> {
+    let path = dir.join(FILE_NAME);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).at(&path),
+    };
+    let mut best: Option<Checkpoint> = None;
+    for i in 0..2 {
+        let mut buf = vec![0u8; 64];
+        let n = file.read_at(&mut buf, i * SLOT_BYTES).at(&path)?;
+        if let Some(c) = decode(&buf[..n]) {
+            if best.is_none_or(|b| c.sequence > b.sequence) {
+                best = Some(c);
+            }
+        }
+    }
+    Ok(best)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,15 +62,15 @@ const FLAG_BLOB: u8 = 1;
 
 #[inline]
 pub fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+    Some(u16::from_le_bytes(b.get(at..at.checked_add(2)?)?.try_into().ok()?))
 }
 #[inline]
 pub fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    Some(u32::from_le_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
 }
 #[inline]
 pub fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+    Some(u64::from_le_bytes(b.get(at..at.checked_add(8)?)?.try_into().ok()?))
 }
 
 pub fn align8(n: usize) -> usize {
@@ -117,7 +117,7 @@ pub type Parse<T> = std::result::Result<T, Damage>;
 pub fn node_at(region: &[u8], offset: u64, kind: u8) -> Parse<&[u8]> {
     let at = offset as usize;
     let bad = || Damage::new(offset, format!("bad node header (expected kind {kind})"));
-    if offset == 0 || offset % 8 != 0 {
+    if offset == 0 || offset % 8 != 0 || offset >= region.len() as u64 {
         return Err(bad());
     }
     let len = u32_at(region, at + 4).ok_or_else(bad)? as usize;
@@ -672,7 +672,7 @@ pub fn parse_commit(region: &[u8], offset: u64) -> Parse<Commit> {
         time_ns: field(4),
         key_count: field(5),
     };
-    if commit.end != offset + COMMIT_BYTES as u64 || commit.root >= offset || commit.prev >= offset {
+    if Some(commit.end) != offset.checked_add(COMMIT_BYTES as u64) || commit.root >= offset || commit.prev >= offset {
         return Err(Damage::new(offset, "commit record points outside its version"));
     }
     Ok(commit)

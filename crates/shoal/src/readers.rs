@@ -10,17 +10,18 @@
 //! A slot's `pin_generation` says: this handle may still read arena
 //! generations `>= pin`. The writer deletes an old generation file only when
 //! no live slot pins it. Pin protocol (as LMDB's reader table): the reader
-//! stores its pin (SeqCst), then re-loads the control word; if the
-//! generation changed it pins again. The writer publishes a new generation
-//! (SeqCst) before it scans the pins. In the single total order of SeqCst
-//! operations either the reader's re-load sees the new generation, or the
-//! writer's scan sees the pin, so a generation a reader is about to open is
+//! stores its pin, issues a SeqCst fence, then re-loads the control word; if
+//! the generation changed it pins again. The writer publishes a new
+//! generation, issues a SeqCst fence, then scans the pins. SeqCst fences are
+//! totally ordered: if the reader's fence comes first, the writer's scan
+//! sees the pin; if the writer's comes first, the reader's re-load sees the
+//! new generation. Either way a generation a reader is about to open is
 //! never deleted under it. (Even so, deletion can never fault a reader: an
 //! unlinked file stays mapped for as long as any mapping of it lives.)
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 use crate::error::{Error, IoContext, Result};
 use crate::sys::{self, Mapping};
@@ -30,6 +31,8 @@ const HEADER: u64 = 4096;
 const SLOT_BYTES: u64 = 64;
 /// Slots in a new table.
 pub const DEFAULT_SLOTS: u64 = 4096;
+/// Most slots a table may declare (bounds the header's arithmetic).
+const MAX_SLOTS: u64 = 1 << 20;
 const MAGIC: u64 = u64::from_le_bytes(*b"SHOALRD1");
 
 const PIN_GENERATION: u64 = 0;
@@ -89,6 +92,7 @@ impl ReaderTable {
         let slots = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
         if u64::from_le_bytes(header[..8].try_into().unwrap_or_default()) != MAGIC
             || slots == 0
+            || slots > MAX_SLOTS
             || HEADER + slots * SLOT_BYTES > len
         {
             return Err(Error::Corrupt { file: path, offset: 0, detail: "bad reader table header".into() });
@@ -125,6 +129,7 @@ impl ReaderTable {
     /// re-checks the published generation (see the module docs).
     pub fn pin(&self, slot: u64, generation: u64) {
         self.word(slot, PIN_GENERATION).store(generation, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
     }
 
     /// Records the newest version the handle took a snapshot of (for `stat`).
@@ -136,6 +141,9 @@ impl ReaderTable {
     /// Live readers: slots locked by a process that is still the one that
     /// claimed them.
     pub fn live(&self) -> Result<Vec<ReaderInfo>> {
+        // Sync point: pairs with the fence after a reader's pin store (and the
+        // writer's fence after publishing), see the module docs.
+        fence(Ordering::SeqCst);
         let mut out = Vec::new();
         for slot in 0..self.slots {
             let pid = self.word(slot, PID).load(Ordering::Relaxed) as u32;

@@ -38,6 +38,7 @@ pub fn save(dir: &Path, o: &Options) -> Result<()> {
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).at(&tmp)?;
     let path = dir.join(FILE_NAME);
     std::fs::rename(&tmp, &path).at(&path)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).at(dir)?;
     Ok(())
 }
 

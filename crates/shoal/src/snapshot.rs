@@ -222,6 +222,8 @@ pub struct Reader {
     /// The last verified commit record, keyed by the control word.
     last: RefCell<Option<(u64, Commit)>>,
     pinned: Cell<u64>,
+    /// This boot's id: the control word is trusted only if a writer claimed it this boot.
+    boot: [u64; 2],
 }
 
 /// Retries of a snapshot that keeps racing compactions before giving up.
@@ -246,7 +248,23 @@ impl Reader {
             older: RefCell::new(Vec::new()),
             last: RefCell::new(None),
             pinned: Cell::new(0),
+            boot: control::this_boot(),
         })
+    }
+
+    /// The newest version a reader may trust: the published word when a
+    /// writer has claimed the store this boot; otherwise (no writer since the
+    /// machine started, so the page cache behind the old word is gone) the
+    /// newest checkpoint, whose bytes were made durable before it was written.
+    #[inline]
+    fn published_word(&self) -> Result<u64> {
+        if let Some(word) = self.control.current_word_if_boot(self.boot) {
+            return Ok(word);
+        }
+        match crate::meta::read_latest(&self.dir)? {
+            Some(c) => Ok(control::pack(c.generation, c.commit_offset)),
+            None => Err(Error::NotFound(self.dir.clone())),
+        }
     }
 
     /// The store directory.
@@ -257,10 +275,7 @@ impl Reader {
     /// The newest published version.
     pub fn snapshot(&self) -> Result<Snapshot> {
         for _ in 0..SNAPSHOT_RETRIES {
-            let word = self.control.current_word();
-            if word == 0 {
-                return Err(Error::NotFound(self.dir.clone()));
-            }
+            let word = self.published_word()?;
             let (generation, offset) = control::unpack(word);
             let mapped = match self.current.borrow().as_ref() {
                 Some(m) if m.generation == generation => Some(m.clone()),
@@ -302,7 +317,7 @@ impl Reader {
         };
         self.table.pin(self.slot, pin);
         self.pinned.set(pin);
-        if control::unpack(self.control.current_word()).0 != generation {
+        if control::unpack(self.published_word()?).0 != generation {
             return Ok(None);
         }
         let mapped = match arena::open_read_only(&self.dir, generation) {

@@ -290,6 +290,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 const LOCK_FILE: &str = "lock";
+/// Present while a store is being created; a store holding it is created anew.
+const INIT_MARKER: &str = "initializing";
 
 fn take_writer_lock(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK_FILE);
@@ -390,43 +392,68 @@ impl Store {
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        if !dir.join(control::FILE_NAME).exists() && !dir.join(crate::meta::FILE_NAME).exists() {
-            if !options.create {
-                return Err(Error::NotFound(dir));
-            }
-            std::fs::create_dir_all(&dir).at(&dir)?;
+        let initializing = dir.join(INIT_MARKER);
+        let exists = dir.join(crate::meta::FILE_NAME).exists() && !initializing.exists();
+        if !exists && !initializing.exists() && dir.exists() && !list_generations(&dir)?.is_empty() {
+            // Arena files without a checkpoint and without the creation marker:
+            // never start afresh over data.
+            return Err(Error::Corrupt {
+                file: dir.join(crate::meta::FILE_NAME),
+                offset: 0,
+                detail: "the checkpoint file is missing but arena files exist".into(),
+            });
         }
+        if !exists && !options.create {
+            return Err(Error::NotFound(dir));
+        }
+        std::fs::create_dir_all(&dir).at(&dir)?;
         let lock_file = take_writer_lock(&dir)?;
         crate::settings::save(&dir, &options)?;
         let control = Control::open_writer(&dir)?;
         let table = ReaderTable::create(&dir)?;
-        let (mut meta, meta_state) = Meta::open(&dir, true)?;
-        let generations = list_generations(&dir)?;
+        sync_dir(&dir)?;
         let reserve = options.map_reserve_bytes.next_multiple_of(sys::page_size());
 
-        let (arena, head) = if meta_state.latest.is_none() && generations.is_empty() && control.current().is_none() {
-            if meta_state.damaged_slots > 0 {
+        let (arena, head, published_before, live_bytes) = if exists {
+            let (meta, meta_state) = Meta::open(&dir, false)?;
+            if meta_state.latest.is_none() && meta_state.damaged_slots > 0 && control.current().is_none() {
                 return Err(Error::Corrupt {
                     file: meta.path.clone(),
                     offset: 0,
                     detail: "no valid checkpoint slot".into(),
                 });
             }
+            Self::recover_head(&dir, &control, &meta, &list_generations(&dir)?)?
+        } else {
+            // A new store, or one whose creation was cut short (the marker is
+            // removed only once the first checkpoint is durable, before any
+            // commit can exist): start from nothing.
+            std::fs::File::create(&initializing).at(&initializing)?;
+            for g in list_generations(&dir)? {
+                std::fs::remove_file(dir.join(arena::file_name(g))).at(&dir)?;
+            }
+            let _ = std::fs::remove_file(dir.join(journal::FILE_NAME));
+            let _ = std::fs::remove_file(dir.join(crate::meta::FILE_NAME));
+            sync_dir(&dir)?;
             let arena = WriterArena::create(&dir, 1, reserve)?;
             let offset = arena.cursor();
             arena.append(&node::build_commit(0, 0, 0, offset, now_ns(), 0))?;
-            let head = node::parse_commit(arena.region(), offset).map_err(|d| d.into_error(&arena.mapped.path))?;
+            let head = node::parse_commit(arena.region(), offset).map_err(|d| arena.damaged(d))?;
             arena.sync()?;
+            let (mut meta, _) = Meta::open(&dir, true)?;
             meta.write(1, offset, 0, head.end)?;
             sync_dir(&dir)?;
-            (arena, head)
-        } else {
-            Self::recover_head(&dir, &control, &meta, &generations)?
+            std::fs::remove_file(&initializing).at(&initializing)?;
+            sync_dir(&dir)?;
+            let live = arena.cursor();
+            (arena, head, None, live)
         };
+        let (meta, _) = Meta::open(&dir, false)?;
 
         let journal_needed = options.durability == Durability::Sync || dir.join(journal::FILE_NAME).exists();
         let (journal, replay) = if journal_needed {
             let (j, r) = Journal::open(&dir)?;
+            sync_dir(&dir)?;
             if r.discarded_bytes > 0 {
                 tracing::warn!(bytes = r.discarded_bytes, "discarded a torn journal tail");
             }
@@ -438,14 +465,14 @@ impl Store {
             Some(j) => Some(j.sync_handle()?),
             None => None,
         };
-        let live_bytes = arena.cursor();
+        let generations = list_generations(&dir)?;
         let current_generation = arena.generation();
         let old_generations = generations.iter().copied().filter(|&g| g < current_generation).collect();
-        // Generations above the current one come from an interrupted compaction.
+        // Generations above the current one come from an interrupted compaction
+        // that never published (recovery picks the newest named version).
         for g in generations.iter().copied().filter(|&g| g > current_generation) {
             let _ = std::fs::remove_file(dir.join(arena::file_name(g)));
         }
-        control.claim(std::process::id(), sys::process_start_time(std::process::id()).unwrap_or(0));
         let store = Store {
             dir,
             options,
@@ -458,7 +485,8 @@ impl Store {
                 live_bytes,
                 old_generations,
                 commits_since_reclaim: 0,
-                failed: None,
+                // Until the open completes, nothing (not even Drop) may checkpoint.
+                failed: Some("the store did not finish opening".into()),
             }),
             sync: Mutex::new(SyncState::default()),
             synced: Condvar::new(),
@@ -470,16 +498,16 @@ impl Store {
             _lock: lock_file,
         };
         {
-            let mut st = lock(&store.state);
+            let mut guard = lock(&store.state);
+            let st = &mut *guard;
             let mut replayed = 0;
             for record in replay {
                 if record.version <= st.head.version {
                     continue;
                 }
                 if record.version != st.head.version + 1 {
-                    let path = st.journal.as_ref().map(|j| j.path.clone()).unwrap_or_default();
                     return Err(Error::Corrupt {
-                        file: path,
+                        file: store.dir.join(journal::FILE_NAME),
                         offset: 0,
                         detail: format!(
                             "journal continues at version {} after version {}",
@@ -487,39 +515,72 @@ impl Store {
                         ),
                     });
                 }
-                let st = &mut *st;
                 let ops = prepare_ops(&st.arena, st.head.root, &record.ops)?;
                 st.head = Self::apply_ops(&st.arena, st.head, &ops, record.time_ns, &mut ApplyReport::default())?;
                 replayed += 1;
             }
+            if replayed > 0 {
+                tracing::info!(replayed, version = st.head.version, "replayed journal records");
+                // Durable before anyone can see it.
+                st.arena.sync()?;
+                st.meta.write(st.arena.generation(), st.head.offset, st.head.version, st.head.end)?;
+                if let Some(journal) = st.journal.as_mut() {
+                    journal.truncate()?;
+                }
+            }
             let head = st.head;
-            store.control.publish(st.arena.generation(), head.offset);
+            let generation = st.arena.generation();
+            if published_before.is_some_and(|v| v > head.version) {
+                return Err(Error::Corrupt {
+                    file: store.control.path.clone(),
+                    offset: 0,
+                    detail: "recovered an older version than was published".into(),
+                });
+            }
+            let pid = std::process::id();
+            store.control.claim(generation, head.offset, pid, sys::process_start_time(pid).unwrap_or(0));
             let mut sync = lock(&store.sync);
             sync.published = head.version;
-            sync.written = (head.version, st.arena.generation(), head.offset);
+            sync.written = (head.version, generation, head.offset);
             drop(sync);
-            if replayed > 0 {
-                tracing::info!(replayed, version = head.version, "replayed journal records");
-                store.checkpoint_locked(&mut st)?;
-            }
-            store.reclaim_generations(&mut st);
+            store.reclaim_generations(st);
+            st.failed = None;
         }
         Ok(store)
     }
 
-    /// Picks the newest trustworthy version to start from (see the module docs).
-    fn recover_head(dir: &Path, control: &Control, meta: &Meta, generations: &[u64]) -> Result<(WriterArena, Commit)> {
-        let this_boot = control.written_this_boot();
-        // The published version, when the page cache that holds it survived.
+    /// Picks the newest trustworthy version to start from (see the module
+    /// docs), verifies every node it and the versions before it reach, and
+    /// returns the arena positioned above every byte a live reader may read,
+    /// plus the version that was published, if it could be trusted.
+    fn recover_head(
+        dir: &Path,
+        control: &Control,
+        meta: &Meta,
+        generations: &[u64],
+    ) -> Result<(WriterArena, Commit, Option<u64>, u64)> {
+        // Opens `generation` positioned at `end`, verifies the version at
+        // `offset` and those before it, and measures the bytes they reach.
+        let candidate = |generation: u64, offset: u64, end: u64| -> Result<(WriterArena, Commit, u64)> {
+            let arena = WriterArena::open(dir, generation, HEADER_PAGE)?;
+            if end > arena.file_len() {
+                return Err(arena.mapped.corrupt(end, "arena shorter than the version it holds"));
+            }
+            let arena = WriterArena::open(dir, generation, end)?;
+            let commit = node::parse_commit(arena.region(), offset).map_err(|d| arena.damaged(d))?;
+            let chain = retained_chain(arena.region(), commit, usize::MAX, &arena.mapped.path)?;
+            let live = walk_reachable(&arena, &chain, true)?;
+            Ok((arena, commit, live))
+        };
+        // The published version, when the page cache that holds it survived
+        // (the control file was claimed this boot).
         let published = match control.current() {
-            Some((generation, offset)) if this_boot && generations.contains(&generation) => {
-                let arena = WriterArena::open(dir, generation, HEADER_PAGE)?;
-                let len = arena.file_len();
-                let arena = WriterArena::open(dir, generation, len.min(offset + node::COMMIT_BYTES as u64))?;
-                match node::parse_commit(arena.region(), offset) {
-                    Ok(commit) => Some((arena, commit)),
-                    Err(d) => {
-                        tracing::warn!(offset = d.offset, detail = %d.detail, "published commit record unreadable; using the checkpoint");
+            Some((generation, offset)) if generations.contains(&generation) => {
+                let end = offset + node::COMMIT_BYTES as u64;
+                match candidate(generation, offset, end) {
+                    Ok(found) => Some(found),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the published version is unreadable; recovering from the checkpoint");
                         None
                     }
                 }
@@ -528,40 +589,30 @@ impl Store {
         };
         let checkpoint = match meta.latest() {
             Some(c) if generations.contains(&c.generation) => {
-                let arena = WriterArena::open(dir, c.generation, HEADER_PAGE)?;
-                if c.end > arena.file_len() {
-                    return Err(Error::Corrupt {
-                        file: arena.mapped.path.clone(),
-                        offset: c.end,
-                        detail: "arena shorter than its checkpoint".into(),
-                    });
-                }
-                let arena = WriterArena::open(dir, c.generation, c.end)?;
-                let commit = node::parse_commit(arena.region(), c.commit_offset)
-                    .map_err(|d| d.into_error(&arena.mapped.path))?;
-                if commit.version != c.version {
+                let found = candidate(c.generation, c.commit_offset, c.end)?;
+                if found.1.version != c.version {
                     return Err(Error::Corrupt {
                         file: meta.path.clone(),
                         offset: 0,
                         detail: format!(
                             "checkpoint names version {} but its record holds {}",
-                            c.version, commit.version
+                            c.version, found.1.version
                         ),
                     });
                 }
-                Some((arena, commit))
+                Some(found)
             }
-            Some(c) => {
+            Some(c) if published.is_none() => {
                 return Err(Error::Corrupt {
                     file: meta.path.clone(),
                     offset: 0,
                     detail: format!("checkpoint names generation {} whose file is missing", c.generation),
                 })
             }
-            None => None,
+            _ => None,
         };
-        let published_end = published.as_ref().map(|(a, c)| (a.generation(), c.end));
-        let (arena, head) = match (published, checkpoint) {
+        let published_at = published.as_ref().map(|(a, c, _)| (a.generation(), c.end, c.version));
+        let (arena, head, live) = match (published, checkpoint) {
             (Some(p), Some(c)) => {
                 if (p.1.version, p.0.generation()) >= (c.1.version, c.0.generation()) {
                     p
@@ -579,19 +630,22 @@ impl Store {
                 })
             }
         };
-        // Resume appending above anything a live reader may be reading.
-        let mut cursor = head.end;
-        if let Some((generation, end)) = published_end {
-            if generation == arena.generation() {
-                cursor = cursor.max(end);
-            }
-        } else if this_boot {
-            cursor = cursor.max(arena.file_len());
-        }
+        // Resume appending above anything a live reader may be reading: the
+        // published end when it is known. When the published word cannot be
+        // trusted (another boot wrote it, or it is damaged), no reader of this
+        // boot can have read past the end it names, capped by the file.
+        let cursor = match published_at {
+            Some((generation, end, _)) if generation == arena.generation() => head.end.max(end),
+            Some(_) => head.end,
+            None => match control.current_untrusted() {
+                Some((generation, offset)) if generation == arena.generation() => {
+                    head.end.max(offset.saturating_add(node::COMMIT_BYTES as u64).min(arena.file_len()))
+                }
+                _ => head.end,
+            },
+        };
         let arena = WriterArena::open(dir, arena.generation(), cursor)?;
-        let chain = retained_chain(arena.region(), head, usize::MAX, &arena.mapped.path)?;
-        walk_reachable(&arena, &chain, true)?;
-        Ok((arena, head))
+        Ok((arena, head, published_at.map(|(_, _, v)| v), live))
     }
 
     /// Opens an existing store with the options it was last opened with
@@ -622,9 +676,19 @@ impl Store {
     }
 
     /// A snapshot of the newest committed version.
+    /// With durability `sync`, waits until that version is durable (other
+    /// processes' readers only ever see durable versions; so does this).
     pub fn snapshot(&self) -> Snapshot {
-        let st = lock(&self.state);
-        Snapshot::from_parts(st.arena.mapped.clone(), st.head)
+        let snapshot = {
+            let st = lock(&self.state);
+            Snapshot::from_parts(st.arena.mapped.clone(), st.head)
+        };
+        if let Err(e) = self.wait_durable(snapshot.version()) {
+            // Durability failed and the store is poisoned; the version is still
+            // what this process committed, and reads of it stay valid.
+            tracing::warn!(error = %e, "snapshot of a version whose durability failed");
+        }
+        snapshot
     }
 
     /// The newest committed version.
@@ -713,8 +777,22 @@ impl Store {
                 }
             }
             if sets.writes.is_empty() {
-                return Ok(st.head.version);
+                // Read-only: what it read must be durable before it reports success.
+                let version = st.head.version;
+                drop(guard);
+                self.wait_durable(version)?;
+                return Ok(version);
             }
+        }
+        let journal_bytes: usize = jops
+            .iter()
+            .map(|op| match op {
+                JournalOp::Put { key, value } => 8 + key.len() + value.len(),
+                JournalOp::Delete { key } | JournalOp::DeleteTree { key } => 8 + key.len(),
+            })
+            .sum();
+        if journal_bytes > journal::MAX_RECORD_BYTES {
+            return Err(Error::TransactionTooLarge { bytes: journal_bytes, max: journal::MAX_RECORD_BYTES });
         }
         let time_ns = now_ns();
         let start_cursor = st.arena.cursor();
@@ -730,7 +808,9 @@ impl Store {
             }
         };
         if let Some(journal) = st.journal.as_mut() {
-            journal.append(&journal::encode(head.version, time_ns, jops))?;
+            if let Err(e) = journal.append(&journal::encode(head.version, time_ns, jops)) {
+                return Err(self.poison(st, e));
+            }
         }
         st.head = head;
         let oldest_base = self.oldest_open_base();
@@ -829,9 +909,23 @@ impl Store {
     }
 
     /// Makes the head durable and published before a checkpoint or compaction.
+    /// Records a failed durability step: Linux reports a writeback error once
+    /// per open file, so after one the files can no longer be trusted to hold
+    /// what later syncs claim; the store refuses further commits.
+    fn poison(&self, st: &mut WriterState, error: Error) -> Error {
+        let reason = format!("a durability step failed earlier; reopen the store to recover: {error}");
+        tracing::error!(%error, "store poisoned");
+        st.failed = Some(reason.clone());
+        lock(&self.sync).failed = Some(reason);
+        self.synced.notify_all();
+        error
+    }
+
     fn flush_locked(&self, st: &mut WriterState) -> Result<()> {
         if let Some(journal_file) = &self.journal_file {
-            rustix::fs::fdatasync(journal_file).at(&self.dir.join(journal::FILE_NAME))?;
+            if let Err(e) = rustix::fs::fdatasync(journal_file).at(&self.dir.join(journal::FILE_NAME)) {
+                return Err(self.poison(st, e));
+            }
         }
         let mut sync = lock(&self.sync);
         if st.head.version > sync.published {
@@ -844,10 +938,18 @@ impl Store {
 
     fn checkpoint_locked(&self, st: &mut WriterState) -> Result<()> {
         self.flush_locked(st)?;
-        st.arena.sync()?;
-        st.meta.write(st.arena.generation(), st.head.offset, st.head.version, st.head.end)?;
+        if let Err(e) = st.arena.sync() {
+            return Err(self.poison(st, e));
+        }
+        if let Err(e) = st.meta.write(st.arena.generation(), st.head.offset, st.head.version, st.head.end) {
+            return Err(self.poison(st, e));
+        }
         if let Some(journal) = st.journal.as_mut() {
-            journal.truncate()?;
+            // Records at or below the checkpoint are skipped on replay, so a
+            // journal that failed to shrink is longer, not wrong.
+            if let Err(e) = journal.truncate() {
+                tracing::warn!(error = %e, "journal not truncated after a checkpoint");
+            }
         }
         Ok(())
     }
@@ -885,14 +987,21 @@ impl Store {
             (st.arena.mapped.clone(), st.head, new)
         };
         let to = new.generation();
-        let result = self.compact_into(&old, base, new);
-        if result.is_err() {
+        let mut named_by_meta = false;
+        let result = self.compact_into(&old, base, new, &mut named_by_meta);
+        if result.is_err() && !named_by_meta {
             let _ = std::fs::remove_file(self.dir.join(arena::file_name(to)));
         }
         result
     }
 
-    fn compact_into(&self, old: &Arc<MappedGeneration>, base: Commit, new: WriterArena) -> Result<CompactReport> {
+    fn compact_into(
+        &self,
+        old: &Arc<MappedGeneration>,
+        base: Commit,
+        new: WriterArena,
+        named_by_meta: &mut bool,
+    ) -> Result<CompactReport> {
         let from = old.generation;
         let to = new.generation();
         // Phase 2, unlocked: copy what the retained versions up to `base` reach.
@@ -942,9 +1051,16 @@ impl Store {
         };
         new.sync()?;
         sync_dir(&self.dir)?;
-        st.meta.write(to, head.offset, head.version, head.end)?;
+        // From here the checkpoint may name the new generation: it must not be
+        // deleted, and a failure leaves the store poisoned rather than half switched.
+        *named_by_meta = true;
+        if let Err(e) = st.meta.write(to, head.offset, head.version, head.end) {
+            return Err(self.poison(st, e));
+        }
         if let Some(journal) = st.journal.as_mut() {
-            journal.truncate()?;
+            if let Err(e) = journal.truncate() {
+                tracing::warn!(error = %e, "journal not truncated after compaction");
+            }
         }
         // Sync point: the new generation is complete and durable before it is published.
         self.control.publish(to, head.offset);

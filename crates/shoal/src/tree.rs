@@ -69,7 +69,7 @@ pub fn key_count(region: &[u8], root: u64) -> Parse<u64> {
         KIND_LEAF => Ok(LeafView::parse(region, root)?.len() as u64),
         _ => {
             let view = InternalView::parse(region, root)?;
-            Ok((0..view.len()).map(|i| view.keys_below(i)).sum())
+            Ok((0..view.len()).fold(0u64, |sum, i| sum.saturating_add(view.keys_below(i))))
         }
     }
 }
@@ -172,6 +172,10 @@ pub fn list(region: &[u8], root: u64, key: &[u8]) -> Parse<Vec<String>> {
         let Some(entry) = cursor.next_entry()? else { break };
         full.clear();
         entry.key.extend_into(&mut full);
+        if full < probe {
+            // Keys out of order: a damaged node would otherwise make this loop forever.
+            return Err(Damage::new(root, "keys out of order"));
+        }
         if !full.starts_with(&prefix) || full.len() == prefix.len() {
             break;
         }

@@ -1,0 +1,157 @@
+//! Recovery edge cases: a failed replay leaves the journal intact, readers
+//! after a reboot (simulated by clearing the boot id) fall back to the
+//! checkpoint and their snapshots are never overwritten, an interrupted
+//! creation starts over, and damaged key order cannot make `list` loop.
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use shoal::{Durability, Error, Options, Reader, Store};
+
+fn sync_options() -> Options {
+    Options { durability: Durability::Sync, ..Options::default() }
+}
+
+/// Commits `/k/<i>` = `i` for `range`, one transaction each.
+fn commit_range(store: &Store, range: std::ops::Range<u32>) {
+    for i in range {
+        let mut txn = store.begin();
+        txn.put(&format!("/k/{i}"), i.to_string()).unwrap();
+        txn.commit().unwrap();
+    }
+}
+
+/// As after a reboot: the boot id the writer stamped no longer matches.
+fn forget_boot(dir: &Path) {
+    let control = std::fs::OpenOptions::new().write(true).open(dir.join("control")).unwrap();
+    control.write_all_at(&[0u8; 16], 32).unwrap();
+}
+
+/// Leaks a writer without its closing checkpoint (as a crash would) and frees its lock.
+fn crash(store: Store, dir: &Path) {
+    std::mem::forget(store);
+    std::fs::remove_file(dir.join("lock")).unwrap();
+}
+
+#[test]
+fn a_failed_replay_leaves_the_journal_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), sync_options()).unwrap();
+    store.checkpoint().unwrap();
+    commit_range(&store, 0..3);
+    crash(store, dir.path());
+    forget_boot(dir.path());
+    // Cut the middle record out: the journal now jumps a version.
+    let path = dir.path().join("journal");
+    let bytes = std::fs::read(&path).unwrap();
+    let record_len = |at: usize| 8 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    let first = 16 + record_len(16);
+    let second = first + record_len(first);
+    let mut gapped = bytes[..first].to_vec();
+    gapped.extend_from_slice(&bytes[second..]);
+    std::fs::write(&path, &gapped).unwrap();
+
+    match Store::open(dir.path(), sync_options()) {
+        Err(Error::Corrupt { detail, .. }) => assert!(detail.contains("journal continues"), "{detail}"),
+        other => panic!("expected a journal gap error, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), gapped, "the failed open changed the journal");
+    // Restoring the record recovers everything.
+    std::fs::write(&path, &bytes).unwrap();
+    let store = Store::open(dir.path(), sync_options()).unwrap();
+    assert_eq!(store.snapshot().get("/k/2").unwrap(), Some(&b"2"[..]));
+}
+
+#[test]
+fn after_a_reboot_readers_use_the_checkpoint_and_held_snapshots_stay_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), sync_options()).unwrap();
+    commit_range(&store, 0..50);
+    store.checkpoint().unwrap();
+    let checkpointed = store.version();
+    commit_range(&store, 50..100);
+    let published = store.version();
+
+    let early = Reader::open(dir.path()).unwrap();
+    let held = early.snapshot().unwrap();
+    assert_eq!(held.version(), published);
+    let before: Vec<(String, Vec<u8>)> =
+        held.scan("/").unwrap().map(|r| r.map(|(p, v)| (p, v.to_vec())).unwrap()).collect();
+
+    crash(store, dir.path());
+    forget_boot(dir.path());
+    // No writer has claimed the store since "boot": readers see the checkpoint.
+    let late = Reader::open(dir.path()).unwrap();
+    assert_eq!(late.snapshot().unwrap().version(), checkpointed);
+
+    // Keep only the first 40 journal records after the checkpoint, so that the
+    // recovered history diverges from what the early reader holds.
+    let path = dir.path().join("journal");
+    let bytes = std::fs::read(&path).unwrap();
+    let mut at = 16;
+    for _ in 0..40 {
+        at += 8 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    }
+    std::fs::write(&path, &bytes[..at]).unwrap();
+    // A writer recovers (checkpoint + journal) and writes other data; the
+    // early reader's bytes must not be reused.
+    let store = Store::open(dir.path(), sync_options()).unwrap();
+    assert_eq!(store.version(), checkpointed + 40);
+    for i in 0..300 {
+        let mut txn = store.begin();
+        txn.put(&format!("/k/{}", i % 100), format!("rewritten-{i}")).unwrap();
+        txn.commit().unwrap();
+    }
+    let after: Vec<(String, Vec<u8>)> =
+        held.scan("/").unwrap().map(|r| r.map(|(p, v)| (p, v.to_vec())).unwrap()).collect();
+    assert_eq!(after, before, "a held snapshot changed under its reader");
+    assert_eq!(
+        late.snapshot().unwrap().version(),
+        store.version(),
+        "readers follow the writer once it claims the store"
+    );
+}
+
+#[test]
+fn an_interrupted_creation_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("initializing"), b"").unwrap();
+    std::fs::write(dir.path().join("arena-0000000001"), b"half written").unwrap();
+    let store = Store::open(dir.path(), sync_options()).unwrap();
+    assert_eq!(store.version(), 0);
+    commit_range(&store, 0..1);
+    drop(store);
+    assert!(!dir.path().join("initializing").exists());
+    assert_eq!(Store::open_existing(dir.path()).unwrap().version(), 1);
+}
+
+#[test]
+fn arena_files_without_a_checkpoint_are_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), sync_options()).unwrap();
+    commit_range(&store, 0..5);
+    drop(store);
+    std::fs::remove_file(dir.path().join("meta")).unwrap();
+    assert!(matches!(Store::open(dir.path(), sync_options()), Err(Error::Corrupt { .. })));
+    assert!(dir.path().join("arena-0000000001").exists());
+}
+
+#[test]
+fn damaged_key_order_is_an_error_not_an_endless_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options { durability: Durability::None, ..Options::default() }).unwrap();
+    let mut txn = store.begin();
+    txn.put("/alpha", "1").unwrap();
+    txn.put("/beta", "2").unwrap();
+    txn.commit().unwrap();
+    drop(store);
+    let arena = dir.path().join("arena-0000000001");
+    let mut bytes = std::fs::read(&arena).unwrap();
+    let at = bytes.windows(4).rposition(|w| w == b"beta").expect("key bytes in the arena");
+    bytes[at..at + 4].copy_from_slice(b"alph");
+    std::fs::write(&arena, &bytes).unwrap();
+    let reader = Reader::open(dir.path()).unwrap();
+    let snap = reader.snapshot().unwrap();
+    assert!(matches!(snap.list("/"), Err(Error::Corrupt { .. })));
+    assert!(snap.verify().is_err());
+}
