@@ -8,10 +8,16 @@
 //! `Acquire`, so everything the record reaches is visible to it (invariant 2).
 //! The word is 8-aligned and only ever accessed atomically.
 //!
-//! It also records the writer's boot id: after a process crash the page cache
-//! (and so the arena bytes `current` points at) is intact and the control
-//! file can be trusted; after a reboot it cannot, and recovery starts from
-//! the checkpoint in `meta` and the journal instead.
+//! It also records the boot id of the writer that claimed it. After a
+//! process crash the page cache (and so the arena bytes `current` points at)
+//! is intact and the word can be trusted; after a reboot it cannot. So a
+//! writer stamps the boot id only after it has recovered, verified, made
+//! durable and published a version, and readers trust `current` only when
+//! the stamp matches this boot; otherwise (no writer since the machine
+//! started) they read the newest checkpoint named by `meta`, whose bytes were
+//! synced before it was written. The mapping may be read-only, so readers
+//! use relaxed loads followed by acquire fences (the only atomic loads Rust
+//! defines on read-only memory).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
