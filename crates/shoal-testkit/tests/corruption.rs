@@ -161,3 +161,25 @@ fn a_reader_can_verify_a_store_without_the_writer() {
         other => panic!("damage not detected: {other:?}"),
     }
 }
+
+#[test]
+fn truncated_meta_recovers_from_the_control_file_or_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let version = build(dir.path(), Durability::Sync);
+    let meta = dir.path().join("meta");
+    let pristine = std::fs::read(&meta).unwrap();
+    for len in [0u64, 30, 512, 540] {
+        std::fs::write(&meta, &pristine).unwrap();
+        std::fs::OpenOptions::new().write(true).open(&meta).unwrap().set_len(len).unwrap();
+        // The control file was claimed this boot: nothing is lost.
+        assert_eq!(open_and_check(dir.path()).unwrap(), version, "meta cut to {len} bytes");
+    }
+    // Without a trustworthy control file, a meta file with no whole slot is an error.
+    std::fs::write(&meta, &pristine).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&meta).unwrap().set_len(30).unwrap();
+    std::fs::remove_file(dir.path().join("control")).unwrap();
+    match open_and_check(dir.path()) {
+        Err(Error::Corrupt { .. }) => {}
+        other => panic!("expected a corruption error, got {other:?}"),
+    }
+}
