@@ -56,17 +56,6 @@ impl Op {
             Op::Put { key, .. } | Op::Delete { key } | Op::DeleteTree { key } => key,
         }
     }
-
-    /// Whether this op can touch keys at or above `bound` (exclusive end of its range).
-    fn reaches(&self, bound: &[u8]) -> bool {
-        match self {
-            Op::DeleteTree { key } => match path::subtree_end(key) {
-                None => true,
-                Some(end) => end.as_slice() > bound,
-            },
-            Op::Put { key, .. } | Op::Delete { key } => key.as_slice() >= bound,
-        }
-    }
 }
 
 /// What a batch did, for conflict tracking.
@@ -155,71 +144,99 @@ impl<'s> Builder<'s, '_> {
     where
         'o: 's,
     {
+        if self.sink.region().get(offset as usize) == Some(&KIND_INTERNAL) {
+            return self.apply_internal(offset, ops);
+        }
         match self.read_items(offset)? {
             Items::Leaf(entries) => {
                 let mut out = Vec::with_capacity(entries.len() + ops.len());
                 merge_leaf(&entries, ops, &mut out, self.report);
                 self.write_chunks(Items::Leaf(out))
             }
-            Items::Internal(children) => {
-                let mut out: Vec<(ChildRef<'s>, bool)> = Vec::with_capacity(children.len() + 4);
-                let mut next_op = 0;
-                // Subtree deletions that started in an earlier child and reach further.
-                let mut carried: Vec<&'o Op> = Vec::new();
-                let mut scratch_lo = Vec::new();
-                let mut scratch_hi = Vec::new();
-                for (i, child) in children.iter().enumerate() {
-                    scratch_lo.clear();
-                    child.first_key.extend_into(&mut scratch_lo);
-                    let hi: Option<&[u8]> = match children.get(i + 1) {
-                        Some(next) => {
-                            scratch_hi.clear();
-                            next.first_key.extend_into(&mut scratch_hi);
-                            Some(&scratch_hi)
-                        }
-                        None => None,
-                    };
-                    let start = next_op;
-                    while next_op < ops.len() && hi.is_none_or(|hi| ops[next_op].key() < hi) {
-                        next_op += 1;
+            Items::Internal(_) => Err(self.damaged(node::Damage::new(offset, "expected a leaf"))),
+        }
+    }
+
+    /// Routes the ops to the children they touch (by binary search, leaving
+    /// the other children unread), rebuilds those children, and writes the
+    /// new node. When exactly one child changed and kept its smallest key,
+    /// the node is copied with that one child pointer patched.
+    fn apply_internal<'o>(&mut self, offset: u64, ops: &[&'o Op]) -> Result<Vec<ChildRef<'s>>>
+    where
+        'o: 's,
+    {
+        let region: &'s [u8] = self.sink.region();
+        let view = InternalView::parse(region, offset).map_err(|d| self.damaged(d))?;
+        let n = view.len();
+        // Ops per child, in batch order. Children strictly inside a deleted
+        // subtree are dropped unseen unless a later write lands in them.
+        let mut touched: std::collections::BTreeMap<usize, Vec<&'o Op>> = std::collections::BTreeMap::new();
+        let mut covered = vec![false; n];
+        for &op in ops {
+            let first = view.route(op.key()).map_err(|d| self.damaged(d))?.unwrap_or(0);
+            let last = match op {
+                Op::DeleteTree { key } => match path::subtree_end(key) {
+                    None => n - 1,
+                    Some(end) => {
+                        view.first_at_or_after(&end).map_err(|d| self.damaged(d))?.saturating_sub(1).max(first)
                     }
-                    let lo = scratch_lo.as_slice();
-                    carried.retain(|op| op.reaches(lo));
-                    if carried.is_empty() && start == next_op {
-                        out.push((*child, false));
-                        continue;
-                    }
-                    let mut child_ops: Vec<&'o Op> = carried.clone();
-                    child_ops.extend_from_slice(&ops[start..next_op]);
-                    // Every existing key under the child lies in [lo, hi); a subtree
-                    // deletion covering that whole range drops the child unseen.
-                    let covered = child_ops.iter().any(|op| {
-                        matches!(op, Op::DeleteTree { .. })
-                            && op.key() <= lo
-                            && match (path::subtree_end(op.key()), hi) {
-                                (None, _) => true,
-                                (Some(end), Some(hi)) => end.as_slice() >= hi,
-                                (Some(_), None) => false,
-                            }
-                    });
-                    let puts_remain = child_ops.iter().any(|op| matches!(op, Op::Put { .. }));
-                    if !covered || puts_remain {
-                        for result in self.apply_node(child.offset, &child_ops)? {
-                            out.push((result, true));
-                        }
-                    }
-                    carried = match hi {
-                        Some(hi) => child_ops
-                            .into_iter()
-                            .filter(|op| matches!(op, Op::DeleteTree { .. }) && op.reaches(hi))
-                            .collect(),
-                        None => Vec::new(),
-                    };
-                }
-                self.merge_underfull(&mut out)?;
-                self.write_chunks(Items::Internal(out.into_iter().map(|(c, _)| c).collect()))
+                },
+                _ => first,
+            };
+            for i in first..=last {
+                covered[i] |= i > first && i < last;
+                touched.entry(i).or_default().push(op);
             }
         }
+        let dropped: Vec<bool> = (0..n)
+            .map(|i| {
+                covered[i] && touched.get(&i).is_some_and(|o| o.iter().all(|op| matches!(op, Op::DeleteTree { .. })))
+            })
+            .collect();
+        // Rebuild the touched children first.
+        let mut rebuilt: std::collections::BTreeMap<usize, Vec<ChildRef<'s>>> = std::collections::BTreeMap::new();
+        for (&i, child_ops) in &touched {
+            if !dropped[i] {
+                let child = view.child(i).map_err(|d| self.damaged(d))?;
+                rebuilt.insert(i, self.apply_node(child, child_ops)?);
+            }
+        }
+        // The common case (one child changed, its smallest key kept, not
+        // underfull): copy this node with one child pointer patched.
+        if rebuilt.len() == 1 && !dropped.iter().any(|&d| d) {
+            let (&i, results) = rebuilt.iter().next().expect("one entry");
+            if let [child] = results.as_slice() {
+                let key = view.key(i).map_err(|d| self.damaged(d))?;
+                if child.first_key.cmp_key(&key).is_eq() && child.node_bytes >= NODE_TARGET_BYTES / 4 {
+                    view.with_child_replaced(i, child.offset, child.keys, &mut self.buf);
+                    let keys = (0..n)
+                        .map(|j| if j == i { child.keys } else { view.keys_below(j) })
+                        .fold(0u64, u64::saturating_add);
+                    let offset = self.sink.append(&self.buf)?;
+                    let first_key = view.key(0).map_err(|d| self.damaged(d))?;
+                    return Ok(vec![ChildRef { first_key, offset, keys, node_bytes: self.buf.len() }]);
+                }
+            }
+        }
+        let mut out: Vec<(ChildRef<'s>, bool)> = Vec::with_capacity(n + 4);
+        for i in 0..n {
+            if dropped[i] {
+                continue;
+            }
+            match rebuilt.remove(&i) {
+                Some(results) => out.extend(results.into_iter().map(|r| (r, true))),
+                None => {
+                    let first_key = view.key(i).map_err(|d| self.damaged(d))?;
+                    let offset = view.child(i).map_err(|d| self.damaged(d))?;
+                    out.push((
+                        ChildRef { first_key, offset, keys: view.keys_below(i), node_bytes: NODE_TARGET_BYTES },
+                        false,
+                    ));
+                }
+            }
+        }
+        self.merge_underfull(&mut out)?;
+        self.write_chunks(Items::Internal(out.into_iter().map(|(c, _)| c).collect()))
     }
 
     /// Merges each freshly written node that is less than a quarter full with

@@ -197,6 +197,13 @@ impl<'a> Key<'a> {
         self.tail.cmp(&other[h..])
     }
 
+    pub fn cmp_key(&self, other: &Key<'_>) -> Ordering {
+        if std::ptr::eq(self.head, other.head) {
+            return self.tail.cmp(other.tail);
+        }
+        self.head.iter().chain(self.tail).cmp(other.head.iter().chain(other.tail))
+    }
+
     pub fn eq_bytes(&self, other: &[u8]) -> bool {
         self.len() == other.len() && self.cmp_bytes(other) == Ordering::Equal
     }
@@ -493,6 +500,22 @@ impl<'a> InternalView<'a> {
     pub fn route(&self, q: &[u8]) -> Parse<Option<usize>> {
         let (i, found) = lower_bound(self.count, self.prefix, |i| self.hint(i), |i| self.suffix(i), q)?;
         Ok(if found { Some(i) } else { i.checked_sub(1) })
+    }
+
+    /// The first child whose smallest key is `>= q` (`len()` if none).
+    pub fn first_at_or_after(&self, q: &[u8]) -> Parse<usize> {
+        lower_bound(self.count, self.prefix, |i| self.hint(i), |i| self.suffix(i), q).map(|(i, _)| i)
+    }
+
+    /// A copy of this node with child `i` replaced (same smallest key), sealed.
+    pub fn with_child_replaced(&self, i: usize, offset: u64, keys_below: u64, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(self.node);
+        let at = self.children + 8 * i;
+        out[at..at + 8].copy_from_slice(&offset.to_le_bytes());
+        let at = self.children + 8 * self.count + 8 * i;
+        out[at..at + 8].copy_from_slice(&keys_below.to_le_bytes());
+        seal(out);
     }
 }
 

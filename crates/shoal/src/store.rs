@@ -356,16 +356,20 @@ fn prepare_ops(arena: &WriterArena, head_root: u64, jops: &[JournalOp]) -> Resul
     let mut ancestors: BTreeMap<Vec<u8>, ()> = BTreeMap::new();
     for op in jops {
         let JournalOp::Put { key, .. } = op else { continue };
-        for a in path::ancestors(key) {
+        // Nearest first: once one ancestor exists (or is written by the
+        // batch), all of its own ancestors do too.
+        let mut nearest_first: Vec<&[u8]> = path::ancestors(key).collect();
+        nearest_first.reverse();
+        for a in nearest_first {
             if puts.contains(a) || ancestors.contains_key(a) {
-                continue;
+                break;
             }
             let cleared_here =
                 cleared.contains(&b""[..]) || cleared.contains(a) || path::ancestors(a).any(|aa| cleared.contains(aa));
-            let exists = !cleared_here && tree::find(region, head_root, a).map_err(damaged)?.is_some();
-            if !exists {
-                ancestors.insert(a.to_vec(), ());
+            if !cleared_here && tree::find(region, head_root, a).map_err(damaged)?.is_some() {
+                break;
             }
+            ancestors.insert(a.to_vec(), ());
         }
     }
     // (key, rank): a subtree deletion sorts before a write of the same key.

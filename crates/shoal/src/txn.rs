@@ -160,10 +160,14 @@ impl<'s> Transaction<'s> {
         // Missing ancestors are created now, with empty values, so that they
         // outlive a later deletion of this node within the transaction.
         let mut missing = Vec::new();
-        for ancestor in path::ancestors(&key) {
-            if self.lookup(ancestor)?.is_none() {
-                missing.push(ancestor.to_vec());
+        let mut nearest_first: Vec<&[u8]> = path::ancestors(&key).collect();
+        nearest_first.reverse();
+        for ancestor in nearest_first {
+            // Once one ancestor exists, so do all of its own.
+            if self.lookup(ancestor)?.is_some() {
+                break;
             }
+            missing.push(ancestor.to_vec());
         }
         for ancestor in missing {
             self.sets.writes.entry(ancestor).or_default().node = NodeWrite::Put(Vec::new());

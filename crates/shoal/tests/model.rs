@@ -264,3 +264,41 @@ fn large_batches_split_and_merge_nodes() {
     actions.push(Action::Commit(vec![TxnOp::DeleteTree("/d".into()), TxnOp::Put("/d/new".into(), b"1".to_vec())]));
     run(actions, Durability::None);
 }
+
+fn wide_path() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (0u32..40).prop_map(|a| format!("/d/{a:02}")),
+        (0u32..40, 0u32..120).prop_map(|(a, b)| format!("/d/{a:02}/{b:03}")),
+        Just("/d".to_string()),
+    ]
+}
+
+fn wide_txn_op() -> impl Strategy<Value = TxnOp> {
+    prop_oneof![
+        4 => (wide_path(), prop::collection::vec(any::<u8>(), 0..30)).prop_map(|(p, v)| TxnOp::Put(p, v)),
+        2 => wide_path().prop_map(TxnOp::DeleteTree),
+        1 => wide_path().prop_map(TxnOp::Delete),
+        1 => wide_path().prop_map(TxnOp::Get),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Multi-level trees: subtree deletions spanning many nodes, writes into
+    /// just-deleted subtrees, merges of underfull nodes.
+    #[test]
+    fn matches_model_on_multi_level_trees(
+        fill in prop::collection::vec((0u32..40, 0u32..120), 500..2500),
+        actions in prop::collection::vec(prop_oneof![
+            6 => prop::collection::vec(wide_txn_op(), 1..12).prop_map(Action::Commit),
+            1 => Just(Action::Compact),
+            1 => Just(Action::Hold),
+        ], 1..20),
+    ) {
+        let items = fill.into_iter().map(|(a, b)| (format!("/d/{a:02}/{b:03}"), vec![b as u8; 20])).collect();
+        let mut all = vec![Action::Bulk(items)];
+        all.extend(actions);
+        run(all, Durability::None);
+    }
+}
