@@ -183,8 +183,8 @@ impl<'s> Builder<'s, '_> {
                 },
                 _ => first,
             };
-            for i in first..=last {
-                covered[i] |= i > first && i < last;
+            for (i, covered) in covered.iter_mut().enumerate().take(last + 1).skip(first) {
+                *covered |= i > first && i < last;
                 touched.entry(i).or_default().push(op);
             }
         }
@@ -219,8 +219,8 @@ impl<'s> Builder<'s, '_> {
             }
         }
         let mut out: Vec<(ChildRef<'s>, bool)> = Vec::with_capacity(n + 4);
-        for i in 0..n {
-            if dropped[i] {
+        for (i, &dropped) in dropped.iter().enumerate() {
+            if dropped {
                 continue;
             }
             match rebuilt.remove(&i) {
