@@ -2,16 +2,18 @@
 //!
 //! A 4 KiB header page records the format identity (magic, format version,
 //! byte order, word size, page size), the generation and the address-space
-//! reservation; nodes follow, appended and never rewritten. The writer maps
-//! the file read-write, readers read-only, both with the whole reservation
-//! mapped up front so that growth of the file never moves the mapping.
+//! reservation; nodes follow, appended and never rewritten. Everyone, the
+//! writer included, maps the file read-only, with the whole reservation
+//! mapped up front so that growth of the file never moves the mapping; the
+//! writer writes with `pwrite`.
 //!
-//! Invariants: (1) bytes below the writer's append cursor are never written
-//! again; (2) the file grows (with real blocks, `fallocate`) before bytes are
-//! written into the new range, and never shrinks, so any byte below a
-//! published high-water mark is backed by the file and cannot raise SIGBUS.
+//! Invariants: (1) bytes below the writer's flushed end are never written
+//! again; (2) the file grows only by writes (`pwrite`) of whole nodes, which
+//! complete before anything naming those nodes is published, and never
+//! shrinks, so any byte below a published high-water mark is backed by the
+//! file and cannot raise SIGBUS.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,9 +27,6 @@ pub const HEADER_PAGE: u64 = 4096;
 const MAGIC: &[u8; 8] = b"SHOALAR1";
 pub const FORMAT_VERSION: u32 = 1;
 const LITTLE_ENDIAN_TAG: u8 = 1;
-/// Smallest and largest growth step of an arena file.
-const GROW_MIN: u64 = 1 << 20;
-const GROW_MAX: u64 = 256 << 20;
 
 pub fn file_name(generation: u64) -> String {
     format!("arena-{generation:010}")
@@ -147,10 +146,20 @@ pub fn open_read_only(dir: &Path, generation: u64) -> Result<Arc<MappedGeneratio
 }
 
 /// The writer's handle on the current generation: appends nodes.
+///
+/// Appended nodes collect in a buffer and reach the file with one `pwrite`
+/// when flushed (before anything reads them back, and before anything that
+/// names them is published). Writing with `pwrite` rather than through the
+/// mapping means a full disk is an error, never a SIGBUS, with no need to
+/// preallocate, and a commit's fresh pages are filled by one copy instead of
+/// being zeroed by page faults first. Both the writer and the readers map
+/// the file read-only.
 pub struct WriterArena {
     pub mapped: Arc<MappedGeneration>,
-    /// Next free byte; everything below it is immutable.
-    cursor: Cell<u64>,
+    /// End of the bytes in the file; everything below it is immutable.
+    flushed: Cell<u64>,
+    /// Nodes appended above `flushed`, not yet written (8-aligned length).
+    pending: RefCell<Vec<u8>>,
     reserve: u64,
 }
 
@@ -184,80 +193,67 @@ impl WriterArena {
                 detail: "arena file shorter than its contents".into(),
             });
         }
-        let map = Mapping::read_write(&file, reserve.max(len)).at(&path)?;
+        let map = Mapping::read_only(&file, reserve.max(len)).at(&path)?;
         let reserve = map.len();
         let mapped = Arc::new(MappedGeneration { generation, path, map, file, file_len: AtomicU64::new(len) });
-        Ok(WriterArena { mapped, cursor: Cell::new(cursor), reserve })
+        Ok(WriterArena { mapped, flushed: Cell::new(cursor), pending: RefCell::new(Vec::new()), reserve })
     }
 
     pub fn generation(&self) -> u64 {
         self.mapped.generation
     }
 
-    pub fn cursor(&self) -> u64 {
-        self.cursor.get()
+    /// Where the next node goes: the logical end of the arena.
+    pub fn end(&self) -> u64 {
+        self.flushed.get() + self.pending.borrow().len() as u64
     }
 
     pub fn file_len(&self) -> u64 {
         self.mapped.file_len.load(Ordering::Acquire)
     }
 
-    /// Everything written so far; immutable from now on.
+    /// Everything flushed so far; immutable from now on.
     pub fn region(&self) -> &[u8] {
-        // SAFETY: the cursor never exceeds the file length (append grows the
-        // file first) nor the mapping; bytes below the cursor are never
-        // written again (module invariant 1), and appends go above it.
-        unsafe { self.mapped.map.immutable_prefix(self.cursor.get()) }
+        // SAFETY: `flushed` only grows after a successful write of the bytes
+        // below it, so it never exceeds the file length (files never shrink)
+        // nor the mapping (`append` checks the reservation); those bytes are
+        // never written again (module invariant 1): writes go above them.
+        unsafe { self.mapped.map.immutable_prefix(self.flushed.get()) }
     }
 
     /// Appends a sealed node and returns its offset.
     pub fn append(&self, bytes: &[u8]) -> Result<u64> {
-        let offset = self.cursor.get();
+        let offset = self.end();
         let end = offset + bytes.len() as u64;
-        self.ensure_len(end)?;
-        // SAFETY: [offset, end) lies above the cursor, so no slice from
-        // `region` covers it; the file was grown to cover it just above; the
-        // mapping is read-write.
-        unsafe { self.mapped.map.write(offset, bytes) };
-        self.cursor.set(end.next_multiple_of(8));
+        if end.next_multiple_of(8) > self.reserve {
+            return Err(Error::ArenaFull { needed: end, reserved: self.reserve });
+        }
+        let mut pending = self.pending.borrow_mut();
+        pending.extend_from_slice(bytes);
+        let aligned = pending.len().next_multiple_of(8);
+        pending.resize(aligned, 0);
         Ok(offset)
     }
 
-    fn ensure_len(&self, end: u64) -> Result<()> {
-        let len = self.file_len();
-        if end <= len {
+    /// Writes the appended nodes to the file.
+    pub fn flush(&self) -> Result<()> {
+        let mut pending = self.pending.borrow_mut();
+        if pending.is_empty() {
             return Ok(());
         }
-        if end > self.reserve {
-            return Err(Error::ArenaFull { needed: end, reserved: self.reserve });
-        }
-        let step = len.clamp(GROW_MIN, GROW_MAX);
-        let new_len = (end.max(len + step)).next_multiple_of(GROW_MIN).min(self.reserve);
-        let path = &self.mapped.path;
-        let file = &self.mapped.file;
-        // Allocate real blocks so that a full disk is an error here, not a SIGBUS later.
-        match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), len, new_len - len) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::OPNOTSUPP) => {
-                // No fallocate here: write zeros, so the blocks exist before
-                // the mapping touches them (a sparse file could SIGBUS on ENOSPC).
-                use std::os::unix::fs::FileExt;
-                let zeros = vec![0u8; GROW_MIN as usize];
-                let mut at = len;
-                while at < new_len {
-                    let n = (new_len - at).min(GROW_MIN) as usize;
-                    file.write_all_at(&zeros[..n], at).at(path)?;
-                    at += n as u64;
-                }
-            }
-            Err(e) => return Err(e).at(path),
-        }
-        self.mapped.file_len.fetch_max(new_len, Ordering::AcqRel);
+        use std::os::unix::fs::FileExt;
+        let at = self.flushed.get();
+        self.mapped.file.write_all_at(&pending, at).at(&self.mapped.path)?;
+        let end = at + pending.len() as u64;
+        pending.clear();
+        self.mapped.file_len.fetch_max(end, Ordering::AcqRel);
+        self.flushed.set(end);
         Ok(())
     }
 
-    /// Makes everything written so far durable.
+    /// Makes everything appended so far durable.
     pub fn sync(&self) -> Result<()> {
+        self.flush()?;
         rustix::fs::fdatasync(&self.mapped.file).at(&self.mapped.path)
     }
 }
@@ -268,6 +264,9 @@ impl crate::build::NodeSink for WriterArena {
     }
     fn append(&self, node: &[u8]) -> Result<u64> {
         WriterArena::append(self, node)
+    }
+    fn flush(&self) -> Result<()> {
+        WriterArena::flush(self)
     }
     fn damaged(&self, damage: crate::node::Damage) -> Error {
         damage.into_error(&self.mapped.path)

@@ -19,8 +19,10 @@ use crate::path;
 pub trait NodeSink {
     /// The immutable, readable arena prefix (everything appended so far).
     fn region(&self) -> &[u8];
-    /// Appends a sealed node and returns its offset.
+    /// Appends a sealed node and returns its offset (readable after `flush`).
     fn append(&self, node: &[u8]) -> Result<u64>;
+    /// Makes appended nodes readable through `region`.
+    fn flush(&self) -> Result<()>;
     /// Converts node damage into an error naming the arena file.
     fn damaged(&self, damage: node::Damage) -> crate::Error;
 }
@@ -249,6 +251,8 @@ impl<'s> Builder<'s, '_> {
                 continue;
             }
             let (a, b) = if i + 1 < out.len() { (i, i + 1) } else { (i - 1, i) };
+            // Either may have been written moments ago, by this loop too.
+            self.sink.flush()?;
             let merged = match (self.read_items(out[a].0.offset)?, self.read_items(out[b].0.offset)?) {
                 (Items::Leaf(mut x), Items::Leaf(y)) => {
                     x.extend(y);
@@ -275,6 +279,7 @@ impl<'s> Builder<'s, '_> {
         while level.len() > 1 {
             level = self.write_chunks(Items::Internal(level))?;
         }
+        self.sink.flush()?;
         let Some(top) = level.pop() else { return Ok(0) };
         let mut root = top.offset;
         loop {
@@ -411,6 +416,9 @@ mod tests {
             let at = v.len() as u64;
             v.extend_from_slice(node);
             Ok(at)
+        }
+        fn flush(&self) -> Result<()> {
+            Ok(())
         }
         fn damaged(&self, d: node::Damage) -> crate::Error {
             d.into_error(std::path::Path::new("test"))

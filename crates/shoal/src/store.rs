@@ -440,8 +440,9 @@ impl Store {
             let _ = std::fs::remove_file(dir.join(crate::meta::FILE_NAME));
             sync_dir(&dir)?;
             let arena = WriterArena::create(&dir, 1, reserve)?;
-            let offset = arena.cursor();
+            let offset = arena.end();
             arena.append(&node::build_commit(0, 0, 0, offset, now_ns(), 0))?;
+            arena.flush()?;
             let head = node::parse_commit(arena.region(), offset).map_err(|d| arena.damaged(d))?;
             arena.sync()?;
             let (mut meta, _) = Meta::open(&dir, true)?;
@@ -449,7 +450,7 @@ impl Store {
             sync_dir(&dir)?;
             std::fs::remove_file(&initializing).at(&initializing)?;
             sync_dir(&dir)?;
-            let live = arena.cursor();
+            let live = arena.end();
             (arena, head, None, live)
         };
         let (meta, _) = Meta::open(&dir, false)?;
@@ -761,10 +762,12 @@ impl Store {
         report: &mut ApplyReport,
     ) -> Result<Commit> {
         let root = build::apply(arena, head.root, ops, report)?;
+        arena.flush()?;
         let key_count = tree::key_count(arena.region(), root).map_err(|d| arena.damaged(d))?;
-        let offset = arena.cursor();
+        let offset = arena.end();
         let version = head.version + 1;
         arena.append(&node::build_commit(version, root, head.offset, offset, time_ns, key_count))?;
+        arena.flush()?;
         node::parse_commit(arena.region(), offset).map_err(|d| arena.damaged(d))
     }
 
@@ -799,7 +802,7 @@ impl Store {
             return Err(Error::TransactionTooLarge { bytes: journal_bytes, max: journal::MAX_RECORD_BYTES });
         }
         let time_ns = now_ns();
-        let start_cursor = st.arena.cursor();
+        let start_cursor = st.arena.end();
         let ops = prepare_ops(&st.arena, st.head.root, jops)?;
         let mut report = ApplyReport::default();
         let head = match Self::apply_ops(&st.arena, st.head, &ops, time_ns, &mut report) {
@@ -866,8 +869,8 @@ impl Store {
             self.reclaim_generations(st);
         }
         self.options.auto_compact
-            && st.arena.cursor() > self.options.compact_min_bytes
-            && st.arena.cursor() > st.live_bytes.saturating_mul(self.options.compact_factor)
+            && st.arena.end() > self.options.compact_min_bytes
+            && st.arena.end() > st.live_bytes.saturating_mul(self.options.compact_factor)
     }
 
     /// Group commit: waits until `version`'s journal record is durable and
@@ -1025,8 +1028,9 @@ impl Store {
                 } else {
                     copy_tree(region, &old.path, &new, commit.root, &mut memo, &mut buf)?
                 };
-                let offset = new.cursor();
+                let offset = new.end();
                 new.append(&node::build_commit(commit.version, root, *prev, offset, commit.time_ns, commit.key_count))?;
+                new.flush()?;
                 last = Some(node::parse_commit(new.region(), offset).map_err(|d| new.damaged(d))?);
                 *prev = offset;
             }
@@ -1039,7 +1043,7 @@ impl Store {
         let mut guard = lock(&self.state);
         let st = &mut *guard;
         self.flush_locked(st)?;
-        let bytes_before = st.arena.cursor();
+        let bytes_before = st.arena.end();
         let region = st.arena.region();
         let mut newer = Vec::new();
         let mut at = st.head;
@@ -1073,7 +1077,7 @@ impl Store {
             sync.published = head.version;
             sync.written = (head.version, to, head.offset);
         }
-        let bytes_after = new.cursor();
+        let bytes_after = new.end();
         let versions_kept = chain.len() + newer.len();
         st.arena = new;
         st.head = head;
@@ -1140,7 +1144,7 @@ impl Store {
             version: st.head.version,
             generation: st.arena.generation(),
             key_count: st.head.key_count,
-            arena_bytes: st.arena.cursor(),
+            arena_bytes: st.arena.end(),
             live_bytes,
             retained_versions: chain.iter().map(|c| c.version).collect(),
             journal_bytes: st.journal.as_ref().map_or(0, |j| j.len()),

@@ -31,7 +31,8 @@ impl Mapping {
         Ok(Mapping { raw })
     }
 
-    /// Maps `len` bytes of `file` read-write (MAP_SHARED).
+    /// Maps `len` bytes of `file` read-write (MAP_SHARED): the control file
+    /// for its writer, the reader table for everyone. Never an arena.
     pub fn read_write(file: &File, len: u64) -> std::io::Result<Mapping> {
         let raw = MmapOptions::new().len(to_usize(len)?).map_raw(file)?;
         Ok(Mapping { raw })
@@ -60,20 +61,6 @@ impl Mapping {
         // SAFETY: in bounds of the mapping (caller), backed by the file (caller),
         // not mutated while borrowed (caller).
         unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), end as usize) }
-    }
-
-    /// Copies `bytes` into the mapping at `offset`.
-    ///
-    /// # Safety
-    /// The range is inside the mapping and the file, the mapping is writable,
-    /// and no slice returned by [`Mapping::immutable_prefix`] covers it (the
-    /// writer only writes above its append cursor, past every published byte).
-    pub unsafe fn write(&self, offset: u64, bytes: &[u8]) {
-        debug_assert!(offset + bytes.len() as u64 <= self.len());
-        // SAFETY: caller guarantees bounds, writability and the absence of readers of the range.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.raw.as_mut_ptr().add(offset as usize), bytes.len())
-        }
     }
 
     /// An atomic word inside the mapping, shared with other processes.
