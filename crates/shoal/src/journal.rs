@@ -39,6 +39,14 @@ pub enum JournalOp {
     DeleteTree { key: Vec<u8> },
 }
 
+impl JournalOp {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            JournalOp::Put { key, .. } | JournalOp::Delete { key } | JournalOp::DeleteTree { key } => key,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     pub version: u64,

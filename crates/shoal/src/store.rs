@@ -39,7 +39,7 @@
 //!    the old checkpoint plus a journal containing every later record, or
 //!    the new checkpoint plus records it already covers (skipped by version).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -335,60 +335,79 @@ fn retained_chain(region: &[u8], head: Commit, count: usize, path: &Path) -> Res
     Ok(chain)
 }
 
-/// Converts journal ops into builder ops: values stored, missing ancestors
-/// of written nodes created with empty values, sorted.
-fn prepare_ops(arena: &WriterArena, head_root: u64, jops: &[JournalOp]) -> Result<Vec<Op>> {
-    let mut puts: HashSet<&[u8]> = HashSet::new();
-    let mut cleared: HashSet<&[u8]> = HashSet::new();
-    for op in jops {
-        match op {
-            JournalOp::Put { key, .. } => {
-                puts.insert(key);
-            }
-            JournalOp::DeleteTree { key } => {
-                cleared.insert(key);
-            }
-            JournalOp::Delete { .. } => {}
-        }
-    }
+/// Converts journal ops (sorted by key; for one key a subtree deletion
+/// first) into builder ops: values stored, missing ancestors of written
+/// nodes created with empty values, still sorted.
+fn prepare_ops(arena: &WriterArena, head_root: u64, jops: Vec<JournalOp>) -> Result<Vec<Op>> {
+    debug_assert!(jops.windows(2).all(|w| w[0].key() <= w[1].key()));
+    let puts_in_batch = |a: &[u8]| {
+        let start = jops.partition_point(|op| op.key() < a);
+        jops[start..].iter().take_while(|op| op.key() == a).any(|op| matches!(op, JournalOp::Put { .. }))
+    };
+    let cleared: Vec<&[u8]> =
+        jops.iter().filter(|op| matches!(op, JournalOp::DeleteTree { .. })).map(JournalOp::key).collect();
+    let is_cleared = |a: &[u8]| {
+        !cleared.is_empty()
+            && (cleared.binary_search(&&b""[..]).is_ok()
+                || cleared.binary_search(&a).is_ok()
+                || path::ancestors(a).any(|aa| cleared.binary_search(&aa).is_ok()))
+    };
     let region = arena.region();
     let damaged = |d: node::Damage| d.into_error(&arena.mapped.path);
     let mut ancestors: BTreeMap<Vec<u8>, ()> = BTreeMap::new();
-    for op in jops {
+    // Sorted batches put siblings next to each other: remember the last
+    // parent known to exist after the batch.
+    let mut parent_known: Vec<u8> = Vec::new();
+    for op in &jops {
         let JournalOp::Put { key, .. } = op else { continue };
+        let parent = path::parent(key);
+        if parent.is_empty() || parent == parent_known.as_slice() {
+            continue;
+        }
         // Nearest first: once one ancestor exists (or is written by the
         // batch), all of its own ancestors do too.
         let mut nearest_first: Vec<&[u8]> = path::ancestors(key).collect();
         nearest_first.reverse();
         for a in nearest_first {
-            if puts.contains(a) || ancestors.contains_key(a) {
+            if ancestors.contains_key(a) || puts_in_batch(a) {
                 break;
             }
-            let cleared_here =
-                cleared.contains(&b""[..]) || cleared.contains(a) || path::ancestors(a).any(|aa| cleared.contains(aa));
-            if !cleared_here && tree::find(region, head_root, a).map_err(damaged)?.is_some() {
+            if !is_cleared(a) && tree::find(region, head_root, a).map_err(damaged)?.is_some() {
                 break;
             }
             ancestors.insert(a.to_vec(), ());
         }
+        parent_known.clear();
+        parent_known.extend_from_slice(parent);
     }
-    // (key, rank): a subtree deletion sorts before a write of the same key.
-    let mut ops: Vec<(Vec<u8>, u8, Op)> = Vec::with_capacity(jops.len() + ancestors.len());
+    // Merge the batch with the ancestors to create, keeping key order.
+    let mut ops: Vec<Op> = Vec::with_capacity(jops.len() + ancestors.len());
+    let mut extra = ancestors.into_keys().peekable();
     for op in jops {
-        match op {
+        while let Some(a) = extra.next_if(|a| a.as_slice() < op.key()) {
+            ops.push(Op::Put { key: a, value: build::StoredValue::Inline(Vec::new()) });
+        }
+        ops.push(match op {
             JournalOp::Put { key, value } => {
-                let value = build::store_value(arena, value)?;
-                ops.push((key.clone(), 2, Op::Put { key: key.clone(), value }));
+                let value = if value.len() <= node::INLINE_VALUE_MAX {
+                    build::StoredValue::Inline(value)
+                } else {
+                    build::store_value(arena, &value)?
+                };
+                Op::Put { key, value }
             }
-            JournalOp::Delete { key } => ops.push((key.clone(), 1, Op::Delete { key: key.clone() })),
-            JournalOp::DeleteTree { key } => ops.push((key.clone(), 0, Op::DeleteTree { key: key.clone() })),
+            JournalOp::Delete { key } => Op::Delete { key },
+            JournalOp::DeleteTree { key } => Op::DeleteTree { key },
+        });
+        // An ancestor re-created under a subtree deletion of the same key comes after it.
+        if let Some(Op::DeleteTree { key }) = ops.last() {
+            if let Some(a) = extra.next_if(|a| a == key) {
+                ops.push(Op::Put { key: a, value: build::StoredValue::Inline(Vec::new()) });
+            }
         }
     }
-    for (key, ()) in ancestors {
-        ops.push((key.clone(), 2, Op::Put { key, value: build::StoredValue::Inline(Vec::new()) }));
-    }
-    ops.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-    Ok(ops.into_iter().map(|(_, _, op)| op).collect())
+    ops.extend(extra.map(|a| Op::Put { key: a, value: build::StoredValue::Inline(Vec::new()) }));
+    Ok(ops)
 }
 
 impl Store {
@@ -520,7 +539,7 @@ impl Store {
                         ),
                     });
                 }
-                let ops = prepare_ops(&st.arena, st.head.root, &record.ops)?;
+                let ops = prepare_ops(&st.arena, st.head.root, record.ops)?;
                 st.head = Self::apply_ops(&st.arena, st.head, &ops, record.time_ns, &mut ApplyReport::default())?;
                 replayed += 1;
             }
@@ -733,7 +752,7 @@ impl Store {
     /// Missing ancestors are created with empty values; a later duplicate
     /// path wins. Loading nothing makes no new version.
     pub fn bulk_load<P: AsRef<str>, V: AsRef<[u8]>>(&self, items: impl IntoIterator<Item = (P, V)>) -> Result<u64> {
-        let mut sorted: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for (p, v) in items {
             let (p, v) = (p.as_ref(), v.as_ref());
             let key = path::key(p)?;
@@ -741,17 +760,28 @@ impl Store {
                 return Err(Error::RootImmutable);
             }
             self.check_value(p, v)?;
-            sorted.insert(key, v.to_vec());
+            pairs.push((key, v.to_vec()));
         }
-        if sorted.is_empty() {
+        if pairs.is_empty() {
             return Ok(self.version());
         }
-        let jops: Vec<JournalOp> = sorted.into_iter().map(|(key, value)| JournalOp::Put { key, value }).collect();
-        self.commit_ops(None, &jops)
+        // Stable sort, then keep the last of equal keys.
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut jops: Vec<JournalOp> = Vec::with_capacity(pairs.len());
+        for (key, value) in pairs {
+            if let Some(JournalOp::Put { key: last, value: last_value }) = jops.last_mut() {
+                if *last == key {
+                    *last_value = value;
+                    continue;
+                }
+            }
+            jops.push(JournalOp::Put { key, value });
+        }
+        self.commit_ops(None, jops)
     }
 
     pub(crate) fn commit_sets(&self, sets: &TxnSets) -> Result<u64> {
-        self.commit_ops(Some(sets), &sets.journal_ops())
+        self.commit_ops(Some(sets), sets.journal_ops())
     }
 
     fn apply_ops(
@@ -771,7 +801,7 @@ impl Store {
         node::parse_commit(arena.region(), offset).map_err(|d| arena.damaged(d))
     }
 
-    fn commit_ops(&self, sets: Option<&TxnSets>, jops: &[JournalOp]) -> Result<u64> {
+    fn commit_ops(&self, sets: Option<&TxnSets>, jops: Vec<JournalOp>) -> Result<u64> {
         let mut guard = lock(&self.state);
         let st = &mut *guard;
         if let Some(reason) = &st.failed {
@@ -802,20 +832,14 @@ impl Store {
             return Err(Error::TransactionTooLarge { bytes: journal_bytes, max: journal::MAX_RECORD_BYTES });
         }
         let time_ns = now_ns();
-        let start_cursor = st.arena.end();
+        let record = st.journal.is_some().then(|| journal::encode(st.head.version + 1, time_ns, &jops));
         let ops = prepare_ops(&st.arena, st.head.root, jops)?;
         let mut report = ApplyReport::default();
-        let head = match Self::apply_ops(&st.arena, st.head, &ops, time_ns, &mut report) {
-            Ok(head) => head,
-            Err(e) => {
-                // Nothing was published; the bytes written since start_cursor are
-                // unreachable and simply stay behind as garbage until compaction.
-                let _ = start_cursor;
-                return Err(e);
-            }
-        };
-        if let Some(journal) = st.journal.as_mut() {
-            if let Err(e) = journal.append(&journal::encode(head.version, time_ns, jops)) {
+        // On failure nothing is published; nodes already appended stay behind
+        // unreachable, as garbage for the next compaction.
+        let head = Self::apply_ops(&st.arena, st.head, &ops, time_ns, &mut report)?;
+        if let (Some(journal), Some(record)) = (st.journal.as_mut(), record) {
+            if let Err(e) = journal.append(&record) {
                 return Err(self.poison(st, e));
             }
         }
