@@ -14,17 +14,17 @@
 //! ```
 //!
 //! Leaves and internal nodes store the prefix their keys share once (its
-//! length in header bytes 12..14), then per key a 4-byte *hint*: the first
-//! four bytes after the prefix, big-endian, zero-padded. A search compares
-//! the prefix once, then binary-searches the contiguous hint array (one or
-//! two cache lines) and compares whole suffixes only among equal hints.
+//! length in header bytes 12..14), then per key an 8-byte *hint*: the first
+//! eight bytes after the prefix, big-endian, zero-padded. A search compares
+//! the prefix once, then binary-searches the contiguous hint array (a few
+//! cache lines) and compares whole suffixes only among equal hints.
 //!
-//! Leaf: `prefix`, pad to 4, `u32 hint[count]`, `u32 entry_offset[count]`,
+//! Leaf: `prefix`, pad to 8, `u64 hint[count]`, `u32 entry_offset[count]`,
 //! then entries, each `u16 suffix_len, u8 flags, u8 0, u32 value_len,
 //! [u64 blob offset if flags&1], suffix, [value if inline]`.
 //!
 //! Internal: `prefix`, pad to 8, `u64 child[count]`, `u64 keys_below[count]`,
-//! `u32 hint[count]`, `u32 key_offset[count]`, then key suffixes as
+//! `u64 hint[count]`, `u32 key_offset[count]`, then key suffixes as
 //! `u16 len, bytes`. `key[i]` is the smallest key under `child[i]`;
 //! `keys_below[i]` counts the keys in that subtree.
 //!
@@ -257,24 +257,24 @@ impl<'a> Key<'a> {
         }
     }
 
-    fn hint_from(&self, start: usize) -> u32 {
-        let mut bytes = [0u8; 4];
+    fn hint_from(&self, start: usize) -> u64 {
+        let mut bytes = [0u8; 8];
         for (i, b) in bytes.iter_mut().enumerate() {
             if start + i < self.len() {
                 *b = self.byte(start + i);
             }
         }
-        u32::from_be_bytes(bytes)
+        u64::from_be_bytes(bytes)
     }
 }
 
-/// The hint of a key suffix: its first four bytes, big-endian, zero-padded.
+/// The hint of a key suffix: its first eight bytes, big-endian, zero-padded.
 #[inline]
-pub fn hint_of(suffix: &[u8]) -> u32 {
-    let mut bytes = [0u8; 4];
-    let n = suffix.len().min(4);
+pub fn hint_of(suffix: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = suffix.len().min(8);
     bytes[..n].copy_from_slice(&suffix[..n]);
-    u32::from_be_bytes(bytes)
+    u64::from_be_bytes(bytes)
 }
 
 /// Lower bound of `q` among `count` keys that all start with `prefix`:
@@ -283,7 +283,7 @@ pub fn hint_of(suffix: &[u8]) -> u32 {
 fn lower_bound<'a>(
     count: usize,
     prefix: &[u8],
-    hint: impl Fn(usize) -> u32,
+    hint: impl Fn(usize) -> u64,
     suffix: impl Fn(usize) -> Parse<&'a [u8]>,
     q: &[u8],
 ) -> Parse<(usize, bool)> {
@@ -306,9 +306,14 @@ fn lower_bound<'a>(
             hi = mid;
         }
     }
-    let mut end = lo;
-    while end < count && hint(end) == h {
-        end += 1;
+    let (mut end, mut hi) = (lo, count);
+    while end < hi {
+        let mid = (end + hi) / 2;
+        if hint(mid) <= h {
+            end = mid + 1;
+        } else {
+            hi = mid;
+        }
     }
     // Among equal hints, compare whole suffixes.
     let (mut a, mut b) = (lo, end);
@@ -355,8 +360,8 @@ impl<'a> LeafView<'a> {
     pub fn from_node(node: &'a [u8], offset: u64) -> Parse<Self> {
         let count = count(node);
         let prefix = prefix_of(node, offset)?;
-        let hints = (HEADER_BYTES + prefix.len()).next_multiple_of(4);
-        let slots = hints + 4 * count;
+        let hints = (HEADER_BYTES + prefix.len()).next_multiple_of(8);
+        let slots = hints + 8 * count;
         if slots + 4 * count > node.len() {
             return Err(Damage::new(offset, "leaf arrays out of bounds"));
         }
@@ -368,9 +373,10 @@ impl<'a> LeafView<'a> {
     }
 
     #[inline]
-    fn hint(&self, i: usize) -> u32 {
-        let at = self.hints + 4 * i;
-        u32::from_le_bytes([self.node[at], self.node[at + 1], self.node[at + 2], self.node[at + 3]])
+    fn hint(&self, i: usize) -> u64 {
+        let at = self.hints + 8 * i;
+        let b = &self.node[at..at + 8];
+        u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
     }
 
     #[inline]
@@ -441,7 +447,7 @@ impl<'a> InternalView<'a> {
         let count = count(node);
         let prefix = prefix_of(node, offset)?;
         let children = (HEADER_BYTES + prefix.len()).next_multiple_of(8);
-        if count == 0 || children + 24 * count > node.len() {
+        if count == 0 || children + 28 * count > node.len() {
             return Err(Damage::new(offset, "internal node arrays out of bounds"));
         }
         Ok(InternalView { node, offset, count, prefix, children })
@@ -461,13 +467,13 @@ impl<'a> InternalView<'a> {
     }
 
     #[inline]
-    fn hint(&self, i: usize) -> u32 {
-        self.u32_in(self.children + 16 * self.count + 4 * i)
+    fn hint(&self, i: usize) -> u64 {
+        self.u64_in(self.children + 16 * self.count + 8 * i)
     }
 
     #[inline]
     fn suffix(&self, i: usize) -> Parse<&'a [u8]> {
-        let at = self.u32_in(self.children + 20 * self.count + 4 * i) as usize;
+        let at = self.u32_in(self.children + 24 * self.count + 4 * i) as usize;
         let node: &'a [u8] = self.node;
         let bad = || Damage::new(self.offset, format!("internal key {i} out of bounds"));
         let len = u16_at(node, at).ok_or_else(bad)? as usize;
@@ -557,7 +563,7 @@ pub struct EntryRef<'a> {
 impl EntryRef<'_> {
     /// Bytes this entry takes in a leaf before prefix compression.
     pub fn encoded_len(&self) -> usize {
-        4 + 4
+        8 + 4
             + 8
             + self.key.len()
             + self.value.stored_len()
@@ -572,7 +578,7 @@ pub fn build_leaf(entries: &[EntryRef<'_>], buf: &mut Vec<u8>) {
     write_header(buf, KIND_LEAF, n, prefix_len);
     entries[0].key.extend_from(0, buf);
     buf.truncate(HEADER_BYTES + prefix_len);
-    buf.resize(buf.len().next_multiple_of(4), 0);
+    buf.resize(buf.len().next_multiple_of(8), 0);
     for e in entries {
         buf.extend_from_slice(&e.key.hint_from(prefix_len).to_le_bytes());
     }
@@ -613,7 +619,7 @@ pub struct ChildRef<'a> {
 
 impl ChildRef<'_> {
     pub fn encoded_len(&self) -> usize {
-        8 + 8 + 4 + 4 + 2 + self.first_key.len()
+        8 + 8 + 8 + 4 + 2 + self.first_key.len()
     }
 }
 
