@@ -294,7 +294,8 @@ pub fn export(dir: &Path, path: &str, format: ExportFormat, at: Option<u64>) -> 
     match format {
         ExportFormat::Lines => {
             for item in snap.scan(path)? {
-                let (p, v) = item?;
+                let entry = item?;
+                let (p, v) = (entry.path(), entry.value());
                 let mut m = Map::new();
                 m.insert("path".to_string(), Value::String(p));
                 match std::str::from_utf8(v) {
@@ -309,7 +310,8 @@ pub fn export(dir: &Path, path: &str, format: ExportFormat, at: Option<u64>) -> 
             let mut root = TreeNode::default();
             let base_len = if path == "/" { 0 } else { path.len() };
             for item in snap.scan(path)? {
-                let (p, v) = item?;
+                let entry = item?;
+                let (p, v) = (entry.path(), entry.value());
                 let rel = &p[base_len..];
                 let mut node = &mut root;
                 for segment in rel.split('/').filter(|s| !s.is_empty()) {

@@ -76,7 +76,7 @@ fn after_a_reboot_readers_use_the_checkpoint_and_held_snapshots_stay_intact() {
     let held = early.snapshot().unwrap();
     assert_eq!(held.version(), published);
     let before: Vec<(String, Vec<u8>)> =
-        held.scan("/").unwrap().map(|r| r.map(|(p, v)| (p, v.to_vec())).unwrap()).collect();
+        held.scan("/").unwrap().map(|r| r.map(|e| (e.path(), e.value().to_vec())).unwrap()).collect();
 
     crash(store, dir.path());
     forget_boot(dir.path());
@@ -103,7 +103,7 @@ fn after_a_reboot_readers_use_the_checkpoint_and_held_snapshots_stay_intact() {
         txn.commit().unwrap();
     }
     let after: Vec<(String, Vec<u8>)> =
-        held.scan("/").unwrap().map(|r| r.map(|(p, v)| (p, v.to_vec())).unwrap()).collect();
+        held.scan("/").unwrap().map(|r| r.map(|e| (e.path(), e.value().to_vec())).unwrap()).collect();
     assert_eq!(after, before, "a held snapshot changed under its reader");
     assert_eq!(
         late.snapshot().unwrap().version(),

@@ -20,6 +20,10 @@
 //! assert!(snapshot.version() >= version);
 //! assert_eq!(snapshot.get("/local/domain/7/name")?, Some(&b"web-7"[..]));
 //! assert_eq!(snapshot.list("/local/domain")?, vec!["7".to_string()]);
+//! for entry in snapshot.scan("/local")? {
+//!     let entry = entry?;
+//!     println!("{} = {:?}", entry.path(), entry.value());
+//! }
 //! # Ok(()) }
 //! ```
 //!
@@ -46,7 +50,7 @@ mod txn;
 
 pub use error::{Error, Result};
 pub use readers::ReaderInfo;
-pub use snapshot::{Reader, Scan, Snapshot};
+pub use snapshot::{Entry, Reader, Scan, Snapshot};
 pub use store::{CompactReport, Durability, Options, Stat, Store};
 pub use txn::Transaction;
 

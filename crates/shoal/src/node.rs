@@ -228,18 +228,21 @@ impl<'a> Key<'a> {
     }
 
     /// Whether this key lies in the subtree rooted at `root` (itself included).
+    #[inline]
     pub fn in_subtree(&self, root: &[u8]) -> bool {
         if root.is_empty() {
             return true;
         }
-        if self.len() < root.len() {
+        let n = root.len();
+        if self.len() < n {
             return false;
         }
-        let matches = match self.cmp_bytes(root) {
-            Ordering::Equal => return true,
-            _ => (0..root.len()).all(|i| self.byte(i) == root[i]),
-        };
-        matches && self.byte(root.len()) == 0
+        // The first n bytes equal `root`, and the next is a separator (or the end).
+        let h = self.head.len().min(n);
+        if self.head[..h] != root[..h] || self.tail[..n - h] != root[h..] {
+            return false;
+        }
+        self.len() == n || self.byte(n) == 0
     }
 
     fn common_prefix_len(&self, other: &Key<'_>) -> usize {

@@ -185,8 +185,57 @@ pub struct Scan<'s> {
     prefix: Vec<u8>,
 }
 
+/// One node of a [`Scan`]: its value borrowed from the mapping, its path
+/// built only when asked for.
+#[derive(Clone, Copy)]
+pub struct Entry<'s> {
+    key: node::Key<'s>,
+    value: &'s [u8],
+}
+
+impl<'s> Entry<'s> {
+    /// The node's value, borrowed from the shared mapping.
+    pub fn value(&self) -> &'s [u8] {
+        self.value
+    }
+
+    /// The node's path (allocates; see [`Entry::write_path`]).
+    pub fn path(&self) -> String {
+        let mut out = String::with_capacity(self.key.len() + 1);
+        self.write_path(&mut out);
+        out
+    }
+
+    /// Appends the node's path to `out`, reusing its allocation.
+    pub fn write_path(&self, out: &mut String) {
+        fn push_swapped(out: &mut String, text: &str) {
+            for (i, part) in text.split('\0').enumerate() {
+                if i > 0 {
+                    out.push('/');
+                }
+                out.push_str(part);
+            }
+        }
+        out.push('/');
+        match (std::str::from_utf8(self.key.head), std::str::from_utf8(self.key.tail)) {
+            (Ok(head), Ok(tail)) => {
+                push_swapped(out, head);
+                push_swapped(out, tail);
+            }
+            // The node prefix may split a character; a damaged key shows lossily.
+            _ => push_swapped(out, &String::from_utf8_lossy(&self.key.to_vec())),
+        }
+    }
+}
+
+impl std::fmt::Debug for Entry<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry").field("path", &self.path()).field("len", &self.value.len()).finish()
+    }
+}
+
 impl<'s> Iterator for Scan<'s> {
-    type Item = Result<(String, &'s [u8])>;
+    type Item = Result<Entry<'s>>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let entry = match self.cursor.next_entry() {
@@ -199,7 +248,7 @@ impl<'s> Iterator for Scan<'s> {
         }
         Some(
             node::value_bytes(self.snapshot.region(), entry.value)
-                .map(|v| (path::path_of(&entry.key.to_vec()), v))
+                .map(|value| Entry { key: entry.key, value })
                 .map_err(|d| self.snapshot.damaged(d)),
         )
     }

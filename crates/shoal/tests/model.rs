@@ -103,7 +103,7 @@ fn options(durability: Durability) -> Options {
 
 fn assert_matches(snap: &Snapshot, model: &Model) {
     let scanned: Vec<(String, Vec<u8>)> =
-        snap.scan("/").unwrap().map(|r| r.map(|(p, v)| (p, v.to_vec())).unwrap()).collect();
+        snap.scan("/").unwrap().map(|r| r.map(|e| (e.path(), e.value().to_vec())).unwrap()).collect();
     // Path order is segment by segment: "/a/b" sorts before "/a b".
     let mut expected: Vec<(String, Vec<u8>)> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     expected.sort_by(|a, b| a.0.split('/').cmp(b.0.split('/')));

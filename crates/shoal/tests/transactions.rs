@@ -338,3 +338,36 @@ fn commits_go_on_while_compaction_copies() {
     drop(store);
     check(&Store::open_existing(dir.path()).unwrap());
 }
+
+#[test]
+fn scan_paths_survive_prefixes_that_split_a_character() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // 'è', 'é' and 'ü' share their first UTF-8 byte, so the leaf holding only
+    // these keys has a prefix that ends in the middle of a character.
+    let paths = ["/é/x", "/è/y", "/ü"];
+    let mut txn = store.begin();
+    for p in paths {
+        txn.put(p, p).unwrap();
+    }
+    txn.commit().unwrap();
+    let snap = store.snapshot();
+    let mut scanned = Vec::new();
+    let mut reused = String::new();
+    for entry in snap.scan("/").unwrap() {
+        let entry = entry.unwrap();
+        reused.clear();
+        entry.write_path(&mut reused);
+        assert_eq!(reused, entry.path());
+        scanned.push((entry.path(), entry.value().to_vec()));
+    }
+    let expected: Vec<(String, Vec<u8>)> = vec![
+        ("/è".into(), vec![]),
+        ("/è/y".into(), "/è/y".as_bytes().to_vec()),
+        ("/é".into(), vec![]),
+        ("/é/x".into(), "/é/x".as_bytes().to_vec()),
+        ("/ü".into(), "/ü".as_bytes().to_vec()),
+    ];
+    assert_eq!(scanned, expected);
+    assert_eq!(snap.list("/").unwrap(), vec!["è", "é", "ü"]);
+}

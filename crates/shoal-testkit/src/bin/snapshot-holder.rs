@@ -9,7 +9,7 @@
 use std::io::BufRead;
 
 fn contents(snap: &shoal::Snapshot) -> Vec<(String, Vec<u8>)> {
-    snap.scan("/").expect("scan").map(|r| r.map(|(p, v)| (p, v.to_vec())).expect("entry")).collect()
+    snap.scan("/").expect("scan").map(|r| r.map(|e| (e.path(), e.value().to_vec())).expect("entry")).collect()
 }
 
 fn main() {
