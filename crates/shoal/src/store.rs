@@ -19,8 +19,10 @@
 //! immutable), then, locked, copies the new nodes of versions committed
 //! meanwhile, syncs, checkpoints and publishes the new generation, and
 //! deletes old generation files once no live reader pins them. One
-//! compaction runs at a time; automatic ones run in the thread whose commit
-//! made them due, after that commit has succeeded.
+//! compaction runs at a time; automatic ones run on a background thread
+//! started by the commit that made them due (after that commit succeeded);
+//! a commit waits for it only when the arena has grown to twice the
+//! compaction threshold, so space stays bounded even if commits outrun it.
 //!
 //! Recovery on open starts from the control file's published version when
 //! it was written during this boot (a process crash leaves the page cache,
@@ -263,7 +265,21 @@ struct SyncState {
 
 /// The writer handle of a store. `Sync`: share it between threads; each
 /// thread may hold its own transactions.
+///
+/// Automatic compaction runs on a background thread of its own, started
+/// when a commit finds it due; dropping the store waits for it, then writes
+/// a checkpoint.
 pub struct Store {
+    shared: Arc<Shared>,
+}
+
+/// The writer's state, shared with the background compaction thread.
+pub(crate) struct Shared {
+    /// This value's own `Arc`, for starting the compaction thread.
+    me: std::sync::OnceLock<std::sync::Weak<Shared>>,
+    /// The running (or finished, not yet joined) compaction thread.
+    compactor: Mutex<Option<std::thread::JoinHandle<()>>>,
+    compaction_scheduled: std::sync::atomic::AtomicBool,
     dir: PathBuf,
     options: Options,
     state: Mutex<WriterState>,
@@ -413,8 +429,111 @@ fn prepare_ops(arena: &WriterArena, head_root: u64, jops: Vec<JournalOp>) -> Res
 impl Store {
     /// Opens (or creates) the store in `dir` as its single writer.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        let shared = Arc::new(Shared::open(dir.as_ref(), options)?);
+        let _ = shared.me.set(Arc::downgrade(&shared));
+        Ok(Store { shared })
+    }
+
+    /// Opens an existing store with the options it was last opened with
+    /// (recorded in its `settings` file).
+    pub fn open_existing(dir: impl AsRef<Path>) -> Result<Store> {
+        let dir = dir.as_ref();
+        Store::open(dir, crate::settings::load(dir)?)
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.shared.options
+    }
+
+    /// A snapshot of the newest committed version. With durability `sync`,
+    /// waits until that version is durable (other processes' readers only
+    /// ever see durable versions; so does this).
+    pub fn snapshot(&self) -> Snapshot {
+        self.shared.snapshot()
+    }
+
+    /// The newest committed version.
+    pub fn version(&self) -> u64 {
+        self.shared.version()
+    }
+
+    /// A retained older version.
+    pub fn snapshot_at(&self, version: u64) -> Result<Snapshot> {
+        self.shared.snapshot().at_version(version)
+    }
+
+    /// Begins a transaction at the newest committed version.
+    pub fn begin(&self) -> Transaction<'_> {
+        self.shared.begin()
+    }
+
+    /// Writes many values as one new version: the fast path for loading.
+    /// Missing ancestors are created with empty values; a later duplicate
+    /// path wins. Loading nothing makes no new version.
+    pub fn bulk_load<P: AsRef<str>, V: AsRef<[u8]>>(&self, items: impl IntoIterator<Item = (P, V)>) -> Result<u64> {
+        self.shared.bulk_load(items)
+    }
+
+    /// Writes a checkpoint: everything committed so far survives a power loss
+    /// without the journal.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.shared.checkpoint()
+    }
+
+    /// Copies the retained versions into a new arena generation and switches
+    /// to it. Commits go on while the bulk is copied; they stop only for the
+    /// catch-up with versions committed meanwhile and the switch. Snapshots
+    /// of older generations stay valid; an old file is deleted once no live
+    /// reader pins it.
+    pub fn compact(&self) -> Result<CompactReport> {
+        self.shared.compact()
+    }
+
+    /// Deletes old generation files whose readers have gone (also done
+    /// automatically every 1024 commits and at each compaction); returns the
+    /// generations still pinned.
+    pub fn reclaim(&self) -> Vec<u64> {
+        self.shared.reclaim()
+    }
+
+    /// Live readers of this store.
+    pub fn readers(&self) -> Result<Vec<ReaderInfo>> {
+        self.shared.table.live()
+    }
+
+    /// Figures about the store.
+    pub fn stat(&self) -> Result<Stat> {
+        self.shared.stat()
+    }
+
+    /// Checks the checksum of every node the retained versions reach.
+    pub fn verify(&self) -> Result<()> {
+        self.shared.verify()
+    }
+
+    /// Waits for a background compaction, if one is running.
+    pub fn wait_for_compaction(&self) {
+        self.shared.join_compactor();
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // The compaction thread holds the other reference; once it is done,
+        // dropping `shared` checkpoints (see `Shared`'s Drop).
+        self.shared.join_compactor();
+    }
+}
+
+impl Shared {
+    fn open(dir: &Path, options: Options) -> Result<Shared> {
         options.validate()?;
-        let dir = dir.as_ref().to_path_buf();
+        let dir = dir.to_path_buf();
         let initializing = dir.join(INIT_MARKER);
         let exists = dir.join(crate::meta::FILE_NAME).exists() && !initializing.exists();
         if !exists && !initializing.exists() && dir.exists() && !list_generations(&dir)?.is_empty() {
@@ -497,7 +616,10 @@ impl Store {
         for g in generations.iter().copied().filter(|&g| g > current_generation) {
             let _ = std::fs::remove_file(dir.join(arena::file_name(g)));
         }
-        let store = Store {
+        let store = Shared {
+            me: std::sync::OnceLock::new(),
+            compactor: Mutex::new(None),
+            compaction_scheduled: std::sync::atomic::AtomicBool::new(false),
             dir,
             options,
             state: Mutex::new(WriterState {
@@ -672,22 +794,6 @@ impl Store {
         Ok((arena, head, published_at.map(|(_, _, v)| v), live))
     }
 
-    /// Opens an existing store with the options it was last opened with
-    /// (recorded in its `settings` file).
-    pub fn open_existing(dir: impl AsRef<Path>) -> Result<Store> {
-        let dir = dir.as_ref();
-        Store::open(dir, crate::settings::load(dir)?)
-    }
-
-    /// The store directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    pub fn options(&self) -> &Options {
-        &self.options
-    }
-
     pub(crate) fn check_value(&self, path: &str, value: &[u8]) -> Result<()> {
         if value.len() > self.options.max_value_bytes {
             return Err(Error::ValueTooLarge {
@@ -718,11 +824,6 @@ impl Store {
     /// The newest committed version.
     pub fn version(&self) -> u64 {
         lock(&self.state).head.version
-    }
-
-    /// A retained older version.
-    pub fn snapshot_at(&self, version: u64) -> Result<Snapshot> {
-        self.snapshot().at_version(version)
     }
 
     /// Begins a transaction at the newest committed version.
@@ -861,18 +962,19 @@ impl Store {
             lock(&self.sync).written = (head.version, generation, head.offset);
         }
         let compaction_due = self.maintain(st);
+        let arena_end = st.arena.end();
+        let compaction_threshold = self.compaction_threshold(st);
         drop(guard);
         if self.options.durability == Durability::Sync {
             self.wait_durable(head.version)?;
         }
         if compaction_due {
-            // This committer pays for the copy; other commits go on meanwhile.
-            // The commit itself has succeeded whatever happens here.
-            if let Ok(_running) = self.compaction.try_lock() {
-                if let Err(e) = self.compact_unlocked() {
-                    tracing::warn!(error = %e, "automatic compaction failed");
-                }
-            }
+            self.schedule_compaction();
+        }
+        if arena_end > compaction_threshold.saturating_mul(2) {
+            // Commits are outrunning the background compaction: wait for it,
+            // so the arena stays within a constant factor of the live data.
+            self.join_compactor();
         }
         Ok(head.version)
     }
@@ -892,9 +994,15 @@ impl Store {
         if !st.old_generations.is_empty() && st.commits_since_reclaim >= 1024 {
             self.reclaim_generations(st);
         }
-        self.options.auto_compact
-            && st.arena.end() > self.options.compact_min_bytes
-            && st.arena.end() > st.live_bytes.saturating_mul(self.options.compact_factor)
+        self.options.auto_compact && st.arena.end() > self.compaction_threshold(st)
+    }
+
+    /// The arena size beyond which a compaction is due (`u64::MAX`: never).
+    fn compaction_threshold(&self, st: &WriterState) -> u64 {
+        if !self.options.auto_compact {
+            return u64::MAX;
+        }
+        self.options.compact_min_bytes.max(st.live_bytes.saturating_mul(self.options.compact_factor))
     }
 
     /// Group commit: waits until `version`'s journal record is durable and
@@ -1000,6 +1108,46 @@ impl Store {
     pub fn compact(&self) -> Result<CompactReport> {
         let _running = lock(&self.compaction);
         self.compact_unlocked()
+    }
+
+    /// Starts a background compaction unless one is scheduled or running.
+    /// The commit that found it due has succeeded whatever happens there.
+    fn schedule_compaction(&self) {
+        use std::sync::atomic::Ordering::AcqRel;
+        if self.compaction_scheduled.swap(true, AcqRel) {
+            return;
+        }
+        let Some(me) = self.me.get().and_then(std::sync::Weak::upgrade) else {
+            self.compaction_scheduled.store(false, std::sync::atomic::Ordering::Release);
+            return;
+        };
+        let mut slot = lock(&self.compactor);
+        if let Some(finished) = slot.take() {
+            let _ = finished.join();
+        }
+        let spawned = std::thread::Builder::new().name("shoal-compact".into()).spawn(move || {
+            {
+                let _running = lock(&me.compaction);
+                if let Err(e) = me.compact_unlocked() {
+                    tracing::warn!(error = %e, "automatic compaction failed");
+                }
+            }
+            me.compaction_scheduled.store(false, std::sync::atomic::Ordering::Release);
+        });
+        match spawned {
+            Ok(handle) => *slot = Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the compaction thread");
+                self.compaction_scheduled.store(false, std::sync::atomic::Ordering::Release);
+            }
+        }
+    }
+
+    fn join_compactor(&self) {
+        let handle = lock(&self.compactor).take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
     }
 
     /// The body of [`Store::compact`]; the caller holds `self.compaction`.
@@ -1149,11 +1297,6 @@ impl Store {
         st.old_generations.clone()
     }
 
-    /// Live readers of this store.
-    pub fn readers(&self) -> Result<Vec<ReaderInfo>> {
-        self.table.live()
-    }
-
     /// Figures about the store.
     pub fn stat(&self) -> Result<Stat> {
         let st = lock(&self.state);
@@ -1185,7 +1328,7 @@ impl Store {
     }
 }
 
-impl Drop for Store {
+impl Drop for Shared {
     fn drop(&mut self) {
         let mut st = lock(&self.state);
         if st.failed.is_none() {

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::journal::JournalOp;
 use crate::path;
 use crate::snapshot::Snapshot;
-use crate::store::Store;
+use crate::store::Shared;
 
 /// A buffered change to one node.
 #[derive(Clone, Debug, Default)]
@@ -61,13 +61,13 @@ impl TxnSets {
 
 /// An open transaction. See the module docs.
 pub struct Transaction<'s> {
-    store: &'s Store,
+    store: &'s Shared,
     base: Snapshot,
     sets: TxnSets,
 }
 
 impl<'s> Transaction<'s> {
-    pub(crate) fn new(store: &'s Store, base: Snapshot) -> Self {
+    pub(crate) fn new(store: &'s Shared, base: Snapshot) -> Self {
         let sets = TxnSets {
             base_version: base.version(),
             reads: HashSet::new(),

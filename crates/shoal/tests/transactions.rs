@@ -249,6 +249,8 @@ fn arena_stays_within_a_constant_factor_of_live_data_under_steady_updates() {
             txn.put(&format!("/k/{}/{k}", k % 200), vec![b'b' + (round % 20) as u8; 40]).unwrap();
             txn.commit().unwrap();
         }
+        // Compaction runs in the background; let the one in flight finish.
+        store.wait_for_compaction();
         let stat = store.stat().unwrap();
         generations.insert(stat.generation);
         let bound = 3 * stat.live_bytes + (1 << 20);
