@@ -60,7 +60,9 @@ impl Control {
     fn word(&self, offset: u64) -> &AtomicU64 {
         // SAFETY: every offset used here is 8-aligned and below LEN, the file is
         // LEN bytes long (created so, never truncated), and these words are only
-        // accessed atomically by every process.
+        // accessed atomically by every process; a reader's mapping is read-only
+        // and reader code only ever does Relaxed loads on it (`current_word_if_boot`,
+        // `current_untrusted`), stores happen only through the writer's mapping.
         unsafe { self.map.atomic_u64(offset) }
     }
 

@@ -67,8 +67,10 @@ impl Mapping {
     ///
     /// # Safety
     /// `offset` is 8-aligned, `offset + 8 <= len` and inside the file, and the
-    /// word is only ever accessed atomically by every process. A read-only
-    /// mapping may only be loaded from.
+    /// word is only ever accessed atomically by every process. On a read-only
+    /// mapping the word may only be read with `Relaxed` loads (the one atomic
+    /// access std defines on read-only memory for 8-byte atomics on x86_64 and
+    /// aarch64); ordering then comes from fences.
     pub unsafe fn atomic_u64(&self, offset: u64) -> &AtomicU64 {
         debug_assert!(offset % 8 == 0 && offset + 8 <= self.len());
         // SAFETY: aligned, in bounds, and accessed only atomically (caller); the
