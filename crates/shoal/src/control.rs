@@ -34,6 +34,8 @@ const OFF_CURRENT: u64 = 8;
 const OFF_WRITER_PID: u64 = 16;
 const OFF_WRITER_START: u64 = 24;
 const OFF_BOOT_ID: u64 = 32; // two words
+/// A 32-bit futex word bumped after every publication.
+const OFF_WAKE: u64 = 48;
 
 const OFFSET_BITS: u32 = 40;
 
@@ -133,12 +135,43 @@ impl Control {
     }
 
     /// Publishes a commit record. Sync point: every node the record reaches
-    /// was written before this `Release` store.
+    /// was written before this `Release` store. Then wakes every waiting
+    /// reader (one futex wake; waiters recheck the published word).
     pub fn publish(&self, generation: u64, offset: u64) {
         self.word(OFF_CURRENT).store(pack(generation, offset), Ordering::Release);
         // Sync point for the reader-table protocol: the new word is ordered
         // before the writer's later scan of reader pins (see `readers`).
         fence(Ordering::SeqCst);
+        let wake = self.wake_word();
+        wake.fetch_add(1, Ordering::Release);
+        if let Err(e) = sys::futex_wake_all(wake) {
+            tracing::warn!(error = %e, "futex wake failed; waiting readers will see the version at their timeout");
+        }
+    }
+
+    fn wake_word(&self) -> &std::sync::atomic::AtomicU32 {
+        // SAFETY: OFF_WAKE is 4-aligned and below LEN, the file is LEN bytes
+        // long; the word is only accessed atomically: stores (fetch_add)
+        // through the writer's mapping, Relaxed loads and futex waits (which
+        // only read) through readers' mappings.
+        unsafe { self.map.atomic_u32(OFF_WAKE) }
+    }
+
+    /// The wake-up counter, read before checking for a new version.
+    pub fn wake_sequence(&self) -> u32 {
+        let seq = self.wake_word().load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        seq
+    }
+
+    /// Sleeps until the wake-up counter moves past `seq`, or `timeout`.
+    pub fn wait_past(&self, seq: u32, timeout: std::time::Duration) -> Result<()> {
+        sys::futex_wait(self.wake_word(), seq, timeout).at(&self.path)
+    }
+
+    /// The writer that last claimed the store: (pid, start time).
+    pub fn writer(&self) -> (u32, u64) {
+        (self.word(OFF_WRITER_PID).load(Ordering::Relaxed) as u32, self.word(OFF_WRITER_START).load(Ordering::Relaxed))
     }
 }
 

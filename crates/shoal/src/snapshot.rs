@@ -400,6 +400,36 @@ impl Reader {
         self.snapshot()?.at_version(version)
     }
 
+    /// Waits until a version newer than `after` is published and returns a
+    /// snapshot of it, or `None` once `timeout` has passed. The writer wakes
+    /// waiters with a futex on the shared control file, so this sleeps
+    /// without polling. Use a bounded timeout and [`Reader::writer_alive`]
+    /// to notice a writer that has gone away.
+    pub fn wait_for_version(&self, after: u64, timeout: std::time::Duration) -> Result<Option<Snapshot>> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            // Read the counter before looking, so a publication in between
+            // makes the wait below return at once.
+            let seq = self.control.wake_sequence();
+            let snapshot = self.snapshot()?;
+            if snapshot.version() > after {
+                return Ok(Some(snapshot));
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            self.control.wait_past(seq, deadline - now)?;
+        }
+    }
+
+    /// Whether the process that last opened the store as its writer is still
+    /// running (pid and start time, as the reader table checks readers).
+    pub fn writer_alive(&self) -> bool {
+        let (pid, start) = self.control.writer();
+        pid != 0 && crate::sys::process_alive(pid, start)
+    }
+
     /// The live readers of the store (this one included).
     pub fn readers(&self) -> Result<Vec<crate::ReaderInfo>> {
         self.table.live()

@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -77,6 +77,40 @@ impl Mapping {
         // mapping outlives the reference.
         unsafe { AtomicU64::from_ptr(self.raw.as_mut_ptr().add(offset as usize).cast::<u64>()) }
     }
+}
+
+impl Mapping {
+    /// A 32-bit atomic word inside the mapping (a futex word).
+    ///
+    /// # Safety
+    /// As [`Mapping::atomic_u64`], with `offset` 4-aligned.
+    pub unsafe fn atomic_u32(&self, offset: u64) -> &AtomicU32 {
+        debug_assert!(offset % 4 == 0 && offset + 4 <= self.len());
+        // SAFETY: aligned, in bounds, and accessed only atomically (caller); the
+        // mapping outlives the reference.
+        unsafe { AtomicU32::from_ptr(self.raw.as_mut_ptr().add(offset as usize).cast::<u32>()) }
+    }
+}
+
+/// Sleeps while `word` holds `expected`, for at most `timeout`. A shared
+/// (not process-private) futex, so a word in a shared file mapping wakes
+/// waiters in every process; waiting only reads the word, so a read-only
+/// mapping will do. Returns early on a wake-up, a change, a signal or the timeout.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: std::time::Duration) -> std::io::Result<()> {
+    use rustix::thread::futex;
+    let timeout =
+        futex::Timespec { tv_sec: timeout.as_secs().min(i64::MAX as u64) as _, tv_nsec: timeout.subsec_nanos() as _ };
+    match futex::wait(word, futex::Flags::empty(), expected, Some(&timeout)) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::AGAIN | rustix::io::Errno::TIMEDOUT | rustix::io::Errno::INTR) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Wakes every process waiting on `word`.
+pub fn futex_wake_all(word: &AtomicU32) -> std::io::Result<()> {
+    use rustix::thread::futex;
+    futex::wake(word, futex::Flags::empty(), i32::MAX as u32).map(|_| ()).map_err(Into::into)
 }
 
 fn to_usize(len: u64) -> std::io::Result<usize> {

@@ -111,7 +111,7 @@ impl Engine for ShoalEngine {
     }
 
     fn propagation_method(&self) -> &'static str {
-        "polling reader (shoal has no wait API yet): a loop of Reader::snapshot() until version() changes"
+        "waiting reader: Reader::wait_for_version sleeps on a futex in the shared control file until the writer publishes"
     }
 }
 
@@ -210,10 +210,11 @@ impl ReadSession for ShoalReader {
         let mut last = self.reader.snapshot()?.version();
         ready();
         while !stop.load(Ordering::Relaxed) {
-            let version = self.reader.snapshot()?.version();
-            if version != last {
-                seen(version);
-                last = version;
+            // Sleeps on the control file's futex until the writer publishes;
+            // the timeout only bounds how long a stop request can go unseen.
+            if let Some(snap) = self.reader.wait_for_version(last, Duration::from_millis(50))? {
+                last = snap.version();
+                seen(last);
             }
         }
         Ok(())
