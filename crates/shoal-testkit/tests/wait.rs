@@ -29,8 +29,10 @@ fn a_waiting_reader_process_is_woken_by_the_writers_commits() {
     assert_eq!(field(report, "timeouts"), Some(0), "{report}");
     assert_eq!(field(report, "backwards"), Some(0), "{report}");
     assert_eq!(field(report, "last"), Some(stop), "{report}");
-    // Commits 2 ms apart: the waiter sleeps between them and wakes for most.
-    assert!(field(report, "wakes").unwrap() >= 100, "{report}");
+    // Commits 2 ms apart: the waiter sleeps between them and is woken again
+    // and again (never by its 10 s timeout); a busy machine may let a few
+    // commits land during one wake-up, so only a floor is checked.
+    assert!(field(report, "wakes").unwrap() >= 20, "{report}");
 }
 
 #[test]
