@@ -214,10 +214,10 @@ impl WriterArena {
 
     /// Everything flushed so far; immutable from now on.
     pub fn region(&self) -> &[u8] {
-        // SAFETY: `flushed` only grows after a successful write of the bytes
-        // below it, so it never exceeds the file length (files never shrink)
-        // nor the mapping (`append` checks the reservation); those bytes are
-        // never written again (module invariant 1): writes go above them.
+        // `flushed` only grows after a successful write of the bytes below it,
+        // and `append` keeps it within the reservation.
+        // SAFETY: [0, flushed) is inside the mapping and the file (files never
+        // shrink) and is never written again (module invariant 1).
         unsafe { self.mapped.map.immutable_prefix(self.flushed.get()) }
     }
 

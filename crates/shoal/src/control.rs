@@ -60,11 +60,10 @@ pub struct Control {
 
 impl Control {
     fn word(&self, offset: u64) -> &AtomicU64 {
-        // SAFETY: every offset used here is 8-aligned and below LEN, the file is
-        // LEN bytes long (created so, never truncated), and these words are only
-        // accessed atomically by every process; a reader's mapping is read-only
-        // and reader code only ever does Relaxed loads on it (`current_word_if_boot`,
-        // `current_untrusted`), stores happen only through the writer's mapping.
+        // Readers' mappings are read-only and reader code only does Relaxed
+        // loads on them (`current_word_if_boot`, `current_untrusted`, `writer`).
+        // SAFETY: offsets are 8-aligned and below LEN (the file's fixed length);
+        // the words are only accessed atomically, stores only by the writer.
         unsafe { self.map.atomic_u64(offset) }
     }
 
@@ -150,10 +149,9 @@ impl Control {
     }
 
     fn wake_word(&self) -> &std::sync::atomic::AtomicU32 {
-        // SAFETY: OFF_WAKE is 4-aligned and below LEN, the file is LEN bytes
-        // long; the word is only accessed atomically: stores (fetch_add)
-        // through the writer's mapping, Relaxed loads and futex waits (which
-        // only read) through readers' mappings.
+        // Readers only load it (Relaxed) and futex-wait on it, which only reads.
+        // SAFETY: OFF_WAKE is 4-aligned and below LEN (the file's fixed length);
+        // the word is only accessed atomically, stores only by the writer.
         unsafe { self.map.atomic_u32(OFF_WAKE) }
     }
 

@@ -14,7 +14,6 @@ use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, RoTxn, WithTl
 
 use super::{Committer, Durability, Engine, MemoryOwner, ReadSession, Reopen};
 use crate::dataset::{Dataset, Spec};
-use crate::worker;
 use crate::Result;
 
 type Db<'a> = Database<'a, Bytes, Bytes>;
@@ -179,17 +178,11 @@ impl Engine for LmdbEngine {
 
     fn reopen(&mut self, mode: Reopen, key: &str) -> Result<Duration> {
         let durability = self.durability;
-        if mode == Reopen::Owner {
-            self.close()?;
-        }
-        let result = worker::reopen(self.name(), &self.location(), mode, key);
-        self.open(durability)?;
-        result
+        super::reopen_in_worker(self, durability, mode, key)
     }
 
     fn memory_owner(&mut self) -> Result<MemoryOwner> {
-        self.close()?;
-        Ok(MemoryOwner::Worker(worker::memory_job(self.name(), &self.location(), true)))
+        super::memory_owner_in_worker(self)
     }
 
     fn propagation_method(&self) -> &'static str {

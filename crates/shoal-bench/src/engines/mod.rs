@@ -114,6 +114,24 @@ pub trait ReadSession {
     fn watch(&mut self, ready: &mut dyn FnMut(), stop: &AtomicBool, seen: &mut dyn FnMut(u64)) -> Result<()>;
 }
 
+/// [`Engine::reopen`] for engines whose store a process opens from its files
+/// (shoal, LMDB): release the writer for an owner reopen, measure in a
+/// worker process, then reopen as before.
+fn reopen_in_worker(engine: &mut dyn Engine, durability: Durability, mode: Reopen, key: &str) -> Result<Duration> {
+    if mode == Reopen::Owner {
+        engine.close()?;
+    }
+    let result = crate::worker::reopen(engine.name(), &engine.location(), mode, key);
+    engine.open(durability)?;
+    result
+}
+
+/// [`Engine::memory_owner`] for the same engines: a worker process becomes the owner.
+fn memory_owner_in_worker(engine: &mut dyn Engine) -> Result<MemoryOwner> {
+    engine.close()?;
+    Ok(MemoryOwner::Worker(crate::worker::memory_job(engine.name(), &engine.location(), true)))
+}
+
 /// Creates the writer side of `name`, with its stores under `root`.
 pub fn engine(name: &str, root: &Path, spec: &Spec) -> Result<Box<dyn Engine>> {
     match name {
