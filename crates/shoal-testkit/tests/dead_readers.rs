@@ -1,6 +1,7 @@
 //! A reader process pinned to an old generation keeps that generation's file
 //! alive through compaction; once the reader is SIGKILLed its slot is
-//! reclaimed without anyone asking, and the file is deleted.
+//! reclaimed without anyone asking, and the file is freed (recycled by the
+//! next compaction).
 
 use shoal::{Durability, Options, Reader, Store};
 use shoal_testkit::{field, ChildProcess};
@@ -32,7 +33,11 @@ fn killed_reader_slot_is_reclaimed_and_its_generation_freed() {
     // The kernel released the slot's lock; nobody else had to do anything.
     assert!(store.readers().unwrap().iter().all(|r| r.pid != pid), "dead reader still listed");
     assert!(store.reclaim().is_empty());
-    assert!(!old_file.exists(), "the dead reader's generation was not freed");
+    // Freed: kept only as the spare the next compaction writes into.
+    assert_eq!(store.stat().unwrap().spare_generation, Some(pinned_generation));
+    let report = store.compact().unwrap();
+    assert!(!old_file.exists(), "the dead reader's generation was not recycled");
+    assert!(dir.path().join(shoal::internals::arena_file_name(report.to_generation)).exists());
 
     // The slot is usable again.
     let again = Reader::open(dir.path()).unwrap();

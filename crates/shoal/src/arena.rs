@@ -175,6 +175,26 @@ impl WriterArena {
         Self::map(path, file, generation, reserve, HEADER_PAGE)
     }
 
+    /// Turns the file of retired generation `spare` into the new, empty
+    /// generation `generation`. Its old bytes stay in the file above the
+    /// cursor; nothing reads past a published end, and appends overwrite them.
+    /// The caller guarantees that nothing maps `spare` any more.
+    pub fn recycle(dir: &Path, spare: u64, generation: u64, reserve: u64) -> Result<WriterArena> {
+        let from = dir.join(file_name(spare));
+        let path = dir.join(file_name(generation));
+        // Renamed before its header changes: a crash in between leaves a
+        // generation above the published one, which recovery deletes.
+        std::fs::rename(&from, &path).at(&from)?;
+        let file = File::options().read(true).write(true).open(&path).at(&path)?;
+        let header = header_bytes(generation, reserve);
+        use std::os::unix::fs::FileExt;
+        if file.metadata().at(&path)?.len() < HEADER_PAGE {
+            file.set_len(HEADER_PAGE).at(&path)?;
+        }
+        file.write_all_at(&header, 0).at(&path)?;
+        Self::map(path, file, generation, reserve, HEADER_PAGE)
+    }
+
     /// Opens an existing generation for appending at `cursor`.
     pub fn open(dir: &Path, generation: u64, cursor: u64) -> Result<WriterArena> {
         let path = dir.join(file_name(generation));
@@ -206,6 +226,11 @@ impl WriterArena {
     /// Where the next node goes: the logical end of the arena.
     pub fn end(&self) -> u64 {
         self.flushed.get() + self.pending.borrow().len() as u64
+    }
+
+    /// Bytes appended but not yet flushed.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.borrow().len()
     }
 
     pub fn file_len(&self) -> u64 {

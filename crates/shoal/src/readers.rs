@@ -7,17 +7,20 @@
 //! slot also records the owner's pid and start time, a second opinion
 //! against a lock kept alive by a forked child whose parent died.
 //!
-//! A slot's `pin_generation` says: this handle may still read arena
-//! generations `>= pin`. The writer deletes an old generation file only when
-//! no live slot pins it. Pin protocol (as LMDB's reader table): the reader
+//! A slot's `pin_generation` says: this handle, or a snapshot taken from
+//! it, may still read arena generations `>= pin`. A slot stays claimed until
+//! its handle and all those snapshots are dropped (`snapshot::ReaderLease`);
+//! the writer's process holds one too, for its own snapshots. The writer
+//! frees an old generation file (deletes it, or keeps it as the spare that
+//! the next compaction rewrites) only when no live slot pins it. Pin protocol (as LMDB's reader table): the reader
 //! stores its pin, issues a SeqCst fence, then re-loads the control word; if
 //! the generation changed it pins again. The writer publishes a new
 //! generation, issues a SeqCst fence, then scans the pins. SeqCst fences are
 //! totally ordered: if the reader's fence comes first, the writer's scan
 //! sees the pin; if the writer's comes first, the reader's re-load sees the
 //! new generation. Either way a generation a reader is about to open is
-//! never deleted under it. (Even so, deletion can never fault a reader: an
-//! unlinked file stays mapped for as long as any mapping of it lives.)
+//! never freed under it. This matters because a freed file is recycled:
+//! its bytes are rewritten in place for a newer generation.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

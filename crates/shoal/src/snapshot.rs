@@ -9,9 +9,14 @@
 //!
 //! Reader safety (invariant 3): a snapshot holds an `Arc` of its generation's
 //! mapping, and only reads bytes below its version's high-water mark, which
-//! the writer never rewrites and never truncates. Neither a commit, nor a
-//! compaction (which unlinks old generation files but cannot unmap them),
-//! nor the writer's death can change or remove those bytes.
+//! the writer never rewrites and never truncates while the generation is
+//! pinned. A snapshot taken from a [`Reader`] also holds the reader's slot
+//! lease, so the slot, and the pin on the snapshot's generation in it,
+//! outlive the `Reader` for as long as the snapshot does: the writer
+//! recycles an old generation's file for a new generation only once no slot
+//! pins it and no snapshot of the writer's own process holds it (see
+//! `Store` compaction). Neither a commit, nor a compaction, nor the writer's
+//! death can change or remove the bytes a snapshot reads.
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
@@ -30,6 +35,31 @@ use crate::tree;
 pub struct Snapshot {
     generation: Arc<MappedGeneration>,
     commit: Commit,
+    /// The reader slot that pins `generation`.
+    lease: Arc<ReaderLease>,
+}
+
+/// A slot in the reader table, released when its holder (a [`Reader`], or
+/// the writer's `Store`) and every snapshot taken from it are gone. It owns
+/// its own open of the table: the slot's lock belongs to that open file
+/// description, so other opens (the writer's scan) see it as held.
+pub(crate) struct ReaderLease {
+    pub(crate) table: ReaderTable,
+    pub(crate) slot: u64,
+}
+
+impl ReaderLease {
+    pub(crate) fn claim(dir: &Path) -> Result<Arc<ReaderLease>> {
+        let table = ReaderTable::open(dir)?;
+        let slot = table.claim()?;
+        Ok(Arc::new(ReaderLease { table, slot }))
+    }
+}
+
+impl Drop for ReaderLease {
+    fn drop(&mut self) {
+        self.table.release(self.slot);
+    }
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -43,14 +73,14 @@ impl std::fmt::Debug for Snapshot {
 
 impl Snapshot {
     /// Opens the version whose commit record is at `offset`, verifying the record.
-    pub(crate) fn open(generation: Arc<MappedGeneration>, offset: u64) -> Result<Snapshot> {
+    fn open(generation: Arc<MappedGeneration>, offset: u64, lease: Arc<ReaderLease>) -> Result<Snapshot> {
         let region = generation.region(offset + COMMIT_BYTES as u64)?;
         let commit = node::parse_commit(region, offset).map_err(|d| d.into_error(&generation.path))?;
-        Ok(Snapshot { generation, commit })
+        Ok(Snapshot { generation, commit, lease })
     }
 
-    pub(crate) fn from_parts(generation: Arc<MappedGeneration>, commit: Commit) -> Snapshot {
-        Snapshot { generation, commit }
+    pub(crate) fn from_parts(generation: Arc<MappedGeneration>, commit: Commit, lease: &Arc<ReaderLease>) -> Snapshot {
+        Snapshot { generation, commit, lease: lease.clone() }
     }
 
     /// The readable arena prefix of this version.
@@ -146,7 +176,7 @@ impl Snapshot {
         if self.commit.prev == 0 {
             return Ok(None);
         }
-        Snapshot::open(self.generation.clone(), self.commit.prev).map(Some)
+        Snapshot::open(self.generation.clone(), self.commit.prev, self.lease.clone()).map(Some)
     }
 
     /// An older retained version, walking back from this one.
@@ -262,8 +292,7 @@ impl<'s> Iterator for Scan<'s> {
 pub struct Reader {
     dir: PathBuf,
     control: Control,
-    table: ReaderTable,
-    slot: u64,
+    lease: Arc<ReaderLease>,
     /// The newest generation this handle has mapped.
     current: RefCell<Option<Arc<MappedGeneration>>>,
     /// Older generations that snapshots may still hold.
@@ -286,13 +315,11 @@ impl Reader {
             return Err(Error::NotFound(dir));
         }
         let control = Control::open_reader(&dir)?;
-        let table = ReaderTable::open(&dir)?;
-        let slot = table.claim()?;
+        let lease = ReaderLease::claim(&dir)?;
         Ok(Reader {
             dir,
             control,
-            table,
-            slot,
+            lease,
             current: RefCell::new(None),
             older: RefCell::new(Vec::new()),
             last: RefCell::new(None),
@@ -339,14 +366,14 @@ impl Reader {
             };
             let cached = *self.last.borrow();
             let snapshot = match cached {
-                Some((w, commit)) if w == word => Snapshot::from_parts(mapped, commit),
+                Some((w, commit)) if w == word => Snapshot::from_parts(mapped, commit, &self.lease),
                 _ => {
-                    let snap = Snapshot::open(mapped, offset)?;
+                    let snap = Snapshot::open(mapped, offset, self.lease.clone())?;
                     *self.last.borrow_mut() = Some((word, snap.commit()));
                     snap
                 }
             };
-            self.table.note_version(self.slot, snapshot.version());
+            self.lease.table.note_version(self.lease.slot, snapshot.version());
             self.release_unused_generations();
             return Ok(snapshot);
         }
@@ -364,7 +391,7 @@ impl Reader {
             0 => generation,
             held => held.min(generation),
         };
-        self.table.pin(self.slot, pin);
+        self.lease.table.pin(self.lease.slot, pin);
         self.pinned.set(pin);
         if control::unpack(self.published_word()?).0 != generation {
             return Ok(None);
@@ -390,7 +417,7 @@ impl Reader {
         let current = self.current.borrow().as_ref().map_or(0, |m| m.generation);
         let pin = older.iter().map(|m| m.generation).min().unwrap_or(current);
         if pin != self.pinned.get() {
-            self.table.pin(self.slot, pin);
+            self.lease.table.pin(self.lease.slot, pin);
             self.pinned.set(pin);
         }
     }
@@ -432,17 +459,11 @@ impl Reader {
 
     /// The live readers of the store (this one included).
     pub fn readers(&self) -> Result<Vec<crate::ReaderInfo>> {
-        self.table.live()
+        self.lease.table.live()
     }
 
     /// This handle's slot in the reader table.
     pub fn slot(&self) -> u64 {
-        self.slot
-    }
-}
-
-impl Drop for Reader {
-    fn drop(&mut self) {
-        self.table.release(self.slot);
+        self.lease.slot
     }
 }

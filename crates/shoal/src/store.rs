@@ -56,7 +56,7 @@ use crate::meta::Meta;
 use crate::node::{self, Commit, KIND_BLOB, KIND_INTERNAL, KIND_LEAF};
 use crate::path;
 use crate::readers::{ReaderInfo, ReaderTable};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ReaderLease, Snapshot};
 use crate::sys;
 use crate::tree;
 use crate::txn::{Transaction, TxnSets};
@@ -154,6 +154,9 @@ pub struct Stat {
     pub readers: Vec<ReaderInfo>,
     /// Older generation files still on disk (pinned by live readers).
     pub old_generations: Vec<u64>,
+    /// A retired generation's file no reader needs any more, kept so the
+    /// next compaction writes into its pages instead of fresh ones.
+    pub spare_generation: Option<u64>,
 }
 
 /// What a compaction did.
@@ -247,11 +250,21 @@ struct WriterState {
     tracker: ChangeTracker,
     /// Arena bytes in use right after the last compaction (or open).
     live_bytes: u64,
-    /// Older generation files not yet deleted.
-    old_generations: Vec<u64>,
+    /// Older generation files that readers may still need.
+    old_generations: Vec<OldGeneration>,
+    /// A retired generation file nothing reads any more: the next compaction
+    /// recycles it (see [`Shared::reclaim_generations`]).
+    spare: Option<u64>,
     commits_since_reclaim: u64,
     /// Set when a durability step failed; the store refuses further commits.
     failed: Option<String>,
+}
+
+struct OldGeneration {
+    generation: u64,
+    /// The writer process's own mapping, alive while one of its snapshots
+    /// or transactions still reads the generation (empty if never mapped).
+    mapped: std::sync::Weak<MappedGeneration>,
 }
 
 #[derive(Default)]
@@ -291,7 +304,12 @@ pub(crate) struct Shared {
     compaction: Mutex<()>,
     journal_file: Option<File>,
     control: Control,
+    /// The reader table, opened for scanning.
     table: ReaderTable,
+    /// This process's own slot (another open of the table): it pins the
+    /// generations the writer's snapshots read, and outlives the store for
+    /// as long as one of them does.
+    lease: Arc<ReaderLease>,
     _lock: File,
 }
 
@@ -308,6 +326,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 const LOCK_FILE: &str = "lock";
 /// Present while a store is being created; a store holding it is created anew.
 const INIT_MARKER: &str = "initializing";
+/// Most unlocked catch-up rounds of a compaction before it takes the lock.
+const PRECOPY_ROUNDS: usize = 4;
+/// A compaction takes the lock for its catch-up once this few versions are left.
+const PRECOPY_ENOUGH: u64 = 64;
+/// Compaction writes its copy in chunks of this many bytes.
+const COPY_CHUNK_BYTES: usize = 1 << 20;
+
+/// Old offset → new offset of every node a compaction has copied, so shared
+/// subtrees are copied once. Offsets are unique and 8-aligned, so a cheap
+/// multiplicative hash spreads them well; SipHash's DoS resistance buys nothing.
+type CopyMemo = HashMap<u64, u64, rustc_hash::FxBuildHasher>;
 
 fn take_writer_lock(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK_FILE);
@@ -339,6 +368,21 @@ fn list_generations(dir: &Path) -> Result<Vec<u64>> {
 }
 
 /// The retained commit chain from `head`, newest first.
+/// The newest `count` versions after version `after` up to `head`, oldest first.
+fn versions_after(region: &[u8], head: Commit, after: u64, count: usize, path: &Path) -> Result<Vec<Commit>> {
+    let mut newer = Vec::new();
+    let mut at = head;
+    while at.version > after && newer.len() < count {
+        newer.push(at);
+        if at.prev == 0 {
+            break;
+        }
+        at = node::parse_commit(region, at.prev).map_err(|d| d.into_error(path))?;
+    }
+    newer.reverse();
+    Ok(newer)
+}
+
 fn retained_chain(region: &[u8], head: Commit, count: usize, path: &Path) -> Result<Vec<Commit>> {
     let mut chain = vec![head];
     while chain.len() < count {
@@ -501,9 +545,10 @@ impl Store {
         self.shared.reclaim()
     }
 
-    /// Live readers of this store.
+    /// Live readers of this store (not counting this process's own slot,
+    /// which pins what the writer's snapshots read).
     pub fn readers(&self) -> Result<Vec<ReaderInfo>> {
-        self.shared.table.live()
+        self.shared.readers()
     }
 
     /// Figures about the store.
@@ -610,7 +655,13 @@ impl Shared {
         };
         let generations = list_generations(&dir)?;
         let current_generation = arena.generation();
-        let old_generations = generations.iter().copied().filter(|&g| g < current_generation).collect();
+        let lease = ReaderLease::claim(&dir)?;
+        lease.table.pin(lease.slot, current_generation);
+        let old_generations = generations
+            .iter()
+            .filter(|&&g| g < current_generation)
+            .map(|&g| OldGeneration { generation: g, mapped: std::sync::Weak::new() })
+            .collect();
         // Generations above the current one come from an interrupted compaction
         // that never published (recovery picks the newest named version).
         for g in generations.iter().copied().filter(|&g| g > current_generation) {
@@ -630,6 +681,7 @@ impl Shared {
                 tracker: ChangeTracker::default(),
                 live_bytes,
                 old_generations,
+                spare: None,
                 commits_since_reclaim: 0,
                 // Until the open completes, nothing (not even Drop) may checkpoint.
                 failed: Some("the store did not finish opening".into()),
@@ -641,6 +693,7 @@ impl Shared {
             journal_file,
             control,
             table,
+            lease,
             _lock: lock_file,
         };
         {
@@ -811,7 +864,7 @@ impl Shared {
     pub fn snapshot(&self) -> Snapshot {
         let snapshot = {
             let st = lock(&self.state);
-            Snapshot::from_parts(st.arena.mapped.clone(), st.head)
+            Snapshot::from_parts(st.arena.mapped.clone(), st.head, &self.lease)
         };
         if let Err(e) = self.wait_durable(snapshot.version()) {
             // Durability failed and the store is poisoned; the version is still
@@ -829,7 +882,7 @@ impl Shared {
     /// Begins a transaction at the newest committed version.
     pub fn begin(&self) -> Transaction<'_> {
         let st = lock(&self.state);
-        let base = Snapshot::from_parts(st.arena.mapped.clone(), st.head);
+        let base = Snapshot::from_parts(st.arena.mapped.clone(), st.head, &self.lease);
         *lock(&self.open).entry(base.version()).or_default() += 1;
         drop(st);
         Transaction::new(self, base)
@@ -1162,7 +1215,18 @@ impl Shared {
             }
             let reserve = self.options.map_reserve_bytes.next_multiple_of(sys::page_size());
             let _ = std::fs::remove_file(self.dir.join(arena::file_name(from + 1)));
-            let new = WriterArena::create(&self.dir, from + 1, reserve)?;
+            // Writing into a retired file's cached, allocated pages costs a
+            // copy; fresh pages cost the kernel an allocation, zeroing and
+            // block reservation each.
+            let new = match st.spare.take() {
+                Some(spare) => WriterArena::recycle(&self.dir, spare, from + 1, reserve).or_else(|e| {
+                    tracing::warn!(error = %e, spare, "cannot recycle the spare generation file");
+                    let _ = std::fs::remove_file(self.dir.join(arena::file_name(spare)));
+                    let _ = std::fs::remove_file(self.dir.join(arena::file_name(from + 1)));
+                    WriterArena::create(&self.dir, from + 1, reserve)
+                })?,
+                None => WriterArena::create(&self.dir, from + 1, reserve)?,
+            };
             (st.arena.mapped.clone(), st.head, new)
         };
         let to = new.generation();
@@ -1186,12 +1250,16 @@ impl Shared {
         // Phase 2, unlocked: copy what the retained versions up to `base` reach.
         // Those bytes of the old generation are immutable, so commits appending
         // above them do not disturb the copy.
+        let keep = self.options.retain_versions as usize + 1;
         let region = old.region(base.end)?;
-        let mut chain = retained_chain(region, base, self.options.retain_versions as usize + 1, &old.path)?;
+        let mut chain = retained_chain(region, base, keep, &old.path)?;
         chain.reverse();
-        let mut memo: HashMap<u64, u64> = HashMap::new();
+        // About one node per 100 bytes of live data; sized up front so the
+        // memo does not rehash a million entries while it grows.
+        let mut memo = CopyMemo::with_capacity_and_hasher((base.end / 128) as usize, Default::default());
         let mut buf = Vec::with_capacity(2 * node::NODE_TARGET_BYTES);
         let mut prev = 0;
+        let mut versions_kept = 0;
         let mut copy_commits = |region: &[u8], commits: &[Commit], prev: &mut u64| -> Result<Commit> {
             let mut last = None;
             for commit in commits {
@@ -1205,10 +1273,26 @@ impl Shared {
                 new.flush()?;
                 last = Some(node::parse_commit(new.region(), offset).map_err(|d| new.damaged(d))?);
                 *prev = offset;
+                versions_kept += 1;
             }
             last.ok_or_else(|| old.corrupt(base.offset, "no version to compact"))
         };
-        copy_commits(region, &chain, &mut prev)?;
+        let mut copied = copy_commits(region, &chain, &mut prev)?;
+
+        // Phase 2b, unlocked: copy the versions committed during the previous
+        // round, while there are many (like a live migration's pre-copy), so
+        // that the locked catch-up below stays short. Only the newest
+        // `retain_versions + 1` of them are kept: the others would fall out
+        // of retention at the switch anyway.
+        for _ in 0..PRECOPY_ROUNDS {
+            let head = lock(&self.state).head;
+            if head.version.saturating_sub(copied.version) <= PRECOPY_ENOUGH {
+                break;
+            }
+            let region = old.region(head.end)?;
+            let newer = versions_after(region, head, copied.version, keep, &old.path)?;
+            copied = copy_commits(region, &newer, &mut prev)?;
+        }
 
         // Phase 3, locked: catch up with the versions committed meanwhile (only
         // their new nodes are copied), make it durable, switch.
@@ -1217,18 +1301,9 @@ impl Shared {
         self.flush_locked(st)?;
         let bytes_before = st.arena.end();
         let region = st.arena.region();
-        let mut newer = Vec::new();
-        let mut at = st.head;
-        while at.version > base.version {
-            newer.push(at);
-            at = node::parse_commit(region, at.prev).map_err(|d| st.arena.damaged(d))?;
-        }
-        newer.reverse();
-        let head = if newer.is_empty() {
-            node::parse_commit(new.region(), prev).map_err(|d| new.damaged(d))?
-        } else {
-            copy_commits(region, &newer, &mut prev)?
-        };
+        let newer = versions_after(region, st.head, copied.version, keep, &old.path)?;
+        let caught_up = newer.len();
+        let head = if newer.is_empty() { copied } else { copy_commits(region, &newer, &mut prev)? };
         new.sync()?;
         sync_dir(&self.dir)?;
         // From here the checkpoint may name the new generation: it must not be
@@ -1250,22 +1325,41 @@ impl Shared {
             sync.written = (head.version, to, head.offset);
         }
         let bytes_after = new.end();
-        let versions_kept = chain.len() + newer.len();
         st.arena = new;
         st.head = head;
         st.live_bytes = bytes_after;
-        st.old_generations.push(from);
+        st.old_generations.push(OldGeneration { generation: from, mapped: Arc::downgrade(old) });
         self.reclaim_generations(st);
-        tracing::debug!(from, to, bytes_before, bytes_after, caught_up = newer.len(), "compacted");
+        tracing::debug!(from, to, bytes_before, bytes_after, caught_up, "compacted");
         Ok(CompactReport { from_generation: from, to_generation: to, bytes_before, bytes_after, versions_kept })
     }
 
-    /// Deletes old generation files that no live reader pins.
+    /// Frees old generation files that no live reader pins and no snapshot
+    /// of this process holds: the newest becomes the spare that the next
+    /// compaction recycles, the others are deleted.
+    ///
+    /// Recycling rewrites a file that readers once mapped, so it rests on
+    /// the pin protocol (see [`crate::readers`]): a slot pins every
+    /// generation its reader or any snapshot taken from it may still read,
+    /// for as long as any of them lives, and a reader never pins a
+    /// generation older than the published one anew. So once a scan finds
+    /// no pin at or below `g` and the weak reference shows no snapshot here,
+    /// nothing can read generation `g` again.
     fn reclaim_generations(&self, st: &mut WriterState) {
         st.commits_since_reclaim = 0;
         if st.old_generations.is_empty() {
             return;
         }
+        // Snapshots are only made under the state lock, which we hold, so
+        // none can appear on an old generation while we look.
+        let own_pin = st
+            .old_generations
+            .iter()
+            .filter(|old| old.mapped.strong_count() > 0)
+            .map(|old| old.generation)
+            .min()
+            .unwrap_or(st.arena.generation());
+        self.lease.table.pin(self.lease.slot, own_pin);
         let oldest_pinned = match self.table.oldest_pinned_generation() {
             Ok(p) => p,
             Err(e) => {
@@ -1273,28 +1367,37 @@ impl Shared {
                 return;
             }
         };
-        let dir = &self.dir;
-        st.old_generations.retain(|&g| {
-            if oldest_pinned.is_some_and(|p| p <= g) {
-                return true;
+        let mut freed = Vec::new();
+        st.old_generations.retain(|old| {
+            let needed = oldest_pinned.is_some_and(|p| p <= old.generation) || old.mapped.strong_count() > 0;
+            if !needed {
+                freed.push(old.generation);
             }
-            match std::fs::remove_file(dir.join(arena::file_name(g))) {
-                Ok(()) => false,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-                Err(e) => {
-                    tracing::warn!(generation = g, error = %e, "cannot delete old generation");
-                    true
-                }
-            }
+            needed
         });
+        // Keep the newest free file: the most recently written, so the most
+        // likely still cached.
+        freed.extend(st.spare.take());
+        st.spare = freed.iter().copied().max();
+        for g in freed {
+            if Some(g) == st.spare {
+                continue;
+            }
+            match std::fs::remove_file(self.dir.join(arena::file_name(g))) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(generation = g, error = %e, "cannot delete old generation"),
+            }
+        }
     }
 
-    /// Deletes old generation files whose readers have gone (also done
-    /// automatically every 1024 commits and at each compaction).
+    /// Frees old generation files whose readers have gone (also done
+    /// automatically every 1024 commits and at each compaction); returns
+    /// the ones still needed.
     pub fn reclaim(&self) -> Vec<u64> {
         let mut st = lock(&self.state);
         self.reclaim_generations(&mut st);
-        st.old_generations.clone()
+        st.old_generations.iter().map(|o| o.generation).collect()
     }
 
     /// Figures about the store.
@@ -1315,9 +1418,14 @@ impl Shared {
             live_bytes,
             retained_versions: chain.iter().map(|c| c.version).collect(),
             journal_bytes: st.journal.as_ref().map_or(0, |j| j.len()),
-            readers: self.table.live()?,
-            old_generations: st.old_generations.clone(),
+            readers: self.readers()?,
+            old_generations: st.old_generations.iter().map(|o| o.generation).collect(),
+            spare_generation: st.spare,
         })
+    }
+
+    fn readers(&self) -> Result<Vec<ReaderInfo>> {
+        Ok(self.table.live()?.into_iter().filter(|r| r.slot != self.lease.slot).collect())
     }
 
     /// Checks the checksum of every node the retained versions reach.
@@ -1356,7 +1464,7 @@ fn copy_tree(
     path: &Path,
     to: &WriterArena,
     offset: u64,
-    memo: &mut HashMap<u64, u64>,
+    memo: &mut CopyMemo,
     buf: &mut Vec<u8>,
 ) -> Result<u64> {
     if let Some(&done) = memo.get(&offset) {
@@ -1407,5 +1515,8 @@ fn copy_tree(
         }
     };
     memo.insert(offset, new_offset);
+    if to.pending_bytes() >= COPY_CHUNK_BYTES {
+        to.flush()?;
+    }
     Ok(new_offset)
 }
