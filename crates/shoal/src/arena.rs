@@ -50,6 +50,11 @@ pub struct MappedGeneration {
 impl MappedGeneration {
     /// The immutable readable prefix `[0, end)`, after checking the file
     /// really is that long (so no access can fault).
+    /// Makes everything written to the file durable.
+    pub fn sync(&self) -> Result<()> {
+        rustix::fs::fdatasync(&self.file).at(&self.path)
+    }
+
     pub fn region(&self, end: u64) -> Result<&[u8]> {
         if end > self.map.len() {
             return Err(self.corrupt(end, "high-water mark beyond the mapped reservation"));

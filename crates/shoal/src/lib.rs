@@ -62,4 +62,9 @@ pub mod internals {
         store.stat().map(|s| s.arena_bytes).unwrap_or(0)
     }
     pub use crate::arena::file_name as arena_file_name;
+    /// Crash-test hook: the next compaction aborts the process right after
+    /// it switches to the new generation, before the checkpoint naming it.
+    pub fn abort_in_next_compaction_after_switch(store: &crate::Store) {
+        store.abort_in_next_compaction_after_switch();
+    }
 }

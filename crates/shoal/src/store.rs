@@ -16,9 +16,16 @@
 //! Checkpoints (fdatasync the arena, write `meta`, truncate the journal)
 //! bound the journal. Compaction copies what the retained versions reach
 //! into a new generation without holding the writer lock (those bytes are
-//! immutable), then, locked, copies the new nodes of versions committed
-//! meanwhile, syncs, checkpoints and publishes the new generation, and
-//! deletes old generation files once no live reader pins them. One
+//! immutable), then in unlocked rounds the versions committed meanwhile,
+//! syncs the new file, and only then, locked, copies the few versions left
+//! and publishes the new generation. Until the checkpoint that follows
+//! (its bulk already synced), the old checkpoint, the old generation's file
+//! and the untruncated journal still recover every published version; a
+//! writer that finds a published version in a generation the checkpoint
+//! does not name checkpoints it before anything else. Old generation files
+//! are freed once no live reader pins them: the newest is kept as the
+//! spare the next compaction rewrites (its pages are allocated and cached),
+//! the others are deleted off the commit path. One
 //! compaction runs at a time; automatic ones run on a background thread
 //! started by the commit that made them due (after that commit succeeded);
 //! a commit waits for it only when the arena has grown to twice the
@@ -255,6 +262,9 @@ struct WriterState {
     /// A retired generation file nothing reads any more: the next compaction
     /// recycles it (see [`Shared::reclaim_generations`]).
     spare: Option<u64>,
+    /// Freed generation files to delete once the state lock is released
+    /// (unlinking a large file takes milliseconds).
+    doomed: Vec<u64>,
     commits_since_reclaim: u64,
     /// Set when a durability step failed; the store refuses further commits.
     failed: Option<String>,
@@ -306,6 +316,9 @@ pub(crate) struct Shared {
     control: Control,
     /// The reader table, opened for scanning.
     table: ReaderTable,
+    /// Test hook: abort the process in the next compaction, right after it
+    /// publishes the new generation and before its checkpoint.
+    pub(crate) abort_after_switch: std::sync::atomic::AtomicBool,
     /// This process's own slot (another open of the table): it pins the
     /// generations the writer's snapshots read, and outlives the store for
     /// as long as one of them does.
@@ -327,15 +340,15 @@ const LOCK_FILE: &str = "lock";
 /// Present while a store is being created; a store holding it is created anew.
 const INIT_MARKER: &str = "initializing";
 /// Most unlocked catch-up rounds of a compaction before it takes the lock.
-const PRECOPY_ROUNDS: usize = 4;
+const PRECOPY_ROUNDS: usize = 8;
 /// A compaction takes the lock for its catch-up once this few versions are left.
 const PRECOPY_ENOUGH: u64 = 64;
 /// Compaction writes its copy in chunks of this many bytes.
 const COPY_CHUNK_BYTES: usize = 1 << 20;
 
-/// Old offset → new offset of every node a compaction has copied, so shared
-/// subtrees are copied once. Offsets are unique and 8-aligned, so a cheap
-/// multiplicative hash spreads them well; SipHash's DoS resistance buys nothing.
+/// Old offset → new offset of the blobs a compaction has copied. Offsets are
+/// unique and 8-aligned, so a cheap multiplicative hash spreads them well;
+/// SipHash's DoS resistance buys nothing.
 type CopyMemo = HashMap<u64, u64, rustc_hash::FxBuildHasher>;
 
 fn take_writer_lock(dir: &Path) -> Result<File> {
@@ -368,6 +381,20 @@ fn list_generations(dir: &Path) -> Result<Vec<u64>> {
 }
 
 /// The retained commit chain from `head`, newest first.
+/// Deletes the files [`Shared::reclaim_generations`] freed; called without
+/// the state lock. Nothing reads them, and generation numbers only grow, so
+/// no new file can take their names meanwhile. A file left behind (a failed
+/// or unfinished deletion) is found again as an old generation at the next open.
+fn delete_generations(dir: &Path, doomed: Vec<u64>) {
+    for g in doomed {
+        match std::fs::remove_file(dir.join(arena::file_name(g))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(generation = g, error = %e, "cannot delete old generation"),
+        }
+    }
+}
+
 /// The newest `count` versions after version `after` up to `head`, oldest first.
 fn versions_after(region: &[u8], head: Commit, after: u64, count: usize, path: &Path) -> Result<Vec<Commit>> {
     let mut newer = Vec::new();
@@ -551,6 +578,10 @@ impl Store {
         self.shared.readers()
     }
 
+    pub(crate) fn abort_in_next_compaction_after_switch(&self) {
+        self.shared.abort_after_switch.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Figures about the store.
     pub fn stat(&self) -> Result<Stat> {
         self.shared.stat()
@@ -682,6 +713,7 @@ impl Shared {
                 live_bytes,
                 old_generations,
                 spare: None,
+                doomed: Vec::new(),
                 commits_since_reclaim: 0,
                 // Until the open completes, nothing (not even Drop) may checkpoint.
                 failed: Some("the store did not finish opening".into()),
@@ -693,6 +725,7 @@ impl Shared {
             journal_file,
             control,
             table,
+            abort_after_switch: std::sync::atomic::AtomicBool::new(false),
             lease,
             _lock: lock_file,
         };
@@ -718,8 +751,13 @@ impl Shared {
                 st.head = Self::apply_ops(&st.arena, st.head, &ops, record.time_ns, &mut ApplyReport::default())?;
                 replayed += 1;
             }
-            if replayed > 0 {
-                tracing::info!(replayed, version = st.head.version, "replayed journal records");
+            // A published version found in a newer generation than the
+            // checkpoint names (a compaction switched, then the writer died
+            // before its checkpoint) is checkpointed before the older
+            // generation can be freed.
+            let checkpoint_elsewhere = st.meta.latest().is_none_or(|c| c.generation != st.arena.generation());
+            if replayed > 0 || checkpoint_elsewhere {
+                tracing::info!(replayed, version = st.head.version, "recovered version checkpointed");
                 // Durable before anyone can see it.
                 st.arena.sync()?;
                 st.meta.write(st.arena.generation(), st.head.offset, st.head.version, st.head.end)?;
@@ -1017,6 +1055,8 @@ impl Shared {
         let compaction_due = self.maintain(st);
         let arena_end = st.arena.end();
         let compaction_threshold = self.compaction_threshold(st);
+        // Files freed here are deleted by the next compaction or `reclaim`:
+        // unlinking a large file takes milliseconds, not for a commit to pay.
         drop(guard);
         if self.options.durability == Durability::Sync {
             self.wait_durable(head.version)?;
@@ -1032,7 +1072,7 @@ impl Shared {
         Ok(head.version)
     }
 
-    /// Checkpoints and deletes old generations when due; returns whether a
+    /// Checkpoints and frees old generations when due; returns whether a
     /// compaction is due (run by the caller once the writer lock is released).
     fn maintain(&self, st: &mut WriterState) -> bool {
         let journal_big = st.journal.as_ref().is_some_and(|j| j.len() > self.options.checkpoint_journal_bytes);
@@ -1230,9 +1270,9 @@ impl Shared {
             (st.arena.mapped.clone(), st.head, new)
         };
         let to = new.generation();
-        let mut named_by_meta = false;
-        let result = self.compact_into(&old, base, new, &mut named_by_meta);
-        if result.is_err() && !named_by_meta {
+        let mut switched = false;
+        let result = self.compact_into(&old, base, new, &mut switched);
+        if result.is_err() && !switched {
             let _ = std::fs::remove_file(self.dir.join(arena::file_name(to)));
         }
         result
@@ -1243,7 +1283,7 @@ impl Shared {
         old: &Arc<MappedGeneration>,
         base: Commit,
         new: WriterArena,
-        named_by_meta: &mut bool,
+        switched: &mut bool,
     ) -> Result<CompactReport> {
         let from = old.generation;
         let to = new.generation();
@@ -1254,20 +1294,21 @@ impl Shared {
         let region = old.region(base.end)?;
         let mut chain = retained_chain(region, base, keep, &old.path)?;
         chain.reverse();
-        // About one node per 100 bytes of live data; sized up front so the
-        // memo does not rehash a million entries while it grows.
-        let mut memo = CopyMemo::with_capacity_and_hasher((base.end / 128) as usize, Default::default());
-        let mut buf = Vec::with_capacity(2 * node::NODE_TARGET_BYTES);
+        let mut copier = Copier {
+            path: &old.path,
+            to: &new,
+            blobs: CopyMemo::default(),
+            buf: Vec::with_capacity(2 * node::NODE_TARGET_BYTES),
+        };
         let mut prev = 0;
         let mut versions_kept = 0;
+        // The previous copied version's old and new root.
+        let mut like = None;
         let mut copy_commits = |region: &[u8], commits: &[Commit], prev: &mut u64| -> Result<Commit> {
             let mut last = None;
             for commit in commits {
-                let root = if commit.root == 0 {
-                    0
-                } else {
-                    copy_tree(region, &old.path, &new, commit.root, &mut memo, &mut buf)?
-                };
+                let root = if commit.root == 0 { 0 } else { copier.copy(region, commit.root, like)? };
+                like = (root != 0).then_some((commit.root, root));
                 let offset = new.end();
                 new.append(&node::build_commit(commit.version, root, *prev, offset, commit.time_ns, commit.key_count))?;
                 new.flush()?;
@@ -1283,19 +1324,30 @@ impl Shared {
         // round, while there are many (like a live migration's pre-copy), so
         // that the locked catch-up below stays short. Only the newest
         // `retain_versions + 1` of them are kept: the others would fall out
-        // of retention at the switch anyway.
-        for _ in 0..PRECOPY_ROUNDS {
-            let head = lock(&self.state).head;
-            if head.version.saturating_sub(copied.version) <= PRECOPY_ENOUGH {
-                break;
+        // of retention at the switch anyway. Halfway, make what is written
+        // durable, so the sync under the lock has only the last rounds left.
+        for synced in [false, true] {
+            for _ in 0..PRECOPY_ROUNDS {
+                let head = lock(&self.state).head;
+                if head.version.saturating_sub(copied.version) <= PRECOPY_ENOUGH {
+                    break;
+                }
+                let region = old.region(head.end)?;
+                let newer = versions_after(region, head, copied.version, keep, &old.path)?;
+                copied = copy_commits(region, &newer, &mut prev)?;
             }
-            let region = old.region(head.end)?;
-            let newer = versions_after(region, head, copied.version, keep, &old.path)?;
-            copied = copy_commits(region, &newer, &mut prev)?;
+            if !synced {
+                new.sync()?;
+            }
         }
 
+        sync_dir(&self.dir)?;
+
         // Phase 3, locked: catch up with the versions committed meanwhile (only
-        // their new nodes are copied), make it durable, switch.
+        // their new nodes are copied) and switch. Every version published
+        // so far stays recoverable without the new file: the checkpoint still
+        // names the old generation, which stays on disk (this function holds
+        // `old`, so no reclaim frees it), and the journal is not truncated.
         let mut guard = lock(&self.state);
         let st = &mut *guard;
         self.flush_locked(st)?;
@@ -1304,20 +1356,10 @@ impl Shared {
         let newer = versions_after(region, st.head, copied.version, keep, &old.path)?;
         let caught_up = newer.len();
         let head = if newer.is_empty() { copied } else { copy_commits(region, &newer, &mut prev)? };
-        new.sync()?;
-        sync_dir(&self.dir)?;
-        // From here the checkpoint may name the new generation: it must not be
-        // deleted, and a failure leaves the store poisoned rather than half switched.
-        *named_by_meta = true;
-        if let Err(e) = st.meta.write(to, head.offset, head.version, head.end) {
-            return Err(self.poison(st, e));
-        }
-        if let Some(journal) = st.journal.as_mut() {
-            if let Err(e) = journal.truncate() {
-                tracing::warn!(error = %e, "journal not truncated after compaction");
-            }
-        }
-        // Sync point: the new generation is complete and durable before it is published.
+        new.flush()?;
+        // From here commits append to the new generation, which must not be
+        // deleted; a failure leaves the store poisoned rather than half switched.
+        *switched = true;
         self.control.publish(to, head.offset);
         {
             let mut sync = lock(&self.sync);
@@ -1325,11 +1367,28 @@ impl Shared {
             sync.written = (head.version, to, head.offset);
         }
         let bytes_after = new.end();
+        let new_file = new.mapped.clone();
         st.arena = new;
         st.head = head;
         st.live_bytes = bytes_after;
+        drop(guard);
+        if self.abort_after_switch.load(std::sync::atomic::Ordering::Relaxed) {
+            std::process::abort();
+        }
+
+        // Phase 4: a checkpoint naming the new generation, its bulk synced
+        // unlocked first; only then may the old generation be freed.
+        if let Err(e) = new_file.sync() {
+            return Err(self.poison(&mut lock(&self.state), e));
+        }
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        self.checkpoint_locked(st)?;
         st.old_generations.push(OldGeneration { generation: from, mapped: Arc::downgrade(old) });
         self.reclaim_generations(st);
+        let doomed = std::mem::take(&mut st.doomed);
+        drop(guard);
+        delete_generations(&self.dir, doomed);
         tracing::debug!(from, to, bytes_before, bytes_after, caught_up, "compacted");
         Ok(CompactReport { from_generation: from, to_generation: to, bytes_before, bytes_after, versions_kept })
     }
@@ -1379,25 +1438,20 @@ impl Shared {
         // likely still cached.
         freed.extend(st.spare.take());
         st.spare = freed.iter().copied().max();
-        for g in freed {
-            if Some(g) == st.spare {
-                continue;
-            }
-            match std::fs::remove_file(self.dir.join(arena::file_name(g))) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(generation = g, error = %e, "cannot delete old generation"),
-            }
-        }
+        st.doomed.extend(freed.into_iter().filter(|&g| Some(g) != st.spare));
     }
 
-    /// Frees old generation files whose readers have gone (also done
-    /// automatically every 1024 commits and at each compaction); returns
-    /// the ones still needed.
+    /// Frees old generation files whose readers have gone and deletes them
+    /// (also done automatically: freed every 1024 commits and deleted at
+    /// each compaction); returns the ones still needed.
     pub fn reclaim(&self) -> Vec<u64> {
         let mut st = lock(&self.state);
         self.reclaim_generations(&mut st);
-        st.old_generations.iter().map(|o| o.generation).collect()
+        let doomed = std::mem::take(&mut st.doomed);
+        let needed = st.old_generations.iter().map(|o| o.generation).collect();
+        drop(st);
+        delete_generations(&self.dir, doomed);
+        needed
     }
 
     /// Figures about the store.
@@ -1455,68 +1509,102 @@ fn walk_reachable(arena: &WriterArena, commits: &[Commit], verify: bool) -> Resu
     Ok(HEADER_PAGE + (commits.len() * node::COMMIT_BYTES) as u64 + nodes)
 }
 
-/// Copies the tree at `offset` from `from` into `to`, sharing nodes already
-/// copied (`memo`: old offset to new), children before parents. Nodes
-/// without blob references are copied byte for byte (their checksums do not
-/// depend on where they sit).
-fn copy_tree(
-    region: &[u8],
-    path: &Path,
-    to: &WriterArena,
-    offset: u64,
-    memo: &mut CopyMemo,
-    buf: &mut Vec<u8>,
-) -> Result<u64> {
-    if let Some(&done) = memo.get(&offset) {
-        return Ok(done);
-    }
-    let damaged = |d: node::Damage| d.into_error(path);
-    let new_offset = if region.get(offset as usize) == Some(&KIND_INTERNAL) {
-        node::verified_node_at(region, offset, KIND_INTERNAL).map_err(damaged)?;
-        let view = node::InternalView::parse(region, offset).map_err(damaged)?;
-        let mut children = Vec::with_capacity(view.len());
-        for i in 0..view.len() {
-            let child = view.child(i).map_err(damaged)?;
-            children.push(node::ChildRef {
-                first_key: view.key(i).map_err(damaged)?,
-                offset: copy_tree(region, path, to, child, memo, buf)?,
-                keys: view.keys_below(i),
-                node_bytes: 0,
-            });
-        }
-        node::build_internal(&children, buf);
-        to.append(buf)?
-    } else {
-        let bytes = node::verified_node_at(region, offset, KIND_LEAF).map_err(damaged)?;
-        let view = node::LeafView::from_node(bytes, offset).map_err(damaged)?;
-        let mut entries = Vec::with_capacity(view.len());
-        let mut has_blobs = false;
-        for i in 0..view.len() {
-            let mut e = view.entry(i).map_err(damaged)?;
-            if let node::ValueRepr::Blob { offset: blob, len } = e.value {
-                has_blobs = true;
-                let new_blob = match memo.get(&blob) {
-                    Some(&b) => b,
-                    None => {
-                        let b = to.append(node::verified_node_at(region, blob, KIND_BLOB).map_err(damaged)?)?;
-                        memo.insert(blob, b);
-                        b
-                    }
-                };
-                e.value = node::ValueRepr::Blob { offset: new_blob, len };
+/// One compaction's copy of trees from the old generation into the new one.
+struct Copier<'a> {
+    /// The old generation's file, for errors.
+    path: &'a Path,
+    to: &'a WriterArena,
+    /// Blobs copied so far, old offset → new: every version of a leaf
+    /// refers to the same blob of an unchanged value.
+    blobs: CopyMemo,
+    buf: Vec<u8>,
+}
+
+impl Copier<'_> {
+    /// Copies the tree at `offset` of `region`, children before parents.
+    /// `like` holds the old and new offsets of a tree copied before (the
+    /// previous version's): children are matched with its children by key,
+    /// and one at the same old offset is the same subtree, already copied.
+    /// So a version costs what changed since the previous one, with no
+    /// table of every copied node. Every copied node's checksum is checked.
+    ///
+    /// A subtree reachable twice within one version would be copied twice
+    /// (correct, only larger); path copying never links a node twice.
+    fn copy(&mut self, region: &[u8], offset: u64, like: Option<(u64, u64)>) -> Result<u64> {
+        if let Some((old, new)) = like {
+            if old == offset {
+                return Ok(new);
             }
-            entries.push(node::EntryRef { key: e.key, value: e.value });
         }
-        if has_blobs {
-            node::build_leaf(&entries, buf);
-            to.append(buf)?
+        let path = self.path;
+        let damaged = |d: node::Damage| d.into_error(path);
+        let to = self.to;
+        let new_offset = if region.get(offset as usize) == Some(&KIND_INTERNAL) {
+            node::verified_node_at(region, offset, KIND_INTERNAL).map_err(damaged)?;
+            let view = node::InternalView::parse(region, offset).map_err(damaged)?;
+            let like = match like {
+                Some((old, new)) if region.get(old as usize) == Some(&KIND_INTERNAL) => Some((
+                    node::InternalView::parse(region, old).map_err(damaged)?,
+                    node::InternalView::parse(to.region(), new).map_err(|d| to.damaged(d))?,
+                )),
+                _ => None,
+            };
+            let mut children = Vec::with_capacity(view.len());
+            let mut j = 0;
+            for i in 0..view.len() {
+                let key = view.key(i).map_err(damaged)?;
+                let mut child_like = None;
+                if let Some((old, new)) = &like {
+                    while j < old.len() && old.key(j).map_err(damaged)?.cmp_key(&key).is_lt() {
+                        j += 1;
+                    }
+                    if j < old.len() && old.key(j).map_err(damaged)?.cmp_key(&key).is_eq() {
+                        child_like = Some((old.child(j).map_err(damaged)?, new.child(j).map_err(|d| to.damaged(d))?));
+                    }
+                }
+                children.push(node::ChildRef {
+                    first_key: key,
+                    offset: self.copy(region, view.child(i).map_err(damaged)?, child_like)?,
+                    keys: view.keys_below(i),
+                    node_bytes: 0,
+                });
+            }
+            node::build_internal(&children, &mut self.buf);
+            to.append(&self.buf)?
         } else {
-            to.append(bytes)?
+            let bytes = node::verified_node_at(region, offset, KIND_LEAF).map_err(damaged)?;
+            let view = node::LeafView::from_node(bytes, offset).map_err(damaged)?;
+            let mut has_blobs = false;
+            for i in 0..view.len() {
+                has_blobs |= matches!(view.entry(i).map_err(damaged)?.value, node::ValueRepr::Blob { .. });
+            }
+            if has_blobs {
+                let mut entries = Vec::with_capacity(view.len());
+                for i in 0..view.len() {
+                    let mut e = view.entry(i).map_err(damaged)?;
+                    if let node::ValueRepr::Blob { offset: blob, len } = e.value {
+                        let new_blob = match self.blobs.get(&blob) {
+                            Some(&b) => b,
+                            None => {
+                                let b = to.append(node::verified_node_at(region, blob, KIND_BLOB).map_err(damaged)?)?;
+                                self.blobs.insert(blob, b);
+                                b
+                            }
+                        };
+                        e.value = node::ValueRepr::Blob { offset: new_blob, len };
+                    }
+                    entries.push(node::EntryRef { key: e.key, value: e.value });
+                }
+                node::build_leaf(&entries, &mut self.buf);
+                to.append(&self.buf)?
+            } else {
+                // Byte for byte: a node's checksum does not depend on where it sits.
+                to.append(bytes)?
+            }
+        };
+        if to.pending_bytes() >= COPY_CHUNK_BYTES {
+            to.flush()?;
         }
-    };
-    memo.insert(offset, new_offset);
-    if to.pending_bytes() >= COPY_CHUNK_BYTES {
-        to.flush()?;
+        Ok(new_offset)
     }
-    Ok(new_offset)
 }

@@ -1,15 +1,23 @@
-//! A writer process for crash tests: `writer-child STORE`.
+//! A writer process for crash tests: `writer-child STORE [--abort-in-compaction-at N]`.
 //!
 //! Opens the store with durability `sync` and commits forever: commit `n`
 //! writes `/c/<n>` and sets `/last` to `n`, with a value large enough now
 //! and then to need a blob node. After each commit returns it prints
 //! `ack <n>` (flushed), so the parent knows exactly which commits were
-//! acknowledged when it kills this process.
+//! acknowledged when it kills this process. With `--abort-in-compaction-at
+//! N`, after commit `N` it compacts and aborts right after the switch to the
+//! new generation, before the checkpoint that names it.
 
 use std::io::Write;
 
 fn main() {
-    let dir = std::env::args().nth(1).expect("store dir");
+    let args: Vec<String> = std::env::args().collect();
+    let dir = args.get(1).expect("store dir").clone();
+    let abort_at: Option<u64> = match args.get(2).map(String::as_str) {
+        Some("--abort-in-compaction-at") => Some(args.get(3).and_then(|n| n.parse().ok()).expect("a commit number")),
+        Some(other) => panic!("unknown argument {other}"),
+        None => None,
+    };
     let options = shoal::Options {
         durability: shoal::Durability::Sync,
         map_reserve_bytes: 1 << 30,
@@ -38,6 +46,11 @@ fn main() {
         txn.commit().expect("commit");
         writeln!(out, "ack {next}").ok();
         out.flush().ok();
+        if abort_at == Some(next) {
+            shoal::internals::abort_in_next_compaction_after_switch(&store);
+            store.compact().expect("compact");
+            unreachable!("the compaction should have aborted the process");
+        }
         next += 1;
     }
 }
