@@ -1,9 +1,9 @@
-//! The small commands: init, put, get, ls, rm, stat.
+//! The small commands: init, put, get, ls, rm, stat, verify, watch.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
 
-use shoal::{Durability, Error, Options, Reader, Snapshot, Store};
+use shoal::{ChangeKind, Durability, Error, Options, Reader, Snapshot, Store, WatchEvent};
 
 use crate::{bail, stdout_error, CliResult, DurabilityArg, Failure};
 
@@ -197,4 +197,46 @@ pub fn verify(dir: &Path) -> CliResult {
     snap.verify()?;
     println!("version {}: {} nodes, every checksum intact", snap.version(), snap.key_count());
     Ok(())
+}
+
+fn kind_name(kind: ChangeKind) -> &'static str {
+    match kind {
+        ChangeKind::Set => "set",
+        ChangeKind::Delete => "delete",
+        ChangeKind::DeleteTree => "delete-tree",
+    }
+}
+
+/// `shoal watch STORE [PREFIX] [--from V] [--count N]`
+pub fn watch(dir: &Path, prefix: &str, from: Option<u64>, count: Option<u64>) -> CliResult {
+    shoal::path::validate(prefix)?;
+    let reader = Reader::open(dir)?;
+    let mut watch = match from {
+        Some(v) => reader.watch_from(prefix, v)?,
+        None => reader.watch(prefix)?,
+    };
+    let mut printed = 0u64;
+    let mut out = std::io::stdout().lock();
+    loop {
+        // A writer may come and go; the watch sleeps until it publishes.
+        for event in watch.wait(std::time::Duration::from_secs(1))? {
+            match event {
+                WatchEvent::Change { version, path, kind } => {
+                    writeln!(out, "{version} {} {path}", kind_name(kind)).map_err(stdout_error)?;
+                    printed += 1;
+                }
+                WatchEvent::Resync { from, to, changes } => {
+                    writeln!(out, "resync {from} {to}").map_err(stdout_error)?;
+                    for (path, kind) in changes {
+                        writeln!(out, "{to} {} {path}", kind_name(kind)).map_err(stdout_error)?;
+                        printed += 1;
+                    }
+                }
+            }
+            out.flush().map_err(stdout_error)?;
+            if count.is_some_and(|c| printed >= c) {
+                return Ok(());
+            }
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! `shoal`: the command-line tool for shoal stores.
 //!
-//! Commands that only read (`get`, `ls`, `export`, `stat`) use a
+//! Commands that only read (`get`, `ls`, `export`, `stat`, `watch`) use a
 //! [`shoal::Reader`], so they work while another process holds the writer
 //! lock. Commands that write (`put`, `rm`, `import`) open the store as its
 //! single writer and fail with "locked by another writer" if one is running.
@@ -177,6 +177,24 @@ enum Command {
         #[arg(long)]
         reader_only: bool,
     },
+    /// Print the changes under a path as they are committed, until interrupted.
+    ///
+    /// One line per change: "<version> set|delete|delete-tree <path>". If the
+    /// watcher falls behind what the store retains, it prints "resync <from> <to>"
+    /// and then how the subtree differs between the two versions, in the same form.
+    Watch {
+        /// Store directory.
+        store: PathBuf,
+        /// Watch this node and everything below it.
+        #[arg(default_value = "/")]
+        prefix: String,
+        /// Start after this retained version (default: the newest).
+        #[arg(long, value_name = "VERSION")]
+        from: Option<u64>,
+        /// Exit after this many changes.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Check the checksum of every node the newest version reaches (works while a writer runs).
     Verify {
         /// Store directory.
@@ -222,6 +240,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Export { store, path, format, at } => import_export::export(&store, &path, format, at),
         Command::Stat { store, reader_only } => commands::stat(&store, reader_only),
         Command::Verify { store } => commands::verify(&store),
+        Command::Watch { store, prefix, from, count } => commands::watch(&store, &prefix, from, count),
         Command::Demo { dir, domains, readers, seconds } => demo::demo(dir, domains, readers, seconds),
         Command::DemoReader { store, seconds, domains } => demo::reader(&store, seconds, domains),
     }

@@ -417,3 +417,33 @@ fn verify_reports_intact_and_damaged_stores() {
     let err = fails(&["verify", s.path()]);
     assert!(err.contains("checksum"), "{err}");
 }
+
+#[test]
+fn watch_prints_the_changes_under_its_prefix_as_they_are_committed() {
+    let s = TestStore::new();
+    let p = s.path();
+    let from = s.put("/local/domain/1/name", "web-1");
+    let watcher = shoal()
+        .args(["watch", p, "/local/domain/1", "--from", &from.to_string(), "--count", "2"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn shoal watch");
+    // Never hang the test run: a watch that misses its events is killed.
+    let pid = watcher.id().to_string();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        let _ = Command::new("kill").args(["-9", &pid]).status();
+    });
+    let v1 = s.put("/local/domain/1/memory", "1024");
+    s.put("/local/domain/2/name", "db-2"); // outside the prefix
+    let v2 = ok(&["rm", p, "-r", "/local/domain/1"]).trim().parse::<u64>().unwrap();
+    let out = watcher.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("{v1} set /local/domain/1/memory\n{v2} delete-tree /local/domain/1\n")
+    );
+    assert!(fails(&["watch", p, "no-slash"]).contains("invalid path"));
+}

@@ -58,6 +58,14 @@ impl Op {
             Op::Put { key, .. } | Op::Delete { key } | Op::DeleteTree { key } => key,
         }
     }
+
+    pub fn change_kind(&self) -> node::ChangeKind {
+        match self {
+            Op::Put { .. } => node::ChangeKind::Set,
+            Op::Delete { .. } => node::ChangeKind::Delete,
+            Op::DeleteTree { .. } => node::ChangeKind::DeleteTree,
+        }
+    }
 }
 
 /// What a batch did, for conflict tracking.

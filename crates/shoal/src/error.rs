@@ -53,6 +53,16 @@ pub enum Error {
     #[error("version {requested} is not retained (retained: {oldest}..={newest})")]
     VersionNotRetained { requested: u64, oldest: u64, newest: u64 },
 
+    /// Changes were asked for since a version whose successors are no longer
+    /// all retained (compaction keeps the newest few).
+    #[error("the changes after version {after} are no longer retained; the history reaches back to version {oldest}")]
+    HistoryGone { after: u64, oldest: u64 },
+
+    /// A version changed too many paths for its change set to list them
+    /// (a bulk load, a large subtree deletion); compare snapshots instead.
+    #[error("version {version} changed too many paths to list them; compare the snapshots instead")]
+    ChangesNotListed { version: u64 },
+
     /// A transaction whose journal record would exceed the record size limit.
     #[error("transaction too large: {bytes} bytes of changes; the limit is {max} bytes")]
     TransactionTooLarge { bytes: usize, max: usize },

@@ -47,12 +47,15 @@ mod store;
 mod sys;
 mod tree;
 mod txn;
+mod watch;
 
 pub use error::{Error, Result};
+pub use node::ChangeKind;
 pub use readers::ReaderInfo;
-pub use snapshot::{Entry, Reader, Scan, Snapshot};
+pub use snapshot::{Change, Entry, Reader, Scan, Snapshot};
 pub use store::{CompactReport, Durability, Options, Stat, Store};
 pub use txn::Transaction;
+pub use watch::{Watch, WatchEvent};
 
 /// Internals exposed for tests and tools in this workspace; not a stable API.
 #[doc(hidden)]

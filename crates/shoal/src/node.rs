@@ -48,13 +48,18 @@ pub const KIND_LEAF: u8 = 1;
 pub const KIND_INTERNAL: u8 = 2;
 pub const KIND_BLOB: u8 = 3;
 pub const KIND_COMMIT: u8 = 4;
+pub const KIND_CHANGES: u8 = 5;
 
 pub const HEADER_BYTES: usize = 16;
-pub const COMMIT_BYTES: usize = HEADER_BYTES + 48;
+pub const COMMIT_BYTES: usize = HEADER_BYTES + 56;
+/// Most bytes of entries one change set lists. A version that changes more
+/// (a bulk load, a large subtree deletion) records only that it changed
+/// much, and watchers resynchronize.
+pub const MAX_CHANGE_BYTES: usize = 1 << 20;
 /// Values up to this size live inside their leaf; larger ones in a blob node.
 pub const INLINE_VALUE_MAX: usize = 256;
 /// Nodes are cut to about this size when written.
-pub const NODE_TARGET_BYTES: usize = 4096;
+pub const NODE_TARGET_BYTES: usize = 2048;
 /// Largest entry count a node may hold (u16).
 pub const MAX_COUNT: usize = u16::MAX as usize;
 
@@ -664,7 +669,7 @@ pub fn build_blob(value: &[u8]) -> Vec<u8> {
 }
 
 /// A parsed commit record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Commit {
     pub offset: u64,
     pub version: u64,
@@ -673,14 +678,16 @@ pub struct Commit {
     pub end: u64,
     pub time_ns: u64,
     pub key_count: u64,
+    /// The version's change set (0: none recorded).
+    pub changes: u64,
 }
 
 /// Encodes a commit record that will sit at `offset`.
-pub fn build_commit(version: u64, root: u64, prev: u64, offset: u64, time_ns: u64, key_count: u64) -> Vec<u8> {
+pub fn build_commit(c: &Commit) -> Vec<u8> {
     let mut buf = Vec::with_capacity(COMMIT_BYTES);
     write_header(&mut buf, KIND_COMMIT, 0, 0);
-    let end = offset + COMMIT_BYTES as u64;
-    for v in [version, root, prev, end, time_ns, key_count] {
+    let end = c.offset + COMMIT_BYTES as u64;
+    for v in [c.version, c.root, c.prev, end, c.time_ns, c.key_count, c.changes] {
         buf.extend_from_slice(&v.to_le_bytes());
     }
     seal(&mut buf);
@@ -703,11 +710,111 @@ pub fn parse_commit(region: &[u8], offset: u64) -> Parse<Commit> {
         end: field(3),
         time_ns: field(4),
         key_count: field(5),
+        changes: field(6),
     };
-    if Some(commit.end) != offset.checked_add(COMMIT_BYTES as u64) || commit.root >= offset || commit.prev >= offset {
+    if Some(commit.end) != offset.checked_add(COMMIT_BYTES as u64)
+        || commit.root >= offset
+        || commit.prev >= offset
+        || commit.changes >= offset
+    {
         return Err(Damage::new(offset, "commit record points outside its version"));
     }
     Ok(commit)
+}
+
+/// How a version changed one path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChangeKind {
+    /// A value was written (created or replaced).
+    Set,
+    /// The node was deleted.
+    Delete,
+    /// The node and everything below it were deleted.
+    DeleteTree,
+}
+
+impl ChangeKind {
+    fn code(self) -> u8 {
+        match self {
+            ChangeKind::Set => 1,
+            ChangeKind::Delete => 2,
+            ChangeKind::DeleteTree => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<ChangeKind> {
+        match code {
+            1 => Some(ChangeKind::Set),
+            2 => Some(ChangeKind::Delete),
+            3 => Some(ChangeKind::DeleteTree),
+            _ => None,
+        }
+    }
+}
+
+const CHANGES_OVERFLOW: u32 = 1;
+
+/// Encodes a change set: after the header, `u32` entry count, `u32` flags,
+/// then per entry its kind (`u8`), key length (`u16`) and key bytes, in key
+/// order. Past [`MAX_CHANGE_BYTES`] of entries it lists none and is marked
+/// as overflowed.
+pub fn build_changes<'k>(entries: impl Iterator<Item = (ChangeKind, &'k [u8])> + Clone, buf: &mut Vec<u8>) {
+    write_header(buf, KIND_CHANGES, 0, 0);
+    let bytes: usize = entries.clone().map(|(_, k)| 3 + k.len()).sum();
+    if bytes > MAX_CHANGE_BYTES {
+        buf.extend_from_slice(&0u32.to_le_bytes());
+        buf.extend_from_slice(&CHANGES_OVERFLOW.to_le_bytes());
+    } else {
+        let count = entries.clone().count() as u32;
+        buf.extend_from_slice(&count.to_le_bytes());
+        buf.extend_from_slice(&0u32.to_le_bytes());
+        for (kind, key) in entries {
+            buf.push(kind.code());
+            buf.extend_from_slice(&(key.len() as u16).to_le_bytes());
+            buf.extend_from_slice(key);
+        }
+    }
+    seal(buf);
+}
+
+/// A change set in the arena, read in place.
+#[derive(Clone, Copy)]
+pub struct ChangesView<'a> {
+    offset: u64,
+    body: &'a [u8],
+    count: u32,
+    overflow: bool,
+}
+
+impl<'a> ChangesView<'a> {
+    /// Parses the change set at `offset` (bounds-checked, not checksummed,
+    /// like every read path of a reader).
+    pub fn parse(region: &'a [u8], offset: u64) -> Parse<Self> {
+        let node = node_at(region, offset, KIND_CHANGES)?;
+        let bad = || Damage::new(offset, "change set header");
+        let count = u32_at(node, HEADER_BYTES).ok_or_else(bad)?;
+        let flags = u32_at(node, HEADER_BYTES + 4).ok_or_else(bad)?;
+        Ok(ChangesView { offset, body: &node[HEADER_BYTES + 8..], count, overflow: flags & CHANGES_OVERFLOW != 0 })
+    }
+
+    /// Whether the version changed too much for its changes to be listed.
+    pub fn overflowed(&self) -> bool {
+        self.overflow
+    }
+
+    /// The entries, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = Parse<(ChangeKind, &'a [u8])>> + 'a {
+        let (body, offset) = (self.body, self.offset);
+        let mut at = 0usize;
+        (0..self.count).map(move |_| {
+            let bad = || Damage::new(offset, "change set entry out of bounds");
+            let kind = body.get(at).copied().and_then(ChangeKind::from_code).ok_or_else(bad)?;
+            let len = u16_at(body, at + 1).ok_or_else(bad)? as usize;
+            let key = body.get(at + 3..at + 3 + len).ok_or_else(bad)?;
+            at += 3 + len;
+            Ok((kind, key))
+        })
+    }
 }
 
 #[cfg(test)]
@@ -774,12 +881,13 @@ mod tests {
 
     #[test]
     fn commit_record_rejects_forward_pointers() {
-        let rec = build_commit(5, 8, 0, 64, 1, 2);
+        let commit = |root| Commit { version: 5, root, offset: 64, time_ns: 1, key_count: 2, ..Commit::default() };
+        let rec = build_commit(&commit(8));
         let mut region = vec![0u8; 64];
         region.extend_from_slice(&rec);
         let c = parse_commit(&region, 64).unwrap();
-        assert_eq!((c.version, c.root, c.end), (5, 8, 128));
-        let bad = build_commit(5, 64, 0, 64, 1, 2);
+        assert_eq!((c.version, c.root, c.end), (5, 8, 64 + COMMIT_BYTES as u64));
+        let bad = build_commit(&commit(64));
         region.truncate(64);
         region.extend_from_slice(&bad);
         assert!(parse_commit(&region, 64).is_err());

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use crate::arena::{self, MappedGeneration};
 use crate::control::{self, Control};
 use crate::error::{Error, Result};
-use crate::node::{self, Commit, COMMIT_BYTES};
+use crate::node::{self, ChangeKind, Commit, COMMIT_BYTES};
 use crate::path;
 use crate::readers::ReaderTable;
 use crate::tree;
@@ -168,7 +168,12 @@ impl Snapshot {
     /// not checksum nodes on the read path (the writer verifies a store when
     /// it opens it); this is the way to check a store from a reader.
     pub fn verify(&self) -> Result<()> {
-        tree::reachable_bytes(self.region(), &[self.commit.root], true).map(|_| ()).map_err(|d| self.damaged(d))
+        let region = self.region();
+        tree::reachable_bytes(region, &[self.commit.root], true).map_err(|d| self.damaged(d))?;
+        if self.commit.changes != 0 {
+            node::verified_node_at(region, self.commit.changes, node::KIND_CHANGES).map_err(|d| self.damaged(d))?;
+        }
+        Ok(())
     }
 
     /// The commit record of the version before this one, if still in this generation.
@@ -194,6 +199,51 @@ impl Snapshot {
                 }
             }
         }
+    }
+
+    /// What the versions after `after` up to this one changed at or below
+    /// `prefix`, oldest version first and in path order within a version,
+    /// read in place from their change sets. A deletion of a subtree that
+    /// holds `prefix` is included. Fails with [`Error::HistoryGone`] when
+    /// those versions are no longer all retained, and with
+    /// [`Error::ChangesNotListed`] when one of them changed too much to list.
+    pub fn changes(&self, after: u64, prefix: &str) -> Result<Vec<Change<'_>>> {
+        let prefix = path::key(prefix)?;
+        let region = self.region();
+        let damaged = |d: node::Damage| self.damaged(d);
+        let mut commits = Vec::new();
+        let mut at = self.commit;
+        while at.version > after {
+            commits.push(at);
+            if at.version == after + 1 {
+                break;
+            }
+            let prev = if at.prev == 0 { None } else { Some(node::parse_commit(region, at.prev).map_err(damaged)?) };
+            match prev {
+                Some(prev) if prev.version + 1 == at.version => at = prev,
+                // Compaction dropped the versions in between.
+                _ => return Err(Error::HistoryGone { after, oldest: at.version - 1 }),
+            }
+        }
+        let mut out = Vec::new();
+        for commit in commits.iter().rev() {
+            if commit.changes == 0 {
+                return Err(Error::ChangesNotListed { version: commit.version });
+            }
+            let set = node::ChangesView::parse(region, commit.changes).map_err(damaged)?;
+            if set.overflowed() {
+                return Err(Error::ChangesNotListed { version: commit.version });
+            }
+            for entry in set.iter() {
+                let (kind, key) = entry.map_err(damaged)?;
+                let below = node::Key::whole(key).in_subtree(&prefix);
+                let above = kind == ChangeKind::DeleteTree && node::Key::whole(&prefix).in_subtree(key);
+                if below || above {
+                    out.push(Change { version: commit.version, kind, key });
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The versions readable from this one (itself first, then older).
@@ -224,6 +274,10 @@ pub struct Entry<'s> {
 }
 
 impl<'s> Entry<'s> {
+    pub(crate) fn key(&self) -> node::Key<'s> {
+        self.key
+    }
+
     /// The node's value, borrowed from the shared mapping.
     pub fn value(&self) -> &'s [u8] {
         self.value
@@ -281,6 +335,30 @@ impl<'s> Iterator for Scan<'s> {
                 .map(|value| Entry { key: entry.key, value })
                 .map_err(|d| self.snapshot.damaged(d)),
         )
+    }
+}
+
+/// One path a version changed, read in place from the version's change set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Change<'a> {
+    version: u64,
+    kind: ChangeKind,
+    key: &'a [u8],
+}
+
+impl Change<'_> {
+    /// The version that made the change.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn kind(&self) -> ChangeKind {
+        self.kind
+    }
+
+    /// The changed path.
+    pub fn path(&self) -> String {
+        path::path_of(self.key)
     }
 }
 

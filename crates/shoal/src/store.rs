@@ -60,7 +60,7 @@ use crate::control::{self, Control};
 use crate::error::{Error, IoContext, Result};
 use crate::journal::{self, Journal, JournalOp};
 use crate::meta::Meta;
-use crate::node::{self, Commit, KIND_BLOB, KIND_INTERNAL, KIND_LEAF};
+use crate::node::{self, Commit, KIND_BLOB, KIND_CHANGES, KIND_INTERNAL, KIND_LEAF};
 use crate::path;
 use crate::readers::{ReaderInfo, ReaderTable};
 use crate::snapshot::{ReaderLease, Snapshot};
@@ -655,7 +655,8 @@ impl Shared {
             sync_dir(&dir)?;
             let arena = WriterArena::create(&dir, 1, reserve)?;
             let offset = arena.end();
-            arena.append(&node::build_commit(0, 0, 0, offset, now_ns(), 0))?;
+            let time_ns = now_ns();
+            arena.append(&node::build_commit(&Commit { offset, time_ns, ..Commit::default() }))?;
             arena.flush()?;
             let head = node::parse_commit(arena.region(), offset).map_err(|d| arena.damaged(d))?;
             arena.sync()?;
@@ -984,11 +985,24 @@ impl Shared {
         report: &mut ApplyReport,
     ) -> Result<Commit> {
         let root = build::apply(arena, head.root, ops, report)?;
+        let mut buf = Vec::new();
+        node::build_changes(ops.iter().map(|op| (op.change_kind(), op.key())), &mut buf);
+        let changes = arena.append(&buf)?;
         arena.flush()?;
         let key_count = tree::key_count(arena.region(), root).map_err(|d| arena.damaged(d))?;
         let offset = arena.end();
         let version = head.version + 1;
-        arena.append(&node::build_commit(version, root, head.offset, offset, time_ns, key_count))?;
+        let prev = head.offset;
+        arena.append(&node::build_commit(&Commit {
+            offset,
+            version,
+            root,
+            prev,
+            end: 0,
+            time_ns,
+            key_count,
+            changes,
+        }))?;
         arena.flush()?;
         node::parse_commit(arena.region(), offset).map_err(|d| arena.damaged(d))
     }
@@ -1309,8 +1323,14 @@ impl Shared {
             for commit in commits {
                 let root = if commit.root == 0 { 0 } else { copier.copy(region, commit.root, like)? };
                 like = (root != 0).then_some((commit.root, root));
+                let changes = match commit.changes {
+                    0 => 0,
+                    at => new.append(
+                        node::verified_node_at(region, at, KIND_CHANGES).map_err(|d| d.into_error(&old.path))?,
+                    )?,
+                };
                 let offset = new.end();
-                new.append(&node::build_commit(commit.version, root, *prev, offset, commit.time_ns, commit.key_count))?;
+                new.append(&node::build_commit(&Commit { offset, root, prev: *prev, changes, ..*commit }))?;
                 new.flush()?;
                 last = Some(node::parse_commit(new.region(), offset).map_err(|d| new.damaged(d))?);
                 *prev = offset;
@@ -1505,8 +1525,18 @@ impl Drop for Shared {
 /// `verify`; returns the bytes they occupy (records and header page included).
 fn walk_reachable(arena: &WriterArena, commits: &[Commit], verify: bool) -> Result<u64> {
     let roots: Vec<u64> = commits.iter().map(|c| c.root).collect();
-    let nodes = tree::reachable_bytes(arena.region(), &roots, verify).map_err(|d| arena.damaged(d))?;
-    Ok(HEADER_PAGE + (commits.len() * node::COMMIT_BYTES) as u64 + nodes)
+    let region = arena.region();
+    let nodes = tree::reachable_bytes(region, &roots, verify).map_err(|d| arena.damaged(d))?;
+    let mut changes = 0;
+    for commit in commits.iter().filter(|c| c.changes != 0) {
+        let set = if verify {
+            node::verified_node_at(region, commit.changes, KIND_CHANGES)
+        } else {
+            node::node_at(region, commit.changes, KIND_CHANGES)
+        };
+        changes += set.map_err(|d| arena.damaged(d))?.len() as u64;
+    }
+    Ok(HEADER_PAGE + (commits.len() * node::COMMIT_BYTES) as u64 + nodes + changes)
 }
 
 /// One compaction's copy of trees from the old generation into the new one.
