@@ -134,16 +134,33 @@ impl Control {
     }
 
     /// Publishes a commit record. Sync point: every node the record reaches
-    /// was written before this `Release` store. Then wakes every waiting
-    /// reader (one futex wake; waiters recheck the published word).
+    /// was written before this `Release` store. Then bumps the wake-up
+    /// counter; the caller wakes sleeping readers ([`Control::wake_sleepers`]).
     pub fn publish(&self, generation: u64, offset: u64) {
         self.word(OFF_CURRENT).store(pack(generation, offset), Ordering::Release);
         // Sync point for the reader-table protocol: the new word is ordered
         // before the writer's later scan of reader pins (see `readers`).
         fence(Ordering::SeqCst);
-        let wake = self.wake_word();
-        wake.fetch_add(1, Ordering::Release);
-        if let Err(e) = sys::futex_wake_all(wake) {
+        self.wake_word().fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Wakes the readers sleeping on the wake-up counter, if any.
+    ///
+    /// Sleepers count themselves in the reader table (the only file readers
+    /// may write). No lost wake-up: a sleeper increments the count, issues
+    /// a SeqCst fence, then re-reads the counter before it sleeps; the writer
+    /// increments the counter (`publish`), issues a SeqCst fence, then reads
+    /// the count. The fences are totally ordered, so either the writer sees
+    /// the sleeper (and wakes it; a futex wait on a moved counter returns at
+    /// once) or the sleeper sees the new counter (and does not sleep). With
+    /// nobody asleep, a commit makes no system call for it. A sleeper killed
+    /// in between leaves the count high, which only costs useless wakes.
+    pub fn wake_sleepers(&self, sleepers: &std::sync::atomic::AtomicU32) {
+        fence(Ordering::SeqCst);
+        if sleepers.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        if let Err(e) = sys::futex_wake_all(self.wake_word()) {
             tracing::warn!(error = %e, "futex wake failed; waiting readers will see the version at their timeout");
         }
     }
@@ -162,9 +179,38 @@ impl Control {
         seq
     }
 
-    /// Sleeps until the wake-up counter moves past `seq`, or `timeout`.
-    pub fn wait_past(&self, seq: u32, timeout: std::time::Duration) -> Result<()> {
-        sys::futex_wait(self.wake_word(), seq, timeout).at(&self.path)
+    /// Waits until the wake-up counter moves past `seq`, or `timeout`:
+    /// first spinning for up to `spin` (a version published meanwhile is
+    /// seen without a sleep and a wake-up, which cost tens of microseconds
+    /// each), then sleeping on the futex, counted in `sleepers` (see
+    /// [`Control::wake_sleepers`]).
+    pub fn wait_past(
+        &self,
+        seq: u32,
+        timeout: std::time::Duration,
+        spin: std::time::Duration,
+        sleepers: &std::sync::atomic::AtomicU32,
+    ) -> Result<()> {
+        let start = std::time::Instant::now();
+        let spin = spin.min(timeout);
+        while start.elapsed() < spin {
+            for _ in 0..64 {
+                if self.wake_sequence() != seq {
+                    return Ok(());
+                }
+                std::hint::spin_loop();
+            }
+        }
+        sleepers.fetch_add(1, Ordering::SeqCst);
+        // Sync point: pairs with the fence in `wake_sleepers`.
+        fence(Ordering::SeqCst);
+        let result = if self.wake_word().load(Ordering::Relaxed) == seq {
+            sys::futex_wait(self.wake_word(), seq, timeout.saturating_sub(start.elapsed())).at(&self.path)
+        } else {
+            Ok(())
+        };
+        sleepers.fetch_sub(1, Ordering::SeqCst);
+        result
     }
 
     /// The writer that last claimed the store: (pid, start time).

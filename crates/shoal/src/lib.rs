@@ -52,7 +52,7 @@ mod watch;
 pub use error::{Error, Result};
 pub use node::ChangeKind;
 pub use readers::ReaderInfo;
-pub use snapshot::{Change, Entry, Reader, Scan, Snapshot};
+pub use snapshot::{Change, Entry, Reader, Scan, Snapshot, DEFAULT_WAIT_SPIN};
 pub use store::{CompactReport, Durability, Options, Stat, Store};
 pub use txn::Transaction;
 pub use watch::{Watch, WatchEvent};

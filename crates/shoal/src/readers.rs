@@ -38,6 +38,9 @@ pub const DEFAULT_SLOTS: u64 = 4096;
 const MAX_SLOTS: u64 = 1 << 20;
 const MAGIC: u64 = u64::from_le_bytes(*b"SHOALRD1");
 
+/// Header word: readers asleep on the control file's wake-up counter.
+const OFF_SLEEPERS: u64 = 64;
+
 const PIN_GENERATION: u64 = 0;
 const PIN_VERSION: u64 = 8;
 const PID: u64 = 16;
@@ -66,6 +69,15 @@ impl ReaderTable {
         // (slot < slots, checked against the file length at open); table words
         // are only accessed atomically.
         unsafe { self.map.atomic_u64(HEADER + slot * SLOT_BYTES + field) }
+    }
+
+    /// The count of readers asleep waiting for a version (see
+    /// `Control::wake_sleepers`).
+    pub fn sleepers(&self) -> &std::sync::atomic::AtomicU32 {
+        // SAFETY: OFF_SLEEPERS is 4-aligned and inside the header, which is
+        // inside the mapping (checked at open); the word is only accessed
+        // atomically, by every process that maps the table read-write.
+        unsafe { self.map.atomic_u32(OFF_SLEEPERS) }
     }
 
     /// Creates the table if it does not exist, then opens it.

@@ -378,9 +378,17 @@ pub struct Reader {
     /// The last verified commit record, keyed by the control word.
     last: RefCell<Option<(u64, Commit)>>,
     pinned: Cell<u64>,
+    /// How long `wait_for_version` spins before it sleeps.
+    wait_spin: Cell<std::time::Duration>,
     /// This boot's id: the control word is trusted only if a writer claimed it this boot.
     boot: [u64; 2],
 }
+
+/// How long a wait spins before it sleeps, by default: waking a sleeping
+/// process costs tens of microseconds (more on a virtual machine), so a
+/// version published within this time is seen sooner, for at most this
+/// much CPU per wait.
+pub const DEFAULT_WAIT_SPIN: std::time::Duration = std::time::Duration::from_micros(100);
 
 /// Retries of a snapshot that keeps racing compactions before giving up.
 const SNAPSHOT_RETRIES: usize = 1000;
@@ -402,6 +410,7 @@ impl Reader {
             older: RefCell::new(Vec::new()),
             last: RefCell::new(None),
             pinned: Cell::new(0),
+            wait_spin: Cell::new(DEFAULT_WAIT_SPIN),
             boot: control::this_boot(),
         })
     }
@@ -509,7 +518,8 @@ impl Reader {
     /// snapshot of it, or `None` once `timeout` has passed. The writer wakes
     /// waiters with a futex on the shared control file, so this sleeps
     /// without polling. Use a bounded timeout and [`Reader::writer_alive`]
-    /// to notice a writer that has gone away.
+    /// to notice a writer that has gone away. It spins briefly before it
+    /// sleeps ([`Reader::set_wait_spin`]).
     pub fn wait_for_version(&self, after: u64, timeout: std::time::Duration) -> Result<Option<Snapshot>> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
@@ -524,8 +534,15 @@ impl Reader {
             if now >= deadline {
                 return Ok(None);
             }
-            self.control.wait_past(seq, deadline - now)?;
+            self.control.wait_past(seq, deadline - now, self.wait_spin.get(), self.lease.table.sleepers())?;
         }
+    }
+
+    /// Sets how long [`Reader::wait_for_version`] (and a watch's `wait`)
+    /// spins before sleeping; zero sleeps at once. Default
+    /// [`DEFAULT_WAIT_SPIN`].
+    pub fn set_wait_spin(&self, spin: std::time::Duration) {
+        self.wait_spin.set(spin);
     }
 
     /// Whether the process that last opened the store as its writer is still

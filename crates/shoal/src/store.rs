@@ -777,6 +777,7 @@ impl Shared {
             }
             let pid = std::process::id();
             store.control.claim(generation, head.offset, pid, sys::process_start_time(pid).unwrap_or(0));
+            store.control.wake_sleepers(store.table.sleepers());
             let mut sync = lock(&store.sync);
             sync.published = head.version;
             sync.written = (head.version, generation, head.offset);
@@ -1059,7 +1060,7 @@ impl Shared {
         }
         let generation = st.arena.generation();
         if self.options.durability == Durability::None {
-            self.control.publish(generation, head.offset);
+            self.publish(generation, head.offset);
             let mut sync = lock(&self.sync);
             sync.published = head.version;
             sync.written = (head.version, generation, head.offset);
@@ -1140,7 +1141,7 @@ impl Shared {
             match result {
                 Ok(()) => {
                     if target > sync.published {
-                        self.control.publish(generation, offset);
+                        self.publish(generation, offset);
                         sync.published = target;
                     }
                 }
@@ -1175,7 +1176,7 @@ impl Shared {
         }
         let mut sync = lock(&self.sync);
         if st.head.version > sync.published {
-            self.control.publish(st.arena.generation(), st.head.offset);
+            self.publish(st.arena.generation(), st.head.offset);
             sync.published = st.head.version;
         }
         self.synced.notify_all();
@@ -1380,7 +1381,7 @@ impl Shared {
         // From here commits append to the new generation, which must not be
         // deleted; a failure leaves the store poisoned rather than half switched.
         *switched = true;
-        self.control.publish(to, head.offset);
+        self.publish(to, head.offset);
         {
             let mut sync = lock(&self.sync);
             sync.published = head.version;
@@ -1496,6 +1497,12 @@ impl Shared {
             old_generations: st.old_generations.iter().map(|o| o.generation).collect(),
             spare_generation: st.spare,
         })
+    }
+
+    /// Publishes a version and wakes the readers asleep waiting for one.
+    fn publish(&self, generation: u64, offset: u64) {
+        self.control.publish(generation, offset);
+        self.control.wake_sleepers(self.table.sleepers());
     }
 
     fn readers(&self) -> Result<Vec<ReaderInfo>> {

@@ -104,7 +104,7 @@ impl Engine for ShoalEngine {
     }
 
     fn propagation_method(&self) -> &'static str {
-        "waiting reader: Reader::wait_for_version sleeps on a futex in the shared control file until the writer publishes"
+        "waiting reader: Reader::wait_for_version spins for up to 100 µs (its default; SHOAL_BENCH_WAIT_SPIN_US overrides it), then sleeps on a futex in the shared control file until the writer publishes"
     }
 }
 
@@ -200,6 +200,9 @@ impl ReadSession for ShoalReader {
     }
 
     fn watch(&mut self, ready: &mut dyn FnMut(), stop: &AtomicBool, seen: &mut dyn FnMut(u64)) -> Result<()> {
+        if let Some(spin) = std::env::var("SHOAL_BENCH_WAIT_SPIN_US").ok().and_then(|s| s.parse().ok()) {
+            self.reader.set_wait_spin(Duration::from_micros(spin));
+        }
         let mut last = self.reader.snapshot()?.version();
         ready();
         while !stop.load(Ordering::Relaxed) {

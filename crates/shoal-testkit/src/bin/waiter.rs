@@ -1,4 +1,6 @@
-//! A reader that sleeps until each new version: `waiter STORE STOP_VERSION`.
+//! A reader that sleeps until each new version:
+//! `waiter STORE STOP_VERSION [SPIN_MICROS]` (spin before sleeping; default
+//! the library's).
 //!
 //! Prints `ready`, then waits (futex, no polling) for versions newer than
 //! the last it saw until it sees `STOP_VERSION`; every wait has a 10 s
@@ -10,6 +12,9 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let reader = shoal::Reader::open(&args[1]).expect("open reader");
     let stop: u64 = args[2].parse().expect("stop version");
+    if let Some(spin) = args.get(3) {
+        reader.set_wait_spin(Duration::from_micros(spin.parse().expect("spin micros")));
+    }
     let mut last = reader.snapshot().expect("snapshot").version();
     println!("ready version={last}");
     let (mut wakes, mut timeouts, mut backwards) = (0u64, 0u64, 0u64);
