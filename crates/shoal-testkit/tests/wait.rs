@@ -1,6 +1,7 @@
 //! Waiting for versions: a reader process sleeps on the control file's futex
 //! and is woken by each commit of the writer process; a wait with no commits
-//! times out; a waiting reader can tell that its writer died.
+//! times out; a waiting reader can tell that its writer died; a version fd
+//! (for event loops) becomes readable at each publication.
 
 use std::time::{Duration, Instant};
 
@@ -69,4 +70,40 @@ fn a_waiting_reader_can_tell_that_the_writer_died() {
     let current = reader.snapshot().unwrap().version();
     assert!(reader.wait_for_version(current, Duration::from_millis(200)).unwrap().is_none());
     assert!(!reader.writer_alive(), "a killed writer still counts as alive");
+}
+
+/// Whether `fd` becomes readable within `ms` milliseconds.
+fn readable_within(fd: &impl std::os::fd::AsRawFd, ms: i32) -> bool {
+    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd, for the duration of the call.
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    assert!(n >= 0, "poll failed: {}", std::io::Error::last_os_error());
+    n == 1 && pfd.revents & libc::POLLIN != 0
+}
+
+#[test]
+fn a_version_fd_becomes_readable_at_each_publication() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options { durability: Durability::None, ..Options::default() }).unwrap();
+    let reader = Reader::open(dir.path()).unwrap();
+    let (a, b) = (reader.version_fd().unwrap(), reader.version_fd().unwrap());
+    assert!(!readable_within(&a, 100), "readable before any commit");
+    let mut txn = store.begin();
+    txn.put("/k", "1").unwrap();
+    let v = txn.commit().unwrap();
+    // Every descriptor of the store is signalled (one helper thread serves both).
+    assert!(readable_within(&a, 5000) && readable_within(&b, 5000));
+    assert_eq!(reader.snapshot().unwrap().version(), v);
+    a.clear().unwrap();
+    assert!(!readable_within(&a, 100), "still readable after clear");
+    assert!(readable_within(&b, 0), "clearing one descriptor cleared another");
+    drop(b);
+
+    // A writer in another process signals it too.
+    drop(store);
+    a.clear().unwrap();
+    let mut writer = ChildProcess::spawn(WRITER, &[dir.path().to_str().unwrap()]);
+    writer.wait_for("ack 1");
+    assert!(readable_within(&a, 5000));
+    writer.kill();
 }

@@ -39,6 +39,7 @@ mod error;
 mod journal;
 mod meta;
 mod node;
+mod notify;
 pub mod path;
 mod readers;
 mod settings;
@@ -51,6 +52,7 @@ mod watch;
 
 pub use error::{Error, Result};
 pub use node::ChangeKind;
+pub use notify::VersionFd;
 pub use readers::ReaderInfo;
 pub use snapshot::{Change, Entry, Reader, Scan, Snapshot, DEFAULT_WAIT_SPIN};
 pub use store::{CompactReport, Durability, Options, Stat, Store};
