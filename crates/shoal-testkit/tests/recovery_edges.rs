@@ -147,9 +147,12 @@ fn damaged_key_order_is_an_error_not_an_endless_list() {
     drop(store);
     let arena = dir.path().join("arena-0000000001");
     let mut bytes = std::fs::read(&arena).unwrap();
-    // The leaf comes first; the version's change set, after it, names the key too.
-    let at = bytes.windows(4).position(|w| w == b"beta").expect("key bytes in the arena");
-    bytes[at..at + 4].copy_from_slice(b"alph");
+    // Every copy: the leaf's, and the version's change set's.
+    let copies: Vec<usize> = (0..bytes.len() - 4).filter(|&i| &bytes[i..i + 4] == b"beta").collect();
+    assert!(!copies.is_empty(), "key bytes in the arena");
+    for at in copies {
+        bytes[at..at + 4].copy_from_slice(b"alph");
+    }
     std::fs::write(&arena, &bytes).unwrap();
     let reader = Reader::open(dir.path()).unwrap();
     let snap = reader.snapshot().unwrap();

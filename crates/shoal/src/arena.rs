@@ -234,6 +234,27 @@ impl WriterArena {
         self.flushed.get() + self.pending.borrow().len() as u64
     }
 
+    /// A copy of the node at `offset`, whether flushed or still pending.
+    pub fn read_node(&self, offset: u64) -> Result<Vec<u8>> {
+        let flushed = self.flushed.get();
+        let bad = |detail: &str| self.mapped.corrupt(offset, detail);
+        if offset < flushed {
+            let region = self.region();
+            let kind = region.get(offset as usize).copied().ok_or_else(|| bad("node offset out of bounds"))?;
+            return crate::node::node_at(region, offset, kind)
+                .map(<[u8]>::to_vec)
+                .map_err(|d| d.into_error(&self.mapped.path));
+        }
+        let pending = self.pending.borrow();
+        let at = (offset - flushed) as usize;
+        let len = crate::node::u32_at(&pending, at + 4).ok_or_else(|| bad("node offset out of bounds"))? as usize;
+        pending
+            .get(at..at + len)
+            .filter(|_| len >= crate::node::HEADER_BYTES)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| bad("node length out of bounds"))
+    }
+
     /// Bytes appended but not yet flushed.
     pub fn pending_bytes(&self) -> usize {
         self.pending.borrow().len()
@@ -298,6 +319,9 @@ impl crate::build::NodeSink for WriterArena {
     }
     fn flush(&self) -> Result<()> {
         WriterArena::flush(self)
+    }
+    fn read_node(&self, offset: u64) -> Result<Vec<u8>> {
+        WriterArena::read_node(self, offset)
     }
     fn damaged(&self, damage: crate::node::Damage) -> Error {
         damage.into_error(&self.mapped.path)

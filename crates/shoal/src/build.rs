@@ -23,6 +23,8 @@ pub trait NodeSink {
     fn append(&self, node: &[u8]) -> Result<u64>;
     /// Makes appended nodes readable through `region`.
     fn flush(&self) -> Result<()>;
+    /// A copy of the node at `offset`, flushed or not.
+    fn read_node(&self, offset: u64) -> Result<Vec<u8>>;
     /// Converts node damage into an error naming the arena file.
     fn damaged(&self, damage: node::Damage) -> crate::Error;
 }
@@ -287,15 +289,15 @@ impl<'s> Builder<'s, '_> {
         while level.len() > 1 {
             level = self.write_chunks(Items::Internal(level))?;
         }
-        self.sink.flush()?;
         let Some(top) = level.pop() else { return Ok(0) };
         let mut root = top.offset;
+        // Not flushed: the caller writes the commit record with these nodes.
         loop {
-            let region = self.sink.region();
-            if region.get(root as usize) != Some(&KIND_INTERNAL) {
+            let bytes = self.sink.read_node(root)?;
+            if bytes.first() != Some(&KIND_INTERNAL) {
                 return Ok(root);
             }
-            let view = InternalView::parse(region, root).map_err(|d| self.damaged(d))?;
+            let view = InternalView::from_node(&bytes, root).map_err(|d| self.damaged(d))?;
             if view.len() != 1 {
                 return Ok(root);
             }
@@ -428,6 +430,11 @@ mod tests {
         fn flush(&self) -> Result<()> {
             Ok(())
         }
+        fn read_node(&self, offset: u64) -> Result<Vec<u8>> {
+            let v = self.0.borrow();
+            let len = node::u32_at(&v, offset as usize + 4).unwrap() as usize;
+            Ok(v[offset as usize..offset as usize + len].to_vec())
+        }
         fn damaged(&self, d: node::Damage) -> crate::Error {
             d.into_error(std::path::Path::new("test"))
         }
@@ -457,7 +464,7 @@ mod tests {
         let mut report = ApplyReport::default();
         let root = apply(&sink, 0, &ops, &mut report).unwrap();
         assert_eq!(report.created.len(), 3002);
-        assert_eq!(crate::tree::key_count(sink.region(), root).unwrap(), 3002);
+        assert_eq!(node::key_count_of(&sink.read_node(root).unwrap(), root).unwrap(), 3002);
         let del = [Op::DeleteTree { key: path::key("/d").unwrap() }];
         let root2 = apply(&sink, root, &del, &mut ApplyReport::default()).unwrap();
         assert_eq!(all(&sink, root2), vec!["/e".to_string()]);

@@ -722,6 +722,18 @@ pub fn parse_commit(region: &[u8], offset: u64) -> Parse<Commit> {
     Ok(commit)
 }
 
+/// The number of keys below the root node `bytes` (at `offset`).
+pub fn key_count_of(bytes: &[u8], offset: u64) -> Parse<u64> {
+    match bytes.first() {
+        Some(&KIND_LEAF) => Ok(LeafView::from_node(bytes, offset)?.len() as u64),
+        Some(&KIND_INTERNAL) => {
+            let view = InternalView::from_node(bytes, offset)?;
+            Ok((0..view.len()).fold(0u64, |sum, i| sum.saturating_add(view.keys_below(i))))
+        }
+        _ => Err(Damage::new(offset, "root is neither a leaf nor an internal node")),
+    }
+}
+
 /// How a version changed one path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ChangeKind {

@@ -985,12 +985,18 @@ impl Shared {
         time_ns: u64,
         report: &mut ApplyReport,
     ) -> Result<Commit> {
-        let root = build::apply(arena, head.root, ops, report)?;
+        // Change set, nodes and commit record reach the file in one `pwrite`.
         let mut buf = Vec::new();
         node::build_changes(ops.iter().map(|op| (op.change_kind(), op.key())), &mut buf);
         let changes = arena.append(&buf)?;
-        arena.flush()?;
-        let key_count = tree::key_count(arena.region(), root).map_err(|d| arena.damaged(d))?;
+        let root = build::apply(arena, head.root, ops, report)?;
+        let key_count = match root {
+            0 => 0,
+            root => {
+                let bytes = arena.read_node(root)?;
+                node::key_count_of(&bytes, root).map_err(|d| arena.damaged(d))?
+            }
+        };
         let offset = arena.end();
         let version = head.version + 1;
         let prev = head.offset;

@@ -60,20 +60,6 @@ pub fn get<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<Option<&'a [u8]
     }
 }
 
-/// The number of keys in the tree.
-pub fn key_count(region: &[u8], root: u64) -> Parse<u64> {
-    if root == 0 {
-        return Ok(0);
-    }
-    match kind_at(region, root)? {
-        KIND_LEAF => Ok(LeafView::parse(region, root)?.len() as u64),
-        _ => {
-            let view = InternalView::parse(region, root)?;
-            Ok((0..view.len()).fold(0u64, |sum, i| sum.saturating_add(view.keys_below(i))))
-        }
-    }
-}
-
 /// An ordered iterator over leaf entries, positioned by [`Cursor::seek`].
 pub struct Cursor<'a> {
     region: &'a [u8],
