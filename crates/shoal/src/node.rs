@@ -737,7 +737,9 @@ pub fn key_count_of(bytes: &[u8], offset: u64) -> Parse<u64> {
 /// How a version changed one path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ChangeKind {
-    /// A value was written (created or replaced).
+    /// A value was written: created, or replaced (possibly by the same
+    /// bytes: change sets list what transactions wrote, while a watch's
+    /// `Resync` lists what differs).
     Set,
     /// The node was deleted.
     Delete,

@@ -182,8 +182,27 @@ impl ReaderTable {
         Ok(out)
     }
 
-    /// The oldest generation any live reader may still read, if any.
+    /// The oldest generation any slot may still read, if any. Only the
+    /// lock decides here: a freed generation's file is rewritten, and the
+    /// pid check [`ReaderTable::live`] adds can call a reader dead that is
+    /// not (another pid namespace, a `/proc` it cannot see, a forked child
+    /// still using the inherited handle).
     pub fn oldest_pinned_generation(&self) -> Result<Option<u64>> {
-        Ok(self.live()?.iter().map(|r| r.pinned_generation).filter(|&g| g != 0).min())
+        // Sync point: as in `live`.
+        fence(Ordering::SeqCst);
+        let mut oldest: Option<u64> = None;
+        for slot in 0..self.slots {
+            if self.word(slot, PID).load(Ordering::Relaxed) == 0 {
+                continue; // never used (a claim stores its pid before any pin)
+            }
+            if !sys::range_is_locked(&self.file, HEADER + slot * SLOT_BYTES, SLOT_BYTES).at(&self.path)? {
+                continue;
+            }
+            let pin = self.word(slot, PIN_GENERATION).load(Ordering::SeqCst);
+            if pin != 0 {
+                oldest = Some(oldest.map_or(pin, |o| o.min(pin)));
+            }
+        }
+        Ok(oldest)
     }
 }

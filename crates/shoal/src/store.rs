@@ -275,6 +275,9 @@ struct OldGeneration {
     /// The writer process's own mapping, alive while one of its snapshots
     /// or transactions still reads the generation (empty if never mapped).
     mapped: std::sync::Weak<MappedGeneration>,
+    /// The checkpoint may still name it (a compaction switched away from it
+    /// and has not yet written the checkpoint naming the new one): never freed.
+    checkpointed: bool,
 }
 
 #[derive(Default)]
@@ -692,7 +695,7 @@ impl Shared {
         let old_generations = generations
             .iter()
             .filter(|&&g| g < current_generation)
-            .map(|&g| OldGeneration { generation: g, mapped: std::sync::Weak::new() })
+            .map(|&g| OldGeneration { generation: g, mapped: std::sync::Weak::new(), checkpointed: false })
             .collect();
         // Generations above the current one come from an interrupted compaction
         // that never published (recovery picks the newest named version).
@@ -1296,6 +1299,12 @@ impl Shared {
         if result.is_err() && !switched {
             let _ = std::fs::remove_file(self.dir.join(arena::file_name(to)));
         }
+        // Our own reference gone, the generation just retired can be freed
+        // now if no snapshot and no reader needs it.
+        drop(old);
+        if result.is_ok() {
+            self.reclaim();
+        }
         result
     }
 
@@ -1398,6 +1407,9 @@ impl Shared {
         st.arena = new;
         st.head = head;
         st.live_bytes = bytes_after;
+        // Tracked from the switch on, so the store's own pin covers the
+        // snapshots still reading it even if the checkpoint below fails.
+        st.old_generations.push(OldGeneration { generation: from, mapped: Arc::downgrade(old), checkpointed: true });
         drop(guard);
         if self.abort_after_switch.load(std::sync::atomic::Ordering::Relaxed) {
             std::process::abort();
@@ -1411,11 +1423,10 @@ impl Shared {
         let mut guard = lock(&self.state);
         let st = &mut *guard;
         self.checkpoint_locked(st)?;
-        st.old_generations.push(OldGeneration { generation: from, mapped: Arc::downgrade(old) });
-        self.reclaim_generations(st);
-        let doomed = std::mem::take(&mut st.doomed);
+        for old in st.old_generations.iter_mut().filter(|o| o.generation == from) {
+            old.checkpointed = false;
+        }
         drop(guard);
-        delete_generations(&self.dir, doomed);
         tracing::debug!(from, to, bytes_before, bytes_after, caught_up, "compacted");
         Ok(CompactReport { from_generation: from, to_generation: to, bytes_before, bytes_after, versions_kept })
     }
@@ -1455,7 +1466,8 @@ impl Shared {
         };
         let mut freed = Vec::new();
         st.old_generations.retain(|old| {
-            let needed = oldest_pinned.is_some_and(|p| p <= old.generation) || old.mapped.strong_count() > 0;
+            let needed =
+                old.checkpointed || oldest_pinned.is_some_and(|p| p <= old.generation) || old.mapped.strong_count() > 0;
             if !needed {
                 freed.push(old.generation);
             }

@@ -103,3 +103,28 @@ fn snapshots_keep_their_generation_from_being_recycled() {
     rewrite_all(&store, b'g');
     assert_all(&Reader::open(dir.path()).unwrap().snapshot().unwrap(), b'g');
 }
+
+/// The pid check that `readers()` applies can call a live reader dead (a
+/// reader in another pid namespace, a `/proc` it cannot see): recycling must
+/// trust the slot's lock alone.
+#[test]
+fn a_locked_slot_pins_even_when_its_pid_looks_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    let options =
+        Options { durability: Durability::None, auto_compact: false, retain_versions: 1, ..Options::default() };
+    let store = Store::open(dir.path(), options).unwrap();
+    rewrite_all(&store, b'a');
+    let reader = Reader::open(dir.path()).unwrap();
+    let held = reader.snapshot().unwrap();
+    // Make the slot's recorded start time wrong, as if the pid were reused.
+    use std::os::unix::fs::FileExt;
+    let table = std::fs::OpenOptions::new().write(true).open(dir.path().join("readers")).unwrap();
+    table.write_all_at(&u64::MAX.to_le_bytes(), 4096 + reader.slot() * 64 + 24).unwrap();
+    assert!(store.readers().unwrap().iter().all(|r| r.slot != reader.slot()), "the slot should look dead");
+    for round in 0..4u8 {
+        rewrite_all(&store, b'b' + round);
+        store.compact().unwrap();
+        store.reclaim();
+        assert_all(&held, b'a');
+    }
+}
