@@ -311,6 +311,9 @@ pub(crate) struct Shared {
     state: Mutex<WriterState>,
     sync: Mutex<SyncState>,
     synced: Condvar,
+    /// Notified (with `state`) when a compaction switches generation or a
+    /// background compaction ends.
+    compaction_progress: Condvar,
     /// Open transactions by base version.
     open: Mutex<BTreeMap<u64, usize>>,
     /// Held by the one compaction that may run at a time.
@@ -724,6 +727,7 @@ impl Shared {
             }),
             sync: Mutex::new(SyncState::default()),
             synced: Condvar::new(),
+            compaction_progress: Condvar::new(),
             open: Mutex::new(BTreeMap::new()),
             compaction: Mutex::new(()),
             journal_file,
@@ -1089,9 +1093,11 @@ impl Shared {
             self.schedule_compaction();
         }
         if arena_end > compaction_threshold.saturating_mul(2) {
-            // Commits are outrunning the background compaction: wait for it,
-            // so the arena stays within a constant factor of the live data.
-            self.join_compactor();
+            // Commits are outrunning the background compaction: wait until it
+            // switches to the compacted generation (not for the sync and
+            // checkpoint after it), so the arena stays within a constant
+            // factor of the live data.
+            self.wait_for_switch(generation);
         }
         Ok(head.version)
     }
@@ -1250,6 +1256,8 @@ impl Shared {
                 }
             }
             me.compaction_scheduled.store(false, std::sync::atomic::Ordering::Release);
+            let _st = lock(&me.state);
+            me.compaction_progress.notify_all();
         });
         match spawned {
             Ok(handle) => *slot = Some(handle),
@@ -1257,6 +1265,21 @@ impl Shared {
                 tracing::warn!(error = %e, "cannot start the compaction thread");
                 self.compaction_scheduled.store(false, std::sync::atomic::Ordering::Release);
             }
+        }
+    }
+
+    /// Waits until the store has left `generation` or no background
+    /// compaction is under way.
+    fn wait_for_switch(&self, generation: u64) {
+        use std::sync::atomic::Ordering::Acquire;
+        let mut st = lock(&self.state);
+        while st.arena.generation() == generation && self.compaction_scheduled.load(Acquire) {
+            // Bounded, in case the thread ends between the check and the wait.
+            st = self
+                .compaction_progress
+                .wait_timeout(st, std::time::Duration::from_millis(10))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 
@@ -1410,6 +1433,7 @@ impl Shared {
         // Tracked from the switch on, so the store's own pin covers the
         // snapshots still reading it even if the checkpoint below fails.
         st.old_generations.push(OldGeneration { generation: from, mapped: Arc::downgrade(old), checkpointed: true });
+        self.compaction_progress.notify_all();
         drop(guard);
         if self.abort_after_switch.load(std::sync::atomic::Ordering::Relaxed) {
             std::process::abort();
