@@ -79,6 +79,39 @@ pub fn with_key<R>(body: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
     }
 }
 
+/// Validates `path` and calls `f` with its key, in one pass over the bytes
+/// into a stack buffer when the path is short: the read path's version of
+/// [`validate`] + [`with_key`]. Errors are [`validate`]'s.
+#[inline]
+pub fn with_valid_key<R>(path: &str, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+    const STACK_KEY_BYTES: usize = 256;
+    let bytes = path.as_bytes();
+    if bytes.len() < 2 || bytes.len() > STACK_KEY_BYTES + 1 || bytes[0] != b'/' {
+        return validate(path).map(|body| with_key(body, f));
+    }
+    let body = &bytes[1..];
+    let mut buf = [0u8; STACK_KEY_BYTES];
+    let (mut segment, mut ok) = (0usize, true);
+    for (out, &b) in buf.iter_mut().zip(body) {
+        if b == b'/' {
+            ok &= segment != 0;
+            segment = 0;
+            *out = 0;
+        } else {
+            ok &= b != 0;
+            segment += 1;
+            *out = b;
+        }
+    }
+    ok &= segment != 0 && segment <= MAX_SEGMENT_BYTES;
+    // Only the last segment can exceed 255 bytes in a body of at most 256
+    // bytes (any other is followed by '/' and one more byte); checked above.
+    if !ok {
+        return validate(path).map(|body| with_key(body, f));
+    }
+    Ok(f(&buf[..body.len()]))
+}
+
 /// Validates `path` and returns its key.
 pub fn key(path: &str) -> Result<Vec<u8>> {
     validate(path).map(key_of)
@@ -164,6 +197,21 @@ pub fn ancestors(key: &[u8]) -> impl Iterator<Item = &[u8]> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The one-pass read path agrees with `validate` + `with_key`, errors included.
+    #[test]
+    fn one_pass_key_matches_validate() {
+        let long = format!("/{}", "a".repeat(256));
+        let long_first = format!("/{}/b", "a".repeat(254));
+        let too_long_last = format!("/b/{}", "a".repeat(256));
+        let cases =
+            ["/", "", "a", "/a", "/a/b", "//", "/a//b", "/a/", "/a\0b", "/é/ü", &long, &long_first, &too_long_last];
+        for case in cases {
+            let fast = with_valid_key(case, |k| k.to_vec()).map_err(|e| e.to_string());
+            let slow = validate(case).map(|body| with_key(body, |k| k.to_vec())).map_err(|e| e.to_string());
+            assert_eq!(fast, slow, "{case:?}");
+        }
+    }
 
     #[test]
     fn rejects_bad_paths() {

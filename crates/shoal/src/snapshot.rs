@@ -129,8 +129,7 @@ impl Snapshot {
     /// Every existing node has a value, possibly empty; the root's is empty.
     #[inline]
     pub fn get(&self, path: &str) -> Result<Option<&[u8]>> {
-        let body = path::validate(path)?;
-        path::with_key(body, |key| self.get_key(key))
+        path::with_valid_key(path, |key| self.get_key(key))?
     }
 
     /// Whether a node exists at `path`.
