@@ -179,6 +179,9 @@ pub fn stat(dir: &Path, reader_only: bool) -> CliResult {
                 let old: Vec<String> = s.old_generations.iter().map(u64::to_string).collect();
                 out +=
                     &format!("old generations:    {}\n", if old.is_empty() { "none".into() } else { old.join(", ") });
+                if let Some(spare) = s.spare_generation {
+                    out += &format!("spare file:         generation {spare} (the next compaction rewrites it)\n");
+                }
             }
             Err(Error::Locked { pid, .. }) => {
                 out += &format!("writer:             running (pid {pid}); writer-only figures not shown\n");
