@@ -243,3 +243,14 @@ pub fn watch(dir: &Path, prefix: &str, from: Option<u64>, count: Option<u64>) ->
         }
     }
 }
+
+/// `shoal versions STORE`
+pub fn versions(dir: &Path) -> CliResult {
+    let reader = Reader::open(dir)?;
+    let mut out = std::io::stdout().lock();
+    for v in reader.snapshot()?.history()? {
+        let (secs, nanos) = (v.commit_time_ns / 1_000_000_000, v.commit_time_ns % 1_000_000_000);
+        writeln!(out, "{}\t{secs}.{:03}\t{} nodes", v.version, nanos / 1_000_000, v.key_count).map_err(stdout_error)?;
+    }
+    out.flush().map_err(stdout_error)
+}

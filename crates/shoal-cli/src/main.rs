@@ -177,6 +177,11 @@ enum Command {
         #[arg(long)]
         reader_only: bool,
     },
+    /// List the retained versions, newest first: version, commit time (Unix seconds), nodes.
+    Versions {
+        /// Store directory.
+        store: PathBuf,
+    },
     /// Print the changes under a path as they are committed, until interrupted.
     ///
     /// One line per change: "<version> set|delete|delete-tree <path>". If the
@@ -240,6 +245,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Export { store, path, format, at } => import_export::export(&store, &path, format, at),
         Command::Stat { store, reader_only } => commands::stat(&store, reader_only),
         Command::Verify { store } => commands::verify(&store),
+        Command::Versions { store } => commands::versions(&store),
         Command::Watch { store, prefix, from, count } => commands::watch(&store, &prefix, from, count),
         Command::Demo { dir, domains, readers, seconds } => demo::demo(dir, domains, readers, seconds),
         Command::DemoReader { store, seconds, domains } => demo::reader(&store, seconds, domains),

@@ -447,3 +447,21 @@ fn watch_prints_the_changes_under_its_prefix_as_they_are_committed() {
     );
     assert!(fails(&["watch", p, "no-slash"]).contains("invalid path"));
 }
+
+#[test]
+fn versions_lists_the_retained_versions_newest_first() {
+    let s = TestStore::new();
+    let p = s.path();
+    for i in 0..3 {
+        s.put(&format!("/k/{i}"), "v");
+    }
+    let out = ok(&["versions", p]);
+    let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split('\t').collect()).collect();
+    let numbers: Vec<&str> = lines.iter().map(|l| l[0]).collect();
+    assert_eq!(numbers, ["3", "2", "1", "0"], "{out}");
+    // Nodes: /k and its children; commit times in Unix seconds, never decreasing with the version.
+    assert_eq!(lines[0][2], "4 nodes", "{out}");
+    assert_eq!(lines[3][2], "0 nodes", "{out}");
+    let times: Vec<f64> = lines.iter().map(|l| l[1].parse().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]) && times[3] > 1.7e9, "{out}");
+}

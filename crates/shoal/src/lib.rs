@@ -54,7 +54,7 @@ pub use error::{Error, Result};
 pub use node::ChangeKind;
 pub use notify::VersionFd;
 pub use readers::ReaderInfo;
-pub use snapshot::{Change, Entry, Reader, Scan, Snapshot, DEFAULT_WAIT_SPIN};
+pub use snapshot::{Change, Entry, Reader, Scan, Snapshot, VersionInfo, DEFAULT_WAIT_SPIN};
 pub use store::{CompactReport, Durability, Options, Stat, Store};
 pub use txn::Transaction;
 pub use watch::{Watch, WatchEvent};

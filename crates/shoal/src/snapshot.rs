@@ -245,6 +245,21 @@ impl Snapshot {
         Ok(out)
     }
 
+    /// The versions readable from this one with their commit times and
+    /// sizes (itself first, then older): what [`Snapshot::at_version`] can open.
+    pub fn history(&self) -> Result<Vec<VersionInfo>> {
+        let region = self.region();
+        let mut out = Vec::new();
+        let mut at = self.commit;
+        loop {
+            out.push(VersionInfo { version: at.version, commit_time_ns: at.time_ns, key_count: at.key_count });
+            if at.prev == 0 {
+                return Ok(out);
+            }
+            at = node::parse_commit(region, at.prev).map_err(|d| self.damaged(d))?;
+        }
+    }
+
     /// The versions readable from this one (itself first, then older).
     pub fn versions(&self) -> Result<Vec<u64>> {
         let mut out = vec![self.version()];
@@ -335,6 +350,16 @@ impl<'s> Iterator for Scan<'s> {
                 .map_err(|d| self.snapshot.damaged(d)),
         )
     }
+}
+
+/// A retained version, as [`Snapshot::history`] lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VersionInfo {
+    pub version: u64,
+    /// When it was committed, in nanoseconds since the Unix epoch.
+    pub commit_time_ns: u64,
+    /// Nodes (paths) in it, the root excluded.
+    pub key_count: u64,
 }
 
 /// One path a version changed, read in place from the version's change set.

@@ -200,6 +200,14 @@ fn old_versions_stay_readable_within_retention() {
         }
         other => panic!("expected VersionNotRetained, got {other:?}"),
     }
+    // The history lists exactly the retained versions, newest first, with
+    // commit times that never go backwards and each version's node count.
+    let history = store.snapshot().history().unwrap();
+    let listed: Vec<u64> = history.iter().map(|h| h.version).collect();
+    assert_eq!(listed, versions[6..].iter().rev().copied().collect::<Vec<_>>());
+    assert_eq!(listed, store.snapshot().versions().unwrap());
+    assert!(history.windows(2).all(|w| w[0].commit_time_ns >= w[1].commit_time_ns), "{history:?}");
+    assert!(history.iter().all(|h| h.key_count == 1 && h.commit_time_ns > 0), "{history:?}");
 }
 
 #[test]
