@@ -254,3 +254,15 @@ pub fn versions(dir: &Path) -> CliResult {
     }
     out.flush().map_err(stdout_error)
 }
+
+/// `shoal log STORE PATH`
+pub fn log(dir: &Path, path: &str) -> CliResult {
+    shoal::path::validate(path)?;
+    let reader = Reader::open(dir)?;
+    let mut out = std::io::stdout().lock();
+    for (v, kind) in reader.snapshot()?.log(path)? {
+        let (secs, nanos) = (v.commit_time_ns / 1_000_000_000, v.commit_time_ns % 1_000_000_000);
+        writeln!(out, "{}\t{secs}.{:03}\t{}", v.version, nanos / 1_000_000, kind_name(kind)).map_err(stdout_error)?;
+    }
+    out.flush().map_err(stdout_error)
+}

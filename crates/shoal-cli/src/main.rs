@@ -182,6 +182,13 @@ enum Command {
         /// Store directory.
         store: PathBuf,
     },
+    /// List the retained versions at which a path's value changed, newest first.
+    Log {
+        /// Store directory.
+        store: PathBuf,
+        /// Node path, such as /local/domain/1/name.
+        path: String,
+    },
     /// Print the changes under a path as they are committed, until interrupted.
     ///
     /// One line per change: "<version> set|delete|delete-tree <path>". If the
@@ -246,6 +253,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Stat { store, reader_only } => commands::stat(&store, reader_only),
         Command::Verify { store } => commands::verify(&store),
         Command::Versions { store } => commands::versions(&store),
+        Command::Log { store, path } => commands::log(&store, &path),
         Command::Watch { store, prefix, from, count } => commands::watch(&store, &prefix, from, count),
         Command::Demo { dir, domains, readers, seconds } => demo::demo(dir, domains, readers, seconds),
         Command::DemoReader { store, seconds, domains } => demo::reader(&store, seconds, domains),

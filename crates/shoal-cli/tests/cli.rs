@@ -465,3 +465,22 @@ fn versions_lists_the_retained_versions_newest_first() {
     let times: Vec<f64> = lines.iter().map(|l| l[1].parse().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] >= w[1]) && times[3] > 1.7e9, "{out}");
 }
+
+#[test]
+fn log_prints_the_versions_that_changed_a_path() {
+    let s = TestStore::new();
+    let p = s.path();
+    let v1 = s.put("/a", "1");
+    s.put("/b", "x");
+    let v3 = s.put("/a", "2");
+    let v4 = ok(&["rm", p, "/a"]).trim().parse::<u64>().unwrap();
+    let out = ok(&["log", p, "/a"]);
+    let rows: Vec<(u64, String)> = out
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].parse().unwrap(), f[2].to_string())
+        })
+        .collect();
+    assert_eq!(rows, vec![(v4, "delete".into()), (v3, "set".into()), (v1, "set".into())], "{out}");
+}

@@ -260,6 +260,44 @@ impl Snapshot {
         }
     }
 
+    /// The retained versions (this one and older, newest first) at which
+    /// the value at `path` changed: `Set` where it differs from the retained
+    /// version before (or the path appeared), `Delete` where the path is
+    /// gone. The oldest retained version is listed as `Set` if the path
+    /// exists in it (its value was written then or earlier). Compares the
+    /// path in consecutive retained versions: one lookup per version.
+    pub fn log(&self, path: &str) -> Result<Vec<(VersionInfo, ChangeKind)>> {
+        let key = path::key(path)?;
+        let region = self.region();
+        let damaged = |d: node::Damage| self.damaged(d);
+        let value_at = |c: &Commit| -> Result<Option<&[u8]>> {
+            if key.is_empty() {
+                return Ok(Some(&[]));
+            }
+            tree::get(region, c.root, &key).map_err(damaged)
+        };
+        let mut out = Vec::new();
+        let mut at = self.commit;
+        let mut value = value_at(&at)?;
+        loop {
+            let info = VersionInfo { version: at.version, commit_time_ns: at.time_ns, key_count: at.key_count };
+            let before = if at.prev == 0 { None } else { Some(node::parse_commit(region, at.prev).map_err(damaged)?) };
+            let before_value = match &before {
+                Some(c) => value_at(c)?,
+                None => None,
+            };
+            match (before_value, value) {
+                (old, Some(new)) if old != Some(new) => out.push((info, ChangeKind::Set)),
+                (Some(_), None) => out.push((info, ChangeKind::Delete)),
+                _ => {}
+            }
+            match before {
+                Some(c) => (at, value) = (c, before_value),
+                None => return Ok(out),
+            }
+        }
+    }
+
     /// The versions readable from this one (itself first, then older).
     pub fn versions(&self) -> Result<Vec<u64>> {
         let mut out = vec![self.version()];
