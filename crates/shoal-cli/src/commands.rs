@@ -266,3 +266,15 @@ pub fn log(dir: &Path, path: &str) -> CliResult {
     }
     out.flush().map_err(stdout_error)
 }
+
+/// `shoal diff STORE FROM TO [PREFIX]`
+pub fn diff(dir: &Path, from: u64, to: u64, prefix: &str) -> CliResult {
+    shoal::path::validate(prefix)?;
+    let reader = Reader::open(dir)?;
+    let (old, new) = (reader.snapshot_at(from)?, reader.snapshot_at(to)?);
+    let mut out = std::io::stdout().lock();
+    for (path, kind) in old.diff(&new, prefix)?.changes {
+        writeln!(out, "{} {path}", kind_name(kind)).map_err(stdout_error)?;
+    }
+    out.flush().map_err(stdout_error)
+}

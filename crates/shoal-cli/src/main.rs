@@ -182,6 +182,18 @@ enum Command {
         /// Store directory.
         store: PathBuf,
     },
+    /// Print how a subtree differs between two retained versions: "set|delete PATH" lines.
+    Diff {
+        /// Store directory.
+        store: PathBuf,
+        /// The older version.
+        from: u64,
+        /// The newer version.
+        to: u64,
+        /// Compare only this node and what is below it.
+        #[arg(default_value = "/")]
+        prefix: String,
+    },
     /// List the retained versions at which a path's value changed, newest first.
     Log {
         /// Store directory.
@@ -254,6 +266,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Verify { store } => commands::verify(&store),
         Command::Versions { store } => commands::versions(&store),
         Command::Log { store, path } => commands::log(&store, &path),
+        Command::Diff { store, from, to, prefix } => commands::diff(&store, from, to, &prefix),
         Command::Watch { store, prefix, from, count } => commands::watch(&store, &prefix, from, count),
         Command::Demo { dir, domains, readers, seconds } => demo::demo(dir, domains, readers, seconds),
         Command::DemoReader { store, seconds, domains } => demo::reader(&store, seconds, domains),

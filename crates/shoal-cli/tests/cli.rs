@@ -484,3 +484,17 @@ fn log_prints_the_versions_that_changed_a_path() {
         .collect();
     assert_eq!(rows, vec![(v4, "delete".into()), (v3, "set".into()), (v1, "set".into())], "{out}");
 }
+
+#[test]
+fn diff_prints_how_a_subtree_differs_between_versions() {
+    let s = TestStore::new();
+    let p = s.path();
+    let v1 = s.put("/a/x", "1");
+    s.put("/a/y", "2");
+    s.put("/a/x", "3");
+    let v4 = ok(&["rm", p, "/a/y"]).trim().parse::<u64>().unwrap();
+    s.put("/b", "elsewhere");
+    assert_eq!(ok(&["diff", p, &v1.to_string(), &v4.to_string(), "/a"]), "set /a/x\n");
+    assert_eq!(ok(&["diff", p, "0", &v4.to_string()]), "set /a\nset /a/x\n");
+    assert!(fails(&["diff", p, "0", "999"]).contains("not retained"));
+}

@@ -35,6 +35,7 @@
 mod arena;
 mod build;
 mod control;
+mod diff;
 mod error;
 mod journal;
 mod meta;
@@ -50,6 +51,7 @@ mod tree;
 mod txn;
 mod watch;
 
+pub use diff::Diff;
 pub use error::{Error, Result};
 pub use node::ChangeKind;
 pub use notify::VersionFd;

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use crate::arena::{self, MappedGeneration};
 use crate::control::{self, Control};
+use crate::diff::Diff;
 use crate::error::{Error, Result};
 use crate::node::{self, ChangeKind, Commit, COMMIT_BYTES};
 use crate::path;
@@ -296,6 +297,24 @@ impl Snapshot {
                 None => return Ok(out),
             }
         }
+    }
+
+    /// How the subtree at `prefix` differs from this version to `newer`
+    /// (any snapshot of the same store), in path order. Subtrees both
+    /// versions share are skipped unread, so the cost follows the size of
+    /// the difference ([`Diff::nodes_visited`]) when both are in one
+    /// generation; across a compaction every node differs by identity and
+    /// both trees are read.
+    pub fn diff(&self, newer: &Snapshot, prefix: &str) -> Result<Diff> {
+        let prefix = path::key(prefix)?;
+        let same =
+            self.generation.generation == newer.generation.generation && self.generation.path == newer.generation.path;
+        crate::diff::diff(self.region(), self.commit.root, newer.region(), newer.commit.root, same, &prefix).map_err(
+            |e| match e {
+                crate::diff::DiffError::Old(d) => self.damaged(d),
+                crate::diff::DiffError::New(d) => newer.damaged(d),
+            },
+        )
     }
 
     /// The versions readable from this one (itself first, then older).
