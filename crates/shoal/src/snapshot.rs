@@ -345,10 +345,6 @@ pub struct Entry<'s> {
 }
 
 impl<'s> Entry<'s> {
-    pub(crate) fn key(&self) -> node::Key<'s> {
-        self.key
-    }
-
     /// The node's value, borrowed from the shared mapping.
     pub fn value(&self) -> &'s [u8] {
         self.value

@@ -7,9 +7,9 @@
 //! a version, in path order. When history no longer holds every version in
 //! between (compaction keeps only the newest few) or one of them changed too
 //! much to list, the watch delivers a single [`WatchEvent::Resync`] instead:
-//! it compares the held snapshot with the new one under the prefix, which is
-//! always possible because the held snapshot pins its generation. A watcher
-//! is never left with a silent gap.
+//! it diffs the held snapshot against the new one under the prefix
+//! ([`Snapshot::diff`]), which is always possible because the held snapshot
+//! pins its generation. A watcher is never left with a silent gap.
 
 use std::time::{Duration, Instant};
 
@@ -25,8 +25,8 @@ pub enum WatchEvent {
     Change { version: u64, path: String, kind: ChangeKind },
     /// The versions between `from` and `to` are not all retained (or not
     /// all listed): `changes` is how the prefix differs between the two
-    /// versions, found by comparing them (`Set` for a path added or whose
-    /// value differs, `Delete` for one that is gone), in path order.
+    /// versions ([`Snapshot::diff`]: `Set` for a path added or whose value
+    /// differs, `Delete` for one that is gone), in path order.
     Resync { from: u64, to: u64, changes: Vec<(String, ChangeKind)> },
 }
 
@@ -77,7 +77,7 @@ impl Watch<'_> {
                 .map(|c| WatchEvent::Change { version: c.version(), path: c.path(), kind: c.kind() })
                 .collect(),
             Err(Error::HistoryGone { .. } | Error::ChangesNotListed { .. }) => {
-                let changes = compare(&self.last, &next, &self.prefix)?;
+                let changes = self.last.diff(&next, &self.prefix)?.changes;
                 vec![WatchEvent::Resync { from: self.last.version(), to: next.version(), changes }]
             }
             Err(e) => return Err(e),
@@ -100,45 +100,6 @@ impl Watch<'_> {
                 return Ok(events);
             }
             self.reader.wait_for_version(self.last.version(), deadline - now)?;
-        }
-    }
-}
-
-/// How the subtree at `prefix` differs from `old` to `new`, by merging the
-/// two ordered scans.
-fn compare(old: &Snapshot, new: &Snapshot, prefix: &str) -> Result<Vec<(String, ChangeKind)>> {
-    let mut out = Vec::new();
-    let mut a = old.scan(prefix)?;
-    let mut b = new.scan(prefix)?;
-    let (mut x, mut y) = (a.next().transpose()?, b.next().transpose()?);
-    loop {
-        match (&x, &y) {
-            (None, None) => return Ok(out),
-            (Some(e), None) => {
-                out.push((e.path(), ChangeKind::Delete));
-                x = a.next().transpose()?;
-            }
-            (None, Some(f)) => {
-                out.push((f.path(), ChangeKind::Set));
-                y = b.next().transpose()?;
-            }
-            (Some(e), Some(f)) => match e.key().cmp_key(&f.key()) {
-                std::cmp::Ordering::Less => {
-                    out.push((e.path(), ChangeKind::Delete));
-                    x = a.next().transpose()?;
-                }
-                std::cmp::Ordering::Greater => {
-                    out.push((f.path(), ChangeKind::Set));
-                    y = b.next().transpose()?;
-                }
-                std::cmp::Ordering::Equal => {
-                    if e.value() != f.value() {
-                        out.push((f.path(), ChangeKind::Set));
-                    }
-                    x = a.next().transpose()?;
-                    y = b.next().transpose()?;
-                }
-            },
         }
     }
 }
