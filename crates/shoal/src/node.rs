@@ -51,7 +51,7 @@ pub const KIND_COMMIT: u8 = 4;
 pub const KIND_CHANGES: u8 = 5;
 
 pub const HEADER_BYTES: usize = 16;
-pub const COMMIT_BYTES: usize = HEADER_BYTES + 56;
+pub const COMMIT_BYTES: usize = HEADER_BYTES + 64;
 /// Most bytes of entries one change set lists. A version that changes more
 /// (a bulk load, a large subtree deletion) records only that it changed
 /// much, and watchers resynchronize.
@@ -680,6 +680,9 @@ pub struct Commit {
     pub key_count: u64,
     /// The version's change set (0: none recorded).
     pub changes: u64,
+    /// The arena generation the record was written into: a record found in
+    /// a recycled file's old bytes names another one.
+    pub generation: u64,
 }
 
 /// Encodes a commit record that will sit at `offset`.
@@ -687,7 +690,7 @@ pub fn build_commit(c: &Commit) -> Vec<u8> {
     let mut buf = Vec::with_capacity(COMMIT_BYTES);
     write_header(&mut buf, KIND_COMMIT, 0, 0);
     let end = c.offset + COMMIT_BYTES as u64;
-    for v in [c.version, c.root, c.prev, end, c.time_ns, c.key_count, c.changes] {
+    for v in [c.version, c.root, c.prev, end, c.time_ns, c.key_count, c.changes, c.generation] {
         buf.extend_from_slice(&v.to_le_bytes());
     }
     seal(&mut buf);
@@ -711,6 +714,7 @@ pub fn parse_commit(region: &[u8], offset: u64) -> Parse<Commit> {
         time_ns: field(4),
         key_count: field(5),
         changes: field(6),
+        generation: field(7),
     };
     if Some(commit.end) != offset.checked_add(COMMIT_BYTES as u64)
         || commit.root >= offset
@@ -895,12 +899,20 @@ mod tests {
 
     #[test]
     fn commit_record_rejects_forward_pointers() {
-        let commit = |root| Commit { version: 5, root, offset: 64, time_ns: 1, key_count: 2, ..Commit::default() };
+        let commit = |root| Commit {
+            version: 5,
+            root,
+            offset: 64,
+            time_ns: 1,
+            key_count: 2,
+            generation: 7,
+            ..Commit::default()
+        };
         let rec = build_commit(&commit(8));
         let mut region = vec![0u8; 64];
         region.extend_from_slice(&rec);
         let c = parse_commit(&region, 64).unwrap();
-        assert_eq!((c.version, c.root, c.end), (5, 8, 64 + COMMIT_BYTES as u64));
+        assert_eq!((c.version, c.root, c.end, c.generation), (5, 8, 64 + COMMIT_BYTES as u64, 7));
         let bad = build_commit(&commit(64));
         region.truncate(64);
         region.extend_from_slice(&bad);

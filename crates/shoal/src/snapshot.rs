@@ -77,6 +77,11 @@ impl Snapshot {
     fn open(generation: Arc<MappedGeneration>, offset: u64, lease: Arc<ReaderLease>) -> Result<Snapshot> {
         let region = generation.region(offset + COMMIT_BYTES as u64)?;
         let commit = node::parse_commit(region, offset).map_err(|d| d.into_error(&generation.path))?;
+        // A published offset must hold a record of this generation, not an
+        // older one left in a recycled file's bytes.
+        if commit.generation != generation.generation {
+            return Err(generation.corrupt(offset, "commit record written for another generation"));
+        }
         Ok(Snapshot { generation, commit, lease })
     }
 

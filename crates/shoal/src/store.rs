@@ -662,7 +662,8 @@ impl Shared {
             let arena = WriterArena::create(&dir, 1, reserve)?;
             let offset = arena.end();
             let time_ns = now_ns();
-            arena.append(&node::build_commit(&Commit { offset, time_ns, ..Commit::default() }))?;
+            let generation = arena.generation();
+            arena.append(&node::build_commit(&Commit { offset, time_ns, generation, ..Commit::default() }))?;
             arena.flush()?;
             let head = node::parse_commit(arena.region(), offset).map_err(|d| arena.damaged(d))?;
             arena.sync()?;
@@ -814,6 +815,9 @@ impl Shared {
             }
             let arena = WriterArena::open(dir, generation, end)?;
             let commit = node::parse_commit(arena.region(), offset).map_err(|d| arena.damaged(d))?;
+            if commit.generation != generation {
+                return Err(arena.mapped.corrupt(offset, "commit record written for another generation"));
+            }
             let chain = retained_chain(arena.region(), commit, usize::MAX, &arena.mapped.path)?;
             let live = walk_reachable(&arena, &chain, true)?;
             Ok((arena, commit, live))
@@ -1016,6 +1020,7 @@ impl Shared {
             time_ns,
             key_count,
             changes,
+            generation: arena.generation(),
         }))?;
         arena.flush()?;
         node::parse_commit(arena.region(), offset).map_err(|d| arena.damaged(d))
@@ -1369,7 +1374,8 @@ impl Shared {
                     )?,
                 };
                 let offset = new.end();
-                new.append(&node::build_commit(&Commit { offset, root, prev: *prev, changes, ..*commit }))?;
+                let generation = new.generation();
+                new.append(&node::build_commit(&Commit { offset, root, prev: *prev, changes, generation, ..*commit }))?;
                 new.flush()?;
                 last = Some(node::parse_commit(new.region(), offset).map_err(|d| new.damaged(d))?);
                 *prev = offset;

@@ -128,3 +128,51 @@ fn a_locked_slot_pins_even_when_its_pid_looks_dead() {
         assert_all(&held, b'a');
     }
 }
+
+/// A recycled file keeps the old generation's commit records, with valid
+/// checksums, past the new end. A published word naming one of them (a
+/// lost write, a bug) must not be taken for a version of the new generation.
+#[test]
+fn a_stale_commit_record_in_a_recycled_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let options =
+        Options { durability: Durability::None, auto_compact: false, retain_versions: 1, ..Options::default() };
+    let store = Store::open(dir.path(), options.clone()).unwrap();
+    for round in 0..3u8 {
+        rewrite_all(&store, b'a' + round);
+        store.compact().unwrap();
+    }
+    // Many small versions, so the spare's old bytes hold many commit records.
+    for i in 0..50u8 {
+        let mut txn = store.begin();
+        txn.put("/k/0/0", vec![i; 48]).unwrap();
+        txn.commit().unwrap();
+    }
+    store.compact().unwrap(); // writes into the recycled spare
+    let generation = store.stat().unwrap().generation;
+    let end = shoal::internals::arena_cursor(&store);
+    let expected = store.version();
+    drop(store);
+
+    // Find a commit record (kind 4, 80 bytes) past the end: an old generation's.
+    let bytes = std::fs::read(dir.path().join(shoal::internals::arena_file_name(generation))).unwrap();
+    let stale = (end as usize..bytes.len() - 80)
+        .step_by(8)
+        .find(|&at| bytes[at] == 4 && u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) == 80)
+        .expect("an old commit record past the end of the recycled file");
+    // Publish it, as a lost write or a bug might.
+    use std::os::unix::fs::FileExt;
+    let control = std::fs::OpenOptions::new().write(true).open(dir.path().join("control")).unwrap();
+    control.write_all_at(&(generation << 40 | stale as u64 >> 3).to_le_bytes(), 8).unwrap();
+
+    // A reader refuses it; the writer recovers from its checkpoint instead.
+    let reader = Reader::open(dir.path()).unwrap();
+    match reader.snapshot() {
+        Err(shoal::Error::Corrupt { detail, .. }) => assert!(detail.contains("another generation"), "{detail}"),
+        other => panic!("a stale record was accepted: {other:?}"),
+    }
+    drop(reader);
+    let store = Store::open(dir.path(), options).unwrap();
+    assert_eq!(store.version(), expected);
+    store.verify().unwrap();
+}
