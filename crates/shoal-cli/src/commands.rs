@@ -244,13 +244,18 @@ pub fn watch(dir: &Path, prefix: &str, from: Option<u64>, count: Option<u64>) ->
     }
 }
 
+/// A commit time as Unix seconds with milliseconds.
+fn unix_seconds(ns: u64) -> String {
+    format!("{}.{:03}", ns / 1_000_000_000, ns % 1_000_000_000 / 1_000_000)
+}
+
 /// `shoal versions STORE`
 pub fn versions(dir: &Path) -> CliResult {
     let reader = Reader::open(dir)?;
     let mut out = std::io::stdout().lock();
     for v in reader.snapshot()?.history()? {
-        let (secs, nanos) = (v.commit_time_ns / 1_000_000_000, v.commit_time_ns % 1_000_000_000);
-        writeln!(out, "{}\t{secs}.{:03}\t{} nodes", v.version, nanos / 1_000_000, v.key_count).map_err(stdout_error)?;
+        writeln!(out, "{}\t{}\t{} nodes", v.version, unix_seconds(v.commit_time_ns), v.key_count)
+            .map_err(stdout_error)?;
     }
     out.flush().map_err(stdout_error)
 }
@@ -261,8 +266,8 @@ pub fn log(dir: &Path, path: &str) -> CliResult {
     let reader = Reader::open(dir)?;
     let mut out = std::io::stdout().lock();
     for (v, kind) in reader.snapshot()?.log(path)? {
-        let (secs, nanos) = (v.commit_time_ns / 1_000_000_000, v.commit_time_ns % 1_000_000_000);
-        writeln!(out, "{}\t{secs}.{:03}\t{}", v.version, nanos / 1_000_000, kind_name(kind)).map_err(stdout_error)?;
+        writeln!(out, "{}\t{}\t{}", v.version, unix_seconds(v.commit_time_ns), kind_name(kind))
+            .map_err(stdout_error)?;
     }
     out.flush().map_err(stdout_error)
 }

@@ -776,22 +776,24 @@ const CHANGES_OVERFLOW: u32 = 1;
 /// then per entry its kind (`u8`), key length (`u16`) and key bytes, in key
 /// order. Past [`MAX_CHANGE_BYTES`] of entries it lists none and is marked
 /// as overflowed.
-pub fn build_changes<'k>(entries: impl Iterator<Item = (ChangeKind, &'k [u8])> + Clone, buf: &mut Vec<u8>) {
+pub fn build_changes<'k>(entries: impl Iterator<Item = (ChangeKind, &'k [u8])>, buf: &mut Vec<u8>) {
     write_header(buf, KIND_CHANGES, 0, 0);
-    let bytes: usize = entries.clone().map(|(_, k)| 3 + k.len()).sum();
-    if bytes > MAX_CHANGE_BYTES {
-        buf.extend_from_slice(&0u32.to_le_bytes());
-        buf.extend_from_slice(&CHANGES_OVERFLOW.to_le_bytes());
-    } else {
-        let count = entries.clone().count() as u32;
-        buf.extend_from_slice(&count.to_le_bytes());
-        buf.extend_from_slice(&0u32.to_le_bytes());
-        for (kind, key) in entries {
-            buf.push(kind.code());
-            buf.extend_from_slice(&(key.len() as u16).to_le_bytes());
-            buf.extend_from_slice(key);
+    buf.extend_from_slice(&[0; 8]); // count and flags, filled in below
+    let start = buf.len();
+    let (mut count, mut flags) = (0u32, 0u32);
+    for (kind, key) in entries {
+        if buf.len() - start + 3 + key.len() > MAX_CHANGE_BYTES {
+            buf.truncate(start);
+            (count, flags) = (0, CHANGES_OVERFLOW);
+            break;
         }
+        buf.push(kind.code());
+        buf.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        buf.extend_from_slice(key);
+        count += 1;
     }
+    buf[HEADER_BYTES..HEADER_BYTES + 4].copy_from_slice(&count.to_le_bytes());
+    buf[HEADER_BYTES + 4..HEADER_BYTES + 8].copy_from_slice(&flags.to_le_bytes());
     seal(buf);
 }
 

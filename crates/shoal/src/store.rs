@@ -277,7 +277,7 @@ struct OldGeneration {
     mapped: std::sync::Weak<MappedGeneration>,
     /// The checkpoint may still name it (a compaction switched away from it
     /// and has not yet written the checkpoint naming the new one): never freed.
-    checkpointed: bool,
+    named_by_checkpoint: bool,
 }
 
 #[derive(Default)]
@@ -699,7 +699,7 @@ impl Shared {
         let old_generations = generations
             .iter()
             .filter(|&&g| g < current_generation)
-            .map(|&g| OldGeneration { generation: g, mapped: std::sync::Weak::new(), checkpointed: false })
+            .map(|&g| OldGeneration { generation: g, mapped: std::sync::Weak::new(), named_by_checkpoint: false })
             .collect();
         // Generations above the current one come from an interrupted compaction
         // that never published (recovery picks the newest named version).
@@ -1438,7 +1438,11 @@ impl Shared {
         st.live_bytes = bytes_after;
         // Tracked from the switch on, so the store's own pin covers the
         // snapshots still reading it even if the checkpoint below fails.
-        st.old_generations.push(OldGeneration { generation: from, mapped: Arc::downgrade(old), checkpointed: true });
+        st.old_generations.push(OldGeneration {
+            generation: from,
+            mapped: Arc::downgrade(old),
+            named_by_checkpoint: true,
+        });
         self.compaction_progress.notify_all();
         drop(guard);
         if self.abort_after_switch.load(std::sync::atomic::Ordering::Relaxed) {
@@ -1454,7 +1458,7 @@ impl Shared {
         let st = &mut *guard;
         self.checkpoint_locked(st)?;
         for old in st.old_generations.iter_mut().filter(|o| o.generation == from) {
-            old.checkpointed = false;
+            old.named_by_checkpoint = false;
         }
         drop(guard);
         tracing::debug!(from, to, bytes_before, bytes_after, caught_up, "compacted");
@@ -1496,8 +1500,9 @@ impl Shared {
         };
         let mut freed = Vec::new();
         st.old_generations.retain(|old| {
-            let needed =
-                old.checkpointed || oldest_pinned.is_some_and(|p| p <= old.generation) || old.mapped.strong_count() > 0;
+            let needed = old.named_by_checkpoint
+                || oldest_pinned.is_some_and(|p| p <= old.generation)
+                || old.mapped.strong_count() > 0;
             if !needed {
                 freed.push(old.generation);
             }

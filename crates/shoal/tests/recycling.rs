@@ -27,6 +27,23 @@ fn assert_all(snapshot: &shoal::Snapshot, fill: u8) {
     snapshot.verify().unwrap();
 }
 
+/// One retained version: compacted copies soon stop holding older versions,
+/// so a recycled file would no longer hold a held snapshot's bytes.
+fn options() -> Options {
+    Options { durability: Durability::None, auto_compact: false, retain_versions: 1, ..Options::default() }
+}
+
+/// Four rounds of rewriting every key (with `first_fill`, then the next
+/// bytes), compacting and reclaiming; `held` must read `held_fill` after each.
+fn recycle_rounds(store: &Store, held: &shoal::Snapshot, first_fill: u8, held_fill: u8) {
+    for round in 0..4u8 {
+        rewrite_all(store, first_fill + round);
+        store.compact().unwrap();
+        store.reclaim();
+        assert_all(held, held_fill);
+    }
+}
+
 fn arena_files(dir: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -40,11 +57,7 @@ fn arena_files(dir: &std::path::Path) -> Vec<String> {
 #[test]
 fn snapshots_keep_their_generation_from_being_recycled() {
     let dir = tempfile::tempdir().unwrap();
-    // One retained version: the compacted copies soon stop holding the
-    // snapshots' versions, so a recycled file would not hold their bytes.
-    let options =
-        Options { durability: Durability::None, auto_compact: false, retain_versions: 1, ..Options::default() };
-    let store = Store::open(dir.path(), options).unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
     rewrite_all(&store, b'a');
 
     // A reader's snapshot must pin its generation after its Reader is gone.
@@ -52,12 +65,7 @@ fn snapshots_keep_their_generation_from_being_recycled() {
     let from_reader = reader.snapshot().unwrap();
     drop(reader);
     let held = from_reader.generation();
-    for round in 0..4u8 {
-        rewrite_all(&store, b'b' + round);
-        store.compact().unwrap();
-        store.reclaim();
-        assert_all(&from_reader, b'a');
-    }
+    recycle_rounds(&store, &from_reader, b'b', b'a');
     // A slot pins every generation from its oldest on.
     let stat = store.stat().unwrap();
     assert_eq!(stat.old_generations, (held..stat.generation).collect::<Vec<_>>());
@@ -67,12 +75,7 @@ fn snapshots_keep_their_generation_from_being_recycled() {
     // So must a snapshot of the writer's own process (through the store's slot).
     let from_writer = store.snapshot();
     let held = from_writer.generation();
-    for round in 0..4u8 {
-        rewrite_all(&store, b'c' + round);
-        store.compact().unwrap();
-        store.reclaim();
-        assert_all(&from_writer, b'e');
-    }
+    recycle_rounds(&store, &from_writer, b'c', b'e');
     let stat = store.stat().unwrap();
     assert_eq!(stat.old_generations, (held..stat.generation).collect::<Vec<_>>());
 
@@ -110,9 +113,7 @@ fn snapshots_keep_their_generation_from_being_recycled() {
 #[test]
 fn a_locked_slot_pins_even_when_its_pid_looks_dead() {
     let dir = tempfile::tempdir().unwrap();
-    let options =
-        Options { durability: Durability::None, auto_compact: false, retain_versions: 1, ..Options::default() };
-    let store = Store::open(dir.path(), options).unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
     rewrite_all(&store, b'a');
     let reader = Reader::open(dir.path()).unwrap();
     let held = reader.snapshot().unwrap();
@@ -121,12 +122,7 @@ fn a_locked_slot_pins_even_when_its_pid_looks_dead() {
     let table = std::fs::OpenOptions::new().write(true).open(dir.path().join("readers")).unwrap();
     table.write_all_at(&u64::MAX.to_le_bytes(), 4096 + reader.slot() * 64 + 24).unwrap();
     assert!(store.readers().unwrap().iter().all(|r| r.slot != reader.slot()), "the slot should look dead");
-    for round in 0..4u8 {
-        rewrite_all(&store, b'b' + round);
-        store.compact().unwrap();
-        store.reclaim();
-        assert_all(&held, b'a');
-    }
+    recycle_rounds(&store, &held, b'b', b'a');
 }
 
 /// A recycled file keeps the old generation's commit records, with valid
@@ -135,9 +131,7 @@ fn a_locked_slot_pins_even_when_its_pid_looks_dead() {
 #[test]
 fn a_stale_commit_record_in_a_recycled_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let options =
-        Options { durability: Durability::None, auto_compact: false, retain_versions: 1, ..Options::default() };
-    let store = Store::open(dir.path(), options.clone()).unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
     for round in 0..3u8 {
         rewrite_all(&store, b'a' + round);
         store.compact().unwrap();
@@ -172,7 +166,7 @@ fn a_stale_commit_record_in_a_recycled_file_is_refused() {
         other => panic!("a stale record was accepted: {other:?}"),
     }
     drop(reader);
-    let store = Store::open(dir.path(), options).unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
     assert_eq!(store.version(), expected);
     store.verify().unwrap();
 }
