@@ -47,7 +47,13 @@ pub fn read_input(file: &Path) -> CliResult<Vec<u8>> {
     Ok(data)
 }
 
-pub fn init(dir: &Path, durability: DurabilityArg, retain: u32, max_value_bytes: usize) -> CliResult {
+pub fn init(
+    dir: &Path,
+    durability: DurabilityArg,
+    retain: u32,
+    tiers: Vec<shoal::RetainTier>,
+    max_value_bytes: usize,
+) -> CliResult {
     if Reader::open(dir).is_ok() {
         bail!("a store already exists at {}", dir.display());
     }
@@ -58,16 +64,18 @@ pub fn init(dir: &Path, durability: DurabilityArg, retain: u32, max_value_bytes:
             DurabilityArg::Sync => Durability::Sync,
         },
         retain_versions: retain,
+        retain_tiers: tiers,
         max_value_bytes,
         ..Options::default()
     };
     let store = Store::open(dir, options.clone())?;
     let shown = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     println!(
-        "created store {} at version {} (durability {}, retaining {retain} older versions, values up to {max_value_bytes} bytes)",
+        "created store {} at version {} (durability {}, retaining {}, values up to {max_value_bytes} bytes)",
         shown.display(),
         store.version(),
         if options.durability == Durability::None { "none" } else { "sync" },
+        retention_summary(&options),
     );
     Ok(())
 }
@@ -135,6 +143,35 @@ pub fn rm(dir: &Path, path: &str, recursive: bool) -> CliResult {
     Ok(())
 }
 
+/// The retention policy in words: "16 older versions, one per 1m for 1h".
+fn retention_summary(options: &Options) -> String {
+    let mut out = format!("{} older versions", options.retain_versions);
+    for t in &options.retain_tiers {
+        let every = shoal::retention::format_duration(t.every);
+        let within = shoal::retention::format_duration(t.within);
+        out += &if t.every.is_zero() {
+            format!(", every version for {within}")
+        } else {
+            format!(", one per {every} for {within}")
+        };
+    }
+    out
+}
+
+/// Versions newest first: all of them when few, else the newest and oldest few.
+fn versions_list(versions: &[u64]) -> String {
+    let shown = |vs: &[u64]| vs.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+    if versions.len() <= 24 {
+        return shown(versions);
+    }
+    format!(
+        "{}, ... ({} more), {}",
+        shown(&versions[..16]),
+        versions.len() - 20,
+        shown(&versions[versions.len() - 4..])
+    )
+}
+
 fn versions_summary(versions: &[u64]) -> String {
     match (versions.first(), versions.last()) {
         (Some(newest), Some(oldest)) => format!("{} ({oldest}..={newest})", versions.len()),
@@ -175,7 +212,12 @@ pub fn stat(dir: &Path, reader_only: bool) -> CliResult {
                 out += &format!("arena bytes used:   {} ({} bytes)\n", human_bytes(s.arena_bytes), s.arena_bytes);
                 out += &format!("live bytes:         {} ({} bytes)\n", human_bytes(s.live_bytes), s.live_bytes);
                 out += &format!("journal bytes:      {}\n", s.journal_bytes);
-                out += &format!("retained versions:  {}\n", versions_summary(&s.retained_versions));
+                out += &format!("retention:          {}\n", retention_summary(store.options()));
+                out += &format!(
+                    "retained versions:  {} (kept by the next compaction): {}\n",
+                    s.retained_versions.len(),
+                    versions_list(&s.retained_versions)
+                );
                 let old: Vec<String> = s.old_generations.iter().map(u64::to_string).collect();
                 out +=
                     &format!("old generations:    {}\n", if old.is_empty() { "none".into() } else { old.join(", ") });

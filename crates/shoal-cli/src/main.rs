@@ -92,6 +92,10 @@ enum Command {
         /// Versions kept readable besides the newest.
         #[arg(long, default_value_t = 16)]
         retain: u32,
+        /// Also keep the newest version of every EVERY for WITHIN, e.g. `1m:1h`
+        /// (units ms, s, m, h, d); repeat for more tiers, e.g. `--tier 1m:1h --tier 1h:1d`.
+        #[arg(long = "tier", value_name = "EVERY:WITHIN", value_parser = shoal::retention::parse_tier)]
+        tiers: Vec<shoal::RetainTier>,
         /// Largest value accepted, in bytes.
         #[arg(long, default_value_t = 1 << 20)]
         max_value_bytes: usize,
@@ -253,8 +257,8 @@ enum Command {
 
 fn run(cli: Cli) -> CliResult {
     match cli.command {
-        Command::Init { store, durability, retain, max_value_bytes } => {
-            commands::init(&store, durability, retain, max_value_bytes)
+        Command::Init { store, durability, retain, tiers, max_value_bytes } => {
+            commands::init(&store, durability, retain, tiers, max_value_bytes)
         }
         Command::Put { store, path, value, file } => commands::put(&store, &path, value, file),
         Command::Get { store, path, at } => commands::get(&store, &path, at),

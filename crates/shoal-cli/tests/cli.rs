@@ -307,7 +307,8 @@ fn stat_prints_the_version_and_figures() {
     assert!(out.contains("live readers:       0\n"), "{out}");
     assert!(out.contains("writer:             none running"), "{out}");
     assert!(out.contains("live bytes:"), "{out}");
-    assert!(out.contains("retained versions:  3 (0..=2)"), "{out}");
+    assert!(out.contains("retained versions:  3 (kept by the next compaction): 2, 1, 0\n"), "{out}");
+    assert!(out.contains("retention:          16 older versions\n"), "{out}");
 }
 
 #[test]
@@ -339,15 +340,25 @@ fn init_options_are_kept_for_later_writes() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("s");
     let p = dir.to_str().unwrap();
-    let out = ok(&["init", p, "--durability", "none", "--retain", "2", "--max-value-bytes", "8"]);
+    let out = ok(&["init", p, "--durability", "none", "--retain", "2", "--max-value-bytes", "8", "--tier", "1h:1d"]);
     assert!(out.contains("durability none"), "{out}");
+    assert!(out.contains("retaining 2 older versions, one per 1h for 1d"), "{out}");
     let err = fails(&["put", p, "/big", "123456789"]);
     assert!(err.contains("limit is 8 bytes"), "{err}");
     for i in 0..5 {
         ok(&["put", p, "/k", &i.to_string()]);
     }
     let out = ok(&["stat", p]);
-    assert!(out.contains("retained versions:  3 (3..=5)"), "{out}");
+    // Within the hour tier, versions 1 and 2 (the newest of their hour
+    // before the newest three) may be kept too; 3..=5 always are.
+    assert!(out.contains("retention:          2 older versions, one per 1h for 1d\n"), "{out}");
+    let line = out.lines().find(|l| l.starts_with("retained versions:")).unwrap();
+    assert!(line.contains(": 5, 4, 3"), "{out}");
+    // A malformed tier is a usage error (exit code 2), with what to write instead.
+    let usage = run(&["init", tmp.path().join("t").to_str().unwrap(), "--tier", "1h"]);
+    assert_eq!(usage.status.code(), Some(2), "{}", describe(&[], &usage));
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("expected EVERY:WITHIN, such as 1m:1h"));
+    assert!(!tmp.path().join("t").exists());
     assert!(out.contains("journal bytes:      0\n"), "durability none keeps no journal: {out}");
 }
 

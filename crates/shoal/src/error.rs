@@ -53,6 +53,11 @@ pub enum Error {
     #[error("version {requested} is not retained (retained: {oldest}..={newest})")]
     VersionNotRetained { requested: u64, oldest: u64, newest: u64 },
 
+    /// A version between two retained ones that compaction did not keep
+    /// (the retention policy thinned it, see [`crate::retention`]).
+    #[error("version {requested} is not retained: the retention policy kept versions {older} and {newer} around it")]
+    VersionThinned { requested: u64, older: u64, newer: u64 },
+
     /// Changes were asked for since a version whose successors are no longer
     /// all retained (compaction keeps the newest few).
     #[error("the changes after version {after} are no longer retained; the history reaches back to version {oldest}")]

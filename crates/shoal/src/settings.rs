@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
+use crate::retention;
 use crate::store::{Durability, Options};
 
 pub const FILE_NAME: &str = "settings";
@@ -19,6 +20,7 @@ pub fn save(dir: &Path, o: &Options) -> Result<()> {
         "# shoal store settings, rewritten by each writer open\n\
          durability = {durability}\n\
          retain_versions = {}\n\
+         retain_tiers = {}\n\
          max_value_bytes = {}\n\
          map_reserve_bytes = {}\n\
          checkpoint_journal_bytes = {}\n\
@@ -26,6 +28,11 @@ pub fn save(dir: &Path, o: &Options) -> Result<()> {
          compact_min_bytes = {}\n\
          compact_factor = {}\n",
         o.retain_versions,
+        o.retain_tiers
+            .iter()
+            .map(|t| format!("{}:{}", retention::format_duration(t.every), retention::format_duration(t.within)))
+            .collect::<Vec<_>>()
+            .join(", "),
         o.max_value_bytes,
         o.map_reserve_bytes,
         o.checkpoint_journal_bytes,
@@ -72,6 +79,14 @@ pub fn load(dir: &Path) -> Result<Options> {
             "retain_versions" => {
                 o.retain_versions = u32::try_from(number()?).map_err(|_| bad("retain_versions too large".into()))?
             }
+            "retain_tiers" => {
+                o.retain_tiers = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(|t| retention::parse_tier(t).map_err(|e| bad(format!("retain_tiers: {e}"))))
+                    .collect::<Result<_>>()?
+            }
             "max_value_bytes" => o.max_value_bytes = number()? as usize,
             "map_reserve_bytes" => o.map_reserve_bytes = number()?,
             "checkpoint_journal_bytes" => o.checkpoint_journal_bytes = number()?,
@@ -95,10 +110,28 @@ mod tests {
     #[test]
     fn round_trip_and_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let o = Options { durability: Durability::None, retain_versions: 3, max_value_bytes: 99, ..Options::default() };
+        let tiers = vec![
+            retention::RetainTier::new(std::time::Duration::from_secs(60), std::time::Duration::from_secs(3600)),
+            retention::RetainTier::new(std::time::Duration::from_millis(1500), std::time::Duration::from_secs(90)),
+        ];
+        let o = Options {
+            durability: Durability::None,
+            retain_versions: 3,
+            retain_tiers: tiers.clone(),
+            max_value_bytes: 99,
+            ..Options::default()
+        };
         save(dir.path(), &o).unwrap();
         let back = load(dir.path()).unwrap();
         assert_eq!(back.durability, Durability::None);
+        assert_eq!(back.retain_tiers, tiers);
+        save(dir.path(), &Options::default()).unwrap();
+        assert!(load(dir.path()).unwrap().retain_tiers.is_empty());
+        std::fs::write(dir.path().join(FILE_NAME), "retain_tiers = 1m:1w\n").unwrap();
+        let err = load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("retain_tiers") && err.contains("unknown unit"), "{err}");
+        save(dir.path(), &o).unwrap();
+        let back = load(dir.path()).unwrap();
         assert_eq!((back.retain_versions, back.max_value_bytes, back.create), (3, 99, false));
         std::fs::write(dir.path().join(FILE_NAME), "durability = maybe\n").unwrap();
         let err = load(dir.path()).unwrap_err().to_string();

@@ -189,21 +189,30 @@ impl Snapshot {
         Snapshot::open(self.generation.clone(), self.commit.prev, self.lease.clone()).map(Some)
     }
 
-    /// An older retained version, walking back from this one.
+    /// An older retained version, walking back from this one. A version
+    /// older than the oldest retained gets [`Error::VersionNotRetained`];
+    /// one that compaction thinned out between two retained versions gets
+    /// [`Error::VersionThinned`], naming them.
     pub fn at_version(&self, version: u64) -> Result<Snapshot> {
         let mut snap = self.clone();
-        loop {
-            if snap.version() == version {
-                return Ok(snap);
-            }
+        while snap.version() > version {
             match snap.previous()? {
-                Some(prev) if snap.version() > version => snap = prev,
-                _ => {
-                    let oldest = self.versions()?.last().copied().unwrap_or(self.version());
-                    return Err(Error::VersionNotRetained { requested: version, oldest, newest: self.version() });
+                Some(prev) if prev.version() >= version => snap = prev,
+                Some(prev) => {
+                    return Err(Error::VersionThinned {
+                        requested: version,
+                        older: prev.version(),
+                        newer: snap.version(),
+                    })
                 }
+                None => break,
             }
         }
+        if snap.version() == version {
+            return Ok(snap);
+        }
+        let oldest = self.versions()?.last().copied().unwrap_or(self.version());
+        Err(Error::VersionNotRetained { requested: version, oldest, newest: self.version() })
     }
 
     /// What the versions after `after` up to this one changed at or below

@@ -63,6 +63,7 @@ use crate::meta::Meta;
 use crate::node::{self, Commit, KIND_BLOB, KIND_CHANGES, KIND_INTERNAL, KIND_LEAF};
 use crate::path;
 use crate::readers::{ReaderInfo, ReaderTable};
+use crate::retention::{self, RetainTier};
 use crate::snapshot::{ReaderLease, Snapshot};
 use crate::sys;
 use crate::tree;
@@ -89,6 +90,11 @@ pub struct Options {
     pub durability: Durability,
     /// Versions kept readable besides the newest (at least this many). Default 16.
     pub retain_versions: u32,
+    /// Older versions kept by compaction, thinned by age (see
+    /// [`crate::retention`]): e.g. one a minute for an hour and one an hour
+    /// for a day. Each kept version keeps the nodes it reaches, so space
+    /// grows with how much the data changed between them. Default none.
+    pub retain_tiers: Vec<RetainTier>,
     /// Largest value accepted. Default 1 MiB; at most 1 GiB.
     pub max_value_bytes: usize,
     /// Address space reserved per arena generation; the arena cannot grow
@@ -113,6 +119,7 @@ impl Default for Options {
             create: true,
             durability: Durability::Sync,
             retain_versions: 16,
+            retain_tiers: Vec::new(),
             max_value_bytes: 1 << 20,
             map_reserve_bytes: 64 << 30,
             checkpoint_journal_bytes: 64 << 20,
@@ -129,6 +136,7 @@ impl Options {
         if self.retain_versions == 0 {
             return bad("retain_versions", "must be at least 1".into());
         }
+        retention::validate(&self.retain_tiers)?;
         if self.max_value_bytes > 1 << 30 {
             return bad("max_value_bytes", "must be at most 1 GiB".into());
         }
@@ -386,7 +394,6 @@ fn list_generations(dir: &Path) -> Result<Vec<u64>> {
     Ok(gens)
 }
 
-/// The retained commit chain from `head`, newest first.
 /// Deletes the files [`Shared::reclaim_generations`] freed; called without
 /// the state lock. Nothing reads them, and generation numbers only grow, so
 /// no new file can take their names meanwhile. A file left behind (a failed
@@ -416,6 +423,7 @@ fn versions_after(region: &[u8], head: Commit, after: u64, count: usize, path: &
     Ok(newer)
 }
 
+/// The newest `count` versions of the commit chain from `head`, newest first.
 fn retained_chain(region: &[u8], head: Commit, count: usize, path: &Path) -> Result<Vec<Commit>> {
     let mut chain = vec![head];
     while chain.len() < count {
@@ -1348,9 +1356,8 @@ impl Shared {
         // Phase 2, unlocked: copy what the retained versions up to `base` reach.
         // Those bytes of the old generation are immutable, so commits appending
         // above them do not disturb the copy.
-        let keep = self.options.retain_versions as usize + 1;
         let region = old.region(base.end)?;
-        let mut chain = retained_chain(region, base, keep, &old.path)?;
+        let mut chain = self.policy_chain(region, base, &old.path)?;
         chain.reverse();
         let mut copier = Copier {
             path: &old.path,
@@ -1387,9 +1394,10 @@ impl Shared {
 
         // Phase 2b, unlocked: copy the versions committed during the previous
         // round, while there are many (like a live migration's pre-copy), so
-        // that the locked catch-up below stays short. Only the newest
-        // `retain_versions + 1` of them are kept: the others would fall out
-        // of retention at the switch anyway. Halfway, make what is written
+        // that the locked catch-up below stays short. Only those the
+        // retention policy keeps among them are copied (the newest
+        // `retain_versions + 1`, and each tier's newest per interval): the
+        // others would fall out of retention at the switch anyway. Halfway, make what is written
         // durable, so the sync under the lock has only the last rounds left.
         for synced in [false, true] {
             for _ in 0..PRECOPY_ROUNDS {
@@ -1398,7 +1406,7 @@ impl Shared {
                     break;
                 }
                 let region = old.region(head.end)?;
-                let newer = versions_after(region, head, copied.version, keep, &old.path)?;
+                let newer = self.policy_after(region, head, copied.version, &old.path)?;
                 copied = copy_commits(region, &newer, &mut prev)?;
             }
             if !synced {
@@ -1418,7 +1426,7 @@ impl Shared {
         self.flush_locked(st)?;
         let bytes_before = st.arena.end();
         let region = st.arena.region();
-        let newer = versions_after(region, st.head, copied.version, keep, &old.path)?;
+        let newer = self.policy_after(region, st.head, copied.version, &old.path)?;
         let caught_up = newer.len();
         let head = if newer.is_empty() { copied } else { copy_commits(region, &newer, &mut prev)? };
         new.flush()?;
@@ -1528,15 +1536,42 @@ impl Shared {
         needed
     }
 
+    /// The versions the retention policy keeps of the chain from `head`,
+    /// newest first: what the next compaction copies.
+    fn policy_chain(&self, region: &[u8], head: Commit, path: &Path) -> Result<Vec<Commit>> {
+        let keep = self.options.retain_versions as usize + 1;
+        if self.options.retain_tiers.is_empty() {
+            return retained_chain(region, head, keep, path);
+        }
+        Ok(self.thin(retained_chain(region, head, usize::MAX, path)?))
+    }
+
+    /// The versions after `after` up to `head` that the retention policy
+    /// keeps among them, oldest first.
+    fn policy_after(&self, region: &[u8], head: Commit, after: u64, path: &Path) -> Result<Vec<Commit>> {
+        let keep = self.options.retain_versions as usize + 1;
+        if self.options.retain_tiers.is_empty() {
+            return versions_after(region, head, after, keep, path);
+        }
+        let mut newer = versions_after(region, head, after, usize::MAX, path)?;
+        newer.reverse();
+        let mut kept = self.thin(newer);
+        kept.reverse();
+        Ok(kept)
+    }
+
+    /// Applies the retention policy to `chain` (newest first).
+    fn thin(&self, chain: Vec<Commit>) -> Vec<Commit> {
+        let times: Vec<u64> = chain.iter().map(|c| c.time_ns).collect();
+        let keep =
+            retention::select(&times, self.options.retain_versions as usize + 1, &self.options.retain_tiers, now_ns());
+        chain.into_iter().zip(keep).filter_map(|(c, k)| k.then_some(c)).collect()
+    }
+
     /// Figures about the store.
     pub fn stat(&self) -> Result<Stat> {
         let st = lock(&self.state);
-        let chain = retained_chain(
-            st.arena.region(),
-            st.head,
-            self.options.retain_versions as usize + 1,
-            &st.arena.mapped.path,
-        )?;
+        let chain = self.policy_chain(st.arena.region(), st.head, &st.arena.mapped.path)?;
         let live_bytes = walk_reachable(&st.arena, &chain, false)?;
         Ok(Stat {
             version: st.head.version,
