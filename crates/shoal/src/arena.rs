@@ -46,6 +46,8 @@ pub struct MappedGeneration {
     file: File,
     /// Length of the file as last seen; only grows.
     file_len: AtomicU64,
+    /// The store directory's device and inode, once asked for (see [`crate::bufref`]).
+    store_id: std::sync::OnceLock<[u64; 2]>,
 }
 
 impl MappedGeneration {
@@ -71,6 +73,23 @@ impl MappedGeneration {
         // files never shrink), and bytes below a published or written
         // high-water mark are immutable (module invariant 1).
         Ok(unsafe { self.map.immutable_prefix(end) })
+    }
+
+    /// The open arena file, for reads that do not go through the mapping
+    /// (`pread`, `sendfile`).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Identifies the store on this host: its directory's device and inode.
+    pub fn store_id(&self) -> Result<[u64; 2]> {
+        if let Some(id) = self.store_id.get() {
+            return Ok(*id);
+        }
+        use std::os::unix::fs::MetadataExt;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let meta = std::fs::metadata(dir).at(dir)?;
+        Ok(*self.store_id.get_or_init(|| [meta.dev(), meta.ino()]))
     }
 
     pub fn corrupt(&self, offset: u64, detail: &str) -> Error {
@@ -148,7 +167,14 @@ pub fn open_read_only(dir: &Path, generation: u64) -> Result<Arc<MappedGeneratio
     let reserve = check_header(&path, &read_header(&file, &path)?, generation)?;
     let len = file.metadata().at(&path)?.len();
     let map = Mapping::read_only(&file, reserve.max(len)).at(&path)?;
-    Ok(Arc::new(MappedGeneration { generation, path, map, file, file_len: AtomicU64::new(len) }))
+    Ok(Arc::new(MappedGeneration {
+        generation,
+        path,
+        map,
+        file,
+        file_len: AtomicU64::new(len),
+        store_id: Default::default(),
+    }))
 }
 
 /// The writer's handle on the current generation: appends nodes.
@@ -221,7 +247,14 @@ impl WriterArena {
         }
         let map = Mapping::read_only(&file, reserve.max(len)).at(&path)?;
         let reserve = map.len();
-        let mapped = Arc::new(MappedGeneration { generation, path, map, file, file_len: AtomicU64::new(len) });
+        let mapped = Arc::new(MappedGeneration {
+            generation,
+            path,
+            map,
+            file,
+            file_len: AtomicU64::new(len),
+            store_id: Default::default(),
+        });
         Ok(WriterArena { mapped, flushed: Cell::new(cursor), pending: RefCell::new(Vec::new()), reserve })
     }
 
@@ -322,6 +355,17 @@ impl crate::build::NodeSink for WriterArena {
     }
     fn read_node(&self, offset: u64) -> Result<Vec<u8>> {
         WriterArena::read_node(self, offset)
+    }
+    fn append_blob(&self, blob: &[u8]) -> Result<u64> {
+        if blob.len() >= crate::node::HEADER_BYTES + crate::node::PAGE_ALIGNED_VALUE_MIN {
+            // Pad so that the value, right after the blob's header, starts a page.
+            let page = sys::page_size();
+            let pad = (page - (self.end() + crate::node::HEADER_BYTES as u64) % page) % page;
+            if pad > 0 {
+                self.append(&vec![0; pad as usize])?;
+            }
+        }
+        WriterArena::append(self, blob)
     }
     fn damaged(&self, damage: crate::node::Damage) -> Error {
         damage.into_error(&self.mapped.path)

@@ -27,6 +27,11 @@ pub trait NodeSink {
     fn read_node(&self, offset: u64) -> Result<Vec<u8>>;
     /// Converts node damage into an error naming the arena file.
     fn damaged(&self, damage: node::Damage) -> crate::Error;
+    /// Appends a sealed value blob; the arena puts a large value's bytes
+    /// on a page boundary (see [`node::PAGE_ALIGNED_VALUE_MIN`]).
+    fn append_blob(&self, blob: &[u8]) -> Result<u64> {
+        self.append(blob)
+    }
 }
 
 /// A value as a batch carries it: inline bytes, or a blob already appended.
@@ -84,7 +89,7 @@ pub fn store_value(sink: &dyn NodeSink, value: &[u8]) -> Result<StoredValue> {
     if value.len() <= node::INLINE_VALUE_MAX {
         Ok(StoredValue::Inline(value.to_vec()))
     } else {
-        let offset = sink.append(&node::build_blob(value))?;
+        let offset = sink.append_blob(&node::build_blob(value))?;
         Ok(StoredValue::Blob { offset, len: value.len() as u32 })
     }
 }

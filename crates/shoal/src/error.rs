@@ -58,6 +58,15 @@ pub enum Error {
     #[error("version {requested} is not retained: the retention policy kept versions {older} and {newer} around it")]
     VersionThinned { requested: u64, older: u64, newer: u64 },
 
+    /// A [`crate::BufRef`] into a generation that a compaction has since
+    /// replaced; look the path up again for a new handle.
+    #[error("buffer reference into arena generation {generation} is stale: compaction replaced it (now generation {current}); look the path up again")]
+    StaleBufRef { generation: u64, current: u64 },
+
+    /// Bytes that are not a [`crate::BufRef`] of this store, or a damaged one.
+    #[error("invalid buffer reference: {reason}")]
+    InvalidBufRef { reason: String },
+
     /// Changes were asked for since a version whose successors are no longer
     /// all retained (compaction keeps the newest few).
     #[error("the changes after version {after} are no longer retained; the history reaches back to version {oldest}")]

@@ -33,6 +33,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod arena;
+mod bufref;
 mod build;
 mod control;
 mod diff;
@@ -52,9 +53,10 @@ mod tree;
 mod txn;
 mod watch;
 
+pub use bufref::{BufRef, BufView};
 pub use diff::Diff;
 pub use error::{Error, Result};
-pub use node::ChangeKind;
+pub use node::{ChangeKind, PAGE_ALIGNED_VALUE_MIN};
 pub use notify::VersionFd;
 pub use readers::ReaderInfo;
 pub use retention::RetainTier;
@@ -77,3 +79,8 @@ pub mod internals {
         store.abort_in_next_compaction_after_switch();
     }
 }
+
+/// The README's examples, compiled as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExamples;

@@ -58,6 +58,12 @@ pub const COMMIT_BYTES: usize = HEADER_BYTES + 64;
 pub const MAX_CHANGE_BYTES: usize = 1 << 20;
 /// Values up to this size live inside their leaf; larger ones in a blob node.
 pub const INLINE_VALUE_MAX: usize = 256;
+/// Values at least this long start on a page boundary of the arena file
+/// (their blob is preceded by unreferenced zero padding), so a
+/// [`crate::BufRef`] to one covers whole pages: `sendfile`, `splice` or a
+/// receiver's own `mmap` of those pages moves them without copying partial
+/// ones. At most a page of padding per such value, under 25% of it.
+pub const PAGE_ALIGNED_VALUE_MIN: usize = 16 << 10;
 /// Nodes are cut to about this size when written.
 pub const NODE_TARGET_BYTES: usize = 2048;
 /// Largest entry count a node may hold (u16).

@@ -97,6 +97,17 @@ impl Snapshot {
         self.generation.region(self.commit.end).unwrap_or(&[])
     }
 
+    /// The mapped generation this snapshot reads.
+    pub(crate) fn mapped(&self) -> &Arc<MappedGeneration> {
+        &self.generation
+    }
+
+    /// The version whose commit record is at `offset` of this snapshot's
+    /// generation, verified; the caller keeps `offset` below this version's end.
+    pub(crate) fn sibling(&self, offset: u64) -> Result<Snapshot> {
+        Snapshot::open(self.generation.clone(), offset, self.lease.clone())
+    }
+
     pub(crate) fn damaged(&self, d: node::Damage) -> Error {
         d.into_error(&self.generation.path)
     }

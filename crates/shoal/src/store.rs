@@ -1711,7 +1711,10 @@ impl Copier<'_> {
                         let new_blob = match self.blobs.get(&blob) {
                             Some(&b) => b,
                             None => {
-                                let b = to.append(node::verified_node_at(region, blob, KIND_BLOB).map_err(damaged)?)?;
+                                let b = build::NodeSink::append_blob(
+                                    to,
+                                    node::verified_node_at(region, blob, KIND_BLOB).map_err(damaged)?,
+                                )?;
                                 self.blobs.insert(blob, b);
                                 b
                             }

@@ -27,6 +27,12 @@ fn unexpected(offset: u64, kind: u8) -> Damage {
 /// The entry whose key is exactly `key`.
 #[inline]
 pub fn find<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<Option<LeafEntry<'a>>> {
+    Ok(locate(region, root, key)?.map(|(_, entry)| entry))
+}
+
+/// The entry whose key is exactly `key`, with the offset of the leaf holding it.
+#[inline]
+pub fn locate<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<Option<(u64, LeafEntry<'a>)>> {
     if root == 0 {
         return Ok(None);
     }
@@ -43,7 +49,7 @@ pub fn find<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<Option<LeafEnt
             KIND_LEAF => {
                 let view = LeafView::parse(region, offset)?;
                 let (i, found) = view.search(key)?;
-                return if found { view.entry(i).map(Some) } else { Ok(None) };
+                return if found { view.entry(i).map(|e| Some((offset, e))) } else { Ok(None) };
             }
             other => return Err(unexpected(offset, other)),
         }
