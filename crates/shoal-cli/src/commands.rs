@@ -122,6 +122,20 @@ pub fn ls(dir: &Path, path: &str, at: Option<u64>) -> CliResult {
     out.flush().map_err(stdout_error)
 }
 
+pub fn cp(dir: &Path, src: &str, dst: &str) -> CliResult {
+    shoal::path::validate(src)?;
+    shoal::path::validate(dst)?;
+    let store = Store::open_existing(dir)?;
+    let mut txn = store.begin();
+    match txn.copy(src, dst) {
+        Ok(()) => {}
+        Err(Error::NoSuchPath { .. }) => return Err(no_node(src)),
+        Err(e) => return Err(e.into()),
+    }
+    println!("{}", txn.commit()?);
+    Ok(())
+}
+
 pub fn rm(dir: &Path, path: &str, recursive: bool) -> CliResult {
     shoal::path::validate(path)?;
     let store = Store::open_existing(dir)?;

@@ -143,6 +143,16 @@ enum Command {
         #[arg(short, long)]
         recursive: bool,
     },
+    /// Copy the value at SRC to DST (one transaction) by reference: DST shares its bytes; prints the
+    /// new version. Missing ancestors of DST are created.
+    Cp {
+        /// Store directory.
+        store: PathBuf,
+        /// The node whose value is copied.
+        src: String,
+        /// Where it goes.
+        dst: String,
+    },
     /// Load a JSON tree or JSON lines as one new version.
     ///
     /// JSON tree: nested objects become paths; string leaves are values; numbers and booleans are
@@ -264,6 +274,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Get { store, path, at } => commands::get(&store, &path, at),
         Command::Ls { store, path, at } => commands::ls(&store, &path, at),
         Command::Rm { store, path, recursive } => commands::rm(&store, &path, recursive),
+        Command::Cp { store, src, dst } => commands::cp(&store, &src, &dst),
         Command::Import { store, input, format, prefix } => import_export::import(&store, &input, format, &prefix),
         Command::Export { store, path, format, at } => import_export::export(&store, &path, format, at),
         Command::Stat { store, reader_only } => commands::stat(&store, reader_only),

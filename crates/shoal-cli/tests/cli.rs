@@ -127,6 +127,20 @@ fn put_from_file_and_stdin_keeps_bytes() {
 }
 
 #[test]
+fn cp_copies_a_value_by_reference() {
+    let s = TestStore::new();
+    let big = "v".repeat(5000);
+    s.put("/images/base", &big);
+    assert_eq!(ok(&["cp", s.path(), "/images/base", "/vm/7/image"]).trim(), "2");
+    assert_eq!(s.get("/vm/7/image"), big);
+    assert_eq!(ok(&["ls", s.path(), "/vm"]), "7\n");
+    let err = fails(&["cp", s.path(), "/images/none", "/x"]);
+    assert!(err.contains("no node at /images/none"), "{err}");
+    let err = fails(&["cp", s.path(), "/images/base", "bad"]);
+    assert!(err.contains("invalid path"), "{err}");
+}
+
+#[test]
 fn rm_without_r_on_a_node_with_children_fails() {
     let s = TestStore::new();
     s.put("/a/b", "1");

@@ -44,6 +44,12 @@ fn check_snapshot(snap: &shoal::Snapshot, acked: Option<u64>) -> Option<u64> {
         }
     }
     assert_eq!(snap.get(&format!("/c/{}", last + 1)).unwrap(), None, "a commit beyond /last is visible");
+    // Copies by reference, replayed from the journal like any write.
+    let copies: Vec<u64> = (10..=last).filter(|k| k % 7 == 3).collect();
+    for &k in &copies {
+        assert_eq!(snap.get(&format!("/copy/{k}")).unwrap(), Some(expected_value(k - 3).as_slice()), "/copy/{k}");
+    }
+    assert_eq!(snap.list("/copy").unwrap().len(), copies.len());
     let children = snap.list("/c").unwrap().len() as u64;
     let deleted = (0..=last).filter(|k| k % 50 == 25 && k + 25 <= last).count() as u64;
     assert_eq!(children, last + 1 - deleted);

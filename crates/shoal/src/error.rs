@@ -20,6 +20,10 @@ pub enum Error {
     #[error("{path} has children; use delete_tree to remove a subtree")]
     HasChildren { path: String },
 
+    /// An operation that needs an existing node found none there.
+    #[error("no node at {path}")]
+    NoSuchPath { path: String },
+
     /// The root node cannot be written or deleted; `delete_tree("/")` clears the store.
     #[error("the root node cannot be written or deleted")]
     RootImmutable,

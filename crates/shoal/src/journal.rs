@@ -34,15 +34,30 @@ pub const MAX_RECORD_BYTES: usize = u32::MAX as usize - 64;
 /// One logical change in a journal record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JournalOp {
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Delete { key: Vec<u8> },
-    DeleteTree { key: Vec<u8> },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
+    DeleteTree {
+        key: Vec<u8>,
+    },
+    /// The value of the node at `from` (as of the version before), shared.
+    Copy {
+        key: Vec<u8>,
+        from: Vec<u8>,
+    },
 }
 
 impl JournalOp {
     pub fn key(&self) -> &[u8] {
         match self {
-            JournalOp::Put { key, .. } | JournalOp::Delete { key } | JournalOp::DeleteTree { key } => key,
+            JournalOp::Put { key, .. }
+            | JournalOp::Delete { key }
+            | JournalOp::DeleteTree { key }
+            | JournalOp::Copy { key, .. } => key,
         }
     }
 }
@@ -64,6 +79,7 @@ pub fn encode(version: u64, time_ns: u64, ops: &[JournalOp]) -> Vec<u8> {
             JournalOp::Put { key, value } => (1, key, value),
             JournalOp::Delete { key } => (2, key, &[]),
             JournalOp::DeleteTree { key } => (3, key, &[]),
+            JournalOp::Copy { key, from } => (4, key, from),
         };
         payload.extend_from_slice(&[tag, 0]);
         payload.extend_from_slice(&(key.len() as u16).to_le_bytes());
@@ -95,6 +111,7 @@ fn decode_payload(p: &[u8]) -> Option<Record> {
             1 => JournalOp::Put { key, value },
             2 => JournalOp::Delete { key },
             3 => JournalOp::DeleteTree { key },
+            4 => JournalOp::Copy { key, from: value },
             _ => return None,
         });
     }
@@ -227,6 +244,7 @@ mod tests {
         let ops = vec![
             JournalOp::Put { key: b"a".to_vec(), value: b"1".to_vec() },
             JournalOp::DeleteTree { key: b"b".to_vec() },
+            JournalOp::Copy { key: b"c".to_vec(), from: b"a".to_vec() },
         ];
         j.append(&encode(1, 7, &ops)).unwrap();
         j.append(&encode(2, 8, &[JournalOp::Delete { key: b"a".to_vec() }])).unwrap();

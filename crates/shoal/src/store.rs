@@ -443,7 +443,10 @@ fn prepare_ops(arena: &WriterArena, head_root: u64, jops: Vec<JournalOp>) -> Res
     debug_assert!(jops.windows(2).all(|w| w[0].key() <= w[1].key()));
     let puts_in_batch = |a: &[u8]| {
         let start = jops.partition_point(|op| op.key() < a);
-        jops[start..].iter().take_while(|op| op.key() == a).any(|op| matches!(op, JournalOp::Put { .. }))
+        jops[start..]
+            .iter()
+            .take_while(|op| op.key() == a)
+            .any(|op| matches!(op, JournalOp::Put { .. } | JournalOp::Copy { .. }))
     };
     let cleared: Vec<&[u8]> =
         jops.iter().filter(|op| matches!(op, JournalOp::DeleteTree { .. })).map(JournalOp::key).collect();
@@ -460,7 +463,7 @@ fn prepare_ops(arena: &WriterArena, head_root: u64, jops: Vec<JournalOp>) -> Res
     // parent known to exist after the batch.
     let mut parent_known: Vec<u8> = Vec::new();
     for op in &jops {
-        let JournalOp::Put { key, .. } = op else { continue };
+        let (JournalOp::Put { key, .. } | JournalOp::Copy { key, .. }) = op else { continue };
         let parent = path::parent(key);
         if parent.is_empty() || parent == parent_known.as_slice() {
             continue;
@@ -494,6 +497,17 @@ fn prepare_ops(arena: &WriterArena, head_root: u64, jops: Vec<JournalOp>) -> Res
                     build::StoredValue::Inline(value)
                 } else {
                     build::store_value(arena, &value)?
+                };
+                Op::Put { key, value }
+            }
+            JournalOp::Copy { key, from } => {
+                // The source as of the version before this one: blob values
+                // are shared by offset, inline ones (256 bytes at most) copied.
+                let entry = tree::find(region, head_root, &from).map_err(damaged)?;
+                let value = match entry.map(|e| e.value) {
+                    Some(node::ValueRepr::Inline(bytes)) => build::StoredValue::Inline(bytes.to_vec()),
+                    Some(node::ValueRepr::Blob { offset, len }) => build::StoredValue::Blob { offset, len },
+                    None => return Err(Error::NoSuchPath { path: path::path_of(&from) }),
                 };
                 Op::Put { key, value }
             }
@@ -1058,6 +1072,7 @@ impl Shared {
             .iter()
             .map(|op| match op {
                 JournalOp::Put { key, value } => 8 + key.len() + value.len(),
+                JournalOp::Copy { key, from } => 8 + key.len() + from.len(),
                 JournalOp::Delete { key } | JournalOp::DeleteTree { key } => 8 + key.len(),
             })
             .sum();

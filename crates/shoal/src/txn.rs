@@ -29,6 +29,9 @@ pub(crate) enum NodeWrite {
     #[default]
     Keep,
     Put(Vec<u8>),
+    /// The value of the node at this key of the base version, shared by
+    /// reference (see [`Transaction::copy`]).
+    Copy(Vec<u8>),
     Delete,
 }
 
@@ -51,6 +54,7 @@ impl TxnSets {
             }
             match &w.node {
                 NodeWrite::Put(v) => ops.push(JournalOp::Put { key: key.clone(), value: v.clone() }),
+                NodeWrite::Copy(from) => ops.push(JournalOp::Copy { key: key.clone(), from: from.clone() }),
                 NodeWrite::Delete if !w.clears_subtree => ops.push(JournalOp::Delete { key: key.clone() }),
                 _ => {}
             }
@@ -98,6 +102,7 @@ impl<'s> Transaction<'s> {
         if let Some(w) = self.sets.writes.get(key) {
             match &w.node {
                 NodeWrite::Put(v) => return Ok(Some(v)),
+                NodeWrite::Copy(from) => return self.base.get_key(from),
                 NodeWrite::Delete => return Ok(None),
                 NodeWrite::Keep if w.clears_subtree => return Ok(None),
                 NodeWrite::Keep => {}
@@ -142,7 +147,7 @@ impl<'s> Transaction<'s> {
             if is_child && (w.clears_subtree || matches!(w.node, NodeWrite::Delete)) {
                 names.remove(name);
             }
-            if matches!(w.node, NodeWrite::Put(_)) {
+            if matches!(w.node, NodeWrite::Put(_) | NodeWrite::Copy(_)) {
                 names.insert(name.to_vec());
             }
         }
@@ -157,10 +162,45 @@ impl<'s> Transaction<'s> {
             return Err(Error::RootImmutable);
         }
         self.store.check_value(path, value)?;
-        // Missing ancestors are created now, with empty values, so that they
-        // outlive a later deletion of this node within the transaction.
+        self.create_ancestors(&key)?;
+        self.sets.writes.entry(key).or_default().node = NodeWrite::Put(value.to_vec());
+        Ok(())
+    }
+
+    /// Writes the value of the node at `from` to `to`, as [`Transaction::put`]
+    /// would, but by reference: a value stored outside its leaf (longer
+    /// than 256 bytes) is not copied, `to` shares its bytes, so the copy
+    /// costs the same whatever the value's size, and stays shared through
+    /// compactions. The value is the one this transaction sees; the commit
+    /// conflicts if `from` changed after the transaction began. Fails with
+    /// [`Error::NoSuchPath`] if `from` does not exist.
+    pub fn copy(&mut self, from: &str, to: &str) -> Result<()> {
+        let (from_key, to_key) = (path::key(from)?, path::key(to)?);
+        if to_key.is_empty() {
+            return Err(Error::RootImmutable);
+        }
+        self.sets.reads.insert(from_key.clone());
+        let node = match self.sets.writes.get(&from_key).map(|w| &w.node) {
+            // The root's value is always empty.
+            _ if from_key.is_empty() => NodeWrite::Put(Vec::new()),
+            // Written by this transaction: its bytes are not in the arena yet.
+            Some(NodeWrite::Put(v)) => NodeWrite::Put(v.clone()),
+            Some(NodeWrite::Copy(source)) => NodeWrite::Copy(source.clone()),
+            _ => match self.lookup(&from_key)? {
+                None => return Err(Error::NoSuchPath { path: from.to_string() }),
+                Some(_) => NodeWrite::Copy(from_key),
+            },
+        };
+        self.create_ancestors(&to_key)?;
+        self.sets.writes.entry(to_key).or_default().node = node;
+        Ok(())
+    }
+
+    /// Creates the missing ancestors of `key` now, with empty values, so
+    /// that they outlive a later deletion of the node within the transaction.
+    fn create_ancestors(&mut self, key: &[u8]) -> Result<()> {
         let mut missing = Vec::new();
-        let mut nearest_first: Vec<&[u8]> = path::ancestors(&key).collect();
+        let mut nearest_first: Vec<&[u8]> = path::ancestors(key).collect();
         nearest_first.reverse();
         for ancestor in nearest_first {
             // Once one ancestor exists, so do all of its own.
@@ -172,7 +212,6 @@ impl<'s> Transaction<'s> {
         for ancestor in missing {
             self.sets.writes.entry(ancestor).or_default().node = NodeWrite::Put(Vec::new());
         }
-        self.sets.writes.entry(key).or_default().node = NodeWrite::Put(value.to_vec());
         Ok(())
     }
 

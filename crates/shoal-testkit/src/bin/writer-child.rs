@@ -2,7 +2,8 @@
 //!
 //! Opens the store with durability `sync` and commits forever: commit `n`
 //! writes `/c/<n>` and sets `/last` to `n`, with a value large enough now
-//! and then to need a blob node. After each commit returns it prints
+//! and then to need a blob node; commit `n` with `n % 7 == 3` (from 10 on)
+//! also copies `/c/<n-3>`, a blob, to `/copy/<n>` by reference. After each commit returns it prints
 //! `ack <n>` (flushed), so the parent knows exactly which commits were
 //! acknowledged when it kills this process. With `--abort-in-compaction-at
 //! N`, after commit `N` it compacts and aborts right after the switch to the
@@ -40,6 +41,9 @@ fn main() {
         let value = if next.is_multiple_of(7) { vec![b'x'; 600] } else { next.to_string().into_bytes() };
         txn.put(&format!("/c/{next}"), value).expect("put");
         txn.put("/last", next.to_string()).expect("put");
+        if next % 7 == 3 && next >= 10 {
+            txn.copy(&format!("/c/{}", next - 3), &format!("/copy/{next}")).expect("copy");
+        }
         if next.is_multiple_of(50) && next >= 50 {
             txn.delete_tree(&format!("/c/{}", next - 25)).expect("delete_tree");
         }
