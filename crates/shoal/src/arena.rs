@@ -357,9 +357,9 @@ impl crate::build::NodeSink for WriterArena {
         WriterArena::read_node(self, offset)
     }
     fn append_blob(&self, blob: &[u8]) -> Result<u64> {
-        if blob.len() >= crate::node::HEADER_BYTES + crate::node::PAGE_ALIGNED_VALUE_MIN {
+        let page = sys::page_size();
+        if crate::node::page_aligned(blob.len() - crate::node::HEADER_BYTES, page) {
             // Pad so that the value, right after the blob's header, starts a page.
-            let page = sys::page_size();
             let pad = (page - (self.end() + crate::node::HEADER_BYTES as u64) % page) % page;
             if pad > 0 {
                 self.append(&vec![0; pad as usize])?;

@@ -22,8 +22,12 @@
 //!   checksummed and must be the named version of the named generation;
 //!   the named node must be a leaf or blob whose stored checksum is the one
 //!   the handle recorded, lie below that version's high-water mark, and
-//!   contain the value's byte range. Stale or damaged handles give an
-//!   error, never other bytes.
+//!   hold exactly the handle's byte range as one value (a blob's, or one
+//!   leaf entry's inline value). Stale or damaged handles give an error,
+//!   never other bytes.
+//! * A handle is not a capability: its checksum is not keyed, and any
+//!   process that can open a [`Reader`] on the store can read all of it
+//!   anyway. Access control stays with the store's file permissions.
 
 use std::os::fd::AsFd;
 
@@ -215,9 +219,25 @@ impl Reader {
         if node::u32_at(node_bytes, 8) != Some(r.node_crc) {
             return Err(invalid(format!("the node at offset {} is not the one it was made from", r.node)));
         }
-        let end = r.offset.checked_add(r.len as u64);
-        if r.offset < r.node || end.is_none_or(|e| e > r.node + node_bytes.len() as u64) {
-            return Err(invalid("its byte range lies outside its node".into()));
+        // Exactly one value's bytes: a blob's whole value (blobs do not
+        // record their length, so it is checked to their 8-byte padding),
+        // or the inline value of one entry of the leaf.
+        let exact = match kind {
+            KIND_BLOB => {
+                r.offset == r.node + node::HEADER_BYTES as u64
+                    && node::align8(node::HEADER_BYTES + r.len as usize) == node_bytes.len()
+            }
+            _ => {
+                let leaf = node::LeafView::from_node(node_bytes, r.node).map_err(|d| snap.damaged(d))?;
+                let base = node_bytes.as_ptr() as u64 - r.node;
+                (0..leaf.len()).any(|i| match leaf.entry(i).map(|e| e.value) {
+                    Ok(ValueRepr::Inline(v)) => v.as_ptr() as u64 - base == r.offset && v.len() == r.len as usize,
+                    _ => false,
+                })
+            }
+        };
+        if !exact {
+            return Err(invalid("its byte range is not a value of its node".into()));
         }
         Ok(snap)
     }
@@ -257,16 +277,19 @@ impl Reader {
         let end = r.offset + r.len as u64;
         while offset < end {
             let want = (end - offset).min(1 << 30) as usize;
+            let sent = offset - r.offset;
+            let failed = |source: std::io::Error| Error::Io {
+                file: path.clone(),
+                source: std::io::Error::new(
+                    source.kind(),
+                    format!("sendfile after {sent} of {} bytes: {source}", r.len),
+                ),
+            };
             match rustix::fs::sendfile(&out, file, Some(&mut offset), want) {
-                Ok(0) => {
-                    return Err(Error::Io {
-                        file: path.clone(),
-                        source: std::io::Error::new(std::io::ErrorKind::WriteZero, "sendfile wrote nothing"),
-                    })
-                }
+                Ok(0) => return Err(failed(std::io::Error::new(std::io::ErrorKind::WriteZero, "nothing written"))),
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(e).at(path),
+                Err(e) => return Err(failed(e.into())),
             }
         }
         Ok(r.len as u64)

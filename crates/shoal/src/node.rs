@@ -62,8 +62,15 @@ pub const INLINE_VALUE_MAX: usize = 256;
 /// (their blob is preceded by unreferenced zero padding), so a
 /// [`crate::BufRef`] to one covers whole pages: `sendfile`, `splice` or a
 /// receiver's own `mmap` of those pages moves them without copying partial
-/// ones. At most a page of padding per such value, under 25% of it.
+/// ones. At most a page of padding per such value, under 25% of it (with
+/// 4 KiB pages; see [`page_aligned`] for larger ones).
 pub const PAGE_ALIGNED_VALUE_MIN: usize = 16 << 10;
+
+/// Whether a value of `len` bytes is stored page-aligned: at least
+/// [`PAGE_ALIGNED_VALUE_MIN`] and four pages, so padding stays under 25%.
+pub fn page_aligned(len: usize, page: u64) -> bool {
+    len >= PAGE_ALIGNED_VALUE_MIN && len as u64 >= 4 * page
+}
 /// Nodes are cut to about this size when written.
 pub const NODE_TARGET_BYTES: usize = 2048;
 /// Largest entry count a node may hold (u16).

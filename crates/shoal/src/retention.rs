@@ -49,6 +49,9 @@ pub(crate) fn validate(tiers: &[RetainTier]) -> Result<()> {
         if t.every > t.within {
             return bad(format!("a tier's interval ({:?}) exceeds what it spans ({:?})", t.every, t.within));
         }
+        if t.every.subsec_nanos() % 1_000_000 != 0 || t.within.subsec_nanos() % 1_000_000 != 0 {
+            return bad(format!("tiers are kept in whole milliseconds (every {:?} within {:?})", t.every, t.within));
+        }
         if u64::try_from(t.within.as_nanos()).is_err() {
             return bad(format!("a tier spans more than 2^64 ns ({:?})", t.within));
         }
@@ -182,6 +185,9 @@ mod tests {
         let err = validate(&[RetainTier::new(Duration::ZERO, Duration::ZERO)]).unwrap_err();
         assert!(err.to_string().contains("span some time"), "{err}");
         assert!(validate(&vec![RetainTier::new(Duration::ZERO, Duration::from_secs(1)); MAX_TIERS + 1]).is_err());
+        // Saved in milliseconds: a finer tier would come back as another one.
+        let err = validate(&[RetainTier::new(Duration::from_micros(500), Duration::from_secs(1))]).unwrap_err();
+        assert!(err.to_string().contains("whole milliseconds"), "{err}");
     }
 
     proptest! {

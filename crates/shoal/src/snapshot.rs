@@ -502,6 +502,9 @@ impl Reader {
         if !dir.join(control::FILE_NAME).exists() {
             return Err(Error::NotFound(dir));
         }
+        // Absolute, so that later opens of generation files do not depend on
+        // the working directory of the moment.
+        let dir = std::fs::canonicalize(&dir).map_err(|source| Error::Io { file: dir.clone(), source })?;
         let control = Control::open_reader(&dir)?;
         let lease = ReaderLease::claim(&dir)?;
         Ok(Reader {

@@ -182,6 +182,10 @@ pub struct CompactReport {
     pub bytes_before: u64,
     pub bytes_after: u64,
     pub versions_kept: usize,
+    /// Unlocked rounds that copied versions committed while it ran.
+    pub precopy_rounds: usize,
+    /// Versions committed meanwhile that it copied under the writer lock.
+    pub caught_up: usize,
 }
 
 /// Which paths changed at which version, for conflict detection. Only kept
@@ -653,6 +657,9 @@ impl Shared {
             return Err(Error::NotFound(dir));
         }
         std::fs::create_dir_all(&dir).at(&dir)?;
+        // Absolute from here on: file names and the store's identity must not
+        // depend on the working directory of the moment.
+        let dir = std::fs::canonicalize(&dir).at(&dir)?;
         let lock_file = take_writer_lock(&dir)?;
         crate::settings::save(&dir, &options)?;
         let control = Control::open_writer(&dir)?;
@@ -841,7 +848,7 @@ impl Shared {
                 return Err(arena.mapped.corrupt(offset, "commit record written for another generation"));
             }
             let chain = retained_chain(arena.region(), commit, usize::MAX, &arena.mapped.path)?;
-            let live = walk_reachable(&arena, &chain, true)?;
+            let live = walk_reachable(arena.region(), &arena.mapped.path, &chain, true)?;
             Ok((arena, commit, live))
         };
         // The published version, when the page cache that holds it survived
@@ -1414,6 +1421,7 @@ impl Shared {
         // `retain_versions + 1`, and each tier's newest per interval): the
         // others would fall out of retention at the switch anyway. Halfway, make what is written
         // durable, so the sync under the lock has only the last rounds left.
+        let mut precopy_rounds = 0;
         for synced in [false, true] {
             for _ in 0..PRECOPY_ROUNDS {
                 let head = lock(&self.state).head;
@@ -1423,6 +1431,7 @@ impl Shared {
                 let region = old.region(head.end)?;
                 let newer = self.policy_after(region, head, copied.version, &old.path)?;
                 copied = copy_commits(region, &newer, &mut prev)?;
+                precopy_rounds += 1;
             }
             if !synced {
                 new.sync()?;
@@ -1485,7 +1494,15 @@ impl Shared {
         }
         drop(guard);
         tracing::debug!(from, to, bytes_before, bytes_after, caught_up, "compacted");
-        Ok(CompactReport { from_generation: from, to_generation: to, bytes_before, bytes_after, versions_kept })
+        Ok(CompactReport {
+            from_generation: from,
+            to_generation: to,
+            bytes_before,
+            bytes_after,
+            versions_kept,
+            precopy_rounds,
+            caught_up,
+        })
     }
 
     /// Frees old generation files that no live reader pins and no snapshot
@@ -1585,21 +1602,30 @@ impl Shared {
 
     /// Figures about the store.
     pub fn stat(&self) -> Result<Stat> {
-        let st = lock(&self.state);
-        let chain = self.policy_chain(st.arena.region(), st.head, &st.arena.mapped.path)?;
-        let live_bytes = walk_reachable(&st.arena, &chain, false)?;
-        Ok(Stat {
-            version: st.head.version,
-            generation: st.arena.generation(),
-            key_count: st.head.key_count,
-            arena_bytes: st.arena.end(),
-            live_bytes,
-            retained_versions: chain.iter().map(|c| c.version).collect(),
-            journal_bytes: st.journal.as_ref().map_or(0, |j| j.len()),
-            readers: self.readers()?,
-            old_generations: st.old_generations.iter().map(|o| o.generation).collect(),
-            spare_generation: st.spare,
-        })
+        // Figures of the moment under the lock; the walks of the chain and of
+        // the tree after it (holding the mapping, so it stays readable).
+        let (mapped, head, mut stat) = {
+            let st = lock(&self.state);
+            let stat = Stat {
+                version: st.head.version,
+                generation: st.arena.generation(),
+                key_count: st.head.key_count,
+                arena_bytes: st.arena.end(),
+                live_bytes: 0,
+                retained_versions: Vec::new(),
+                journal_bytes: st.journal.as_ref().map_or(0, |j| j.len()),
+                readers: Vec::new(),
+                old_generations: st.old_generations.iter().map(|o| o.generation).collect(),
+                spare_generation: st.spare,
+            };
+            (st.arena.mapped.clone(), st.head, stat)
+        };
+        let region = mapped.region(head.end)?;
+        let chain = self.policy_chain(region, head, &mapped.path)?;
+        stat.live_bytes = walk_reachable(region, &mapped.path, &chain, false)?;
+        stat.retained_versions = chain.iter().map(|c| c.version).collect();
+        stat.readers = self.readers()?;
+        Ok(stat)
     }
 
     /// Publishes a version and wakes the readers asleep waiting for one.
@@ -1616,7 +1642,7 @@ impl Shared {
     pub fn verify(&self) -> Result<()> {
         let st = lock(&self.state);
         let chain = retained_chain(st.arena.region(), st.head, usize::MAX, &st.arena.mapped.path)?;
-        walk_reachable(&st.arena, &chain, true).map(|_| ())
+        walk_reachable(st.arena.region(), &st.arena.mapped.path, &chain, true).map(|_| ())
     }
 }
 
@@ -1633,10 +1659,10 @@ impl Drop for Shared {
 
 /// Walks every node the commits reach, once each, checking checksums when
 /// `verify`; returns the bytes they occupy (records and header page included).
-fn walk_reachable(arena: &WriterArena, commits: &[Commit], verify: bool) -> Result<u64> {
+fn walk_reachable(region: &[u8], path: &Path, commits: &[Commit], verify: bool) -> Result<u64> {
     let roots: Vec<u64> = commits.iter().map(|c| c.root).collect();
-    let region = arena.region();
-    let nodes = tree::reachable_bytes(region, &roots, verify).map_err(|d| arena.damaged(d))?;
+    let damaged = |d: node::Damage| d.into_error(path);
+    let nodes = tree::reachable_bytes(region, &roots, verify).map_err(damaged)?;
     let mut changes = 0;
     for commit in commits.iter().filter(|c| c.changes != 0) {
         let set = if verify {
@@ -1644,7 +1670,7 @@ fn walk_reachable(arena: &WriterArena, commits: &[Commit], verify: bool) -> Resu
         } else {
             node::node_at(region, commit.changes, KIND_CHANGES)
         };
-        changes += set.map_err(|d| arena.damaged(d))?.len() as u64;
+        changes += set.map_err(damaged)?.len() as u64;
     }
     Ok(HEADER_PAGE + (commits.len() * node::COMMIT_BYTES) as u64 + nodes + changes)
 }

@@ -78,9 +78,19 @@ fn forged_fields_never_serve_other_bytes() {
     let other_node = forge(&a, 48, &word(&b, 48).to_le_bytes());
     assert!(invalid_reason(&reader, &other_node).contains("not the one it was made from"));
     let past_node = forge(&a, 56, &(word(&a, 56) + 8).to_le_bytes());
-    assert!(invalid_reason(&reader, &past_node).contains("outside its node"));
+    assert!(invalid_reason(&reader, &past_node).contains("not a value of its node"));
     let too_long = forge(&a, 4, &5000u32.to_le_bytes());
-    assert!(invalid_reason(&reader, &too_long).contains("outside its node"));
+    assert!(invalid_reason(&reader, &too_long).contains("not a value of its node"));
+    let much_shorter = forge(&a, 4, &900u32.to_le_bytes());
+    assert!(invalid_reason(&reader, &much_shorter).contains("not a value of its node"));
+    // An inline value's handle widened to its whole leaf (other keys' values
+    // included), or moved onto a neighbour's bytes, is refused.
+    let small = snap.buf_ref("/small").unwrap().unwrap();
+    let leaf = word(&small, 48);
+    let widened = forge(&forge(&small, 56, &leaf.to_le_bytes()), 4, &64u32.to_le_bytes());
+    assert!(invalid_reason(&reader, &widened).contains("not a value of its node"));
+    let shifted = forge(&small, 56, &(word(&small, 56) + 1).to_le_bytes());
+    assert!(invalid_reason(&reader, &shifted).contains("not a value of its node"));
     let wrong_version = forge(&a, 32, &(a.version() + 1).to_le_bytes());
     assert!(invalid_reason(&reader, &wrong_version).contains("version"));
     let no_record = forge(&a, 40, &word(&a, 48).to_le_bytes());
