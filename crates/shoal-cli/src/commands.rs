@@ -122,12 +122,13 @@ pub fn ls(dir: &Path, path: &str, at: Option<u64>) -> CliResult {
     out.flush().map_err(stdout_error)
 }
 
-pub fn cp(dir: &Path, src: &str, dst: &str) -> CliResult {
+pub fn cp(dir: &Path, src: &str, dst: &str, recursive: bool) -> CliResult {
     shoal::path::validate(src)?;
     shoal::path::validate(dst)?;
     let store = Store::open_existing(dir)?;
     let mut txn = store.begin();
-    match txn.copy(src, dst) {
+    let copied = if recursive { txn.copy_tree(src, dst) } else { txn.copy(src, dst) };
+    match copied {
         Ok(()) => {}
         Err(Error::NoSuchPath { .. }) => return Err(no_node(src)),
         Err(e) => return Err(e.into()),
@@ -263,6 +264,7 @@ fn kind_name(kind: ChangeKind) -> &'static str {
         ChangeKind::Set => "set",
         ChangeKind::Delete => "delete",
         ChangeKind::DeleteTree => "delete-tree",
+        ChangeKind::CopyTree => "copy-tree",
     }
 }
 

@@ -144,14 +144,18 @@ enum Command {
         recursive: bool,
     },
     /// Copy the value at SRC to DST (one transaction) by reference: DST shares its bytes; prints the
-    /// new version. Missing ancestors of DST are created.
+    /// new version. Missing ancestors of DST are created. With -r, the whole subtree at SRC replaces
+    /// the one at DST, still by reference: the copy costs the same whatever its size.
     Cp {
         /// Store directory.
         store: PathBuf,
-        /// The node whose value is copied.
+        /// The node whose value (with -r: subtree) is copied.
         src: String,
         /// Where it goes.
         dst: String,
+        /// Copy the subtree, not just the value.
+        #[arg(short, long)]
+        recursive: bool,
     },
     /// Load a JSON tree or JSON lines as one new version.
     ///
@@ -274,7 +278,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Get { store, path, at } => commands::get(&store, &path, at),
         Command::Ls { store, path, at } => commands::ls(&store, &path, at),
         Command::Rm { store, path, recursive } => commands::rm(&store, &path, recursive),
-        Command::Cp { store, src, dst } => commands::cp(&store, &src, &dst),
+        Command::Cp { store, src, dst, recursive } => commands::cp(&store, &src, &dst, recursive),
         Command::Import { store, input, format, prefix } => import_export::import(&store, &input, format, &prefix),
         Command::Export { store, path, format, at } => import_export::export(&store, &path, format, at),
         Command::Stat { store, reader_only } => commands::stat(&store, reader_only),

@@ -138,6 +138,14 @@ fn cp_copies_a_value_by_reference() {
     assert!(err.contains("no node at /images/none"), "{err}");
     let err = fails(&["cp", s.path(), "/images/base", "bad"]);
     assert!(err.contains("invalid path"), "{err}");
+
+    // -r: the subtree, replacing what was there.
+    s.put("/vm/8/old", "gone after the copy");
+    assert_eq!(ok(&["cp", s.path(), "-r", "/vm/7", "/vm/8"]).trim(), "4");
+    assert_eq!(s.get("/vm/8/image"), big);
+    assert_eq!(ok(&["ls", s.path(), "/vm/8"]), "image\n");
+    let err = fails(&["cp", s.path(), "-r", "/", "/x"]);
+    assert!(err.contains("the root cannot be copied"), "{err}");
 }
 
 #[test]

@@ -50,6 +50,20 @@ fn check_snapshot(snap: &shoal::Snapshot, acked: Option<u64>) -> Option<u64> {
         assert_eq!(snap.get(&format!("/copy/{k}")).unwrap(), Some(expected_value(k - 3).as_slice()), "/copy/{k}");
     }
     assert_eq!(snap.list("/copy").unwrap().len(), copies.len());
+    // Subtree copies by reference: /c as of the version before each.
+    let snaps: Vec<u64> = (16..=last).filter(|k| k % 11 == 5 && k + 33 > last).collect();
+    let mut names: Vec<String> = snap.list("/snap").unwrap();
+    names.sort_by_key(|n| n.parse::<u64>().unwrap());
+    assert_eq!(names, snaps.iter().map(u64::to_string).collect::<Vec<_>>(), "snapshot copies at last={last}");
+    for &k in snaps.iter().rev().take(2) {
+        let mut expected: Vec<u64> = (0..k).filter(|j| !(j % 50 == 25 && j + 25 < k)).collect();
+        expected.sort_by_key(u64::to_string);
+        let listed = snap.list(&format!("/snap/{k}")).unwrap();
+        assert_eq!(listed, expected.iter().map(u64::to_string).collect::<Vec<_>>(), "/snap/{k}");
+        for &j in expected.iter().step_by(7) {
+            assert_eq!(snap.get(&format!("/snap/{k}/{j}")).unwrap(), Some(expected_value(j).as_slice()));
+        }
+    }
     let children = snap.list("/c").unwrap().len() as u64;
     let deleted = (0..=last).filter(|k| k % 50 == 25 && k + 25 <= last).count() as u64;
     assert_eq!(children, last + 1 - deleted);

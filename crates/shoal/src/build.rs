@@ -8,12 +8,20 @@
 //! nodes that lie inside the deleted key range without visiting them.
 //! Rebuilt nodes borrow their keys and values from the old nodes and from
 //! the batch; nothing is copied until the new node is encoded.
+//!
+//! Links (subtrees copied by reference): a `Put` keeps the link of the
+//! entry it overwrites, a `Set` writes an entry exactly as given. A batch
+//! that writes below a link first splits it ([`split_links`]): the link's
+//! node becomes a plain entry and each of its source's children a link of
+//! its own (or a plain entry when it has nothing below), one level at a
+//! time down to the write, so the cost follows the path, not the subtree.
 
 use crate::error::Result;
 use crate::node::{
-    self, ChildRef, EntryRef, InternalView, Key, LeafView, ValueRepr, KIND_INTERNAL, KIND_LEAF, NODE_TARGET_BYTES,
+    self, ChildRef, EntryRef, InternalView, Key, LeafView, Link, ValueRepr, KIND_INTERNAL, KIND_LEAF, NODE_TARGET_BYTES,
 };
 use crate::path;
+use crate::tree;
 
 /// Where the builder reads existing nodes and appends new ones.
 pub trait NodeSink {
@@ -42,6 +50,14 @@ pub enum StoredValue {
 }
 
 impl StoredValue {
+    /// The value an entry of the arena holds, as a batch carries it.
+    pub fn of(value: ValueRepr<'_>) -> StoredValue {
+        match value {
+            ValueRepr::Inline(bytes) => StoredValue::Inline(bytes.to_vec()),
+            ValueRepr::Blob { offset, len } => StoredValue::Blob { offset, len },
+        }
+    }
+
     fn as_repr(&self) -> ValueRepr<'_> {
         match self {
             StoredValue::Inline(v) => ValueRepr::Inline(v),
@@ -50,29 +66,128 @@ impl StoredValue {
     }
 }
 
+/// Where a link entry reads its subtree: see [`node::Link`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkTarget {
+    pub root: u64,
+    pub src: Vec<u8>,
+    pub keys: u64,
+}
+
+impl LinkTarget {
+    pub fn of(link: Link<'_>) -> LinkTarget {
+        LinkTarget { root: link.root, src: link.src.to_vec(), keys: link.keys }
+    }
+
+    fn as_link(&self) -> Link<'_> {
+        Link { root: self.root, src: &self.src, keys: self.keys }
+    }
+}
+
 /// One change of a batch. A batch is sorted by key; for one key a
-/// `DeleteTree` comes before a `Put` (clear the subtree, then write the node).
+/// `DeleteTree` comes before a `Put` or `Set` (clear the subtree, then
+/// write the node).
 #[derive(Clone, Debug)]
 pub enum Op {
-    Put { key: Vec<u8>, value: StoredValue },
-    Delete { key: Vec<u8> },
-    DeleteTree { key: Vec<u8> },
+    /// Writes a node's value; an existing link there is kept.
+    Put {
+        key: Vec<u8>,
+        value: StoredValue,
+    },
+    /// Writes an entry exactly: a link (a subtree copied by reference) or
+    /// a plain node. `structural`: a split of a link, which changes no
+    /// path's contents (not a change to report).
+    Set {
+        key: Vec<u8>,
+        value: StoredValue,
+        link: Option<LinkTarget>,
+        structural: bool,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
+    DeleteTree {
+        key: Vec<u8>,
+    },
 }
 
 impl Op {
     pub fn key(&self) -> &[u8] {
         match self {
-            Op::Put { key, .. } | Op::Delete { key } | Op::DeleteTree { key } => key,
+            Op::Put { key, .. } | Op::Set { key, .. } | Op::Delete { key } | Op::DeleteTree { key } => key,
         }
     }
 
     pub fn change_kind(&self) -> node::ChangeKind {
         match self {
             Op::Put { .. } => node::ChangeKind::Set,
+            Op::Set { link: Some(_), .. } => node::ChangeKind::CopyTree,
+            Op::Set { link: None, .. } => node::ChangeKind::Set,
             Op::Delete { .. } => node::ChangeKind::Delete,
             Op::DeleteTree { .. } => node::ChangeKind::DeleteTree,
         }
     }
+}
+
+/// The ops that split the links of the tree at `root` which `ops` (sorted)
+/// write below, sorted by key; merge them in before the batch's own ops of
+/// the same key ([`merge_splits`]). Splits inside a subtree the batch
+/// deletes are left out.
+pub fn split_links(region: &[u8], root: u64, ops: &[Op]) -> node::Parse<Vec<Op>> {
+    let mut splits: std::collections::BTreeMap<Vec<u8>, Op> = std::collections::BTreeMap::new();
+    for op in ops {
+        let key = op.key();
+        // Once a link above `key` was split here, the nearest entry this pass
+        // made at or above `key` tells what covers it; before, the tree does.
+        let nearest_split = std::iter::once(key)
+            .chain(path::ancestors(key).collect::<Vec<_>>().into_iter().rev())
+            .find_map(|a| splits.get(a));
+        let mut covering = match nearest_split {
+            Some(Op::Set { key: k, value, link: Some(target), .. }) if k.as_slice() != key => {
+                Some((k.clone(), value.clone(), target.clone()))
+            }
+            Some(_) => None,
+            None => tree::covering_link(region, root, key)?
+                .map(|(e, link)| (e.key.to_vec(), StoredValue::of(e.value), LinkTarget::of(link))),
+        };
+        while let Some((link_key, value, target)) = covering.take() {
+            splits.insert(link_key.clone(), Op::Set { key: link_key.clone(), value, link: None, structural: true });
+            let (source_root, source, children) = tree::children(region, target.root, &target.src)?;
+            for child in children {
+                let mut child_key = link_key.clone();
+                child_key.extend_from_slice(&child.key[source.len()..]);
+                let link = match child.link {
+                    Some(nested) => Some(LinkTarget::of(nested)),
+                    None => {
+                        let keys = tree::count_below(region, source_root, &child.key)?;
+                        (keys > 0).then(|| LinkTarget { root: source_root, src: child.key.clone(), keys })
+                    }
+                };
+                if path::in_subtree(key, &child_key) && child_key != key {
+                    covering = link.clone().map(|t| (child_key.clone(), StoredValue::of(child.value), t));
+                }
+                let value = StoredValue::of(child.value);
+                splits.insert(child_key.clone(), Op::Set { key: child_key, value, link, structural: true });
+            }
+        }
+    }
+    let deleted: Vec<&[u8]> = ops.iter().filter(|op| matches!(op, Op::DeleteTree { .. })).map(Op::key).collect();
+    Ok(splits.into_values().filter(|op| !deleted.iter().any(|d| path::in_subtree(op.key(), d))).collect())
+}
+
+/// Merges `splits` into `ops` (both sorted), a split first where both
+/// write one key.
+pub fn merge_splits(splits: Vec<Op>, ops: &[Op]) -> Vec<Op> {
+    let mut out = Vec::with_capacity(splits.len() + ops.len());
+    let mut splits = splits.into_iter().peekable();
+    for op in ops {
+        while let Some(s) = splits.next_if(|s| s.key() <= op.key()) {
+            out.push(s);
+        }
+        out.push(op.clone());
+    }
+    out.extend(splits);
+    out
 }
 
 /// What a batch did, for conflict tracking.
@@ -136,8 +251,7 @@ impl<'s> Builder<'s, '_> {
                 let view = LeafView::parse(region, offset).map_err(|d| self.damaged(d))?;
                 let mut entries = Vec::with_capacity(view.len() + 4);
                 for i in 0..view.len() {
-                    let e = view.entry(i).map_err(|d| self.damaged(d))?;
-                    entries.push(EntryRef { key: e.key, value: e.value });
+                    entries.push(EntryRef::from(view.entry(i).map_err(|d| self.damaged(d))?));
                 }
                 Ok(Items::Leaf(entries))
             }
@@ -324,7 +438,7 @@ impl<'s> Builder<'s, '_> {
                     refs.push(ChildRef {
                         first_key: chunk[0].key,
                         offset,
-                        keys: chunk.len() as u64,
+                        keys: chunk.iter().map(EntryRef::weight).sum(),
                         node_bytes: self.buf.len(),
                     });
                 }
@@ -359,22 +473,33 @@ fn merge_leaf<'a>(entries: &[EntryRef<'a>], ops: &[&'a Op], out: &mut Vec<EntryR
             out.push(entries[e]);
             e += 1;
         }
+        // The entry this op replaces: one written by an earlier op of the
+        // batch (a split, or a subtree deletion's node), else the tree's.
+        let replaced = if out.last().is_some_and(|last| last.key.eq_bytes(key)) {
+            out.pop()
+        } else if e < entries.len() && entries[e].key.eq_bytes(key) {
+            e += 1;
+            Some(entries[e - 1])
+        } else {
+            None
+        };
         match op {
             Op::Put { key, value } => {
-                if e < entries.len() && entries[e].key.eq_bytes(key) {
-                    e += 1;
-                } else if !out.last().is_some_and(|last| last.key.eq_bytes(key)) {
+                if replaced.is_none() {
                     report.created.push(key.clone());
                 }
-                // A same-key subtree deletion ran just before; the node is written anew.
-                if out.last().is_some_and(|last| last.key.eq_bytes(key)) {
-                    out.pop();
+                let link = replaced.and_then(|r| r.link);
+                out.push(EntryRef { key: Key::whole(key), value: value.as_repr(), link });
+            }
+            Op::Set { key, value, link, structural } => {
+                if replaced.is_none() && !structural {
+                    report.created.push(key.clone());
                 }
-                out.push(EntryRef { key: Key::whole(key), value: value.as_repr() });
+                let link = link.as_ref().map(LinkTarget::as_link);
+                out.push(EntryRef { key: Key::whole(key), value: value.as_repr(), link });
             }
             Op::Delete { key } => {
-                if e < entries.len() && entries[e].key.eq_bytes(key) {
-                    e += 1;
+                if replaced.is_some() {
                     report.removed.push(key.clone());
                 }
             }

@@ -8,6 +8,11 @@
 //! unchanged sibling at its old offset, so the walk reads the nodes on the
 //! paths to what changed (and their siblings' references), not the tree:
 //! its cost follows the size of the difference.
+//!
+//! A link entry (a subtree copied by reference) is an entry followed by a
+//! linked subtree item; two such items with the same target, source and
+//! key are the same subtree and skipped, otherwise the walk reads the
+//! linked subtree's entries.
 
 use crate::node::{self, ChangeKind, InternalView, Key, LeafView, Parse, KIND_INTERNAL, KIND_LEAF};
 
@@ -22,16 +27,33 @@ pub struct Diff {
 }
 
 enum Item<'a> {
-    Node { offset: u64, low: Vec<u8> },
-    Entry { key: Vec<u8>, value: &'a [u8] },
+    Node {
+        offset: u64,
+        low: Vec<u8>,
+    },
+    Entry {
+        key: Vec<u8>,
+        value: &'a [u8],
+    },
+    /// What lies below the link entry at `key`; `low` is the smallest key it may hold.
+    Linked {
+        low: Vec<u8>,
+        root: u64,
+        src: Vec<u8>,
+        key: Vec<u8>,
+    },
 }
 
 impl Item<'_> {
     fn low(&self) -> &[u8] {
         match self {
-            Item::Node { low, .. } => low,
+            Item::Node { low, .. } | Item::Linked { low, .. } => low,
             Item::Entry { key, .. } => key,
         }
+    }
+
+    fn expandable(&self) -> bool {
+        !matches!(self, Item::Entry { .. })
     }
 }
 
@@ -48,7 +70,15 @@ impl<'a> Side<'a> {
 
     /// Replaces the node on top of the stack with its children or entries.
     fn expand(&mut self, visited: &mut u64) -> Parse<()> {
-        let Some(Item::Node { offset, .. }) = self.stack.pop() else { return Ok(()) };
+        let offset = match self.stack.pop() {
+            Some(Item::Node { offset, .. }) => offset,
+            Some(Item::Linked { root, src, key, .. }) => return self.expand_linked(root, &src, &key, visited),
+            Some(entry) => {
+                self.stack.push(entry);
+                return Ok(());
+            }
+            None => return Ok(()),
+        };
         *visited += 1;
         match self.region.get(offset as usize) {
             Some(&KIND_INTERNAL) => {
@@ -62,11 +92,34 @@ impl<'a> Side<'a> {
                 for i in (0..view.len()).rev() {
                     let e = view.entry(i)?;
                     let value = node::value_bytes(self.region, e.value)?;
-                    self.stack.push(Item::Entry { key: e.key.to_vec(), value });
+                    let key = e.key.to_vec();
+                    if let Some(link) = e.link {
+                        let low = crate::path::child_prefix(&key);
+                        self.stack.push(Item::Linked {
+                            low,
+                            root: link.root,
+                            src: link.src.to_vec(),
+                            key: key.clone(),
+                        });
+                    }
+                    self.stack.push(Item::Entry { key, value });
                 }
             }
             _ => return Err(node::Damage::new(offset, "diff: not a tree node")),
         }
+        Ok(())
+    }
+
+    /// Replaces a linked subtree with its entries (links below followed).
+    fn expand_linked(&mut self, root: u64, src: &[u8], key: &[u8], visited: &mut u64) -> Parse<()> {
+        *visited += 1;
+        let link = node::Link { root, src, keys: 0 };
+        let mut walk = crate::tree::Walk::below_link(self.region, link, key)?;
+        let mut entries = Vec::new();
+        while let Some(e) = walk.next_entry()? {
+            entries.push(Item::Entry { key: e.key.to_vec(), value: node::value_bytes(self.region, e.value)? });
+        }
+        self.stack.extend(entries.into_iter().rev());
         Ok(())
     }
 }
@@ -104,6 +157,13 @@ pub(crate) fn diff(
                 a.stack.pop();
                 b.stack.pop();
             }
+            (
+                Some(Item::Linked { root: x, src: sx, key: kx, .. }),
+                Some(Item::Linked { root: y, src: sy, key: ky, .. }),
+            ) if same_generation && x == y && sx == sy && kx == ky => {
+                a.stack.pop();
+                b.stack.pop();
+            }
             (Some(Item::Entry { key: ka, value: va }), Some(Item::Entry { key: kb, value: vb })) => match ka.cmp(kb) {
                 std::cmp::Ordering::Less => {
                     emit(ka, ChangeKind::Delete);
@@ -129,12 +189,12 @@ pub(crate) fn diff(
                 emit(key, ChangeKind::Set);
                 b.stack.pop();
             }
-            (Some(Item::Node { .. }), None) => expand_a(&mut a, &mut visited)?,
-            (None, Some(Item::Node { .. })) => expand_b(&mut b, &mut visited)?,
+            (Some(_), None) => expand_a(&mut a, &mut visited)?,
+            (None, Some(_)) => expand_b(&mut b, &mut visited)?,
             (Some(x), Some(y)) => {
                 // At least one is a subtree, and they are not the same one:
                 // open the one that may hold the smaller keys (both if tied).
-                let (x_node, y_node) = (matches!(x, Item::Node { .. }), matches!(y, Item::Node { .. }));
+                let (x_node, y_node) = (x.expandable(), y.expandable());
                 match x.low().cmp(y.low()) {
                     std::cmp::Ordering::Less if x_node => expand_a(&mut a, &mut visited)?,
                     std::cmp::Ordering::Less => {

@@ -24,6 +24,10 @@ pub enum Error {
     #[error("no node at {path}")]
     NoSuchPath { path: String },
 
+    /// `copy_tree` of a subtree the same transaction has already written to.
+    #[error("cannot copy {path}: this transaction has already written to it or below it; copy it in a transaction of its own")]
+    CopySourceWritten { path: String },
+
     /// The root node cannot be written or deleted; `delete_tree("/")` clears the store.
     #[error("the root node cannot be written or deleted")]
     RootImmutable,

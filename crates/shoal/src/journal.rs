@@ -49,6 +49,12 @@ pub enum JournalOp {
         key: Vec<u8>,
         from: Vec<u8>,
     },
+    /// The node at `from` and its subtree (as of the version before) replace
+    /// the subtree at `key`, by reference.
+    CopyTree {
+        key: Vec<u8>,
+        from: Vec<u8>,
+    },
 }
 
 impl JournalOp {
@@ -57,7 +63,8 @@ impl JournalOp {
             JournalOp::Put { key, .. }
             | JournalOp::Delete { key }
             | JournalOp::DeleteTree { key }
-            | JournalOp::Copy { key, .. } => key,
+            | JournalOp::Copy { key, .. }
+            | JournalOp::CopyTree { key, .. } => key,
         }
     }
 }
@@ -80,6 +87,7 @@ pub fn encode(version: u64, time_ns: u64, ops: &[JournalOp]) -> Vec<u8> {
             JournalOp::Delete { key } => (2, key, &[]),
             JournalOp::DeleteTree { key } => (3, key, &[]),
             JournalOp::Copy { key, from } => (4, key, from),
+            JournalOp::CopyTree { key, from } => (5, key, from),
         };
         payload.extend_from_slice(&[tag, 0]);
         payload.extend_from_slice(&(key.len() as u16).to_le_bytes());
@@ -112,6 +120,7 @@ fn decode_payload(p: &[u8]) -> Option<Record> {
             2 => JournalOp::Delete { key },
             3 => JournalOp::DeleteTree { key },
             4 => JournalOp::Copy { key, from: value },
+            5 => JournalOp::CopyTree { key, from: value },
             _ => return None,
         });
     }
@@ -245,6 +254,7 @@ mod tests {
             JournalOp::Put { key: b"a".to_vec(), value: b"1".to_vec() },
             JournalOp::DeleteTree { key: b"b".to_vec() },
             JournalOp::Copy { key: b"c".to_vec(), from: b"a".to_vec() },
+            JournalOp::CopyTree { key: b"d".to_vec(), from: b"a".to_vec() },
         ];
         j.append(&encode(1, 7, &ops)).unwrap();
         j.append(&encode(2, 8, &[JournalOp::Delete { key: b"a".to_vec() }])).unwrap();

@@ -21,7 +21,18 @@
 //!
 //! Leaf: `prefix`, pad to 8, `u64 hint[count]`, `u32 entry_offset[count]`,
 //! then entries, each `u16 suffix_len, u8 flags, u8 0, u32 value_len,
-//! [u64 blob offset if flags&1], suffix, [value if inline]`.
+//! [u64 blob offset if flags&1], suffix, [value if inline], [if flags&2, a
+//! link: u64 target root, u64 nodes below, u16 source key length, source
+//! key]`.
+//!
+//! A *link* entry (copy of a subtree by reference) stands for its node and
+//! everything below it: the subtree below the link's source key in the
+//! tree at its target root, with that key replaced by the entry's own. Its
+//! value is the node's own. In a tree holding a link, no key lies strictly
+//! below the link's key (writes there split the link first, see
+//! [`crate::build`]), so a lookup that misses finds the link covering it
+//! as the entry just before its position. A link's target root points
+//! backwards like every offset; 0 is an empty subtree.
 //!
 //! Internal: `prefix`, pad to 8, `u64 child[count]`, `u64 keys_below[count]`,
 //! `u64 hint[count]`, `u32 key_offset[count]`, then key suffixes as
@@ -77,6 +88,24 @@ pub const NODE_TARGET_BYTES: usize = 2048;
 pub const MAX_COUNT: usize = u16::MAX as usize;
 
 const FLAG_BLOB: u8 = 1;
+const FLAG_LINK: u8 = 2;
+
+/// A subtree copied by reference: see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Link<'a> {
+    /// Root of the tree the subtree is read from (0: nothing below).
+    pub root: u64,
+    /// The source node's key in that tree.
+    pub src: &'a [u8],
+    /// Nodes strictly below the source node, for key counts.
+    pub keys: u64,
+}
+
+impl Link<'_> {
+    fn stored_len(&self) -> usize {
+        18 + self.src.len()
+    }
+}
 
 #[inline]
 pub fn u16_at(b: &[u8], at: usize) -> Option<u16> {
@@ -359,6 +388,14 @@ fn prefix_of(node: &[u8], offset: u64) -> Parse<&[u8]> {
 pub struct LeafEntry<'a> {
     pub key: Key<'a>,
     pub value: ValueRepr<'a>,
+    pub link: Option<Link<'a>>,
+}
+
+impl LeafEntry<'_> {
+    /// Nodes this entry stands for: itself, and a link's subtree.
+    pub fn weight(&self) -> u64 {
+        1 + self.link.map_or(0, |l| l.keys)
+    }
 }
 
 /// A parsed leaf: the arrays are bounds-checked once, here.
@@ -426,19 +463,31 @@ impl<'a> LeafView<'a> {
         let len = u16_at(node, at).ok_or_else(bad)? as usize;
         let flags = *node.get(at + 2).ok_or_else(bad)?;
         let value_len = u32_at(node, at + 4).ok_or_else(bad)?;
-        if flags & FLAG_BLOB != 0 {
+        let (value, end) = if flags & FLAG_BLOB != 0 {
             let blob = u64_at(node, at + 8).ok_or_else(bad)?;
-            let tail = node.get(at + 16..at + 16 + len).ok_or_else(bad)?;
-            Ok(LeafEntry {
-                key: Key { head: self.prefix, tail },
-                value: ValueRepr::Blob { offset: blob, len: value_len },
-            })
+            (ValueRepr::Blob { offset: blob, len: value_len }, at + 16 + len)
         } else {
-            let tail = node.get(at + 8..at + 8 + len).ok_or_else(bad)?;
             let v = at + 8 + len;
-            let value = node.get(v..v + value_len as usize).ok_or_else(bad)?;
-            Ok(LeafEntry { key: Key { head: self.prefix, tail }, value: ValueRepr::Inline(value) })
+            (ValueRepr::Inline(node.get(v..v + value_len as usize).ok_or_else(bad)?), v + value_len as usize)
+        };
+        let tail_at = if flags & FLAG_BLOB != 0 { at + 16 } else { at + 8 };
+        let tail = node.get(tail_at..tail_at + len).ok_or_else(bad)?;
+        let link = if flags & FLAG_LINK != 0 { Some(self.link_at(end)?) } else { None };
+        Ok(LeafEntry { key: Key { head: self.prefix, tail }, value, link })
+    }
+
+    #[cold]
+    fn link_at(&self, at: usize) -> Parse<Link<'a>> {
+        let node: &'a [u8] = self.node;
+        let bad = || Damage::new(self.offset, "link entry out of bounds");
+        let root = u64_at(node, at).ok_or_else(bad)?;
+        let keys = u64_at(node, at + 8).ok_or_else(bad)?;
+        let src_len = u16_at(node, at + 16).ok_or_else(bad)? as usize;
+        let src = node.get(at + 18..at + 18 + src_len).ok_or_else(bad)?;
+        if root >= self.offset {
+            return Err(Damage::new(self.offset, "link target does not point backwards"));
         }
+        Ok(Link { root, src, keys })
     }
 
     /// Index of the first entry `>= q`, and whether it equals `q`.
@@ -579,6 +628,13 @@ fn write_header(buf: &mut Vec<u8>, kind: u8, count: usize, prefix_len: usize) {
 pub struct EntryRef<'a> {
     pub key: Key<'a>,
     pub value: ValueRepr<'a>,
+    pub link: Option<Link<'a>>,
+}
+
+impl<'a> From<LeafEntry<'a>> for EntryRef<'a> {
+    fn from(e: LeafEntry<'a>) -> Self {
+        EntryRef { key: e.key, value: e.value, link: e.link }
+    }
 }
 
 impl EntryRef<'_> {
@@ -589,6 +645,12 @@ impl EntryRef<'_> {
             + self.key.len()
             + self.value.stored_len()
             + if matches!(self.value, ValueRepr::Blob { .. }) { 8 } else { 0 }
+            + self.link.map_or(0, |l| l.stored_len())
+    }
+
+    /// Nodes this entry stands for: itself, and a link's subtree.
+    pub fn weight(&self) -> u64 {
+        1 + self.link.map_or(0, |l| l.keys)
     }
 }
 
@@ -609,19 +671,26 @@ pub fn build_leaf(entries: &[EntryRef<'_>], buf: &mut Vec<u8>) {
         let at = buf.len() as u32;
         buf[slots + 4 * i..slots + 4 * i + 4].copy_from_slice(&at.to_le_bytes());
         buf.extend_from_slice(&((e.key.len() - prefix_len) as u16).to_le_bytes());
+        let link_flag = if e.link.is_some() { FLAG_LINK } else { 0 };
         match e.value {
             ValueRepr::Inline(v) => {
-                buf.extend_from_slice(&[0, 0]);
+                buf.extend_from_slice(&[link_flag, 0]);
                 buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
                 e.key.extend_from(prefix_len, buf);
                 buf.extend_from_slice(v);
             }
             ValueRepr::Blob { offset, len } => {
-                buf.extend_from_slice(&[FLAG_BLOB, 0]);
+                buf.extend_from_slice(&[FLAG_BLOB | link_flag, 0]);
                 buf.extend_from_slice(&len.to_le_bytes());
                 buf.extend_from_slice(&offset.to_le_bytes());
                 e.key.extend_from(prefix_len, buf);
             }
+        }
+        if let Some(link) = e.link {
+            buf.extend_from_slice(&link.root.to_le_bytes());
+            buf.extend_from_slice(&link.keys.to_le_bytes());
+            buf.extend_from_slice(&(link.src.len() as u16).to_le_bytes());
+            buf.extend_from_slice(link.src);
         }
     }
     seal(buf);
@@ -742,7 +811,10 @@ pub fn parse_commit(region: &[u8], offset: u64) -> Parse<Commit> {
 /// The number of keys below the root node `bytes` (at `offset`).
 pub fn key_count_of(bytes: &[u8], offset: u64) -> Parse<u64> {
     match bytes.first() {
-        Some(&KIND_LEAF) => Ok(LeafView::from_node(bytes, offset)?.len() as u64),
+        Some(&KIND_LEAF) => {
+            let view = LeafView::from_node(bytes, offset)?;
+            (0..view.len()).try_fold(0u64, |sum, i| Ok(sum.saturating_add(view.entry(i)?.weight())))
+        }
         Some(&KIND_INTERNAL) => {
             let view = InternalView::from_node(bytes, offset)?;
             Ok((0..view.len()).fold(0u64, |sum, i| sum.saturating_add(view.keys_below(i))))
@@ -762,6 +834,9 @@ pub enum ChangeKind {
     Delete,
     /// The node and everything below it were deleted.
     DeleteTree,
+    /// The node and everything below it were replaced by a copy of another
+    /// subtree ([`crate::Transaction::copy_tree`]).
+    CopyTree,
 }
 
 impl ChangeKind {
@@ -770,6 +845,7 @@ impl ChangeKind {
             ChangeKind::Set => 1,
             ChangeKind::Delete => 2,
             ChangeKind::DeleteTree => 3,
+            ChangeKind::CopyTree => 4,
         }
     }
 
@@ -778,6 +854,7 @@ impl ChangeKind {
             1 => Some(ChangeKind::Set),
             2 => Some(ChangeKind::Delete),
             3 => Some(ChangeKind::DeleteTree),
+            4 => Some(ChangeKind::CopyTree),
             _ => None,
         }
     }
@@ -867,6 +944,7 @@ mod tests {
             .map(|(i, k)| EntryRef {
                 key: Key::whole(k),
                 value: if i == 1 { ValueRepr::Blob { offset: 8, len: 300 } } else { ValueRepr::Inline(b"v") },
+                link: None,
             })
             .collect();
         let mut leaf = Vec::new();

@@ -175,9 +175,8 @@ impl Snapshot {
     /// The subtree at `path` (the node itself first, if it exists), in path order.
     pub fn scan(&self, path: &str) -> Result<Scan<'_>> {
         let key = path::key(path)?;
-        let mut cursor = tree::Cursor::new(self.region(), self.commit.root);
-        cursor.seek(&key).map_err(|d| self.damaged(d))?;
-        Ok(Scan { snapshot: self, cursor, prefix: key })
+        let walk = tree::Walk::subtree(self.region(), self.commit.root, &key).map_err(|d| self.damaged(d))?;
+        Ok(Scan { snapshot: self, walk })
     }
 
     /// Checks the checksum of every node this version reaches. Readers do
@@ -262,7 +261,9 @@ impl Snapshot {
             for entry in set.iter() {
                 let (kind, key) = entry.map_err(damaged)?;
                 let below = node::Key::whole(key).in_subtree(&prefix);
-                let above = kind == ChangeKind::DeleteTree && node::Key::whole(&prefix).in_subtree(key);
+                // Replacing or deleting a subtree holding the prefix changes it too.
+                let above = matches!(kind, ChangeKind::DeleteTree | ChangeKind::CopyTree)
+                    && node::Key::whole(&prefix).in_subtree(key);
                 if below || above {
                     out.push(Change { version: commit.version, kind, key });
                 }
@@ -357,15 +358,15 @@ impl Snapshot {
 /// An iterator over a subtree, in path order.
 pub struct Scan<'s> {
     snapshot: &'s Snapshot,
-    cursor: tree::Cursor<'s>,
-    prefix: Vec<u8>,
+    walk: tree::Walk<'s>,
 }
 
 /// One node of a [`Scan`]: its value borrowed from the mapping, its path
-/// built only when asked for.
-#[derive(Clone, Copy)]
+/// built only when asked for (from the node's bytes in place, unless the
+/// node was reached through a subtree copied by reference).
+#[derive(Clone)]
 pub struct Entry<'s> {
-    key: node::Key<'s>,
+    key: tree::WalkKey<'s>,
     value: &'s [u8],
 }
 
@@ -393,7 +394,11 @@ impl<'s> Entry<'s> {
             }
         }
         out.push('/');
-        match (std::str::from_utf8(self.key.head), std::str::from_utf8(self.key.tail)) {
+        let (head, tail): (&[u8], &[u8]) = match &self.key {
+            tree::WalkKey::Arena(key) => (key.head, key.tail),
+            tree::WalkKey::Owned(key) => (key, &[]),
+        };
+        match (std::str::from_utf8(head), std::str::from_utf8(tail)) {
             (Ok(head), Ok(tail)) => {
                 push_swapped(out, head);
                 push_swapped(out, tail);
@@ -414,14 +419,11 @@ impl<'s> Iterator for Scan<'s> {
     type Item = Result<Entry<'s>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let entry = match self.cursor.next_entry() {
+        let entry = match self.walk.next_entry() {
             Ok(Some(e)) => e,
             Ok(None) => return None,
             Err(d) => return Some(Err(self.snapshot.damaged(d))),
         };
-        if !entry.key.in_subtree(&self.prefix) {
-            return None;
-        }
         Some(
             node::value_bytes(self.snapshot.region(), entry.value)
                 .map(|value| Entry { key: entry.key, value })

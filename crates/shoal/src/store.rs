@@ -206,7 +206,7 @@ impl ChangeTracker {
     fn record(&mut self, version: u64, ops: &[Op], report: &ApplyReport) {
         for op in ops {
             self.nodes.insert(op.key().to_vec(), version);
-            if let Op::DeleteTree { key } = op {
+            if let Op::DeleteTree { key } | Op::Set { key, link: Some(_), .. } = op {
                 self.subtrees.insert(key.clone(), version);
                 if !key.is_empty() {
                     self.children.insert(path::parent(key).to_vec(), version);
@@ -254,6 +254,14 @@ impl ChangeTracker {
         if let Some(k) = sets.writes.keys().find(|k| node_changed(k)) {
             return Some(k.clone());
         }
+        // A subtree read whole: anything below it changed.
+        let changed_below = |root: &[u8]| {
+            let below = |(k, &v): (&Vec<u8>, &u64)| v > base && path::in_subtree(k, root);
+            self.nodes.iter().any(below) || self.subtrees.iter().any(below)
+        };
+        if let Some(k) = sets.trees.iter().find(|k| node_changed(k) || changed_below(k)) {
+            return Some(k.clone());
+        }
         sets.lists
             .iter()
             .find(|k| node_changed(k) || self.children.get(k.as_slice()).is_some_and(|&v| v > base))
@@ -269,6 +277,9 @@ struct WriterState {
     tracker: ChangeTracker,
     /// Arena bytes in use right after the last compaction (or open).
     live_bytes: u64,
+    /// Whether the head may hold links (subtrees copied by reference): only
+    /// then do commits look for links to split.
+    links: bool,
     /// Older generation files that readers may still need.
     old_generations: Vec<OldGeneration>,
     /// A retired generation file nothing reads any more: the next compaction
@@ -450,10 +461,18 @@ fn prepare_ops(arena: &WriterArena, head_root: u64, jops: Vec<JournalOp>) -> Res
         jops[start..]
             .iter()
             .take_while(|op| op.key() == a)
-            .any(|op| matches!(op, JournalOp::Put { .. } | JournalOp::Copy { .. }))
+            .any(|op| matches!(op, JournalOp::Put { .. } | JournalOp::Copy { .. } | JournalOp::CopyTree { .. }))
     };
-    let cleared: Vec<&[u8]> =
-        jops.iter().filter(|op| matches!(op, JournalOp::DeleteTree { .. })).map(JournalOp::key).collect();
+    let cleared: Vec<&[u8]> = jops
+        .iter()
+        .filter(|op| matches!(op, JournalOp::DeleteTree { .. } | JournalOp::CopyTree { .. }))
+        .map(JournalOp::key)
+        .collect();
+    // Below a subtree this batch copies, what exists is the copy's business
+    // (a transaction creates what is missing there itself).
+    let copied: Vec<&[u8]> =
+        jops.iter().filter(|op| matches!(op, JournalOp::CopyTree { .. })).map(JournalOp::key).collect();
+    let below_copy = |a: &[u8]| path::ancestors(a).any(|aa| copied.binary_search(&aa).is_ok());
     let is_cleared = |a: &[u8]| {
         !cleared.is_empty()
             && (cleared.binary_search(&&b""[..]).is_ok()
@@ -467,7 +486,9 @@ fn prepare_ops(arena: &WriterArena, head_root: u64, jops: Vec<JournalOp>) -> Res
     // parent known to exist after the batch.
     let mut parent_known: Vec<u8> = Vec::new();
     for op in &jops {
-        let (JournalOp::Put { key, .. } | JournalOp::Copy { key, .. }) = op else { continue };
+        let (JournalOp::Put { key, .. } | JournalOp::Copy { key, .. } | JournalOp::CopyTree { key, .. }) = op else {
+            continue;
+        };
         let parent = path::parent(key);
         if parent.is_empty() || parent == parent_known.as_slice() {
             continue;
@@ -477,7 +498,7 @@ fn prepare_ops(arena: &WriterArena, head_root: u64, jops: Vec<JournalOp>) -> Res
         let mut nearest_first: Vec<&[u8]> = path::ancestors(key).collect();
         nearest_first.reverse();
         for a in nearest_first {
-            if ancestors.contains_key(a) || puts_in_batch(a) {
+            if ancestors.contains_key(a) || puts_in_batch(a) || copied.binary_search(&a).is_ok() || below_copy(a) {
                 break;
             }
             if !is_cleared(a) && tree::find(region, head_root, a).map_err(damaged)?.is_some() {
@@ -495,7 +516,7 @@ fn prepare_ops(arena: &WriterArena, head_root: u64, jops: Vec<JournalOp>) -> Res
         while let Some(a) = extra.next_if(|a| a.as_slice() < op.key()) {
             ops.push(Op::Put { key: a, value: build::StoredValue::Inline(Vec::new()) });
         }
-        ops.push(match op {
+        let op = match op {
             JournalOp::Put { key, value } => {
                 let value = if value.len() <= node::INLINE_VALUE_MAX {
                     build::StoredValue::Inline(value)
@@ -515,11 +536,26 @@ fn prepare_ops(arena: &WriterArena, head_root: u64, jops: Vec<JournalOp>) -> Res
                 };
                 Op::Put { key, value }
             }
+            JournalOp::CopyTree { key, from } => {
+                // The subtree as of the version before this one: the copy
+                // links to where it is stored (through any link above or at
+                // it), with the node's own value.
+                let value = match tree::locate(region, head_root, &from).map_err(damaged)? {
+                    Some((_, entry)) => build::StoredValue::of(entry.value),
+                    None => return Err(Error::NoSuchPath { path: path::path_of(&from) }),
+                };
+                let (root, src) = tree::resolve(region, head_root, &from, true).map_err(damaged)?;
+                let keys = tree::count_below(region, root, &src).map_err(damaged)?;
+                let link = (keys > 0).then(|| build::LinkTarget { root, src: src.into_owned(), keys });
+                ops.push(Op::DeleteTree { key: key.clone() });
+                Op::Set { key, value, link, structural: false }
+            }
             JournalOp::Delete { key } => Op::Delete { key },
             JournalOp::DeleteTree { key } => Op::DeleteTree { key },
-        });
+        };
+        ops.push(op);
         // An ancestor re-created under a subtree deletion of the same key comes after it.
-        if let Some(Op::DeleteTree { key }) = ops.last() {
+        if let Some(Op::DeleteTree { key } | Op::Set { key, link: Some(_), .. }) = ops.last() {
             if let Some(a) = extra.next_if(|a| a == key) {
                 ops.push(Op::Put { key: a, value: build::StoredValue::Inline(Vec::new()) });
             }
@@ -667,7 +703,7 @@ impl Shared {
         sync_dir(&dir)?;
         let reserve = options.map_reserve_bytes.next_multiple_of(sys::page_size());
 
-        let (arena, head, published_before, live_bytes) = if exists {
+        let (arena, head, published_before, reach) = if exists {
             let (meta, meta_state) = Meta::open(&dir, false)?;
             if meta_state.latest.is_none() && meta_state.damaged_slots > 0 && control.current().is_none() {
                 return Err(Error::Corrupt {
@@ -701,7 +737,7 @@ impl Shared {
             sync_dir(&dir)?;
             std::fs::remove_file(&initializing).at(&initializing)?;
             sync_dir(&dir)?;
-            let live = arena.end();
+            let live = tree::Reach { bytes: arena.end(), links: false };
             (arena, head, None, live)
         };
         let (meta, _) = Meta::open(&dir, false)?;
@@ -747,7 +783,8 @@ impl Shared {
                 journal,
                 meta,
                 tracker: ChangeTracker::default(),
-                live_bytes,
+                live_bytes: reach.bytes,
+                links: reach.links,
                 old_generations,
                 spare: None,
                 doomed: Vec::new(),
@@ -786,7 +823,10 @@ impl Shared {
                     });
                 }
                 let ops = prepare_ops(&st.arena, st.head.root, record.ops)?;
-                st.head = Self::apply_ops(&st.arena, st.head, &ops, record.time_ns, &mut ApplyReport::default())?;
+                st.links |= ops.iter().any(|op| matches!(op, Op::Set { link: Some(_), .. }));
+                let links = st.links;
+                st.head =
+                    Self::apply_ops(&st.arena, st.head, &ops, record.time_ns, links, &mut ApplyReport::default())?;
                 replayed += 1;
             }
             // A published version found in a newer generation than the
@@ -834,10 +874,10 @@ impl Shared {
         control: &Control,
         meta: &Meta,
         generations: &[u64],
-    ) -> Result<(WriterArena, Commit, Option<u64>, u64)> {
+    ) -> Result<(WriterArena, Commit, Option<u64>, tree::Reach)> {
         // Opens `generation` positioned at `end`, verifies the version at
         // `offset` and those before it, and measures the bytes they reach.
-        let candidate = |generation: u64, offset: u64, end: u64| -> Result<(WriterArena, Commit, u64)> {
+        let candidate = |generation: u64, offset: u64, end: u64| -> Result<(WriterArena, Commit, tree::Reach)> {
             let arena = WriterArena::open(dir, generation, HEADER_PAGE)?;
             if end > arena.file_len() {
                 return Err(arena.mapped.corrupt(end, "arena shorter than the version it holds"));
@@ -1018,18 +1058,55 @@ impl Shared {
         self.commit_ops(Some(sets), sets.journal_ops())
     }
 
+    /// Applies a batch to the tree at `root`, splitting the links it writes
+    /// below (when the tree may hold any). Writes below a subtree the batch
+    /// itself copies go in a second pass, once the copy is in the tree, so
+    /// that they find its link to split.
+    fn apply_tree(arena: &WriterArena, root: u64, ops: &[Op], links: bool, report: &mut ApplyReport) -> Result<u64> {
+        let copies: Vec<&[u8]> =
+            ops.iter().filter(|op| matches!(op, Op::Set { link: Some(_), .. })).map(Op::key).collect();
+        let below_copy = |op: &Op| path::ancestors(op.key()).any(|a| copies.binary_search(&a).is_ok());
+        let damaged = |d: node::Damage| arena.damaged(d);
+        let pass = |root: u64, ops: &[Op], report: &mut ApplyReport| -> Result<u64> {
+            if !links && copies.is_empty() {
+                return build::apply(arena, root, ops, report);
+            }
+            arena.flush()?;
+            let splits = build::split_links(arena.region(), root, ops).map_err(damaged)?;
+            if splits.is_empty() {
+                return build::apply(arena, root, ops, report);
+            }
+            build::apply(arena, root, &build::merge_splits(splits, ops), report)
+        };
+        if copies.is_empty() || !ops.iter().any(below_copy) {
+            return pass(root, ops, report);
+        }
+        let (second, first): (Vec<Op>, Vec<Op>) = ops.iter().cloned().partition(below_copy);
+        let root = pass(root, &first, report)?;
+        pass(root, &second, report)
+    }
+
     fn apply_ops(
         arena: &WriterArena,
         head: Commit,
         ops: &[Op],
         time_ns: u64,
+        links: bool,
         report: &mut ApplyReport,
     ) -> Result<Commit> {
-        // Change set, nodes and commit record reach the file in one `pwrite`.
+        // Change set, nodes and commit record reach the file in one `pwrite`
+        // (two when a batch writes below a subtree it copies).
         let mut buf = Vec::new();
-        node::build_changes(ops.iter().map(|op| (op.change_kind(), op.key())), &mut buf);
+        // A copy's clearing of its destination is part of the copy.
+        let listed = ops.iter().enumerate().filter(|&(i, op)| {
+            !(matches!(op, Op::DeleteTree { .. })
+                && ops
+                    .get(i + 1)
+                    .is_some_and(|next| matches!(next, Op::Set { link: Some(_), .. }) && next.key() == op.key()))
+        });
+        node::build_changes(listed.map(|(_, op)| (op.change_kind(), op.key())), &mut buf);
         let changes = arena.append(&buf)?;
-        let root = build::apply(arena, head.root, ops, report)?;
+        let root = Self::apply_tree(arena, head.root, ops, links, report)?;
         let key_count = match root {
             0 => 0,
             root => {
@@ -1079,7 +1156,7 @@ impl Shared {
             .iter()
             .map(|op| match op {
                 JournalOp::Put { key, value } => 8 + key.len() + value.len(),
-                JournalOp::Copy { key, from } => 8 + key.len() + from.len(),
+                JournalOp::Copy { key, from } | JournalOp::CopyTree { key, from } => 8 + key.len() + from.len(),
                 JournalOp::Delete { key } | JournalOp::DeleteTree { key } => 8 + key.len(),
             })
             .sum();
@@ -1092,7 +1169,8 @@ impl Shared {
         let mut report = ApplyReport::default();
         // On failure nothing is published; nodes already appended stay behind
         // unreachable, as garbage for the next compaction.
-        let head = Self::apply_ops(&st.arena, st.head, &ops, time_ns, &mut report)?;
+        st.links |= ops.iter().any(|op| matches!(op, Op::Set { link: Some(_), .. }));
+        let head = Self::apply_ops(&st.arena, st.head, &ops, time_ns, st.links, &mut report)?;
         if let (Some(journal), Some(record)) = (st.journal.as_mut(), record) {
             if let Err(e) = journal.append(&record) {
                 return Err(self.poison(st, e));
@@ -1385,6 +1463,7 @@ impl Shared {
             path: &old.path,
             to: &new,
             blobs: CopyMemo::default(),
+            links: HashMap::new(),
             buf: Vec::with_capacity(2 * node::NODE_TARGET_BYTES),
         };
         let mut prev = 0;
@@ -1622,7 +1701,7 @@ impl Shared {
         };
         let region = mapped.region(head.end)?;
         let chain = self.policy_chain(region, head, &mapped.path)?;
-        stat.live_bytes = walk_reachable(region, &mapped.path, &chain, false)?;
+        stat.live_bytes = walk_reachable(region, &mapped.path, &chain, false)?.bytes;
         stat.retained_versions = chain.iter().map(|c| c.version).collect();
         stat.readers = self.readers()?;
         Ok(stat)
@@ -1659,10 +1738,12 @@ impl Drop for Shared {
 
 /// Walks every node the commits reach, once each, checking checksums when
 /// `verify`; returns the bytes they occupy (records and header page included).
-fn walk_reachable(region: &[u8], path: &Path, commits: &[Commit], verify: bool) -> Result<u64> {
+/// The bytes `commits` reach (their records, change sets and trees), and
+/// whether their trees hold links.
+fn walk_reachable(region: &[u8], path: &Path, commits: &[Commit], verify: bool) -> Result<tree::Reach> {
     let roots: Vec<u64> = commits.iter().map(|c| c.root).collect();
     let damaged = |d: node::Damage| d.into_error(path);
-    let nodes = tree::reachable_bytes(region, &roots, verify).map_err(damaged)?;
+    let reach = tree::reachable_bytes(region, &roots, verify).map_err(damaged)?;
     let mut changes = 0;
     for commit in commits.iter().filter(|c| c.changes != 0) {
         let set = if verify {
@@ -1672,7 +1753,10 @@ fn walk_reachable(region: &[u8], path: &Path, commits: &[Commit], verify: bool) 
         };
         changes += set.map_err(damaged)?.len() as u64;
     }
-    Ok(HEADER_PAGE + (commits.len() * node::COMMIT_BYTES) as u64 + nodes + changes)
+    Ok(tree::Reach {
+        bytes: HEADER_PAGE + (commits.len() * node::COMMIT_BYTES) as u64 + reach.bytes + changes,
+        ..reach
+    })
 }
 
 /// One compaction's copy of trees from the old generation into the new one.
@@ -1683,6 +1767,10 @@ struct Copier<'a> {
     /// Blobs copied so far, old offset → new: every version of a leaf
     /// refers to the same blob of an unchanged value.
     blobs: CopyMemo,
+    /// Link targets re-rooted so far: (old target root, source key) → the
+    /// root of a tree holding just what lies below the source, copied once
+    /// however many links and versions share it.
+    links: HashMap<(u64, Vec<u8>), u64>,
     buf: Vec<u8>,
 }
 
@@ -1740,29 +1828,21 @@ impl Copier<'_> {
         } else {
             let bytes = node::verified_node_at(region, offset, KIND_LEAF).map_err(damaged)?;
             let view = node::LeafView::from_node(bytes, offset).map_err(damaged)?;
-            let mut has_blobs = false;
+            let mut rewrite = false;
             for i in 0..view.len() {
-                has_blobs |= matches!(view.entry(i).map_err(damaged)?.value, node::ValueRepr::Blob { .. });
+                let e = view.entry(i).map_err(damaged)?;
+                rewrite |= matches!(e.value, node::ValueRepr::Blob { .. }) || e.link.is_some();
             }
-            if has_blobs {
+            if rewrite {
                 let mut entries = Vec::with_capacity(view.len());
                 for i in 0..view.len() {
-                    let mut e = view.entry(i).map_err(damaged)?;
-                    if let node::ValueRepr::Blob { offset: blob, len } = e.value {
-                        let new_blob = match self.blobs.get(&blob) {
-                            Some(&b) => b,
-                            None => {
-                                let b = build::NodeSink::append_blob(
-                                    to,
-                                    node::verified_node_at(region, blob, KIND_BLOB).map_err(damaged)?,
-                                )?;
-                                self.blobs.insert(blob, b);
-                                b
-                            }
-                        };
-                        e.value = node::ValueRepr::Blob { offset: new_blob, len };
-                    }
-                    entries.push(node::EntryRef { key: e.key, value: e.value });
+                    let e = view.entry(i).map_err(damaged)?;
+                    let value = self.copy_value(region, e.value)?;
+                    let link = match e.link {
+                        Some(l) => Some(node::Link { root: self.copy_link(region, l)?, ..l }),
+                        None => None,
+                    };
+                    entries.push(node::EntryRef { key: e.key, value, link });
                 }
                 node::build_leaf(&entries, &mut self.buf);
                 to.append(&self.buf)?
@@ -1775,5 +1855,46 @@ impl Copier<'_> {
             to.flush()?;
         }
         Ok(new_offset)
+    }
+
+    /// A value in the new generation: a blob copied once, however many
+    /// entries share it.
+    fn copy_value<'v>(&mut self, region: &[u8], value: node::ValueRepr<'v>) -> Result<node::ValueRepr<'v>> {
+        let node::ValueRepr::Blob { offset: blob, len } = value else { return Ok(value) };
+        let new_blob = match self.blobs.get(&blob) {
+            Some(&b) => b,
+            None => {
+                let bytes = node::verified_node_at(region, blob, KIND_BLOB).map_err(|d| d.into_error(self.path))?;
+                let b = build::NodeSink::append_blob(self.to, bytes)?;
+                self.blobs.insert(blob, b);
+                b
+            }
+        };
+        Ok(node::ValueRepr::Blob { offset: new_blob, len })
+    }
+
+    /// The new root for a link's target: a tree of what lies below the
+    /// link's source in its target (nested links re-rooted the same way),
+    /// with the same keys, so the link reads the same.
+    fn copy_link(&mut self, region: &[u8], link: node::Link<'_>) -> Result<u64> {
+        let memo = (link.root, link.src.to_vec());
+        if let Some(&root) = self.links.get(&memo) {
+            return Ok(root);
+        }
+        let damaged = |d: node::Damage| d.into_error(self.path);
+        let mut ops = Vec::new();
+        for e in tree::entries_below(region, link.root, link.src, true).map_err(damaged)? {
+            let value = build::StoredValue::of(self.copy_value(region, e.value)?);
+            let target = match e.link {
+                Some(nested) => {
+                    Some(build::LinkTarget { root: self.copy_link(region, nested)?, ..build::LinkTarget::of(nested) })
+                }
+                None => None,
+            };
+            ops.push(Op::Set { key: e.key.to_vec(), value, link: target, structural: true });
+        }
+        let root = build::apply(self.to, 0, &ops, &mut ApplyReport::default())?;
+        self.links.insert(memo, root);
+        Ok(root)
     }
 }

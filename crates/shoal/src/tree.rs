@@ -2,18 +2,29 @@
 //! stored in the arena (see [`crate::node`]).
 //!
 //! Everything here works on `region`, the immutable prefix of an arena that a
-//! snapshot may read, and on a root offset. A point lookup allocates nothing;
-//! all offsets are bounds-checked, and offsets always point backwards, so a
-//! damaged arena yields [`Damage`], never a loop or a read outside the region.
+//! snapshot may read, and on a root offset. A point lookup allocates nothing
+//! (unless it follows a link); all offsets are bounds-checked, and offsets
+//! always point backwards, so a damaged arena yields [`Damage`], never a
+//! loop or a read outside the region.
+//!
+//! Links (subtrees copied by reference, see [`crate::node`]) are followed
+//! here: a key below a link is looked up in the link's target tree with the
+//! link's key replaced by its source key. Since no key of a tree lies below
+//! one of its links, the link covering a missed key is the entry just
+//! before the key's position in its leaf; a hit never pays for links.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use crate::node::{
-    self, Damage, InternalView, LeafEntry, LeafView, Parse, ValueRepr, KIND_BLOB, KIND_INTERNAL, KIND_LEAF,
+    self, Damage, InternalView, Key, LeafEntry, LeafView, Link, Parse, ValueRepr, KIND_BLOB, KIND_INTERNAL, KIND_LEAF,
 };
 
 /// Depth beyond which a tree must be damaged (a 4 KiB-node tree of 2^64 keys is far shallower).
 const MAX_DEPTH: usize = 48;
+/// Links followed by one lookup beyond which the arena must be damaged
+/// (each points backwards, so a chain ends; this bounds a damaged one).
+const MAX_LINKS: usize = 256;
 
 #[inline]
 fn kind_at(region: &[u8], offset: u64) -> Parse<u8> {
@@ -30,9 +41,11 @@ pub fn find<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<Option<LeafEnt
     Ok(locate(region, root, key)?.map(|(_, entry)| entry))
 }
 
-/// The entry whose key is exactly `key`, with the offset of the leaf holding it.
+/// The leaf of `root` where `key` belongs: (leaf offset, view, index of
+/// the first entry `>= key`, whether it equals `key`). `None`: empty tree,
+/// or `key` sorts before every key.
 #[inline]
-pub fn locate<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<Option<(u64, LeafEntry<'a>)>> {
+fn leaf_for<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<Option<(u64, LeafView<'a>, usize, bool)>> {
     if root == 0 {
         return Ok(None);
     }
@@ -49,12 +62,260 @@ pub fn locate<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<Option<(u64,
             KIND_LEAF => {
                 let view = LeafView::parse(region, offset)?;
                 let (i, found) = view.search(key)?;
-                return if found { view.entry(i).map(|e| Some((offset, e))) } else { Ok(None) };
+                return Ok(Some((offset, view, i, found)));
             }
             other => return Err(unexpected(offset, other)),
         }
     }
     Err(Damage::new(root, "tree deeper than any valid tree"))
+}
+
+/// Whether `key` lies strictly below the stored key `node`.
+#[inline]
+fn strictly_below(node: &Key<'_>, key: &[u8]) -> bool {
+    let n = node.len();
+    n > 0 && key.len() > n && key[n] == 0 && node.cmp_bytes(&key[..n]).is_eq()
+}
+
+/// The link covering a missed `key`: the entry before position `i`, if it
+/// is a link whose key `key` lies strictly below. Returns the key as it
+/// reads in the link's target tree, and the target.
+#[cold]
+fn through_link(view: &LeafView<'_>, i: usize, key: &[u8]) -> Parse<Option<(Vec<u8>, u64)>> {
+    let Some(before) = i.checked_sub(1) else { return Ok(None) };
+    let entry = view.entry(before)?;
+    match entry.link {
+        Some(link) if strictly_below(&entry.key, key) => {
+            Ok(Some((translate(link.src, entry.key.len(), key), link.root)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `key` with its first `cut` bytes replaced by `to`.
+fn translate(to: &[u8], cut: usize, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(to.len() + key.len() - cut);
+    out.extend_from_slice(to);
+    out.extend_from_slice(&key[cut..]);
+    out
+}
+
+/// The entry whose key is exactly `key`, with the offset of the leaf
+/// holding it (in a link's target tree when `key` lies below a link).
+#[inline]
+pub fn locate<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<Option<(u64, LeafEntry<'a>)>> {
+    let (mut root, mut q) = (root, Cow::Borrowed(key));
+    for _ in 0..MAX_LINKS {
+        let Some((leaf, view, i, found)) = leaf_for(region, root, &q)? else { return Ok(None) };
+        if found {
+            return view.entry(i).map(|e| Some((leaf, e)));
+        }
+        match through_link(&view, i, &q)? {
+            Some((translated, target)) => (q, root) = (Cow::Owned(translated), target),
+            None => return Ok(None),
+        }
+    }
+    Err(Damage::new(root, "too many links followed"))
+}
+
+/// The tree and key holding `key`'s subtree in `root`, following the link
+/// that covers `key` (and, with `through_found`, a link at `key` itself,
+/// for what lies below it): below the returned key in the returned tree
+/// lies what lies below `key`, with the key prefix swapped. Without
+/// `through_found`, a link entry at `key` is returned as it is (its own
+/// value may differ from its source's).
+pub fn resolve<'k>(region: &[u8], root: u64, key: &'k [u8], through_found: bool) -> Parse<(u64, Cow<'k, [u8]>)> {
+    let (mut root, mut q) = (root, Cow::Borrowed(key));
+    for _ in 0..MAX_LINKS {
+        let Some((_, view, i, found)) = leaf_for(region, root, &q)? else { return Ok((root, q)) };
+        let next = match found {
+            true if through_found => view.entry(i)?.link.map(|link| (link.src.to_vec(), link.root)),
+            true => None,
+            false => through_link(&view, i, &q)?,
+        };
+        match next {
+            Some((translated, target)) => (q, root) = (Cow::Owned(translated), target),
+            None => return Ok((root, q)),
+        }
+    }
+    Err(Damage::new(root, "too many links followed"))
+}
+
+/// The link entry of the tree at `root` (not of a link's target) that
+/// `key` lies strictly below, if any.
+pub fn covering_link<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<Option<(LeafEntry<'a>, Link<'a>)>> {
+    let Some((_, view, i, found)) = leaf_for(region, root, key)? else { return Ok(None) };
+    if found || i == 0 {
+        return Ok(None);
+    }
+    let entry = view.entry(i - 1)?;
+    Ok(match entry.link {
+        Some(link) if strictly_below(&entry.key, key) => Some((entry, link)),
+        _ => None,
+    })
+}
+
+/// A direct child of a node, as [`children`] lists it.
+pub struct Child<'a> {
+    pub key: Vec<u8>,
+    pub value: ValueRepr<'a>,
+    pub link: Option<Link<'a>>,
+}
+
+/// The direct children of `key` in the tree at `root`, links followed to
+/// where they are stored: returns that tree, the key there, and the
+/// children with their keys there. Reads the children's entries, skipping
+/// what lies below them.
+pub fn children<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<(u64, Vec<u8>, Vec<Child<'a>>)> {
+    let (root, key) = resolve(region, root, key, true)?;
+    let prefix = crate::path::child_prefix(&key);
+    let mut out = Vec::new();
+    let mut cursor = Cursor::new(region, root);
+    let mut probe = prefix.clone();
+    loop {
+        cursor.seek(&probe)?;
+        let Some(entry) = cursor.next_entry()? else { break };
+        let full = entry.key.to_vec();
+        if full < probe {
+            return Err(Damage::new(root, "keys out of order"));
+        }
+        if !full.starts_with(&prefix) || full.len() == prefix.len() {
+            break;
+        }
+        let name_len = full[prefix.len()..].iter().position(|&b| b == 0).unwrap_or(full.len() - prefix.len());
+        probe.truncate(prefix.len());
+        probe.extend_from_slice(&full[prefix.len()..prefix.len() + name_len]);
+        probe.push(1);
+        if prefix.len() + name_len == full.len() {
+            out.push(Child { key: full, value: entry.value, link: entry.link });
+        }
+    }
+    Ok((root, key.into_owned(), out))
+}
+
+/// The entries strictly below `key` in the tree at `root` (links not
+/// followed), reading only the nodes that hold them and their ancestors;
+/// with `verify`, each of those nodes' checksums is checked.
+pub fn entries_below<'a>(region: &'a [u8], root: u64, key: &[u8], verify: bool) -> Parse<Vec<LeafEntry<'a>>> {
+    let lo = crate::path::child_prefix(key);
+    let hi = crate::path::subtree_end(key);
+    let mut out = Vec::new();
+    collect_range(region, root, &lo, hi.as_deref(), verify, 0, &mut out)?;
+    Ok(out)
+}
+
+fn collect_range<'a>(
+    region: &'a [u8],
+    offset: u64,
+    lo: &[u8],
+    hi: Option<&[u8]>,
+    verify: bool,
+    depth: usize,
+    out: &mut Vec<LeafEntry<'a>>,
+) -> Parse<()> {
+    if offset == 0 {
+        return Ok(());
+    }
+    if depth > MAX_DEPTH {
+        return Err(Damage::new(offset, "tree deeper than any valid tree"));
+    }
+    let kind = kind_at(region, offset)?;
+    if verify {
+        node::verified_node_at(region, offset, kind)?;
+    }
+    let below_hi = |k: &Key<'_>| hi.is_none_or(|h| k.cmp_bytes(h).is_lt());
+    match kind {
+        KIND_LEAF => {
+            let view = LeafView::parse(region, offset)?;
+            for i in view.search(lo)?.0..view.len() {
+                let e = view.entry(i)?;
+                if !below_hi(&e.key) {
+                    break;
+                }
+                out.push(e);
+            }
+            Ok(())
+        }
+        KIND_INTERNAL => {
+            let view = InternalView::parse(region, offset)?;
+            for i in view.route(lo)?.unwrap_or(0)..view.len() {
+                if !below_hi(&view.key(i)?) {
+                    break;
+                }
+                collect_range(region, view.child(i)?, lo, hi, verify, depth + 1, out)?;
+            }
+            Ok(())
+        }
+        other => Err(unexpected(offset, other)),
+    }
+}
+
+/// Nodes strictly below `key` in the tree at `root` (a link counts for its
+/// whole subtree), from the subtree counts of internal nodes: it reads the
+/// nodes along the two edges of the key range, not the range.
+pub fn count_below(region: &[u8], root: u64, key: &[u8]) -> Parse<u64> {
+    let lo = crate::path::child_prefix(key);
+    let hi = crate::path::subtree_end(key);
+    count_range(region, root, &lo, hi.as_deref(), None, 0)
+}
+
+/// Nodes with keys in `[lo, hi)` under the node at `offset`, whose own keys
+/// lie below `upper` (its next sibling's smallest key; `None`: unbounded).
+fn count_range(
+    region: &[u8],
+    offset: u64,
+    lo: &[u8],
+    hi: Option<&[u8]>,
+    upper: Option<&[u8]>,
+    depth: usize,
+) -> Parse<u64> {
+    if offset == 0 {
+        return Ok(0);
+    }
+    if depth > MAX_DEPTH {
+        return Err(Damage::new(offset, "tree deeper than any valid tree"));
+    }
+    let below_hi = |k: &Key<'_>| hi.is_none_or(|h| k.cmp_bytes(h).is_lt());
+    match kind_at(region, offset)? {
+        KIND_LEAF => {
+            let view = LeafView::parse(region, offset)?;
+            let mut total = 0u64;
+            for i in view.search(lo)?.0..view.len() {
+                let e = view.entry(i)?;
+                if !below_hi(&e.key) {
+                    break;
+                }
+                total = total.saturating_add(e.weight());
+            }
+            Ok(total)
+        }
+        KIND_INTERNAL => {
+            let view = InternalView::parse(region, offset)?;
+            let mut total = 0u64;
+            let first = view.route(lo)?.unwrap_or(0);
+            for i in first..view.len() {
+                let start = view.key(i)?;
+                if !below_hi(&start) {
+                    break;
+                }
+                let next = if i + 1 < view.len() { Some(view.key(i + 1)?.to_vec()) } else { upper.map(<[u8]>::to_vec) };
+                // Wholly inside [lo, hi): its count; else look inside.
+                let inside = start.cmp_bytes(lo).is_ge()
+                    && match (&next, hi) {
+                        (_, None) => true,
+                        (Some(n), Some(h)) => n.as_slice() <= h,
+                        (None, Some(_)) => false,
+                    };
+                total = total.saturating_add(if inside {
+                    view.keys_below(i)
+                } else {
+                    count_range(region, view.child(i)?, lo, hi, next.as_deref(), depth + 1)?
+                });
+            }
+            Ok(total)
+        }
+        other => Err(unexpected(offset, other)),
+    }
 }
 
 /// The value stored under `key`.
@@ -152,9 +413,111 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The key of a [`Walk`] entry: in place when read from the walked tree
+/// itself, built when read through a link.
+#[derive(Clone, Debug)]
+pub enum WalkKey<'a> {
+    Arena(Key<'a>),
+    Owned(Vec<u8>),
+}
+
+impl WalkKey<'_> {
+    pub fn to_vec(&self) -> Vec<u8> {
+        match self {
+            WalkKey::Arena(k) => k.to_vec(),
+            WalkKey::Owned(v) => v.clone(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            WalkKey::Arena(k) => k.len(),
+            WalkKey::Owned(v) => v.len(),
+        }
+    }
+}
+
+/// One node met by a [`Walk`].
+#[derive(Clone, Debug)]
+pub struct WalkEntry<'a> {
+    pub key: WalkKey<'a>,
+    pub value: ValueRepr<'a>,
+}
+
+/// A cursor over one subtree that follows links: every node at or below a
+/// key, in key order, those below links read from the links' targets with
+/// their keys rewritten.
+pub struct Walk<'a> {
+    region: &'a [u8],
+    frames: Vec<Frame<'a>>,
+}
+
+struct Frame<'a> {
+    cursor: Cursor<'a>,
+    /// The subtree this frame walks, as keys read in its tree.
+    from: Vec<u8>,
+    /// What `from` reads as to the caller.
+    to: Vec<u8>,
+    /// `from == to` and no link on the way: keys are handed out in place.
+    in_place: bool,
+}
+
+impl<'a> Walk<'a> {
+    /// Walks the node at `key` (if any) and everything below it.
+    pub fn subtree(region: &'a [u8], root: u64, key: &[u8]) -> Parse<Walk<'a>> {
+        let (target, from) = resolve(region, root, key, false)?;
+        let mut cursor = Cursor::new(region, target);
+        cursor.seek(&from)?;
+        let in_place = target == root && *from == *key;
+        Ok(Walk { region, frames: vec![Frame { cursor, from: from.into_owned(), to: key.to_vec(), in_place }] })
+    }
+
+    /// Walks what lies strictly below a link entry at `key`: the subtree
+    /// below the link's source in its target, with keys under `key`.
+    pub fn below_link(region: &'a [u8], link: Link<'_>, key: &[u8]) -> Parse<Walk<'a>> {
+        let mut cursor = Cursor::new(region, link.root);
+        cursor.seek(&crate::path::child_prefix(link.src))?;
+        let frame = Frame { cursor, from: link.src.to_vec(), to: key.to_vec(), in_place: false };
+        Ok(Walk { region, frames: vec![frame] })
+    }
+
+    pub fn next_entry(&mut self) -> Parse<Option<WalkEntry<'a>>> {
+        loop {
+            let Some(frame) = self.frames.last_mut() else { return Ok(None) };
+            let entry = match frame.cursor.next_entry()? {
+                Some(e) if e.key.in_subtree(&frame.from) => e,
+                // Past the frame's subtree: back to the frame that met its link.
+                _ => {
+                    self.frames.pop();
+                    continue;
+                }
+            };
+            let key = if frame.in_place {
+                WalkKey::Arena(entry.key)
+            } else {
+                let mut k = frame.to.clone();
+                let whole = entry.key.to_vec();
+                k.extend_from_slice(&whole[frame.from.len()..]);
+                WalkKey::Owned(k)
+            };
+            if let Some(link) = entry.link {
+                if self.frames.len() >= MAX_LINKS || link.src.is_empty() {
+                    return Err(Damage::new(link.root, "link nested too deep, or to the root"));
+                }
+                // Strictly below the source: the link entry stands for the source node.
+                let mut cursor = Cursor::new(self.region, link.root);
+                cursor.seek(&crate::path::child_prefix(link.src))?;
+                self.frames.push(Frame { cursor, from: link.src.to_vec(), to: key.to_vec(), in_place: false });
+            }
+            return Ok(Some(WalkEntry { key, value: entry.value }));
+        }
+    }
+}
+
 /// The names of the immediate children of `key`, in order.
 pub fn list(region: &[u8], root: u64, key: &[u8]) -> Parse<Vec<String>> {
-    let prefix = crate::path::child_prefix(key);
+    let (root, key) = resolve(region, root, key, true)?;
+    let prefix = crate::path::child_prefix(&key);
     let mut names = Vec::new();
     let mut cursor = Cursor::new(region, root);
     let mut probe = prefix.clone();
@@ -185,9 +548,18 @@ pub fn list(region: &[u8], root: u64, key: &[u8]) -> Parse<Vec<String>> {
     Ok(names)
 }
 
+/// What [`reachable_bytes`] found.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Reach {
+    pub bytes: u64,
+    /// Whether any link entry was met.
+    pub links: bool,
+}
+
 /// Bytes of the distinct nodes (and value blobs) reachable from `roots`,
 /// each visited once; with `verify`, every one's checksum is checked.
-pub fn reachable_bytes(region: &[u8], roots: &[u64], verify: bool) -> Parse<u64> {
+pub fn reachable_bytes(region: &[u8], roots: &[u64], verify: bool) -> Parse<Reach> {
+    let mut links = false;
     let check = |offset: u64, kind: u8| -> Parse<u64> {
         let n =
             if verify { node::verified_node_at(region, offset, kind)? } else { node::node_at(region, offset, kind)? };
@@ -212,9 +584,17 @@ pub fn reachable_bytes(region: &[u8], roots: &[u64], verify: bool) -> Parse<u64>
                 total += check(offset, KIND_LEAF)?;
                 let view = LeafView::parse(region, offset)?;
                 for i in 0..view.len() {
-                    if let ValueRepr::Blob { offset: blob, .. } = view.entry(i)?.value {
+                    let entry = view.entry(i)?;
+                    if let ValueRepr::Blob { offset: blob, .. } = entry.value {
                         if seen.insert(blob) {
                             total += check(blob, KIND_BLOB)?;
+                        }
+                    }
+                    // A link keeps its whole target tree until compaction re-roots it.
+                    if let Some(link) = entry.link {
+                        links = true;
+                        if link.root != 0 {
+                            stack.push(link.root);
                         }
                     }
                 }
@@ -222,5 +602,5 @@ pub fn reachable_bytes(region: &[u8], roots: &[u64], verify: bool) -> Parse<u64>
             other => return Err(unexpected(offset, other)),
         }
     }
-    Ok(total)
+    Ok(Reach { bytes: total, links })
 }

@@ -20,6 +20,9 @@ use crate::store::Shared;
 pub(crate) struct Write {
     /// The node's subtree (itself included) is deleted first.
     pub clears_subtree: bool,
+    /// Then replaced by the subtree at this key of the base version, by
+    /// reference ([`Transaction::copy_tree`]; set with `clears_subtree`).
+    pub tree: Option<Vec<u8>>,
     /// What happens to the node itself afterwards.
     pub node: NodeWrite,
 }
@@ -35,11 +38,21 @@ pub(crate) enum NodeWrite {
     Delete,
 }
 
+/// Where a key's node comes from, as far as buffered subtree writes say.
+enum Source {
+    /// The base version, at this key (translated by a copied ancestor).
+    Base(Vec<u8>),
+    /// A buffered subtree deletion removed it.
+    Cleared,
+}
+
 /// The read and write sets of a transaction, handed to the writer at commit.
 pub(crate) struct TxnSets {
     pub base_version: u64,
     pub reads: HashSet<Vec<u8>>,
     pub lists: HashSet<Vec<u8>>,
+    /// Subtrees read whole (copy sources), as keys of the base version.
+    pub trees: HashSet<Vec<u8>>,
     pub writes: BTreeMap<Vec<u8>, Write>,
 }
 
@@ -49,13 +62,22 @@ impl TxnSets {
     pub fn journal_ops(&self) -> Vec<JournalOp> {
         let mut ops = Vec::with_capacity(self.writes.len());
         for (key, w) in &self.writes {
-            if w.clears_subtree {
+            if let Some(from) = &w.tree {
+                // Replaces the subtree (the clearing is part of it), with the
+                // source's own value unless the node was written after.
+                ops.push(JournalOp::CopyTree { key: key.clone(), from: from.clone() });
+                if matches!(&w.node, NodeWrite::Copy(f) if f == from) {
+                    continue;
+                }
+            } else if w.clears_subtree {
                 ops.push(JournalOp::DeleteTree { key: key.clone() });
             }
             match &w.node {
                 NodeWrite::Put(v) => ops.push(JournalOp::Put { key: key.clone(), value: v.clone() }),
                 NodeWrite::Copy(from) => ops.push(JournalOp::Copy { key: key.clone(), from: from.clone() }),
-                NodeWrite::Delete if !w.clears_subtree => ops.push(JournalOp::Delete { key: key.clone() }),
+                NodeWrite::Delete if !w.clears_subtree || w.tree.is_some() => {
+                    ops.push(JournalOp::Delete { key: key.clone() })
+                }
                 _ => {}
             }
         }
@@ -76,6 +98,7 @@ impl<'s> Transaction<'s> {
             base_version: base.version(),
             reads: HashSet::new(),
             lists: HashSet::new(),
+            trees: HashSet::new(),
             writes: BTreeMap::new(),
         };
         Transaction { store, base, sets }
@@ -86,13 +109,28 @@ impl<'s> Transaction<'s> {
         self.base.version()
     }
 
-    /// Whether the node at `key` is deleted by a buffered subtree deletion of an ancestor.
-    fn cleared_by_ancestor(&self, key: &[u8]) -> bool {
+    /// Where the node at `key` comes from, after the buffered subtree writes
+    /// of its ancestors: the nearest one decides (a later one replaced what
+    /// an earlier one farther up did below it).
+    fn source(&self, key: &[u8]) -> Source {
         if key.is_empty() {
-            return false;
+            return Source::Base(Vec::new());
         }
-        let root_cleared = self.sets.writes.get(&b""[..]).is_some_and(|w| w.clears_subtree);
-        root_cleared || path::ancestors(key).any(|a| self.sets.writes.get(a).is_some_and(|w| w.clears_subtree))
+        let mut nearest_first: Vec<&[u8]> = path::ancestors(key).collect();
+        nearest_first.reverse();
+        nearest_first.push(b"");
+        for ancestor in nearest_first {
+            match self.sets.writes.get(ancestor) {
+                Some(Write { tree: Some(from), .. }) => {
+                    let mut translated = from.clone();
+                    translated.extend_from_slice(&key[ancestor.len()..]);
+                    return Source::Base(translated);
+                }
+                Some(w) if w.clears_subtree => return Source::Cleared,
+                _ => {}
+            }
+        }
+        Source::Base(key.to_vec())
     }
 
     fn lookup(&self, key: &[u8]) -> Result<Option<&[u8]>> {
@@ -108,10 +146,10 @@ impl<'s> Transaction<'s> {
                 NodeWrite::Keep => {}
             }
         }
-        if self.cleared_by_ancestor(key) {
-            return Ok(None);
+        match self.source(key) {
+            Source::Base(k) => self.base.get_key(&k),
+            Source::Cleared => Ok(None),
         }
-        self.base.get_key(key)
     }
 
     /// The value at `path` as this transaction sees it.
@@ -131,11 +169,14 @@ impl<'s> Transaction<'s> {
     }
 
     fn list_key(&self, key: &[u8]) -> Result<Vec<String>> {
-        let cleared = self.cleared_by_ancestor(key) || self.sets.writes.get(key).is_some_and(|w| w.clears_subtree);
-        let mut names: std::collections::BTreeSet<Vec<u8>> = if cleared {
-            Default::default()
-        } else {
-            self.base.list_key(key)?.into_iter().map(String::into_bytes).collect()
+        let source = match self.sets.writes.get(key) {
+            Some(Write { tree: Some(from), .. }) => Source::Base(from.clone()),
+            Some(w) if w.clears_subtree => Source::Cleared,
+            _ => self.source(key),
+        };
+        let mut names: std::collections::BTreeSet<Vec<u8>> = match source {
+            Source::Cleared => Default::default(),
+            Source::Base(k) => self.base.list_key(&k)?.into_iter().map(String::into_bytes).collect(),
         };
         let prefix = path::child_prefix(key);
         for (k, w) in self.sets.writes.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)) {
@@ -186,13 +227,62 @@ impl<'s> Transaction<'s> {
             // Written by this transaction: its bytes are not in the arena yet.
             Some(NodeWrite::Put(v)) => NodeWrite::Put(v.clone()),
             Some(NodeWrite::Copy(source)) => NodeWrite::Copy(source.clone()),
-            _ => match self.lookup(&from_key)? {
-                None => return Err(Error::NoSuchPath { path: from.to_string() }),
-                Some(_) => NodeWrite::Copy(from_key),
+            Some(NodeWrite::Delete) => return Err(Error::NoSuchPath { path: from.to_string() }),
+            _ => match self.source(&from_key) {
+                Source::Base(k) if self.base.get_key(&k)?.is_some() => {
+                    self.sets.reads.insert(k.clone());
+                    NodeWrite::Copy(k)
+                }
+                _ => return Err(Error::NoSuchPath { path: from.to_string() }),
             },
         };
         self.create_ancestors(&to_key)?;
         self.sets.writes.entry(to_key).or_default().node = node;
+        Ok(())
+    }
+
+    /// Copies the node at `from` and everything below it to `to`, replacing
+    /// what was at `to`, by reference: however large the subtree, the copy
+    /// writes a few nodes, and the copy shares the source's bytes until
+    /// either is written (a write below `to` rewrites only the nodes on its
+    /// path). The subtree copied is the one the transaction began with; the
+    /// commit conflicts if anything in it changed meanwhile. A source this
+    /// transaction has already written to (at or below `from`) is refused
+    /// with [`Error::CopySourceWritten`]: copy it in a transaction of its
+    /// own. Fails with [`Error::NoSuchPath`] if `from` does not exist.
+    pub fn copy_tree(&mut self, from: &str, to: &str) -> Result<()> {
+        let (from_key, to_key) = (path::key(from)?, path::key(to)?);
+        if to_key.is_empty() {
+            return Err(Error::RootImmutable);
+        }
+        if from_key.is_empty() {
+            return Err(Error::InvalidPath {
+                path: from.to_string(),
+                reason: "the root cannot be copied; copy its children",
+            });
+        }
+        let written = match path::subtree_end(&from_key) {
+            Some(end) => self.sets.writes.range(from_key.clone()..end).next().is_some(),
+            None => !self.sets.writes.is_empty(),
+        };
+        if written {
+            return Err(Error::CopySourceWritten { path: from.to_string() });
+        }
+        let source = match self.source(&from_key) {
+            Source::Base(k) if self.base.get_key(&k)?.is_some() => k,
+            _ => return Err(Error::NoSuchPath { path: from.to_string() }),
+        };
+        self.sets.reads.insert(from_key);
+        self.sets.trees.insert(source.clone());
+        self.create_ancestors(&to_key)?;
+        if let Some(end) = path::subtree_end(&to_key) {
+            let inside: Vec<Vec<u8>> = self.sets.writes.range(to_key.clone()..end).map(|(k, _)| k.clone()).collect();
+            for k in inside {
+                self.sets.writes.remove(&k);
+            }
+        }
+        let node = NodeWrite::Copy(source.clone());
+        self.sets.writes.insert(to_key, Write { clears_subtree: true, tree: Some(source), node });
         Ok(())
     }
 
@@ -248,7 +338,7 @@ impl<'s> Transaction<'s> {
         for k in inside {
             self.sets.writes.remove(&k);
         }
-        self.sets.writes.insert(key, Write { clears_subtree: true, node: NodeWrite::Delete });
+        self.sets.writes.insert(key, Write { clears_subtree: true, tree: None, node: NodeWrite::Delete });
         Ok(existed)
     }
 

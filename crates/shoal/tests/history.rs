@@ -124,9 +124,22 @@ fn diff_matches_a_full_comparison_over_many_changes_and_a_compaction() {
             txn.delete_tree(&format!("/k/{}", round % 97)).unwrap();
         }
         txn.commit().unwrap();
+        // Subtrees copied by reference, and writes into the copies.
+        if round % 4 == 1 {
+            let mut txn = store.begin();
+            // (Rounds 9, 19, 29 delete a subtree; copy one that exists.)
+            txn.copy_tree(&format!("/k/{}", 40 + round), &format!("/k/{}", (round * 7 + 3) % 97)).unwrap();
+            txn.commit().unwrap();
+        }
+        if round % 4 == 2 {
+            let mut txn = store.begin();
+            txn.put(&format!("/k/{}/copy-write-{round}", (round * 7 - 4) % 97), "w").unwrap();
+            txn.commit().unwrap();
+        }
         let now = store.snapshot();
         assert_eq!(base.diff(&now, "/").unwrap().changes, scan_diff(&base, &now, "/"), "round {round}");
         assert_eq!(base.diff(&now, "/k/3").unwrap().changes, scan_diff(&base, &now, "/k/3"), "round {round}");
+        assert_eq!(now.diff(&base, "/").unwrap().changes, scan_diff(&now, &base, "/"), "round {round}");
     }
     // Across a compaction nothing is shared by identity, and the answer is the same.
     store.compact().unwrap();

@@ -1,4 +1,5 @@
 //! Model-based test: random sequences of puts, deletes, subtree deletes,
+//! copies of values and of subtrees (by reference), writes into copies,
 //! commits, aborts, conflicting transactions, reopens and compactions,
 //! checked against a plain in-memory model. Every snapshot taken along the
 //! way must still equal the model of its version at the end, across
@@ -43,6 +44,8 @@ enum TxnOp {
     DeleteTree(String),
     Get(String),
     List(String),
+    Copy(String, String),
+    CopyTree(String, String),
 }
 
 #[derive(Clone, Debug)]
@@ -75,6 +78,8 @@ fn txn_op() -> impl Strategy<Value = TxnOp> {
         1 => prop_oneof![path_strategy(), Just("/".to_string())].prop_map(TxnOp::DeleteTree),
         2 => path_strategy().prop_map(TxnOp::Get),
         1 => prop_oneof![path_strategy(), Just("/".to_string())].prop_map(TxnOp::List),
+        1 => (path_strategy(), path_strategy()).prop_map(|(a, b)| TxnOp::Copy(a, b)),
+        2 => (path_strategy(), path_strategy()).prop_map(|(a, b)| TxnOp::CopyTree(a, b)),
     ]
 }
 
@@ -118,12 +123,30 @@ fn assert_matches(snap: &Snapshot, model: &Model) {
     assert_eq!(snap.list("/").unwrap(), model_children(model, "/"));
 }
 
+/// The ancestors of `path` the model lacks (a put creates them), nearest the root first.
+fn missing_ancestors(m: &Model, path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(p) = path[at + 1..].find('/') {
+        at += 1 + p;
+        if !m.contains_key(&path[..at]) {
+            out.push(path[..at].to_string());
+        }
+    }
+    out
+}
+
 /// Applies ops to a transaction and to a model copy; both must agree.
+/// `written` mirrors the paths the transaction has buffered writes for
+/// (`copy_tree` refuses a source written to in the same transaction).
 fn run_ops(txn: &mut shoal::Transaction<'_>, model: &mut Model, ops: &[TxnOp]) {
+    let mut written: std::collections::BTreeSet<String> = Default::default();
     for op in ops {
         match op {
             TxnOp::Put(p, v) => {
                 txn.put(p, v).unwrap();
+                written.extend(missing_ancestors(model, p));
+                written.insert(p.clone());
                 model_put(model, p, v);
             }
             TxnOp::Delete(p) => {
@@ -133,6 +156,9 @@ fn run_ops(txn: &mut shoal::Transaction<'_>, model: &mut Model, ops: &[TxnOp]) {
                     Ok(existed) => {
                         assert!(!has_children, "delete of {p} with children succeeded");
                         assert_eq!(existed, model.remove(p).is_some());
+                        if existed {
+                            written.insert(p.clone());
+                        }
                     }
                     Err(e) => panic!("delete {p}: {e}"),
                 }
@@ -141,6 +167,8 @@ fn run_ops(txn: &mut shoal::Transaction<'_>, model: &mut Model, ops: &[TxnOp]) {
                 let existed = txn.delete_tree(p).unwrap();
                 assert_eq!(existed, p == "/" || model.contains_key(p));
                 model.retain(|k, _| !is_below(k, p));
+                written.retain(|k| !is_below(k, p));
+                written.insert(p.clone());
             }
             TxnOp::Get(p) => {
                 assert_eq!(txn.get(p).unwrap(), model.get(p).map(|v| v.as_slice()), "txn get {p}");
@@ -148,6 +176,40 @@ fn run_ops(txn: &mut shoal::Transaction<'_>, model: &mut Model, ops: &[TxnOp]) {
             TxnOp::List(p) => {
                 if p == "/" || model.contains_key(p) {
                     assert_eq!(txn.list(p).unwrap(), model_children(model, p), "txn list {p}");
+                }
+            }
+            TxnOp::Copy(from, to) => match (txn.copy(from, to), model.get(from).cloned()) {
+                (Ok(()), Some(v)) => {
+                    written.extend(missing_ancestors(model, to));
+                    written.insert(to.clone());
+                    model_put(model, to, &v);
+                }
+                (Err(Error::NoSuchPath { .. }), None) => {}
+                (got, expected) => panic!("copy {from} -> {to}: {got:?}, model has {expected:?}"),
+            },
+            TxnOp::CopyTree(from, to) => {
+                let source_written = written.iter().any(|k| is_below(k, from));
+                match txn.copy_tree(from, to) {
+                    Err(Error::CopySourceWritten { .. }) => assert!(source_written, "copy_tree {from} refused"),
+                    Err(Error::NoSuchPath { .. }) => {
+                        assert!(!source_written && !model.contains_key(from), "copy_tree {from}: no such path")
+                    }
+                    Ok(()) => {
+                        assert!(!source_written && model.contains_key(from), "copy_tree {from} -> {to} accepted");
+                        let copied: Vec<(String, Vec<u8>)> = model
+                            .iter()
+                            .filter(|(k, _)| is_below(k, from))
+                            .map(|(k, v)| (format!("{to}{}", &k[from.len()..]), v.clone()))
+                            .collect();
+                        model.retain(|k, _| !is_below(k, to));
+                        written.retain(|k| !is_below(k, to));
+                        written.extend(missing_ancestors(model, to));
+                        written.insert(to.clone());
+                        for (k, v) in copied {
+                            model_put(model, &k, &v);
+                        }
+                    }
+                    Err(e) => panic!("copy_tree {from} -> {to}: {e}"),
                 }
             }
         }
@@ -279,6 +341,8 @@ fn wide_txn_op() -> impl Strategy<Value = TxnOp> {
         2 => wide_path().prop_map(TxnOp::DeleteTree),
         1 => wide_path().prop_map(TxnOp::Delete),
         1 => wide_path().prop_map(TxnOp::Get),
+        1 => (wide_path(), wide_path()).prop_map(|(a, b)| TxnOp::CopyTree(a, b)),
+        1 => (wide_path(), wide_path()).prop_map(|(a, b)| TxnOp::Copy(a, b)),
     ]
 }
 
@@ -286,7 +350,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     /// Multi-level trees: subtree deletions spanning many nodes, writes into
-    /// just-deleted subtrees, merges of underfull nodes.
+    /// just-deleted subtrees, merges of underfull nodes, copies of large
+    /// subtrees and writes into them.
     #[test]
     fn matches_model_on_multi_level_trees(
         fill in prop::collection::vec((0u32..40, 0u32..120), 500..2500),

@@ -16,6 +16,7 @@ fn kind(k: ChangeKind) -> &'static str {
         ChangeKind::Set => "set",
         ChangeKind::Delete => "delete",
         ChangeKind::DeleteTree => "delete_tree",
+        ChangeKind::CopyTree => "copy_tree",
     }
 }
 

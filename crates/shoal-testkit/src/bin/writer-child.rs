@@ -3,7 +3,10 @@
 //! Opens the store with durability `sync` and commits forever: commit `n`
 //! writes `/c/<n>` and sets `/last` to `n`, with a value large enough now
 //! and then to need a blob node; commit `n` with `n % 7 == 3` (from 10 on)
-//! also copies `/c/<n-3>`, a blob, to `/copy/<n>` by reference. After each commit returns it prints
+//! also copies `/c/<n-3>`, a blob, to `/copy/<n>` by reference; commit `n`
+//! with `n % 11 == 5` (from 16 on) first copies the whole of `/c` to
+//! `/snap/<n>` by reference and drops the snapshot copy made 33 commits
+//! before. After each commit returns it prints
 //! `ack <n>` (flushed), so the parent knows exactly which commits were
 //! acknowledged when it kills this process. With `--abort-in-compaction-at
 //! N`, after commit `N` it compacts and aborts right after the switch to the
@@ -38,6 +41,12 @@ fn main() {
     out.flush().ok();
     loop {
         let mut txn = store.begin();
+        if next % 11 == 5 && next >= 16 {
+            txn.copy_tree("/c", &format!("/snap/{next}")).expect("copy_tree");
+            if next >= 49 {
+                txn.delete_tree(&format!("/snap/{}", next - 33)).expect("delete_tree");
+            }
+        }
         let value = if next.is_multiple_of(7) { vec![b'x'; 600] } else { next.to_string().into_bytes() };
         txn.put(&format!("/c/{next}"), value).expect("put");
         txn.put("/last", next.to_string()).expect("put");
