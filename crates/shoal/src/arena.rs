@@ -356,6 +356,16 @@ impl crate::build::NodeSink for WriterArena {
     fn read_node(&self, offset: u64) -> Result<Vec<u8>> {
         WriterArena::read_node(self, offset)
     }
+    fn kind_and_count(&self, offset: u64) -> Result<(u8, usize)> {
+        let flushed = self.flushed.get();
+        let head = |b: &[u8], at: usize| b.get(at..at + 4).map(|h| (h[0], u16::from_le_bytes([h[2], h[3]]) as usize));
+        let found = if offset < flushed {
+            head(self.region(), offset as usize)
+        } else {
+            head(&self.pending.borrow(), (offset - flushed) as usize)
+        };
+        found.ok_or_else(|| self.mapped.corrupt(offset, "node offset out of bounds"))
+    }
     fn append_blob(&self, blob: &[u8]) -> Result<u64> {
         let page = sys::page_size();
         if crate::node::page_aligned(blob.len() - crate::node::HEADER_BYTES, page) {

@@ -35,6 +35,11 @@ pub trait NodeSink {
     fn read_node(&self, offset: u64) -> Result<Vec<u8>>;
     /// Converts node damage into an error naming the arena file.
     fn damaged(&self, damage: node::Damage) -> crate::Error;
+    /// The kind and entry count of the node at `offset`, flushed or not.
+    fn kind_and_count(&self, offset: u64) -> Result<(u8, usize)> {
+        let bytes = self.read_node(offset)?;
+        Ok((bytes[0], node::count(&bytes)))
+    }
     /// Appends a sealed value blob; the arena puts a large value's bytes
     /// on a page boundary (see [`node::PAGE_ALIGNED_VALUE_MIN`]).
     fn append_blob(&self, blob: &[u8]) -> Result<u64> {
@@ -209,8 +214,9 @@ pub fn store_value(sink: &dyn NodeSink, value: &[u8]) -> Result<StoredValue> {
     }
 }
 
-/// Applies `ops` to the tree at `root` and returns the new root (0: empty).
-pub fn apply(sink: &dyn NodeSink, root: u64, ops: &[Op], report: &mut ApplyReport) -> Result<u64> {
+/// Applies `ops` to the tree at `root` and returns the new root (0: empty)
+/// and the number of nodes below it (`None`: no op, the tree is unchanged).
+pub fn apply(sink: &dyn NodeSink, root: u64, ops: &[Op], report: &mut ApplyReport) -> Result<(u64, Option<u64>)> {
     debug_assert!(ops.windows(2).all(|w| w[0].key() <= w[1].key()));
     let mut builder = Builder { sink, buf: Vec::with_capacity(2 * NODE_TARGET_BYTES), report };
     let refs: Vec<&Op> = ops.iter().collect();
@@ -219,11 +225,12 @@ pub fn apply(sink: &dyn NodeSink, root: u64, ops: &[Op], report: &mut ApplyRepor
         merge_leaf(&[], &refs, &mut out, builder.report);
         builder.write_chunks(Items::Leaf(out))?
     } else if ops.is_empty() {
-        return Ok(root);
+        return Ok((root, None));
     } else {
         builder.apply_node(root, &refs)?
     };
-    builder.finish_root(top)
+    let keys = top.iter().map(|c| c.keys).fold(0u64, u64::saturating_add);
+    Ok((builder.finish_root(top)?, Some(keys)))
 }
 
 /// The contents of one node level while it is being rebuilt.
@@ -412,14 +419,11 @@ impl<'s> Builder<'s, '_> {
         let mut root = top.offset;
         // Not flushed: the caller writes the commit record with these nodes.
         loop {
+            if self.sink.kind_and_count(root)? != (KIND_INTERNAL, 1) {
+                return Ok(root);
+            }
             let bytes = self.sink.read_node(root)?;
-            if bytes.first() != Some(&KIND_INTERNAL) {
-                return Ok(root);
-            }
             let view = InternalView::from_node(&bytes, root).map_err(|d| self.damaged(d))?;
-            if view.len() != 1 {
-                return Ok(root);
-            }
             root = view.child(0).map_err(|d| self.damaged(d))?;
         }
     }
@@ -592,11 +596,12 @@ mod tests {
         ops.insert(0, put("/d", ""));
         ops.push(put("/e", "x"));
         let mut report = ApplyReport::default();
-        let root = apply(&sink, 0, &ops, &mut report).unwrap();
+        let (root, keys) = apply(&sink, 0, &ops, &mut report).unwrap();
         assert_eq!(report.created.len(), 3002);
-        assert_eq!(node::key_count_of(&sink.read_node(root).unwrap(), root).unwrap(), 3002);
+        assert_eq!(keys, Some(3002));
         let del = [Op::DeleteTree { key: path::key("/d").unwrap() }];
-        let root2 = apply(&sink, root, &del, &mut ApplyReport::default()).unwrap();
+        let (root2, keys) = apply(&sink, root, &del, &mut ApplyReport::default()).unwrap();
+        assert_eq!(keys, Some(1));
         assert_eq!(all(&sink, root2), vec!["/e".to_string()]);
         // The old version is untouched.
         assert_eq!(all(&sink, root).len(), 3002);

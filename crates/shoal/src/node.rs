@@ -248,7 +248,28 @@ impl<'a> Key<'a> {
         if std::ptr::eq(self.head, other.head) {
             return self.tail.cmp(other.tail);
         }
-        self.head.iter().chain(self.tail).cmp(other.head.iter().chain(other.tail))
+        // Piece by piece, a slice comparison at a time (not byte by byte).
+        let (mut a, mut b) = ((self.head, self.tail), (other.head, other.tail));
+        loop {
+            if a.0.is_empty() {
+                if a.1.is_empty() {
+                    return if b.0.is_empty() && b.1.is_empty() { Ordering::Equal } else { Ordering::Less };
+                }
+                a = (a.1, &[]);
+            }
+            if b.0.is_empty() {
+                if b.1.is_empty() {
+                    return Ordering::Greater;
+                }
+                b = (b.1, &[]);
+            }
+            let n = a.0.len().min(b.0.len());
+            match a.0[..n].cmp(&b.0[..n]) {
+                Ordering::Equal => {}
+                o => return o,
+            }
+            (a.0, b.0) = (&a.0[n..], &b.0[n..]);
+        }
     }
 
     pub fn eq_bytes(&self, other: &[u8]) -> bool {
@@ -808,21 +829,6 @@ pub fn parse_commit(region: &[u8], offset: u64) -> Parse<Commit> {
     Ok(commit)
 }
 
-/// The number of keys below the root node `bytes` (at `offset`).
-pub fn key_count_of(bytes: &[u8], offset: u64) -> Parse<u64> {
-    match bytes.first() {
-        Some(&KIND_LEAF) => {
-            let view = LeafView::from_node(bytes, offset)?;
-            (0..view.len()).try_fold(0u64, |sum, i| Ok(sum.saturating_add(view.entry(i)?.weight())))
-        }
-        Some(&KIND_INTERNAL) => {
-            let view = InternalView::from_node(bytes, offset)?;
-            Ok((0..view.len()).fold(0u64, |sum, i| sum.saturating_add(view.keys_below(i))))
-        }
-        _ => Err(Damage::new(offset, "root is neither a leaf nor an internal node")),
-    }
-}
-
 /// How a version changed one path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ChangeKind {
@@ -1010,6 +1016,21 @@ mod tests {
         region.truncate(64);
         region.extend_from_slice(&bad);
         assert!(parse_commit(&region, 64).is_err());
+    }
+
+    #[test]
+    fn keys_in_pieces_compare_like_their_bytes() {
+        let cases: [&[u8]; 7] = [b"", b"a", b"ab", b"abc", b"abd", b"b", b"ab\0c"];
+        for x in cases {
+            for y in cases {
+                for i in 0..=x.len() {
+                    for j in 0..=y.len() {
+                        let (kx, ky) = (Key { head: &x[..i], tail: &x[i..] }, Key { head: &y[..j], tail: &y[j..] });
+                        assert_eq!(kx.cmp_key(&ky), x.cmp(y), "{x:?} at {i} vs {y:?} at {j}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

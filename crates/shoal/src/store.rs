@@ -1062,12 +1062,18 @@ impl Shared {
     /// below (when the tree may hold any). Writes below a subtree the batch
     /// itself copies go in a second pass, once the copy is in the tree, so
     /// that they find its link to split.
-    fn apply_tree(arena: &WriterArena, root: u64, ops: &[Op], links: bool, report: &mut ApplyReport) -> Result<u64> {
+    fn apply_tree(
+        arena: &WriterArena,
+        root: u64,
+        ops: &[Op],
+        links: bool,
+        report: &mut ApplyReport,
+    ) -> Result<(u64, Option<u64>)> {
         let copies: Vec<&[u8]> =
             ops.iter().filter(|op| matches!(op, Op::Set { link: Some(_), .. })).map(Op::key).collect();
         let below_copy = |op: &Op| path::ancestors(op.key()).any(|a| copies.binary_search(&a).is_ok());
         let damaged = |d: node::Damage| arena.damaged(d);
-        let pass = |root: u64, ops: &[Op], report: &mut ApplyReport| -> Result<u64> {
+        let pass = |root: u64, ops: &[Op], report: &mut ApplyReport| -> Result<(u64, Option<u64>)> {
             if !links && copies.is_empty() {
                 return build::apply(arena, root, ops, report);
             }
@@ -1082,8 +1088,11 @@ impl Shared {
             return pass(root, ops, report);
         }
         let (second, first): (Vec<Op>, Vec<Op>) = ops.iter().cloned().partition(below_copy);
-        let root = pass(root, &first, report)?;
-        pass(root, &second, report)
+        let (root, keys) = pass(root, &first, report)?;
+        match pass(root, &second, report)? {
+            (root, None) => Ok((root, keys)),
+            done => Ok(done),
+        }
     }
 
     fn apply_ops(
@@ -1106,14 +1115,8 @@ impl Shared {
         });
         node::build_changes(listed.map(|(_, op)| (op.change_kind(), op.key())), &mut buf);
         let changes = arena.append(&buf)?;
-        let root = Self::apply_tree(arena, head.root, ops, links, report)?;
-        let key_count = match root {
-            0 => 0,
-            root => {
-                let bytes = arena.read_node(root)?;
-                node::key_count_of(&bytes, root).map_err(|d| arena.damaged(d))?
-            }
-        };
+        let (root, keys) = Self::apply_tree(arena, head.root, ops, links, report)?;
+        let key_count = keys.unwrap_or(head.key_count);
         let offset = arena.end();
         let version = head.version + 1;
         let prev = head.offset;
@@ -1893,7 +1896,7 @@ impl Copier<'_> {
             };
             ops.push(Op::Set { key: e.key.to_vec(), value, link: target, structural: true });
         }
-        let root = build::apply(self.to, 0, &ops, &mut ApplyReport::default())?;
+        let (root, _) = build::apply(self.to, 0, &ops, &mut ApplyReport::default())?;
         self.links.insert(memo, root);
         Ok(root)
     }
