@@ -1,3 +1,9 @@
+//! One-key commits on 1,000,000 keys with automatic compaction on, as in
+//! the bench's row 3a but in one process and without the anchors: a loop
+//! to run under `perf record`. `N` (environment) commits, default 300,000.
+//!
+//! `cargo run --release -p shoal-bench --example commit_profile`
+
 fn main() {
     let dir = tempfile::tempdir().expect("dir");
     let options = shoal::Options { durability: shoal::Durability::None, ..Default::default() };
