@@ -20,5 +20,10 @@ fn main() {
         txn.commit().expect("commit");
     }
     let e = start.elapsed();
-    println!("{n} commits in {:.2} s: {:.1} k/s, {:.2} µs each", e.as_secs_f64(), n as f64 / e.as_secs_f64() / 1e3, e.as_secs_f64() * 1e6 / n as f64);
+    println!(
+        "{n} commits in {:.2} s: {:.1} k/s, {:.2} µs each",
+        e.as_secs_f64(),
+        n as f64 / e.as_secs_f64() / 1e3,
+        e.as_secs_f64() * 1e6 / n as f64
+    );
 }

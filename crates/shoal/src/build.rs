@@ -442,7 +442,7 @@ impl<'s> Builder<'s, '_> {
                     refs.push(ChildRef {
                         first_key: chunk[0].key,
                         offset,
-                        keys: chunk.iter().map(EntryRef::weight).sum(),
+                        keys: chunk.iter().map(EntryRef::weight).fold(0, u64::saturating_add),
                         node_bytes: self.buf.len(),
                     });
                 }
@@ -458,7 +458,7 @@ impl<'s> Builder<'s, '_> {
                     refs.push(ChildRef {
                         first_key: chunk[0].first_key,
                         offset,
-                        keys: chunk.iter().map(|c| c.keys).sum(),
+                        keys: chunk.iter().map(|c| c.keys).fold(0, u64::saturating_add),
                         node_bytes: self.buf.len(),
                     });
                 }

@@ -26,7 +26,8 @@ use crate::node::{u16_at, u32_at, u64_at};
 
 pub const FILE_NAME: &str = "journal";
 const MAGIC: &[u8; 8] = b"SHOALJN1";
-const FORMAT_VERSION: u32 = 1;
+/// 2: records may hold copy ops (by reference), which format 1 lacks.
+const FORMAT_VERSION: u32 = 2;
 const HEADER: u64 = 16;
 /// Largest record payload (its length is a u32); larger transactions are refused.
 pub const MAX_RECORD_BYTES: usize = u32::MAX as usize - 64;
@@ -165,7 +166,13 @@ impl Journal {
             return Ok((Journal { file, path, len: HEADER }, Replay { records: Vec::new(), discarded_bytes: 0 }));
         }
         if &bytes[..8] != MAGIC || u32_at(&bytes, 8) != Some(FORMAT_VERSION) {
-            return Err(Error::Format { file: path, detail: "not a shoal journal of this format".into() });
+            let found = u32_at(&bytes, 8).unwrap_or(0);
+            return Err(Error::Format {
+                file: path,
+                detail: format!(
+                    "not a shoal journal of this format (version {found}, this build reads {FORMAT_VERSION})"
+                ),
+            });
         }
         let mut records = Vec::new();
         let mut at = HEADER as usize;

@@ -415,7 +415,7 @@ pub struct LeafEntry<'a> {
 impl LeafEntry<'_> {
     /// Nodes this entry stands for: itself, and a link's subtree.
     pub fn weight(&self) -> u64 {
-        1 + self.link.map_or(0, |l| l.keys)
+        self.link.map_or(0, |l| l.keys).saturating_add(1)
     }
 }
 
@@ -671,7 +671,7 @@ impl EntryRef<'_> {
 
     /// Nodes this entry stands for: itself, and a link's subtree.
     pub fn weight(&self) -> u64 {
-        1 + self.link.map_or(0, |l| l.keys)
+        self.link.map_or(0, |l| l.keys).saturating_add(1)
     }
 }
 

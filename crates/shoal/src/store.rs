@@ -1060,8 +1060,10 @@ impl Shared {
 
     /// Applies a batch to the tree at `root`, splitting the links it writes
     /// below (when the tree may hold any). Writes below a subtree the batch
-    /// itself copies go in a second pass, once the copy is in the tree, so
-    /// that they find its link to split.
+    /// itself copies go in a later pass, once the copy is in the tree, so
+    /// that they find its link to split: one pass per depth of nesting in
+    /// the batch's own copies (a copy into a copy comes after the outer one,
+    /// and writes below it after that).
     fn apply_tree(
         arena: &WriterArena,
         root: u64,
@@ -1071,7 +1073,6 @@ impl Shared {
     ) -> Result<(u64, Option<u64>)> {
         let copies: Vec<&[u8]> =
             ops.iter().filter(|op| matches!(op, Op::Set { link: Some(_), .. })).map(Op::key).collect();
-        let below_copy = |op: &Op| path::ancestors(op.key()).any(|a| copies.binary_search(&a).is_ok());
         let damaged = |d: node::Damage| arena.damaged(d);
         let pass = |root: u64, ops: &[Op], report: &mut ApplyReport| -> Result<(u64, Option<u64>)> {
             if !links && copies.is_empty() {
@@ -1084,15 +1085,20 @@ impl Shared {
             }
             build::apply(arena, root, &build::merge_splits(splits, ops), report)
         };
-        if copies.is_empty() || !ops.iter().any(below_copy) {
+        // How many of the batch's copies lie strictly above each op.
+        let depth = |op: &Op| path::ancestors(op.key()).filter(|a| copies.binary_search(a).is_ok()).count();
+        let deepest = ops.iter().map(depth).max().unwrap_or(0);
+        if deepest == 0 {
             return pass(root, ops, report);
         }
-        let (second, first): (Vec<Op>, Vec<Op>) = ops.iter().cloned().partition(below_copy);
-        let (root, keys) = pass(root, &first, report)?;
-        match pass(root, &second, report)? {
-            (root, None) => Ok((root, keys)),
-            done => Ok(done),
+        let (mut root, mut keys) = (root, None);
+        for d in 0..=deepest {
+            let level: Vec<Op> = ops.iter().filter(|op| depth(op) == d).cloned().collect();
+            if let (r, Some(k)) = pass(root, &level, report)? {
+                (root, keys) = (r, Some(k));
+            }
         }
+        Ok((root, keys))
     }
 
     fn apply_ops(

@@ -229,11 +229,14 @@ impl<'s> Transaction<'s> {
             Some(NodeWrite::Copy(source)) => NodeWrite::Copy(source.clone()),
             Some(NodeWrite::Delete) => return Err(Error::NoSuchPath { path: from.to_string() }),
             _ => match self.source(&from_key) {
-                Source::Base(k) if self.base.get_key(&k)?.is_some() => {
+                Source::Base(k) => {
                     self.sets.reads.insert(k.clone());
+                    if self.base.get_key(&k)?.is_none() {
+                        return Err(Error::NoSuchPath { path: from.to_string() });
+                    }
                     NodeWrite::Copy(k)
                 }
-                _ => return Err(Error::NoSuchPath { path: from.to_string() }),
+                Source::Cleared => return Err(Error::NoSuchPath { path: from.to_string() }),
             },
         };
         self.create_ancestors(&to_key)?;
@@ -243,9 +246,10 @@ impl<'s> Transaction<'s> {
 
     /// Copies the node at `from` and everything below it to `to`, replacing
     /// what was at `to`, by reference: however large the subtree, the copy
-    /// writes a few nodes, and the copy shares the source's bytes until
-    /// either is written (a write below `to` rewrites only the nodes on its
-    /// path). The subtree copied is the one the transaction began with; the
+    /// writes a few nodes and shares the source's bytes. A write below `to`
+    /// splits the copy along its path (a node per child of each node on the
+    /// path). The next compaction gives each distinct copy its own copy of
+    /// the subtree (copies made at one version share one). The subtree copied is the one the transaction began with; the
     /// commit conflicts if anything in it changed meanwhile. A source this
     /// transaction has already written to (at or below `from`) is refused
     /// with [`Error::CopySourceWritten`]: copy it in a transaction of its
@@ -268,11 +272,18 @@ impl<'s> Transaction<'s> {
         if written {
             return Err(Error::CopySourceWritten { path: from.to_string() });
         }
+        // Read even when it fails: a source created meanwhile is a conflict.
+        self.sets.reads.insert(from_key.clone());
         let source = match self.source(&from_key) {
-            Source::Base(k) if self.base.get_key(&k)?.is_some() => k,
-            _ => return Err(Error::NoSuchPath { path: from.to_string() }),
+            Source::Base(k) => {
+                self.sets.reads.insert(k.clone());
+                if self.base.get_key(&k)?.is_none() {
+                    return Err(Error::NoSuchPath { path: from.to_string() });
+                }
+                k
+            }
+            Source::Cleared => return Err(Error::NoSuchPath { path: from.to_string() }),
         };
-        self.sets.reads.insert(from_key);
         self.sets.trees.insert(source.clone());
         self.create_ancestors(&to_key)?;
         if let Some(end) = path::subtree_end(&to_key) {

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use shoal::{Durability, Error, Options, Snapshot, Store};
+use shoal::{ChangeKind, Durability, Error, Options, Snapshot, Store};
 
 type Model = BTreeMap<String, Vec<u8>>;
 
@@ -216,6 +216,20 @@ fn run_ops(txn: &mut shoal::Transaction<'_>, model: &mut Model, ops: &[TxnOp]) {
     }
 }
 
+/// The diff of two snapshots is the difference of their models.
+fn check_diff(a: &Snapshot, b: &Snapshot, ma: &Model, mb: &Model) {
+    let mut got: Vec<(String, ChangeKind)> = a.diff(b, "/").unwrap().changes;
+    let mut want: Vec<(String, ChangeKind)> = mb
+        .iter()
+        .filter(|(k, v)| ma.get(*k) != Some(*v))
+        .map(|(k, _)| (k.clone(), ChangeKind::Set))
+        .chain(ma.keys().filter(|k| !mb.contains_key(*k)).map(|k| (k.clone(), ChangeKind::Delete)))
+        .collect();
+    got.sort_by(|x, y| x.0.cmp(&y.0));
+    want.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(got, want, "diff of versions {} and {}", a.version(), b.version());
+}
+
 fn run(actions: Vec<Action>, durability: Durability) {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path(), options(durability)).unwrap();
@@ -227,10 +241,12 @@ fn run(actions: Vec<Action>, durability: Durability) {
     for action in actions {
         match action {
             Action::Commit(ops) => {
+                let before = store.snapshot();
                 let mut txn = store.begin();
                 let mut next = model.clone();
                 run_ops(&mut txn, &mut next, &ops);
                 let v = txn.commit().unwrap();
+                check_diff(&before, &store.snapshot(), &model, &next);
                 model = next;
                 versions.insert(v, model.clone());
             }
@@ -365,5 +381,214 @@ proptest! {
         let mut all = vec![Action::Bulk(items)];
         all.extend(actions);
         run(all, Durability::None);
+    }
+}
+
+fn put_op(path: &str, value: &str) -> TxnOp {
+    TxnOp::Put(path.to_string(), value.as_bytes().to_vec())
+}
+
+/// Two copies nested in one transaction, then a write below the inner one:
+/// the write must split the inner link, which only exists once the outer
+/// copy is in the tree.
+#[test]
+fn nested_copies_in_one_transaction_then_a_write_below_the_inner_one() {
+    let setup = Action::Commit(vec![
+        put_op("/x/a", "1"),
+        put_op("/x/c/k", "2"),
+        put_op("/z/q", "3"),
+        put_op("/z/q/w", "4"),
+        put_op("/z/s", "5"),
+    ]);
+    let nested = Action::Commit(vec![
+        TxnOp::CopyTree("/x".into(), "/b".into()),
+        TxnOp::CopyTree("/z".into(), "/b/c".into()),
+        put_op("/b/c/q", "new"),
+    ]);
+    let deeper = Action::Commit(vec![put_op("/b/c/s/n", "y")]);
+    run(vec![setup, nested, deeper, Action::Compact, Action::Reopen], Durability::None);
+}
+
+/// Two segment names only, so that copies land on, in and around each
+/// other, and writes fall below copies of copies.
+fn small_path() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(vec!["a", "b"]), 1..5).prop_map(|segs| format!("/{}", segs.join("/")))
+}
+
+fn small_op() -> impl Strategy<Value = TxnOp> {
+    prop_oneof![
+        4 => (small_path(), prop::collection::vec(any::<u8>(), 0..4)).prop_map(|(p, v)| TxnOp::Put(p, v)),
+        1 => small_path().prop_map(TxnOp::Delete),
+        2 => small_path().prop_map(TxnOp::DeleteTree),
+        1 => small_path().prop_map(TxnOp::Get),
+        1 => small_path().prop_map(TxnOp::List),
+        1 => (small_path(), small_path()).prop_map(|(a, b)| TxnOp::Copy(a, b)),
+        4 => (small_path(), small_path()).prop_map(|(a, b)| TxnOp::CopyTree(a, b)),
+    ]
+}
+
+fn small_fill() -> Vec<(String, Vec<u8>)> {
+    let mut fill = Vec::new();
+    for a in ["a", "b"] {
+        for b in ["a", "b"] {
+            for c in ["a", "b"] {
+                fill.push((format!("/{a}/{b}/{c}"), vec![1u8]));
+            }
+        }
+    }
+    fill
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn matches_model_with_copies_on_and_in_copies(actions in prop::collection::vec(prop_oneof![
+        8 => prop::collection::vec(small_op(), 1..10).prop_map(Action::Commit),
+        1 => Just(Action::Compact),
+        1 => Just(Action::Reopen),
+        1 => Just(Action::Hold),
+    ], 1..25)) {
+        let mut all = vec![Action::Bulk(small_fill())];
+        all.extend(actions);
+        run(all, Durability::Sync);
+    }
+}
+
+/// Applies ops to a model alone; returns what each observed.
+fn model_ops(model: &mut Model, ops: &[TxnOp]) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut written: std::collections::BTreeSet<String> = Default::default();
+    for op in ops {
+        let o = match op {
+            TxnOp::Put(p, v) => {
+                written.extend(missing_ancestors(model, p));
+                written.insert(p.clone());
+                model_put(model, p, v);
+                "ok".to_string()
+            }
+            TxnOp::Delete(p) if !model_children(model, p).is_empty() => "has children".into(),
+            TxnOp::Delete(p) => {
+                let existed = model.remove(p).is_some();
+                if existed {
+                    written.insert(p.clone());
+                }
+                existed.to_string()
+            }
+            TxnOp::DeleteTree(p) => {
+                let existed = p == "/" || model.contains_key(p);
+                model.retain(|k, _| !is_below(k, p));
+                written.retain(|k| !is_below(k, p));
+                written.insert(p.clone());
+                existed.to_string()
+            }
+            TxnOp::Get(p) => format!("{:?}", model.get(p)),
+            TxnOp::List(p) => format!("{:?}", model_children(model, p)),
+            TxnOp::Copy(from, to) => match model.get(from).cloned() {
+                Some(v) => {
+                    written.extend(missing_ancestors(model, to));
+                    written.insert(to.clone());
+                    model_put(model, to, &v);
+                    "ok".into()
+                }
+                None => "no such path".into(),
+            },
+            TxnOp::CopyTree(from, to) => {
+                if written.iter().any(|k| is_below(k, from)) {
+                    "written".into()
+                } else if !model.contains_key(from) {
+                    "no such path".into()
+                } else {
+                    let copied: Vec<(String, Vec<u8>)> = model
+                        .iter()
+                        .filter(|(k, _)| is_below(k, from))
+                        .map(|(k, v)| (format!("{to}{}", &k[from.len()..]), v.clone()))
+                        .collect();
+                    model.retain(|k, _| !is_below(k, to));
+                    written.retain(|k| !is_below(k, to));
+                    written.extend(missing_ancestors(model, to));
+                    written.insert(to.clone());
+                    for (k, v) in copied {
+                        model_put(model, &k, &v);
+                    }
+                    "ok".into()
+                }
+            }
+        };
+        seen.push(o);
+    }
+    seen
+}
+
+/// Applies ops to a transaction; returns what each observed, as [`model_ops`] words it.
+fn txn_ops(txn: &mut shoal::Transaction<'_>, ops: &[TxnOp]) -> Vec<String> {
+    ops.iter()
+        .map(|op| match op {
+            TxnOp::Put(p, v) => {
+                txn.put(p, v).unwrap();
+                "ok".to_string()
+            }
+            TxnOp::Delete(p) => match txn.delete(p) {
+                Ok(existed) => existed.to_string(),
+                Err(Error::HasChildren { .. }) => "has children".into(),
+                Err(e) => panic!("{e}"),
+            },
+            TxnOp::DeleteTree(p) => txn.delete_tree(p).unwrap().to_string(),
+            TxnOp::Get(p) => format!("{:?}", txn.get(p).unwrap().map(<[u8]>::to_vec)),
+            TxnOp::List(p) => format!("{:?}", txn.list(p).unwrap()),
+            TxnOp::Copy(a, b) => match txn.copy(a, b) {
+                Ok(()) => "ok".into(),
+                Err(Error::NoSuchPath { .. }) => "no such path".into(),
+                Err(e) => panic!("{e}"),
+            },
+            TxnOp::CopyTree(a, b) => match txn.copy_tree(a, b) {
+                Ok(()) => "ok".into(),
+                Err(Error::NoSuchPath { .. }) => "no such path".into(),
+                Err(Error::CopySourceWritten { .. }) => "written".into(),
+                Err(e) => panic!("{e}"),
+            },
+        })
+        .collect()
+}
+
+fn snapshot_model(s: &Snapshot) -> Model {
+    s.scan("/").unwrap().map(|r| r.map(|e| (e.path(), e.value().to_vec())).unwrap()).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Serializability: two transactions begin at the same version; the
+    /// second commits first. If the first then commits too, it must have
+    /// seen exactly what it would have seen running after the second, and
+    /// the store must hold the result of running them one after the other.
+    #[test]
+    fn a_transaction_that_commits_saw_what_it_would_have_seen_alone(
+        setup in prop::collection::vec(small_op(), 0..8),
+        first in prop::collection::vec(small_op(), 1..6),
+        second in prop::collection::vec(small_op(), 1..6),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), options(Durability::None)).unwrap();
+        store.bulk_load(small_fill().iter().map(|(p, v)| (p.as_str(), v.as_slice()))).unwrap();
+        let mut txn = store.begin();
+        txn_ops(&mut txn, &setup);
+        txn.commit().unwrap();
+        let mut t1 = store.begin();
+        let seen = txn_ops(&mut t1, &first);
+        let mut t2 = store.begin();
+        txn_ops(&mut t2, &second);
+        t2.commit().unwrap();
+        let after_second = snapshot_model(&store.snapshot());
+        match t1.commit() {
+            Ok(_) => {
+                let mut serial = after_second.clone();
+                let seen_serially = model_ops(&mut serial, &first);
+                prop_assert_eq!(seen, seen_serially, "the first committed, but saw what the second changed");
+                prop_assert_eq!(snapshot_model(&store.snapshot()), serial);
+            }
+            Err(Error::Conflict { .. }) => prop_assert_eq!(snapshot_model(&store.snapshot()), after_second),
+            Err(e) => panic!("{e}"),
+        }
     }
 }
