@@ -233,6 +233,42 @@ pub fn apply(sink: &dyn NodeSink, root: u64, ops: &[Op], report: &mut ApplyRepor
     Ok((builder.finish_root(top)?, Some(keys)))
 }
 
+/// A part of a tree that [`write_tree`] assembles: an entry for a leaf, or
+/// a subtree already written (of any height).
+pub enum Piece<'a> {
+    Entry(EntryRef<'a>),
+    Child(ChildRef<'a>),
+}
+
+/// Writes a tree over `pieces` (sorted by key): runs of entries become
+/// leaves, then internal levels are built over the leaves and subtrees
+/// until one root remains. Subtrees of different heights may sit side by
+/// side: readers descend any shape; only trees that commits rewrite need
+/// one height, and this is for link targets, which no commit rewrites.
+/// Returns the root (0: none) and the nodes below it.
+pub fn write_tree<'a>(sink: &'a dyn NodeSink, pieces: Vec<Piece<'a>>) -> Result<(u64, u64)> {
+    let mut report = ApplyReport::default();
+    let mut builder = Builder { sink, buf: Vec::with_capacity(2 * NODE_TARGET_BYTES), report: &mut report };
+    let mut level: Vec<ChildRef<'a>> = Vec::new();
+    let mut entries = Vec::new();
+    for piece in pieces {
+        match piece {
+            Piece::Entry(e) => entries.push(e),
+            Piece::Child(c) => {
+                if !entries.is_empty() {
+                    level.extend(builder.write_chunks(Items::Leaf(std::mem::take(&mut entries)))?);
+                }
+                level.push(c);
+            }
+        }
+    }
+    if !entries.is_empty() {
+        level.extend(builder.write_chunks(Items::Leaf(entries))?);
+    }
+    let keys = level.iter().map(|c| c.keys).fold(0, u64::saturating_add);
+    Ok((builder.finish_root(level)?, keys))
+}
+
 /// The contents of one node level while it is being rebuilt.
 enum Items<'a> {
     Leaf(Vec<EntryRef<'a>>),

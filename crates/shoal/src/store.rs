@@ -1415,7 +1415,7 @@ impl Shared {
     /// The body of [`Store::compact`]; the caller holds `self.compaction`.
     fn compact_unlocked(&self) -> Result<CompactReport> {
         // Phase 1, locked: make the head durable and published, start the new file.
-        let (old, base, new) = {
+        let (old, base, new, links) = {
             let mut st = lock(&self.state);
             self.flush_locked(&mut st)?;
             let from = st.arena.generation();
@@ -1436,11 +1436,11 @@ impl Shared {
                 })?,
                 None => WriterArena::create(&self.dir, from + 1, reserve)?,
             };
-            (st.arena.mapped.clone(), st.head, new)
+            (st.arena.mapped.clone(), st.head, new, st.links)
         };
         let to = new.generation();
         let mut switched = false;
-        let result = self.compact_into(&old, base, new, &mut switched);
+        let result = self.compact_into(&old, base, new, &mut switched, links);
         if result.is_err() && !switched {
             let _ = std::fs::remove_file(self.dir.join(arena::file_name(to)));
         }
@@ -1459,6 +1459,7 @@ impl Shared {
         base: Commit,
         new: WriterArena,
         switched: &mut bool,
+        links: bool,
     ) -> Result<CompactReport> {
         let from = old.generation;
         let to = new.generation();
@@ -1473,6 +1474,7 @@ impl Shared {
             to: &new,
             blobs: CopyMemo::default(),
             links: HashMap::new(),
+            nodes: links.then(CopyMemo::default),
             buf: Vec::with_capacity(2 * node::NODE_TARGET_BYTES),
         };
         let mut prev = 0;
@@ -1780,6 +1782,10 @@ struct Copier<'a> {
     /// root of a tree holding just what lies below the source, copied once
     /// however many links and versions share it.
     links: HashMap<(u64, Vec<u8>), u64>,
+    /// Every node copied, old offset → new, when the store holds links:
+    /// a link target's nodes are mostly its source's, copied once for the
+    /// main tree and every link to them.
+    nodes: Option<CopyMemo>,
     buf: Vec<u8>,
 }
 
@@ -1798,6 +1804,9 @@ impl Copier<'_> {
             if old == offset {
                 return Ok(new);
             }
+        }
+        if let Some(&new) = self.nodes.as_ref().and_then(|m| m.get(&offset)) {
+            return Ok(new);
         }
         let path = self.path;
         let damaged = |d: node::Damage| d.into_error(path);
@@ -1863,6 +1872,9 @@ impl Copier<'_> {
         if to.pending_bytes() >= COPY_CHUNK_BYTES {
             to.flush()?;
         }
+        if let Some(m) = self.nodes.as_mut() {
+            m.insert(offset, new_offset);
+        }
         Ok(new_offset)
     }
 
@@ -1883,27 +1895,94 @@ impl Copier<'_> {
     }
 
     /// The new root for a link's target: a tree of what lies below the
-    /// link's source in its target (nested links re-rooted the same way),
-    /// with the same keys, so the link reads the same.
+    /// link's source in its target, with the same keys, so the link reads
+    /// the same. The target's subtrees wholly inside that range are copied
+    /// as they are (once, whoever else reaches them); only the nodes along
+    /// the range's two edges are rebuilt, with nested links re-rooted the
+    /// same way.
     fn copy_link(&mut self, region: &[u8], link: node::Link<'_>) -> Result<u64> {
         let memo = (link.root, link.src.to_vec());
         if let Some(&root) = self.links.get(&memo) {
             return Ok(root);
         }
-        let damaged = |d: node::Damage| d.into_error(self.path);
-        let mut ops = Vec::new();
-        for e in tree::entries_below(region, link.root, link.src, true).map_err(damaged)? {
-            let value = build::StoredValue::of(self.copy_value(region, e.value)?);
-            let target = match e.link {
-                Some(nested) => {
-                    Some(build::LinkTarget { root: self.copy_link(region, nested)?, ..build::LinkTarget::of(nested) })
-                }
-                None => None,
-            };
-            ops.push(Op::Set { key: e.key.to_vec(), value, link: target, structural: true });
-        }
-        let (root, _) = build::apply(self.to, 0, &ops, &mut ApplyReport::default())?;
+        let (lo, hi) = (path::child_prefix(link.src), path::subtree_end(link.src));
+        let mut pieces = Vec::new();
+        self.copy_range(region, link.root, &lo, hi.as_deref(), None, 0, &mut pieces)?;
+        let (root, _) = build::write_tree(self.to, pieces)?;
         self.links.insert(memo, root);
         Ok(root)
+    }
+
+    /// The parts of the tree at `offset` with keys in `[lo, hi)`: subtrees
+    /// wholly inside as copies, entries of the edge leaves one by one.
+    /// `upper` bounds the node's own keys (its next sibling's first key).
+    #[allow(clippy::too_many_arguments)]
+    fn copy_range<'r>(
+        &mut self,
+        region: &'r [u8],
+        offset: u64,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+        upper: Option<&[u8]>,
+        depth: usize,
+        out: &mut Vec<build::Piece<'r>>,
+    ) -> Result<()> {
+        let damaged = |d: node::Damage| d.into_error(self.path);
+        if offset == 0 {
+            return Ok(());
+        }
+        if depth > 64 {
+            return Err(damaged(node::Damage::new(offset, "tree deeper than any valid tree")));
+        }
+        let kind = region.get(offset as usize).copied().unwrap_or(0);
+        node::verified_node_at(region, offset, kind).map_err(damaged)?;
+        let below_hi = |k: &node::Key<'_>| hi.is_none_or(|h| k.cmp_bytes(h).is_lt());
+        if kind == KIND_LEAF {
+            let view = node::LeafView::parse(region, offset).map_err(damaged)?;
+            for i in view.search(lo).map_err(damaged)?.0..view.len() {
+                let e = view.entry(i).map_err(damaged)?;
+                if !below_hi(&e.key) {
+                    break;
+                }
+                let value = self.copy_value(region, e.value)?;
+                let link = match e.link {
+                    Some(l) => Some(node::Link { root: self.copy_link(region, l)?, ..l }),
+                    None => None,
+                };
+                out.push(build::Piece::Entry(node::EntryRef { key: e.key, value, link }));
+            }
+            return Ok(());
+        }
+        let view = node::InternalView::parse(region, offset).map_err(damaged)?;
+        for i in view.route(lo).map_err(damaged)?.unwrap_or(0)..view.len() {
+            let start = view.key(i).map_err(damaged)?;
+            if !below_hi(&start) {
+                break;
+            }
+            let next = if i + 1 < view.len() {
+                Some(view.key(i + 1).map_err(damaged)?.to_vec())
+            } else {
+                upper.map(<[u8]>::to_vec)
+            };
+            let inside = start.cmp_bytes(lo).is_ge()
+                && match (&next, hi) {
+                    (_, None) => true,
+                    (Some(n), Some(h)) => n.as_slice() <= h,
+                    (None, Some(_)) => false,
+                };
+            let child = view.child(i).map_err(damaged)?;
+            if inside {
+                let copied = self.copy(region, child, None)?;
+                out.push(build::Piece::Child(node::ChildRef {
+                    first_key: start,
+                    offset: copied,
+                    keys: view.keys_below(i),
+                    node_bytes: node::NODE_TARGET_BYTES,
+                }));
+            } else {
+                self.copy_range(region, child, lo, hi, next.as_deref(), depth + 1, out)?;
+            }
+        }
+        Ok(())
     }
 }

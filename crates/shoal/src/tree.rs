@@ -193,63 +193,6 @@ pub fn children<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<(u64, Vec<
     Ok((root, key.into_owned(), out))
 }
 
-/// The entries strictly below `key` in the tree at `root` (links not
-/// followed), reading only the nodes that hold them and their ancestors;
-/// with `verify`, each of those nodes' checksums is checked.
-pub fn entries_below<'a>(region: &'a [u8], root: u64, key: &[u8], verify: bool) -> Parse<Vec<LeafEntry<'a>>> {
-    let lo = crate::path::child_prefix(key);
-    let hi = crate::path::subtree_end(key);
-    let mut out = Vec::new();
-    collect_range(region, root, &lo, hi.as_deref(), verify, 0, &mut out)?;
-    Ok(out)
-}
-
-fn collect_range<'a>(
-    region: &'a [u8],
-    offset: u64,
-    lo: &[u8],
-    hi: Option<&[u8]>,
-    verify: bool,
-    depth: usize,
-    out: &mut Vec<LeafEntry<'a>>,
-) -> Parse<()> {
-    if offset == 0 {
-        return Ok(());
-    }
-    if depth > MAX_DEPTH {
-        return Err(Damage::new(offset, "tree deeper than any valid tree"));
-    }
-    let kind = kind_at(region, offset)?;
-    if verify {
-        node::verified_node_at(region, offset, kind)?;
-    }
-    let below_hi = |k: &Key<'_>| hi.is_none_or(|h| k.cmp_bytes(h).is_lt());
-    match kind {
-        KIND_LEAF => {
-            let view = LeafView::parse(region, offset)?;
-            for i in view.search(lo)?.0..view.len() {
-                let e = view.entry(i)?;
-                if !below_hi(&e.key) {
-                    break;
-                }
-                out.push(e);
-            }
-            Ok(())
-        }
-        KIND_INTERNAL => {
-            let view = InternalView::parse(region, offset)?;
-            for i in view.route(lo)?.unwrap_or(0)..view.len() {
-                if !below_hi(&view.key(i)?) {
-                    break;
-                }
-                collect_range(region, view.child(i)?, lo, hi, verify, depth + 1, out)?;
-            }
-            Ok(())
-        }
-        other => Err(unexpected(offset, other)),
-    }
-}
-
 /// Nodes strictly below `key` in the tree at `root` (a link counts for its
 /// whole subtree), from the subtree counts of internal nodes: it reads the
 /// nodes along the two edges of the key range, not the range.

@@ -248,8 +248,8 @@ impl<'s> Transaction<'s> {
     /// what was at `to`, by reference: however large the subtree, the copy
     /// writes a few nodes and shares the source's bytes. A write below `to`
     /// splits the copy along its path (a node per child of each node on the
-    /// path). The next compaction gives each distinct copy its own copy of
-    /// the subtree (copies made at one version share one). The subtree copied is the one the transaction began with; the
+    /// path). Compaction keeps the copy's nodes shared with its source's
+    /// (all but the edges of the copied range). The subtree copied is the one the transaction began with; the
     /// commit conflicts if anything in it changed meanwhile. A source this
     /// transaction has already written to (at or below `from`) is refused
     /// with [`Error::CopySourceWritten`]: copy it in a transaction of its

@@ -290,3 +290,34 @@ fn a_subtree_copy_is_one_change_for_watchers_at_and_below_it() {
     // there already (empty, as in the copy), and /dst keeps its empty value.
     assert_eq!(diff.changes.len(), 1 + 300 + 97 - 1);
 }
+
+#[test]
+fn compaction_keeps_copies_made_at_different_versions_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let options =
+        Options { durability: Durability::None, auto_compact: false, retain_versions: 1, ..Options::default() };
+    let store = Store::open(dir.path(), options).unwrap();
+    fill(&store, "/src", 20_000);
+    store.compact().unwrap();
+    let alone = store.stat().unwrap().live_bytes;
+    // Ten copies of the unchanged subtree, each at a version of its own.
+    for i in 0..10 {
+        copy_tree(&store, "/src", &format!("/copies/{i}"));
+        put(&store, "/unrelated", format!("{i}").as_bytes());
+    }
+    let before = subtree(&store.snapshot(), "/");
+    store.compact().unwrap();
+    store.compact().unwrap();
+    let shared = store.stat().unwrap().live_bytes;
+    // The subtree once, plus the edges of each copy's range: not ten subtrees.
+    assert!(shared < alone + alone / 4, "{alone} bytes alone, {shared} with ten copies after compaction");
+    let snap = store.snapshot();
+    assert_eq!(subtree(&snap, "/"), before);
+    snap.verify().unwrap();
+    // Writes into one copy still leave the others and the source alone.
+    put(&store, "/copies/3/7/7", b"mine");
+    let snap = store.snapshot();
+    assert_eq!(snap.get("/copies/3/7/7").unwrap(), Some(&b"mine"[..]));
+    assert_eq!(snap.get("/copies/4/7/7").unwrap(), Some(&b"value 7"[..]));
+    assert_eq!(snap.get("/src/7/7").unwrap(), Some(&b"value 7"[..]));
+}
