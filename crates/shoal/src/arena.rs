@@ -53,6 +53,10 @@ pub struct MappedGeneration {
 }
 
 impl MappedGeneration {
+    fn new(generation: u64, path: PathBuf, map: Mapping, file: File, len: u64) -> MappedGeneration {
+        MappedGeneration { generation, path, map, file, file_len: AtomicU64::new(len), store_id: Default::default() }
+    }
+
     /// The immutable readable prefix `[0, end)`, after checking the file
     /// really is that long (so no access can fault).
     /// Makes everything written to the file durable.
@@ -169,14 +173,7 @@ pub fn open_read_only(dir: &Path, generation: u64) -> Result<Arc<MappedGeneratio
     let reserve = check_header(&path, &read_header(&file, &path)?, generation)?;
     let len = file.metadata().at(&path)?.len();
     let map = Mapping::read_only(&file, reserve.max(len)).at(&path)?;
-    Ok(Arc::new(MappedGeneration {
-        generation,
-        path,
-        map,
-        file,
-        file_len: AtomicU64::new(len),
-        store_id: Default::default(),
-    }))
+    Ok(Arc::new(MappedGeneration::new(generation, path, map, file, len)))
 }
 
 /// The writer's handle on the current generation: appends nodes.
@@ -249,14 +246,7 @@ impl WriterArena {
         }
         let map = Mapping::read_only(&file, reserve.max(len)).at(&path)?;
         let reserve = map.len();
-        let mapped = Arc::new(MappedGeneration {
-            generation,
-            path,
-            map,
-            file,
-            file_len: AtomicU64::new(len),
-            store_id: Default::default(),
-        });
+        let mapped = Arc::new(MappedGeneration::new(generation, path, map, file, len));
         Ok(WriterArena { mapped, flushed: Cell::new(cursor), pending: RefCell::new(Vec::new()), reserve })
     }
 

@@ -136,6 +136,22 @@ fn missing_ancestors(m: &Model, path: &str) -> Vec<String> {
     out
 }
 
+/// What `copy_tree(from, to)` does to the model, and to the paths written.
+fn model_copy_tree(model: &mut Model, written: &mut std::collections::BTreeSet<String>, from: &str, to: &str) {
+    let copied: Vec<(String, Vec<u8>)> = model
+        .iter()
+        .filter(|(k, _)| is_below(k, from))
+        .map(|(k, v)| (format!("{to}{}", &k[from.len()..]), v.clone()))
+        .collect();
+    model.retain(|k, _| !is_below(k, to));
+    written.retain(|k| !is_below(k, to));
+    written.extend(missing_ancestors(model, to));
+    written.insert(to.to_string());
+    for (k, v) in copied {
+        model_put(model, &k, &v);
+    }
+}
+
 /// Applies ops to a transaction and to a model copy; both must agree.
 /// `written` mirrors the paths the transaction has buffered writes for
 /// (`copy_tree` refuses a source written to in the same transaction).
@@ -196,18 +212,7 @@ fn run_ops(txn: &mut shoal::Transaction<'_>, model: &mut Model, ops: &[TxnOp]) {
                     }
                     Ok(()) => {
                         assert!(!source_written && model.contains_key(from), "copy_tree {from} -> {to} accepted");
-                        let copied: Vec<(String, Vec<u8>)> = model
-                            .iter()
-                            .filter(|(k, _)| is_below(k, from))
-                            .map(|(k, v)| (format!("{to}{}", &k[from.len()..]), v.clone()))
-                            .collect();
-                        model.retain(|k, _| !is_below(k, to));
-                        written.retain(|k| !is_below(k, to));
-                        written.extend(missing_ancestors(model, to));
-                        written.insert(to.clone());
-                        for (k, v) in copied {
-                            model_put(model, &k, &v);
-                        }
+                        model_copy_tree(model, &mut written, from, to);
                     }
                     Err(e) => panic!("copy_tree {from} -> {to}: {e}"),
                 }
@@ -499,18 +504,7 @@ fn model_ops(model: &mut Model, ops: &[TxnOp]) -> Vec<String> {
                 } else if !model.contains_key(from) {
                     "no such path".into()
                 } else {
-                    let copied: Vec<(String, Vec<u8>)> = model
-                        .iter()
-                        .filter(|(k, _)| is_below(k, from))
-                        .map(|(k, v)| (format!("{to}{}", &k[from.len()..]), v.clone()))
-                        .collect();
-                    model.retain(|k, _| !is_below(k, to));
-                    written.retain(|k| !is_below(k, to));
-                    written.extend(missing_ancestors(model, to));
-                    written.insert(to.clone());
-                    for (k, v) in copied {
-                        model_put(model, &k, &v);
-                    }
+                    model_copy_tree(model, &mut written, from, to);
                     "ok".into()
                 }
             }
