@@ -6,7 +6,8 @@
 //! single-key commits (durability off/on, 1 and 16 committers), 4 bulk load,
 //! 5 update propagation to another process, 6 memory (PSS) of P+1 processes
 //! holding the dataset, 7 reopen → first read. Each row: a warm-up, then
-//! `--reps` repetitions; cells show the median with min–max.
+//! `--reps` repetitions; cells show the median with min–max. Row 1
+//! interleaves the engines' repetitions (see `interleaved_rows`).
 
 mod dataset;
 mod engines;
@@ -232,6 +233,15 @@ fn run(args: Args, command: String) -> Result<()> {
     eprintln!("shoal-bench: generating {} keys ...", cfg.spec.keys);
     let data = cfg.spec.generate();
     let mut engine_notes = Vec::new();
+    let available: Vec<&String> = cfg.engines.iter().filter(|n| engines::unavailable(n).is_none()).collect();
+    if let Err(e) = interleaved_rows(&cfg, &data, &root.0, &available, &mut rows) {
+        eprintln!("shoal-bench: interleaved rows: error: {e}");
+        for row in rows.iter_mut().filter(|r| INTERLEAVED.contains(&r.id)) {
+            for name in &available {
+                row.cells.insert(name.to_string(), Cell::Text(format!("error: {e}")));
+            }
+        }
+    }
     for name in &cfg.engines {
         if let Some(reason) = engines::unavailable(name) {
             eprintln!("shoal-bench: {name}: {reason}");
@@ -272,6 +282,11 @@ fn notes(cfg: &Config, report: &mut Report) {
     let notes = vec![
         "Processes, not threads: every reader, poller and memory reader is a separate process \
          (the binary re-executes itself); concurrent readers start together on a `go` line."
+            .to_string(),
+        "Interleaved: rows 1a and 1b load every engine first, then run each repetition as one window \
+         of every engine back to back, so that the machine's drift over the run falls on all engines \
+         alike; the other rows run engine after engine (commits too: one store's background work would \
+         spill into another's windows)."
             .to_string(),
         format!(
             "Point reads: each process reads random dataset keys in batches of {}: shoal takes a fresh \
@@ -429,14 +444,7 @@ impl EngineRun<'_> {
             self.set_result("6b", size);
         }
 
-        if cfg.wants(1) {
-            self.progress("point reads, 1 process");
-            let result = self.reads(e, 1);
-            self.set_result("1a", result);
-            self.progress(&format!("point reads, {} processes", cfg.processes));
-            let result = self.reads(e, cfg.processes);
-            self.set_result("1b", result);
-        }
+        // Row 1: measured by `interleaved_rows`.
         if cfg.wants(2) {
             if self.name == "redis" {
                 self.set(
@@ -511,23 +519,6 @@ impl EngineRun<'_> {
             }
         }
         Ok(Figure::from_samples(samples))
-    }
-
-    /// Random point reads from `procs` processes at once; the figure is the
-    /// sum of the processes' rates.
-    fn reads(&self, e: &mut dyn Engine, procs: usize) -> Result<Figure> {
-        let cfg = self.cfg;
-        let pool = cfg.spec.keys.clamp(1, 1 << 18);
-        let jobs = (0..procs)
-            .map(|i| worker::reads_job(self.name, &e.location(), &cfg.spec, i as u64, pool, cfg.batch))
-            .collect();
-        let rates = run_windows(jobs, cfg.reps, cfg.window, |w| {
-            let d = w.expect("done")?;
-            let gets: f64 = d.first().ok_or("done: gets")?.parse()?;
-            let ns: f64 = d.get(1).ok_or("done: ns")?.parse()?;
-            Ok(gets / (ns / 1e9))
-        })?;
-        Ok(Figure::from_samples(rates))
     }
 
     fn scan(&self, e: &mut dyn Engine) -> Result<Figure> {
@@ -640,46 +631,152 @@ impl EngineRun<'_> {
     fn commits(&self, e: &mut dyn Engine, durability: Durability, threads: usize) -> Result<Figure> {
         let cfg = self.cfg;
         e.open(durability)?;
-        let keys: Vec<Vec<String>> = (0..threads).map(|t| cfg.spec.random_keys(1000 + t as u64, 4096)).collect();
-        let values: Vec<Vec<u8>> = (0..64).map(|i| cfg.spec.value(i, 1 + i as u64)).collect();
+        let load = CommitLoad::new(cfg, threads);
         let mut samples = Vec::new();
         let mut retries = 0u64;
         for rep in 0..=cfg.reps {
-            let committers = (0..threads).map(|_| e.committer()).collect::<Result<Vec<_>>>()?;
-            let barrier = Barrier::new(threads);
-            let results: Vec<Result<(u64, u64, f64)>> = std::thread::scope(|s| {
-                let handles: Vec<_> = committers
-                    .into_iter()
-                    .zip(&keys)
-                    .map(|(mut c, keys)| {
-                        let (values, barrier, window) = (&values, &barrier, cfg.window);
-                        s.spawn(move || -> Result<(u64, u64, f64)> {
-                            barrier.wait();
-                            let start = Instant::now();
-                            let (mut n, mut retries) = (0usize, 0u64);
-                            while start.elapsed() < window {
-                                retries += c.commit(&keys[n % keys.len()], &values[n % values.len()])?;
-                                n += 1;
-                            }
-                            Ok((n as u64, retries, start.elapsed().as_secs_f64()))
-                        })
-                    })
-                    .collect();
-                handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("a committer panicked".into()))).collect()
-            });
-            let mut total = 0.0;
-            for r in results {
-                let (n, r, secs) = r?;
-                total += n as f64 / secs;
-                retries += r;
-            }
+            let (rate, r) = load.window(e, cfg.window)?;
+            retries += r;
             if rep > 0 {
-                samples.push(total);
+                samples.push(rate);
             }
         }
         let fig = Figure::from_samples(samples);
         Ok(if retries > 0 { fig.with_detail(format!("{retries} conflict retries")) } else { fig })
     }
+}
+
+/// The keys and values of a commit row, one key list per committer thread.
+struct CommitLoad {
+    keys: Vec<Vec<String>>,
+    values: Vec<Vec<u8>>,
+}
+
+impl CommitLoad {
+    fn new(cfg: &Config, threads: usize) -> CommitLoad {
+        CommitLoad {
+            keys: (0..threads).map(|t| cfg.spec.random_keys(1000 + t as u64, 4096)).collect(),
+            values: (0..64).map(|i| cfg.spec.value(i, 1 + i as u64)).collect(),
+        }
+    }
+
+    /// One window of commits from every committer thread at once: the sum
+    /// of their rates, and the conflict retries.
+    fn window(&self, e: &dyn Engine, window: Duration) -> Result<(f64, u64)> {
+        let threads = self.keys.len();
+        let committers = (0..threads).map(|_| e.committer()).collect::<Result<Vec<_>>>()?;
+        let barrier = Barrier::new(threads);
+        let results: Vec<Result<(u64, u64, f64)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = committers
+                .into_iter()
+                .zip(&self.keys)
+                .map(|(mut c, keys)| {
+                    let (values, barrier) = (&self.values, &barrier);
+                    s.spawn(move || -> Result<(u64, u64, f64)> {
+                        barrier.wait();
+                        let start = Instant::now();
+                        let (mut n, mut retries) = (0usize, 0u64);
+                        while start.elapsed() < window {
+                            retries += c.commit(&keys[n % keys.len()], &values[n % values.len()])?;
+                            n += 1;
+                        }
+                        Ok((n as u64, retries, start.elapsed().as_secs_f64()))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("a committer panicked".into()))).collect()
+        });
+        let (mut total, mut retries) = (0.0, 0u64);
+        for r in results {
+            let (n, r, secs) = r?;
+            total += n as f64 / secs;
+            retries += r;
+        }
+        Ok((total, retries))
+    }
+}
+
+/// The rows whose engines run their repetitions interleaved.
+const INTERLEAVED: [&str; 2] = ["1a", "1b"];
+
+/// Row 1 with the engines' windows interleaved: each repetition runs one
+/// window of every engine back to back, so that the machine's drift over a
+/// run (on this VM an anchor's own figure moved by a third between two runs
+/// minutes apart) falls on every engine alike, and each ratio compares
+/// windows seconds apart. Commits are not interleaved: a store's background
+/// work (shoal's compaction, writeback) would spill into the next engine's
+/// window and flatter the one that caused it.
+fn interleaved_rows(
+    cfg: &Config,
+    data: &Dataset,
+    root: &std::path::Path,
+    names: &[&String],
+    rows: &mut [Row],
+) -> Result<()> {
+    if !cfg.wants(1) {
+        return Ok(());
+    }
+    let dir = root.join("interleaved");
+    std::fs::create_dir_all(&dir)?;
+    let mut engines = Vec::new();
+    for name in names {
+        eprintln!("shoal-bench: {name}: loading for the interleaved rows");
+        let mut e = engines::engine(name, &dir, &cfg.spec)?;
+        e.create(Durability::Off)?;
+        e.bulk_load(data)?;
+        engines.push(e);
+    }
+    let mut set = |id: &str, name: &str, fig: Figure| {
+        if let Some(row) = rows.iter_mut().find(|r| r.id == id) {
+            row.cells.insert(name.to_string(), Cell::Figure(fig));
+        }
+    };
+    if cfg.wants(1) {
+        for (id, procs) in [("1a", 1), ("1b", cfg.processes)] {
+            eprintln!("shoal-bench: point reads, {procs} process(es), engines interleaved");
+            let pool = cfg.spec.keys.clamp(1, 1 << 18);
+            let mut workers = Vec::new();
+            for e in &engines {
+                let jobs = (0..procs)
+                    .map(|i| worker::reads_job(e.name(), &e.location(), &cfg.spec, i as u64, pool, cfg.batch));
+                let mut ws = jobs.map(|j| WorkerProc::spawn(&j)).collect::<Result<Vec<_>>>()?;
+                for w in &mut ws {
+                    w.expect("ready")?;
+                }
+                workers.push(ws);
+            }
+            let mut samples = vec![Vec::new(); engines.len()];
+            for rep in 0..=cfg.reps {
+                for (k, ws) in workers.iter_mut().enumerate() {
+                    for w in ws.iter_mut() {
+                        w.send(&format!("go {}", cfg.window.as_millis()))?;
+                    }
+                    let mut total = 0.0;
+                    for w in ws.iter_mut() {
+                        let d = w.expect("done")?;
+                        let gets: f64 = d.first().ok_or("done: gets")?.parse()?;
+                        let ns: f64 = d.get(1).ok_or("done: ns")?.parse()?;
+                        total += gets / (ns / 1e9);
+                    }
+                    if rep > 0 {
+                        samples[k].push(total);
+                    }
+                }
+            }
+            for ws in workers {
+                for w in ws {
+                    w.finish()?;
+                }
+            }
+            for (e, s) in engines.iter().zip(samples) {
+                set(id, e.name(), Figure::from_samples(s));
+            }
+        }
+    }
+    for mut e in engines {
+        e.close()?;
+    }
+    Ok(())
 }
 
 /// Starts one worker per job, waits until all are ready, then runs a warm-up
