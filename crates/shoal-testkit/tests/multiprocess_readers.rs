@@ -1,6 +1,8 @@
 //! Reader processes read while the writer (this process) commits thousands
 //! of versions and compacts. Each reader checks an invariant that holds only
-//! in complete versions, and that versions never go backwards.
+//! in complete versions, and that versions never go backwards. Some commits
+//! copy subtrees by reference and write into the copies, so the readers also
+//! read through links while compactions re-root them.
 
 use shoal::{Durability, Options, Store};
 use shoal_testkit::{field, ChildProcess};
@@ -27,6 +29,16 @@ fn readers_see_only_complete_versions_across_commits_and_compactions() {
     let mut compactions = 0;
     for i in 1..=COMMITS {
         let mut txn = store.begin();
+        // Copies of the version before: the invariant holds in them too.
+        if i % 7 == 0 {
+            txn.copy_tree("/inv", "/inv-copy").unwrap();
+        }
+        if i % 250 == 0 {
+            txn.copy_tree("/bulk", &format!("/bulk-copy/{}", i % 1000)).unwrap();
+        }
+        if i % 11 == 0 {
+            txn.put(&format!("/bulk-copy/250/{}/{}", i % 100, i % 20_000), "written into a copy").unwrap();
+        }
         let c = i % 13;
         // a == b and a + c == sum hold only when all four writes are visible together.
         txn.put("/inv/a", i.to_string()).unwrap();
@@ -50,6 +62,7 @@ fn readers_see_only_complete_versions_across_commits_and_compactions() {
         assert_eq!(field(report, "last"), Some(stop), "{report}");
         // The reader really overlapped the commit stream.
         assert!(field(report, "distinct").unwrap() > 10, "{report}");
+        assert!(field(report, "copies").unwrap() > 0, "the copies were never read: {report}");
     }
     assert_eq!(compactions, 6);
 }
