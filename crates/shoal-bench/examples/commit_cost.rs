@@ -7,7 +7,13 @@ use std::time::Instant;
 
 fn main() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let options = shoal::Options { durability: shoal::Durability::None, auto_compact: false, ..Default::default() };
+    // A 4 GiB reservation (not the default 64 GiB), so that it also runs under valgrind.
+    let options = shoal::Options {
+        durability: shoal::Durability::None,
+        auto_compact: false,
+        map_reserve_bytes: 4 << 30,
+        ..Default::default()
+    };
     let store = shoal::Store::open(dir.path(), options).expect("open");
     let keys: Vec<String> = {
         let mut k: Vec<String> = (0..1_000_000).map(|i| format!("/local/domain/{}/f{}", i / 4, i % 4)).collect();

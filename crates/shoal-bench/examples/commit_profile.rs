@@ -1,14 +1,27 @@
 //! One-key commits on 1,000,000 keys with automatic compaction on, as in
 //! the bench's row 3a but in one process and without the anchors: a loop
-//! to run under `perf record`. `N` (environment) commits, default 300,000.
+//! to run under `perf record`. Environment: `N` commits (default 300,000)
+//! on `KEYS` keys (default 1,000,000).
 //!
 //! `cargo run --release -p shoal-bench --example commit_profile`
+//!
+//! Instructions per commit, repeatable whatever else the machine does
+//! (rustix's libc backend, because valgrind trips over its raw auxv reads):
+//!
+//! ```sh
+//! RUSTFLAGS="--cfg rustix_use_libc" CARGO_TARGET_DIR=target/cg cargo build --release -p shoal-bench --example commit_profile
+//! N=10000 KEYS=200000 valgrind --tool=callgrind --collect-atstart=no \
+//!     --toggle-collect='shoal::txn::Transaction::commit' target/cg/release/examples/commit_profile
+//! ```
 
 fn main() {
     let dir = tempfile::tempdir().expect("dir");
-    let options = shoal::Options { durability: shoal::Durability::None, ..Default::default() };
+    // A 4 GiB reservation (not the default 64 GiB), so that it also runs under valgrind.
+    let options =
+        shoal::Options { durability: shoal::Durability::None, map_reserve_bytes: 4 << 30, ..Default::default() };
     let store = shoal::Store::open(dir.path(), options).expect("open");
-    let mut keys: Vec<String> = (0..1_000_000).map(|i| format!("/local/domain/{}/f{}", i / 4, i % 4)).collect();
+    let count: usize = std::env::var("KEYS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let mut keys: Vec<String> = (0..count).map(|i| format!("/local/domain/{}/f{}", i / 4, i % 4)).collect();
     keys.sort();
     let value = [7u8; 100];
     store.bulk_load(keys.iter().map(|k| (k.as_str(), &value[..]))).expect("bulk load");

@@ -191,6 +191,8 @@ pub struct WriterArena {
     flushed: Cell<u64>,
     /// Nodes appended above `flushed`, not yet written (8-aligned length).
     pending: RefCell<Vec<u8>>,
+    /// The builder's encoding buffer, kept between commits.
+    scratch: RefCell<Vec<u8>>,
     reserve: u64,
 }
 
@@ -247,7 +249,13 @@ impl WriterArena {
         let map = Mapping::read_only(&file, reserve.max(len)).at(&path)?;
         let reserve = map.len();
         let mapped = Arc::new(MappedGeneration::new(generation, path, map, file, len));
-        Ok(WriterArena { mapped, flushed: Cell::new(cursor), pending: RefCell::new(Vec::new()), reserve })
+        Ok(WriterArena {
+            mapped,
+            flushed: Cell::new(cursor),
+            pending: RefCell::new(Vec::new()),
+            scratch: RefCell::new(Vec::new()),
+            reserve,
+        })
     }
 
     pub fn generation(&self) -> u64 {
@@ -347,6 +355,13 @@ impl crate::build::NodeSink for WriterArena {
     }
     fn read_node(&self, offset: u64) -> Result<Vec<u8>> {
         WriterArena::read_node(self, offset)
+    }
+    fn take_buffer(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.scratch.borrow_mut())
+    }
+    fn give_buffer(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        *self.scratch.borrow_mut() = buf;
     }
     fn kind_and_count(&self, offset: u64) -> Result<(u8, usize)> {
         let flushed = self.flushed.get();

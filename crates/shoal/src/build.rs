@@ -35,6 +35,13 @@ pub trait NodeSink {
     fn read_node(&self, offset: u64) -> Result<Vec<u8>>;
     /// Converts node damage into an error naming the arena file.
     fn damaged(&self, damage: node::Damage) -> crate::Error;
+    /// A buffer to encode nodes in, kept between batches: a fresh one each
+    /// commit would cost a large allocation (and the allocator's
+    /// consolidation it triggers). Give it back with [`NodeSink::give_buffer`].
+    fn take_buffer(&self) -> Vec<u8> {
+        Vec::with_capacity(2 * NODE_TARGET_BYTES)
+    }
+    fn give_buffer(&self, _buf: Vec<u8>) {}
     /// The kind and entry count of the node at `offset`, flushed or not.
     fn kind_and_count(&self, offset: u64) -> Result<(u8, usize)> {
         let bytes = self.read_node(offset)?;
@@ -218,19 +225,24 @@ pub fn store_value(sink: &dyn NodeSink, value: &[u8]) -> Result<StoredValue> {
 /// and the number of nodes below it (`None`: no op, the tree is unchanged).
 pub fn apply(sink: &dyn NodeSink, root: u64, ops: &[Op], report: &mut ApplyReport) -> Result<(u64, Option<u64>)> {
     debug_assert!(ops.windows(2).all(|w| w[0].key() <= w[1].key()));
-    let mut builder = Builder { sink, buf: Vec::with_capacity(2 * NODE_TARGET_BYTES), report };
-    let refs: Vec<&Op> = ops.iter().collect();
-    let top = if root == 0 {
-        let mut out = Vec::new();
-        merge_leaf(&[], &refs, &mut out, builder.report);
-        builder.write_chunks(Items::Leaf(out))?
-    } else if ops.is_empty() {
+    if root != 0 && ops.is_empty() {
         return Ok((root, None));
-    } else {
-        builder.apply_node(root, &refs)?
-    };
-    let keys = top.iter().map(|c| c.keys).fold(0u64, u64::saturating_add);
-    Ok((builder.finish_root(top)?, Some(keys)))
+    }
+    let mut builder = Builder { sink, buf: sink.take_buffer(), report };
+    let refs: Vec<&Op> = ops.iter().collect();
+    let result = (|| {
+        let top = if root == 0 {
+            let mut out = Vec::new();
+            merge_leaf(&[], &refs, &mut out, builder.report);
+            builder.write_chunks(Items::Leaf(out))?
+        } else {
+            builder.apply_node(root, &refs)?
+        };
+        let keys = top.iter().map(|c| c.keys).fold(0u64, u64::saturating_add);
+        Ok((builder.finish_root(top)?, Some(keys)))
+    })();
+    sink.give_buffer(builder.buf);
+    result
 }
 
 /// A part of a tree that [`write_tree`] assembles: an entry for a leaf, or
@@ -342,10 +354,11 @@ impl<'s> Builder<'s, '_> {
         let region: &'s [u8] = self.sink.region();
         let view = InternalView::parse(region, offset).map_err(|d| self.damaged(d))?;
         let n = view.len();
-        // Ops per child, in batch order. Children strictly inside a deleted
-        // subtree are dropped unseen unless a later write lands in them.
-        let mut touched: std::collections::BTreeMap<usize, Vec<&'o Op>> = std::collections::BTreeMap::new();
-        let mut covered = vec![false; n];
+        // Ops per child (sorted by child, each in batch order). Children
+        // strictly inside a deleted subtree are dropped unseen unless a later
+        // write lands in them. Vectors, not maps: a commit touches few children.
+        let mut touched: Vec<(usize, Vec<&'o Op>)> = Vec::new();
+        let mut covered: Vec<usize> = Vec::new();
         for &op in ops {
             let first = view.route(op.key()).map_err(|d| self.damaged(d))?.unwrap_or(0);
             let last = match op {
@@ -357,28 +370,31 @@ impl<'s> Builder<'s, '_> {
                 },
                 _ => first,
             };
-            for (i, covered) in covered.iter_mut().enumerate().take(last + 1).skip(first) {
-                *covered |= i > first && i < last;
-                touched.entry(i).or_default().push(op);
+            covered.extend(first + 1..last);
+            for i in first..=last {
+                match touched.binary_search_by_key(&i, |t| t.0) {
+                    Ok(at) => touched[at].1.push(op),
+                    Err(at) => touched.insert(at, (i, vec![op])),
+                }
             }
         }
-        let dropped: Vec<bool> = (0..n)
-            .map(|i| {
-                covered[i] && touched.get(&i).is_some_and(|o| o.iter().all(|op| matches!(op, Op::DeleteTree { .. })))
-            })
-            .collect();
+        let dropped = |i: usize, child_ops: &[&Op]| {
+            covered.contains(&i) && child_ops.iter().all(|op| matches!(op, Op::DeleteTree { .. }))
+        };
         // Rebuild the touched children first.
-        let mut rebuilt: std::collections::BTreeMap<usize, Vec<ChildRef<'s>>> = std::collections::BTreeMap::new();
-        for (&i, child_ops) in &touched {
-            if !dropped[i] {
-                let child = view.child(i).map_err(|d| self.damaged(d))?;
-                rebuilt.insert(i, self.apply_node(child, child_ops)?);
+        let mut rebuilt: Vec<(usize, Option<Vec<ChildRef<'s>>>)> = Vec::with_capacity(touched.len());
+        for (i, child_ops) in &touched {
+            if dropped(*i, child_ops) {
+                rebuilt.push((*i, None));
+            } else {
+                let child = view.child(*i).map_err(|d| self.damaged(d))?;
+                rebuilt.push((*i, Some(self.apply_node(child, child_ops)?)));
             }
         }
         // The common case (one child changed, its smallest key kept, not
         // underfull): copy this node with one child pointer patched.
-        if rebuilt.len() == 1 && !dropped.iter().any(|&d| d) {
-            let (&i, results) = rebuilt.iter().next().expect("one entry");
+        if let [(i, Some(results))] = rebuilt.as_slice() {
+            let i = *i;
             if let [child] = results.as_slice() {
                 let key = view.key(i).map_err(|d| self.damaged(d))?;
                 if child.first_key.cmp_key(&key).is_eq() && child.node_bytes >= NODE_TARGET_BYTES / 4 {
@@ -393,12 +409,11 @@ impl<'s> Builder<'s, '_> {
             }
         }
         let mut out: Vec<(ChildRef<'s>, bool)> = Vec::with_capacity(n + 4);
-        for (i, &dropped) in dropped.iter().enumerate() {
-            if dropped {
-                continue;
-            }
-            match rebuilt.remove(&i) {
-                Some(results) => out.extend(results.into_iter().map(|r| (r, true))),
+        let mut rebuilt = rebuilt.into_iter().peekable();
+        for i in 0..n {
+            match rebuilt.next_if(|(j, _)| *j == i) {
+                Some((_, None)) => {}
+                Some((_, Some(results))) => out.extend(results.into_iter().map(|r| (r, true))),
                 None => {
                     let first_key = view.key(i).map_err(|d| self.damaged(d))?;
                     let offset = view.child(i).map_err(|d| self.damaged(d))?;
@@ -469,9 +484,9 @@ impl<'s> Builder<'s, '_> {
     fn write_chunks(&mut self, items: Items<'s>) -> Result<Vec<ChildRef<'s>>> {
         match items {
             Items::Leaf(entries) => {
-                let sizes: Vec<usize> = entries.iter().map(EntryRef::encoded_len).collect();
-                let mut refs = Vec::new();
-                for range in chunk_ranges(&sizes) {
+                let ranges = chunks_of(&entries, EntryRef::encoded_len);
+                let mut refs = Vec::with_capacity(ranges.len());
+                for range in ranges {
                     let chunk = &entries[range];
                     node::build_leaf(chunk, &mut self.buf);
                     let offset = self.sink.append(&self.buf)?;
@@ -485,9 +500,9 @@ impl<'s> Builder<'s, '_> {
                 Ok(refs)
             }
             Items::Internal(children) => {
-                let sizes: Vec<usize> = children.iter().map(ChildRef::encoded_len).collect();
-                let mut refs = Vec::new();
-                for range in chunk_ranges(&sizes) {
+                let ranges = chunks_of(&children, ChildRef::encoded_len);
+                let mut refs = Vec::with_capacity(ranges.len());
+                for range in ranges {
                     let chunk = &children[range];
                     node::build_internal(chunk, &mut self.buf);
                     let offset = self.sink.append(&self.buf)?;
@@ -502,6 +517,16 @@ impl<'s> Builder<'s, '_> {
             }
         }
     }
+}
+
+/// The node-sized ranges of `items` ([`chunk_ranges`]), without listing
+/// their sizes when all fit in one node (the common case of a commit).
+fn chunks_of<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<std::ops::Range<usize>> {
+    let total: usize = items.iter().map(&size).sum();
+    if items.is_empty() || (total <= NODE_TARGET_BYTES - node::HEADER_BYTES && items.len() <= node::MAX_COUNT) {
+        return std::iter::once(0..items.len()).filter(|r| !r.is_empty()).collect();
+    }
+    chunk_ranges(&items.iter().map(size).collect::<Vec<_>>())
 }
 
 /// Merges sorted leaf entries with sorted ops into `out`.

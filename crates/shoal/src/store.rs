@@ -453,8 +453,10 @@ fn retained_chain(region: &[u8], head: Commit, count: usize, path: &Path) -> Res
 
 /// Converts journal ops (sorted by key; for one key a subtree deletion
 /// first) into builder ops: values stored, missing ancestors of written
-/// nodes created with empty values, still sorted.
-fn prepare_ops(arena: &WriterArena, head_root: u64, jops: Vec<JournalOp>) -> Result<Vec<Op>> {
+/// nodes created with empty values, still sorted. `ancestors_known`: the
+/// batch already holds every missing ancestor (a transaction whose base is
+/// the head creates them itself), so none is looked up.
+fn prepare_ops(arena: &WriterArena, head_root: u64, jops: Vec<JournalOp>, ancestors_known: bool) -> Result<Vec<Op>> {
     debug_assert!(jops.windows(2).all(|w| w[0].key() <= w[1].key()));
     let puts_in_batch = |a: &[u8]| {
         let start = jops.partition_point(|op| op.key() < a);
@@ -485,7 +487,7 @@ fn prepare_ops(arena: &WriterArena, head_root: u64, jops: Vec<JournalOp>) -> Res
     // Sorted batches put siblings next to each other: remember the last
     // parent known to exist after the batch.
     let mut parent_known: Vec<u8> = Vec::new();
-    for op in &jops {
+    for op in jops.iter().filter(|_| !ancestors_known) {
         let (JournalOp::Put { key, .. } | JournalOp::Copy { key, .. } | JournalOp::CopyTree { key, .. }) = op else {
             continue;
         };
@@ -822,7 +824,7 @@ impl Shared {
                         ),
                     });
                 }
-                let ops = prepare_ops(&st.arena, st.head.root, record.ops)?;
+                let ops = prepare_ops(&st.arena, st.head.root, record.ops, false)?;
                 st.links |= ops.iter().any(|op| matches!(op, Op::Set { link: Some(_), .. }));
                 let links = st.links;
                 st.head =
@@ -1174,7 +1176,10 @@ impl Shared {
         }
         let time_ns = now_ns();
         let record = st.journal.is_some().then(|| journal::encode(st.head.version + 1, time_ns, &jops));
-        let ops = prepare_ops(&st.arena, st.head.root, jops)?;
+        // A transaction read its ancestors at its base: if that is the head,
+        // it created the missing ones, and the batch needs no lookup of them.
+        let ancestors_known = sets.is_some_and(|s| s.base_version == st.head.version);
+        let ops = prepare_ops(&st.arena, st.head.root, jops, ancestors_known)?;
         let mut report = ApplyReport::default();
         // On failure nothing is published; nodes already appended stay behind
         // unreachable, as garbage for the next compaction.
