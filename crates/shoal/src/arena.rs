@@ -191,8 +191,9 @@ pub struct WriterArena {
     flushed: Cell<u64>,
     /// Nodes appended above `flushed`, not yet written (8-aligned length).
     pending: RefCell<Vec<u8>>,
-    /// The builder's encoding buffer, kept between commits.
+    /// The builder's encoding buffer and entry vectors, kept between commits.
     scratch: RefCell<Vec<u8>>,
+    entry_vecs: RefCell<Vec<Vec<crate::node::EntryRef<'static>>>>,
     reserve: u64,
 }
 
@@ -254,6 +255,7 @@ impl WriterArena {
             flushed: Cell::new(cursor),
             pending: RefCell::new(Vec::new()),
             scratch: RefCell::new(Vec::new()),
+            entry_vecs: RefCell::new(Vec::new()),
             reserve,
         })
     }
@@ -362,6 +364,16 @@ impl crate::build::NodeSink for WriterArena {
     fn give_buffer(&self, mut buf: Vec<u8>) {
         buf.clear();
         *self.scratch.borrow_mut() = buf;
+    }
+    fn take_entry_vecs(&self) -> Vec<Vec<crate::node::EntryRef<'static>>> {
+        std::mem::take(&mut *self.entry_vecs.borrow_mut())
+    }
+    fn give_entry_vecs(&self, mut vecs: Vec<Vec<crate::node::EntryRef<'static>>>) {
+        // A few node-sized ones are enough; those a large batch grew go back
+        // to the allocator rather than pin their memory.
+        vecs.retain(|v| v.capacity() <= 1024);
+        vecs.truncate(4);
+        *self.entry_vecs.borrow_mut() = vecs;
     }
     fn kind_and_count(&self, offset: u64) -> Result<(u8, usize)> {
         let flushed = self.flushed.get();

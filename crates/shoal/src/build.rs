@@ -42,6 +42,11 @@ pub trait NodeSink {
         Vec::with_capacity(2 * NODE_TARGET_BYTES)
     }
     fn give_buffer(&self, _buf: Vec<u8>) {}
+    /// Emptied entry vectors kept between batches, as the encoding buffer is.
+    fn take_entry_vecs(&self) -> Vec<Vec<EntryRef<'static>>> {
+        Vec::new()
+    }
+    fn give_entry_vecs(&self, _vecs: Vec<Vec<EntryRef<'static>>>) {}
     /// The kind and entry count of the node at `offset`, flushed or not.
     fn kind_and_count(&self, offset: u64) -> Result<(u8, usize)> {
         let bytes = self.read_node(offset)?;
@@ -228,7 +233,8 @@ pub fn apply(sink: &dyn NodeSink, root: u64, ops: &[Op], report: &mut ApplyRepor
     if root != 0 && ops.is_empty() {
         return Ok((root, None));
     }
-    let mut builder = Builder { sink, buf: sink.take_buffer(), report };
+    let spare = sink.take_entry_vecs().into_iter().map(relabel).collect();
+    let mut builder = Builder { sink, buf: sink.take_buffer(), spare, report };
     let refs: Vec<&Op> = ops.iter().collect();
     let result = (|| {
         let top = if root == 0 {
@@ -242,6 +248,7 @@ pub fn apply(sink: &dyn NodeSink, root: u64, ops: &[Op], report: &mut ApplyRepor
         Ok((builder.finish_root(top)?, Some(keys)))
     })();
     sink.give_buffer(builder.buf);
+    sink.give_entry_vecs(builder.spare.into_iter().map(relabel).collect());
     result
 }
 
@@ -260,7 +267,8 @@ pub enum Piece<'a> {
 /// Returns the root (0: none) and the nodes below it.
 pub fn write_tree<'a>(sink: &'a dyn NodeSink, pieces: Vec<Piece<'a>>) -> Result<(u64, u64)> {
     let mut report = ApplyReport::default();
-    let mut builder = Builder { sink, buf: Vec::with_capacity(2 * NODE_TARGET_BYTES), report: &mut report };
+    let mut builder =
+        Builder { sink, buf: Vec::with_capacity(2 * NODE_TARGET_BYTES), spare: Vec::new(), report: &mut report };
     let mut level: Vec<ChildRef<'a>> = Vec::new();
     let mut entries = Vec::new();
     for piece in pieces {
@@ -291,7 +299,17 @@ struct Builder<'s, 'r> {
     sink: &'s dyn NodeSink,
     /// Reused buffer for encoding nodes.
     buf: Vec<u8>,
+    /// Empty entry vectors to reuse (a leaf's entries, and the merged ones).
+    spare: Vec<Vec<EntryRef<'s>>>,
     report: &'r mut ApplyReport,
+}
+
+/// An emptied vector of entries borrowing for another lifetime, on the same
+/// allocation (an in-place collect of nothing), so that the builder's
+/// vectors outlive the batch that borrowed into them.
+fn relabel<'a, 'b>(mut v: Vec<EntryRef<'a>>) -> Vec<EntryRef<'b>> {
+    v.clear();
+    v.into_iter().map(|_| -> EntryRef<'b> { unreachable!("the vector is empty") }).collect()
 }
 
 impl<'s> Builder<'s, '_> {
@@ -299,12 +317,13 @@ impl<'s> Builder<'s, '_> {
         self.sink.damaged(d)
     }
 
-    fn read_items(&self, offset: u64) -> Result<Items<'s>> {
+    fn read_items(&mut self, offset: u64) -> Result<Items<'s>> {
         let region: &'s [u8] = self.sink.region();
         match region.get(offset as usize) {
             Some(&KIND_LEAF) => {
                 let view = LeafView::parse(region, offset).map_err(|d| self.damaged(d))?;
-                let mut entries = Vec::with_capacity(view.len() + 4);
+                let mut entries = self.spare.pop().unwrap_or_default();
+                entries.reserve(view.len() + 4);
                 for i in 0..view.len() {
                     entries.push(EntryRef::from(view.entry(i).map_err(|d| self.damaged(d))?));
                 }
@@ -335,8 +354,10 @@ impl<'s> Builder<'s, '_> {
         }
         match self.read_items(offset)? {
             Items::Leaf(entries) => {
-                let mut out = Vec::with_capacity(entries.len() + ops.len());
+                let mut out = self.spare.pop().unwrap_or_default();
+                out.reserve(entries.len() + ops.len());
                 merge_leaf(&entries, ops, &mut out, self.report);
+                self.spare.push(relabel(entries));
                 self.write_chunks(Items::Leaf(out))
             }
             Items::Internal(_) => Err(self.damaged(node::Damage::new(offset, "expected a leaf"))),
@@ -497,6 +518,7 @@ impl<'s> Builder<'s, '_> {
                         node_bytes: self.buf.len(),
                     });
                 }
+                self.spare.push(relabel(entries));
                 Ok(refs)
             }
             Items::Internal(children) => {
