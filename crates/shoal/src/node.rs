@@ -329,12 +329,15 @@ impl<'a> Key<'a> {
     }
 
     fn hint_from(&self, start: usize) -> u64 {
+        // Up to eight bytes from `start`, from the head and then the tail.
         let mut bytes = [0u8; 8];
-        for (i, b) in bytes.iter_mut().enumerate() {
-            if start + i < self.len() {
-                *b = self.byte(start + i);
-            }
-        }
+        let from_head = self.head.get(start..).unwrap_or(&[]);
+        let n = from_head.len().min(8);
+        bytes[..n].copy_from_slice(&from_head[..n]);
+        let tail_start = start.saturating_sub(self.head.len());
+        let from_tail = self.tail.get(tail_start..).unwrap_or(&[]);
+        let m = from_tail.len().min(8 - n);
+        bytes[n..n + m].copy_from_slice(&from_tail[..m]);
         u64::from_be_bytes(bytes)
     }
 }
@@ -1016,6 +1019,17 @@ mod tests {
         region.truncate(64);
         region.extend_from_slice(&bad);
         assert!(parse_commit(&region, 64).is_err());
+    }
+
+    #[test]
+    fn hints_of_keys_in_pieces_are_those_of_their_bytes() {
+        let whole: &[u8] = b"local\0domain\x00123\0name";
+        for cut in 0..=whole.len() {
+            let key = Key { head: &whole[..cut], tail: &whole[cut..] };
+            for start in 0..=whole.len() + 2 {
+                assert_eq!(key.hint_from(start), hint_of(whole.get(start..).unwrap_or(&[])), "cut {cut} start {start}");
+            }
+        }
     }
 
     #[test]
