@@ -242,7 +242,7 @@ pub fn apply(sink: &dyn NodeSink, root: u64, ops: &[Op], report: &mut ApplyRepor
             merge_leaf(&[], &refs, &mut out, builder.report);
             builder.write_chunks(Items::Leaf(out))?
         } else {
-            builder.apply_node(root, &refs)?
+            builder.apply_node(root, &refs, None)?
         };
         let keys = top.iter().map(|c| c.keys).fold(0u64, u64::saturating_add);
         Ok((builder.finish_root(top)?, Some(keys)))
@@ -345,12 +345,14 @@ impl<'s> Builder<'s, '_> {
         }
     }
 
-    fn apply_node<'o>(&mut self, offset: u64, ops: &[&'o Op]) -> Result<Vec<ChildRef<'s>>>
+    /// Rebuilds the node at `offset` with `ops`; `keys`: the nodes below it,
+    /// when its parent knows.
+    fn apply_node<'o>(&mut self, offset: u64, ops: &[&'o Op], keys: Option<u64>) -> Result<Vec<ChildRef<'s>>>
     where
         'o: 's,
     {
         if self.sink.region().get(offset as usize) == Some(&KIND_INTERNAL) {
-            return self.apply_internal(offset, ops);
+            return self.apply_internal(offset, ops, keys);
         }
         match self.read_items(offset)? {
             Items::Leaf(entries) => {
@@ -368,7 +370,7 @@ impl<'s> Builder<'s, '_> {
     /// the other children unread), rebuilds those children, and writes the
     /// new node. When exactly one child changed and kept its smallest key,
     /// the node is copied with that one child pointer patched.
-    fn apply_internal<'o>(&mut self, offset: u64, ops: &[&'o Op]) -> Result<Vec<ChildRef<'s>>>
+    fn apply_internal<'o>(&mut self, offset: u64, ops: &[&'o Op], keys: Option<u64>) -> Result<Vec<ChildRef<'s>>>
     where
         'o: 's,
     {
@@ -409,7 +411,7 @@ impl<'s> Builder<'s, '_> {
                 rebuilt.push((*i, None));
             } else {
                 let child = view.child(*i).map_err(|d| self.damaged(d))?;
-                rebuilt.push((*i, Some(self.apply_node(child, child_ops)?)));
+                rebuilt.push((*i, Some(self.apply_node(child, child_ops, Some(view.keys_below(*i)))?)));
             }
         }
         // The common case (one child changed, its smallest key kept, not
@@ -420,9 +422,9 @@ impl<'s> Builder<'s, '_> {
                 let key = view.key(i).map_err(|d| self.damaged(d))?;
                 if child.first_key.cmp_key(&key).is_eq() && child.node_bytes >= NODE_TARGET_BYTES / 4 {
                     view.with_child_replaced(i, child.offset, child.keys, &mut self.buf);
-                    let keys = (0..n)
-                        .map(|j| if j == i { child.keys } else { view.keys_below(j) })
-                        .fold(0u64, u64::saturating_add);
+                    let before =
+                        keys.unwrap_or_else(|| (0..n).map(|j| view.keys_below(j)).fold(0, u64::saturating_add));
+                    let keys = before.saturating_sub(view.keys_below(i)).saturating_add(child.keys);
                     let offset = self.sink.append(&self.buf)?;
                     let first_key = view.key(0).map_err(|d| self.damaged(d))?;
                     return Ok(vec![ChildRef { first_key, offset, keys, node_bytes: self.buf.len() }]);
