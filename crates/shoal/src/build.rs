@@ -135,6 +135,11 @@ impl Op {
         }
     }
 
+    /// Whether this op writes a link (a subtree copied by reference).
+    pub fn is_copy(&self) -> bool {
+        matches!(self, Op::Set { link: Some(_), .. })
+    }
+
     pub fn change_kind(&self) -> node::ChangeKind {
         match self {
             Op::Put { .. } => node::ChangeKind::Set,
@@ -156,9 +161,13 @@ pub fn split_links(region: &[u8], root: u64, ops: &[Op]) -> node::Parse<Vec<Op>>
         let key = op.key();
         // Once a link above `key` was split here, the nearest entry this pass
         // made at or above `key` tells what covers it; before, the tree does.
-        let nearest_split = std::iter::once(key)
-            .chain(path::ancestors(key).collect::<Vec<_>>().into_iter().rev())
-            .find_map(|a| splits.get(a));
+        let nearest_split = if splits.is_empty() {
+            None
+        } else {
+            std::iter::once(key)
+                .chain(path::ancestors(key).collect::<Vec<_>>().into_iter().rev())
+                .find_map(|a| splits.get(a))
+        };
         let mut covering = match nearest_split {
             Some(Op::Set { key: k, value, link: Some(target), .. }) if k.as_slice() != key => {
                 Some((k.clone(), value.clone(), target.clone()))

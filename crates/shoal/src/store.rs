@@ -825,7 +825,7 @@ impl Shared {
                     });
                 }
                 let ops = prepare_ops(&st.arena, st.head.root, record.ops, false)?;
-                st.links |= ops.iter().any(|op| matches!(op, Op::Set { link: Some(_), .. }));
+                st.links |= ops.iter().any(Op::is_copy);
                 let links = st.links;
                 st.head =
                     Self::apply_ops(&st.arena, st.head, &ops, record.time_ns, links, &mut ApplyReport::default())?;
@@ -1073,8 +1073,7 @@ impl Shared {
         links: bool,
         report: &mut ApplyReport,
     ) -> Result<(u64, Option<u64>)> {
-        let copies: Vec<&[u8]> =
-            ops.iter().filter(|op| matches!(op, Op::Set { link: Some(_), .. })).map(Op::key).collect();
+        let copies: Vec<&[u8]> = ops.iter().filter(|op| op.is_copy()).map(Op::key).collect();
         let damaged = |d: node::Damage| arena.damaged(d);
         let pass = |root: u64, ops: &[Op], report: &mut ApplyReport| -> Result<(u64, Option<u64>)> {
             if !links && copies.is_empty() {
@@ -1087,6 +1086,9 @@ impl Shared {
             }
             build::apply(arena, root, &build::merge_splits(splits, ops), report)
         };
+        if copies.is_empty() {
+            return pass(root, ops, report);
+        }
         // How many of the batch's copies lie strictly above each op.
         let depth = |op: &Op| path::ancestors(op.key()).filter(|a| copies.binary_search(a).is_ok()).count();
         let deepest = ops.iter().map(depth).max().unwrap_or(0);
@@ -1117,9 +1119,7 @@ impl Shared {
         // A copy's clearing of its destination is part of the copy.
         let listed = ops.iter().enumerate().filter(|&(i, op)| {
             !(matches!(op, Op::DeleteTree { .. })
-                && ops
-                    .get(i + 1)
-                    .is_some_and(|next| matches!(next, Op::Set { link: Some(_), .. }) && next.key() == op.key()))
+                && ops.get(i + 1).is_some_and(|next| next.is_copy() && next.key() == op.key()))
         });
         node::build_changes(listed.map(|(_, op)| (op.change_kind(), op.key())), &mut buf);
         let changes = arena.append(&buf)?;
@@ -1183,7 +1183,7 @@ impl Shared {
         let mut report = ApplyReport::default();
         // On failure nothing is published; nodes already appended stay behind
         // unreachable, as garbage for the next compaction.
-        st.links |= ops.iter().any(|op| matches!(op, Op::Set { link: Some(_), .. }));
+        st.links |= ops.iter().any(Op::is_copy);
         let head = Self::apply_ops(&st.arena, st.head, &ops, time_ns, st.links, &mut report)?;
         if let (Some(journal), Some(record)) = (st.journal.as_mut(), record) {
             if let Err(e) = journal.append(&record) {
@@ -1969,14 +1969,8 @@ impl Copier<'_> {
             } else {
                 upper.map(<[u8]>::to_vec)
             };
-            let inside = start.cmp_bytes(lo).is_ge()
-                && match (&next, hi) {
-                    (_, None) => true,
-                    (Some(n), Some(h)) => n.as_slice() <= h,
-                    (None, Some(_)) => false,
-                };
             let child = view.child(i).map_err(damaged)?;
-            if inside {
+            if tree::wholly_inside(&start, next.as_deref(), lo, hi) {
                 let copied = self.copy(region, child, None)?;
                 out.push(build::Piece::Child(node::ChildRef {
                     first_key: start,

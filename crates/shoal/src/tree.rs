@@ -77,19 +77,22 @@ fn strictly_below(node: &Key<'_>, key: &[u8]) -> bool {
     n > 0 && key.len() > n && key[n] == 0 && node.cmp_bytes(&key[..n]).is_eq()
 }
 
-/// The link covering a missed `key`: the entry before position `i`, if it
-/// is a link whose key `key` lies strictly below. Returns the key as it
-/// reads in the link's target tree, and the target.
+/// The link entry before position `i` of a leaf, if `key` lies strictly
+/// below it: the link covering a missed `key`.
 #[cold]
-fn through_link(view: &LeafView<'_>, i: usize, key: &[u8]) -> Parse<Option<(Vec<u8>, u64)>> {
+fn link_before<'a>(view: &LeafView<'a>, i: usize, key: &[u8]) -> Parse<Option<(LeafEntry<'a>, Link<'a>)>> {
     let Some(before) = i.checked_sub(1) else { return Ok(None) };
     let entry = view.entry(before)?;
-    match entry.link {
-        Some(link) if strictly_below(&entry.key, key) => {
-            Ok(Some((translate(link.src, entry.key.len(), key), link.root)))
-        }
-        _ => Ok(None),
-    }
+    Ok(match entry.link {
+        Some(link) if strictly_below(&entry.key, key) => Some((entry, link)),
+        _ => None,
+    })
+}
+
+/// The link covering a missed `key`: `key` as it reads in the link's
+/// target tree, and the target.
+fn through_link(view: &LeafView<'_>, i: usize, key: &[u8]) -> Parse<Option<(Vec<u8>, u64)>> {
+    Ok(link_before(view, i, key)?.map(|(entry, link)| (translate(link.src, entry.key.len(), key), link.root)))
 }
 
 /// `key` with its first `cut` bytes replaced by `to`.
@@ -144,15 +147,10 @@ pub fn resolve<'k>(region: &[u8], root: u64, key: &'k [u8], through_found: bool)
 /// The link entry of the tree at `root` (not of a link's target) that
 /// `key` lies strictly below, if any.
 pub fn covering_link<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<Option<(LeafEntry<'a>, Link<'a>)>> {
-    let Some((_, view, i, found)) = leaf_for(region, root, key)? else { return Ok(None) };
-    if found || i == 0 {
-        return Ok(None);
+    match leaf_for(region, root, key)? {
+        Some((_, view, i, false)) => link_before(&view, i, key),
+        _ => Ok(None),
     }
-    let entry = view.entry(i - 1)?;
-    Ok(match entry.link {
-        Some(link) if strictly_below(&entry.key, key) => Some((entry, link)),
-        _ => None,
-    })
 }
 
 /// A direct child of a node, as [`children`] lists it.
@@ -168,29 +166,47 @@ pub struct Child<'a> {
 /// what lies below them.
 pub fn children<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<(u64, Vec<u8>, Vec<Child<'a>>)> {
     let (root, key) = resolve(region, root, key, true)?;
-    let prefix = crate::path::child_prefix(&key);
     let mut out = Vec::new();
+    each_child(region, root, &key, |full, is_child, entry| {
+        if is_child {
+            out.push(Child { key: full.to_vec(), value: entry.value, link: entry.link });
+        }
+    })?;
+    Ok((root, key.into_owned(), out))
+}
+
+/// Calls `each` with the first entry met under each direct child of `key`
+/// (its whole key, whether it is the child itself, the entry), in order,
+/// skipping what lies below each child unread.
+fn each_child<'a>(
+    region: &'a [u8],
+    root: u64,
+    key: &[u8],
+    mut each: impl FnMut(&[u8], bool, LeafEntry<'a>),
+) -> Parse<()> {
+    let prefix = crate::path::child_prefix(key);
     let mut cursor = Cursor::new(region, root);
     let mut probe = prefix.clone();
+    let mut full = Vec::new();
     loop {
         cursor.seek(&probe)?;
-        let Some(entry) = cursor.next_entry()? else { break };
-        let full = entry.key.to_vec();
+        let Some(entry) = cursor.next_entry()? else { return Ok(()) };
+        full.clear();
+        entry.key.extend_into(&mut full);
         if full < probe {
+            // Keys out of order: a damaged node would otherwise make this loop forever.
             return Err(Damage::new(root, "keys out of order"));
         }
         if !full.starts_with(&prefix) || full.len() == prefix.len() {
-            break;
+            return Ok(());
         }
         let name_len = full[prefix.len()..].iter().position(|&b| b == 0).unwrap_or(full.len() - prefix.len());
+        each(&full, prefix.len() + name_len == full.len(), entry);
+        // Skip the child's descendants: everything below "prefix name \0" sorts before "prefix name \1".
         probe.truncate(prefix.len());
         probe.extend_from_slice(&full[prefix.len()..prefix.len() + name_len]);
         probe.push(1);
-        if prefix.len() + name_len == full.len() {
-            out.push(Child { key: full, value: entry.value, link: entry.link });
-        }
     }
-    Ok((root, key.into_owned(), out))
 }
 
 /// Nodes strictly below `key` in the tree at `root` (a link counts for its
@@ -200,6 +216,17 @@ pub fn count_below(region: &[u8], root: u64, key: &[u8]) -> Parse<u64> {
     let lo = crate::path::child_prefix(key);
     let hi = crate::path::subtree_end(key);
     count_range(region, root, &lo, hi.as_deref(), None, 0)
+}
+
+/// Whether a child whose keys lie in `[start, next)` (`next` `None`:
+/// unbounded) lies wholly inside `[lo, hi)`.
+pub fn wholly_inside(start: &Key<'_>, next: Option<&[u8]>, lo: &[u8], hi: Option<&[u8]>) -> bool {
+    start.cmp_bytes(lo).is_ge()
+        && match (next, hi) {
+            (_, None) => true,
+            (Some(n), Some(h)) => n <= h,
+            (None, Some(_)) => false,
+        }
 }
 
 /// Nodes with keys in `[lo, hi)` under the node at `offset`, whose own keys
@@ -242,14 +269,7 @@ fn count_range(
                     break;
                 }
                 let next = if i + 1 < view.len() { Some(view.key(i + 1)?.to_vec()) } else { upper.map(<[u8]>::to_vec) };
-                // Wholly inside [lo, hi): its count; else look inside.
-                let inside = start.cmp_bytes(lo).is_ge()
-                    && match (&next, hi) {
-                        (_, None) => true,
-                        (Some(n), Some(h)) => n.as_slice() <= h,
-                        (None, Some(_)) => false,
-                    };
-                total = total.saturating_add(if inside {
+                total = total.saturating_add(if wholly_inside(&start, next.as_deref(), lo, hi) {
                     view.keys_below(i)
                 } else {
                     count_range(region, view.child(i)?, lo, hi, next.as_deref(), depth + 1)?
@@ -460,34 +480,13 @@ impl<'a> Walk<'a> {
 /// The names of the immediate children of `key`, in order.
 pub fn list(region: &[u8], root: u64, key: &[u8]) -> Parse<Vec<String>> {
     let (root, key) = resolve(region, root, key, true)?;
-    let prefix = crate::path::child_prefix(&key);
+    let skip = crate::path::child_prefix(&key).len();
     let mut names = Vec::new();
-    let mut cursor = Cursor::new(region, root);
-    let mut probe = prefix.clone();
-    let mut full = Vec::new();
-    loop {
-        cursor.seek(&probe)?;
-        let Some(entry) = cursor.next_entry()? else { break };
-        full.clear();
-        entry.key.extend_into(&mut full);
-        if full < probe {
-            // Keys out of order: a damaged node would otherwise make this loop forever.
-            return Err(Damage::new(root, "keys out of order"));
-        }
-        if !full.starts_with(&prefix) || full.len() == prefix.len() {
-            break;
-        }
-        let rest = &full[prefix.len()..];
-        let name = match rest.iter().position(|&b| b == 0) {
-            Some(p) => &rest[..p],
-            None => rest,
-        };
+    each_child(region, root, &key, |full, _, _| {
+        let rest = &full[skip..];
+        let name = rest.iter().position(|&b| b == 0).map_or(rest, |p| &rest[..p]);
         names.push(String::from_utf8_lossy(name).into_owned());
-        // Skip the child's descendants: everything below "prefix name \0" sorts before "prefix name \1".
-        probe.truncate(prefix.len());
-        probe.extend_from_slice(name);
-        probe.push(1);
-    }
+    })?;
     Ok(names)
 }
 

@@ -7,6 +7,7 @@
 //! first path that changed after the base. Reads see the transaction's own
 //! writes. Dropping a transaction aborts it.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
 use crate::error::{Error, Result};
@@ -39,9 +40,9 @@ pub(crate) enum NodeWrite {
 }
 
 /// Where a key's node comes from, as far as buffered subtree writes say.
-enum Source {
+enum Source<'k> {
     /// The base version, at this key (translated by a copied ancestor).
-    Base(Vec<u8>),
+    Base(Cow<'k, [u8]>),
     /// A buffered subtree deletion removed it.
     Cleared,
 }
@@ -112,25 +113,60 @@ impl<'s> Transaction<'s> {
     /// Where the node at `key` comes from, after the buffered subtree writes
     /// of its ancestors: the nearest one decides (a later one replaced what
     /// an earlier one farther up did below it).
-    fn source(&self, key: &[u8]) -> Source {
-        if key.is_empty() {
-            return Source::Base(Vec::new());
+    fn source<'k>(&self, key: &'k [u8]) -> Source<'k> {
+        if key.is_empty() || self.sets.writes.is_empty() {
+            return Source::Base(Cow::Borrowed(key));
         }
-        let mut nearest_first: Vec<&[u8]> = path::ancestors(key).collect();
-        nearest_first.reverse();
-        nearest_first.push(b"");
-        for ancestor in nearest_first {
+        // Ancestors nearest first, then the root.
+        let mut end = key.len();
+        loop {
+            let ancestor = match key[..end].iter().rposition(|&b| b == 0) {
+                Some(p) => &key[..p],
+                None => &[][..],
+            };
             match self.sets.writes.get(ancestor) {
                 Some(Write { tree: Some(from), .. }) => {
                     let mut translated = from.clone();
                     translated.extend_from_slice(&key[ancestor.len()..]);
-                    return Source::Base(translated);
+                    return Source::Base(Cow::Owned(translated));
                 }
                 Some(w) if w.clears_subtree => return Source::Cleared,
                 _ => {}
             }
+            if ancestor.is_empty() {
+                return Source::Base(Cow::Borrowed(key));
+            }
+            end = ancestor.len();
         }
-        Source::Base(key.to_vec())
+    }
+
+    /// The key of the base version that holds the node at `key` as this
+    /// transaction sees it, recorded as read; [`Error::NoSuchPath`] (naming
+    /// `path`) if there is none.
+    fn base_source(&mut self, key: &[u8], path: &str) -> Result<Vec<u8>> {
+        let k = match self.source(key) {
+            Source::Base(k) => k.into_owned(),
+            Source::Cleared => return Err(Error::NoSuchPath { path: path.to_string() }),
+        };
+        // Read even when it fails: a node created meanwhile is a conflict.
+        self.sets.reads.insert(k.clone());
+        if self.base.get_key(&k)?.is_none() {
+            return Err(Error::NoSuchPath { path: path.to_string() });
+        }
+        Ok(k)
+    }
+
+    /// Drops the buffered writes at and below `key` (all of them for the root).
+    fn drop_writes_below(&mut self, key: &[u8]) {
+        match path::subtree_end(key) {
+            Some(end) => {
+                let inside: Vec<Vec<u8>> = self.sets.writes.range(key.to_vec()..end).map(|(k, _)| k.clone()).collect();
+                for k in inside {
+                    self.sets.writes.remove(&k);
+                }
+            }
+            None => self.sets.writes.clear(),
+        }
     }
 
     fn lookup(&self, key: &[u8]) -> Result<Option<&[u8]>> {
@@ -170,7 +206,7 @@ impl<'s> Transaction<'s> {
 
     fn list_key(&self, key: &[u8]) -> Result<Vec<String>> {
         let source = match self.sets.writes.get(key) {
-            Some(Write { tree: Some(from), .. }) => Source::Base(from.clone()),
+            Some(Write { tree: Some(from), .. }) => Source::Base(Cow::Borrowed(from.as_slice())),
             Some(w) if w.clears_subtree => Source::Cleared,
             _ => self.source(key),
         };
@@ -228,16 +264,7 @@ impl<'s> Transaction<'s> {
             Some(NodeWrite::Put(v)) => NodeWrite::Put(v.clone()),
             Some(NodeWrite::Copy(source)) => NodeWrite::Copy(source.clone()),
             Some(NodeWrite::Delete) => return Err(Error::NoSuchPath { path: from.to_string() }),
-            _ => match self.source(&from_key) {
-                Source::Base(k) => {
-                    self.sets.reads.insert(k.clone());
-                    if self.base.get_key(&k)?.is_none() {
-                        return Err(Error::NoSuchPath { path: from.to_string() });
-                    }
-                    NodeWrite::Copy(k)
-                }
-                Source::Cleared => return Err(Error::NoSuchPath { path: from.to_string() }),
-            },
+            _ => NodeWrite::Copy(self.base_source(&from_key, from)?),
         };
         self.create_ancestors(&to_key)?;
         self.sets.writes.entry(to_key).or_default().node = node;
@@ -272,26 +299,11 @@ impl<'s> Transaction<'s> {
         if written {
             return Err(Error::CopySourceWritten { path: from.to_string() });
         }
-        // Read even when it fails: a source created meanwhile is a conflict.
         self.sets.reads.insert(from_key.clone());
-        let source = match self.source(&from_key) {
-            Source::Base(k) => {
-                self.sets.reads.insert(k.clone());
-                if self.base.get_key(&k)?.is_none() {
-                    return Err(Error::NoSuchPath { path: from.to_string() });
-                }
-                k
-            }
-            Source::Cleared => return Err(Error::NoSuchPath { path: from.to_string() }),
-        };
+        let source = self.base_source(&from_key, from)?;
         self.sets.trees.insert(source.clone());
         self.create_ancestors(&to_key)?;
-        if let Some(end) = path::subtree_end(&to_key) {
-            let inside: Vec<Vec<u8>> = self.sets.writes.range(to_key.clone()..end).map(|(k, _)| k.clone()).collect();
-            for k in inside {
-                self.sets.writes.remove(&k);
-            }
-        }
+        self.drop_writes_below(&to_key);
         let node = NodeWrite::Copy(source.clone());
         self.sets.writes.insert(to_key, Write { clears_subtree: true, tree: Some(source), node });
         Ok(())
@@ -341,14 +353,7 @@ impl<'s> Transaction<'s> {
         let key = path::key(path)?;
         self.sets.reads.insert(key.clone());
         let existed = self.lookup(&key)?.is_some();
-        let end = path::subtree_end(&key);
-        let inside: Vec<Vec<u8>> = match &end {
-            Some(end) => self.sets.writes.range(key.clone()..end.clone()).map(|(k, _)| k.clone()).collect(),
-            None => self.sets.writes.keys().cloned().collect(),
-        };
-        for k in inside {
-            self.sets.writes.remove(&k);
-        }
+        self.drop_writes_below(&key);
         self.sets.writes.insert(key, Write { clears_subtree: true, tree: None, node: NodeWrite::Delete });
         Ok(existed)
     }
