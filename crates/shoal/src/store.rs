@@ -1115,14 +1115,16 @@ impl Shared {
     ) -> Result<Commit> {
         // Change set, nodes and commit record reach the file in one `pwrite`
         // (two when a batch writes below a subtree it copies).
-        let mut buf = Vec::new();
         // A copy's clearing of its destination is part of the copy.
         let listed = ops.iter().enumerate().filter(|&(i, op)| {
             !(matches!(op, Op::DeleteTree { .. })
                 && ops.get(i + 1).is_some_and(|next| next.is_copy() && next.key() == op.key()))
         });
+        let mut buf = arena.take_buffer();
         node::build_changes(listed.map(|(_, op)| (op.change_kind(), op.key())), &mut buf);
-        let changes = arena.append(&buf)?;
+        let changes = arena.append(&buf);
+        arena.give_buffer(buf);
+        let changes = changes?;
         let (root, keys) = Self::apply_tree(arena, head.root, ops, links, report)?;
         let key_count = keys.unwrap_or(head.key_count);
         let offset = arena.end();
