@@ -22,6 +22,7 @@ fn main() {
         durability: shoal::Durability::None,
         map_reserve_bytes: 4 << 30,
         auto_compact: std::env::var("COMPACT").map_or(true, |v| v != "0"),
+        compact_factor: std::env::var("FACTOR").ok().and_then(|s| s.parse().ok()).unwrap_or(2),
         ..Default::default()
     };
     let store = shoal::Store::open(dir.path(), options).expect("open");
@@ -33,10 +34,18 @@ fn main() {
     let n: usize = std::env::var("N").ok().and_then(|s| s.parse().ok()).unwrap_or(300_000);
     let start = std::time::Instant::now();
     let cpu_start = thread_cpu();
+    // Commits that took over 100 µs (a switch, back-pressure, a stall), and their time.
+    let (mut slow, mut slow_time) = (0usize, std::time::Duration::ZERO);
     for i in 0..n {
+        let t = std::time::Instant::now();
         let mut txn = store.begin();
         txn.put(&keys[(i * 7919) % keys.len()], value).expect("put");
         txn.commit().expect("commit");
+        let took = t.elapsed();
+        if took > std::time::Duration::from_micros(100) {
+            slow += 1;
+            slow_time += took;
+        }
     }
     let e = start.elapsed();
     let cpu = thread_cpu() - cpu_start;
@@ -47,6 +56,7 @@ fn main() {
         e.as_secs_f64() * 1e6 / n as f64,
         cpu.as_secs_f64() * 1e6 / n as f64
     );
+    println!("{slow} commits over 100 µs, {:.1} ms in all", slow_time.as_secs_f64() * 1e3);
 }
 
 /// CPU time of the calling thread (user and system).

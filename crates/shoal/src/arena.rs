@@ -3,16 +3,19 @@
 //! A 4 KiB header page records the format identity (magic, format version,
 //! byte order, word size, page size), the generation and the address-space
 //! reservation; nodes follow, appended and never rewritten. Everyone, the
-//! writer included, maps the file read-only, with the whole reservation
-//! mapped up front so that growth of the file never moves the mapping; the
-//! writer writes with `pwrite`.
+//! writer included, reads through a read-only mapping of the whole
+//! reservation, mapped up front so that growth of the file never moves it.
+//! The writer appends with `pwrite`, or, into pages its prefill thread has
+//! populated for writing, with plain stores through a second, read-write
+//! mapping that only it has (see [`Prefill`]).
 //!
 //! Invariants: (1) bytes below the writer's flushed end are never written
-//! again; (2) the file grows by writes (`pwrite`) of whole nodes, which
-//! complete before anything naming those nodes is published, and by the
-//! writer extending it above its end with a hole (see [`Prefill`]); it never
-//! shrinks, so any byte below a published high-water mark is backed by the
-//! file and cannot raise SIGBUS.
+//! again, by either path; (2) the file grows by writes of whole nodes, which
+//! complete before anything naming those nodes is published (a `Release`
+//! store of the publication word orders the mapping's stores before it),
+//! and by the writer extending it above its end with a hole (see
+//! [`Prefill`]); it never shrinks, so any byte below a published high-water
+//! mark is backed by the file and cannot raise SIGBUS in a reader.
 
 use std::cell::{Cell, RefCell};
 use std::fs::File;
@@ -199,6 +202,8 @@ pub struct WriterArena {
     /// End of the pages above `flushed` already asked of the prefill thread.
     prefilled: Cell<u64>,
     prefill: RefCell<Option<Prefill>>,
+    /// The prefill thread could not be started; appends use `pwrite` only.
+    no_prefill: Cell<bool>,
 }
 
 impl WriterArena {
@@ -263,6 +268,7 @@ impl WriterArena {
             reserve,
             prefilled: Cell::new(0),
             prefill: RefCell::new(None),
+            no_prefill: Cell::new(false),
         })
     }
 
@@ -340,7 +346,15 @@ impl WriterArena {
         if pending.len() < PREFILL_MAX_WRITE {
             self.prefill_above(end);
         }
-        self.mapped.file.write_all_at(&pending, at).at(&self.mapped.path)?;
+        match self.prefill.borrow().as_ref().filter(|p| end <= p.populated.load(Ordering::Acquire)) {
+            // SAFETY: [at, end) is inside the file (extended before it was
+            // populated) and populated for writing (`populated`); it is at
+            // or above `flushed`, so inside no slice `region` handed out,
+            // and above every published high-water mark, so no reader reads
+            // it; this thread is the only writer.
+            Some(p) => unsafe { p.writable.write(at, &pending) },
+            None => self.mapped.file.write_all_at(&pending, at).at(&self.mapped.path)?,
+        }
         pending.clear();
         self.mapped.file_len.fetch_max(end, Ordering::AcqRel);
         self.flushed.set(end);
@@ -371,8 +385,9 @@ impl WriterArena {
         }
         self.mapped.file_len.fetch_max(to, Ordering::AcqRel);
         let mut prefill = self.prefill.borrow_mut();
-        if prefill.is_none() {
-            *prefill = Prefill::start(&self.mapped.file);
+        if prefill.is_none() && !self.no_prefill.get() {
+            *prefill = Prefill::start(&self.mapped.file, self.reserve);
+            self.no_prefill.set(prefill.is_none());
         }
         if let Some(p) = prefill.as_ref() {
             p.ask(from, to);
@@ -392,45 +407,71 @@ const PREFILL_BYTES: u64 = 2 << 20;
 const PREFILL_MAX_WRITE: usize = 64 << 10;
 
 /// A thread that brings the pages just above an arena's end into the page
-/// cache, zeroed and up to date, off the commit path.
+/// cache, zeroed, backed and writable, off the commit path.
 ///
-/// A commit appends a few KiB with `pwrite`. Into a page that is not cached
-/// the kernel must first allocate it, zero what the write does not cover and
-/// account it, which cost about a third of a one-key commit on ext4
-/// (`examples/commit_profile` under `perf`). The writer extends the file
-/// above its end with a hole (reads as zeros, allocates no blocks, so a full
-/// disk is still an error of the `pwrite` that fills it, never a SIGBUS) and
-/// this thread asks the kernel to read that hole (`POSIX_FADV_WILLNEED`),
-/// which caches zero-filled, up-to-date pages; the commit's `pwrite` then
-/// only copies. The thread never writes and never changes the file's size,
-/// so it cannot race the writer into lost bytes; a page it reaches after
-/// the writer does is already cached and skipped by the kernel. Advice that
-/// fails costs nothing but the speed-up.
+/// A commit appends a few KiB. With `pwrite` into a page that is not cached
+/// the kernel must first allocate it, zero what the write does not cover,
+/// reserve its block and account it dirty, which cost about a third of a
+/// one-key commit on ext4 (`examples/commit_profile` under `perf`). The
+/// writer extends the file above its end with a hole (reads as zeros,
+/// allocates no blocks) and asks this thread to populate the range for
+/// writing through a read-write mapping (`MADV_POPULATE_WRITE`: each page
+/// is cached, its block reserved and its page-table entry made writable).
+/// Once it reports a range done (`populated`, stored after the advice
+/// returned), the writer's appends into it are plain stores: no system
+/// call, no fault. Below that mark the thread never touches a byte; the
+/// advice itself changes no data, so it may run over pages the writer has
+/// already filled by `pwrite`.
+///
+/// Where population fails (a full disk, a kernel before 5.14) the thread
+/// falls back to `POSIX_FADV_WILLNEED`, which caches zero-filled pages for
+/// the writer's `pwrite`, and a full disk stays an error of that `pwrite`:
+/// the writer stores only into populated pages, whose blocks are reserved,
+/// so no store of its raises SIGBUS for want of space. A populated page
+/// that writeback has cleaned since is write-protected again; the writer's
+/// next store into it (only the page holding the arena's end is ever
+/// written twice) faults it writable, which needs no new block.
 struct Prefill {
     requests: Option<mpsc::Sender<(u64, u64)>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The writer's read-write mapping of the file.
+    writable: Arc<Mapping>,
+    /// Everything from the last request's start below this is populated.
+    populated: Arc<AtomicU64>,
 }
 
 impl Prefill {
-    fn start(file: &File) -> Option<Prefill> {
+    fn start(file: &File, reserve: u64) -> Option<Prefill> {
+        let failed = |e: std::io::Error| tracing::debug!(error = %e, "no prefill thread; appends use pwrite");
         let (requests, asked) = mpsc::channel::<(u64, u64)>();
-        // Its own descriptor: the thread holds no reference to the generation.
-        let file = file.try_clone().map_err(|e| tracing::debug!(error = %e, "no prefill thread")).ok()?;
+        let writable = Arc::new(Mapping::read_write(file, reserve).map_err(failed).ok()?);
+        let advised = file.try_clone().map_err(failed).ok()?;
+        let populated = Arc::new(AtomicU64::new(0));
+        let (map, done) = (Arc::clone(&writable), Arc::clone(&populated));
         let thread = std::thread::Builder::new()
             .name("shoal-prefill".into())
             .spawn(move || {
+                let mut populate = true;
                 for (from, to) in asked {
-                    let _ = rustix::fs::fadvise(
-                        &file,
-                        from,
-                        std::num::NonZeroU64::new(to - from),
-                        rustix::fs::Advice::WillNeed,
-                    );
+                    if populate {
+                        match map.populate_for_write(from, to - from) {
+                            Ok(()) => {
+                                done.fetch_max(to, Ordering::Release);
+                                continue;
+                            }
+                            Err(e) => {
+                                tracing::debug!(error = %e, "cannot populate the arena for writing; appends use pwrite");
+                                populate = false;
+                            }
+                        }
+                    }
+                    let len = std::num::NonZeroU64::new(to - from);
+                    let _ = rustix::fs::fadvise(&advised, from, len, rustix::fs::Advice::WillNeed);
                 }
             })
-            .map_err(|e| tracing::debug!(error = %e, "no prefill thread"))
+            .map_err(failed)
             .ok()?;
-        Some(Prefill { requests: Some(requests), thread: Some(thread) })
+        Some(Prefill { requests: Some(requests), thread: Some(thread), writable, populated })
     }
 
     fn ask(&self, from: u64, to: u64) {
@@ -540,6 +581,37 @@ mod tests {
         drop(arena);
         let reopened = WriterArena::open(dir.path(), 1, end).unwrap();
         assert_eq!(reopened.append(&[9; 8]).unwrap(), end);
+    }
+
+    #[test]
+    fn appends_into_populated_pages_are_stores_that_land_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let arena = WriterArena::create(dir.path(), 1, 1 << 30).unwrap();
+        arena.append(&[1; 800]).unwrap();
+        arena.flush().unwrap();
+        let populated = || arena.prefill.borrow().as_ref().map_or(0, |p| p.populated.load(Ordering::Acquire));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while populated() < PREFILL_BYTES && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(populated() >= PREFILL_BYTES, "the prefill thread populated nothing");
+        let mut offsets = Vec::new();
+        for i in 0..100u8 {
+            offsets.push(arena.append(&[i; 24]).unwrap());
+            arena.flush().unwrap();
+        }
+        assert!(arena.end() <= populated(), "some appends went past the populated pages");
+        // Through the file, the readers' mapping and after reopening.
+        for (i, &at) in offsets.iter().enumerate() {
+            let mut got = [0u8; 24];
+            arena.mapped.file.read_exact_at(&mut got, at).unwrap();
+            assert_eq!(got, [i as u8; 24]);
+            assert_eq!(&arena.region()[at as usize..at as usize + 24], &[i as u8; 24]);
+        }
+        let end = arena.end();
+        drop(arena);
+        let reopened = WriterArena::open(dir.path(), 1, end).unwrap();
+        assert_eq!(&reopened.region()[offsets[99] as usize..end as usize], &[99; 24]);
     }
 
     #[test]

@@ -32,7 +32,8 @@ impl Mapping {
     }
 
     /// Maps `len` bytes of `file` read-write (MAP_SHARED): the control file
-    /// for its writer, the reader table for everyone. Never an arena.
+    /// for its writer, the reader table for everyone, and the arena for its
+    /// writer's appends (never for a reader's reads).
     pub fn read_write(file: &File, len: u64) -> std::io::Result<Mapping> {
         let raw = MmapOptions::new().len(to_usize(len)?).map_raw(file)?;
         Ok(Mapping { raw })
@@ -40,6 +41,33 @@ impl Mapping {
 
     pub fn len(&self) -> u64 {
         self.raw.len() as u64
+    }
+
+    /// Faults `[offset, offset + len)` of a read-write mapping in for
+    /// writing (`MADV_POPULATE_WRITE`): the file's pages are cached, backed
+    /// (blocks reserved or allocated) and writable, so that later stores to
+    /// them take no page fault. Where backing fails (a full disk) this
+    /// returns the error instead of the SIGBUS a store would raise. The range
+    /// must lie within the file.
+    pub fn populate_for_write(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.raw.advise_range(memmap2::Advice::PopulateWrite, to_usize(offset)?, to_usize(len)?)
+    }
+
+    /// Copies `bytes` into a read-write mapping at `offset`.
+    ///
+    /// # Safety
+    /// `[offset, offset + len)` lies within the mapping and the file, was
+    /// populated for writing ([`Mapping::populate_for_write`]), and nothing
+    /// else reads or writes it meanwhile: no slice of it is alive in this
+    /// process (it is above every immutable prefix handed out) and no other
+    /// process reads it (it is above every published high-water mark).
+    pub unsafe fn write(&self, offset: u64, bytes: &[u8]) {
+        debug_assert!(offset + bytes.len() as u64 <= self.len());
+        // SAFETY: in bounds (caller), backed by populated pages of the file
+        // (caller, so no SIGBUS), and not aliased by any reference (caller).
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.raw.as_mut_ptr().add(offset as usize), bytes.len())
+        }
     }
 
     /// The virtual addresses the mapping occupies.
