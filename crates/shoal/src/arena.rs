@@ -182,13 +182,11 @@ pub fn open_read_only(dir: &Path, generation: u64) -> Result<Arc<MappedGeneratio
 
 /// The writer's handle on the current generation: appends nodes.
 ///
-/// Appended nodes collect in a buffer and reach the file with one `pwrite`
-/// when flushed (before anything reads them back, and before anything that
-/// names them is published). Writing with `pwrite` rather than through the
-/// mapping means a full disk is an error, never a SIGBUS, with no need to
-/// preallocate, and a commit's fresh pages are filled by one copy instead of
-/// being zeroed by page faults first. Both the writer and the readers map
-/// the file read-only.
+/// Appended nodes collect in a buffer and reach the file in one write when
+/// flushed (before anything reads them back, and before anything that names
+/// them is published): stores into pages the prefill thread populated for
+/// writing, else one `pwrite` (see [`Prefill`]). Reads, the writer's too,
+/// go through the read-only mapping.
 pub struct WriterArena {
     pub mapped: Arc<MappedGeneration>,
     /// End of the bytes in the file; everything below it is immutable.
@@ -344,15 +342,23 @@ impl WriterArena {
         let at = self.flushed.get();
         let end = at + pending.len() as u64;
         if pending.len() < PREFILL_MAX_WRITE {
-            self.prefill_above(end);
+            self.prefill_above(at, end);
         }
-        match self.prefill.borrow().as_ref().filter(|p| end <= p.populated.load(Ordering::Acquire)) {
-            // SAFETY: [at, end) is inside the file (extended before it was
-            // populated) and populated for writing (`populated`); it is at
-            // or above `flushed`, so inside no slice `region` handed out,
-            // and above every published high-water mark, so no reader reads
-            // it; this thread is the only writer.
-            Some(p) => unsafe { p.writable.write(at, &pending) },
+        let prefill = self.prefill.borrow();
+        match prefill.as_ref().filter(|p| p.stores && end <= p.populated.load(Ordering::Acquire)) {
+            Some(p) => {
+                #[cfg(debug_assertions)]
+                p.assert_populated(at, end);
+                // SAFETY: [at, end) lies in one completed request (every
+                // request starts at or below the `at` of the flush that sent
+                // it, writes only move up, and `populated` is the end of the
+                // newest completed one), so it is inside the file (extended
+                // before the request was sent) and populated for writing. It
+                // is at or above `flushed`, so inside no slice `region` handed
+                // out, and above every published high-water mark, so no
+                // reader reads it; this thread is the arena's only writer.
+                unsafe { p.writable.write(at, &pending) }
+            }
             None => self.mapped.file.write_all_at(&pending, at).at(&self.mapped.path)?,
         }
         pending.clear();
@@ -363,15 +369,16 @@ impl WriterArena {
 
     /// Keeps the next [`PREFILL_BYTES`] above `end` in the file and asks the
     /// prefill thread to bring them into the page cache, once half of what
-    /// it was last asked for is used. Failing costs speed, never the write.
-    fn prefill_above(&self, end: u64) {
-        if end + PREFILL_BYTES / 2 <= self.prefilled.get() {
+    /// it was last asked for is used; the request covers the write `[at,
+    /// end)` about to be made too. Failing costs speed, never the write.
+    fn prefill_above(&self, at: u64, end: u64) {
+        if end + PREFILL_BYTES / 2 <= self.prefilled.get() || self.no_prefill.get() {
             return;
         }
         let to = (end + PREFILL_BYTES).next_multiple_of(PREFILL_BYTES).min(self.reserve);
-        let from = self.prefilled.get().max(end) / sys::page_size() * sys::page_size();
-        self.prefilled.set(to);
+        let from = self.prefilled.get().max(at) / sys::page_size() * sys::page_size();
         if to <= from {
+            self.prefilled.set(to);
             return;
         }
         // The real length, not `file_len`: `set_len` below it would truncate.
@@ -380,9 +387,12 @@ impl WriterArena {
             false => Ok(()),
         });
         if let Err(e) = extended {
+            // No later request may cover what this one would have.
             tracing::debug!(error = %e, path = %self.mapped.path.display(), "cannot extend the arena ahead of its end");
+            self.no_prefill.set(true);
             return;
         }
+        self.prefilled.set(to);
         self.mapped.file_len.fetch_max(to, Ordering::AcqRel);
         let mut prefill = self.prefill.borrow_mut();
         if prefill.is_none() && !self.no_prefill.get() {
@@ -423,40 +433,65 @@ const PREFILL_MAX_WRITE: usize = 64 << 10;
 /// advice itself changes no data, so it may run over pages the writer has
 /// already filled by `pwrite`.
 ///
-/// Where population fails (a full disk, a kernel before 5.14) the thread
-/// falls back to `POSIX_FADV_WILLNEED`, which caches zero-filled pages for
-/// the writer's `pwrite`, and a full disk stays an error of that `pwrite`:
-/// the writer stores only into populated pages, whose blocks are reserved,
-/// so no store of its raises SIGBUS for want of space. A populated page
-/// that writeback has cleaned since is write-protected again; the writer's
-/// next store into it (only the page holding the arena's end is ever
-/// written twice) faults it writable, which needs no new block.
+/// Stores are used only on filesystems that overwrite a written block in
+/// place (ext4, tmpfs). A populated page that writeback has cleaned since
+/// (after any `fdatasync`, or the kernel's dirty expiry) is write-protected
+/// again, and the writer's next store into it faults it writable; there
+/// that needs no new block, while a copy-on-write filesystem (btrfs, XFS
+/// with shared extents) would reserve one and could fail with SIGBUS where
+/// `pwrite` returns ENOSPC. Elsewhere, or where population fails (a full
+/// disk, a kernel before 5.14), the thread falls back to
+/// `POSIX_FADV_WILLNEED`, which caches zero-filled pages for the writer's
+/// `pwrite`, and a full disk stays an error of that `pwrite`. What remains
+/// is a page evicted after writeback cleaned it: the fault reads it back,
+/// and a disk failing then raises SIGBUS in the writer (never in a reader).
+/// The mapping is not inherited by child processes (`MADV_DONTFORK`).
 struct Prefill {
     requests: Option<mpsc::Sender<(u64, u64)>>,
     thread: Option<std::thread::JoinHandle<()>>,
     /// The writer's read-write mapping of the file.
     writable: Arc<Mapping>,
-    /// Everything from the last request's start below this is populated.
+    /// The end of the newest completed request (requests complete in order).
     populated: Arc<AtomicU64>,
+    /// Whether the writer may store into populated pages (see above).
+    stores: bool,
+    /// The completed requests, merged, for [`Prefill::assert_populated`].
+    #[cfg(debug_assertions)]
+    done: Arc<std::sync::Mutex<Vec<(u64, u64)>>>,
 }
 
 impl Prefill {
     fn start(file: &File, reserve: u64) -> Option<Prefill> {
         let failed = |e: std::io::Error| tracing::debug!(error = %e, "no prefill thread; appends use pwrite");
         let (requests, asked) = mpsc::channel::<(u64, u64)>();
-        let writable = Arc::new(Mapping::read_write(file, reserve).map_err(failed).ok()?);
+        let writable = Mapping::read_write(file, reserve).map_err(failed).ok()?;
+        writable.exclude_from_children().map_err(failed).ok()?;
+        let writable = Arc::new(writable);
         let advised = file.try_clone().map_err(failed).ok()?;
+        let stores = sys::overwrites_in_place(file);
         let populated = Arc::new(AtomicU64::new(0));
-        let (map, done) = (Arc::clone(&writable), Arc::clone(&populated));
+        #[cfg(debug_assertions)]
+        let done = Arc::new(std::sync::Mutex::new(Vec::<(u64, u64)>::new()));
+        let (map, published) = (Arc::clone(&writable), Arc::clone(&populated));
+        #[cfg(debug_assertions)]
+        let record = Arc::clone(&done);
         let thread = std::thread::Builder::new()
             .name("shoal-prefill".into())
             .spawn(move || {
-                let mut populate = true;
+                let mut populate = stores;
                 for (from, to) in asked {
                     if populate {
                         match map.populate_for_write(from, to - from) {
                             Ok(()) => {
-                                done.fetch_max(to, Ordering::Release);
+                                #[cfg(debug_assertions)]
+                                {
+                                    let mut d = record.lock().unwrap_or_else(|p| p.into_inner());
+                                    match d.last_mut() {
+                                        Some(last) if last.1 >= from => last.1 = last.1.max(to),
+                                        _ => d.push((from, to)),
+                                    }
+                                }
+                                published.fetch_max(to, Ordering::Release);
                                 continue;
                             }
                             Err(e) => {
@@ -471,7 +506,27 @@ impl Prefill {
             })
             .map_err(failed)
             .ok()?;
-        Some(Prefill { requests: Some(requests), thread: Some(thread), writable, populated })
+        Some(Prefill {
+            requests: Some(requests),
+            thread: Some(thread),
+            writable,
+            populated,
+            stores,
+            #[cfg(debug_assertions)]
+            done,
+        })
+    }
+
+    /// Checks the argument of the store's SAFETY comment: `[at, end)` lies in
+    /// pages of one completed request.
+    #[cfg(debug_assertions)]
+    fn assert_populated(&self, at: u64, end: u64) {
+        let page = at / sys::page_size() * sys::page_size();
+        let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(
+            done.iter().any(|&(from, to)| from <= page && end <= to),
+            "store into [{at}, {end}) outside the populated ranges {done:?}"
+        );
     }
 
     fn ask(&self, from: u64, to: u64) {
@@ -587,6 +642,11 @@ mod tests {
     fn appends_into_populated_pages_are_stores_that_land_in_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let arena = WriterArena::create(dir.path(), 1, 1 << 30).unwrap();
+        let probe = Mapping::read_write(&arena.mapped.file, HEADER_PAGE).unwrap();
+        if !sys::overwrites_in_place(&arena.mapped.file) || probe.populate_for_write(0, HEADER_PAGE).is_err() {
+            eprintln!("skipped: the temporary directory's filesystem or kernel cannot populate for writing");
+            return;
+        }
         arena.append(&[1; 800]).unwrap();
         arena.flush().unwrap();
         let populated = || arena.prefill.borrow().as_ref().map_or(0, |p| p.populated.load(Ordering::Acquire));

@@ -78,6 +78,15 @@ pub mod internals {
     pub fn abort_in_next_compaction_after_switch(store: &crate::Store) {
         store.abort_in_next_compaction_after_switch();
     }
+    /// Test hook: the next compaction runs `hook` after its unlocked sync,
+    /// before it writes the checkpoint naming the new generation.
+    pub fn before_next_compaction_checkpoint(store: &crate::Store, hook: impl FnOnce() + Send + 'static) {
+        store.before_next_compaction_checkpoint(Box::new(hook));
+    }
+    /// The version the store directory's newest valid checkpoint names.
+    pub fn checkpointed_version(dir: &std::path::Path) -> crate::Result<Option<u64>> {
+        Ok(crate::meta::read_latest(dir)?.map(|c| c.version))
+    }
 }
 
 /// The README's examples, compiled as doc tests so that they stay true.

@@ -348,6 +348,10 @@ pub(crate) struct Shared {
     /// Test hook: abort the process in the next compaction, right after it
     /// publishes the new generation and before its checkpoint.
     pub(crate) abort_after_switch: std::sync::atomic::AtomicBool,
+    /// Test hook: run by the next compaction between its unlocked sync and
+    /// its checkpoint.
+    #[allow(clippy::type_complexity)]
+    pub(crate) before_compaction_checkpoint: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// This process's own slot (another open of the table): it pins the
     /// generations the writer's snapshots read, and outlives the store for
     /// as long as one of them does.
@@ -652,6 +656,10 @@ impl Store {
         self.shared.abort_after_switch.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    pub(crate) fn before_next_compaction_checkpoint(&self, hook: Box<dyn FnOnce() + Send>) {
+        *lock(&self.shared.before_compaction_checkpoint) = Some(hook);
+    }
+
     /// Figures about the store.
     pub fn stat(&self) -> Result<Stat> {
         self.shared.stat()
@@ -803,6 +811,7 @@ impl Shared {
             control,
             table,
             abort_after_switch: std::sync::atomic::AtomicBool::new(false),
+            before_compaction_checkpoint: Mutex::new(None),
             lease,
             _lock: lock_file,
         };
@@ -1113,7 +1122,7 @@ impl Shared {
         links: bool,
         report: &mut ApplyReport,
     ) -> Result<Commit> {
-        // Change set, nodes and commit record reach the file in one `pwrite`
+        // Change set, nodes and commit record reach the file in one flush
         // (two when a batch writes below a subtree it copies).
         // A copy's clearing of its destination is part of the copy.
         let listed = ops.iter().enumerate().filter(|&(i, op)| {
@@ -1562,7 +1571,9 @@ impl Shared {
         }
         let bytes_after = new.end();
         let new_file = new.mapped.clone();
-        st.arena = new;
+        // Dropped once the lock is released: its prefill thread finishes the
+        // requests in hand first, which no commit should wait for.
+        let retired = std::mem::replace(&mut st.arena, new);
         st.head = head;
         st.live_bytes = bytes_after;
         // Tracked from the switch on, so the store's own pin covers the
@@ -1574,6 +1585,7 @@ impl Shared {
         });
         self.compaction_progress.notify_all();
         drop(guard);
+        drop(retired);
         if self.abort_after_switch.load(std::sync::atomic::Ordering::Relaxed) {
             std::process::abort();
         }
@@ -1592,15 +1604,24 @@ impl Shared {
         if let Err(e) = new_file.sync() {
             return Err(self.poison(&mut lock(&self.state), e));
         }
+        let hook = lock(&self.before_compaction_checkpoint).take();
+        if let Some(hook) = hook {
+            hook();
+        }
         let mut guard = lock(&self.state);
         let st = &mut *guard;
-        if let Err(e) = st.meta.write(to, synced.offset, synced.version, synced.end) {
-            return Err(self.poison(st, e));
-        }
-        if st.head.version == synced.version {
-            if let Some(journal) = st.journal.as_mut() {
-                if let Err(e) = journal.truncate() {
-                    tracing::warn!(error = %e, "journal not truncated after a checkpoint");
+        // A checkpoint taken meanwhile (`Store::checkpoint`, a long journal)
+        // may name a newer version of the new generation: never step back.
+        let newer = st.meta.latest().is_some_and(|c| c.generation == to && c.version >= synced.version);
+        if !newer {
+            if let Err(e) = st.meta.write(to, synced.offset, synced.version, synced.end) {
+                return Err(self.poison(st, e));
+            }
+            if st.head.version == synced.version {
+                if let Some(journal) = st.journal.as_mut() {
+                    if let Err(e) = journal.truncate() {
+                        tracing::warn!(error = %e, "journal not truncated after a checkpoint");
+                    }
                 }
             }
         }

@@ -53,6 +53,12 @@ impl Mapping {
         self.raw.advise_range(memmap2::Advice::PopulateWrite, to_usize(offset)?, to_usize(len)?)
     }
 
+    /// Keeps the mapping out of child processes (`MADV_DONTFORK`): a writer
+    /// that forks must not hand its children a writable arena.
+    pub fn exclude_from_children(&self) -> std::io::Result<()> {
+        self.raw.advise(memmap2::Advice::DontFork)
+    }
+
     /// Copies `bytes` into a read-write mapping at `offset`.
     ///
     /// # Safety
@@ -139,6 +145,14 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: std::time::Duration)
 pub fn futex_wake_all(word: &AtomicU32) -> std::io::Result<()> {
     use rustix::thread::futex;
     futex::wake(word, futex::Flags::empty(), i32::MAX as u32).map(|_| ()).map_err(Into::into)
+}
+
+/// Whether `file`'s filesystem rewrites a written block in place (ext4,
+/// tmpfs), so that a store into a cached page never needs new space.
+pub fn overwrites_in_place(file: &File) -> bool {
+    const EXT4_SUPER_MAGIC: u64 = 0xEF53;
+    const TMPFS_MAGIC: u64 = 0x0102_1994;
+    rustix::fs::fstatfs(file).is_ok_and(|s| matches!(s.f_type as u64, EXT4_SUPER_MAGIC | TMPFS_MAGIC))
 }
 
 fn to_usize(len: u64) -> std::io::Result<usize> {

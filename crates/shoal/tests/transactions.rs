@@ -289,6 +289,7 @@ fn commits_go_on_while_compaction_copies() {
     let store = Store::open(dir.path(), options).unwrap();
     store.bulk_load((0..50_000).map(|i| (format!("/bulk/{}/{i}", i % 500), vec![b'x'; 60]))).unwrap();
     let done = std::sync::atomic::AtomicBool::new(false);
+    let compacted = std::sync::atomic::AtomicUsize::new(0);
     let compactions = std::thread::scope(|s| {
         let compactor = s.spawn(|| {
             let (mut n, mut caught_up) = (0, 0);
@@ -298,6 +299,7 @@ fn commits_go_on_while_compaction_copies() {
                     caught_up += 1;
                 }
                 n += 1;
+                compacted.store(n, std::sync::atomic::Ordering::Relaxed);
             }
             (n, caught_up)
         });
@@ -313,9 +315,18 @@ fn commits_go_on_while_compaction_copies() {
         });
         let writers: Vec<_> = (0..2)
             .map(|t| {
-                let store = &store;
+                let (store, compacted) = (&store, &compacted);
                 s.spawn(move || {
-                    for i in 0..1500 {
+                    // At least 1500 commits each, and on until two compactions
+                    // finished meanwhile (however slow a loaded machine makes them).
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                    for i in 0.. {
+                        if i >= 1500
+                            && (compacted.load(std::sync::atomic::Ordering::Relaxed) >= 2
+                                || std::time::Instant::now() > deadline)
+                        {
+                            break;
+                        }
                         loop {
                             let mut txn = store.begin();
                             txn.put(&format!("/w{t}/{i}"), i.to_string()).unwrap();
