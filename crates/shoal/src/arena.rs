@@ -478,6 +478,7 @@ impl Prefill {
         let thread = std::thread::Builder::new()
             .name("shoal-prefill".into())
             .spawn(move || {
+                sys::lower_this_threads_priority();
                 let mut populate = stores;
                 for (from, to) in asked {
                     if populate {

@@ -1387,6 +1387,7 @@ impl Shared {
             let _ = finished.join();
         }
         let spawned = std::thread::Builder::new().name("shoal-compact".into()).spawn(move || {
+            sys::lower_this_threads_priority();
             {
                 let _running = lock(&me.compaction);
                 if let Err(e) = me.compact_unlocked() {

@@ -147,6 +147,19 @@ pub fn futex_wake_all(word: &AtomicU32) -> std::io::Result<()> {
     futex::wake(word, futex::Flags::empty(), i32::MAX as u32).map(|_| ()).map_err(Into::into)
 }
 
+/// Lowers the calling thread's scheduling priority (nice 10): for the
+/// writer's background threads (compaction, prefill), so that on a busy
+/// machine they yield the CPU to the committing threads rather than
+/// preempt them. Linux applies `setpriority` to a thread id alone.
+pub fn lower_this_threads_priority() {
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), BACKGROUND_NICE) {
+        tracing::debug!(error = %e, "cannot lower a background thread's priority");
+    }
+}
+
+const BACKGROUND_NICE: i32 = 10;
+
 /// Whether `file`'s filesystem rewrites a written block in place (ext4,
 /// tmpfs), so that a store into a cached page never needs new space.
 pub fn overwrites_in_place(file: &File) -> bool {
