@@ -408,7 +408,7 @@ pub fn reader(dir: &Path, seconds: f64, domains: u32) -> CliResult {
     let deadline = Duration::from_secs_f64(seconds);
     let start = Instant::now();
     loop {
-        if tally.snapshots % 64 == 0 && start.elapsed() >= deadline {
+        if tally.snapshots.is_multiple_of(64) && start.elapsed() >= deadline {
             break;
         }
         let snap = reader.snapshot()?;

@@ -200,7 +200,9 @@ pub struct WriterArena {
     /// End of the pages above `flushed` already asked of the prefill thread.
     prefilled: Cell<u64>,
     prefill: RefCell<Option<Prefill>>,
-    /// The prefill thread could not be started; appends use `pwrite` only.
+    /// No more prefill requests (the thread could not be started, or the
+    /// file could not be extended); appends below what was populated may
+    /// still be stores, the others use `pwrite`.
     no_prefill: Cell<bool>,
 }
 
@@ -349,14 +351,17 @@ impl WriterArena {
             Some(p) => {
                 #[cfg(debug_assertions)]
                 p.assert_populated(at, end);
-                // SAFETY: [at, end) lies in one completed request (every
-                // request starts at or below the `at` of the flush that sent
-                // it, writes only move up, and `populated` is the end of the
-                // newest completed one), so it is inside the file (extended
-                // before the request was sent) and populated for writing. It
-                // is at or above `flushed`, so inside no slice `region` handed
-                // out, and above every published high-water mark, so no
-                // reader reads it; this thread is the arena's only writer.
+                // SAFETY: [at, end) lies in the union of completed requests:
+                // each request starts at or below the larger of the previous
+                // request's end and the page of its flush's `at`, so the
+                // requests leave no gap above the page of any later flush's
+                // `at` (writes only move up); one thread answers them in
+                // order, so `populated >= end` means every earlier request is
+                // done too. Each was inside the file (extended before it was
+                // sent) and populated for writing. [at, end) is at or above
+                // `flushed`, so inside no slice `region` handed out, and
+                // above every published high-water mark, so no reader reads
+                // it; this thread is the arena's only writer.
                 unsafe { p.writable.write(at, &pending) }
             }
             None => self.mapped.file.write_all_at(&pending, at).at(&self.mapped.path)?,
@@ -518,8 +523,9 @@ impl Prefill {
         })
     }
 
-    /// Checks the argument of the store's SAFETY comment: `[at, end)` lies in
-    /// pages of one completed request.
+    /// Checks the condition of the store's SAFETY comment: `[at, end)`, from
+    /// the start of its page, lies in the union of completed requests
+    /// (merged as they complete, which is exact: request starts only grow).
     #[cfg(debug_assertions)]
     fn assert_populated(&self, at: u64, end: u64) {
         let page = at / sys::page_size() * sys::page_size();
@@ -539,7 +545,8 @@ impl Prefill {
 
 impl Drop for Prefill {
     fn drop(&mut self) {
-        // Closing the channel ends the thread after the advice in hand.
+        // Closing the channel ends the thread once it has answered every
+        // request still queued.
         self.requests.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();

@@ -41,7 +41,7 @@ const OFFSET_BITS: u32 = 40;
 
 /// Packs a generation and an 8-aligned arena offset into one word.
 pub fn pack(generation: u64, offset: u64) -> u64 {
-    debug_assert!(offset % 8 == 0 && offset >> 3 < 1 << OFFSET_BITS && generation < 1 << 24);
+    debug_assert!(offset.is_multiple_of(8) && offset >> 3 < 1 << OFFSET_BITS && generation < 1 << 24);
     generation << OFFSET_BITS | offset >> 3
 }
 

@@ -172,11 +172,11 @@ pub type Parse<T> = std::result::Result<T, Damage>;
 pub fn node_at(region: &[u8], offset: u64, kind: u8) -> Parse<&[u8]> {
     let at = offset as usize;
     let bad = || Damage::new(offset, format!("bad node header (expected kind {kind})"));
-    if offset == 0 || offset % 8 != 0 || offset >= region.len() as u64 {
+    if offset == 0 || !offset.is_multiple_of(8) || offset >= region.len() as u64 {
         return Err(bad());
     }
     let len = u32_at(region, at + 4).ok_or_else(bad)? as usize;
-    if region.get(at) != Some(&kind) || len < HEADER_BYTES || len % 8 != 0 {
+    if region.get(at) != Some(&kind) || len < HEADER_BYTES || !len.is_multiple_of(8) {
         return Err(bad());
     }
     region.get(at..at + len).ok_or_else(bad)

@@ -117,7 +117,7 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     for (unit, per) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-        if ms != 0 && ms % per == 0 {
+        if ms != 0 && ms.is_multiple_of(per) {
             return format!("{}{unit}", ms / per);
         }
     }

@@ -1157,9 +1157,7 @@ impl Shared {
     fn commit_ops(&self, sets: Option<&TxnSets>, jops: Vec<JournalOp>) -> Result<u64> {
         let mut guard = lock(&self.state);
         let st = &mut *guard;
-        if let Some(reason) = &st.failed {
-            return Err(Error::Io { file: self.dir.clone(), source: std::io::Error::other(reason.clone()) });
-        }
+        self.refuse_if_failed(st)?;
         if let Some(sets) = sets {
             if sets.base_version != st.head.version {
                 if let Some(key) = st.tracker.conflict(sets) {
@@ -1336,7 +1334,18 @@ impl Shared {
         Ok(())
     }
 
+    /// The error of an earlier failed durability step, if there was one:
+    /// after it no commit is accepted and no checkpoint written (a later
+    /// `fdatasync` of the same file may succeed without the lost bytes).
+    fn refuse_if_failed(&self, st: &WriterState) -> Result<()> {
+        match &st.failed {
+            Some(reason) => Err(Error::Io { file: self.dir.clone(), source: std::io::Error::other(reason.clone()) }),
+            None => Ok(()),
+        }
+    }
+
     fn checkpoint_locked(&self, st: &mut WriterState) -> Result<()> {
+        self.refuse_if_failed(st)?;
         self.flush_locked(st)?;
         if let Err(e) = st.arena.sync() {
             return Err(self.poison(st, e));
@@ -1387,7 +1396,7 @@ impl Shared {
             let _ = finished.join();
         }
         let spawned = std::thread::Builder::new().name("shoal-compact".into()).spawn(move || {
-            sys::lower_this_threads_priority();
+            sys::mark_this_thread_batch();
             {
                 let _running = lock(&me.compaction);
                 if let Err(e) = me.compact_unlocked() {
@@ -1613,6 +1622,7 @@ impl Shared {
         let st = &mut *guard;
         // A checkpoint taken meanwhile (`Store::checkpoint`, a long journal)
         // may name a newer version of the new generation: never step back.
+        self.refuse_if_failed(st)?;
         let newer = st.meta.latest().is_some_and(|c| c.generation == to && c.version >= synced.version);
         if !newer {
             if let Err(e) = st.meta.write(to, synced.offset, synced.version, synced.end) {

@@ -106,7 +106,7 @@ impl Mapping {
     /// access std defines on read-only memory for 8-byte atomics on x86_64 and
     /// aarch64); ordering then comes from fences.
     pub unsafe fn atomic_u64(&self, offset: u64) -> &AtomicU64 {
-        debug_assert!(offset % 8 == 0 && offset + 8 <= self.len());
+        debug_assert!(offset.is_multiple_of(8) && offset + 8 <= self.len());
         // SAFETY: aligned, in bounds, and accessed only atomically (caller); the
         // mapping outlives the reference.
         unsafe { AtomicU64::from_ptr(self.raw.as_mut_ptr().add(offset as usize).cast::<u64>()) }
@@ -119,7 +119,7 @@ impl Mapping {
     /// # Safety
     /// As [`Mapping::atomic_u64`], with `offset` 4-aligned.
     pub unsafe fn atomic_u32(&self, offset: u64) -> &AtomicU32 {
-        debug_assert!(offset % 4 == 0 && offset + 4 <= self.len());
+        debug_assert!(offset.is_multiple_of(4) && offset + 4 <= self.len());
         // SAFETY: aligned, in bounds, and accessed only atomically (caller); the
         // mapping outlives the reference.
         unsafe { AtomicU32::from_ptr(self.raw.as_mut_ptr().add(offset as usize).cast::<u32>()) }
@@ -147,18 +147,37 @@ pub fn futex_wake_all(word: &AtomicU32) -> std::io::Result<()> {
     futex::wake(word, futex::Flags::empty(), i32::MAX as u32).map(|_| ()).map_err(Into::into)
 }
 
-/// Lowers the calling thread's scheduling priority (nice 10): for the
-/// writer's background threads (compaction, prefill), so that on a busy
-/// machine they yield the CPU to the committing threads rather than
-/// preempt them. Linux applies `setpriority` to a thread id alone.
+/// Lowers the calling thread's CPU priority by 10 nice levels (at most to
+/// 19), for a background thread that holds no lock the committing threads
+/// wait for (the prefill thread): on a busy machine it yields the CPU to
+/// them rather than preempt them. Linux applies `setpriority` to a thread
+/// id alone. Failing leaves the priority as it was.
 pub fn lower_this_threads_priority() {
-    let tid = rustix::thread::gettid();
-    if let Err(e) = rustix::process::setpriority_process(Some(tid), BACKGROUND_NICE) {
+    let tid = Some(rustix::thread::gettid());
+    let lowered = rustix::process::getpriority_process(tid)
+        .and_then(|nice| rustix::process::setpriority_process(tid, (nice + BACKGROUND_NICE).min(19)));
+    if let Err(e) = lowered {
         tracing::debug!(error = %e, "cannot lower a background thread's priority");
     }
 }
 
 const BACKGROUND_NICE: i32 = 10;
+
+/// Marks the calling thread as a batch thread (`SCHED_BATCH`): its share of
+/// the CPU is unchanged, but its wake-ups do not preempt running threads.
+/// For the compaction thread, which holds the writer lock in its short
+/// phases and so must not lose CPU share, but whose long copy should not
+/// interrupt a committing thread. Failing leaves the policy as it was.
+pub fn mark_this_thread_batch() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid, initialized sched_param for the call; pid
+    // 0 names the calling thread; the call reads the struct and touches no
+    // other memory.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot mark the compaction thread as batch");
+    }
+}
 
 /// Whether `file`'s filesystem rewrites a written block in place (ext4,
 /// tmpfs), so that a store into a cached page never needs new space.

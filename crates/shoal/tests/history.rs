@@ -114,7 +114,7 @@ fn diff_matches_a_full_comparison_over_many_changes_and_a_compaction() {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let i = (x >> 33) % 25_000;
             let path = format!("/k/{}/{i}", i % 97);
-            if x % 5 == 0 {
+            if x.is_multiple_of(5) {
                 let _ = txn.delete(&path);
             } else {
                 txn.put(&path, format!("r{round}")).unwrap();
