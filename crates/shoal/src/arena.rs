@@ -347,21 +347,22 @@ impl WriterArena {
             self.prefill_above(at, end);
         }
         let prefill = self.prefill.borrow();
-        match prefill.as_ref().filter(|p| p.stores && end <= p.populated.load(Ordering::Acquire)) {
+        match prefill.as_ref().filter(|p| end <= p.populated.load(Ordering::Acquire)) {
             Some(p) => {
                 #[cfg(debug_assertions)]
                 p.assert_populated(at, end);
-                // SAFETY: [at, end) lies in the union of completed requests:
-                // each request starts at or below the larger of the previous
+                // [at, end) lies in the union of completed requests: each
+                // request starts at or below the larger of the previous
                 // request's end and the page of its flush's `at`, so the
                 // requests leave no gap above the page of any later flush's
                 // `at` (writes only move up); one thread answers them in
                 // order, so `populated >= end` means every earlier request is
                 // done too. Each was inside the file (extended before it was
-                // sent) and populated for writing. [at, end) is at or above
-                // `flushed`, so inside no slice `region` handed out, and
-                // above every published high-water mark, so no reader reads
-                // it; this thread is the arena's only writer.
+                // sent) and populated for writing.
+                // SAFETY: [at, end) is populated file pages (above); it is at
+                // or above `flushed`, so inside no slice `region` handed out,
+                // and above every published high-water mark, so no reader
+                // reads it; this thread is the arena's only writer.
                 unsafe { p.writable.write(at, &pending) }
             }
             None => self.mapped.file.write_all_at(&pending, at).at(&self.mapped.path)?,
@@ -400,7 +401,7 @@ impl WriterArena {
         self.prefilled.set(to);
         self.mapped.file_len.fetch_max(to, Ordering::AcqRel);
         let mut prefill = self.prefill.borrow_mut();
-        if prefill.is_none() && !self.no_prefill.get() {
+        if prefill.is_none() {
             *prefill = Prefill::start(&self.mapped.file, self.reserve);
             self.no_prefill.set(prefill.is_none());
         }
@@ -456,10 +457,9 @@ struct Prefill {
     thread: Option<std::thread::JoinHandle<()>>,
     /// The writer's read-write mapping of the file.
     writable: Arc<Mapping>,
-    /// The end of the newest completed request (requests complete in order).
+    /// The end of the newest completed request (requests complete in order);
+    /// stays 0 where stores are not used (see above).
     populated: Arc<AtomicU64>,
-    /// Whether the writer may store into populated pages (see above).
-    stores: bool,
     /// The completed requests, merged, for [`Prefill::assert_populated`].
     #[cfg(debug_assertions)]
     done: Arc<std::sync::Mutex<Vec<(u64, u64)>>>,
@@ -517,7 +517,6 @@ impl Prefill {
             thread: Some(thread),
             writable,
             populated,
-            stores,
             #[cfg(debug_assertions)]
             done,
         })

@@ -455,6 +455,17 @@ fn retained_chain(region: &[u8], head: Commit, count: usize, path: &Path) -> Res
     Ok(chain)
 }
 
+/// Empties the journal after a checkpoint naming the head. Records at or
+/// below the checkpoint are skipped on replay, so a journal that failed to
+/// shrink is longer, not wrong.
+fn truncate_journal(st: &mut WriterState) {
+    if let Some(journal) = st.journal.as_mut() {
+        if let Err(e) = journal.truncate() {
+            tracing::warn!(error = %e, "journal not truncated after a checkpoint");
+        }
+    }
+}
+
 /// Converts journal ops (sorted by key; for one key a subtree deletion
 /// first) into builder ops: values stored, missing ancestors of written
 /// nodes created with empty values, still sorted. `ancestors_known`: the
@@ -1353,13 +1364,7 @@ impl Shared {
         if let Err(e) = st.meta.write(st.arena.generation(), st.head.offset, st.head.version, st.head.end) {
             return Err(self.poison(st, e));
         }
-        if let Some(journal) = st.journal.as_mut() {
-            // Records at or below the checkpoint are skipped on replay, so a
-            // journal that failed to shrink is longer, not wrong.
-            if let Err(e) = journal.truncate() {
-                tracing::warn!(error = %e, "journal not truncated after a checkpoint");
-            }
-        }
+        truncate_journal(st);
         Ok(())
     }
 
@@ -1629,11 +1634,7 @@ impl Shared {
                 return Err(self.poison(st, e));
             }
             if st.head.version == synced.version {
-                if let Some(journal) = st.journal.as_mut() {
-                    if let Err(e) = journal.truncate() {
-                        tracing::warn!(error = %e, "journal not truncated after a checkpoint");
-                    }
-                }
+                truncate_journal(st);
             }
         }
         for old in st.old_generations.iter_mut().filter(|o| o.generation == from) {
