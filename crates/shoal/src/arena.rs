@@ -31,8 +31,10 @@ pub const HEADER_PAGE: u64 = 4096;
 const MAGIC: &[u8; 8] = b"SHOALAR1";
 /// 2: commit records name their version's change set; 3: and their
 /// generation; 4: leaf entries may be links (subtrees copied by reference),
-/// which a reader of format 3 would misread as empty subtrees.
-pub const FORMAT_VERSION: u32 = 4;
+/// which a reader of format 3 would misread as empty subtrees; 5: key
+/// counts in internal nodes and links share their word with the length of
+/// the longest key below (see `node`), which format 4 would read as counts.
+pub const FORMAT_VERSION: u32 = 5;
 const LITTLE_ENDIAN_TAG: u8 = 1;
 
 pub fn file_name(generation: u64) -> String {

@@ -89,15 +89,22 @@ pub struct LinkTarget {
     pub root: u64,
     pub src: Vec<u8>,
     pub keys: u64,
+    pub longest: u16,
 }
 
 impl LinkTarget {
     pub fn of(link: Link<'_>) -> LinkTarget {
-        LinkTarget { root: link.root, src: link.src.to_vec(), keys: link.keys }
+        LinkTarget { root: link.root, src: link.src.to_vec(), keys: link.keys, longest: link.longest }
+    }
+
+    /// A link to what lies below `src` in the tree at `root`, if anything does.
+    pub fn below(region: &[u8], root: u64, src: Vec<u8>) -> node::Parse<Option<LinkTarget>> {
+        let below = tree::below(region, root, &src)?;
+        Ok((below.keys > 0).then_some(LinkTarget { root, src, keys: below.keys, longest: below.longest }))
     }
 
     fn as_link(&self) -> Link<'_> {
-        Link { root: self.root, src: &self.src, keys: self.keys }
+        Link { root: self.root, src: &self.src, keys: self.keys, longest: self.longest }
     }
 }
 
@@ -184,10 +191,7 @@ pub fn split_links(region: &[u8], root: u64, ops: &[Op]) -> node::Parse<Vec<Op>>
                 child_key.extend_from_slice(&child.key[source.len()..]);
                 let link = match child.link {
                     Some(nested) => Some(LinkTarget::of(nested)),
-                    None => {
-                        let keys = tree::count_below(region, source_root, &child.key)?;
-                        (keys > 0).then(|| LinkTarget { root: source_root, src: child.key.clone(), keys })
-                    }
+                    None => LinkTarget::below(region, source_root, child.key.clone())?,
                 };
                 if path::in_subtree(key, &child_key) && child_key != key {
                     covering = link.clone().map(|t| (child_key.clone(), StoredValue::of(child.value), t));
@@ -346,6 +350,7 @@ impl<'s> Builder<'s, '_> {
                         first_key: view.key(i).map_err(|d| self.damaged(d))?,
                         offset: view.child(i).map_err(|d| self.damaged(d))?,
                         keys: view.keys_below(i),
+                        longest: view.longest_below(i),
                         node_bytes: NODE_TARGET_BYTES,
                     });
                 }
@@ -430,13 +435,13 @@ impl<'s> Builder<'s, '_> {
             if let [child] = results.as_slice() {
                 let key = view.key(i).map_err(|d| self.damaged(d))?;
                 if child.first_key.cmp_key(&key).is_eq() && child.node_bytes >= NODE_TARGET_BYTES / 4 {
-                    view.with_child_replaced(i, child.offset, child.keys, &mut self.buf);
+                    let longest = view.with_child_replaced(i, child, &mut self.buf);
                     let before =
                         keys.unwrap_or_else(|| (0..n).map(|j| view.keys_below(j)).fold(0, u64::saturating_add));
                     let keys = before.saturating_sub(view.keys_below(i)).saturating_add(child.keys);
                     let offset = self.sink.append(&self.buf)?;
                     let first_key = view.key(0).map_err(|d| self.damaged(d))?;
-                    return Ok(vec![ChildRef { first_key, offset, keys, node_bytes: self.buf.len() }]);
+                    return Ok(vec![ChildRef { first_key, offset, keys, longest, node_bytes: self.buf.len() }]);
                 }
             }
         }
@@ -449,10 +454,8 @@ impl<'s> Builder<'s, '_> {
                 None => {
                     let first_key = view.key(i).map_err(|d| self.damaged(d))?;
                     let offset = view.child(i).map_err(|d| self.damaged(d))?;
-                    out.push((
-                        ChildRef { first_key, offset, keys: view.keys_below(i), node_bytes: NODE_TARGET_BYTES },
-                        false,
-                    ));
+                    let (keys, longest) = (view.keys_below(i), view.longest_below(i));
+                    out.push((ChildRef { first_key, offset, keys, longest, node_bytes: NODE_TARGET_BYTES }, false));
                 }
             }
         }
@@ -496,7 +499,11 @@ impl<'s> Builder<'s, '_> {
     /// single-child internal roots.
     fn finish_root(&mut self, mut level: Vec<ChildRef<'s>>) -> Result<u64> {
         while level.len() > 1 {
+            let before = level.len();
             level = self.write_chunks(Items::Internal(level))?;
+            // Each pass must shrink the level (chunk_ranges keeps two
+            // children per internal node), or this would never end.
+            assert!(level.len() < before, "an internal level of {before} nodes did not shrink");
         }
         let Some(top) = level.pop() else { return Ok(0) };
         let mut root = top.offset;
@@ -516,7 +523,7 @@ impl<'s> Builder<'s, '_> {
     fn write_chunks(&mut self, items: Items<'s>) -> Result<Vec<ChildRef<'s>>> {
         match items {
             Items::Leaf(entries) => {
-                let ranges = chunks_of(&entries, EntryRef::encoded_len);
+                let ranges = chunks_of(&entries, EntryRef::encoded_len, 1);
                 let mut refs = Vec::with_capacity(ranges.len());
                 for range in ranges {
                     let chunk = &entries[range];
@@ -526,6 +533,7 @@ impl<'s> Builder<'s, '_> {
                         first_key: chunk[0].key,
                         offset,
                         keys: chunk.iter().map(EntryRef::weight).fold(0, u64::saturating_add),
+                        longest: chunk.iter().map(EntryRef::longest).max().unwrap_or(0),
                         node_bytes: self.buf.len(),
                     });
                 }
@@ -533,7 +541,10 @@ impl<'s> Builder<'s, '_> {
                 Ok(refs)
             }
             Items::Internal(children) => {
-                let ranges = chunks_of(&children, ChildRef::encoded_len);
+                // Two children at least per node: otherwise a level of long
+                // keys could be cut into as many nodes as it has children,
+                // and building levels above it would never reach one root.
+                let ranges = chunks_of(&children, ChildRef::encoded_len, 2);
                 let mut refs = Vec::with_capacity(ranges.len());
                 for range in ranges {
                     let chunk = &children[range];
@@ -543,6 +554,7 @@ impl<'s> Builder<'s, '_> {
                         first_key: chunk[0].first_key,
                         offset,
                         keys: chunk.iter().map(|c| c.keys).fold(0, u64::saturating_add),
+                        longest: chunk.iter().map(|c| c.longest).max().unwrap_or(0),
                         node_bytes: self.buf.len(),
                     });
                 }
@@ -554,12 +566,12 @@ impl<'s> Builder<'s, '_> {
 
 /// The node-sized ranges of `items` ([`chunk_ranges`]), without listing
 /// their sizes when all fit in one node (the common case of a commit).
-fn chunks_of<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<std::ops::Range<usize>> {
+fn chunks_of<T>(items: &[T], size: impl Fn(&T) -> usize, min_per_chunk: usize) -> Vec<std::ops::Range<usize>> {
     let total: usize = items.iter().map(&size).sum();
     if items.is_empty() || (total <= NODE_TARGET_BYTES - node::HEADER_BYTES && items.len() <= node::MAX_COUNT) {
         return std::iter::once(0..items.len()).filter(|r| !r.is_empty()).collect();
     }
-    chunk_ranges(&items.iter().map(size).collect::<Vec<_>>())
+    chunk_ranges(&items.iter().map(size).collect::<Vec<_>>(), min_per_chunk)
 }
 
 /// Merges sorted leaf entries with sorted ops into `out`.
@@ -613,8 +625,12 @@ fn merge_leaf<'a>(entries: &[EntryRef<'a>], ops: &[&'a Op], out: &mut Vec<EntryR
 
 /// Splits items of the given encoded sizes into consecutive ranges of
 /// roughly equal size, each near [`NODE_TARGET_BYTES`] and within the node
-/// entry-count limit.
-fn chunk_ranges(sizes: &[usize]) -> Vec<std::ops::Range<usize>> {
+/// entry-count limit, each holding at least `min_per_chunk` items (1 or 2)
+/// when there are that many: items larger than a node (long keys) make
+/// larger nodes rather than nodes of fewer items. With 2, every level of
+/// two or more items is cut into fewer ranges than it has items.
+fn chunk_ranges(sizes: &[usize], min_per_chunk: usize) -> Vec<std::ops::Range<usize>> {
+    debug_assert!((1..=2).contains(&min_per_chunk));
     if sizes.is_empty() {
         return Vec::new();
     }
@@ -625,7 +641,8 @@ fn chunk_ranges(sizes: &[usize]) -> Vec<std::ops::Range<usize>> {
     let mut ranges = Vec::with_capacity(chunks);
     let (mut start, mut filled) = (0, 0);
     for (i, &size) in sizes.iter().enumerate() {
-        if i > start && (filled + size > per_chunk.max(size) || i - start == node::MAX_COUNT) {
+        let full = filled + size > per_chunk.max(size) && i - start >= min_per_chunk;
+        if i > start && (full || i - start == node::MAX_COUNT) {
             ranges.push(start..i);
             start = i;
             filled = 0;
@@ -633,6 +650,21 @@ fn chunk_ranges(sizes: &[usize]) -> Vec<std::ops::Range<usize>> {
         filled += size;
     }
     ranges.push(start..sizes.len());
+    // A last range too small to stand alone takes an item from the one
+    // before (which holds at least `min_per_chunk + 1` items if it is full,
+    // or joins it whole otherwise).
+    let n = ranges.len();
+    if n >= 2 && ranges[n - 1].len() < min_per_chunk {
+        let last = ranges.pop().unwrap_or(0..0);
+        let prev = ranges.pop().unwrap_or(0..0);
+        if prev.len() + last.len() <= node::MAX_COUNT {
+            ranges.push(prev.start..last.end);
+        } else {
+            ranges.push(prev.start..prev.end - 1);
+            ranges.push(prev.end - 1..last.end);
+        }
+    }
+    debug_assert!(ranges.iter().all(|r| r.len() >= min_per_chunk.min(sizes.len()) && r.len() <= node::MAX_COUNT));
     ranges
 }
 
@@ -681,6 +713,47 @@ mod tests {
             out.push(path::path_of(&e.key.to_vec()));
         }
         out
+    }
+
+    #[test]
+    fn chunks_cover_every_item_in_order_and_internal_levels_shrink() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        for _ in 0..2000 {
+            let n = 1 + next(40) as usize;
+            let big = next(3);
+            let sizes: Vec<usize> = (0..n).map(|_| 30 + next(if big == 0 { 60 } else { 3200 }) as usize).collect();
+            for min in [1, 2] {
+                let ranges = chunk_ranges(&sizes, min);
+                assert_eq!(ranges.first().map(|r| r.start), Some(0));
+                assert_eq!(ranges.last().map(|r| r.end), Some(n));
+                assert!(ranges.windows(2).all(|w| w[0].end == w[1].start), "{ranges:?}");
+                assert!(ranges.iter().all(|r| r.len() >= min.min(n)), "{sizes:?} {ranges:?}");
+                if min == 2 && n >= 2 {
+                    assert!(ranges.len() < n, "{sizes:?} {ranges:?}");
+                }
+            }
+        }
+        // Two children whose keys each take more than half a node share one.
+        assert_eq!(chunk_ranges(&[1100, 1100], 2), vec![0..2]);
+        assert_eq!(chunk_ranges(&[1100, 1100], 1), vec![0..1, 1..2]);
+    }
+
+    #[test]
+    fn sibling_keys_longer_than_half_a_node() {
+        let sink = VecSink(RefCell::new(vec![0; 8]));
+        let long = |c: &str, n: usize| format!("/{}", vec![c.repeat(200); n].join("/"));
+        let mut ops = vec![put(&long("a", 5), "1"), put(&format!("{}/b", long("a", 5)), "2")];
+        ops.push(put(&long("b", 15), "3"));
+        ops.sort_by(|x, y| x.key().cmp(y.key()));
+        let (root, keys) = apply(&sink, 0, &ops, &mut ApplyReport::default()).unwrap();
+        assert_eq!(keys, Some(3));
+        assert_eq!(all(&sink, root).len(), 3);
     }
 
     #[test]

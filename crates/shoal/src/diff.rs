@@ -113,7 +113,7 @@ impl<'a> Side<'a> {
     /// Replaces a linked subtree with its entries (links below followed).
     fn expand_linked(&mut self, root: u64, src: &[u8], key: &[u8], visited: &mut u64) -> Parse<()> {
         *visited += 1;
-        let link = node::Link { root, src, keys: 0 };
+        let link = node::Link { root, src, keys: 0, longest: 0 };
         let mut walk = crate::tree::Walk::below_link(self.region, link, key)?;
         let mut entries = Vec::new();
         while let Some(e) = walk.next_entry()? {

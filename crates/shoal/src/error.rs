@@ -28,6 +28,11 @@ pub enum Error {
     #[error("cannot copy {path}: this transaction has already written to it or below it; copy it in a transaction of its own")]
     CopySourceWritten { path: String },
 
+    /// `copy_tree` to a place where the copy's deepest paths would exceed
+    /// the path limit ([`crate::path::MAX_PATH_BYTES`]).
+    #[error("copying {from} to {to} would make a path of {longest} bytes; the limit is 3072 bytes")]
+    CopyTooDeep { from: String, to: String, longest: usize },
+
     /// The root node cannot be written or deleted; `delete_tree("/")` clears the store.
     #[error("the root node cannot be written or deleted")]
     RootImmutable,

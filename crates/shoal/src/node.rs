@@ -23,7 +23,7 @@
 //! then entries, each `u16 suffix_len, u8 flags, u8 0, u32 value_len,
 //! [u64 blob offset if flags&1], suffix, [value if inline], [if flags&2, a
 //! link: u64 target root, u64 nodes below, u16 source key length, source
-//! key]`.
+//! key]`. The link's `u64 nodes below` is a *weight* word, as below.
 //!
 //! A *link* entry (copy of a subtree by reference) stands for its node and
 //! everything below it: the subtree below the link's source key in the
@@ -34,10 +34,15 @@
 //! as the entry just before its position. A link's target root points
 //! backwards like every offset; 0 is an empty subtree.
 //!
-//! Internal: `prefix`, pad to 8, `u64 child[count]`, `u64 keys_below[count]`,
+//! Internal: `prefix`, pad to 8, `u64 child[count]`, `u64 weight[count]`,
 //! `u64 hint[count]`, `u32 key_offset[count]`, then key suffixes as
-//! `u16 len, bytes`. `key[i]` is the smallest key under `child[i]`;
-//! `keys_below[i]` counts the keys in that subtree.
+//! `u16 len, bytes`. `key[i]` is the smallest key under `child[i]`.
+//!
+//! A *weight* word packs two figures of a subtree: bits 0..48 count its
+//! keys (nodes), bits 48..64 give the length of its longest key (for a
+//! link: of the longest key suffix below the link's source). The lengths
+//! let a copy of a subtree to a deeper place be refused, without reading
+//! the subtree, when it would make a path longer than the limit.
 //!
 //! Value blob: the value's bytes after the header.
 //!
@@ -99,6 +104,23 @@ pub struct Link<'a> {
     pub src: &'a [u8],
     /// Nodes strictly below the source node, for key counts.
     pub keys: u64,
+    /// The longest key strictly below the source node, minus the source
+    /// key's length (0: nothing below).
+    pub longest: u16,
+}
+
+/// Bits of a weight word that count keys; the rest hold a key length.
+const WEIGHT_KEY_BITS: u32 = 48;
+const WEIGHT_KEYS_MAX: u64 = (1 << WEIGHT_KEY_BITS) - 1;
+
+/// Packs a key count (saturated at 2^48 − 1) and a key length into a weight word.
+pub fn pack_weight(keys: u64, longest: u16) -> u64 {
+    keys.min(WEIGHT_KEYS_MAX) | (longest as u64) << WEIGHT_KEY_BITS
+}
+
+/// The key count and key length of a weight word.
+pub fn unpack_weight(word: u64) -> (u64, u16) {
+    (word & WEIGHT_KEYS_MAX, (word >> WEIGHT_KEY_BITS) as u16)
 }
 
 impl Link<'_> {
@@ -428,6 +450,15 @@ impl LeafEntry<'_> {
     pub fn weight(&self) -> u64 {
         self.link.map_or(0, |l| l.keys).saturating_add(1)
     }
+
+    /// The longest key this entry stands for (a link's included).
+    pub fn longest(&self) -> u16 {
+        entry_longest(&self.key, self.link)
+    }
+}
+
+fn entry_longest(key: &Key<'_>, link: Option<Link<'_>>) -> u16 {
+    (key.len() + link.map_or(0, |l| l.longest as usize)).min(u16::MAX as usize) as u16
 }
 
 /// A parsed leaf: the arrays are bounds-checked once, here.
@@ -513,13 +544,13 @@ impl<'a> LeafView<'a> {
         let node: &'a [u8] = self.node;
         let bad = || Damage::new(self.offset, "link entry out of bounds");
         let root = u64_at(node, at).ok_or_else(bad)?;
-        let keys = u64_at(node, at + 8).ok_or_else(bad)?;
+        let (keys, longest) = unpack_weight(u64_at(node, at + 8).ok_or_else(bad)?);
         let src_len = u16_at(node, at + 16).ok_or_else(bad)? as usize;
         let src = node.get(at + 18..at + 18 + src_len).ok_or_else(bad)?;
         if root >= self.offset {
             return Err(Damage::new(self.offset, "link target does not point backwards"));
         }
-        Ok(Link { root, src, keys })
+        Ok(Link { root, src, keys, longest })
     }
 
     /// Index of the first entry `>= q`, and whether it equals `q`.
@@ -599,8 +630,14 @@ impl<'a> InternalView<'a> {
 
     /// Keys in the subtree of child `i`.
     pub fn keys_below(&self, i: usize) -> u64 {
-        self.u64_in(self.children + 8 * self.count + 8 * i)
+        unpack_weight(self.u64_in(self.children + 8 * self.count + 8 * i)).0
     }
+
+    /// The length of the longest key in the subtree of child `i`.
+    pub fn longest_below(&self, i: usize) -> u16 {
+        unpack_weight(self.u64_in(self.children + 8 * self.count + 8 * i)).1
+    }
+
 
     /// The last child whose smallest key is `<= q`; `None` when `q` sorts
     /// before every key of the node.
@@ -615,15 +652,17 @@ impl<'a> InternalView<'a> {
         lower_bound(self.count, self.prefix, |i| self.hint(i), |i| self.suffix(i), q).map(|(i, _)| i)
     }
 
-    /// A copy of this node with child `i` replaced (same smallest key), sealed.
-    pub fn with_child_replaced(&self, i: usize, offset: u64, keys_below: u64, out: &mut Vec<u8>) {
+    /// A copy of this node with child `i` replaced (same smallest key),
+    /// sealed; returns the longest key under the new node.
+    pub fn with_child_replaced(&self, i: usize, child: &ChildRef<'_>, out: &mut Vec<u8>) -> u16 {
         out.clear();
         out.extend_from_slice(self.node);
         let at = self.children + 8 * i;
-        out[at..at + 8].copy_from_slice(&offset.to_le_bytes());
+        out[at..at + 8].copy_from_slice(&child.offset.to_le_bytes());
         let at = self.children + 8 * self.count + 8 * i;
-        out[at..at + 8].copy_from_slice(&keys_below.to_le_bytes());
+        out[at..at + 8].copy_from_slice(&pack_weight(child.keys, child.longest).to_le_bytes());
         seal(out);
+        (0..self.count).map(|j| if j == i { child.longest } else { self.longest_below(j) }).max().unwrap_or(0)
     }
 }
 
@@ -684,6 +723,11 @@ impl EntryRef<'_> {
     pub fn weight(&self) -> u64 {
         self.link.map_or(0, |l| l.keys).saturating_add(1)
     }
+
+    /// The longest key this entry stands for (a link's included).
+    pub fn longest(&self) -> u16 {
+        entry_longest(&self.key, self.link)
+    }
 }
 
 /// Encodes a leaf holding `entries` (sorted, non-empty) into `buf`.
@@ -720,7 +764,7 @@ pub fn build_leaf(entries: &[EntryRef<'_>], buf: &mut Vec<u8>) {
         }
         if let Some(link) = e.link {
             buf.extend_from_slice(&link.root.to_le_bytes());
-            buf.extend_from_slice(&link.keys.to_le_bytes());
+            buf.extend_from_slice(&pack_weight(link.keys, link.longest).to_le_bytes());
             buf.extend_from_slice(&(link.src.len() as u16).to_le_bytes());
             buf.extend_from_slice(link.src);
         }
@@ -735,6 +779,8 @@ pub struct ChildRef<'a> {
     pub offset: u64,
     /// Keys in the child's subtree.
     pub keys: u64,
+    /// The length of the longest key in the child's subtree.
+    pub longest: u16,
     /// Encoded size of the child node, for merging underfull nodes.
     pub node_bytes: usize,
 }
@@ -757,7 +803,7 @@ pub fn build_internal(children: &[ChildRef<'_>], buf: &mut Vec<u8>) {
         buf.extend_from_slice(&c.offset.to_le_bytes());
     }
     for c in children {
-        buf.extend_from_slice(&c.keys.to_le_bytes());
+        buf.extend_from_slice(&pack_weight(c.keys, c.longest).to_le_bytes());
     }
     for c in children {
         buf.extend_from_slice(&c.first_key.hint_from(prefix_len).to_le_bytes());
@@ -1002,7 +1048,13 @@ mod tests {
         let children: Vec<ChildRef<'_>> = keys
             .iter()
             .enumerate()
-            .map(|(i, k)| ChildRef { first_key: Key::whole(k), offset: 8 * (i as u64 + 1), keys: 5, node_bytes: 0 })
+            .map(|(i, k)| ChildRef {
+                first_key: Key::whole(k),
+                offset: 8 * (i as u64 + 1),
+                keys: 5,
+                longest: 40 + i as u16,
+                node_bytes: 0,
+            })
             .collect();
         let mut node = Vec::new();
         build_internal(&children, &mut node);
@@ -1015,6 +1067,15 @@ mod tests {
         assert_eq!(view.route(b"k\x009").unwrap(), Some(2));
         assert_eq!(view.child(2).unwrap(), 24);
         assert_eq!(view.keys_below(1), 5);
+        assert_eq!(view.longest_below(1), 41);
+        let replaced = ChildRef { offset: 8, keys: 9, longest: 50, ..children[1] };
+        let mut patched = Vec::new();
+        assert_eq!(view.with_child_replaced(1, &replaced, &mut patched), 50);
+        region.truncate(64);
+        region.extend_from_slice(&patched);
+        let view = InternalView::parse(&region, 64).unwrap();
+        assert_eq!((view.child(1).unwrap(), view.keys_below(1), view.longest_below(1)), (8, 9, 50));
+        assert_eq!(unpack_weight(pack_weight(u64::MAX, 3071)), ((1 << 48) - 1, 3071));
         assert!(view.key(1).unwrap().eq_bytes(b"k\x0020"));
     }
 

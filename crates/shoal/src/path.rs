@@ -1,9 +1,11 @@
 //! Paths and their key encoding.
 //!
 //! A path is `/` (the root) or `/seg/seg/...`: UTF-8 segments, none empty,
-//! none containing `/` or NUL, at most [`MAX_SEGMENT_BYTES`] each and
-//! [`MAX_PATH_BYTES`] in all. Anything else is rejected with
-//! [`Error::InvalidPath`].
+//! none `.` or `..`, none containing `/` or NUL, at most
+//! [`MAX_SEGMENT_BYTES`] each and [`MAX_PATH_BYTES`] in all. Anything else
+//! is rejected with [`Error::InvalidPath`]: shoal does not resolve `.` and
+//! `..`, and storing them as names would make `/a/../b` a different node
+//! from `/b` for one tool and the same for the next.
 //!
 //! Inside the tree a path is stored as its *key*: the path without its leading
 //! `/`, with each separator replaced by the byte `0x00`. Because segments
@@ -20,6 +22,8 @@ use crate::error::{Error, Result};
 
 /// Longest accepted path, in bytes (xenstore's absolute-path limit).
 pub const MAX_PATH_BYTES: usize = 3072;
+/// Longest key: a path's key drops its leading `/`.
+pub const MAX_KEY_BYTES: usize = MAX_PATH_BYTES - 1;
 /// Longest accepted segment, in bytes.
 pub const MAX_SEGMENT_BYTES: usize = 255;
 
@@ -49,6 +53,9 @@ pub fn validate(path: &str) -> Result<&[u8]> {
         }
         if segment.contains(&0) {
             return Err(invalid(path, "contains a NUL byte"));
+        }
+        if segment == b"." || segment == b".." {
+            return Err(invalid(path, "'.' and '..' are not allowed as segments"));
         }
     }
     Ok(rest)
@@ -91,19 +98,22 @@ pub fn with_valid_key<R>(path: &str, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
     }
     let body = &bytes[1..];
     let mut buf = [0u8; STACK_KEY_BYTES];
-    let (mut segment, mut ok) = (0usize, true);
+    // `dots`: the segment so far is all dots (`.` and `..` are refused).
+    let (mut segment, mut dots, mut ok) = (0usize, true, true);
     for (out, &b) in buf.iter_mut().zip(body) {
         if b == b'/' {
-            ok &= segment != 0;
+            ok &= segment != 0 && !(dots && segment <= 2);
             segment = 0;
+            dots = true;
             *out = 0;
         } else {
             ok &= b != 0;
             segment += 1;
+            dots &= b == b'.';
             *out = b;
         }
     }
-    ok &= segment != 0 && segment <= MAX_SEGMENT_BYTES;
+    ok &= segment != 0 && segment <= MAX_SEGMENT_BYTES && !(dots && segment <= 2);
     // Only the last segment can exceed 255 bytes in a body of at most 256
     // bytes (any other is followed by '/' and one more byte); checked above.
     if !ok {
@@ -204,8 +214,10 @@ mod tests {
         let long = format!("/{}", "a".repeat(256));
         let long_first = format!("/{}/b", "a".repeat(254));
         let too_long_last = format!("/b/{}", "a".repeat(256));
-        let cases =
-            ["/", "", "a", "/a", "/a/b", "//", "/a//b", "/a/", "/a\0b", "/é/ü", &long, &long_first, &too_long_last];
+        let cases = [
+            "/", "", "a", "/a", "/a/b", "//", "/a//b", "/a/", "/a\0b", "/é/ü", &long, &long_first, &too_long_last,
+            "/.", "/..", "/...", "/a/./b", "/a/../b", "/a/..", "/./a", "/.a", "/a.", "/..a", "/a/.b.", "/.../x",
+        ];
         for case in cases {
             let fast = with_valid_key(case, |k| k.to_vec()).map_err(|e| e.to_string());
             let slow = validate(case).map(|body| with_key(body, |k| k.to_vec())).map_err(|e| e.to_string());
@@ -215,9 +227,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_paths() {
-        for bad in ["", "a", "//", "/a/", "/a//b", "/a\0b"] {
+        for bad in ["", "a", "//", "/a/", "/a//b", "/a\0b", "/.", "/..", "/a/../b", "/a/./b", "/a/.."] {
             assert!(validate(bad).is_err(), "{bad:?} accepted");
         }
+        for good in ["/...", "/.a", "/a.", "/..a", "/a/.b./c"] {
+            assert!(validate(good).is_ok(), "{good:?} refused");
+        }
+        let long_dots = format!("/{}/..", "a".repeat(300));
+        assert!(validate(&long_dots).is_err());
         assert!(validate(&format!("/{}", "x".repeat(256))).is_err());
         assert!(validate(&"/abcdefgh".repeat(400)).is_err());
         assert_eq!(validate("/").unwrap(), b"");

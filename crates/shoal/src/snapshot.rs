@@ -162,6 +162,13 @@ impl Snapshot {
         tree::get(self.region(), self.commit.root, key).map_err(|d| self.damaged(d))
     }
 
+    /// What lies strictly below the node at `key` (through links).
+    pub(crate) fn below_key(&self, key: &[u8]) -> Result<tree::Below> {
+        let region = self.region();
+        let (root, key) = tree::resolve(region, self.commit.root, key, true).map_err(|d| self.damaged(d))?;
+        tree::below(region, root, &key).map_err(|d| self.damaged(d))
+    }
+
     /// The names of the immediate children of `path`, sorted by their bytes.
     pub fn list(&self, path: &str) -> Result<Vec<String>> {
         let key = path::key(path)?;

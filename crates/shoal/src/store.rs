@@ -562,8 +562,15 @@ fn prepare_ops(arena: &WriterArena, head_root: u64, jops: Vec<JournalOp>, ancest
                     None => return Err(Error::NoSuchPath { path: path::path_of(&from) }),
                 };
                 let (root, src) = tree::resolve(region, head_root, &from, true).map_err(damaged)?;
-                let keys = tree::count_below(region, root, &src).map_err(damaged)?;
-                let link = (keys > 0).then(|| build::LinkTarget { root, src: src.into_owned(), keys });
+                let link = build::LinkTarget::below(region, root, src.into_owned()).map_err(damaged)?;
+                let longest = key.len() + link.as_ref().map_or(0, |l| l.longest as usize);
+                if longest > path::MAX_KEY_BYTES {
+                    return Err(Error::CopyTooDeep {
+                        from: path::path_of(&from),
+                        to: path::path_of(&key),
+                        longest: longest + 1,
+                    });
+                }
                 ops.push(Op::DeleteTree { key: key.clone() });
                 Op::Set { key, value, link, structural: false }
             }
@@ -1896,6 +1903,7 @@ impl Copier<'_> {
                     first_key: key,
                     offset: self.copy(region, view.child(i).map_err(damaged)?, child_like)?,
                     keys: view.keys_below(i),
+                    longest: view.longest_below(i),
                     node_bytes: 0,
                 });
             }
@@ -2029,6 +2037,7 @@ impl Copier<'_> {
                     first_key: start,
                     offset: copied,
                     keys: view.keys_below(i),
+                    longest: view.longest_below(i),
                     node_bytes: node::NODE_TARGET_BYTES,
                 }));
             } else {

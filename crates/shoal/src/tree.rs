@@ -209,13 +209,23 @@ fn each_child<'a>(
     }
 }
 
-/// Nodes strictly below `key` in the tree at `root` (a link counts for its
-/// whole subtree), from the subtree counts of internal nodes: it reads the
-/// nodes along the two edges of the key range, not the range.
-pub fn count_below(region: &[u8], root: u64, key: &[u8]) -> Parse<u64> {
+/// What lies strictly below a key: [`below`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Below {
+    /// Nodes (a link counts for its whole subtree).
+    pub keys: u64,
+    /// The longest of their keys, minus the key's own length (0: none).
+    pub longest: u16,
+}
+
+/// What lies strictly below `key` in the tree at `root`, from the weights
+/// of internal nodes: it reads the nodes along the two edges of the key
+/// range, not the range.
+pub fn below(region: &[u8], root: u64, key: &[u8]) -> Parse<Below> {
     let lo = crate::path::child_prefix(key);
     let hi = crate::path::subtree_end(key);
-    count_range(region, root, &lo, hi.as_deref(), None, 0)
+    let (keys, longest) = weigh_range(region, root, &lo, hi.as_deref(), None, 0)?;
+    Ok(Below { keys, longest: (longest as usize).saturating_sub(key.len()) as u16 })
 }
 
 /// Whether a child whose keys lie in `[start, next)` (`next` `None`:
@@ -229,39 +239,39 @@ pub fn wholly_inside(start: &Key<'_>, next: Option<&[u8]>, lo: &[u8], hi: Option
         }
 }
 
-/// Nodes with keys in `[lo, hi)` under the node at `offset`, whose own keys
-/// lie below `upper` (its next sibling's smallest key; `None`: unbounded).
-fn count_range(
+/// The nodes with keys in `[lo, hi)` under the node at `offset`, whose own
+/// keys lie below `upper` (its next sibling's smallest key; `None`:
+/// unbounded): their count and the length of the longest.
+fn weigh_range(
     region: &[u8],
     offset: u64,
     lo: &[u8],
     hi: Option<&[u8]>,
     upper: Option<&[u8]>,
     depth: usize,
-) -> Parse<u64> {
+) -> Parse<(u64, u16)> {
     if offset == 0 {
-        return Ok(0);
+        return Ok((0, 0));
     }
     if depth > MAX_DEPTH {
         return Err(Damage::new(offset, "tree deeper than any valid tree"));
     }
     let below_hi = |k: &Key<'_>| hi.is_none_or(|h| k.cmp_bytes(h).is_lt());
+    let (mut keys, mut longest) = (0u64, 0u16);
     match kind_at(region, offset)? {
         KIND_LEAF => {
             let view = LeafView::parse(region, offset)?;
-            let mut total = 0u64;
             for i in view.search(lo)?.0..view.len() {
                 let e = view.entry(i)?;
                 if !below_hi(&e.key) {
                     break;
                 }
-                total = total.saturating_add(e.weight());
+                keys = keys.saturating_add(e.weight());
+                longest = longest.max(e.longest());
             }
-            Ok(total)
         }
         KIND_INTERNAL => {
             let view = InternalView::parse(region, offset)?;
-            let mut total = 0u64;
             let first = view.route(lo)?.unwrap_or(0);
             for i in first..view.len() {
                 let start = view.key(i)?;
@@ -269,16 +279,18 @@ fn count_range(
                     break;
                 }
                 let next = if i + 1 < view.len() { Some(view.key(i + 1)?.to_vec()) } else { upper.map(<[u8]>::to_vec) };
-                total = total.saturating_add(if wholly_inside(&start, next.as_deref(), lo, hi) {
-                    view.keys_below(i)
+                let (k, l) = if wholly_inside(&start, next.as_deref(), lo, hi) {
+                    (view.keys_below(i), view.longest_below(i))
                 } else {
-                    count_range(region, view.child(i)?, lo, hi, next.as_deref(), depth + 1)?
-                });
+                    weigh_range(region, view.child(i)?, lo, hi, next.as_deref(), depth + 1)?
+                };
+                keys = keys.saturating_add(k);
+                longest = longest.max(l);
             }
-            Ok(total)
         }
-        other => Err(unexpected(offset, other)),
+        other => return Err(unexpected(offset, other)),
     }
+    Ok((keys, longest))
 }
 
 /// The value stored under `key`.

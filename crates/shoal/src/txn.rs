@@ -302,6 +302,10 @@ impl<'s> Transaction<'s> {
         self.sets.reads.insert(from_key.clone());
         let source = self.base_source(&from_key, from)?;
         self.sets.trees.insert(source.clone());
+        let longest = to_key.len() + self.base.below_key(&source)?.longest as usize;
+        if longest > path::MAX_KEY_BYTES {
+            return Err(Error::CopyTooDeep { from: from.to_string(), to: to.to_string(), longest: longest + 1 });
+        }
         self.create_ancestors(&to_key)?;
         self.drop_writes_below(&to_key);
         let node = NodeWrite::Copy(source.clone());
