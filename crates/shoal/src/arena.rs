@@ -65,11 +65,6 @@ impl MappedGeneration {
 
     /// The immutable readable prefix `[0, end)`, after checking the file
     /// really is that long (so no access can fault).
-    /// Makes everything written to the file durable.
-    pub fn sync(&self) -> Result<()> {
-        rustix::fs::fdatasync(&self.file).at(&self.path)
-    }
-
     pub fn region(&self, end: u64) -> Result<&[u8]> {
         if end > self.map.len() {
             return Err(self.corrupt(end, "high-water mark beyond the mapped reservation"));
@@ -174,8 +169,19 @@ fn read_header(file: &File, path: &Path) -> Result<Vec<u8>> {
 
 /// Opens a generation read-only, for readers.
 pub fn open_read_only(dir: &Path, generation: u64) -> Result<Arc<MappedGeneration>> {
+    open_mapped(dir, generation, false)
+}
+
+/// Opens a generation for a recovering writer: mapped read-only like every
+/// reader's, through a file opened for writing, so that the candidate it
+/// verifies can become its [`WriterArena`] ([`WriterArena::resume`]).
+pub fn open_for_writer(dir: &Path, generation: u64) -> Result<Arc<MappedGeneration>> {
+    open_mapped(dir, generation, true)
+}
+
+fn open_mapped(dir: &Path, generation: u64, writable: bool) -> Result<Arc<MappedGeneration>> {
     let path = dir.join(file_name(generation));
-    let file = File::open(&path).at(&path)?;
+    let file = File::options().read(true).write(writable).open(&path).at(&path)?;
     let reserve = check_header(&path, &read_header(&file, &path)?, generation)?;
     let len = file.metadata().at(&path)?.len();
     let map = Mapping::read_only(&file, reserve.max(len)).at(&path)?;
@@ -241,26 +247,31 @@ impl WriterArena {
     }
 
     /// Opens an existing generation for appending at `cursor`.
+    #[cfg(test)]
     pub fn open(dir: &Path, generation: u64, cursor: u64) -> Result<WriterArena> {
-        let path = dir.join(file_name(generation));
-        let file = File::options().read(true).write(true).open(&path).at(&path)?;
-        let reserve = check_header(&path, &read_header(&file, &path)?, generation)?;
-        Self::map(path, file, generation, reserve, cursor.max(HEADER_PAGE))
+        Self::resume(open_for_writer(dir, generation)?, cursor)
     }
 
     fn map(path: PathBuf, file: File, generation: u64, reserve: u64, cursor: u64) -> Result<WriterArena> {
         let len = file.metadata().at(&path)?.len();
-        let cursor = cursor.next_multiple_of(8);
+        let map = Mapping::read_only(&file, reserve.max(len)).at(&path)?;
+        Self::resume(Arc::new(MappedGeneration::new(generation, path, map, file, len)), cursor)
+    }
+
+    /// Appends to `mapped` (opened by [`open_for_writer`] or created here)
+    /// from `cursor` on; everything below it is immutable from now on.
+    pub fn resume(mapped: Arc<MappedGeneration>, cursor: u64) -> Result<WriterArena> {
+        let len = mapped.file.metadata().at(&mapped.path)?.len();
+        mapped.file_len.fetch_max(len, Ordering::AcqRel);
+        let cursor = cursor.max(HEADER_PAGE).next_multiple_of(8);
         if cursor > len {
             return Err(Error::Corrupt {
-                file: path,
+                file: mapped.path.clone(),
                 offset: cursor,
                 detail: "arena file shorter than its contents".into(),
             });
         }
-        let map = Mapping::read_only(&file, reserve.max(len)).at(&path)?;
-        let reserve = map.len();
-        let mapped = Arc::new(MappedGeneration::new(generation, path, map, file, len));
+        let reserve = mapped.map.len();
         Ok(WriterArena {
             mapped,
             flushed: Cell::new(cursor),
@@ -307,10 +318,6 @@ impl WriterArena {
     /// Bytes appended but not yet flushed.
     pub fn pending_bytes(&self) -> usize {
         self.pending.borrow().len()
-    }
-
-    pub fn file_len(&self) -> u64 {
-        self.mapped.file_len.load(Ordering::Acquire)
     }
 
     /// Everything flushed so far; immutable from now on.

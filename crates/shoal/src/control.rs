@@ -36,6 +36,8 @@ const OFF_WRITER_START: u64 = 24;
 const OFF_BOOT_ID: u64 = 32; // two words
 /// A 32-bit futex word bumped after every publication.
 const OFF_WAKE: u64 = 48;
+/// The highest arena generation number the writers of this boot created.
+const OFF_GENERATION_HIGH: u64 = 56;
 
 const OFFSET_BITS: u32 = 40;
 
@@ -211,6 +213,22 @@ impl Control {
         };
         sleepers.fetch_sub(1, Ordering::SeqCst);
         result
+    }
+
+    /// Records that generation `g` is about to be created, before its file
+    /// is: numbers are never reused within a boot (see `store::generations`).
+    pub fn note_generation(&self, g: u64) {
+        self.word(OFF_GENERATION_HIGH).fetch_max(g, Ordering::AcqRel);
+    }
+
+    /// The highest generation number created this boot, as recorded (0 if
+    /// the file was claimed in another boot, when no reader can hold an old
+    /// mapping).
+    pub fn highest_generation(&self) -> u64 {
+        match self.current_word_if_boot(this_boot()) {
+            Some(_) => self.word(OFF_GENERATION_HIGH).load(Ordering::Acquire),
+            None => 0,
+        }
     }
 
     /// The writer that last claimed the store: (pid, start time).

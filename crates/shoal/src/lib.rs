@@ -38,10 +38,13 @@ mod build;
 mod control;
 mod diff;
 mod error;
+mod files;
 mod journal;
+mod locking;
 mod meta;
 mod node;
 mod notify;
+mod options;
 pub mod path;
 mod readers;
 pub mod retention;
@@ -58,10 +61,11 @@ pub use diff::Diff;
 pub use error::{Error, Result};
 pub use node::{ChangeKind, PAGE_ALIGNED_VALUE_MIN};
 pub use notify::VersionFd;
+pub use options::{Durability, Options};
 pub use readers::ReaderInfo;
 pub use retention::RetainTier;
 pub use snapshot::{Change, Entry, Reader, Scan, Snapshot, VersionInfo, DEFAULT_WAIT_SPIN};
-pub use store::{CompactReport, Durability, Options, Stat, Store};
+pub use store::{CompactReport, Stat, Store};
 pub use txn::Transaction;
 pub use watch::{Watch, WatchEvent};
 
@@ -82,6 +86,16 @@ pub mod internals {
     /// before it writes the checkpoint naming the new generation.
     pub fn before_next_compaction_checkpoint(store: &crate::Store, hook: impl FnOnce() + Send + 'static) {
         store.before_next_compaction_checkpoint(Box::new(hook));
+    }
+    /// Test hook: the next compaction runs `hook` after its unlocked copy,
+    /// before it takes the writer lock to catch up and switch.
+    pub fn before_next_compaction_switch(store: &crate::Store, hook: impl FnOnce() + Send + 'static) {
+        store.before_next_compaction_switch(Box::new(hook));
+    }
+    pub use crate::store::SyncFault;
+    /// Fault injection: the next `count` syncs of `kind` fail with EIO.
+    pub fn fail_next_syncs(store: &crate::Store, kind: SyncFault, count: u32) {
+        store.fail_next_syncs(kind, count);
     }
     /// The version the store directory's newest valid checkpoint names.
     pub fn checkpointed_version(dir: &std::path::Path) -> crate::Result<Option<u64>> {

@@ -638,7 +638,6 @@ impl<'a> InternalView<'a> {
         unpack_weight(self.u64_in(self.children + 8 * self.count + 8 * i)).1
     }
 
-
     /// The last child whose smallest key is `<= q`; `None` when `q` sorts
     /// before every key of the node.
     #[inline]
@@ -884,6 +883,36 @@ pub fn parse_commit(region: &[u8], offset: u64) -> Parse<Commit> {
         return Err(Damage::new(offset, "commit record points outside its version"));
     }
     Ok(commit)
+}
+
+/// The commit chain from `head` back: `head`, then each version's
+/// predecessor, read and verified one at a time; versions must decrease.
+pub fn chain(region: &[u8], head: Commit) -> Chain<'_> {
+    Chain { region, next: Some(Ok(head)) }
+}
+
+/// See [`chain`].
+pub struct Chain<'a> {
+    region: &'a [u8],
+    next: Option<Parse<Commit>>,
+}
+
+impl Iterator for Chain<'_> {
+    type Item = Parse<Commit>;
+
+    fn next(&mut self) -> Option<Parse<Commit>> {
+        let current = self.next.take()?;
+        if let Ok(c) = &current {
+            if c.prev != 0 {
+                let version = c.version;
+                self.next = Some(parse_commit(self.region, c.prev).and_then(|p| match p.version < version {
+                    true => Ok(p),
+                    false => Err(Damage::new(p.offset, "commit chain does not go back in versions")),
+                }));
+            }
+        }
+        Some(current)
+    }
 }
 
 /// How a version changed one path.

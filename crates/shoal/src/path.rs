@@ -215,8 +215,31 @@ mod tests {
         let long_first = format!("/{}/b", "a".repeat(254));
         let too_long_last = format!("/b/{}", "a".repeat(256));
         let cases = [
-            "/", "", "a", "/a", "/a/b", "//", "/a//b", "/a/", "/a\0b", "/é/ü", &long, &long_first, &too_long_last,
-            "/.", "/..", "/...", "/a/./b", "/a/../b", "/a/..", "/./a", "/.a", "/a.", "/..a", "/a/.b.", "/.../x",
+            "/",
+            "",
+            "a",
+            "/a",
+            "/a/b",
+            "//",
+            "/a//b",
+            "/a/",
+            "/a\0b",
+            "/é/ü",
+            &long,
+            &long_first,
+            &too_long_last,
+            "/.",
+            "/..",
+            "/...",
+            "/a/./b",
+            "/a/../b",
+            "/a/..",
+            "/./a",
+            "/.a",
+            "/a.",
+            "/..a",
+            "/a/.b.",
+            "/.../x",
         ];
         for case in cases {
             let fast = with_valid_key(case, |k| k.to_vec()).map_err(|e| e.to_string());

@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
+use crate::options::{Durability, Options};
 use crate::retention;
-use crate::store::{Durability, Options};
 
 pub const FILE_NAME: &str = "settings";
 

@@ -55,6 +55,12 @@ impl ReaderLease {
         let slot = table.claim()?;
         Ok(Arc::new(ReaderLease { table, slot }))
     }
+
+    /// Pins generations `>= generation` in this lease's slot.
+    pub(crate) fn pin(&self, generation: u64) -> Result<()> {
+        self.table.pin(self.slot, generation);
+        Ok(())
+    }
 }
 
 impl Drop for ReaderLease {

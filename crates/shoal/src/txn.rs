@@ -14,7 +14,6 @@ use crate::error::{Error, Result};
 use crate::journal::JournalOp;
 use crate::path;
 use crate::snapshot::Snapshot;
-use crate::store::Shared;
 
 /// A buffered change to one node.
 #[derive(Clone, Debug, Default)]
@@ -86,15 +85,25 @@ impl TxnSets {
     }
 }
 
+/// What a transaction needs of the writer.
+pub(crate) trait Committer: Sync {
+    /// Checks a value against the store's limits.
+    fn check_value(&self, path: &str, value: &[u8]) -> Result<()>;
+    /// Commits the transaction's sets; returns the new version.
+    fn commit(&self, sets: &TxnSets) -> Result<u64>;
+    /// Unregisters a transaction begun at `base`.
+    fn end(&self, base: u64);
+}
+
 /// An open transaction. See the module docs.
 pub struct Transaction<'s> {
-    store: &'s Shared,
+    store: &'s dyn Committer,
     base: Snapshot,
     sets: TxnSets,
 }
 
 impl<'s> Transaction<'s> {
-    pub(crate) fn new(store: &'s Shared, base: Snapshot) -> Self {
+    pub(crate) fn new(store: &'s dyn Committer, base: Snapshot) -> Self {
         let sets = TxnSets {
             base_version: base.version(),
             reads: HashSet::new(),
@@ -367,7 +376,7 @@ impl<'s> Transaction<'s> {
     /// read, listed or wrote changed after its base version.
     pub fn commit(self) -> Result<u64> {
         // Dropping `self` afterwards unregisters the transaction.
-        self.store.commit_sets(&self.sets)
+        self.store.commit(&self.sets)
     }
 
     /// Discards the transaction (the same as dropping it).
@@ -376,6 +385,6 @@ impl<'s> Transaction<'s> {
 
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
-        self.store.end_transaction(self.base.version());
+        self.store.end(self.base.version());
     }
 }

@@ -263,7 +263,7 @@ fn copy_tree_at_just_below_and_just_above_the_path_limit() {
     let store = Store::open(dir.path(), Options { create: true, ..options() }).unwrap();
     // 2,000 siblings, so the source spans several leaves and an internal level,
     // and one deep path of 2,000 bytes in the middle of them.
-    let deep = format!("/src/k1000/{}", long_path(b"d", 2000 - "/src/k1000".len())[1..].to_string());
+    let deep = format!("/src/k1000/{}", &long_path(b"d", 2000 - "/src/k1000".len())[1..]);
     assert_eq!(deep.len(), 2000);
     let mut items: Vec<(String, Vec<u8>)> = (0..2000).map(|i| (format!("/src/k{i}"), vec![1])).collect();
     items.push((deep.clone(), b"deep".to_vec()));

@@ -1,0 +1,88 @@
+//! How a writer opens a store: [`Options`] and [`Durability`].
+
+use crate::error::{Error, Result};
+use crate::retention::{self, RetainTier};
+
+/// When a commit counts as done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// No journal: commits are published at once and survive a crash of the
+    /// writer process (the page cache keeps them), but only checkpoints
+    /// (taken on close, on compaction, or by [`Store::checkpoint`]) survive a
+    /// power loss. For caches and tmpfs.
+    None,
+    /// A commit returns only after its journal record is on disk.
+    Sync,
+}
+
+/// How to open a store.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Create the store if the directory holds none. Default `true`.
+    pub create: bool,
+    /// Default [`Durability::Sync`].
+    pub durability: Durability,
+    /// Versions kept readable besides the newest (at least this many). Default 16.
+    pub retain_versions: u32,
+    /// Older versions kept by compaction, thinned by age (see
+    /// [`crate::retention`]): e.g. one a minute for an hour and one an hour
+    /// for a day. Each kept version keeps the nodes it reaches, so space
+    /// grows with how much the data changed between them. Default none.
+    pub retain_tiers: Vec<RetainTier>,
+    /// Largest value accepted. Default 1 MiB; at most 1 GiB.
+    pub max_value_bytes: usize,
+    /// Address space reserved per arena generation; the arena cannot grow
+    /// beyond it (compaction or a reopen with a larger value moves to a new
+    /// generation). Default 64 GiB; costs address space only.
+    pub map_reserve_bytes: u64,
+    /// Checkpoint when the journal exceeds this. Default 64 MiB.
+    pub checkpoint_journal_bytes: u64,
+    /// Compact automatically when the arena exceeds both `compact_min_bytes`
+    /// and `compact_factor` times the live bytes measured at the last
+    /// compaction. Default `true`.
+    pub auto_compact: bool,
+    /// Default 64 MiB.
+    pub compact_min_bytes: u64,
+    /// Default 2.
+    pub compact_factor: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            create: true,
+            durability: Durability::Sync,
+            retain_versions: 16,
+            retain_tiers: Vec::new(),
+            max_value_bytes: 1 << 20,
+            map_reserve_bytes: 64 << 30,
+            checkpoint_journal_bytes: 64 << 20,
+            auto_compact: true,
+            compact_min_bytes: 64 << 20,
+            compact_factor: 2,
+        }
+    }
+}
+
+impl Options {
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |name, reason: String| Err(Error::InvalidOption { name, reason });
+        if self.retain_versions == 0 {
+            return bad("retain_versions", "must be at least 1".into());
+        }
+        retention::validate(&self.retain_tiers)?;
+        if self.max_value_bytes > 1 << 30 {
+            return bad("max_value_bytes", "must be at most 1 GiB".into());
+        }
+        if self.map_reserve_bytes < 1 << 20 || self.map_reserve_bytes > 1 << 43 {
+            return bad("map_reserve_bytes", "must be between 1 MiB and 8 TiB".into());
+        }
+        if self.map_reserve_bytes < self.max_value_bytes as u64 * 4 {
+            return bad("map_reserve_bytes", "must hold at least four maximum-size values".into());
+        }
+        if self.compact_factor < 2 {
+            return bad("compact_factor", "must be at least 2".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,185 @@
+//! Commits: transactions and bulk loads turned into versions under the
+//! writer mutex (conflict check, apply, journal append), then published
+//! (at once, or once the journal sync covering them returns).
+
+use super::batch::{apply_ops, prepare_ops};
+use super::publish::Head;
+use super::{now_ns, Shared, WriterState};
+use crate::build::{ApplyReport, Op};
+use crate::error::{Error, Result};
+use crate::journal::{self, JournalOp};
+use crate::locking::lock;
+use crate::options::Durability;
+use crate::path;
+use crate::snapshot::Snapshot;
+use crate::txn::{Committer, Transaction, TxnSets};
+
+impl Shared {
+    /// Begins a transaction at the newest committed version.
+    pub(super) fn begin(&self) -> Transaction<'_> {
+        let st = lock(&self.state);
+        let base = Snapshot::from_parts(st.arena.mapped.clone(), st.head, &self.lease);
+        self.open.begin(base.version());
+        drop(st);
+        Transaction::new(self, base)
+    }
+
+    /// Writes many values as one new version: the fast path for loading.
+    /// Missing ancestors are created with empty values; a later duplicate
+    /// path wins. Loading nothing makes no new version.
+    pub(super) fn bulk_load<P: AsRef<str>, V: AsRef<[u8]>>(
+        &self,
+        items: impl IntoIterator<Item = (P, V)>,
+    ) -> Result<u64> {
+        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for (p, v) in items {
+            let (p, v) = (p.as_ref(), v.as_ref());
+            let key = path::key(p)?;
+            if key.is_empty() {
+                return Err(Error::RootImmutable);
+            }
+            self.check_value(p, v)?;
+            pairs.push((key, v.to_vec()));
+        }
+        if pairs.is_empty() {
+            return Ok(lock(&self.state).head.version);
+        }
+        // Stable sort, then keep the last of equal keys.
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut jops: Vec<JournalOp> = Vec::with_capacity(pairs.len());
+        for (key, value) in pairs {
+            if let Some(JournalOp::Put { key: last, value: last_value }) = jops.last_mut() {
+                if *last == key {
+                    *last_value = value;
+                    continue;
+                }
+            }
+            jops.push(JournalOp::Put { key, value });
+        }
+        self.commit_ops(None, jops)
+    }
+
+    fn commit_ops(&self, sets: Option<&TxnSets>, jops: Vec<JournalOp>) -> Result<u64> {
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        self.publisher.check()?;
+        if let Some(sets) = sets {
+            if sets.base_version != st.head.version {
+                if let Some(key) = st.tracker.conflict(sets) {
+                    return Err(Error::Conflict { path: path::path_of(&key) });
+                }
+            }
+            if sets.writes.is_empty() {
+                // Read-only: what it read must be durable before it reports success.
+                let version = st.head.version;
+                drop(guard);
+                self.publisher.wait_durable(version)?;
+                return Ok(version);
+            }
+        }
+        let journal_bytes: usize = jops
+            .iter()
+            .map(|op| match op {
+                JournalOp::Put { key, value } => 8 + key.len() + value.len(),
+                JournalOp::Copy { key, from } | JournalOp::CopyTree { key, from } => 8 + key.len() + from.len(),
+                JournalOp::Delete { key } | JournalOp::DeleteTree { key } => 8 + key.len(),
+            })
+            .sum();
+        if journal_bytes > journal::MAX_RECORD_BYTES {
+            return Err(Error::TransactionTooLarge { bytes: journal_bytes, max: journal::MAX_RECORD_BYTES });
+        }
+        let time_ns = now_ns();
+        let record = st.journal.is_some().then(|| journal::encode(st.head.version + 1, time_ns, &jops));
+        // A transaction read its ancestors at its base: if that is the head,
+        // it created the missing ones, and the batch needs no lookup of them.
+        let ancestors_known = sets.is_some_and(|s| s.base_version == st.head.version);
+        let ops = prepare_ops(&st.arena, st.head.root, jops, ancestors_known)?;
+        let mut report = ApplyReport::default();
+        // On failure nothing is published; nodes already appended stay behind
+        // unreachable, as garbage for the next compaction.
+        st.links |= ops.iter().any(Op::is_copy);
+        let head = apply_ops(&st.arena, st.head, &ops, time_ns, st.links, &mut report)?;
+        if let (Some(journal), Some(record)) = (st.journal.as_mut(), record) {
+            if let Err(e) = journal.append(&record) {
+                return Err(self.publisher.poison(e));
+            }
+        }
+        st.head = head;
+        let oldest_base = self.open.oldest_base();
+        if oldest_base.is_some() {
+            st.tracker.record(head.version, &ops, &report);
+        }
+        if oldest_base.is_none() || st.tracker.len() > st.tracker.prune_at {
+            st.tracker.prune(oldest_base);
+        }
+        let generation = st.arena.generation();
+        self.publisher.written(Head { version: head.version, generation, offset: head.offset });
+        if self.options.durability == Durability::None {
+            self.publisher.publish_written()?;
+        }
+        let compaction_due = self.maintain(st);
+        let arena_end = st.arena.end();
+        let compaction_threshold = self.compaction_threshold(st);
+        // Files freed here are deleted by the next compaction or `reclaim`:
+        // unlinking a large file takes milliseconds, not for a commit to pay.
+        drop(guard);
+        self.publisher.wait_durable(head.version)?;
+        if compaction_due {
+            self.schedule_compaction();
+        }
+        if arena_end > compaction_threshold.saturating_mul(2) {
+            // Commits are outrunning the background compaction: wait until it
+            // switches to the compacted generation (not for the sync and
+            // checkpoint after it), so the arena stays within a constant
+            // factor of the live data.
+            self.wait_for_switch(generation);
+        }
+        Ok(head.version)
+    }
+
+    /// Checkpoints and frees old generations when due; returns whether a
+    /// compaction is due (run by the caller once the writer lock is released).
+    fn maintain(&self, st: &mut WriterState) -> bool {
+        let journal_big = st.journal.as_ref().is_some_and(|j| j.len() > self.options.checkpoint_journal_bytes);
+        if journal_big {
+            // The commit is durable through the journal; a failed checkpoint
+            // poisons the store (see `publish`), which the commit's wait reports.
+            if let Err(e) = self.checkpoint_locked(st) {
+                tracing::warn!(error = %e, "checkpoint after a long journal failed");
+            }
+        }
+        if st.generations.reclaim_due() {
+            self.reclaim_generations(st);
+        }
+        self.options.auto_compact && st.arena.end() > self.compaction_threshold(st)
+    }
+
+    /// The arena size beyond which a compaction is due (`u64::MAX`: never).
+    pub(super) fn compaction_threshold(&self, st: &WriterState) -> u64 {
+        if !self.options.auto_compact {
+            return u64::MAX;
+        }
+        self.options.compact_min_bytes.max(st.live_bytes.saturating_mul(self.options.compact_factor))
+    }
+}
+
+impl Committer for Shared {
+    fn check_value(&self, path: &str, value: &[u8]) -> Result<()> {
+        if value.len() > self.options.max_value_bytes {
+            return Err(Error::ValueTooLarge {
+                path: path.to_string(),
+                len: value.len(),
+                max: self.options.max_value_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn commit(&self, sets: &TxnSets) -> Result<u64> {
+        self.commit_ops(Some(sets), sets.journal_ops())
+    }
+
+    fn end(&self, base: u64) {
+        self.open.end(base);
+    }
+}

@@ -1,0 +1,179 @@
+//! Arena generation files: numbering, and freeing the old ones.
+//!
+//! Generation numbers are never reused within a boot: a reader caches its
+//! mapping of a generation by number, so a new file under an old number
+//! could be read through an idle reader's mapping of the unlinked old one.
+//! The highest number ever created is recorded in the control file before
+//! the file is created (readers of an earlier boot are gone, so the count
+//! need not survive a reboot), and a new generation takes the next number
+//! above it and above every file in the directory.
+//!
+//! An old generation is freed when no live reader pins it and no snapshot
+//! of the writer's process holds it: the newest freed file becomes the
+//! spare that the next compaction recycles (its pages are allocated and
+//! cached), the others are deleted off the commit path.
+
+use std::path::Path;
+use std::sync::{Arc, Weak};
+
+use super::{Shared, WriterState};
+use crate::arena::{self, MappedGeneration};
+use crate::error::{IoContext, Result};
+use crate::locking::lock;
+
+/// Commits between two automatic scans for generations to free.
+const RECLAIM_EVERY_COMMITS: u64 = 1024;
+
+pub(super) struct OldGeneration {
+    pub generation: u64,
+    /// The writer process's own mapping, alive while one of its snapshots
+    /// or transactions still reads the generation (empty if never mapped).
+    pub mapped: Weak<MappedGeneration>,
+    /// The checkpoint may still name it (a compaction switched away from it
+    /// and has not yet written the checkpoint naming the new one): never freed.
+    pub named_by_checkpoint: bool,
+}
+
+#[derive(Default)]
+pub(super) struct Generations {
+    /// Older generation files that readers may still need.
+    pub old: Vec<OldGeneration>,
+    /// A retired generation file nothing reads any more: the next compaction
+    /// recycles it.
+    pub spare: Option<u64>,
+    /// Freed generation files to delete once the writer mutex is released
+    /// (unlinking a large file takes milliseconds).
+    pub doomed: Vec<u64>,
+    /// The highest generation number ever created (this boot, as far as known).
+    pub highest: u64,
+    pub commits_since_reclaim: u64,
+}
+
+impl Generations {
+    /// Counts a commit; true when an automatic scan is due.
+    pub fn reclaim_due(&mut self) -> bool {
+        self.commits_since_reclaim += 1;
+        !self.old.is_empty() && self.commits_since_reclaim >= RECLAIM_EVERY_COMMITS
+    }
+
+    /// The number for a new generation: above every one ever created.
+    pub fn next_number(&self, current: u64) -> u64 {
+        let next = self.highest.max(current) + 1;
+        debug_assert!(next > current);
+        next
+    }
+}
+
+/// The generation numbers of the arena files in `dir`, ascending.
+pub(super) fn list(dir: &Path) -> Result<Vec<u64>> {
+    let mut gens = Vec::new();
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        if let Some(g) = entry.file_name().to_str().and_then(arena::parse_file_name) {
+            gens.push(g);
+        }
+    }
+    gens.sort_unstable();
+    Ok(gens)
+}
+
+/// Deletes the files [`Shared::reclaim_generations`] freed; called without
+/// the writer mutex. Nothing reads them, and generation numbers only grow,
+/// so no new file can take their names meanwhile. A file left behind (a
+/// failed or unfinished deletion) is found again as an old generation at
+/// the next open.
+pub(super) fn delete(dir: &Path, doomed: Vec<u64>) {
+    for g in doomed {
+        match std::fs::remove_file(dir.join(arena::file_name(g))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(generation = g, error = %e, "cannot delete old generation"),
+        }
+    }
+}
+
+impl Shared {
+    /// Records a new generation number as used before its file is created.
+    pub(super) fn take_generation_number(&self, st: &mut WriterState) -> u64 {
+        let next = st.generations.next_number(st.arena.generation());
+        st.generations.highest = next;
+        self.publisher.control().note_generation(next);
+        next
+    }
+
+    /// Tracks `old`, the generation a compaction just switched away from.
+    pub(super) fn retire(&self, st: &mut WriterState, generation: u64, mapped: &Arc<MappedGeneration>) {
+        st.generations.old.push(OldGeneration {
+            generation,
+            mapped: Arc::downgrade(mapped),
+            named_by_checkpoint: true,
+        });
+    }
+
+    /// Frees old generation files that no live reader pins and no snapshot
+    /// of this process holds: the newest becomes the spare that the next
+    /// compaction recycles, the others are deleted.
+    ///
+    /// Recycling rewrites a file that readers once mapped, so it rests on
+    /// the pin protocol (see [`crate::readers`]): a slot pins every
+    /// generation its reader or any snapshot taken from it may still read,
+    /// for as long as any of them lives, and a reader never pins a
+    /// generation older than the published one anew. So once a scan finds
+    /// no pin at or below `g` and the weak reference shows no snapshot here,
+    /// nothing can read generation `g` again.
+    pub(super) fn reclaim_generations(&self, st: &mut WriterState) {
+        let gens = &mut st.generations;
+        gens.commits_since_reclaim = 0;
+        if gens.old.is_empty() {
+            return;
+        }
+        // Snapshots are only made under the writer mutex, which we hold, so
+        // none can appear on an old generation while we look.
+        let own_pin = gens
+            .old
+            .iter()
+            .filter(|old| old.mapped.strong_count() > 0)
+            .map(|old| old.generation)
+            .min()
+            .unwrap_or(st.arena.generation());
+        if let Err(e) = self.lease.pin(own_pin) {
+            tracing::warn!(error = %e, "cannot record the writer's own pin; keeping old generations");
+            return;
+        }
+        let oldest_pinned = match self.table.oldest_pinned_generation() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot scan the reader table; keeping old generations");
+                return;
+            }
+        };
+        let mut freed = Vec::new();
+        gens.old.retain(|old| {
+            let needed = old.named_by_checkpoint
+                || oldest_pinned.is_some_and(|p| p <= old.generation)
+                || old.mapped.strong_count() > 0;
+            if !needed {
+                freed.push(old.generation);
+            }
+            needed
+        });
+        // Keep the newest free file: the most recently written, so the most
+        // likely still cached.
+        freed.extend(gens.spare.take());
+        gens.spare = freed.iter().copied().max();
+        let spare = gens.spare;
+        gens.doomed.extend(freed.into_iter().filter(|&g| Some(g) != spare));
+    }
+
+    /// Frees old generation files whose readers have gone and deletes them;
+    /// returns the ones still needed.
+    pub(super) fn reclaim(&self) -> Vec<u64> {
+        let mut st = lock(&self.state);
+        self.reclaim_generations(&mut st);
+        let doomed = std::mem::take(&mut st.generations.doomed);
+        let needed = st.generations.old.iter().map(|o| o.generation).collect();
+        drop(st);
+        delete(&self.dir, doomed);
+        needed
+    }
+}

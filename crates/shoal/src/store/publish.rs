@@ -1,0 +1,292 @@
+//! Publication and durability: the one owner of the control word, the
+//! group-commit state and the poison state.
+//!
+//! A version is *written* when its nodes and commit record are in the arena
+//! (and, with a journal, its record appended to the journal), and
+//! *published* when the control word names it, which is when readers in
+//! every process see it. With durability `sync` a version is published only
+//! once an `fdatasync` of the journal covering its record has returned:
+//! committers wait in [`Publisher::wait_durable`], and the first of them to
+//! find no sync running (the leader) runs one sync for everything written
+//! so far (group commit).
+//!
+//! Poison: Linux reports a writeback error once per open file, so after a
+//! failed `fdatasync` a later one of the same file may succeed without the
+//! lost bytes. The first failed durability step (a journal or arena sync, a
+//! checkpoint write) therefore poisons the store: from then on nothing is
+//! published, no commit is accepted, no checkpoint written and no compaction
+//! started; reopening the store recovers from what is on disk.
+//!
+//! Invariants, asserted: published ≤ written; written versions are
+//! contiguous (each one more than the last), except at a compaction's
+//! switch, which re-writes the same version into a newer generation.
+//!
+//! Lock order: the writer's `state` mutex may be held while this module's
+//! lock is taken, never the reverse; nothing here takes another lock.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Condvar, Mutex};
+
+use crate::control::Control;
+use crate::error::{Error, IoContext, Result};
+use crate::locking::{lock, wait};
+use crate::readers::ReaderTable;
+
+/// A version as published: where its commit record is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Head {
+    pub version: u64,
+    pub generation: u64,
+    pub offset: u64,
+}
+
+/// Which syncs a test makes fail (see [`Publisher::inject`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncFault {
+    /// `fdatasync` of the journal.
+    Journal,
+    /// `fdatasync` of an arena generation file (checkpoints, compaction).
+    Arena,
+}
+
+#[derive(Default)]
+struct State {
+    written: Head,
+    published: u64,
+    /// Where the published version's record is.
+    published_head: Head,
+    /// A committer is running the journal `fdatasync`.
+    syncing: bool,
+    /// Why the store refuses to go on, after a failed durability step.
+    poisoned: Option<String>,
+}
+
+pub(super) struct Publisher {
+    control: Control,
+    /// The reader table's count of sleeping readers decides whether a
+    /// publication makes the futex wake-up call.
+    table: ReaderTable,
+    /// A handle on the journal for syncing outside the writer mutex (`sync`).
+    journal: Option<File>,
+    journal_path: PathBuf,
+    state: Mutex<State>,
+    synced: Condvar,
+    /// Syncs a test asked to fail, per kind.
+    fail_journal_syncs: AtomicU32,
+    fail_arena_syncs: AtomicU32,
+}
+
+impl Publisher {
+    /// Publishes `head`, the recovered version, and claims the control word
+    /// for this writer and boot.
+    pub fn start(
+        control: Control,
+        table: ReaderTable,
+        journal: Option<File>,
+        journal_path: PathBuf,
+        head: Head,
+    ) -> Self {
+        let pid = std::process::id();
+        control.claim(head.generation, head.offset, pid, crate::sys::process_start_time(pid).unwrap_or(0));
+        control.wake_sleepers(table.sleepers());
+        Publisher {
+            control,
+            table,
+            journal,
+            journal_path,
+            state: Mutex::new(State {
+                written: head,
+                published: head.version,
+                published_head: head,
+                syncing: false,
+                poisoned: None,
+            }),
+            synced: Condvar::new(),
+            fail_journal_syncs: AtomicU32::new(0),
+            fail_arena_syncs: AtomicU32::new(0),
+        }
+    }
+
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
+    /// The error of an earlier failed durability step, if there was one.
+    pub fn check(&self) -> Result<()> {
+        match &lock(&self.state).poisoned {
+            Some(reason) => Err(self.poisoned_error(reason)),
+            None => Ok(()),
+        }
+    }
+
+    fn poisoned_error(&self, reason: &str) -> Error {
+        Error::Io {
+            file: self.journal_path.parent().map(PathBuf::from).unwrap_or_default(),
+            source: std::io::Error::other(format!(
+                "the store refuses writes after a failed durability step; reopen it to recover: {reason}"
+            )),
+        }
+    }
+
+    /// The newest published version.
+    pub fn published(&self) -> Head {
+        let st = lock(&self.state);
+        Head { version: st.published, ..st.published_head }
+    }
+
+    /// Records a failed durability step (see the module docs) and returns it.
+    pub fn poison(&self, error: Error) -> Error {
+        let mut st = lock(&self.state);
+        if st.poisoned.is_none() {
+            tracing::error!(%error, "store poisoned: a durability step failed");
+            st.poisoned = Some(error.to_string());
+        }
+        drop(st);
+        self.synced.notify_all();
+        error
+    }
+
+    /// Records that `head` is written. Called with the writer mutex held, in
+    /// version order.
+    pub fn written(&self, head: Head) {
+        let mut st = lock(&self.state);
+        assert!(
+            head.version == st.written.version + 1
+                || (head.version == st.written.version && head.generation > st.written.generation),
+            "versions written out of order: {head:?} after {:?}",
+            st.written
+        );
+        st.written = head;
+    }
+
+    /// Durability `none`: publishes the newest written version now.
+    pub fn publish_written(&self) -> Result<()> {
+        let mut st = lock(&self.state);
+        if let Some(reason) = &st.poisoned {
+            return Err(self.poisoned_error(reason));
+        }
+        let head = st.written;
+        self.publish_locked(&mut st, head);
+        Ok(())
+    }
+
+    /// Stores the control word: readers see `head` from now on.
+    fn publish_locked(&self, st: &mut State, head: Head) {
+        assert!(
+            st.published <= head.version && head.version <= st.written.version,
+            "publishing {head:?} with {} published and {:?} written",
+            st.published,
+            st.written
+        );
+        self.control.publish(head.generation, head.offset);
+        self.control.wake_sleepers(self.table.sleepers());
+        st.published = head.version;
+        st.published_head = head;
+    }
+
+    /// Group commit: waits until `version` is durable and published, leading
+    /// one journal `fdatasync` if nobody else is (no journal: at once).
+    pub fn wait_durable(&self, version: u64) -> Result<()> {
+        let Some(journal) = &self.journal else { return Ok(()) };
+        let mut st = lock(&self.state);
+        loop {
+            // Published means durable, even if a later step failed since.
+            if st.published >= version {
+                return Ok(());
+            }
+            if let Some(reason) = &st.poisoned {
+                return Err(self.poisoned_error(reason));
+            }
+            if st.syncing {
+                st = wait(&self.synced, st);
+                continue;
+            }
+            st.syncing = true;
+            let target = st.written;
+            drop(st);
+            let result = self.sync_file(journal, SyncFault::Journal).at(&self.journal_path);
+            st = lock(&self.state);
+            st.syncing = false;
+            match result {
+                // What this sync covered, not what was written since.
+                Ok(()) if st.poisoned.is_none() && target.version > st.published => {
+                    self.publish_locked(&mut st, target);
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "store poisoned: a journal sync failed");
+                    st.poisoned = Some(e.to_string());
+                }
+            }
+            self.synced.notify_all();
+        }
+    }
+
+    /// Makes everything written durable (journal sync) and published:
+    /// before a checkpoint or a compaction's switch. Called with the writer
+    /// mutex held, so nothing is written meanwhile.
+    pub fn flush(&self) -> Result<()> {
+        self.check()?;
+        if let Some(journal) = &self.journal {
+            if let Err(e) = self.sync_file(journal, SyncFault::Journal).at(&self.journal_path) {
+                return Err(self.poison(e));
+            }
+        }
+        let mut st = lock(&self.state);
+        if let Some(reason) = &st.poisoned {
+            return Err(self.poisoned_error(reason));
+        }
+        if st.written.version > st.published {
+            let head = st.written;
+            self.publish_locked(&mut st, head);
+        }
+        drop(st);
+        self.synced.notify_all();
+        Ok(())
+    }
+
+    /// A compaction's switch: publishes `head`, the flushed newest version
+    /// copied into a newer generation. Refused on a poisoned store.
+    pub fn switch(&self, head: Head) -> Result<()> {
+        let mut st = lock(&self.state);
+        if let Some(reason) = &st.poisoned {
+            return Err(self.poisoned_error(reason));
+        }
+        assert!(
+            head.version == st.written.version && st.published == head.version,
+            "a switch to {head:?} that is not the flushed head {:?}",
+            st.written
+        );
+        st.written = head;
+        self.publish_locked(&mut st, head);
+        Ok(())
+    }
+
+    /// `fdatasync` of an arena file, through the fault hook; a failure
+    /// poisons the store.
+    pub fn sync_arena(&self, file: &File, path: &std::path::Path) -> Result<()> {
+        self.check()?;
+        self.sync_file(file, SyncFault::Arena).at(path).map_err(|e| self.poison(e))
+    }
+
+    fn sync_file(&self, file: &File, kind: SyncFault) -> std::io::Result<()> {
+        let injected = match kind {
+            SyncFault::Journal => &self.fail_journal_syncs,
+            SyncFault::Arena => &self.fail_arena_syncs,
+        };
+        if injected.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok() {
+            return Err(std::io::Error::from_raw_os_error(libc::EIO));
+        }
+        rustix::fs::fdatasync(file).map_err(Into::into)
+    }
+
+    /// Test hook: the next `count` syncs of `kind` fail with EIO.
+    pub fn inject(&self, kind: SyncFault, count: u32) {
+        match kind {
+            SyncFault::Journal => self.fail_journal_syncs.store(count, Ordering::Release),
+            SyncFault::Arena => self.fail_arena_syncs.store(count, Ordering::Release),
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! Opening a store as its writer: creating it, or recovering the newest
+//! trustworthy version and replaying the journal after it.
+//!
+//! Which version to start from: the control file's published version when
+//! a writer claimed it during this boot (a process crash leaves the page
+//! cache, and so the arena, intact), else the `meta` checkpoint; of the two
+//! the newer. Every node it and the versions before it reach is verified,
+//! then the journal records after it are replayed. Whenever the result is
+//! not exactly the checkpoint (replayed records, a version recovered from
+//! the page cache, another generation), it is synced and checkpointed
+//! before anything is published, and the journal emptied: so a later
+//! journal always continues the checkpoint, whatever durability the
+//! previous writer used. Appends resume above every byte a live reader
+//! could be reading.
+
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+
+use super::batch::{apply_ops, prepare_ops};
+use super::generations::{self, Generations, OldGeneration};
+use super::inspect::walk_reachable;
+use super::publish::{Head, Publisher};
+use super::tracker::{ChangeTracker, OpenTransactions};
+use super::{now_ns, retained, Shared, WriterState};
+use crate::arena::{self, MappedGeneration, WriterArena};
+use crate::build::{ApplyReport, NodeSink, Op};
+use crate::control::Control;
+use crate::error::{Error, IoContext, Result};
+use crate::files::sync_dir;
+use crate::journal::{self, Journal, Record};
+use crate::meta::Meta;
+use crate::node::{self, Commit};
+use crate::options::{Durability, Options};
+use crate::readers::ReaderTable;
+use crate::snapshot::ReaderLease;
+use crate::sys;
+use crate::tree;
+
+const LOCK_FILE: &str = "lock";
+/// Present while a store is being created; a store holding it is created anew.
+const INIT_MARKER: &str = "initializing";
+
+/// Opens (or, with `options.create`, creates) the store in `dir`.
+pub(super) fn open(dir: &Path, options: Options) -> Result<Shared> {
+    options.validate()?;
+    let initializing = dir.join(INIT_MARKER);
+    let exists = dir.join(crate::meta::FILE_NAME).exists() && !initializing.exists();
+    if !exists && !initializing.exists() && dir.exists() && !generations::list(dir)?.is_empty() {
+        // Arena files without a checkpoint and without the creation marker:
+        // never start afresh over data.
+        return Err(Error::Corrupt {
+            file: dir.join(crate::meta::FILE_NAME),
+            offset: 0,
+            detail: "the checkpoint file is missing but arena files exist".into(),
+        });
+    }
+    if !exists && !options.create {
+        return Err(Error::NotFound(dir.to_path_buf()));
+    }
+    std::fs::create_dir_all(dir).at(dir)?;
+    // Absolute from here on: file names and the store's identity must not
+    // depend on the working directory of the moment.
+    let dir = std::fs::canonicalize(dir).at(dir)?;
+    let lock_file = take_writer_lock(&dir)?;
+    crate::settings::save(&dir, &options)?;
+    let control = Control::open_writer(&dir)?;
+    ReaderTable::create(&dir)?;
+    sync_dir(&dir)?;
+    let reserve = options.map_reserve_bytes.next_multiple_of(sys::page_size());
+    let found = if exists { recover(&dir, &control)? } else { create(&dir, reserve)? };
+
+    let journal_path = dir.join(journal::FILE_NAME);
+    let journal_needed = options.durability == Durability::Sync || journal_path.exists();
+    let (journal, replay) = if journal_needed {
+        let (j, r) = Journal::open(&dir)?;
+        sync_dir(&dir)?;
+        if r.discarded_bytes > 0 {
+            tracing::warn!(bytes = r.discarded_bytes, "discarded a torn journal tail");
+        }
+        (Some(j), r.records)
+    } else {
+        (None, Vec::new())
+    };
+    let journal_sync = match &journal {
+        Some(j) => Some(j.sync_handle()?),
+        None => None,
+    };
+
+    let files = generations::list(&dir)?;
+    let current = found.arena.generation();
+    // Generations above the current one come from an interrupted compaction
+    // that never published (recovery picks the newest named version).
+    for g in files.iter().copied().filter(|&g| g > current) {
+        let _ = std::fs::remove_file(dir.join(arena::file_name(g)));
+    }
+    let generations = Generations {
+        old: files
+            .iter()
+            .filter(|&&g| g < current)
+            .map(|&g| OldGeneration { generation: g, mapped: std::sync::Weak::new(), named_by_checkpoint: false })
+            .collect(),
+        highest: files.iter().copied().chain([current, control.highest_generation()]).max().unwrap_or(current),
+        ..Generations::default()
+    };
+    let mut st = WriterState {
+        arena: found.arena,
+        head: found.head,
+        journal,
+        meta: found.meta,
+        tracker: ChangeTracker::default(),
+        live_bytes: found.live.bytes,
+        links: found.live.links,
+        generations,
+    };
+    replay_journal(&dir, &mut st, replay)?;
+    let checkpointed = st.meta.latest().is_some_and(|c| {
+        (c.generation, c.commit_offset, c.version) == (st.arena.generation(), st.head.offset, st.head.version)
+    });
+    if !checkpointed {
+        tracing::info!(version = st.head.version, "recovered version checkpointed");
+        // Durable before anyone can see it, and a journal that continues it.
+        st.arena.sync()?;
+        st.meta.write(st.arena.generation(), st.head.offset, st.head.version, st.head.end)?;
+        if let Some(journal) = st.journal.as_mut() {
+            journal.truncate()?;
+        }
+    }
+    if found.published.is_some_and(|v| v > st.head.version) {
+        return Err(Error::Corrupt {
+            file: control.path.clone(),
+            offset: 0,
+            detail: "recovered an older version than was published".into(),
+        });
+    }
+    let lease = ReaderLease::claim(&dir)?;
+    lease.pin(current)?;
+    let head = Head { version: st.head.version, generation: current, offset: st.head.offset };
+    let publisher = Publisher::start(control, ReaderTable::open(&dir)?, journal_sync, journal_path, head);
+    let shared = Shared {
+        me: std::sync::OnceLock::new(),
+        table: ReaderTable::open(&dir)?,
+        dir,
+        options,
+        state: Mutex::new(st),
+        publisher,
+        compaction_progress: Condvar::new(),
+        open: OpenTransactions::default(),
+        compactor: Default::default(),
+        lease,
+        _lock: lock_file,
+    };
+    {
+        let mut st = crate::locking::lock(&shared.state);
+        shared.reclaim_generations(&mut st);
+    }
+    Ok(shared)
+}
+
+/// What recovery starts from.
+struct Found {
+    arena: WriterArena,
+    head: Commit,
+    meta: Meta,
+    /// What the head and the versions before it reach.
+    live: tree::Reach,
+    /// The version that was published, when the control word could be trusted.
+    published: Option<u64>,
+}
+
+fn take_writer_lock(dir: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::File::options().read(true).write(true).create(true).truncate(false).open(&path).at(&path)?;
+    if !sys::try_lock_range(&file, 0, 1).at(&path)? {
+        let pid = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        return Err(Error::Locked { dir: dir.to_path_buf(), pid });
+    }
+    file.set_len(0).at(&path)?;
+    file.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0).at(&path)?;
+    Ok(file)
+}
+
+/// A new store, or one whose creation was cut short (the marker is removed
+/// only once the first checkpoint is durable, before any commit can
+/// exist): starts from nothing.
+fn create(dir: &Path, reserve: u64) -> Result<Found> {
+    let initializing = dir.join(INIT_MARKER);
+    std::fs::File::create(&initializing).at(&initializing)?;
+    for g in generations::list(dir)? {
+        std::fs::remove_file(dir.join(arena::file_name(g))).at(dir)?;
+    }
+    let _ = std::fs::remove_file(dir.join(journal::FILE_NAME));
+    let _ = std::fs::remove_file(dir.join(crate::meta::FILE_NAME));
+    sync_dir(dir)?;
+    let arena = WriterArena::create(dir, 1, reserve)?;
+    let offset = arena.end();
+    let generation = arena.generation();
+    arena.append(&node::build_commit(&Commit { offset, time_ns: now_ns(), generation, ..Commit::default() }))?;
+    arena.flush()?;
+    let head = node::parse_commit(arena.region(), offset).map_err(|d| arena.damaged(d))?;
+    arena.sync()?;
+    let (mut meta, _) = Meta::open(dir, true)?;
+    meta.write(1, offset, 0, head.end)?;
+    sync_dir(dir)?;
+    std::fs::remove_file(&initializing).at(&initializing)?;
+    sync_dir(dir)?;
+    let live = tree::Reach { bytes: arena.end(), links: false };
+    Ok(Found { arena, head, meta, live, published: None })
+}
+
+/// A version to start from, verified, with its generation mapped once.
+struct Candidate {
+    mapped: Arc<MappedGeneration>,
+    head: Commit,
+    live: tree::Reach,
+}
+
+/// Maps `generation`, checks that it holds the version at `offset` ending
+/// at `end`, and verifies every node it and the versions before it reach.
+fn candidate(dir: &Path, generation: u64, offset: u64, end: u64) -> Result<Candidate> {
+    let mapped = arena::open_for_writer(dir, generation)?;
+    if end > mapped.file().metadata().at(&mapped.path)?.len() {
+        return Err(mapped.corrupt(end, "arena file shorter than the version it holds"));
+    }
+    let region = mapped.region(end)?;
+    let head = node::parse_commit(region, offset).map_err(|d| d.into_error(&mapped.path))?;
+    if head.generation != generation {
+        return Err(mapped.corrupt(offset, "commit record written for another generation"));
+    }
+    let chain = retained::newest(region, head, usize::MAX, &mapped.path)?;
+    let live = walk_reachable(region, &mapped.path, &chain, true)?;
+    Ok(Candidate { mapped, head, live })
+}
+
+/// Picks the newest trustworthy version (see the module docs) and returns
+/// the arena positioned above every byte a live reader may read.
+fn recover(dir: &Path, control: &Control) -> Result<Found> {
+    let (meta, meta_state) = Meta::open(dir, false)?;
+    if meta_state.latest.is_none() && meta_state.damaged_slots > 0 && control.current().is_none() {
+        return Err(Error::Corrupt { file: meta.path.clone(), offset: 0, detail: "no valid checkpoint slot".into() });
+    }
+    let files = generations::list(dir)?;
+    // The published version, when the page cache that holds it survived
+    // (the control file was claimed this boot).
+    let published = match control.current() {
+        Some((generation, offset)) if files.contains(&generation) => {
+            match candidate(dir, generation, offset, offset + node::COMMIT_BYTES as u64) {
+                Ok(found) => Some(found),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the published version is unreadable; recovering from the checkpoint");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let checkpoint = match meta.latest() {
+        Some(c) if files.contains(&c.generation) => {
+            let found = candidate(dir, c.generation, c.commit_offset, c.end)?;
+            if found.head.version != c.version {
+                return Err(Error::Corrupt {
+                    file: meta.path.clone(),
+                    offset: 0,
+                    detail: format!(
+                        "checkpoint names version {} but its record holds {}",
+                        c.version, found.head.version
+                    ),
+                });
+            }
+            Some(found)
+        }
+        Some(c) if published.is_none() => {
+            return Err(Error::Corrupt {
+                file: meta.path.clone(),
+                offset: 0,
+                detail: format!("checkpoint names generation {} whose file is missing", c.generation),
+            })
+        }
+        _ => None,
+    };
+    let published_at = published.as_ref().map(|p| (p.mapped.generation, p.head.end, p.head.version));
+    let chosen = match (published, checkpoint) {
+        (Some(p), Some(c)) => {
+            if (p.head.version, p.mapped.generation) >= (c.head.version, c.mapped.generation) {
+                p
+            } else {
+                c
+            }
+        }
+        (Some(p), None) => p,
+        (None, Some(c)) => c,
+        (None, None) => {
+            return Err(Error::Corrupt {
+                file: meta.path.clone(),
+                offset: 0,
+                detail: "no valid checkpoint and no published version".into(),
+            })
+        }
+    };
+    let generation = chosen.mapped.generation;
+    let head = chosen.head;
+    // Resume appending above anything a live reader may be reading: the
+    // published end when it is known. When the published word cannot be
+    // trusted (another boot wrote it, or it is damaged), no reader of this
+    // boot can have read past the end it names, capped by the file.
+    let file_len = chosen.mapped.file().metadata().at(&chosen.mapped.path)?.len();
+    let cursor = match published_at {
+        Some((g, end, _)) if g == generation => head.end.max(end),
+        Some(_) => head.end,
+        None => match control.current_untrusted() {
+            Some((g, offset)) if g == generation => {
+                head.end.max(offset.saturating_add(node::COMMIT_BYTES as u64).min(file_len))
+            }
+            _ => head.end,
+        },
+    };
+    let arena = WriterArena::resume(chosen.mapped, cursor)?;
+    Ok(Found { arena, head, meta, live: chosen.live, published: published_at.map(|(_, _, v)| v) })
+}
+
+/// Applies the journal records after the head, which must continue it.
+fn replay_journal(dir: &Path, st: &mut WriterState, records: Vec<Record>) -> Result<()> {
+    for record in records {
+        if record.version <= st.head.version {
+            continue;
+        }
+        if record.version != st.head.version + 1 {
+            return Err(Error::Corrupt {
+                file: dir.join(journal::FILE_NAME),
+                offset: 0,
+                detail: format!("journal continues at version {} after version {}", record.version, st.head.version),
+            });
+        }
+        let ops = prepare_ops(&st.arena, st.head.root, record.ops, false)?;
+        st.links |= ops.iter().any(Op::is_copy);
+        st.head = apply_ops(&st.arena, st.head, &ops, record.time_ns, st.links, &mut ApplyReport::default())?;
+    }
+    Ok(())
+}
