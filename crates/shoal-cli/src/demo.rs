@@ -212,7 +212,7 @@ pub fn demo(dir: Option<PathBuf>, domains: u32, readers: u32, seconds: f64) -> C
     };
     prepare_dir(&dir, is_default)?;
     println!("shoal demo: {domains} domains, {readers} reader processes, {seconds} s of commits");
-    let options = Options { durability: Durability::None, ..Options::default() };
+    let options = Options { durability: Durability::None, create: true, ..Options::default() };
     let store = Store::open(&dir, options)?;
     println!(
         "store:   {} (durability none: commits are not fsynced; they survive a crash of this process, not a power loss)",

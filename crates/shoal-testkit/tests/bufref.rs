@@ -16,7 +16,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn options() -> Options {
-    Options { durability: Durability::None, auto_compact: false, ..Options::default() }
+    Options { durability: Durability::None, auto_compact: false, create: true, ..Options::default() }
 }
 
 fn value(len: usize, seed: u8) -> Vec<u8> {

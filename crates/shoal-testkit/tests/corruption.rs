@@ -7,7 +7,7 @@ use std::path::Path;
 use shoal::{Durability, Error, Options, Store};
 
 fn build(dir: &Path, durability: Durability) -> u64 {
-    let store = Store::open(dir, Options { durability, ..Options::default() }).unwrap();
+    let store = Store::open(dir, Options { durability, create: true, ..Options::default() }).unwrap();
     store.bulk_load((0..2000).map(|i| (format!("/k/{i}"), format!("value-{i}")))).unwrap();
     for i in 0..20 {
         let mut txn = store.begin();
@@ -117,7 +117,7 @@ fn damaged_meta_slot_falls_back_or_errors() {
 #[test]
 fn damaged_journal_tail_recovers_to_the_last_whole_record() {
     let dir = tempfile::tempdir().unwrap();
-    let options = Options { durability: Durability::Sync, ..Options::default() };
+    let options = Options { durability: Durability::Sync, create: true, ..Options::default() };
     let store = Store::open(dir.path(), options.clone()).unwrap();
     store.bulk_load((0..2000).map(|i| (format!("/k/{i}"), format!("value-{i}")))).unwrap();
     store.checkpoint().unwrap();

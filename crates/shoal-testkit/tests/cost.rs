@@ -14,7 +14,7 @@ fn one_key_commit_growth(store: &Store, path: &str) -> u64 {
 
 #[test]
 fn one_key_commit_on_a_million_keys_appends_tens_of_kib() {
-    let options = Options { durability: Durability::None, auto_compact: false, ..Options::default() };
+    let options = Options { durability: Durability::None, auto_compact: false, create: true, ..Options::default() };
     let small_dir = tempfile::tempdir().unwrap();
     let small = Store::open(small_dir.path(), options.clone()).unwrap();
     small

@@ -11,7 +11,7 @@ const PINNED: &str = env!("CARGO_BIN_EXE_pinned-reader");
 #[test]
 fn killed_reader_slot_is_reclaimed_and_its_generation_freed() {
     let dir = tempfile::tempdir().unwrap();
-    let options = Options { durability: Durability::None, auto_compact: false, ..Options::default() };
+    let options = Options { durability: Durability::None, auto_compact: false, create: true, ..Options::default() };
     let store = Store::open(dir.path(), options).unwrap();
     store.bulk_load((0..5000).map(|i| (format!("/k/{i}"), vec![b'v'; 64]))).unwrap();
 

@@ -12,8 +12,13 @@ const READER: &str = env!("CARGO_BIN_EXE_reader-child");
 #[test]
 fn readers_see_only_complete_versions_across_commits_and_compactions() {
     let dir = tempfile::tempdir().unwrap();
-    let options =
-        Options { durability: Durability::None, retain_versions: 2, auto_compact: false, ..Options::default() };
+    let options = Options {
+        durability: Durability::None,
+        retain_versions: 2,
+        auto_compact: false,
+        create: true,
+        ..Options::default()
+    };
     let store = Store::open(dir.path(), options).unwrap();
     // Enough keys that a version touches several nodes.
     store.bulk_load((0..20_000).map(|i| (format!("/bulk/{}/{i}", i % 100), format!("value-{i}")))).unwrap();

@@ -9,7 +9,7 @@ use std::path::Path;
 use shoal::{Durability, Error, Options, Reader, Store};
 
 fn sync_options() -> Options {
-    Options { durability: Durability::Sync, ..Options::default() }
+    Options { durability: Durability::Sync, create: true, ..Options::default() }
 }
 
 /// Commits `/k/<i>` = `i` for `range`, one transaction each.
@@ -139,7 +139,8 @@ fn arena_files_without_a_checkpoint_are_never_overwritten() {
 #[test]
 fn damaged_key_order_is_an_error_not_an_endless_list() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Options { durability: Durability::None, ..Options::default() }).unwrap();
+    let store =
+        Store::open(dir.path(), Options { durability: Durability::None, create: true, ..Options::default() }).unwrap();
     let mut txn = store.begin();
     txn.put("/alpha", "1").unwrap();
     txn.put("/beta", "2").unwrap();
@@ -172,7 +173,8 @@ fn a_sync_commit_after_a_crashed_none_writer_survives_a_reboot() {
     let store = Store::open(dir.path(), none).unwrap();
     commit_range(&store, 0..1);
     crash(store, dir.path());
-    let store = Store::open(dir.path(), sync_options()).unwrap();
+    let store = Store::open(dir.path(), Options { replace_settings: true, ..sync_options() }).unwrap();
+    assert_eq!(store.options().durability, Durability::Sync);
     assert_eq!(store.version(), 1, "the page cache of this boot holds version 1");
     commit_range(&store, 1..2);
     crash(store, dir.path());

@@ -19,7 +19,8 @@ fn a_waiting_reader_process_is_woken_by_the_writers_commits() {
 
 fn woken_by_commits(spin_micros: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Options { durability: Durability::None, ..Options::default() }).unwrap();
+    let store =
+        Store::open(dir.path(), Options { durability: Durability::None, create: true, ..Options::default() }).unwrap();
     let stop = store.version() + 200;
     let mut waiter = ChildProcess::spawn(WAITER, &[dir.path().to_str().unwrap(), &stop.to_string(), spin_micros]);
     waiter.wait_for("ready");
@@ -45,7 +46,8 @@ fn woken_by_commits(spin_micros: &str) {
 #[test]
 fn a_wait_without_commits_times_out() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Options { durability: Durability::None, ..Options::default() }).unwrap();
+    let store =
+        Store::open(dir.path(), Options { durability: Durability::None, create: true, ..Options::default() }).unwrap();
     let mut txn = store.begin();
     txn.put("/k", "v").unwrap();
     let now = txn.commit().unwrap();
@@ -84,7 +86,8 @@ fn readable_within(fd: &impl std::os::fd::AsRawFd, ms: i32) -> bool {
 #[test]
 fn a_version_fd_becomes_readable_at_each_publication() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Options { durability: Durability::None, ..Options::default() }).unwrap();
+    let store =
+        Store::open(dir.path(), Options { durability: Durability::None, create: true, ..Options::default() }).unwrap();
     let reader = Reader::open(dir.path()).unwrap();
     let (a, b) = (reader.version_fd().unwrap(), reader.version_fd().unwrap());
     assert!(!readable_within(&a, 100), "readable before any commit");

@@ -8,7 +8,13 @@ use shoal_testkit::{field, ChildProcess};
 const WATCHER: &str = env!("CARGO_BIN_EXE_watcher");
 
 fn options() -> Options {
-    Options { durability: Durability::None, auto_compact: false, retain_versions: 4, ..Options::default() }
+    Options {
+        durability: Durability::None,
+        auto_compact: false,
+        retain_versions: 4,
+        create: true,
+        ..Options::default()
+    }
 }
 
 fn put(store: &Store, writes: &[(&str, &str)]) -> u64 {

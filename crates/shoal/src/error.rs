@@ -42,13 +42,18 @@ pub enum Error {
     #[error("conflict on {path}: changed by another commit after this transaction began")]
     Conflict { path: String },
 
-    /// Another process holds the store's writer lock.
-    #[error("store {dir} is locked by another writer (pid {pid})")]
+    /// Another process holds the store's writer lock (`pid`: as it recorded
+    /// itself, 0 when that cannot be read).
+    #[error("store {dir} is locked by another writer ({})", match pid { 0 => "pid unknown".to_string(), p => format!("pid {p}") })]
     Locked { dir: PathBuf, pid: u32 },
 
     /// No store at this location (and `create` was not asked for).
     #[error("no shoal store at {0}")]
     NotFound(PathBuf),
+
+    /// [`crate::Store::create`] found a store already there.
+    #[error("a shoal store already exists at {0}")]
+    AlreadyExists(PathBuf),
 
     /// A file written by an incompatible format, byte order, word size or page size.
     #[error("{file}: incompatible format: {detail}")]

@@ -1,4 +1,11 @@
 //! How a writer opens a store: [`Options`] and [`Durability`].
+//!
+//! Most options are *settings* of the store: recorded in its `settings`
+//! file when it is created, and kept by every later open unless it asks to
+//! replace them ([`Options::replace_settings`]). The others (`create`,
+//! `replace_settings`, `lock_wait`) concern one open only.
+
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::retention::{self, RetainTier};
@@ -18,8 +25,19 @@ pub enum Durability {
 /// How to open a store.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Create the store if the directory holds none. Default `true`.
+    /// Create the store, with these settings, if the directory holds none.
+    /// Default `false`: a misspelled path is an error, not a new empty
+    /// store. [`crate::Store::create`] creates a store and refuses an
+    /// existing one.
     pub create: bool,
+    /// Replace the settings recorded in an existing store with the ones
+    /// given here (and record them). Default `false`: an existing store
+    /// keeps the settings it was created or last configured with, whatever
+    /// the rest of these options say.
+    pub replace_settings: bool,
+    /// How long to wait for another writer to release the store's lock
+    /// before failing with [`Error::Locked`]. Default zero: fail at once.
+    pub lock_wait: Duration,
     /// Default [`Durability::Sync`].
     pub durability: Durability,
     /// Versions kept readable besides the newest (at least this many). Default 16.
@@ -50,7 +68,9 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            create: true,
+            create: false,
+            replace_settings: false,
+            lock_wait: Duration::ZERO,
             durability: Durability::Sync,
             retain_versions: 16,
             retain_tiers: Vec::new(),
@@ -65,6 +85,11 @@ impl Default for Options {
 }
 
 impl Options {
+    /// These options' settings, with the per-open fields of `open`.
+    pub(crate) fn with_open_fields_of(self, open: &Options) -> Options {
+        Options { create: open.create, replace_settings: open.replace_settings, lock_wait: open.lock_wait, ..self }
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |name, reason: String| Err(Error::InvalidOption { name, reason });
         if self.retain_versions == 0 {

@@ -1,7 +1,7 @@
-//! The options a store was last opened with, kept in the text file
-//! `settings` (`name = value` lines) so that any tool can reopen the store
-//! the same way with [`crate::Store::open_existing`]. Written by every
-//! writer open, atomically (temporary file, rename, directory sync).
+//! A store's settings (see [`crate::options`]), kept in the text file
+//! `settings` (`name = value` lines): written when the store is created or
+//! its settings replaced, atomically (temporary file, rename, directory
+//! sync), and read by every writer open.
 
 use std::path::Path;
 
@@ -17,7 +17,7 @@ pub fn save(dir: &Path, o: &Options) -> Result<()> {
         Durability::Sync => "sync",
     };
     let text = format!(
-        "# shoal store settings, rewritten by each writer open\n\
+        "# shoal store settings: written at creation, replaced only when asked\n\
          durability = {durability}\n\
          retain_versions = {}\n\
          retain_tiers = {}\n\
@@ -49,13 +49,14 @@ pub fn save(dir: &Path, o: &Options) -> Result<()> {
     Ok(())
 }
 
-/// The recorded options (with `create: false`); defaults for a store that has none.
-pub fn load(dir: &Path) -> Result<Options> {
+/// The recorded settings (as options with the per-open fields at their
+/// defaults); `None` for a store that has none.
+pub fn load(dir: &Path) -> Result<Option<Options>> {
     let path = dir.join(FILE_NAME);
-    let mut o = Options { create: false, ..Options::default() };
+    let mut o = Options::default();
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(o),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).at(&path),
     };
     for (n, line) in text.lines().enumerate() {
@@ -100,7 +101,7 @@ pub fn load(dir: &Path) -> Result<Options> {
             _ => tracing::warn!(file = %path.display(), name, "unknown setting ignored"),
         }
     }
-    Ok(o)
+    Ok(Some(o))
 }
 
 #[cfg(test)]
@@ -122,17 +123,19 @@ mod tests {
             ..Options::default()
         };
         save(dir.path(), &o).unwrap();
-        let back = load(dir.path()).unwrap();
+        let back = load(dir.path()).unwrap().unwrap();
         assert_eq!(back.durability, Durability::None);
         assert_eq!(back.retain_tiers, tiers);
         save(dir.path(), &Options::default()).unwrap();
-        assert!(load(dir.path()).unwrap().retain_tiers.is_empty());
+        assert!(load(dir.path()).unwrap().unwrap().retain_tiers.is_empty());
         std::fs::write(dir.path().join(FILE_NAME), "retain_tiers = 1m:1w\n").unwrap();
         let err = load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("retain_tiers") && err.contains("unknown unit"), "{err}");
         save(dir.path(), &o).unwrap();
-        let back = load(dir.path()).unwrap();
+        let back = load(dir.path()).unwrap().unwrap();
         assert_eq!((back.retain_versions, back.max_value_bytes, back.create), (3, 99, false));
+        std::fs::remove_file(dir.path().join(FILE_NAME)).unwrap();
+        assert!(load(dir.path()).unwrap().is_none());
         std::fs::write(dir.path().join(FILE_NAME), "durability = maybe\n").unwrap();
         let err = load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("neither none nor sync"), "{err}");

@@ -5,8 +5,11 @@
 use shoal::{BufRef, Durability, Error, Options, Reader, Store};
 
 fn store_with_blobs(dir: &std::path::Path) -> Store {
-    let store =
-        Store::open(dir, Options { durability: Durability::None, auto_compact: false, ..Options::default() }).unwrap();
+    let store = Store::open(
+        dir,
+        Options { durability: Durability::None, auto_compact: false, create: true, ..Options::default() },
+    )
+    .unwrap();
     let mut txn = store.begin();
     txn.put("/a", vec![b'a'; 1000]).unwrap();
     txn.put("/b", vec![b'b'; 1000]).unwrap();

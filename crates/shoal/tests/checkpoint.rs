@@ -8,7 +8,9 @@ use std::sync::mpsc;
 fn a_checkpoint_taken_during_compaction_is_not_undone_by_it() {
     for durability in [Durability::Sync, Durability::None] {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), Options { durability, auto_compact: false, ..Options::default() }).unwrap();
+        let store =
+            Store::open(dir.path(), Options { durability, auto_compact: false, create: true, ..Options::default() })
+                .unwrap();
         for i in 0..200 {
             let mut t = store.begin();
             t.put(&format!("/k/{i}"), [7u8; 40]).unwrap();
@@ -39,7 +41,7 @@ fn a_checkpoint_taken_during_compaction_is_not_undone_by_it() {
             );
         });
         drop(store);
-        let store = Store::open(dir.path(), Options { durability, ..Options::default() }).unwrap();
+        let store = Store::open(dir.path(), Options { durability, create: true, ..Options::default() }).unwrap();
         assert_eq!(store.snapshot().get("/after").unwrap(), Some(&b"x"[..]));
     }
 }

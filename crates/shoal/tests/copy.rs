@@ -4,7 +4,8 @@
 use shoal::{ChangeKind, Durability, Error, Options, Store};
 
 fn store(dir: &std::path::Path) -> Store {
-    Store::open(dir, Options { durability: Durability::None, auto_compact: false, ..Options::default() }).unwrap()
+    Store::open(dir, Options { durability: Durability::None, auto_compact: false, create: true, ..Options::default() })
+        .unwrap()
 }
 
 fn put(store: &Store, path: &str, value: &[u8]) -> u64 {
@@ -294,8 +295,13 @@ fn a_subtree_copy_is_one_change_for_watchers_at_and_below_it() {
 #[test]
 fn compaction_keeps_copies_made_at_different_versions_shared() {
     let dir = tempfile::tempdir().unwrap();
-    let options =
-        Options { durability: Durability::None, auto_compact: false, retain_versions: 1, ..Options::default() };
+    let options = Options {
+        durability: Durability::None,
+        auto_compact: false,
+        retain_versions: 1,
+        create: true,
+        ..Options::default()
+    };
     let store = Store::open(dir.path(), options).unwrap();
     fill(&store, "/src", 20_000);
     store.compact().unwrap();

@@ -6,7 +6,7 @@ use shoal::{ChangeKind, Durability, Options, Store};
 #[test]
 fn log_lists_the_versions_that_changed_a_path_newest_first() {
     let dir = tempfile::tempdir().unwrap();
-    let options = Options { durability: Durability::None, auto_compact: false, ..Options::default() };
+    let options = Options { durability: Durability::None, auto_compact: false, create: true, ..Options::default() };
     let store = Store::open(dir.path(), options.clone()).unwrap();
     let put = |path: &str, value: &str| {
         let mut txn = store.begin();
@@ -35,7 +35,7 @@ fn log_lists_the_versions_that_changed_a_path_newest_first() {
     // retained one is listed if the path exists in it.
     let store = {
         drop(store);
-        let options = Options { retain_versions: 1, ..options };
+        let options = Options { retain_versions: 1, replace_settings: true, ..options };
         Store::open(dir.path(), options).unwrap()
     };
     store.compact().unwrap();
@@ -72,7 +72,7 @@ fn scan_diff(old: &shoal::Snapshot, new: &shoal::Snapshot, prefix: &str) -> Vec<
 #[test]
 fn diff_cost_follows_the_change_not_the_tree() {
     let dir = tempfile::tempdir().unwrap();
-    let options = Options { durability: Durability::None, auto_compact: false, ..Options::default() };
+    let options = Options { durability: Durability::None, auto_compact: false, create: true, ..Options::default() };
     let store = Store::open(dir.path(), options).unwrap();
     store.bulk_load((0..100_000).map(|i| (format!("/d/{}/{i}", i % 1000), format!("value {i}")))).unwrap();
     let before = store.snapshot();
@@ -103,7 +103,7 @@ fn diff_cost_follows_the_change_not_the_tree() {
 #[test]
 fn diff_matches_a_full_comparison_over_many_changes_and_a_compaction() {
     let dir = tempfile::tempdir().unwrap();
-    let options = Options { durability: Durability::None, auto_compact: false, ..Options::default() };
+    let options = Options { durability: Durability::None, auto_compact: false, create: true, ..Options::default() };
     let store = Store::open(dir.path(), options).unwrap();
     store.bulk_load((0..20_000).map(|i| (format!("/k/{}/{i}", i % 97), "x"))).unwrap();
     let base = store.snapshot();

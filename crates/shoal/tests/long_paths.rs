@@ -94,6 +94,7 @@ fn options() -> Options {
         retain_versions: 2,
         map_reserve_bytes: 256 << 20,
         compact_min_bytes: 1 << 20,
+        create: true,
         ..Options::default()
     }
 }

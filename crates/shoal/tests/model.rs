@@ -102,6 +102,7 @@ fn options(durability: Durability) -> Options {
         map_reserve_bytes: 64 << 20,
         max_value_bytes: 4096,
         compact_min_bytes: 256 << 10,
+        create: true,
         ..Options::default()
     }
 }

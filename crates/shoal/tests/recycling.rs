@@ -30,7 +30,13 @@ fn assert_all(snapshot: &shoal::Snapshot, fill: u8) {
 /// One retained version: compacted copies soon stop holding older versions,
 /// so a recycled file would no longer hold a held snapshot's bytes.
 fn options() -> Options {
-    Options { durability: Durability::None, auto_compact: false, retain_versions: 1, ..Options::default() }
+    Options {
+        durability: Durability::None,
+        auto_compact: false,
+        retain_versions: 1,
+        create: true,
+        ..Options::default()
+    }
 }
 
 /// Four rounds of rewriting every key (with `first_fill`, then the next
@@ -99,7 +105,7 @@ fn snapshots_keep_their_generation_from_being_recycled() {
     // The recycled file holds the old generation's bytes past the new end;
     // a reopen and readers must see only the new generation's.
     drop(store);
-    let store = Store::open(dir.path(), Options::default()).unwrap();
+    let store = Store::open(dir.path(), Options { create: true, ..Options::default() }).unwrap();
     store.verify().unwrap();
     assert_all(&store.snapshot(), b'f');
     assert_all(&Reader::open(dir.path()).unwrap().snapshot().unwrap(), b'f');

@@ -14,6 +14,7 @@ fn tiered(retain_versions: u32, tiers: Vec<RetainTier>) -> Options {
         auto_compact: false,
         retain_versions,
         retain_tiers: tiers,
+        create: true,
         ..Options::default()
     }
 }
@@ -106,7 +107,7 @@ fn compaction_keeps_the_newest_and_one_version_per_interval() {
     assert_eq!(store.options().retain_tiers, vec![tier]);
     drop(store);
     let short = RetainTier::new(INTERVAL, Duration::from_millis(200));
-    let store = Store::open(dir.path(), tiered(2, vec![short])).unwrap();
+    let store = Store::open(dir.path(), Options { replace_settings: true, ..tiered(2, vec![short]) }).unwrap();
     std::thread::sleep(Duration::from_millis(250));
     store.compact().unwrap();
     let retained: Vec<u64> = store.snapshot().history().unwrap().iter().map(|v| v.version).collect();

@@ -4,7 +4,7 @@
 use shoal::{Durability, Error, Options, Reader, Store};
 
 fn open(dir: &std::path::Path) -> Store {
-    Store::open(dir, Options { durability: Durability::None, ..Options::default() }).unwrap()
+    Store::open(dir, Options { durability: Durability::None, create: true, ..Options::default() }).unwrap()
 }
 
 fn put(store: &Store, path: &str, value: &str) -> u64 {
@@ -124,9 +124,11 @@ fn transactions_see_their_own_writes_and_nobody_else_does() {
 #[test]
 fn invalid_input_is_rejected_with_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        Store::open(dir.path(), Options { max_value_bytes: 16, durability: Durability::None, ..Options::default() })
-            .unwrap();
+    let store = Store::open(
+        dir.path(),
+        Options { max_value_bytes: 16, durability: Durability::None, create: true, ..Options::default() },
+    )
+    .unwrap();
     let mut txn = store.begin();
     for bad in ["", "relative", "/trailing/", "/double//slash", "/nul\0byte"] {
         let err = txn.put(bad, "x").unwrap_err();
@@ -137,7 +139,7 @@ fn invalid_input_is_rejected_with_clear_errors() {
     assert!(matches!(err, Error::ValueTooLarge { len: 17, max: 16, .. }), "{err}");
     assert!(matches!(txn.put("/", "x"), Err(Error::RootImmutable)));
     assert!(matches!(store.snapshot().get("no-slash"), Err(Error::InvalidPath { .. })));
-    let bad_options = Options { retain_versions: 0, ..Options::default() };
+    let bad_options = Options { retain_versions: 0, create: true, ..Options::default() };
     assert!(matches!(Store::open(dir.path().join("other"), bad_options), Err(Error::InvalidOption { .. })));
     let missing = Options { create: false, ..Options::default() };
     assert!(matches!(Store::open(dir.path().join("missing"), missing), Err(Error::NotFound(_))));
@@ -148,7 +150,7 @@ fn invalid_input_is_rejected_with_clear_errors() {
 fn second_writer_gets_locked_error_naming_the_holder() {
     let dir = tempfile::tempdir().unwrap();
     let _store = open(dir.path());
-    match Store::open(dir.path(), Options::default()) {
+    match Store::open(dir.path(), Options { create: true, ..Options::default() }) {
         Err(Error::Locked { pid, .. }) => assert_eq!(pid, std::process::id()),
         other => panic!("expected Locked, got {:?}", other.map(|_| ())),
     }
@@ -157,7 +159,8 @@ fn second_writer_gets_locked_error_naming_the_holder() {
 #[test]
 fn concurrent_sync_commits_all_land_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Options { durability: Durability::Sync, ..Options::default() }).unwrap();
+    let store =
+        Store::open(dir.path(), Options { durability: Durability::Sync, create: true, ..Options::default() }).unwrap();
     let start = store.version();
     std::thread::scope(|s| {
         for t in 0..8 {
@@ -185,7 +188,13 @@ fn old_versions_stay_readable_within_retention() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(
         dir.path(),
-        Options { durability: Durability::None, retain_versions: 3, auto_compact: false, ..Options::default() },
+        Options {
+            durability: Durability::None,
+            retain_versions: 3,
+            auto_compact: false,
+            create: true,
+            ..Options::default()
+        },
     )
     .unwrap();
     let versions: Vec<u64> = (0..10).map(|i| put(&store, "/v", &i.to_string())).collect();
@@ -213,8 +222,13 @@ fn old_versions_stay_readable_within_retention() {
 #[test]
 fn reopening_an_existing_store_keeps_its_settings() {
     let dir = tempfile::tempdir().unwrap();
-    let options =
-        Options { durability: Durability::None, retain_versions: 5, max_value_bytes: 10, ..Options::default() };
+    let options = Options {
+        durability: Durability::None,
+        retain_versions: 5,
+        max_value_bytes: 10,
+        create: true,
+        ..Options::default()
+    };
     drop(Store::open(dir.path(), options).unwrap());
     let store = Store::open_existing(dir.path()).unwrap();
     assert_eq!(store.options().durability, Durability::None);
@@ -244,6 +258,7 @@ fn arena_stays_within_a_constant_factor_of_live_data_under_steady_updates() {
         retain_versions: 4,
         compact_min_bytes: 1 << 20,
         compact_factor: 2,
+        create: true,
         ..Options::default()
     };
     let store = Store::open(dir.path(), options).unwrap();
@@ -284,8 +299,13 @@ fn arena_stays_within_a_constant_factor_of_live_data_under_steady_updates() {
 #[test]
 fn commits_go_on_while_compaction_copies() {
     let dir = tempfile::tempdir().unwrap();
-    let options =
-        Options { durability: Durability::None, auto_compact: false, retain_versions: 2, ..Options::default() };
+    let options = Options {
+        durability: Durability::None,
+        auto_compact: false,
+        retain_versions: 2,
+        create: true,
+        ..Options::default()
+    };
     let store = Store::open(dir.path(), options).unwrap();
     store.bulk_load((0..50_000).map(|i| (format!("/bulk/{}/{i}", i % 500), vec![b'x'; 60]))).unwrap();
     let done = std::sync::atomic::AtomicBool::new(false);

@@ -7,7 +7,13 @@ use std::collections::BTreeMap;
 use shoal::{ChangeKind, Durability, Error, Options, Reader, Store, WatchEvent};
 
 fn options() -> Options {
-    Options { durability: Durability::None, auto_compact: false, retain_versions: 4, ..Options::default() }
+    Options {
+        durability: Durability::None,
+        auto_compact: false,
+        retain_versions: 4,
+        create: true,
+        ..Options::default()
+    }
 }
 
 fn change(version: u64, path: &str, kind: ChangeKind) -> WatchEvent {

@@ -15,7 +15,7 @@ fn options(durability: Durability) -> Options {
         Durability::Off => shoal::Durability::None,
         Durability::On => shoal::Durability::Sync,
     };
-    Options { durability, ..Options::default() }
+    Options { durability, create: true, ..Options::default() }
 }
 
 pub struct ShoalEngine {

@@ -28,6 +28,7 @@ fn main() {
         checkpoint_journal_bytes: 64 << 10,
         compact_min_bytes: 1 << 20,
         retain_versions: 4,
+        create: true,
         ..shoal::Options::default()
     };
     let store = shoal::Store::open(&dir, options).expect("open store");

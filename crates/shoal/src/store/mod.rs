@@ -32,7 +32,6 @@ mod generations;
 mod inspect;
 mod publish;
 mod recovery;
-mod retained;
 mod tracker;
 
 use std::path::{Path, PathBuf};
@@ -47,10 +46,10 @@ use crate::node::Commit;
 use crate::options::Options;
 use crate::readers::{ReaderInfo, ReaderTable};
 use crate::snapshot::{ReaderLease, Snapshot};
+use crate::stat::Stat;
 use crate::txn::Transaction;
 
 pub use compaction::CompactReport;
-pub use inspect::Stat;
 pub use publish::SyncFault;
 
 use generations::Generations;
@@ -110,19 +109,33 @@ fn now_ns() -> u64 {
 }
 
 impl Store {
-    /// Opens the store in `dir` as its single writer; with
-    /// `options.create`, creates it if the directory holds none.
+    /// Opens the store in `dir` as its single writer, with its recorded
+    /// settings (unless `options.replace_settings`); with `options.create`,
+    /// creates it if the directory holds none. Fails with
+    /// [`crate::Error::NotFound`] if there is no store and `create` is not
+    /// set, and with [`crate::Error::Locked`] if another writer holds it for
+    /// longer than `options.lock_wait`.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> crate::Result<Store> {
-        let shared = Arc::new(recovery::open(dir.as_ref(), options)?);
-        let _ = shared.me.set(Arc::downgrade(&shared));
-        Ok(Store { shared })
+        Store::start(dir.as_ref(), options, recovery::Mode::Open)
     }
 
-    /// Opens an existing store with the options it was last opened with
-    /// (recorded in its `settings` file).
+    /// Creates a new store in `dir` (created if missing) with the settings
+    /// in `options`; fails with [`crate::Error::AlreadyExists`] if the
+    /// directory holds one.
+    pub fn create(dir: impl AsRef<Path>, options: Options) -> crate::Result<Store> {
+        Store::start(dir.as_ref(), options, recovery::Mode::Create)
+    }
+
+    /// Opens an existing store with its recorded settings (the same as
+    /// `Store::open(dir, Options::default())`).
     pub fn open_existing(dir: impl AsRef<Path>) -> crate::Result<Store> {
-        let dir = dir.as_ref();
-        Store::open(dir, crate::settings::load(dir)?)
+        Store::open(dir, Options::default())
+    }
+
+    fn start(dir: &Path, options: Options, mode: recovery::Mode) -> crate::Result<Store> {
+        let shared = Arc::new(recovery::open(dir, options, mode)?);
+        let _ = shared.me.set(Arc::downgrade(&shared));
+        Ok(Store { shared })
     }
 
     /// The store directory.
@@ -130,6 +143,7 @@ impl Store {
         &self.shared.dir
     }
 
+    /// The options this writer runs with: the store's settings.
     pub fn options(&self) -> &Options {
         &self.shared.options
     }

@@ -18,10 +18,9 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use super::batch::{apply_ops, prepare_ops};
 use super::generations::{self, Generations, OldGeneration};
-use super::inspect::walk_reachable;
 use super::publish::{Head, Publisher};
 use super::tracker::{ChangeTracker, OpenTransactions};
-use super::{now_ns, retained, Shared, WriterState};
+use super::{now_ns, Shared, WriterState};
 use crate::arena::{self, MappedGeneration, WriterArena};
 use crate::build::{ApplyReport, NodeSink, Op};
 use crate::control::Control;
@@ -32,7 +31,9 @@ use crate::meta::Meta;
 use crate::node::{self, Commit};
 use crate::options::{Durability, Options};
 use crate::readers::ReaderTable;
+use crate::retained;
 use crate::snapshot::ReaderLease;
+use crate::stat::walk_reachable;
 use crate::sys;
 use crate::tree;
 
@@ -40,12 +41,36 @@ const LOCK_FILE: &str = "lock";
 /// Present while a store is being created; a store holding it is created anew.
 const INIT_MARKER: &str = "initializing";
 
-/// Opens (or, with `options.create`, creates) the store in `dir`.
-pub(super) fn open(dir: &Path, options: Options) -> Result<Shared> {
+/// What an open may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Open an existing store; with `Options::create`, create a missing one.
+    Open,
+    /// Create a store; an existing one is an error.
+    Create,
+}
+
+/// Opens or creates the store in `dir`, as `mode` and `options` say.
+pub(super) fn open(dir: &Path, options: Options, mode: Mode) -> Result<Shared> {
     options.validate()?;
-    let initializing = dir.join(INIT_MARKER);
-    let exists = dir.join(crate::meta::FILE_NAME).exists() && !initializing.exists();
-    if !exists && !initializing.exists() && dir.exists() && !generations::list(dir)?.is_empty() {
+    let may_create = mode == Mode::Create || options.create;
+    let has_store = |dir: &Path| dir.join(crate::meta::FILE_NAME).exists() && !dir.join(INIT_MARKER).exists();
+    if !has_store(dir) && !may_create {
+        return Err(Error::NotFound(dir.to_path_buf()));
+    }
+    if may_create {
+        std::fs::create_dir_all(dir).at(dir)?;
+    }
+    // Absolute from here on: file names and the store's identity must not
+    // depend on the working directory of the moment.
+    let dir = std::fs::canonicalize(dir).at(dir)?;
+    let lock_file = take_writer_lock(&dir, options.lock_wait)?;
+    // Decided under the lock: another writer may have created it meanwhile.
+    let exists = has_store(&dir);
+    if exists && mode == Mode::Create {
+        return Err(Error::AlreadyExists(dir));
+    }
+    if !exists && !dir.join(INIT_MARKER).exists() && !generations::list(&dir)?.is_empty() {
         // Arena files without a checkpoint and without the creation marker:
         // never start afresh over data.
         return Err(Error::Corrupt {
@@ -54,15 +79,21 @@ pub(super) fn open(dir: &Path, options: Options) -> Result<Shared> {
             detail: "the checkpoint file is missing but arena files exist".into(),
         });
     }
-    if !exists && !options.create {
-        return Err(Error::NotFound(dir.to_path_buf()));
+    if !exists && !may_create {
+        return Err(Error::NotFound(dir));
     }
-    std::fs::create_dir_all(dir).at(dir)?;
-    // Absolute from here on: file names and the store's identity must not
-    // depend on the working directory of the moment.
-    let dir = std::fs::canonicalize(dir).at(dir)?;
-    let lock_file = take_writer_lock(&dir)?;
-    crate::settings::save(&dir, &options)?;
+    let recorded = if exists { crate::settings::load(&dir)? } else { None };
+    let options = match recorded {
+        Some(recorded) if !options.replace_settings => {
+            let effective = recorded.with_open_fields_of(&options);
+            effective.validate()?;
+            effective
+        }
+        _ => {
+            crate::settings::save(&dir, &options)?;
+            options
+        }
+    };
     let control = Control::open_writer(&dir)?;
     ReaderTable::create(&dir)?;
     sync_dir(&dir)?;
@@ -167,17 +198,32 @@ struct Found {
     published: Option<u64>,
 }
 
-fn take_writer_lock(dir: &Path) -> Result<std::fs::File> {
+/// Takes the writer lock (an OFD lock on the first byte of `lock`),
+/// waiting up to `wait` for another writer to release it, and records this
+/// process's pid in the file.
+fn take_writer_lock(dir: &Path, wait: std::time::Duration) -> Result<std::fs::File> {
     use std::os::unix::fs::FileExt;
     let path = dir.join(LOCK_FILE);
     let file = std::fs::File::options().read(true).write(true).create(true).truncate(false).open(&path).at(&path)?;
-    if !sys::try_lock_range(&file, 0, 1).at(&path)? {
-        let pid = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-        return Err(Error::Locked { dir: dir.to_path_buf(), pid });
+    let deadline = std::time::Instant::now() + wait;
+    while !sys::try_lock_range(&file, 0, 1).at(&path)? {
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::Locked { dir: dir.to_path_buf(), pid: lock_holder(&file) });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    file.set_len(0).at(&path)?;
-    file.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0).at(&path)?;
+    // One fixed-width write, never a truncation: whoever reads the pid sees
+    // the old one or the new one, never an empty file.
+    file.write_all_at(format!("{:<20}\n", std::process::id()).as_bytes(), 0).at(&path)?;
     Ok(file)
+}
+
+/// The pid the lock's holder recorded (0 if it cannot be read).
+fn lock_holder(file: &std::fs::File) -> u32 {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 21];
+    let n = file.read_at(&mut buf, 0).unwrap_or(0);
+    std::str::from_utf8(&buf[..n]).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
 }
 
 /// A new store, or one whose creation was cut short (the marker is removed

@@ -36,6 +36,7 @@ use crate::control;
 use crate::error::{Error, Result};
 use crate::locking::{lock, wait_timeout};
 use crate::node::{self, Commit, KIND_CHANGES};
+use crate::retained;
 use crate::sys;
 
 /// Most unlocked catch-up rounds of a compaction before it takes the lock.
@@ -209,7 +210,7 @@ impl Shared {
         let to = new.generation();
         // Phase 2, unlocked.
         let region = old.region(base.end)?;
-        let mut chain = self.policy_chain(region, base, &old.path)?;
+        let mut chain = retained::policy_chain(&self.options, region, base, &old.path)?;
         chain.reverse();
         let mut copier = Copier::new(&old.path, &new, links);
         let mut prev = 0;
@@ -252,7 +253,7 @@ impl Shared {
                     break;
                 }
                 let region = old.region(head.end)?;
-                let newer = self.policy_after(region, head, copied.version, &old.path)?;
+                let newer = retained::policy_after(&self.options, region, head, copied.version, &old.path)?;
                 copied = copy_commits(region, &newer, &mut prev)?;
                 precopy_rounds += 1;
             }
@@ -276,7 +277,7 @@ impl Shared {
         self.publisher.flush()?;
         let bytes_before = st.arena.end();
         let region = st.arena.region();
-        let newer = self.policy_after(region, st.head, copied.version, &old.path)?;
+        let newer = retained::policy_after(&self.options, region, st.head, copied.version, &old.path)?;
         let caught_up = newer.len();
         let head = if newer.is_empty() { copied } else { copy_commits(region, &newer, &mut prev)? };
         new.flush()?;

@@ -1,0 +1,97 @@
+//! Figures about a store: from its writer (`Store::stat`), or from any
+//! reader (`Reader::stat`), which takes no lock and writes nothing.
+
+use std::path::Path;
+
+use crate::arena::{self, HEADER_PAGE};
+use crate::error::{IoContext, Result};
+use crate::node::{self, Commit, KIND_CHANGES};
+use crate::readers::ReaderInfo;
+use crate::snapshot::Reader;
+use crate::{retained, tree};
+
+/// What `stat` reports.
+#[derive(Clone, Debug)]
+pub struct Stat {
+    pub version: u64,
+    pub generation: u64,
+    pub key_count: u64,
+    /// Bytes of the current generation in use (header included).
+    pub arena_bytes: u64,
+    /// Bytes the retained versions reach (shared nodes counted once).
+    pub live_bytes: u64,
+    /// Retained versions, newest first.
+    pub retained_versions: Vec<u64>,
+    pub journal_bytes: u64,
+    pub readers: Vec<ReaderInfo>,
+    /// Older generation files still on disk (pinned by live readers, or
+    /// not yet deleted).
+    pub old_generations: Vec<u64>,
+    /// A retired generation's file no reader needs any more, kept so the
+    /// next compaction writes into its pages instead of fresh ones (known
+    /// to the writer only: `None` in a reader's figures).
+    pub spare_generation: Option<u64>,
+}
+
+/// Walks every node `commits` reach (their records, change sets and trees),
+/// once each, checking checksums when `verify`; returns the bytes they
+/// occupy (header page included) and whether their trees hold links.
+pub(crate) fn walk_reachable(region: &[u8], path: &Path, commits: &[Commit], verify: bool) -> Result<tree::Reach> {
+    let roots: Vec<u64> = commits.iter().map(|c| c.root).collect();
+    let damaged = |d: node::Damage| d.into_error(path);
+    let reach = tree::reachable_bytes(region, &roots, verify).map_err(damaged)?;
+    let mut changes = 0;
+    for commit in commits.iter().filter(|c| c.changes != 0) {
+        let set = if verify {
+            node::verified_node_at(region, commit.changes, KIND_CHANGES)
+        } else {
+            node::node_at(region, commit.changes, KIND_CHANGES)
+        };
+        changes += set.map_err(damaged)?.len() as u64;
+    }
+    Ok(tree::Reach {
+        bytes: HEADER_PAGE + (commits.len() * node::COMMIT_BYTES) as u64 + reach.bytes + changes,
+        ..reach
+    })
+}
+
+impl Reader {
+    /// Figures about the store, as a reader sees them: the published
+    /// version, what the retention policy recorded in the store's settings
+    /// keeps of it, the journal's size, the live readers (this one
+    /// included) and the older generation files on disk. Takes no lock and
+    /// writes nothing, so it works beside a running writer.
+    pub fn stat(&self) -> Result<Stat> {
+        let snapshot = self.snapshot()?;
+        let options = crate::settings::load(self.dir())?.unwrap_or_default();
+        let region = snapshot.region();
+        let path = &snapshot.mapped().path;
+        let chain = retained::policy_chain(&options, region, snapshot.commit(), path)?;
+        let journal = self.dir().join(crate::journal::FILE_NAME);
+        let journal_bytes = match std::fs::metadata(&journal) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e).at(&journal),
+        };
+        let mut old_generations = Vec::new();
+        for entry in std::fs::read_dir(self.dir()).at(self.dir())? {
+            let name = entry.at(self.dir())?.file_name();
+            if let Some(g) = name.to_str().and_then(arena::parse_file_name).filter(|&g| g < snapshot.generation()) {
+                old_generations.push(g);
+            }
+        }
+        old_generations.sort_unstable();
+        Ok(Stat {
+            version: snapshot.version(),
+            generation: snapshot.generation(),
+            key_count: snapshot.key_count(),
+            arena_bytes: snapshot.commit().end,
+            live_bytes: walk_reachable(region, path, &chain, false)?.bytes,
+            retained_versions: chain.iter().map(|c| c.version).collect(),
+            journal_bytes,
+            readers: self.readers()?,
+            old_generations,
+            spare_generation: None,
+        })
+    }
+}
