@@ -16,6 +16,21 @@
 //! and by the writer extending it above its end with a hole (see
 //! [`Prefill`]); it never shrinks, so any byte below a published high-water
 //! mark is backed by the file and cannot raise SIGBUS in a reader.
+//!
+//! Pins: every mapping of a generation (a reader's, the writer's) holds a
+//! shared OFD lock on the first byte of its file for as long as it lives;
+//! the kernel releases it when the mapping's file closes or its process
+//! dies, and no other process can take it away. The writer frees an old
+//! generation (deletes its file, or renames it as the spare the next
+//! compaction rewrites) only when a probe finds no such lock
+//! ([`in_use`]). A reader about to map the published generation opens its
+//! file, takes the lock, and only then re-reads the published word; if the
+//! word moved on it drops the mapping and looks again. The writer
+//! publishes a newer generation before it probes an older one, and lock
+//! operations on one file are serialized by the kernel: either the probe
+//! sees the reader's lock, or the reader's re-read (after its lock) sees
+//! the newer word and never reads the old file. A reader never reads a
+//! byte of a generation's nodes before that re-read.
 
 use std::cell::{Cell, RefCell};
 use std::fs::File;
@@ -167,6 +182,32 @@ fn read_header(file: &File, path: &Path) -> Result<Vec<u8>> {
     Ok(h)
 }
 
+/// Takes this open file's pin on its generation (see the module docs).
+fn pin(file: &File, path: &Path) -> Result<()> {
+    if !sys::try_lock_range_shared(file, 0, 1).at(path)? {
+        return Err(Error::Corrupt {
+            file: path.to_path_buf(),
+            offset: 0,
+            detail: "another process holds an exclusive lock on this arena file".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether any process maps generation `generation` (holds its pin): a
+/// probe through a fresh open of its file, which sees the locks of every
+/// other open file, this process's mappings included. A missing file is
+/// not in use.
+pub fn in_use(dir: &Path, generation: u64) -> Result<bool> {
+    let path = dir.join(file_name(generation));
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).at(&path),
+    };
+    sys::range_is_locked(&file, 0, 1).at(&path)
+}
+
 /// Opens a generation read-only, for readers.
 pub fn open_read_only(dir: &Path, generation: u64) -> Result<Arc<MappedGeneration>> {
     open_mapped(dir, generation, false)
@@ -182,6 +223,7 @@ pub fn open_for_writer(dir: &Path, generation: u64) -> Result<Arc<MappedGenerati
 fn open_mapped(dir: &Path, generation: u64, writable: bool) -> Result<Arc<MappedGeneration>> {
     let path = dir.join(file_name(generation));
     let file = File::options().read(true).write(writable).open(&path).at(&path)?;
+    pin(&file, &path)?;
     let reserve = check_header(&path, &read_header(&file, &path)?, generation)?;
     let len = file.metadata().at(&path)?.len();
     let map = Mapping::read_only(&file, reserve.max(len)).at(&path)?;
@@ -253,6 +295,7 @@ impl WriterArena {
     }
 
     fn map(path: PathBuf, file: File, generation: u64, reserve: u64, cursor: u64) -> Result<WriterArena> {
+        pin(&file, &path)?;
         let len = file.metadata().at(&path)?.len();
         let map = Mapping::read_only(&file, reserve.max(len)).at(&path)?;
         Self::resume(Arc::new(MappedGeneration::new(generation, path, map, file, len)), cursor)

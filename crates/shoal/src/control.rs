@@ -149,17 +149,20 @@ impl Control {
     /// Wakes the readers sleeping on the wake-up counter, if any.
     ///
     /// Sleepers count themselves in the reader table (the only file readers
-    /// may write). No lost wake-up: a sleeper increments the count, issues
-    /// a SeqCst fence, then re-reads the counter before it sleeps; the writer
-    /// increments the counter (`publish`), issues a SeqCst fence, then reads
-    /// the count. The fences are totally ordered, so either the writer sees
-    /// the sleeper (and wakes it; a futex wait on a moved counter returns at
-    /// once) or the sleeper sees the new counter (and does not sleep). With
-    /// nobody asleep, a commit makes no system call for it. A sleeper killed
-    /// in between leaves the count high, which only costs useless wakes.
-    pub fn wake_sleepers(&self, sleepers: &std::sync::atomic::AtomicU32) {
+    /// may write), by `pwrite` under a lock. No lost wake-up: a sleeper
+    /// increments the count, issues a SeqCst fence, then re-reads the
+    /// counter before it sleeps; the writer increments the counter
+    /// (`publish`), issues a SeqCst fence, then reads the count (`pread`).
+    /// The fences are totally ordered, and the count's page is coherent
+    /// between `pwrite` and `pread`, so either the writer sees the sleeper
+    /// (and wakes it; a futex wait on a moved counter returns at once) or
+    /// the sleeper sees the new counter (and does not sleep). With nobody
+    /// asleep, a commit makes one `pread` for it. A sleeper killed in
+    /// between leaves the count high, which only costs useless wakes; a
+    /// count someone zeroed delays sleepers to their timeouts.
+    pub fn wake_sleepers(&self, table: &crate::readers::ReaderTable) {
         fence(Ordering::SeqCst);
-        if sleepers.load(Ordering::Relaxed) == 0 {
+        if table.sleepers() == 0 {
             return;
         }
         if let Err(e) = sys::futex_wake_all(self.wake_word()) {
@@ -185,13 +188,13 @@ impl Control {
     /// first spinning for up to `spin` (a version published meanwhile is
     /// seen without a sleep and a wake-up, which cost tens of microseconds
     /// each), then sleeping on the futex, counted in `sleepers` (see
-    /// [`Control::wake_sleepers`]).
+    /// [`Control::wake_sleepers`]) in the reader table.
     pub fn wait_past(
         &self,
         seq: u32,
         timeout: std::time::Duration,
         spin: std::time::Duration,
-        sleepers: &std::sync::atomic::AtomicU32,
+        table: &crate::readers::ReaderTable,
     ) -> Result<()> {
         let start = std::time::Instant::now();
         let spin = spin.min(timeout);
@@ -203,7 +206,7 @@ impl Control {
                 std::hint::spin_loop();
             }
         }
-        sleepers.fetch_add(1, Ordering::SeqCst);
+        table.add_sleeper(1)?;
         // Sync point: pairs with the fence in `wake_sleepers`.
         fence(Ordering::SeqCst);
         let result = if self.wake_word().load(Ordering::Relaxed) == seq {
@@ -211,8 +214,8 @@ impl Control {
         } else {
             Ok(())
         };
-        sleepers.fetch_sub(1, Ordering::SeqCst);
-        result
+        let left = table.add_sleeper(-1);
+        result.and(left)
     }
 
     /// Records that generation `g` is about to be created, before its file

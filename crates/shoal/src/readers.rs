@@ -1,33 +1,39 @@
 //! The reader table: one 64-byte slot per live reader handle, in a small
-//! shared file `readers`.
+//! shared file `readers`, for `stat` and for waking sleeping readers.
 //!
-//! A handle owns its slot by holding an open-file-description write lock on
-//! the slot's bytes. The kernel drops that lock when the process dies, so a
-//! crashed reader's slot is free again without anyone asking (DESIGN §8); the
-//! slot also records the owner's pid and start time, a second opinion
-//! against a lock kept alive by a forked child whose parent died.
+//! ```text
+//! header (4096 bytes)  0 "SHOALRD1"  8 u64 slot count  64 u32 sleepers
+//! slot i at 4096 + 64 i
+//!     0 u64 oldest generation the handle maps (informational)
+//!     8 u64 newest version it took a snapshot of (informational)
+//!    16 u64 pid      24 u64 process start time (clock ticks since boot)
+//! ```
 //!
-//! A slot's `pin_generation` says: this handle, or a snapshot taken from
-//! it, may still read arena generations `>= pin`. A slot stays claimed until
-//! its handle and all those snapshots are dropped (`snapshot::ReaderLease`);
-//! the writer's process holds one too, for its own snapshots. The writer
-//! frees an old generation file (deletes it, or keeps it as the spare that
-//! the next compaction rewrites) only when no live slot pins it. Pin protocol (as LMDB's reader table): the reader
-//! stores its pin, issues a SeqCst fence, then re-loads the control word; if
-//! the generation changed it pins again. The writer publishes a new
-//! generation, issues a SeqCst fence, then scans the pins. SeqCst fences are
-//! totally ordered: if the reader's fence comes first, the writer's scan
-//! sees the pin; if the writer's comes first, the reader's re-load sees the
-//! new generation. Either way a generation a reader is about to open is
-//! never freed under it. This matters because a freed file is recycled:
-//! its bytes are rewritten in place for a newer generation.
+//! Every process that may read the store can write this file, so nothing
+//! in it decides what another process reads. Which arena generations are
+//! still in use is told by OFD read locks that readers hold on the
+//! generation files themselves ([`crate::arena`]), which the kernel
+//! enforces and releases when a process dies; a slot's fields only inform
+//! `stat`. Everyone, the writer included, reads and writes the table with
+//! `pread` and `pwrite`, never through a mapping: a process that truncates
+//! or replaces it can make `stat` wrong, waste slots or delay wake-ups, but
+//! cannot crash anyone with SIGBUS or free what another process reads.
+//!
+//! A handle owns its slot by holding an OFD write lock on the slot's bytes;
+//! the kernel drops it when the process dies, so a crashed reader's slot is
+//! free again without anyone asking (DESIGN §8). The pid and start time are
+//! a second opinion for `stat` against a lock kept alive by a forked child.
+//!
+//! The sleepers count tells the writer whether a publication needs the
+//! futex wake-up call (see `control::Control::wake_sleepers`); readers
+//! change it under an OFD lock on its bytes, read-modify-write.
 
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 use crate::error::{Error, IoContext, Result};
-use crate::sys::{self, Mapping};
+use crate::sys;
 
 pub const FILE_NAME: &str = "readers";
 const HEADER: u64 = 4096;
@@ -48,72 +54,83 @@ const START_TIME: u64 = 24;
 
 pub struct ReaderTable {
     file: File,
-    map: Mapping,
     slots: u64,
     pub path: PathBuf,
 }
 
-/// What the writer sees of one live reader.
+/// One live reader, as its slot describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReaderInfo {
     pub slot: u64,
     pub pid: u32,
+    /// The oldest generation it maps, as it last recorded.
     pub pinned_generation: u64,
+    /// The newest version it took a snapshot of, as it last recorded
+    /// (at most a few updates a second).
     pub pinned_version: u64,
 }
 
+fn header(slots: u64) -> [u8; 16] {
+    let mut h = [0u8; 16];
+    h[..8].copy_from_slice(&MAGIC.to_le_bytes());
+    h[8..].copy_from_slice(&slots.to_le_bytes());
+    h
+}
+
 impl ReaderTable {
-    fn word(&self, slot: u64, field: u64) -> &AtomicU64 {
-        debug_assert!(slot < self.slots);
-        // SAFETY: HEADER + slot * 64 + field is 8-aligned and inside the file
-        // (slot < slots, checked against the file length at open); table words
-        // are only accessed atomically.
-        unsafe { self.map.atomic_u64(HEADER + slot * SLOT_BYTES + field) }
-    }
-
-    /// The count of readers asleep waiting for a version (see
-    /// `Control::wake_sleepers`).
-    pub fn sleepers(&self) -> &std::sync::atomic::AtomicU32 {
-        // SAFETY: OFF_SLEEPERS is 4-aligned and inside the header, which is
-        // inside the mapping (checked at open); the word is only accessed
-        // atomically, by every process that maps the table read-write.
-        unsafe { self.map.atomic_u32(OFF_SLEEPERS) }
-    }
-
-    /// Creates the table if it does not exist, then opens it.
+    /// Creates the table if it does not exist, then opens it, repairing
+    /// it if needed ([`ReaderTable::open_repairing`]). Called by the writer
+    /// when it opens the store.
     pub fn create(dir: &Path) -> Result<ReaderTable> {
         let path = dir.join(FILE_NAME);
         if !path.exists() {
             let tmp = dir.join("readers.tmp");
             let file = File::create(&tmp).at(&tmp)?;
             file.set_len(HEADER + DEFAULT_SLOTS * SLOT_BYTES).at(&tmp)?;
-            use std::os::unix::fs::FileExt;
-            let mut header = MAGIC.to_le_bytes().to_vec();
-            header.extend_from_slice(&DEFAULT_SLOTS.to_le_bytes());
-            file.write_all_at(&header, 0).at(&tmp)?;
+            file.write_all_at(&header(DEFAULT_SLOTS), 0).at(&tmp)?;
             file.sync_all().at(&tmp)?;
             std::fs::rename(&tmp, &path).at(&path)?;
         }
-        Self::open(dir)
+        Self::open_repairing(dir)
+    }
+
+    /// Opens the table; a header someone damaged or cut is rewritten in
+    /// place (other readers may hold locks on the file), so that a
+    /// misbehaving neighbour cannot keep new readers out this way.
+    pub fn open_repairing(dir: &Path) -> Result<ReaderTable> {
+        let path = dir.join(FILE_NAME);
+        match Self::open(dir) {
+            Err(Error::Corrupt { .. }) => {
+                tracing::warn!(file = %path.display(), "reader table header damaged or cut; rewriting it");
+                let file = File::options().read(true).write(true).open(&path).at(&path)?;
+                if file.metadata().at(&path)?.len() < HEADER + DEFAULT_SLOTS * SLOT_BYTES {
+                    file.set_len(HEADER + DEFAULT_SLOTS * SLOT_BYTES).at(&path)?;
+                }
+                file.write_all_at(&header(DEFAULT_SLOTS), 0).at(&path)?;
+                Self::open(dir)
+            }
+            other => other,
+        }
     }
 
     pub fn open(dir: &Path) -> Result<ReaderTable> {
         let path = dir.join(FILE_NAME);
         let file = File::options().read(true).write(true).open(&path).at(&path)?;
-        let mut header = [0u8; 16];
-        use std::os::unix::fs::FileExt;
-        file.read_exact_at(&mut header, 0).at(&path)?;
-        let len = file.metadata().at(&path)?.len();
-        let slots = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
-        if u64::from_le_bytes(header[..8].try_into().unwrap_or_default()) != MAGIC
+        let mut h = [0u8; 16];
+        let n = file.read_at(&mut h, 0).at(&path)?;
+        let slots = u64::from_le_bytes(h[8..16].try_into().unwrap_or_default());
+        if n < 16
+            || u64::from_le_bytes(h[..8].try_into().unwrap_or_default()) != MAGIC
             || slots == 0
             || slots > MAX_SLOTS
-            || HEADER + slots * SLOT_BYTES > len
         {
             return Err(Error::Corrupt { file: path, offset: 0, detail: "bad reader table header".into() });
         }
-        let map = Mapping::read_write(&file, HEADER + slots * SLOT_BYTES).at(&path)?;
-        Ok(ReaderTable { file, map, slots, path })
+        Ok(ReaderTable { file, slots, path })
+    }
+
+    fn slot_offset(slot: u64) -> u64 {
+        HEADER + slot * SLOT_BYTES
     }
 
     /// Claims a free slot for this handle (the table must be this handle's own open).
@@ -121,12 +138,12 @@ impl ReaderTable {
         let pid = std::process::id();
         let start = sys::process_start_time(pid).unwrap_or(0);
         for slot in 0..self.slots {
-            if sys::try_lock_range(&self.file, HEADER + slot * SLOT_BYTES, SLOT_BYTES).at(&self.path)? {
+            if sys::try_lock_range(&self.file, Self::slot_offset(slot), SLOT_BYTES).at(&self.path)? {
                 // Whatever the slot held belonged to a dead owner: start clean.
-                self.word(slot, PIN_GENERATION).store(0, Ordering::SeqCst);
-                self.word(slot, PIN_VERSION).store(0, Ordering::Relaxed);
-                self.word(slot, PID).store(pid as u64, Ordering::Relaxed);
-                self.word(slot, START_TIME).store(start, Ordering::Relaxed);
+                let mut fields = [0u8; 32];
+                fields[PID as usize..PID as usize + 8].copy_from_slice(&(pid as u64).to_le_bytes());
+                fields[START_TIME as usize..].copy_from_slice(&start.to_le_bytes());
+                self.file.write_all_at(&fields, Self::slot_offset(slot)).at(&self.path)?;
                 return Ok(slot);
             }
         }
@@ -135,74 +152,71 @@ impl ReaderTable {
 
     /// Releases a slot claimed through this open table.
     pub fn release(&self, slot: u64) {
-        self.word(slot, PIN_GENERATION).store(0, Ordering::SeqCst);
         // Failure to unlock only delays reuse until this handle's file closes.
-        let _ = sys::unlock_range(&self.file, HEADER + slot * SLOT_BYTES, SLOT_BYTES);
+        let _ = sys::unlock_range(&self.file, Self::slot_offset(slot), SLOT_BYTES);
     }
 
-    /// Sync point: the pin is visible to the writer's scan before the reader
-    /// re-checks the published generation (see the module docs).
-    pub fn pin(&self, slot: u64, generation: u64) {
-        self.word(slot, PIN_GENERATION).store(generation, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
+    /// Records what the handle maps and last read, for `stat`.
+    pub fn note(&self, slot: u64, generation: u64, version: u64) {
+        let mut fields = [0u8; 16];
+        fields[..8].copy_from_slice(&generation.to_le_bytes());
+        fields[8..].copy_from_slice(&version.to_le_bytes());
+        debug_assert_eq!((PIN_GENERATION, PIN_VERSION), (0, 8));
+        // Informational: a failed write costs `stat` an outdated figure.
+        let _ = self.file.write_all_at(&fields, Self::slot_offset(slot));
     }
 
-    /// Records the newest version the handle took a snapshot of (for `stat`).
-    #[inline]
-    pub fn note_version(&self, slot: u64, version: u64) {
-        self.word(slot, PIN_VERSION).store(version, Ordering::Relaxed);
-    }
-
-    /// Live readers: slots locked by a process that is still the one that
-    /// claimed them.
+    /// Live readers (this handle's own slot included): locked slots whose
+    /// recorded process is still the one that claimed them.
     pub fn live(&self) -> Result<Vec<ReaderInfo>> {
-        // Sync point: pairs with the fence after a reader's pin store (and the
-        // writer's fence after publishing), see the module docs.
-        fence(Ordering::SeqCst);
+        let mut bytes = vec![0u8; (self.slots * SLOT_BYTES) as usize];
+        let n = self.file.read_at(&mut bytes, HEADER).at(&self.path)?;
+        bytes.truncate(n);
+        // A lock probe sees the locks of every other open file, so a fresh
+        // one sees this handle's own slot too.
+        let probe = File::open(&self.path).at(&self.path)?;
         let mut out = Vec::new();
-        for slot in 0..self.slots {
-            let pid = self.word(slot, PID).load(Ordering::Relaxed) as u32;
+        for (slot, fields) in bytes.chunks_exact(SLOT_BYTES as usize).enumerate() {
+            let word =
+                |at: u64| u64::from_le_bytes(fields[at as usize..at as usize + 8].try_into().unwrap_or_default());
+            let pid = word(PID) as u32;
             if pid == 0 {
                 continue; // never used
             }
-            if !sys::range_is_locked(&self.file, HEADER + slot * SLOT_BYTES, SLOT_BYTES).at(&self.path)? {
+            let slot = slot as u64;
+            if !sys::range_is_locked(&probe, Self::slot_offset(slot), SLOT_BYTES).at(&self.path)? {
                 continue;
             }
-            let start = self.word(slot, START_TIME).load(Ordering::Relaxed);
-            if !sys::process_alive(pid, start) {
+            if !sys::process_alive(pid, word(START_TIME)) {
                 continue;
             }
             out.push(ReaderInfo {
                 slot,
                 pid,
-                pinned_generation: self.word(slot, PIN_GENERATION).load(Ordering::SeqCst),
-                pinned_version: self.word(slot, PIN_VERSION).load(Ordering::Relaxed),
+                pinned_generation: word(PIN_GENERATION),
+                pinned_version: word(PIN_VERSION),
             });
         }
         Ok(out)
     }
 
-    /// The oldest generation any slot may still read, if any. Only the
-    /// lock decides here: a freed generation's file is rewritten, and the
-    /// pid check [`ReaderTable::live`] adds can call a reader dead that is
-    /// not (another pid namespace, a `/proc` it cannot see, a forked child
-    /// still using the inherited handle).
-    pub fn oldest_pinned_generation(&self) -> Result<Option<u64>> {
-        // Sync point: as in `live`.
-        fence(Ordering::SeqCst);
-        let mut oldest: Option<u64> = None;
-        for slot in 0..self.slots {
-            if self.word(slot, PID).load(Ordering::Relaxed) == 0 {
-                continue; // never used (a claim stores its pid before any pin)
-            }
-            if !sys::range_is_locked(&self.file, HEADER + slot * SLOT_BYTES, SLOT_BYTES).at(&self.path)? {
-                continue;
-            }
-            let pin = self.word(slot, PIN_GENERATION).load(Ordering::SeqCst);
-            if pin != 0 {
-                oldest = Some(oldest.map_or(pin, |o| o.min(pin)));
-            }
+    /// The count of readers asleep waiting for a version; 0 if it cannot
+    /// be read (a cut table), which only delays their wake-up to their
+    /// timeout.
+    pub fn sleepers(&self) -> u32 {
+        let mut word = [0u8; 4];
+        match self.file.read_at(&mut word, OFF_SLEEPERS) {
+            Ok(4) => u32::from_le_bytes(word),
+            _ => 0,
         }
-        Ok(oldest)
+    }
+
+    /// Adds `delta` to the sleepers count, under an OFD lock on its bytes.
+    pub fn add_sleeper(&self, delta: i32) -> Result<()> {
+        sys::lock_range_wait(&self.file, OFF_SLEEPERS, 4).at(&self.path)?;
+        let count = self.sleepers().saturating_add_signed(delta);
+        let written = self.file.write_all_at(&count.to_le_bytes(), OFF_SLEEPERS).at(&self.path);
+        let _ = sys::unlock_range(&self.file, OFF_SLEEPERS, 4);
+        written
     }
 }

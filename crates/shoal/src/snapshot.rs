@@ -51,15 +51,14 @@ pub(crate) struct ReaderLease {
 
 impl ReaderLease {
     pub(crate) fn claim(dir: &Path) -> Result<Arc<ReaderLease>> {
-        let table = ReaderTable::open(dir)?;
+        let table = ReaderTable::open_repairing(dir)?;
         let slot = table.claim()?;
         Ok(Arc::new(ReaderLease { table, slot }))
     }
 
-    /// Pins generations `>= generation` in this lease's slot.
-    pub(crate) fn pin(&self, generation: u64) -> Result<()> {
-        self.table.pin(self.slot, generation);
-        Ok(())
+    /// Records in this lease's slot what its holder maps and last read (for `stat`).
+    pub(crate) fn note(&self, generation: u64, version: u64) {
+        self.table.note(self.slot, generation, version);
     }
 }
 
@@ -494,7 +493,8 @@ pub struct Reader {
     older: RefCell<Vec<Arc<MappedGeneration>>>,
     /// The last verified commit record, keyed by the control word.
     last: RefCell<Option<(u64, Commit)>>,
-    pinned: Cell<u64>,
+    /// What the slot last recorded (oldest generation mapped, version), and when.
+    noted: Cell<(u64, u64, Option<std::time::Instant>)>,
     /// How long `wait_for_version` spins before it sleeps.
     wait_spin: Cell<std::time::Duration>,
     /// This boot's id: the control word is trusted only if a writer claimed it this boot.
@@ -506,6 +506,9 @@ pub struct Reader {
 /// version published within this time is seen sooner, for at most this
 /// much CPU per wait.
 pub const DEFAULT_WAIT_SPIN: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// How often at most a reader records its newest version in its slot.
+const NOTE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Retries of a snapshot that keeps racing compactions before giving up.
 const SNAPSHOT_RETRIES: usize = 1000;
@@ -529,7 +532,7 @@ impl Reader {
             current: RefCell::new(None),
             older: RefCell::new(Vec::new()),
             last: RefCell::new(None),
-            pinned: Cell::new(0),
+            noted: Cell::new((0, 0, None)),
             wait_spin: Cell::new(DEFAULT_WAIT_SPIN),
             boot: control::this_boot(),
         })
@@ -577,11 +580,11 @@ impl Reader {
                 _ => {
                     let snap = Snapshot::open(mapped, offset, self.lease.clone())?;
                     *self.last.borrow_mut() = Some((word, snap.commit()));
+                    self.release_unused_generations();
+                    self.note(snap.version());
                     snap
                 }
             };
-            self.lease.table.note_version(self.lease.slot, snapshot.version());
-            self.release_unused_generations();
             return Ok(snapshot);
         }
         Err(Error::Corrupt {
@@ -591,41 +594,43 @@ impl Reader {
         })
     }
 
-    /// Maps a newly published generation, pinning it first (see
-    /// [`crate::readers`]). `None`: it was replaced while we looked.
+    /// Maps a newly published generation (which pins it, see the pin
+    /// protocol in [`crate::arena`]), then checks that it is still the
+    /// published one. `None`: it was replaced while we looked.
     fn map_generation(&self, generation: u64) -> Result<Option<Arc<MappedGeneration>>> {
-        let pin = match self.pinned.get() {
-            0 => generation,
-            held => held.min(generation),
-        };
-        self.lease.table.pin(self.lease.slot, pin);
-        self.pinned.set(pin);
-        if control::unpack(self.published_word()?).0 != generation {
-            return Ok(None);
-        }
         let mapped = match arena::open_read_only(&self.dir, generation) {
             Ok(m) => m,
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
+        // Sync point: the pin (a lock) comes before this re-read.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        if control::unpack(self.published_word()?).0 != generation {
+            return Ok(None);
+        }
         if let Some(old) = self.current.borrow_mut().replace(mapped.clone()) {
             self.older.borrow_mut().push(old);
         }
         Ok(Some(mapped))
     }
 
-    /// Drops mappings of old generations no snapshot holds, and raises the pin.
+    /// Drops this handle's mappings of old generations no snapshot holds,
+    /// which releases their pins.
     fn release_unused_generations(&self) {
-        let mut older = self.older.borrow_mut();
-        if older.is_empty() {
-            return;
-        }
-        older.retain(|m| Arc::strong_count(m) > 1);
+        self.older.borrow_mut().retain(|m| Arc::strong_count(m) > 1);
+    }
+
+    /// Records what this handle maps and reads in its slot, for `stat`:
+    /// when the oldest generation it maps changed, or at most ten times a
+    /// second otherwise (a `pwrite` each).
+    fn note(&self, version: u64) {
         let current = self.current.borrow().as_ref().map_or(0, |m| m.generation);
-        let pin = older.iter().map(|m| m.generation).min().unwrap_or(current);
-        if pin != self.pinned.get() {
-            self.lease.table.pin(self.lease.slot, pin);
-            self.pinned.set(pin);
+        let oldest = self.older.borrow().iter().map(|m| m.generation).min().unwrap_or(current);
+        let (generation, _, at) = self.noted.get();
+        let now = std::time::Instant::now();
+        if generation != oldest || at.is_none_or(|at| now.duration_since(at) >= NOTE_INTERVAL) {
+            self.lease.note(oldest, version);
+            self.noted.set((oldest, version, Some(now)));
         }
     }
 
@@ -654,7 +659,7 @@ impl Reader {
             if now >= deadline {
                 return Ok(None);
             }
-            self.control.wait_past(seq, deadline - now, self.wait_spin.get(), self.lease.table.sleepers())?;
+            self.control.wait_past(seq, deadline - now, self.wait_spin.get(), &self.lease.table)?;
         }
     }
 

@@ -14,10 +14,9 @@
 //! cached), the others are deleted off the commit path.
 
 use std::path::Path;
-use std::sync::{Arc, Weak};
 
 use super::{Shared, WriterState};
-use crate::arena::{self, MappedGeneration};
+use crate::arena;
 use crate::error::{IoContext, Result};
 use crate::locking::lock;
 
@@ -26,9 +25,6 @@ const RECLAIM_EVERY_COMMITS: u64 = 1024;
 
 pub(super) struct OldGeneration {
     pub generation: u64,
-    /// The writer process's own mapping, alive while one of its snapshots
-    /// or transactions still reads the generation (empty if never mapped).
-    pub mapped: Weak<MappedGeneration>,
     /// The checkpoint may still name it (a compaction switched away from it
     /// and has not yet written the checkpoint naming the new one): never freed.
     pub named_by_checkpoint: bool,
@@ -101,57 +97,30 @@ impl Shared {
         next
     }
 
-    /// Tracks `old`, the generation a compaction just switched away from.
-    pub(super) fn retire(&self, st: &mut WriterState, generation: u64, mapped: &Arc<MappedGeneration>) {
-        st.generations.old.push(OldGeneration {
-            generation,
-            mapped: Arc::downgrade(mapped),
-            named_by_checkpoint: true,
-        });
+    /// Tracks `generation`, the one a compaction just switched away from.
+    pub(super) fn retire(&self, st: &mut WriterState, generation: u64) {
+        st.generations.old.push(OldGeneration { generation, named_by_checkpoint: true });
     }
 
-    /// Frees old generation files that no live reader pins and no snapshot
-    /// of this process holds: the newest becomes the spare that the next
-    /// compaction recycles, the others are deleted.
-    ///
-    /// Recycling rewrites a file that readers once mapped, so it rests on
-    /// the pin protocol (see [`crate::readers`]): a slot pins every
-    /// generation its reader or any snapshot taken from it may still read,
-    /// for as long as any of them lives, and a reader never pins a
-    /// generation older than the published one anew. So once a scan finds
-    /// no pin at or below `g` and the weak reference shows no snapshot here,
-    /// nothing can read generation `g` again.
+    /// Frees old generation files that no mapping pins (a reader's or one
+    /// of this process's snapshots, see the pin protocol in
+    /// [`crate::arena`]): the newest becomes the spare that the next
+    /// compaction recycles, the others are deleted. A reader only maps the
+    /// published generation anew, so an old one nobody pins is never read
+    /// again, and rewriting its file is safe.
     pub(super) fn reclaim_generations(&self, st: &mut WriterState) {
         let gens = &mut st.generations;
         gens.commits_since_reclaim = 0;
         if gens.old.is_empty() {
             return;
         }
-        // Snapshots are only made under the writer mutex, which we hold, so
-        // none can appear on an old generation while we look.
-        let own_pin = gens
-            .old
-            .iter()
-            .filter(|old| old.mapped.strong_count() > 0)
-            .map(|old| old.generation)
-            .min()
-            .unwrap_or(st.arena.generation());
-        if let Err(e) = self.lease.pin(own_pin) {
-            tracing::warn!(error = %e, "cannot record the writer's own pin; keeping old generations");
-            return;
-        }
-        let oldest_pinned = match self.table.oldest_pinned_generation() {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot scan the reader table; keeping old generations");
-                return;
-            }
-        };
         let mut freed = Vec::new();
+        let dir = &self.dir;
         gens.old.retain(|old| {
-            let needed = old.named_by_checkpoint
-                || oldest_pinned.is_some_and(|p| p <= old.generation)
-                || old.mapped.strong_count() > 0;
+            let needed = old.named_by_checkpoint || arena::in_use(dir, old.generation).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, generation = old.generation, "cannot probe a generation's pins; keeping it");
+                true
+            });
             if !needed {
                 freed.push(old.generation);
             }

@@ -90,7 +90,7 @@ impl Publisher {
     ) -> Self {
         let pid = std::process::id();
         control.claim(head.generation, head.offset, pid, crate::sys::process_start_time(pid).unwrap_or(0));
-        control.wake_sleepers(table.sleepers());
+        control.wake_sleepers(&table);
         Publisher {
             control,
             table,
@@ -181,7 +181,7 @@ impl Publisher {
             st.written
         );
         self.control.publish(head.generation, head.offset);
-        self.control.wake_sleepers(self.table.sleepers());
+        self.control.wake_sleepers(&self.table);
         st.published = head.version;
         st.published_head = head;
     }

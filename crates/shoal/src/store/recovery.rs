@@ -95,7 +95,7 @@ pub(super) fn open(dir: &Path, options: Options, mode: Mode) -> Result<Shared> {
         }
     };
     let control = Control::open_writer(&dir)?;
-    ReaderTable::create(&dir)?;
+    let table = ReaderTable::create(&dir)?;
     sync_dir(&dir)?;
     let reserve = options.map_reserve_bytes.next_multiple_of(sys::page_size());
     let found = if exists { recover(&dir, &control)? } else { create(&dir, reserve)? };
@@ -128,7 +128,7 @@ pub(super) fn open(dir: &Path, options: Options, mode: Mode) -> Result<Shared> {
         old: files
             .iter()
             .filter(|&&g| g < current)
-            .map(|&g| OldGeneration { generation: g, mapped: std::sync::Weak::new(), named_by_checkpoint: false })
+            .map(|&g| OldGeneration { generation: g, named_by_checkpoint: false })
             .collect(),
         highest: files.iter().copied().chain([current, control.highest_generation()]).max().unwrap_or(current),
         ..Generations::default()
@@ -164,12 +164,12 @@ pub(super) fn open(dir: &Path, options: Options, mode: Mode) -> Result<Shared> {
         });
     }
     let lease = ReaderLease::claim(&dir)?;
-    lease.pin(current)?;
+    lease.note(current, st.head.version);
     let head = Head { version: st.head.version, generation: current, offset: st.head.offset };
     let publisher = Publisher::start(control, ReaderTable::open(&dir)?, journal_sync, journal_path, head);
     let shared = Shared {
         me: std::sync::OnceLock::new(),
-        table: ReaderTable::open(&dir)?,
+        table,
         dir,
         options,
         state: Mutex::new(st),

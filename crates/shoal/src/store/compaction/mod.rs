@@ -294,7 +294,7 @@ impl Shared {
         st.live_bytes = bytes_after;
         // Tracked from the switch on, so the store's own pin covers the
         // snapshots still reading it even if the checkpoint below fails.
-        self.retire(st, from, old);
+        self.retire(st, from);
         self.compaction_progress.notify_all();
         drop(guard);
         drop(retired);

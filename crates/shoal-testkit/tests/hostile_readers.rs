@@ -1,0 +1,94 @@
+//! A process that may write the reader table misbehaves with it: zeroes
+//! every slot, cuts the file, replaces it or deletes it, then the writer
+//! (reopened, in the last two cases) commits, compacts and reclaims. A
+//! snapshot held by a third process must still read its own version's
+//! bytes, and the writer must go on (no SIGBUS). What a reader pins is told
+//! by locks on the arena files, not by anything in the table.
+
+use shoal::{Durability, Options, Reader, Store};
+use shoal_testkit::{field, ChildProcess};
+
+const HOLDER: &str = env!("CARGO_BIN_EXE_snapshot-holder");
+const VANDAL: &str = env!("CARGO_BIN_EXE_table-vandal");
+
+fn options() -> Options {
+    Options { durability: Durability::None, auto_compact: false, retain_versions: 1, ..Options::default() }
+}
+
+fn rewrite_all(store: &Store, fill: u8) {
+    store.bulk_load((0..2000).map(|i| (format!("/k/{}/{i}", i % 20), vec![fill; 40]))).unwrap();
+}
+
+/// A store with a third process holding a snapshot of its first generation.
+fn held_store() -> (tempfile::TempDir, Store, ChildProcess, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), options()).unwrap();
+    rewrite_all(&store, b'a');
+    let mut holder = ChildProcess::spawn(HOLDER, &[dir.path().to_str().unwrap()]);
+    let held = field(&holder.wait_for("held"), "version").unwrap();
+    (dir, store, holder, held)
+}
+
+fn vandalize(dir: &std::path::Path, action: &str) {
+    let mut vandal = ChildProcess::spawn(VANDAL, &[dir.to_str().unwrap(), action]);
+    vandal.wait_for("done");
+    assert!(vandal.finish().1, "the vandal failed");
+}
+
+/// Rounds of rewriting, compacting and reclaiming: every generation but the
+/// held one is recycled or deleted meanwhile.
+fn churn(store: &Store) {
+    for round in 0..4u8 {
+        rewrite_all(store, b'b' + round);
+        store.compact().unwrap();
+        store.reclaim();
+    }
+}
+
+fn assert_held_intact(holder: &mut ChildProcess, held: u64, store: &Store) {
+    holder.send("check");
+    let verdict = holder.next_line().expect("holder output");
+    assert_eq!(verdict, "same", "the held snapshot of version {held} changed");
+    let fresh = field(&holder.wait_for("fresh"), "version").unwrap();
+    assert_eq!(fresh, store.version(), "the holder's fresh snapshot");
+    // A new reader can still join and read.
+    let reader = Reader::open(store.dir()).unwrap();
+    assert_eq!(reader.snapshot().unwrap().get("/k/0/0").unwrap(), Some(&[b'e'; 40][..]));
+}
+
+#[test]
+fn zeroed_slots_free_nothing_a_reader_holds() {
+    let (dir, store, mut holder, held) = held_store();
+    vandalize(dir.path(), "zero");
+    assert!(store.readers().unwrap().is_empty(), "zeroed slots no longer list their readers");
+    churn(&store);
+    assert_held_intact(&mut holder, held, &store);
+}
+
+#[test]
+fn a_cut_table_crashes_no_one_and_frees_nothing() {
+    let (dir, store, mut holder, held) = held_store();
+    vandalize(dir.path(), "truncate");
+    churn(&store);
+    assert_held_intact(&mut holder, held, &store);
+}
+
+#[test]
+fn a_replaced_table_and_a_reopened_writer_free_nothing() {
+    let (dir, store, mut holder, held) = held_store();
+    vandalize(dir.path(), "replace");
+    drop(store);
+    let store = Store::open(dir.path(), options()).unwrap();
+    churn(&store);
+    assert_held_intact(&mut holder, held, &store);
+}
+
+#[test]
+fn a_deleted_table_and_a_reopened_writer_free_nothing() {
+    let (dir, store, mut holder, held) = held_store();
+    vandalize(dir.path(), "delete");
+    drop(store);
+    let store = Store::open(dir.path(), options()).unwrap();
+    churn(&store);
+    assert_held_intact(&mut holder, held, &store);
+}
