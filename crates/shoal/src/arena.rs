@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
 use crate::error::{Error, IoContext, Result};
+use crate::files::{FileKind, Open, StoreDir};
 use crate::node::{u32_at, u64_at};
 use crate::sys::{self, Mapping};
 
@@ -198,31 +199,30 @@ fn pin(file: &File, path: &Path) -> Result<()> {
 /// probe through a fresh open of its file, which sees the locks of every
 /// other open file, this process's mappings included. A missing file is
 /// not in use.
-pub fn in_use(dir: &Path, generation: u64) -> Result<bool> {
-    let path = dir.join(file_name(generation));
-    let file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e).at(&path),
-    };
-    sys::range_is_locked(&file, 0, 1).at(&path)
+pub fn in_use(dir: &StoreDir, generation: u64) -> Result<bool> {
+    let name = file_name(generation);
+    if !dir.exists(&name)? {
+        return Ok(false);
+    }
+    let file = dir.open_file(&name, Open::Read)?;
+    sys::range_is_locked(&file, 0, 1).at(&dir.join(&name))
 }
 
 /// Opens a generation read-only, for readers.
-pub fn open_read_only(dir: &Path, generation: u64) -> Result<Arc<MappedGeneration>> {
+pub fn open_read_only(dir: &StoreDir, generation: u64) -> Result<Arc<MappedGeneration>> {
     open_mapped(dir, generation, false)
 }
 
 /// Opens a generation for a recovering writer: mapped read-only like every
 /// reader's, through a file opened for writing, so that the candidate it
 /// verifies can become its [`WriterArena`] ([`WriterArena::resume`]).
-pub fn open_for_writer(dir: &Path, generation: u64) -> Result<Arc<MappedGeneration>> {
+pub fn open_for_writer(dir: &StoreDir, generation: u64) -> Result<Arc<MappedGeneration>> {
     open_mapped(dir, generation, true)
 }
 
-fn open_mapped(dir: &Path, generation: u64, writable: bool) -> Result<Arc<MappedGeneration>> {
-    let path = dir.join(file_name(generation));
-    let file = File::options().read(true).write(writable).open(&path).at(&path)?;
+fn open_mapped(dir: &StoreDir, generation: u64, writable: bool) -> Result<Arc<MappedGeneration>> {
+    let path = dir.join(&file_name(generation));
+    let file = dir.open_file(&file_name(generation), if writable { Open::ReadWrite } else { Open::Read })?;
     pin(&file, &path)?;
     let reserve = check_header(&path, &read_header(&file, &path)?, generation)?;
     let len = file.metadata().at(&path)?.len();
@@ -258,9 +258,9 @@ pub struct WriterArena {
 
 impl WriterArena {
     /// Creates a new, empty generation file.
-    pub fn create(dir: &Path, generation: u64, reserve: u64) -> Result<WriterArena> {
-        let path = dir.join(file_name(generation));
-        let file = File::options().read(true).write(true).create_new(true).open(&path).at(&path)?;
+    pub fn create(dir: &StoreDir, generation: u64, reserve: u64) -> Result<WriterArena> {
+        let path = dir.join(&file_name(generation));
+        let file = dir.open_file(&file_name(generation), Open::CreateNew(FileKind::Data))?;
         let header = header_bytes(generation, reserve);
         use std::os::unix::fs::FileExt;
         file.set_len(HEADER_PAGE).at(&path)?;
@@ -272,13 +272,12 @@ impl WriterArena {
     /// generation `generation`. Its old bytes stay in the file above the
     /// cursor; nothing reads past a published end, and appends overwrite them.
     /// The caller guarantees that nothing maps `spare` any more.
-    pub fn recycle(dir: &Path, spare: u64, generation: u64, reserve: u64) -> Result<WriterArena> {
-        let from = dir.join(file_name(spare));
-        let path = dir.join(file_name(generation));
+    pub fn recycle(dir: &StoreDir, spare: u64, generation: u64, reserve: u64) -> Result<WriterArena> {
+        let path = dir.join(&file_name(generation));
         // Renamed before its header changes: a crash in between leaves a
         // generation above the published one, which recovery deletes.
-        std::fs::rename(&from, &path).at(&from)?;
-        let file = File::options().read(true).write(true).open(&path).at(&path)?;
+        dir.rename(&file_name(spare), &file_name(generation))?;
+        let file = dir.open_file(&file_name(generation), Open::ReadWrite)?;
         let header = header_bytes(generation, reserve);
         use std::os::unix::fs::FileExt;
         if file.metadata().at(&path)?.len() < HEADER_PAGE {
@@ -290,7 +289,7 @@ impl WriterArena {
 
     /// Opens an existing generation for appending at `cursor`.
     #[cfg(test)]
-    pub fn open(dir: &Path, generation: u64, cursor: u64) -> Result<WriterArena> {
+    pub fn open(dir: &StoreDir, generation: u64, cursor: u64) -> Result<WriterArena> {
         Self::resume(open_for_writer(dir, generation)?, cursor)
     }
 
@@ -673,7 +672,7 @@ mod tests {
     #[test]
     fn small_flushes_keep_zeroed_room_above_the_end() {
         let dir = tempfile::tempdir().unwrap();
-        let arena = WriterArena::create(dir.path(), 1, 1 << 30).unwrap();
+        let arena = WriterArena::create(&StoreDir::open(dir.path()).unwrap(), 1, 1 << 30).unwrap();
         let mut end = 0;
         for i in 0..5000u32 {
             arena.append(&[i as u8; 1000]).unwrap();
@@ -693,14 +692,14 @@ mod tests {
             assert!(region[at..at + 1000].iter().all(|&b| b == i as u8), "node {i}");
         }
         drop(arena);
-        let reopened = WriterArena::open(dir.path(), 1, end).unwrap();
+        let reopened = WriterArena::open(&StoreDir::open(dir.path()).unwrap(), 1, end).unwrap();
         assert_eq!(reopened.append(&[9; 8]).unwrap(), end);
     }
 
     #[test]
     fn appends_into_populated_pages_are_stores_that_land_in_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let arena = WriterArena::create(dir.path(), 1, 1 << 30).unwrap();
+        let arena = WriterArena::create(&StoreDir::open(dir.path()).unwrap(), 1, 1 << 30).unwrap();
         let probe = Mapping::read_write(&arena.mapped.file, HEADER_PAGE).unwrap();
         if !sys::overwrites_in_place(&arena.mapped.file) || probe.populate_for_write(0, HEADER_PAGE).is_err() {
             eprintln!("skipped: the temporary directory's filesystem or kernel cannot populate for writing");
@@ -729,18 +728,18 @@ mod tests {
         }
         let end = arena.end();
         drop(arena);
-        let reopened = WriterArena::open(dir.path(), 1, end).unwrap();
+        let reopened = WriterArena::open(&StoreDir::open(dir.path()).unwrap(), 1, end).unwrap();
         assert_eq!(&reopened.region()[offsets[99] as usize..end as usize], &[99; 24]);
     }
 
     #[test]
     fn prefill_never_shortens_a_longer_file() {
         let dir = tempfile::tempdir().unwrap();
-        let arena = WriterArena::create(dir.path(), 1, 1 << 30).unwrap();
+        let arena = WriterArena::create(&StoreDir::open(dir.path()).unwrap(), 1, 1 << 30).unwrap();
         // As a recycled file: old bytes far above the cursor.
         arena.mapped.file.write_all_at(&[0xAB; 4096], 10 << 20).unwrap();
         drop(arena);
-        let arena = WriterArena::open(dir.path(), 1, HEADER_PAGE).unwrap();
+        let arena = WriterArena::open(&StoreDir::open(dir.path()).unwrap(), 1, HEADER_PAGE).unwrap();
         arena.append(&[1; 800]).unwrap();
         arena.flush().unwrap();
         assert_eq!(len(&arena), (10 << 20) + 4096);
@@ -752,7 +751,7 @@ mod tests {
     #[test]
     fn large_flushes_leave_the_file_at_their_end() {
         let dir = tempfile::tempdir().unwrap();
-        let arena = WriterArena::create(dir.path(), 1, 1 << 30).unwrap();
+        let arena = WriterArena::create(&StoreDir::open(dir.path()).unwrap(), 1, 1 << 30).unwrap();
         arena.append(&vec![3; PREFILL_MAX_WRITE]).unwrap();
         arena.flush().unwrap();
         assert_eq!(len(&arena), arena.end());

@@ -20,10 +20,11 @@
 //! defines on read-only memory).
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 use crate::error::{IoContext, Result};
+use crate::files::{FileKind, Open, StoreDir};
 use crate::sys::{self, Mapping};
 
 pub const FILE_NAME: &str = "control";
@@ -70,9 +71,9 @@ impl Control {
     }
 
     /// Opens (creating if needed) the control file read-write, for the writer.
-    pub fn open_writer(dir: &Path) -> Result<Control> {
+    pub fn open_writer(dir: &StoreDir) -> Result<Control> {
         let path = dir.join(FILE_NAME);
-        let file = File::options().read(true).write(true).create(true).truncate(false).open(&path).at(&path)?;
+        let file = dir.open_file(FILE_NAME, Open::Create(FileKind::Data))?;
         if file.metadata().at(&path)?.len() < LEN {
             file.set_len(LEN).at(&path)?;
         }
@@ -81,9 +82,9 @@ impl Control {
     }
 
     /// Opens the control file read-only, for readers.
-    pub fn open_reader(dir: &Path) -> Result<Control> {
+    pub fn open_reader(dir: &StoreDir) -> Result<Control> {
         let path = dir.join(FILE_NAME);
-        let file = File::open(&path).at(&path)?;
+        let file = dir.open_file(FILE_NAME, Open::Read)?;
         if file.metadata().at(&path)?.len() < LEN {
             return Err(crate::Error::Corrupt { file: path, offset: 0, detail: "control file too short".into() });
         }

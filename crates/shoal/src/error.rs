@@ -107,6 +107,11 @@ pub enum Error {
     #[error("invalid option {name}: {reason}")]
     InvalidOption { name: &'static str, reason: String },
 
+    /// A file or directory of the store that may not be used: a refused
+    /// permission, a symbolic link, a directory others may write.
+    #[error("cannot use {path}: {reason}")]
+    Access { path: PathBuf, reason: String },
+
     /// An I/O error, with the file it concerns.
     #[error("{file}: {source}")]
     Io { file: PathBuf, source: std::io::Error },

@@ -18,10 +18,11 @@
 //! checkpoint's version, so a crash between the two steps loses nothing.
 
 use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::io::{Read, Write};
+use std::path::PathBuf;
 
 use crate::error::{Error, IoContext, Result};
+use crate::files::{FileKind, Open, StoreDir};
 use crate::node::{u16_at, u32_at, u64_at};
 
 pub const FILE_NAME: &str = "journal";
@@ -151,10 +152,11 @@ pub struct Replay {
 
 impl Journal {
     /// Opens (creating if needed) the journal and reads its valid records.
-    pub fn open(dir: &Path) -> Result<(Journal, Replay)> {
+    pub fn open(dir: &StoreDir) -> Result<(Journal, Replay)> {
         let path = dir.join(FILE_NAME);
-        let file = File::options().read(true).append(true).create(true).open(&path).at(&path)?;
-        let bytes = std::fs::read(&path).at(&path)?;
+        let file = dir.open_file(FILE_NAME, Open::Append(FileKind::Private))?;
+        let mut bytes = Vec::new();
+        (&file).read_to_end(&mut bytes).at(&path)?;
         if bytes.len() < HEADER as usize {
             // New, or cut before its header was complete: start it afresh.
             file.set_len(0).at(&path)?;
@@ -256,7 +258,7 @@ mod tests {
     #[test]
     fn records_round_trip_and_torn_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut j, replay) = Journal::open(dir.path()).unwrap();
+        let (mut j, replay) = Journal::open(&StoreDir::open(dir.path()).unwrap()).unwrap();
         assert!(replay.records.is_empty());
         let ops = vec![
             JournalOp::Put { key: b"a".to_vec(), value: b"1".to_vec() },
@@ -270,7 +272,7 @@ mod tests {
         drop(j);
         // Cut the second record in half.
         std::fs::write(dir.path().join(FILE_NAME), &full[..full.len() - 3]).unwrap();
-        let (j, replay) = Journal::open(dir.path()).unwrap();
+        let (j, replay) = Journal::open(&StoreDir::open(dir.path()).unwrap()).unwrap();
         assert_eq!(replay.records, vec![Record { version: 1, time_ns: 7, ops }]);
         assert!(replay.discarded_bytes > 0);
         assert_eq!(j.len(), std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len());
@@ -279,7 +281,7 @@ mod tests {
     #[test]
     fn damage_before_intact_records_is_an_error_not_a_truncation() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        let (mut j, _) = Journal::open(&StoreDir::open(dir.path()).unwrap()).unwrap();
         for v in 1..=3 {
             j.append(&encode(v, v, &[JournalOp::Put { key: b"k".to_vec(), value: vec![v as u8; 10] }])).unwrap();
         }
@@ -287,7 +289,7 @@ mod tests {
         drop(j);
         bytes[HEADER as usize + 8 + 3] ^= 1; // inside the first record's payload
         std::fs::write(dir.path().join(FILE_NAME), &bytes).unwrap();
-        assert!(matches!(Journal::open(dir.path()), Err(Error::Corrupt { .. })));
+        assert!(matches!(Journal::open(&StoreDir::open(dir.path()).unwrap()), Err(Error::Corrupt { .. })));
         // The file was left as it was, for inspection.
         assert_eq!(std::fs::read(dir.path().join(FILE_NAME)).unwrap(), bytes);
     }

@@ -102,7 +102,7 @@ pub mod internals {
     }
     /// The version the store directory's newest valid checkpoint names.
     pub fn checkpointed_version(dir: &std::path::Path) -> crate::Result<Option<u64>> {
-        Ok(crate::meta::read_latest(dir)?.map(|c| c.version))
+        Ok(crate::meta::read_latest(&crate::files::StoreDir::open(dir)?)?.map(|c| c.version))
     }
 }
 

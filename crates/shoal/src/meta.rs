@@ -8,9 +8,10 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::error::{IoContext, Result};
+use crate::files::{FileKind, Open, StoreDir};
 use crate::node::{u32_at, u64_at};
 
 pub const FILE_NAME: &str = "meta";
@@ -71,9 +72,9 @@ pub struct MetaState {
 }
 
 impl Meta {
-    pub fn open(dir: &Path, create: bool) -> Result<(Meta, MetaState)> {
+    pub fn open(dir: &StoreDir, create: bool) -> Result<(Meta, MetaState)> {
         let path = dir.join(FILE_NAME);
-        let file = File::options().read(true).write(true).create(create).truncate(false).open(&path).at(&path)?;
+        let file = dir.open_file(FILE_NAME, if create { Open::Create(FileKind::Data) } else { Open::ReadWrite })?;
         let mut slots = Vec::new();
         let mut damaged_slots = 0;
         for i in 0..2 {
@@ -108,13 +109,12 @@ impl Meta {
 
 /// The newest valid checkpoint, read without opening the file for writing
 /// (for readers when no writer has claimed the store since boot).
-pub fn read_latest(dir: &Path) -> Result<Option<Checkpoint>> {
+pub fn read_latest(dir: &StoreDir) -> Result<Option<Checkpoint>> {
     let path = dir.join(FILE_NAME);
-    let file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).at(&path),
-    };
+    if !dir.exists(FILE_NAME)? {
+        return Ok(None);
+    }
+    let file = dir.open_file(FILE_NAME, Open::Read)?;
     let mut best: Option<Checkpoint> = None;
     for i in 0..2 {
         let mut buf = vec![0u8; 64];
@@ -135,18 +135,19 @@ mod tests {
     #[test]
     fn newest_valid_slot_wins_and_damage_falls_back() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut meta, state) = Meta::open(dir.path(), true).unwrap();
+        let store_dir = StoreDir::open(dir.path()).unwrap();
+        let (mut meta, state) = Meta::open(&store_dir, true).unwrap();
         assert!(state.latest.is_none());
         meta.write(1, 4096, 1, 4160).unwrap();
         meta.write(1, 8192, 2, 8256).unwrap();
-        let (_, state) = Meta::open(dir.path(), false).unwrap();
+        let (_, state) = Meta::open(&store_dir, false).unwrap();
         assert_eq!(state.latest.unwrap().version, 2);
         // Damage the newest slot (sequence 2 lives in slot 0).
         let path = dir.path().join(FILE_NAME);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[20] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        let (_, state) = Meta::open(dir.path(), false).unwrap();
+        let (_, state) = Meta::open(&store_dir, false).unwrap();
         assert_eq!(state.latest.unwrap().version, 1);
         assert_eq!(state.damaged_slots, 1);
     }

@@ -106,8 +106,9 @@ fn version_fd(dir: &Path) -> Result<VersionFd> {
 }
 
 fn start_helper(dir: &Path, hub: Weak<Hub>) -> Result<()> {
-    let control = Control::open_reader(dir)?;
-    let table = ReaderTable::open(dir)?;
+    let store_dir = crate::files::StoreDir::open(dir)?;
+    let control = Control::open_reader(&store_dir)?;
+    let table = ReaderTable::open(&store_dir)?;
     std::thread::Builder::new()
         .name("shoal-notify".into())
         .spawn(move || {

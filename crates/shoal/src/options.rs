@@ -38,6 +38,16 @@ pub struct Options {
     /// How long to wait for another writer to release the store's lock
     /// before failing with [`Error::Locked`]. Default zero: fail at once.
     pub lock_wait: Duration,
+    /// Who may read a store this open creates: the mode of its directory
+    /// (its files get matching modes, see [`crate::files`]). Default 0o700:
+    /// its owner only. 0o750 lets the directory's group read it; group or
+    /// other write bits are refused. An existing store keeps its
+    /// directory's mode; after an open this holds it.
+    pub mode: u32,
+    /// The group of a store this open creates (a gid); `None`: the
+    /// creating process's. With a group-readable `mode`, readers in this
+    /// group may read the store.
+    pub group: Option<u32>,
     /// Default [`Durability::Sync`].
     pub durability: Durability,
     /// Versions kept readable besides the newest (at least this many). Default 16.
@@ -71,6 +81,8 @@ impl Default for Options {
             create: false,
             replace_settings: false,
             lock_wait: Duration::ZERO,
+            mode: 0o700,
+            group: None,
             durability: Durability::Sync,
             retain_versions: 16,
             retain_tiers: Vec::new(),
@@ -87,7 +99,14 @@ impl Default for Options {
 impl Options {
     /// These options' settings, with the per-open fields of `open`.
     pub(crate) fn with_open_fields_of(self, open: &Options) -> Options {
-        Options { create: open.create, replace_settings: open.replace_settings, lock_wait: open.lock_wait, ..self }
+        Options {
+            create: open.create,
+            replace_settings: open.replace_settings,
+            lock_wait: open.lock_wait,
+            mode: open.mode,
+            group: open.group,
+            ..self
+        }
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -104,6 +123,12 @@ impl Options {
         }
         if self.map_reserve_bytes < self.max_value_bytes as u64 * 4 {
             return bad("map_reserve_bytes", "must hold at least four maximum-size values".into());
+        }
+        if self.mode & !0o777 != 0 || self.mode & 0o700 != 0o700 || self.mode & 0o022 != 0 {
+            return bad(
+                "mode",
+                format!("{:o}: the owner needs rwx (0o700), and nobody else may write the store directory", self.mode),
+            );
         }
         if self.compact_factor < 2 {
             return bad("compact_factor", "must be at least 2".into());

@@ -30,9 +30,10 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::error::{Error, IoContext, Result};
+use crate::files::{FileKind, Open, StoreDir};
 use crate::sys;
 
 pub const FILE_NAME: &str = "readers";
@@ -81,15 +82,15 @@ impl ReaderTable {
     /// Creates the table if it does not exist, then opens it, repairing
     /// it if needed ([`ReaderTable::open_repairing`]). Called by the writer
     /// when it opens the store.
-    pub fn create(dir: &Path) -> Result<ReaderTable> {
-        let path = dir.join(FILE_NAME);
-        if !path.exists() {
-            let tmp = dir.join("readers.tmp");
-            let file = File::create(&tmp).at(&tmp)?;
-            file.set_len(HEADER + DEFAULT_SLOTS * SLOT_BYTES).at(&tmp)?;
-            file.write_all_at(&header(DEFAULT_SLOTS), 0).at(&tmp)?;
-            file.sync_all().at(&tmp)?;
-            std::fs::rename(&tmp, &path).at(&path)?;
+    pub fn create(dir: &StoreDir) -> Result<ReaderTable> {
+        if !dir.exists(FILE_NAME)? {
+            let tmp = "readers.tmp";
+            let file = dir.open_file(tmp, Open::Create(FileKind::Shared))?;
+            let at = dir.join(tmp);
+            file.set_len(HEADER + DEFAULT_SLOTS * SLOT_BYTES).at(&at)?;
+            file.write_all_at(&header(DEFAULT_SLOTS), 0).at(&at)?;
+            file.sync_all().at(&at)?;
+            dir.rename(tmp, FILE_NAME)?;
         }
         Self::open_repairing(dir)
     }
@@ -97,12 +98,12 @@ impl ReaderTable {
     /// Opens the table; a header someone damaged or cut is rewritten in
     /// place (other readers may hold locks on the file), so that a
     /// misbehaving neighbour cannot keep new readers out this way.
-    pub fn open_repairing(dir: &Path) -> Result<ReaderTable> {
+    pub fn open_repairing(dir: &StoreDir) -> Result<ReaderTable> {
         let path = dir.join(FILE_NAME);
         match Self::open(dir) {
             Err(Error::Corrupt { .. }) => {
                 tracing::warn!(file = %path.display(), "reader table header damaged or cut; rewriting it");
-                let file = File::options().read(true).write(true).open(&path).at(&path)?;
+                let file = dir.open_file(FILE_NAME, Open::ReadWrite)?;
                 if file.metadata().at(&path)?.len() < HEADER + DEFAULT_SLOTS * SLOT_BYTES {
                     file.set_len(HEADER + DEFAULT_SLOTS * SLOT_BYTES).at(&path)?;
                 }
@@ -113,9 +114,9 @@ impl ReaderTable {
         }
     }
 
-    pub fn open(dir: &Path) -> Result<ReaderTable> {
+    pub fn open(dir: &StoreDir) -> Result<ReaderTable> {
         let path = dir.join(FILE_NAME);
-        let file = File::options().read(true).write(true).open(&path).at(&path)?;
+        let file = dir.open_file(FILE_NAME, Open::ReadWrite)?;
         let mut h = [0u8; 16];
         let n = file.read_at(&mut h, 0).at(&path)?;
         let slots = u64::from_le_bytes(h[8..16].try_into().unwrap_or_default());
@@ -174,7 +175,7 @@ impl ReaderTable {
         bytes.truncate(n);
         // A lock probe sees the locks of every other open file, so a fresh
         // one sees this handle's own slot too.
-        let probe = File::open(&self.path).at(&self.path)?;
+        let probe = File::options().read(true).open(&self.path).at(&self.path)?;
         let mut out = Vec::new();
         for (slot, fields) in bytes.chunks_exact(SLOT_BYTES as usize).enumerate() {
             let word =

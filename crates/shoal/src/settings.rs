@@ -3,15 +3,16 @@
 //! its settings replaced, atomically (temporary file, rename, directory
 //! sync), and read by every writer open.
 
-use std::path::Path;
+use std::io::{Read, Write};
 
 use crate::error::{Error, IoContext, Result};
+use crate::files::{FileKind, Open, StoreDir};
 use crate::options::{Durability, Options};
 use crate::retention;
 
 pub const FILE_NAME: &str = "settings";
 
-pub fn save(dir: &Path, o: &Options) -> Result<()> {
+pub fn save(dir: &StoreDir, o: &Options) -> Result<()> {
     let durability = match o.durability {
         Durability::None => "none",
         Durability::Sync => "sync",
@@ -40,25 +41,24 @@ pub fn save(dir: &Path, o: &Options) -> Result<()> {
         o.compact_min_bytes,
         o.compact_factor,
     );
-    let tmp = dir.join("settings.tmp");
-    std::fs::write(&tmp, text).at(&tmp)?;
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).at(&tmp)?;
-    let path = dir.join(FILE_NAME);
-    std::fs::rename(&tmp, &path).at(&path)?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).at(dir)?;
-    Ok(())
+    let tmp = "settings.tmp";
+    dir.remove(tmp)?;
+    let mut file = dir.open_file(tmp, Open::CreateNew(FileKind::Data))?;
+    file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).at(&dir.join(tmp))?;
+    dir.rename(tmp, FILE_NAME)?;
+    dir.sync()
 }
 
 /// The recorded settings (as options with the per-open fields at their
 /// defaults); `None` for a store that has none.
-pub fn load(dir: &Path) -> Result<Option<Options>> {
+pub fn load(dir: &StoreDir) -> Result<Option<Options>> {
     let path = dir.join(FILE_NAME);
     let mut o = Options::default();
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).at(&path),
-    };
+    if !dir.exists(FILE_NAME)? {
+        return Ok(None);
+    }
+    let mut text = String::new();
+    dir.open_file(FILE_NAME, Open::Read)?.read_to_string(&mut text).at(&path)?;
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -110,7 +110,8 @@ mod tests {
 
     #[test]
     fn round_trip_and_clear_errors() {
-        let dir = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StoreDir::open(tmp.path()).unwrap();
         let tiers = vec![
             retention::RetainTier::new(std::time::Duration::from_secs(60), std::time::Duration::from_secs(3600)),
             retention::RetainTier::new(std::time::Duration::from_millis(1500), std::time::Duration::from_secs(90)),
@@ -122,22 +123,22 @@ mod tests {
             max_value_bytes: 99,
             ..Options::default()
         };
-        save(dir.path(), &o).unwrap();
-        let back = load(dir.path()).unwrap().unwrap();
+        save(&dir, &o).unwrap();
+        let back = load(&dir).unwrap().unwrap();
         assert_eq!(back.durability, Durability::None);
         assert_eq!(back.retain_tiers, tiers);
-        save(dir.path(), &Options::default()).unwrap();
-        assert!(load(dir.path()).unwrap().unwrap().retain_tiers.is_empty());
-        std::fs::write(dir.path().join(FILE_NAME), "retain_tiers = 1m:1w\n").unwrap();
-        let err = load(dir.path()).unwrap_err().to_string();
+        save(&dir, &Options::default()).unwrap();
+        assert!(load(&dir).unwrap().unwrap().retain_tiers.is_empty());
+        std::fs::write(tmp.path().join(FILE_NAME), "retain_tiers = 1m:1w\n").unwrap();
+        let err = load(&dir).unwrap_err().to_string();
         assert!(err.contains("retain_tiers") && err.contains("unknown unit"), "{err}");
-        save(dir.path(), &o).unwrap();
-        let back = load(dir.path()).unwrap().unwrap();
+        save(&dir, &o).unwrap();
+        let back = load(&dir).unwrap().unwrap();
         assert_eq!((back.retain_versions, back.max_value_bytes, back.create), (3, 99, false));
-        std::fs::remove_file(dir.path().join(FILE_NAME)).unwrap();
-        assert!(load(dir.path()).unwrap().is_none());
-        std::fs::write(dir.path().join(FILE_NAME), "durability = maybe\n").unwrap();
-        let err = load(dir.path()).unwrap_err().to_string();
+        std::fs::remove_file(tmp.path().join(FILE_NAME)).unwrap();
+        assert!(load(&dir).unwrap().is_none());
+        std::fs::write(tmp.path().join(FILE_NAME), "durability = maybe\n").unwrap();
+        let err = load(&dir).unwrap_err().to_string();
         assert!(err.contains("neither none nor sync"), "{err}");
     }
 }

@@ -19,13 +19,14 @@
 //! death can change or remove the bytes a snapshot reads.
 
 use std::cell::{Cell, RefCell};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::arena::{self, MappedGeneration};
 use crate::control::{self, Control};
 use crate::diff::Diff;
 use crate::error::{Error, Result};
+use crate::files::StoreDir;
 use crate::node::{self, ChangeKind, Commit, COMMIT_BYTES};
 use crate::path;
 use crate::readers::ReaderTable;
@@ -50,7 +51,7 @@ pub(crate) struct ReaderLease {
 }
 
 impl ReaderLease {
-    pub(crate) fn claim(dir: &Path) -> Result<Arc<ReaderLease>> {
+    pub(crate) fn claim(dir: &StoreDir) -> Result<Arc<ReaderLease>> {
         let table = ReaderTable::open_repairing(dir)?;
         let slot = table.claim()?;
         Ok(Arc::new(ReaderLease { table, slot }))
@@ -484,7 +485,7 @@ impl Change<'_> {
 /// A `Reader` is `Send` but not `Sync`: open one per thread. Its snapshots
 /// are `Send + Sync`.
 pub struct Reader {
-    dir: PathBuf,
+    dir: StoreDir,
     control: Control,
     lease: Arc<ReaderLease>,
     /// The newest generation this handle has mapped.
@@ -516,13 +517,18 @@ const SNAPSHOT_RETRIES: usize = 1000;
 impl Reader {
     /// Opens a reader on the store in `dir`. The store must have been created by a writer.
     pub fn open(dir: impl AsRef<Path>) -> Result<Reader> {
-        let dir = dir.as_ref().to_path_buf();
-        if !dir.join(control::FILE_NAME).exists() {
-            return Err(Error::NotFound(dir));
+        let path = dir.as_ref();
+        // Every file is opened relative to this handle on the directory.
+        let dir = match StoreDir::open(path) {
+            Ok(dir) => dir,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound(path.to_path_buf()))
+            }
+            Err(e) => return Err(e),
+        };
+        if !dir.exists(control::FILE_NAME)? {
+            return Err(Error::NotFound(dir.path().to_path_buf()));
         }
-        // Absolute, so that later opens of generation files do not depend on
-        // the working directory of the moment.
-        let dir = std::fs::canonicalize(&dir).map_err(|source| Error::Io { file: dir.clone(), source })?;
         let control = Control::open_reader(&dir)?;
         let lease = ReaderLease::claim(&dir)?;
         Ok(Reader {
@@ -549,12 +555,16 @@ impl Reader {
         }
         match crate::meta::read_latest(&self.dir)? {
             Some(c) => Ok(control::pack(c.generation, c.commit_offset)),
-            None => Err(Error::NotFound(self.dir.clone())),
+            None => Err(Error::NotFound(self.dir.path().to_path_buf())),
         }
     }
 
     /// The store directory.
     pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub(crate) fn store_dir(&self) -> &StoreDir {
         &self.dir
     }
 

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::arena::{self, HEADER_PAGE};
 use crate::error::{IoContext, Result};
+use crate::files::Open;
 use crate::node::{self, Commit, KIND_CHANGES};
 use crate::readers::ReaderInfo;
 use crate::snapshot::Reader;
@@ -63,20 +64,21 @@ impl Reader {
     /// writes nothing, so it works beside a running writer.
     pub fn stat(&self) -> Result<Stat> {
         let snapshot = self.snapshot()?;
-        let options = crate::settings::load(self.dir())?.unwrap_or_default();
+        let options = crate::settings::load(self.store_dir())?.unwrap_or_default();
         let region = snapshot.region();
         let path = &snapshot.mapped().path;
         let chain = retained::policy_chain(&options, region, snapshot.commit(), path)?;
-        let journal = self.dir().join(crate::journal::FILE_NAME);
-        let journal_bytes = match std::fs::metadata(&journal) {
-            Ok(m) => m.len(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(e).at(&journal),
+        let dir = self.store_dir();
+        let journal_bytes = match dir.exists(crate::journal::FILE_NAME)? {
+            true => {
+                let journal = dir.open_file(crate::journal::FILE_NAME, Open::Read)?;
+                journal.metadata().at(&dir.join(crate::journal::FILE_NAME))?.len()
+            }
+            false => 0,
         };
         let mut old_generations = Vec::new();
-        for entry in std::fs::read_dir(self.dir()).at(self.dir())? {
-            let name = entry.at(self.dir())?.file_name();
-            if let Some(g) = name.to_str().and_then(arena::parse_file_name).filter(|&g| g < snapshot.generation()) {
+        for name in dir.list()? {
+            if let Some(g) = arena::parse_file_name(&name).filter(|&g| g < snapshot.generation()) {
                 old_generations.push(g);
             }
         }

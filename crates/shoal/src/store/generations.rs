@@ -13,11 +13,10 @@
 //! spare that the next compaction recycles (its pages are allocated and
 //! cached), the others are deleted off the commit path.
 
-use std::path::Path;
-
 use super::{Shared, WriterState};
 use crate::arena;
-use crate::error::{IoContext, Result};
+use crate::error::Result;
+use crate::files::StoreDir;
 use crate::locking::lock;
 
 /// Commits between two automatic scans for generations to free.
@@ -61,14 +60,8 @@ impl Generations {
 }
 
 /// The generation numbers of the arena files in `dir`, ascending.
-pub(super) fn list(dir: &Path) -> Result<Vec<u64>> {
-    let mut gens = Vec::new();
-    for entry in std::fs::read_dir(dir).at(dir)? {
-        let entry = entry.at(dir)?;
-        if let Some(g) = entry.file_name().to_str().and_then(arena::parse_file_name) {
-            gens.push(g);
-        }
-    }
+pub(super) fn list(dir: &StoreDir) -> Result<Vec<u64>> {
+    let mut gens: Vec<u64> = dir.list()?.iter().filter_map(|name| arena::parse_file_name(name)).collect();
     gens.sort_unstable();
     Ok(gens)
 }
@@ -78,12 +71,10 @@ pub(super) fn list(dir: &Path) -> Result<Vec<u64>> {
 /// so no new file can take their names meanwhile. A file left behind (a
 /// failed or unfinished deletion) is found again as an old generation at
 /// the next open.
-pub(super) fn delete(dir: &Path, doomed: Vec<u64>) {
+pub(super) fn delete(dir: &StoreDir, doomed: Vec<u64>) {
     for g in doomed {
-        match std::fs::remove_file(dir.join(arena::file_name(g))) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(generation = g, error = %e, "cannot delete old generation"),
+        if let Err(e) = dir.remove(&arena::file_name(g)) {
+            tracing::warn!(generation = g, error = %e, "cannot delete old generation");
         }
     }
 }

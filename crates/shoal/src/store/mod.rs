@@ -34,7 +34,7 @@ mod publish;
 mod recovery;
 mod tracker;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -86,7 +86,7 @@ pub struct Store {
 pub(crate) struct Shared {
     /// This value's own `Arc`, for starting the compaction thread.
     me: std::sync::OnceLock<std::sync::Weak<Shared>>,
-    dir: PathBuf,
+    dir: crate::files::StoreDir,
     options: Options,
     state: Mutex<WriterState>,
     publisher: Publisher,
@@ -140,7 +140,7 @@ impl Store {
 
     /// The store directory.
     pub fn dir(&self) -> &Path {
-        &self.shared.dir
+        self.shared.dir.path()
     }
 
     /// The options this writer runs with: the store's settings.

@@ -25,7 +25,7 @@ use crate::arena::{self, MappedGeneration, WriterArena};
 use crate::build::{ApplyReport, NodeSink, Op};
 use crate::control::Control;
 use crate::error::{Error, IoContext, Result};
-use crate::files::sync_dir;
+use crate::files::{FileKind, Open, StoreDir};
 use crate::journal::{self, Journal, Record};
 use crate::meta::Meta;
 use crate::node::{self, Commit};
@@ -50,27 +50,33 @@ pub(super) enum Mode {
     Create,
 }
 
-/// Opens or creates the store in `dir`, as `mode` and `options` say.
-pub(super) fn open(dir: &Path, options: Options, mode: Mode) -> Result<Shared> {
+/// Opens or creates the store in `path`, as `mode` and `options` say.
+pub(super) fn open(path: &Path, options: Options, mode: Mode) -> Result<Shared> {
     options.validate()?;
     let may_create = mode == Mode::Create || options.create;
-    let has_store = |dir: &Path| dir.join(crate::meta::FILE_NAME).exists() && !dir.join(INIT_MARKER).exists();
-    if !has_store(dir) && !may_create {
-        return Err(Error::NotFound(dir.to_path_buf()));
+    let mut dir = match StoreDir::open(path) {
+        Ok(dir) => dir,
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            if !may_create {
+                return Err(Error::NotFound(path.to_path_buf()));
+            }
+            StoreDir::create(path, options.mode, options.group)?
+        }
+        Err(e) => return Err(e),
+    };
+    let has_store =
+        |dir: &StoreDir| -> Result<bool> { Ok(dir.exists(crate::meta::FILE_NAME)? && !dir.exists(INIT_MARKER)?) };
+    if !may_create && !has_store(&dir)? {
+        return Err(Error::NotFound(dir.path().to_path_buf()));
     }
-    if may_create {
-        std::fs::create_dir_all(dir).at(dir)?;
-    }
-    // Absolute from here on: file names and the store's identity must not
-    // depend on the working directory of the moment.
-    let dir = std::fs::canonicalize(dir).at(dir)?;
+    dir.check_owner()?;
     let lock_file = take_writer_lock(&dir, options.lock_wait)?;
     // Decided under the lock: another writer may have created it meanwhile.
-    let exists = has_store(&dir);
+    let exists = has_store(&dir)?;
     if exists && mode == Mode::Create {
-        return Err(Error::AlreadyExists(dir));
+        return Err(Error::AlreadyExists(dir.path().to_path_buf()));
     }
-    if !exists && !dir.join(INIT_MARKER).exists() && !generations::list(&dir)?.is_empty() {
+    if !exists && !dir.exists(INIT_MARKER)? && !generations::list(&dir)?.is_empty() {
         // Arena files without a checkpoint and without the creation marker:
         // never start afresh over data.
         return Err(Error::Corrupt {
@@ -80,10 +86,15 @@ pub(super) fn open(dir: &Path, options: Options, mode: Mode) -> Result<Shared> {
         });
     }
     if !exists && !may_create {
-        return Err(Error::NotFound(dir));
+        return Err(Error::NotFound(dir.path().to_path_buf()));
+    }
+    if !exists {
+        // A store made in a directory that was there already gets the
+        // access asked for, not whatever the directory had.
+        dir.set_access(options.mode, options.group)?;
     }
     let recorded = if exists { crate::settings::load(&dir)? } else { None };
-    let options = match recorded {
+    let mut options = match recorded {
         Some(recorded) if !options.replace_settings => {
             let effective = recorded.with_open_fields_of(&options);
             effective.validate()?;
@@ -94,17 +105,18 @@ pub(super) fn open(dir: &Path, options: Options, mode: Mode) -> Result<Shared> {
             options
         }
     };
+    (options.mode, options.group) = dir.access()?;
     let control = Control::open_writer(&dir)?;
     let table = ReaderTable::create(&dir)?;
-    sync_dir(&dir)?;
+    dir.sync()?;
     let reserve = options.map_reserve_bytes.next_multiple_of(sys::page_size());
     let found = if exists { recover(&dir, &control)? } else { create(&dir, reserve)? };
 
     let journal_path = dir.join(journal::FILE_NAME);
-    let journal_needed = options.durability == Durability::Sync || journal_path.exists();
+    let journal_needed = options.durability == Durability::Sync || dir.exists(journal::FILE_NAME)?;
     let (journal, replay) = if journal_needed {
         let (j, r) = Journal::open(&dir)?;
-        sync_dir(&dir)?;
+        dir.sync()?;
         if r.discarded_bytes > 0 {
             tracing::warn!(bytes = r.discarded_bytes, "discarded a torn journal tail");
         }
@@ -122,7 +134,7 @@ pub(super) fn open(dir: &Path, options: Options, mode: Mode) -> Result<Shared> {
     // Generations above the current one come from an interrupted compaction
     // that never published (recovery picks the newest named version).
     for g in files.iter().copied().filter(|&g| g > current) {
-        let _ = std::fs::remove_file(dir.join(arena::file_name(g)));
+        dir.remove(&arena::file_name(g))?;
     }
     let generations = Generations {
         old: files
@@ -201,14 +213,14 @@ struct Found {
 /// Takes the writer lock (an OFD lock on the first byte of `lock`),
 /// waiting up to `wait` for another writer to release it, and records this
 /// process's pid in the file.
-fn take_writer_lock(dir: &Path, wait: std::time::Duration) -> Result<std::fs::File> {
+fn take_writer_lock(dir: &StoreDir, wait: std::time::Duration) -> Result<std::fs::File> {
     use std::os::unix::fs::FileExt;
     let path = dir.join(LOCK_FILE);
-    let file = std::fs::File::options().read(true).write(true).create(true).truncate(false).open(&path).at(&path)?;
+    let file = dir.open_file(LOCK_FILE, Open::Create(FileKind::Private))?;
     let deadline = std::time::Instant::now() + wait;
     while !sys::try_lock_range(&file, 0, 1).at(&path)? {
         if std::time::Instant::now() >= deadline {
-            return Err(Error::Locked { dir: dir.to_path_buf(), pid: lock_holder(&file) });
+            return Err(Error::Locked { dir: dir.path().to_path_buf(), pid: lock_holder(&file) });
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
@@ -229,15 +241,14 @@ fn lock_holder(file: &std::fs::File) -> u32 {
 /// A new store, or one whose creation was cut short (the marker is removed
 /// only once the first checkpoint is durable, before any commit can
 /// exist): starts from nothing.
-fn create(dir: &Path, reserve: u64) -> Result<Found> {
-    let initializing = dir.join(INIT_MARKER);
-    std::fs::File::create(&initializing).at(&initializing)?;
+fn create(dir: &StoreDir, reserve: u64) -> Result<Found> {
+    dir.open_file(INIT_MARKER, Open::Create(FileKind::Private))?;
     for g in generations::list(dir)? {
-        std::fs::remove_file(dir.join(arena::file_name(g))).at(dir)?;
+        dir.remove(&arena::file_name(g))?;
     }
-    let _ = std::fs::remove_file(dir.join(journal::FILE_NAME));
-    let _ = std::fs::remove_file(dir.join(crate::meta::FILE_NAME));
-    sync_dir(dir)?;
+    dir.remove(journal::FILE_NAME)?;
+    dir.remove(crate::meta::FILE_NAME)?;
+    dir.sync()?;
     let arena = WriterArena::create(dir, 1, reserve)?;
     let offset = arena.end();
     let generation = arena.generation();
@@ -247,9 +258,9 @@ fn create(dir: &Path, reserve: u64) -> Result<Found> {
     arena.sync()?;
     let (mut meta, _) = Meta::open(dir, true)?;
     meta.write(1, offset, 0, head.end)?;
-    sync_dir(dir)?;
-    std::fs::remove_file(&initializing).at(&initializing)?;
-    sync_dir(dir)?;
+    dir.sync()?;
+    dir.remove(INIT_MARKER)?;
+    dir.sync()?;
     let live = tree::Reach { bytes: arena.end(), links: false };
     Ok(Found { arena, head, meta, live, published: None })
 }
@@ -263,7 +274,7 @@ struct Candidate {
 
 /// Maps `generation`, checks that it holds the version at `offset` ending
 /// at `end`, and verifies every node it and the versions before it reach.
-fn candidate(dir: &Path, generation: u64, offset: u64, end: u64) -> Result<Candidate> {
+fn candidate(dir: &StoreDir, generation: u64, offset: u64, end: u64) -> Result<Candidate> {
     let mapped = arena::open_for_writer(dir, generation)?;
     if end > mapped.file().metadata().at(&mapped.path)?.len() {
         return Err(mapped.corrupt(end, "arena file shorter than the version it holds"));
@@ -280,7 +291,7 @@ fn candidate(dir: &Path, generation: u64, offset: u64, end: u64) -> Result<Candi
 
 /// Picks the newest trustworthy version (see the module docs) and returns
 /// the arena positioned above every byte a live reader may read.
-fn recover(dir: &Path, control: &Control) -> Result<Found> {
+fn recover(dir: &StoreDir, control: &Control) -> Result<Found> {
     let (meta, meta_state) = Meta::open(dir, false)?;
     if meta_state.latest.is_none() && meta_state.damaged_slots > 0 && control.current().is_none() {
         return Err(Error::Corrupt { file: meta.path.clone(), offset: 0, detail: "no valid checkpoint slot".into() });
@@ -365,7 +376,7 @@ fn recover(dir: &Path, control: &Control) -> Result<Found> {
 }
 
 /// Applies the journal records after the head, which must continue it.
-fn replay_journal(dir: &Path, st: &mut WriterState, records: Vec<Record>) -> Result<()> {
+fn replay_journal(dir: &StoreDir, st: &mut WriterState, records: Vec<Record>) -> Result<()> {
     for record in records {
         if record.version <= st.head.version {
             continue;

@@ -167,15 +167,15 @@ impl Shared {
             let reserve = self.options.map_reserve_bytes.next_multiple_of(sys::page_size());
             // A file of that number can only be one a crash left before its
             // number was recorded: nothing reads it.
-            let _ = std::fs::remove_file(self.dir.join(arena::file_name(to)));
+            let _ = self.dir.remove(&arena::file_name(to));
             // Writing into a retired file's cached, allocated pages costs a
             // copy; fresh pages cost the kernel an allocation, zeroing and
             // block reservation each.
             let new = match st.generations.spare.take() {
                 Some(spare) => WriterArena::recycle(&self.dir, spare, to, reserve).or_else(|e| {
                     tracing::warn!(error = %e, spare, "cannot recycle the spare generation file");
-                    let _ = std::fs::remove_file(self.dir.join(arena::file_name(spare)));
-                    let _ = std::fs::remove_file(self.dir.join(arena::file_name(to)));
+                    let _ = self.dir.remove(&arena::file_name(spare));
+                    let _ = self.dir.remove(&arena::file_name(to));
                     WriterArena::create(&self.dir, to, reserve)
                 })?,
                 None => WriterArena::create(&self.dir, to, reserve)?,
@@ -187,7 +187,7 @@ impl Shared {
         let mut switched = false;
         let result = self.compact_into(&old, base, new, &mut switched, links);
         if result.is_err() && !switched {
-            let _ = std::fs::remove_file(self.dir.join(arena::file_name(to)));
+            let _ = self.dir.remove(&arena::file_name(to));
         }
         // Our own reference gone, the generation just retired can be freed
         // now if no snapshot and no reader needs it.
@@ -262,7 +262,7 @@ impl Shared {
                 self.publisher.sync_arena(new.mapped.file(), &new.mapped.path)?;
             }
         }
-        crate::files::sync_dir(&self.dir)?;
+        self.dir.sync()?;
         let hook = lock(&self.compactor.before_switch).take();
         if let Some(hook) = hook {
             hook();
