@@ -130,12 +130,31 @@ fn damaged_journal_tail_recovers_to_the_last_whole_record() {
     // Crash without a checkpoint: leak the store so Drop does not run.
     std::mem::forget(store);
     let journal = dir.path().join("journal");
-    let bytes = std::fs::read(&journal).unwrap();
-    // Power loss: the control file is not trusted; cut the last record in half.
+    let mut bytes = std::fs::read(&journal).unwrap();
+    // Power loss: the control file is not trusted; cut the last record in
+    // half. A record that was synced cannot be torn, so this is the last
+    // write not having reached the disk: neither did the synced mark that
+    // the header was given after it (it becomes durable with the next sync).
     std::fs::remove_file(dir.path().join("control")).unwrap();
-    std::fs::write(&journal, &bytes[..bytes.len() - 5]).unwrap();
+    let mut at = 24;
+    let mut last = at;
+    while at < bytes.len() {
+        last = at;
+        at += 8 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    }
+    let synced = bytes.clone();
+    bytes[16..24].copy_from_slice(&(last as u64).to_le_bytes());
     let lock = dir.path().join("lock");
     let _ = std::fs::remove_file(&lock);
+    // A torn last record whose sync's mark is on disk is damage to an
+    // acknowledged commit: refused, the journal left as it is.
+    std::fs::write(&journal, &synced[..synced.len() - 5]).unwrap();
+    match Store::open(dir.path(), options.clone()) {
+        Err(Error::Corrupt { detail, .. }) => assert!(detail.contains("synced mark"), "{detail}"),
+        other => panic!("expected corruption, got {:?}", other.map(|s| s.version())),
+    }
+    let _ = std::fs::remove_file(&lock);
+    std::fs::write(&journal, &bytes[..bytes.len() - 5]).unwrap();
     let store = Store::open(dir.path(), Options { create: false, ..options }).unwrap();
     // The last record was torn: recovery stops just before it.
     assert_eq!(store.version(), version - 1);

@@ -2,20 +2,30 @@
 //! durability `sync`.
 //!
 //! ```text
-//! header  "SHOALJN1" u32 format u32 0
+//! header  0 "SHOALJN1"  8 u32 format  12 u32 0  16 u64 synced mark
 //! record  u32 payload_len, u32 crc32c(payload), payload:
-//!         u64 version, u64 commit time ns, u32 op count, ops:
-//!         u8 tag (1 put, 2 delete, 3 delete subtree), u8 0, u16 key_len,
-//!         u32 value_len, key, value
+//!         u64 version, u64 commit time ns, u64 synced mark, u32 op count,
+//!         ops: u8 tag (1 put, 2 delete, 3 delete subtree, 4 copy,
+//!         5 copy subtree), u8 0, u16 key_len, u32 value_len, key, value
+//!         (for copies: the source key)
 //! ```
 //!
 //! A commit appends its record with one `write`; committers then share one
-//! `fdatasync` (group commit) before their versions are published. Recovery
-//! reads records in order and stops at the first that is short or fails its
-//! checksum (a torn tail), truncating it away. Records are logical (paths and
-//! values), so they replay on any arena generation. After a checkpoint the
-//! journal is truncated to its header; replay skips records at or below the
-//! checkpoint's version, so a crash between the two steps loses nothing.
+//! `fdatasync` (group commit) before their versions are published. Records
+//! are logical (paths and values), so they replay on any arena generation.
+//! After a checkpoint the journal is truncated to its header; replay skips
+//! records at or below the checkpoint's version, so a crash between the two
+//! steps loses nothing.
+//!
+//! The *synced mark* says how far the journal was once made durable: the
+//! writer stores it in the header after each sync (durable with the next
+//! one), and each record carries the mark as it was when the record was
+//! appended. Recovery reads records in order until one is short or fails
+//! its checksum. Below the mark (the header's, or that of an intact record
+//! found right after the damaged one) that is corruption of synced,
+//! acknowledged records, and the store refuses to open. Past it the damage
+//! is a torn tail, even with intact records after it (after a power loss,
+//! unsynced writes can reach the disk out of order), and is cut away.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -27,9 +37,11 @@ use crate::node::{u16_at, u32_at, u64_at};
 
 pub const FILE_NAME: &str = "journal";
 const MAGIC: &[u8; 8] = b"SHOALJN1";
-/// 2: records may hold copy ops (by reference), which format 1 lacks.
-const FORMAT_VERSION: u32 = 2;
-const HEADER: u64 = 16;
+/// 2: records may hold copy ops (by reference), which format 1 lacks; 3:
+/// the header and records carry the synced mark.
+const FORMAT_VERSION: u32 = 3;
+pub const HEADER: u64 = 24;
+const OFF_MARK: u64 = 16;
 /// Largest record payload (its length is a u32); larger transactions are refused.
 pub const MAX_RECORD_BYTES: usize = u32::MAX as usize - 64;
 
@@ -75,13 +87,17 @@ impl JournalOp {
 pub struct Record {
     pub version: u64,
     pub time_ns: u64,
+    /// How far the journal was durable when this record was appended.
+    pub synced_mark: u64,
     pub ops: Vec<JournalOp>,
 }
 
-pub fn encode(version: u64, time_ns: u64, ops: &[JournalOp]) -> Vec<u8> {
+/// Encodes a record; `synced_mark`: how far the journal is known durable now.
+pub fn encode(version: u64, time_ns: u64, synced_mark: u64, ops: &[JournalOp]) -> Vec<u8> {
     let mut payload = Vec::new();
     payload.extend_from_slice(&version.to_le_bytes());
     payload.extend_from_slice(&time_ns.to_le_bytes());
+    payload.extend_from_slice(&synced_mark.to_le_bytes());
     payload.extend_from_slice(&(ops.len() as u32).to_le_bytes());
     for op in ops {
         let (tag, key, value): (u8, &[u8], &[u8]) = match op {
@@ -107,8 +123,9 @@ pub fn encode(version: u64, time_ns: u64, ops: &[JournalOp]) -> Vec<u8> {
 fn decode_payload(p: &[u8]) -> Option<Record> {
     let version = u64_at(p, 0)?;
     let time_ns = u64_at(p, 8)?;
-    let count = u32_at(p, 16)? as usize;
-    let mut at = 20;
+    let synced_mark = u64_at(p, 16)?;
+    let count = u32_at(p, 24)? as usize;
+    let mut at = 28;
     let mut ops = Vec::with_capacity(count.min(p.len() / 8));
     for _ in 0..count {
         let tag = *p.get(at)?;
@@ -126,7 +143,7 @@ fn decode_payload(p: &[u8]) -> Option<Record> {
             _ => return None,
         });
     }
-    (at == p.len()).then_some(Record { version, time_ns, ops })
+    (at == p.len()).then_some(Record { version, time_ns, synced_mark, ops })
 }
 
 /// The record starting at `at`, if one is whole and intact there.
@@ -139,8 +156,26 @@ fn record_at(bytes: &[u8], at: usize) -> Option<Record> {
 
 pub struct Journal {
     file: File,
+    /// The same file, not in append mode, for the header's mark.
+    mark: File,
     pub path: PathBuf,
     len: u64,
+}
+
+fn header(mark: u64) -> Vec<u8> {
+    let mut header = MAGIC.to_vec();
+    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header.extend_from_slice(&[0; 4]);
+    header.extend_from_slice(&mark.to_le_bytes());
+    header
+}
+
+/// Stores `mark` in the header of the journal open as `file` (not durable
+/// until the next sync; a lower mark on disk only makes recovery call more
+/// damage a torn tail).
+pub fn store_mark(file: &File, mark: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(&mark.to_le_bytes(), OFF_MARK)
 }
 
 /// What opening the journal found.
@@ -160,12 +195,10 @@ impl Journal {
         if bytes.len() < HEADER as usize {
             // New, or cut before its header was complete: start it afresh.
             file.set_len(0).at(&path)?;
-            let mut header = MAGIC.to_vec();
-            header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-            header.extend_from_slice(&[0; 4]);
-            (&file).write_all(&header).at(&path)?;
+            (&file).write_all(&header(HEADER)).at(&path)?;
             rustix::fs::fdatasync(&file).at(&path)?;
-            return Ok((Journal { file, path, len: HEADER }, Replay { records: Vec::new(), discarded_bytes: 0 }));
+            let mark = dir.open_file(FILE_NAME, Open::ReadWrite)?;
+            return Ok((Journal { file, mark, path, len: HEADER }, Replay { records: Vec::new(), discarded_bytes: 0 }));
         }
         if &bytes[..8] != MAGIC || u32_at(&bytes, 8) != Some(FORMAT_VERSION) {
             let found = u32_at(&bytes, 8).unwrap_or(0);
@@ -176,27 +209,29 @@ impl Journal {
                 ),
             });
         }
+        let header_mark = u64_at(&bytes, OFF_MARK as usize).unwrap_or(HEADER);
         let mut records = Vec::new();
         let mut at = HEADER as usize;
-        while let (Some(len), Some(crc)) = (u32_at(&bytes, at), u32_at(&bytes, at + 4)) {
-            let next = at + 8 + len as usize;
-            let record =
-                bytes.get(at + 8..next).filter(|p| crate::node::crc32c_bulk(p) == crc).and_then(decode_payload);
-            let Some(record) = record else {
-                // A torn last write ends the journal. A damaged record followed by an
-                // intact one is not a torn tail: the records after it were
-                // acknowledged, and dropping them silently would lose commits.
-                if record_at(&bytes, next).is_some() {
-                    return Err(Error::Corrupt {
-                        file: path,
-                        offset: at as u64,
-                        detail: "journal record damaged before later intact records".into(),
-                    });
-                }
-                break;
-            };
-            records.push(record);
-            at = next;
+        while at < bytes.len() {
+            let len = u32_at(&bytes, at).unwrap_or(0) as usize;
+            let next = at.saturating_add(8).saturating_add(len);
+            if let Some(record) = record_at(&bytes, at) {
+                records.push(record);
+                at = next;
+                continue;
+            }
+            // Damaged or short: a torn tail unless it lies below the mark.
+            let mark = header_mark.max(record_at(&bytes, next).map_or(0, |r| r.synced_mark));
+            if (at as u64) < mark {
+                return Err(Error::Corrupt {
+                    file: path,
+                    offset: at as u64,
+                    detail: format!(
+                        "journal record damaged below the synced mark ({mark}): acknowledged commits are unreadable"
+                    ),
+                });
+            }
+            break;
         }
         // Records a killed writer left in the page cache become durable before
         // anything built from them is published.
@@ -209,7 +244,14 @@ impl Journal {
             file.set_len(at as u64).at(&path)?;
             rustix::fs::fdatasync(&file).at(&path)?;
         }
-        Ok((Journal { file, path, len: at as u64 }, Replay { records, discarded_bytes }))
+        let mark = dir.open_file(FILE_NAME, Open::ReadWrite)?;
+        Ok((Journal { file, mark, path, len: at as u64 }, Replay { records, discarded_bytes }))
+    }
+
+    /// A handle for storing the synced mark in the header: the journal's
+    /// own file appends every write (`O_APPEND`), whatever its offset.
+    pub fn mark_handle(&self) -> Result<File> {
+        self.mark.try_clone().at(&self.path)
     }
 
     /// Appends an encoded record (not yet durable).
@@ -233,9 +275,11 @@ impl Journal {
         self.file.try_clone().at(&self.path)
     }
 
-    /// Empties the journal after a checkpoint made its records redundant.
+    /// Empties the journal after a checkpoint made its records redundant,
+    /// and resets the synced mark.
     pub fn truncate(&mut self) -> Result<()> {
         self.file.set_len(HEADER).at(&self.path)?;
+        store_mark(&self.mark, HEADER).at(&self.path)?;
         rustix::fs::fdatasync(&self.file).at(&self.path)?;
         self.len = HEADER;
         Ok(())
@@ -254,11 +298,20 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    fn open(dir: &Path) -> Result<(Journal, Replay)> {
+        Journal::open(&StoreDir::open(dir).unwrap())
+    }
+
+    fn put(v: u64) -> Vec<JournalOp> {
+        vec![JournalOp::Put { key: b"k".to_vec(), value: vec![v as u8; 10] }]
+    }
 
     #[test]
     fn records_round_trip_and_torn_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut j, replay) = Journal::open(&StoreDir::open(dir.path()).unwrap()).unwrap();
+        let (mut j, replay) = open(dir.path()).unwrap();
         assert!(replay.records.is_empty());
         let ops = vec![
             JournalOp::Put { key: b"a".to_vec(), value: b"1".to_vec() },
@@ -266,31 +319,79 @@ mod tests {
             JournalOp::Copy { key: b"c".to_vec(), from: b"a".to_vec() },
             JournalOp::CopyTree { key: b"d".to_vec(), from: b"a".to_vec() },
         ];
-        j.append(&encode(1, 7, &ops)).unwrap();
-        j.append(&encode(2, 8, &[JournalOp::Delete { key: b"a".to_vec() }])).unwrap();
+        j.append(&encode(1, 7, HEADER, &ops)).unwrap();
+        j.append(&encode(2, 8, HEADER, &[JournalOp::Delete { key: b"a".to_vec() }])).unwrap();
         let full = j.read_all();
         drop(j);
         // Cut the second record in half.
         std::fs::write(dir.path().join(FILE_NAME), &full[..full.len() - 3]).unwrap();
-        let (j, replay) = Journal::open(&StoreDir::open(dir.path()).unwrap()).unwrap();
-        assert_eq!(replay.records, vec![Record { version: 1, time_ns: 7, ops }]);
+        let (j, replay) = open(dir.path()).unwrap();
+        assert_eq!(replay.records, vec![Record { version: 1, time_ns: 7, synced_mark: HEADER, ops }]);
         assert!(replay.discarded_bytes > 0);
         assert_eq!(j.len(), std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len());
     }
 
-    #[test]
-    fn damage_before_intact_records_is_an_error_not_a_truncation() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut j, _) = Journal::open(&StoreDir::open(dir.path()).unwrap()).unwrap();
-        for v in 1..=3 {
-            j.append(&encode(v, v, &[JournalOp::Put { key: b"k".to_vec(), value: vec![v as u8; 10] }])).unwrap();
+    /// Three records; the header's mark covers the first `marked` of them,
+    /// and each record's own mark covers `covered(i)` records before it.
+    /// Returns the bytes and the records' offsets.
+    fn journal_with_marks(dir: &Path, marked: usize, covered: impl Fn(usize) -> usize) -> (Vec<u8>, Vec<usize>) {
+        let (mut j, _) = open(dir).unwrap();
+        let mut offsets = vec![HEADER as usize];
+        for v in 1..=3u64 {
+            let record = encode(v, v, 0, &put(v));
+            offsets.push(offsets.last().unwrap() + record.len());
         }
-        let mut bytes = j.read_all();
+        for v in 1..=3u64 {
+            let mark = offsets[covered(v as usize - 1)] as u64;
+            j.append(&encode(v, v, mark, &put(v))).unwrap();
+        }
+        store_mark(&j.mark, offsets[marked] as u64).unwrap();
+        let bytes = j.read_all();
         drop(j);
-        bytes[HEADER as usize + 8 + 3] ^= 1; // inside the first record's payload
+        (bytes, offsets)
+    }
+
+    #[test]
+    fn damage_below_the_header_mark_is_an_error_not_a_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut bytes, offsets) = journal_with_marks(dir.path(), 2, |_| 0);
+        bytes[offsets[1] + 12] ^= 1; // inside the second record, which the mark covers
         std::fs::write(dir.path().join(FILE_NAME), &bytes).unwrap();
-        assert!(matches!(Journal::open(&StoreDir::open(dir.path()).unwrap()), Err(Error::Corrupt { .. })));
+        match open(dir.path()) {
+            Err(Error::Corrupt { detail, offset, .. }) => {
+                assert!(detail.contains("synced mark"), "{detail}");
+                assert_eq!(offset, offsets[1] as u64);
+            }
+            other => panic!("expected corruption, got {:?}", other.map(|(_, r)| r.records.len())),
+        }
         // The file was left as it was, for inspection.
         assert_eq!(std::fs::read(dir.path().join(FILE_NAME)).unwrap(), bytes);
+    }
+
+    /// After a power loss unsynced records can reach the disk out of order:
+    /// damage past the mark is a torn tail even with an intact record after it.
+    #[test]
+    fn damage_past_the_mark_is_a_torn_tail_even_before_intact_records() {
+        let dir = tempfile::tempdir().unwrap();
+        // The header's mark covers the first record; so does each record's.
+        let (mut bytes, offsets) = journal_with_marks(dir.path(), 1, |i| i.min(1));
+        bytes[offsets[1] + 12] ^= 1;
+        std::fs::write(dir.path().join(FILE_NAME), &bytes).unwrap();
+        let (j, replay) = open(dir.path()).unwrap();
+        assert_eq!(replay.records.iter().map(|r| r.version).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(replay.discarded_bytes, (bytes.len() - offsets[1]) as u64);
+        assert_eq!(j.len(), offsets[1] as u64);
+    }
+
+    /// The header's mark lags a sync (it is stored after one and made
+    /// durable by the next); an intact record after the damage whose own
+    /// mark covers it proves the damaged record was synced.
+    #[test]
+    fn an_intact_record_whose_mark_covers_the_damage_makes_it_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut bytes, offsets) = journal_with_marks(dir.path(), 1, |i| i);
+        bytes[offsets[1] + 12] ^= 1;
+        std::fs::write(dir.path().join(FILE_NAME), &bytes).unwrap();
+        assert!(matches!(open(dir.path()), Err(Error::Corrupt { .. })));
     }
 }

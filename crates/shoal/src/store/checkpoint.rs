@@ -15,7 +15,7 @@ impl Shared {
         st.arena.flush()?;
         self.publisher.sync_arena(st.arena.mapped.file(), &st.arena.mapped.path)?;
         self.write_checkpoint(st, st.head)?;
-        truncate_journal(st);
+        self.truncate_journal(st);
         Ok(())
     }
 
@@ -31,13 +31,16 @@ impl Shared {
     }
 }
 
-/// Empties the journal after a checkpoint naming the head. Records at or
-/// below the checkpoint are skipped on replay, so a journal that failed to
-/// shrink is longer, not wrong.
-pub(super) fn truncate_journal(st: &mut WriterState) {
-    if let Some(journal) = st.journal.as_mut() {
-        if let Err(e) = journal.truncate() {
-            tracing::warn!(error = %e, "journal not truncated after a checkpoint");
+impl Shared {
+    /// Empties the journal after a checkpoint naming the head. Records at
+    /// or below the checkpoint are skipped on replay, so a journal that
+    /// failed to shrink is longer, not wrong.
+    pub(super) fn truncate_journal(&self, st: &mut WriterState) {
+        if let Some(journal) = st.journal.as_mut() {
+            self.publisher.journal_truncating();
+            if let Err(e) = journal.truncate() {
+                tracing::warn!(error = %e, "journal not truncated after a checkpoint");
+            }
         }
     }
 }

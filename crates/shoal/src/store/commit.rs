@@ -89,7 +89,10 @@ impl Shared {
             return Err(Error::TransactionTooLarge { bytes: journal_bytes, max: journal::MAX_RECORD_BYTES });
         }
         let time_ns = now_ns();
-        let record = st.journal.is_some().then(|| journal::encode(st.head.version + 1, time_ns, &jops));
+        let record = st
+            .journal
+            .is_some()
+            .then(|| journal::encode(st.head.version + 1, time_ns, self.publisher.synced_mark(), &jops));
         // A transaction read its ancestors at its base: if that is the head,
         // it created the missing ones, and the batch needs no lookup of them.
         let ancestors_known = sets.is_some_and(|s| s.base_version == st.head.version);
@@ -113,7 +116,8 @@ impl Shared {
             st.tracker.prune(oldest_base);
         }
         let generation = st.arena.generation();
-        self.publisher.written(Head { version: head.version, generation, offset: head.offset });
+        let journal_end = st.journal.as_ref().map_or(0, |j| j.len());
+        self.publisher.written(Head { version: head.version, generation, offset: head.offset, journal_end });
         if self.options.durability == Durability::None {
             self.publisher.publish_written()?;
         }

@@ -34,12 +34,14 @@ use crate::error::{Error, IoContext, Result};
 use crate::locking::{lock, wait};
 use crate::readers::ReaderTable;
 
-/// A version as published: where its commit record is.
+/// A version as written or published: where its commit record is, and
+/// the journal's length once its record was appended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Head {
     pub version: u64,
     pub generation: u64,
     pub offset: u64,
+    pub journal_end: u64,
 }
 
 /// Which syncs a test makes fail (see [`Publisher::inject`]).
@@ -61,6 +63,11 @@ struct State {
     syncing: bool,
     /// Why the store refuses to go on, after a failed durability step.
     poisoned: Option<String>,
+    /// How far the journal is known durable (see `journal`).
+    synced_mark: u64,
+    /// Bumped when the journal is emptied: a sync begun before then must
+    /// not store its (now too high) mark.
+    journal_epoch: u64,
 }
 
 pub(super) struct Publisher {
@@ -68,8 +75,9 @@ pub(super) struct Publisher {
     /// The reader table's count of sleeping readers decides whether a
     /// publication makes the futex wake-up call.
     table: ReaderTable,
-    /// A handle on the journal for syncing outside the writer mutex (`sync`).
-    journal: Option<File>,
+    /// A handle on the journal for syncing outside the writer mutex (`sync`),
+    /// and one for storing the synced mark in its header.
+    journal: Option<(File, File)>,
     journal_path: PathBuf,
     state: Mutex<State>,
     synced: Condvar,
@@ -84,7 +92,7 @@ impl Publisher {
     pub fn start(
         control: Control,
         table: ReaderTable,
-        journal: Option<File>,
+        journal: Option<(File, File)>,
         journal_path: PathBuf,
         head: Head,
     ) -> Self {
@@ -102,6 +110,9 @@ impl Publisher {
                 published_head: head,
                 syncing: false,
                 poisoned: None,
+                // What the journal holds at open was synced by opening it.
+                synced_mark: head.journal_end.max(crate::journal::HEADER),
+                journal_epoch: 0,
             }),
             synced: Condvar::new(),
             fail_journal_syncs: AtomicU32::new(0),
@@ -189,7 +200,7 @@ impl Publisher {
     /// Group commit: waits until `version` is durable and published, leading
     /// one journal `fdatasync` if nobody else is (no journal: at once).
     pub fn wait_durable(&self, version: u64) -> Result<()> {
-        let Some(journal) = &self.journal else { return Ok(()) };
+        let Some((journal, _)) = &self.journal else { return Ok(()) };
         let mut st = lock(&self.state);
         loop {
             // Published means durable, even if a later step failed since.
@@ -204,15 +215,20 @@ impl Publisher {
                 continue;
             }
             st.syncing = true;
-            let target = st.written;
+            let (target, epoch) = (st.written, st.journal_epoch);
             drop(st);
             let result = self.sync_file(journal, SyncFault::Journal).at(&self.journal_path);
             st = lock(&self.state);
             st.syncing = false;
             match result {
                 // What this sync covered, not what was written since.
-                Ok(()) if st.poisoned.is_none() && target.version > st.published => {
-                    self.publish_locked(&mut st, target);
+                Ok(()) if st.poisoned.is_none() => {
+                    if epoch == st.journal_epoch {
+                        self.note_synced(&mut st, target.journal_end);
+                    }
+                    if target.version > st.published {
+                        self.publish_locked(&mut st, target);
+                    }
                 }
                 Ok(()) => {}
                 Err(e) => {
@@ -229,7 +245,7 @@ impl Publisher {
     /// mutex held, so nothing is written meanwhile.
     pub fn flush(&self) -> Result<()> {
         self.check()?;
-        if let Some(journal) = &self.journal {
+        if let Some((journal, _)) = &self.journal {
             if let Err(e) = self.sync_file(journal, SyncFault::Journal).at(&self.journal_path) {
                 return Err(self.poison(e));
             }
@@ -238,6 +254,10 @@ impl Publisher {
         if let Some(reason) = &st.poisoned {
             return Err(self.poisoned_error(reason));
         }
+        if self.journal.is_some() {
+            let end = st.written.journal_end;
+            self.note_synced(&mut st, end);
+        }
         if st.written.version > st.published {
             let head = st.written;
             self.publish_locked(&mut st, head);
@@ -245,6 +265,35 @@ impl Publisher {
         drop(st);
         self.synced.notify_all();
         Ok(())
+    }
+
+    /// Raises the synced mark to `end` and stores it in the journal's
+    /// header (durable with the next sync; see `journal`).
+    fn note_synced(&self, st: &mut State, end: u64) {
+        if end > st.synced_mark {
+            st.synced_mark = end;
+            if let Some((_, mark)) = &self.journal {
+                // A mark that did not reach the header only makes recovery
+                // treat more damage as a torn tail.
+                if let Err(e) = crate::journal::store_mark(mark, end) {
+                    tracing::warn!(error = %e, "cannot store the journal's synced mark");
+                }
+            }
+        }
+    }
+
+    /// How far the journal is known durable, for the next record.
+    pub fn synced_mark(&self) -> u64 {
+        lock(&self.state).synced_mark
+    }
+
+    /// Called, with the writer mutex held, right before the journal is
+    /// emptied: syncs under way must not store their marks after it.
+    pub fn journal_truncating(&self) {
+        let mut st = lock(&self.state);
+        st.journal_epoch += 1;
+        st.synced_mark = crate::journal::HEADER;
+        st.written.journal_end = crate::journal::HEADER;
     }
 
     /// A compaction's switch: publishes `head`, the flushed newest version

@@ -125,7 +125,7 @@ pub(super) fn open(path: &Path, options: Options, mode: Mode) -> Result<Shared> 
         (None, Vec::new())
     };
     let journal_sync = match &journal {
-        Some(j) => Some(j.sync_handle()?),
+        Some(j) => Some((j.sync_handle()?, j.mark_handle()?)),
         None => None,
     };
 
@@ -177,7 +177,8 @@ pub(super) fn open(path: &Path, options: Options, mode: Mode) -> Result<Shared> 
     }
     let lease = ReaderLease::claim(&dir)?;
     lease.note(current, st.head.version);
-    let head = Head { version: st.head.version, generation: current, offset: st.head.offset };
+    let journal_end = st.journal.as_ref().map_or(0, |j| j.len());
+    let head = Head { version: st.head.version, generation: current, offset: st.head.offset, journal_end };
     let publisher = Publisher::start(control, ReaderTable::open(&dir)?, journal_sync, journal_path, head);
     let shared = Shared {
         me: std::sync::OnceLock::new(),

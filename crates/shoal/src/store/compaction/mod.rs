@@ -27,7 +27,6 @@ use std::sync::{Arc, Mutex};
 
 use copier::Copier;
 
-use super::checkpoint::truncate_journal;
 use super::publish::Head;
 use super::Shared;
 use crate::arena::{self, MappedGeneration, WriterArena};
@@ -282,7 +281,8 @@ impl Shared {
         let head = if newer.is_empty() { copied } else { copy_commits(region, &newer, &mut prev)? };
         new.flush()?;
         debug_assert_eq!(head.version, st.head.version);
-        self.publisher.switch(Head { version: head.version, generation: to, offset: head.offset })?;
+        let journal_end = st.journal.as_ref().map_or(0, |j| j.len());
+        self.publisher.switch(Head { version: head.version, generation: to, offset: head.offset, journal_end })?;
         // From here commits append to the new generation, which must not be deleted.
         *switched = true;
         let bytes_after = new.end();
@@ -326,7 +326,7 @@ impl Shared {
         if !newer {
             self.write_checkpoint(st, synced)?;
             if st.head.version == synced.version {
-                truncate_journal(st);
+                self.truncate_journal(st);
             }
         }
         for old in st.generations.old.iter_mut().filter(|o| o.generation == from) {
