@@ -59,13 +59,32 @@ impl Item<'_> {
 
 struct Side<'a> {
     region: &'a [u8],
+    root: u64,
     stack: Vec<Item<'a>>,
+    /// The key of the entry consumed last: entries must come in increasing
+    /// key order, or the tree is damaged (a node listed twice would
+    /// otherwise be read again, and again).
+    last: Option<Vec<u8>>,
 }
 
 impl<'a> Side<'a> {
     fn new(region: &'a [u8], root: u64) -> Self {
         let stack = if root == 0 { Vec::new() } else { vec![Item::Node { offset: root, low: Vec::new() }] };
-        Side { region, stack }
+        Side { region, root, stack, last: None }
+    }
+
+    /// Drops the item on top of the stack, checking the order of entries.
+    fn pop(&mut self) -> Parse<()> {
+        if let Some(Item::Entry { key, .. }) = self.stack.last() {
+            if self.last.as_deref().is_some_and(|last| key.as_slice() <= last) {
+                return Err(node::Damage::new(self.root, "keys out of order"));
+            }
+            let last = self.last.get_or_insert_with(Vec::new);
+            last.clear();
+            last.extend_from_slice(key);
+        }
+        self.stack.pop();
+        Ok(())
     }
 
     /// Replaces the node on top of the stack with its children or entries.
@@ -154,40 +173,40 @@ pub(crate) fn diff(
         match (a.stack.last(), b.stack.last()) {
             (None, None) => break,
             (Some(Item::Node { offset: x, .. }), Some(Item::Node { offset: y, .. })) if same_generation && x == y => {
-                a.stack.pop();
-                b.stack.pop();
+                a.pop().map_err(DiffError::Old)?;
+                b.pop().map_err(DiffError::New)?;
             }
             (
                 Some(Item::Linked { root: x, src: sx, key: kx, .. }),
                 Some(Item::Linked { root: y, src: sy, key: ky, .. }),
             ) if same_generation && x == y && sx == sy && kx == ky => {
-                a.stack.pop();
-                b.stack.pop();
+                a.pop().map_err(DiffError::Old)?;
+                b.pop().map_err(DiffError::New)?;
             }
             (Some(Item::Entry { key: ka, value: va }), Some(Item::Entry { key: kb, value: vb })) => match ka.cmp(kb) {
                 std::cmp::Ordering::Less => {
                     emit(ka, ChangeKind::Delete);
-                    a.stack.pop();
+                    a.pop().map_err(DiffError::Old)?;
                 }
                 std::cmp::Ordering::Greater => {
                     emit(kb, ChangeKind::Set);
-                    b.stack.pop();
+                    b.pop().map_err(DiffError::New)?;
                 }
                 std::cmp::Ordering::Equal => {
                     if va != vb {
                         emit(kb, ChangeKind::Set);
                     }
-                    a.stack.pop();
-                    b.stack.pop();
+                    a.pop().map_err(DiffError::Old)?;
+                    b.pop().map_err(DiffError::New)?;
                 }
             },
             (Some(Item::Entry { key, .. }), None) => {
                 emit(key, ChangeKind::Delete);
-                a.stack.pop();
+                a.pop().map_err(DiffError::Old)?;
             }
             (None, Some(Item::Entry { key, .. })) => {
                 emit(key, ChangeKind::Set);
-                b.stack.pop();
+                b.pop().map_err(DiffError::New)?;
             }
             (Some(_), None) => expand_a(&mut a, &mut visited)?,
             (None, Some(_)) => expand_b(&mut b, &mut visited)?,
@@ -199,15 +218,17 @@ pub(crate) fn diff(
                     std::cmp::Ordering::Less if x_node => expand_a(&mut a, &mut visited)?,
                     std::cmp::Ordering::Less => {
                         // An entry below every key of the other side's subtree.
-                        if let Some(Item::Entry { key, .. }) = a.stack.pop() {
-                            emit(&key, ChangeKind::Delete);
+                        if let Some(Item::Entry { key, .. }) = a.stack.last() {
+                            emit(key, ChangeKind::Delete);
                         }
+                        a.pop().map_err(DiffError::Old)?;
                     }
                     std::cmp::Ordering::Greater if y_node => expand_b(&mut b, &mut visited)?,
                     std::cmp::Ordering::Greater => {
-                        if let Some(Item::Entry { key, .. }) = b.stack.pop() {
-                            emit(&key, ChangeKind::Set);
+                        if let Some(Item::Entry { key, .. }) = b.stack.last() {
+                            emit(key, ChangeKind::Set);
                         }
+                        b.pop().map_err(DiffError::New)?;
                     }
                     std::cmp::Ordering::Equal => {
                         if x_node {

@@ -493,6 +493,11 @@ impl<'a> LeafView<'a> {
         self.count
     }
 
+    /// Where this leaf is in the arena.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
     #[inline]
     fn hint(&self, i: usize) -> u64 {
         let at = self.hints + 8 * i;

@@ -261,11 +261,16 @@ fn weigh_range(
     match kind_at(region, offset)? {
         KIND_LEAF => {
             let view = LeafView::parse(region, offset)?;
+            let mut last: Option<Key<'_>> = None;
             for i in view.search(lo)?.0..view.len() {
                 let e = view.entry(i)?;
                 if !below_hi(&e.key) {
                     break;
                 }
+                if last.is_some_and(|l| e.key.cmp_key(&l).is_le()) {
+                    return Err(Damage::new(offset, "keys out of order"));
+                }
+                last = Some(e.key);
                 keys = keys.saturating_add(e.weight());
                 longest = longest.max(e.longest());
             }
@@ -279,6 +284,9 @@ fn weigh_range(
                     break;
                 }
                 let next = if i + 1 < view.len() { Some(view.key(i + 1)?.to_vec()) } else { upper.map(<[u8]>::to_vec) };
+                if next.as_deref().is_some_and(|n| start.cmp_bytes(n).is_ge()) {
+                    return Err(Damage::new(offset, "keys out of order"));
+                }
                 let (k, l) = if wholly_inside(&start, next.as_deref(), lo, hi) {
                     (view.keys_below(i), view.longest_below(i))
                 } else {
@@ -303,6 +311,11 @@ pub fn get<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<Option<&'a [u8]
 }
 
 /// An ordered iterator over leaf entries, positioned by [`Cursor::seek`].
+///
+/// It checks that every entry's key is greater than the one before: a
+/// damaged or crafted tree (a node listed twice, children out of order)
+/// is reported as damage instead of yielding keys again, which also bounds
+/// a walk by the number of distinct keys it yields.
 pub struct Cursor<'a> {
     region: &'a [u8],
     root: u64,
@@ -310,17 +323,20 @@ pub struct Cursor<'a> {
     stack: Vec<(u64, usize)>,
     /// Current leaf and the index of the next entry to yield.
     leaf: Option<(LeafView<'a>, usize)>,
+    /// The key yielded last since the last seek.
+    last: Option<Key<'a>>,
 }
 
 impl<'a> Cursor<'a> {
     pub fn new(region: &'a [u8], root: u64) -> Self {
-        Cursor { region, root, stack: Vec::with_capacity(8), leaf: None }
+        Cursor { region, root, stack: Vec::with_capacity(8), leaf: None, last: None }
     }
 
     /// Positions the cursor at the first key `>=` `key`.
     pub fn seek(&mut self, key: &[u8]) -> Parse<()> {
         self.stack.clear();
         self.leaf = None;
+        self.last = None;
         if self.root == 0 {
             return Ok(());
         }
@@ -370,7 +386,12 @@ impl<'a> Cursor<'a> {
             let Some((view, i)) = self.leaf else { return Ok(None) };
             if i < view.len() {
                 self.leaf = Some((view, i + 1));
-                return view.entry(i).map(Some);
+                let entry = view.entry(i)?;
+                if self.last.is_some_and(|last| entry.key.cmp_key(&last).is_le()) {
+                    return Err(Damage::new(view.offset(), "keys out of order"));
+                }
+                self.last = Some(entry.key);
+                return Ok(Some(entry));
             }
             // Leaf exhausted: climb to the first ancestor with a next child.
             self.leaf = None;
@@ -425,6 +446,8 @@ pub struct WalkEntry<'a> {
 pub struct Walk<'a> {
     region: &'a [u8],
     frames: Vec<Frame<'a>>,
+    /// The key of the link whose subtree the walk just left.
+    after_link: Option<Vec<u8>>,
 }
 
 struct Frame<'a> {
@@ -444,7 +467,8 @@ impl<'a> Walk<'a> {
         let mut cursor = Cursor::new(region, target);
         cursor.seek(&from)?;
         let in_place = target == root && *from == *key;
-        Ok(Walk { region, frames: vec![Frame { cursor, from: from.into_owned(), to: key.to_vec(), in_place }] })
+        let frame = Frame { cursor, from: from.into_owned(), to: key.to_vec(), in_place };
+        Ok(Walk { region, frames: vec![frame], after_link: None })
     }
 
     /// Walks what lies strictly below a link entry at `key`: the subtree
@@ -453,7 +477,7 @@ impl<'a> Walk<'a> {
         let mut cursor = Cursor::new(region, link.root);
         cursor.seek(&crate::path::child_prefix(link.src))?;
         let frame = Frame { cursor, from: link.src.to_vec(), to: key.to_vec(), in_place: false };
-        Ok(Walk { region, frames: vec![frame] })
+        Ok(Walk { region, frames: vec![frame], after_link: None })
     }
 
     pub fn next_entry(&mut self) -> Parse<Option<WalkEntry<'a>>> {
@@ -463,7 +487,7 @@ impl<'a> Walk<'a> {
                 Some(e) if e.key.in_subtree(&frame.from) => e,
                 // Past the frame's subtree: back to the frame that met its link.
                 _ => {
-                    self.frames.pop();
+                    self.after_link = self.frames.pop().map(|f| f.to);
                     continue;
                 }
             };
@@ -475,6 +499,20 @@ impl<'a> Walk<'a> {
                 k.extend_from_slice(&whole[frame.from.len()..]);
                 WalkKey::Owned(k)
             };
+            // What follows a link's subtree must sort after all of it: no
+            // key lies strictly below a link (see `node`).
+            if let Some(link_key) = self.after_link.take() {
+                let below = match &key {
+                    WalkKey::Arena(k) => k.in_subtree(&link_key) && k.len() > link_key.len(),
+                    WalkKey::Owned(k) => crate::path::in_subtree(k, &link_key) && k.len() > link_key.len(),
+                };
+                if below {
+                    return Err(Damage::new(
+                        entry.link.map_or(0, |l| l.root),
+                        "an entry below a link: keys out of order",
+                    ));
+                }
+            }
             if let Some(link) = entry.link {
                 if self.frames.len() >= MAX_LINKS || link.src.is_empty() {
                     return Err(Damage::new(link.root, "link nested too deep, or to the root"));
@@ -557,4 +595,95 @@ pub fn reachable_bytes(region: &[u8], roots: &[u64], verify: bool) -> Parse<Reac
         }
     }
     Ok(Reach { bytes: total, links })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{build_internal, build_leaf, ChildRef, EntryRef};
+
+    /// An arena region built node by node, as a crafted file would be.
+    struct Region(Vec<u8>);
+
+    impl Region {
+        fn append(&mut self, node: &[u8]) -> u64 {
+            let at = self.0.len() as u64;
+            self.0.extend_from_slice(node);
+            self.0.resize(self.0.len().next_multiple_of(8), 0);
+            at
+        }
+
+        fn leaf(&mut self, keys: &[&[u8]]) -> u64 {
+            let entries: Vec<EntryRef<'_>> = keys
+                .iter()
+                .map(|k| EntryRef { key: Key::whole(k), value: ValueRepr::Inline(b"v"), link: None })
+                .collect();
+            let mut buf = Vec::new();
+            build_leaf(&entries, &mut buf);
+            self.append(&buf)
+        }
+
+        fn internal(&mut self, children: &[(&[u8], u64)]) -> u64 {
+            let refs: Vec<ChildRef<'_>> = children
+                .iter()
+                .map(|&(k, offset)| ChildRef { first_key: Key::whole(k), offset, keys: 2, longest: 1, node_bytes: 0 })
+                .collect();
+            let mut buf = Vec::new();
+            build_internal(&refs, &mut buf);
+            self.append(&buf)
+        }
+    }
+
+    /// A tree in which every internal node lists the node below it twice:
+    /// 2^40 leaves to walk if nothing checked that keys increase.
+    fn doubling_tree(depth: usize) -> (Region, u64) {
+        let mut region = Region(vec![0; 8]);
+        let mut node = region.leaf(&[b"a", b"b"]);
+        for _ in 0..depth {
+            node = region.internal(&[(b"a", node), (b"c", node)]);
+        }
+        (region, node)
+    }
+
+    #[test]
+    fn a_node_listed_twice_is_damage_not_an_endless_scan() {
+        let (region, root) = doubling_tree(40);
+        let mut cursor = Cursor::new(&region.0, root);
+        cursor.seek(b"").unwrap();
+        let mut yielded = 0;
+        let err = loop {
+            match cursor.next_entry() {
+                Ok(Some(_)) => yielded += 1,
+                Ok(None) => panic!("the scan ended after {yielded} entries without noticing"),
+                Err(d) => break d,
+            }
+        };
+        assert!(yielded <= 2 && err.detail.contains("out of order"), "{yielded}: {}", err.detail);
+        let mut walk = Walk::subtree(&region.0, root, b"").unwrap();
+        let mut count = 0;
+        let result = loop {
+            match walk.next_entry() {
+                Ok(Some(_)) => count += 1,
+                other => break other,
+            }
+        };
+        assert!(result.is_err() && count <= 2, "walk: {count} entries, then {:?}", result.map(|e| e.is_some()));
+    }
+
+    #[test]
+    fn counts_and_diffs_of_a_crafted_tree_report_damage() {
+        // Internal keys that do not increase.
+        let mut region = Region(vec![0; 8]);
+        let leaf = region.leaf(&[b"a", b"b"]);
+        let root = region.internal(&[(b"a", leaf), (b"a", leaf)]);
+        assert!(below(&region.0, root, b"").is_err());
+        // Leaf keys that do not increase.
+        let mut region = Region(vec![0; 8]);
+        let root = region.leaf(&[b"b", b"a"]);
+        assert!(below(&region.0, root, b"").is_err());
+        // A diff against an empty tree reads every entry of the crafted one.
+        let (region, root) = doubling_tree(40);
+        let diff = crate::diff::diff(&region.0, 0, &region.0, root, true, b"");
+        assert!(matches!(diff, Err(crate::diff::DiffError::New(_))));
+    }
 }
