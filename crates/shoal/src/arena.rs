@@ -41,6 +41,7 @@ use std::sync::{mpsc, Arc};
 use crate::error::{Error, IoContext, Result};
 use crate::files::{FileKind, Open, StoreDir};
 use crate::node::{u32_at, u64_at};
+use crate::node::{Region, Verified};
 use crate::sys::{self, Mapping};
 
 pub const HEADER_PAGE: u64 = 4096;
@@ -72,16 +73,27 @@ pub struct MappedGeneration {
     file_len: AtomicU64,
     /// The store directory's device and inode, once asked for (see [`crate::bufref`]).
     store_id: std::sync::OnceLock<[u64; 2]>,
+    /// Which nodes this process has checked (see [`crate::node::Region`]).
+    verified: Verified,
 }
 
 impl MappedGeneration {
     fn new(generation: u64, path: PathBuf, map: Mapping, file: File, len: u64) -> MappedGeneration {
-        MappedGeneration { generation, path, map, file, file_len: AtomicU64::new(len), store_id: Default::default() }
+        let verified = Verified::new(map.len());
+        MappedGeneration {
+            generation,
+            path,
+            map,
+            file,
+            file_len: AtomicU64::new(len),
+            store_id: Default::default(),
+            verified,
+        }
     }
 
     /// The immutable readable prefix `[0, end)`, after checking the file
     /// really is that long (so no access can fault).
-    pub fn region(&self, end: u64) -> Result<&[u8]> {
+    pub fn region(&self, end: u64) -> Result<Region<'_>> {
         if end > self.map.len() {
             return Err(self.corrupt(end, "high-water mark beyond the mapped reservation"));
         }
@@ -95,7 +107,7 @@ impl MappedGeneration {
         // SAFETY: end is within the mapping and the file (checked above; arena
         // files never shrink), and bytes below a published or written
         // high-water mark are immutable (module invariant 1).
-        Ok(unsafe { self.map.immutable_prefix(end) })
+        Ok(Region::new(unsafe { self.map.immutable_prefix(end) }, &self.verified))
     }
 
     /// The open arena file, for reads that do not go through the mapping
@@ -342,8 +354,8 @@ impl WriterArena {
         let bad = |detail: &str| self.mapped.corrupt(offset, detail);
         if offset < flushed {
             let region = self.region();
-            let kind = region.get(offset as usize).copied().ok_or_else(|| bad("node offset out of bounds"))?;
-            return crate::node::node_at(region, offset, kind)
+            let kind = region.kind_at(offset).ok_or_else(|| bad("node offset out of bounds"))?;
+            return crate::node::node_at(region.bytes(), offset, kind)
                 .map(<[u8]>::to_vec)
                 .map_err(|d| d.into_error(&self.mapped.path));
         }
@@ -363,12 +375,12 @@ impl WriterArena {
     }
 
     /// Everything flushed so far; immutable from now on.
-    pub fn region(&self) -> &[u8] {
+    pub fn region(&self) -> Region<'_> {
         // `flushed` only grows after a successful write of the bytes below it,
         // and `append` keeps it within the reservation.
         // SAFETY: [0, flushed) is inside the mapping and the file (files never
         // shrink) and is never written again (module invariant 1).
-        unsafe { self.mapped.map.immutable_prefix(self.flushed.get()) }
+        Region::new(unsafe { self.mapped.map.immutable_prefix(self.flushed.get()) }, &self.mapped.verified)
     }
 
     /// Appends a sealed node and returns its offset.
@@ -382,6 +394,10 @@ impl WriterArena {
         pending.extend_from_slice(bytes);
         let aligned = pending.len().next_multiple_of(8);
         pending.resize(aligned, 0);
+        // This process wrote the node: reading it back needs no check.
+        if bytes.first().is_some_and(|&kind| kind != 0) {
+            self.mapped.verified.set(offset);
+        }
         Ok(offset)
     }
 
@@ -605,7 +621,7 @@ impl Drop for Prefill {
 }
 
 impl crate::build::NodeSink for WriterArena {
-    fn region(&self) -> &[u8] {
+    fn region(&self) -> Region<'_> {
         WriterArena::region(self)
     }
     fn append(&self, node: &[u8]) -> Result<u64> {
@@ -638,7 +654,7 @@ impl crate::build::NodeSink for WriterArena {
         let flushed = self.flushed.get();
         let head = |b: &[u8], at: usize| b.get(at..at + 4).map(|h| (h[0], u16::from_le_bytes([h[2], h[3]]) as usize));
         let found = if offset < flushed {
-            head(self.region(), offset as usize)
+            head(self.region().bytes(), offset as usize)
         } else {
             head(&self.pending.borrow(), (offset - flushed) as usize)
         };
@@ -689,7 +705,7 @@ mod tests {
         let region = arena.region();
         for i in 0..5000u64 {
             let at = (HEADER_PAGE + i * 1000) as usize;
-            assert!(region[at..at + 1000].iter().all(|&b| b == i as u8), "node {i}");
+            assert!(region.bytes()[at..at + 1000].iter().all(|&b| b == i as u8), "node {i}");
         }
         drop(arena);
         let reopened = WriterArena::open(&StoreDir::open(dir.path()).unwrap(), 1, end).unwrap();
@@ -724,12 +740,12 @@ mod tests {
             let mut got = [0u8; 24];
             arena.mapped.file.read_exact_at(&mut got, at).unwrap();
             assert_eq!(got, [i as u8; 24]);
-            assert_eq!(&arena.region()[at as usize..at as usize + 24], &[i as u8; 24]);
+            assert_eq!(&arena.region().bytes()[at as usize..at as usize + 24], &[i as u8; 24]);
         }
         let end = arena.end();
         drop(arena);
         let reopened = WriterArena::open(&StoreDir::open(dir.path()).unwrap(), 1, end).unwrap();
-        assert_eq!(&reopened.region()[offsets[99] as usize..end as usize], &[99; 24]);
+        assert_eq!(&reopened.region().bytes()[offsets[99] as usize..end as usize], &[99; 24]);
     }
 
     #[test]

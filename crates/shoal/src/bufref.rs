@@ -146,9 +146,9 @@ impl Snapshot {
             ValueRepr::Blob { offset, .. } => (offset, node::value_bytes(region, entry.value).map_err(damaged)?),
         };
         let kind = if node_offset == leaf { KIND_LEAF } else { KIND_BLOB };
-        let node_bytes = node::node_at(region, node_offset, kind).map_err(damaged)?;
+        let node_bytes = region.node(node_offset, kind).map_err(damaged)?;
         // Both slices borrow from `region`, so their distance is the file offset.
-        let offset = bytes.as_ptr() as u64 - region.as_ptr() as u64;
+        let offset = bytes.as_ptr() as u64 - region.bytes().as_ptr() as u64;
         Ok(Some(BufRef {
             store: self.mapped().store_id()?,
             generation: self.generation(),
@@ -173,7 +173,7 @@ pub struct BufView {
 
 impl BufView {
     pub fn bytes(&self) -> &[u8] {
-        &self.snapshot.region()[self.start..self.start + self.len]
+        &self.snapshot.region().bytes()[self.start..self.start + self.len]
     }
 
     /// The version the bytes belong to, readable while this lives.
@@ -210,9 +210,9 @@ impl Reader {
             return Err(invalid(format!("version {} has no commit record at offset {}", r.version, r.commit)));
         }
         let region = snap.region();
-        let kind = region.get(r.node as usize).copied().unwrap_or(0);
+        let kind = region.kind_at(r.node).unwrap_or(0);
         let node_bytes = match kind {
-            KIND_LEAF | KIND_BLOB => node::node_at(region, r.node, kind).ok(),
+            KIND_LEAF | KIND_BLOB => region.node(r.node, kind).ok(),
             _ => None,
         };
         let node_bytes = node_bytes.ok_or_else(|| invalid(format!("no value node at offset {}", r.node)))?;

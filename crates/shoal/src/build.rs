@@ -17,6 +17,7 @@
 //! time down to the write, so the cost follows the path, not the subtree.
 
 use crate::error::Result;
+use crate::node::Region;
 use crate::node::{
     self, ChildRef, EntryRef, InternalView, Key, LeafView, Link, ValueRepr, KIND_INTERNAL, KIND_LEAF, NODE_TARGET_BYTES,
 };
@@ -25,8 +26,8 @@ use crate::tree;
 
 /// Where the builder reads existing nodes and appends new ones.
 pub trait NodeSink {
-    /// The immutable, readable arena prefix (everything appended so far).
-    fn region(&self) -> &[u8];
+    /// The immutable, readable arena prefix (everything flushed so far).
+    fn region(&self) -> Region<'_>;
     /// Appends a sealed node and returns its offset (readable after `flush`).
     fn append(&self, node: &[u8]) -> Result<u64>;
     /// Makes appended nodes readable through `region`.
@@ -98,7 +99,7 @@ impl LinkTarget {
     }
 
     /// A link to what lies below `src` in the tree at `root`, if anything does.
-    pub fn below(region: &[u8], root: u64, src: Vec<u8>) -> node::Parse<Option<LinkTarget>> {
+    pub fn below(region: Region<'_>, root: u64, src: Vec<u8>) -> node::Parse<Option<LinkTarget>> {
         let below = tree::below(region, root, &src)?;
         Ok((below.keys > 0).then_some(LinkTarget { root, src, keys: below.keys, longest: below.longest }))
     }
@@ -162,7 +163,7 @@ impl Op {
 /// write below, sorted by key; merge them in before the batch's own ops of
 /// the same key ([`merge_splits`]). Splits inside a subtree the batch
 /// deletes are left out.
-pub fn split_links(region: &[u8], root: u64, ops: &[Op]) -> node::Parse<Vec<Op>> {
+pub fn split_links(region: Region<'_>, root: u64, ops: &[Op]) -> node::Parse<Vec<Op>> {
     let mut splits: std::collections::BTreeMap<Vec<u8>, Op> = std::collections::BTreeMap::new();
     for op in ops {
         let key = op.key();
@@ -331,9 +332,9 @@ impl<'s> Builder<'s, '_> {
     }
 
     fn read_items(&mut self, offset: u64) -> Result<Items<'s>> {
-        let region: &'s [u8] = self.sink.region();
-        match region.get(offset as usize) {
-            Some(&KIND_LEAF) => {
+        let region: Region<'s> = self.sink.region();
+        match region.kind_at(offset) {
+            Some(KIND_LEAF) => {
                 let view = LeafView::parse(region, offset).map_err(|d| self.damaged(d))?;
                 let mut entries = self.spare.pop().unwrap_or_default();
                 entries.reserve(view.len() + 4);
@@ -365,7 +366,7 @@ impl<'s> Builder<'s, '_> {
     where
         'o: 's,
     {
-        if self.sink.region().get(offset as usize) == Some(&KIND_INTERNAL) {
+        if self.sink.region().kind_at(offset) == Some(KIND_INTERNAL) {
             return self.apply_internal(offset, ops, keys);
         }
         match self.read_items(offset)? {
@@ -388,7 +389,7 @@ impl<'s> Builder<'s, '_> {
     where
         'o: 's,
     {
-        let region: &'s [u8] = self.sink.region();
+        let region: Region<'s> = self.sink.region();
         let view = InternalView::parse(region, offset).map_err(|d| self.damaged(d))?;
         let n = view.len();
         // Ops per child (sorted by child, each in batch order). Children
@@ -677,9 +678,9 @@ mod tests {
     struct VecSink(RefCell<Vec<u8>>);
 
     impl NodeSink for VecSink {
-        fn region(&self) -> &[u8] {
+        fn region(&self) -> Region<'_> {
             // A leaked copy, so appends cannot move bytes under a borrowed region.
-            Box::leak(self.0.borrow().clone().into_boxed_slice())
+            Region::for_test(Box::leak(self.0.borrow().clone().into_boxed_slice()))
         }
         fn append(&self, node: &[u8]) -> Result<u64> {
             let mut v = self.0.borrow_mut();

@@ -14,6 +14,7 @@
 //! key are the same subtree and skipped, otherwise the walk reads the
 //! linked subtree's entries.
 
+use crate::node::Region;
 use crate::node::{self, ChangeKind, InternalView, Key, LeafView, Parse, KIND_INTERNAL, KIND_LEAF};
 
 /// What [`crate::Snapshot::diff`] found.
@@ -58,7 +59,7 @@ impl Item<'_> {
 }
 
 struct Side<'a> {
-    region: &'a [u8],
+    region: Region<'a>,
     root: u64,
     stack: Vec<Item<'a>>,
     /// The key of the entry consumed last: entries must come in increasing
@@ -68,7 +69,7 @@ struct Side<'a> {
 }
 
 impl<'a> Side<'a> {
-    fn new(region: &'a [u8], root: u64) -> Self {
+    fn new(region: Region<'a>, root: u64) -> Self {
         let stack = if root == 0 { Vec::new() } else { vec![Item::Node { offset: root, low: Vec::new() }] };
         Side { region, root, stack, last: None }
     }
@@ -99,14 +100,14 @@ impl<'a> Side<'a> {
             None => return Ok(()),
         };
         *visited += 1;
-        match self.region.get(offset as usize) {
-            Some(&KIND_INTERNAL) => {
+        match self.region.kind_at(offset) {
+            Some(KIND_INTERNAL) => {
                 let view = InternalView::parse(self.region, offset)?;
                 for i in (0..view.len()).rev() {
                     self.stack.push(Item::Node { offset: view.child(i)?, low: view.key(i)?.to_vec() });
                 }
             }
-            Some(&KIND_LEAF) => {
+            Some(KIND_LEAF) => {
                 let view = LeafView::parse(self.region, offset)?;
                 for i in (0..view.len()).rev() {
                     let e = view.entry(i)?;
@@ -152,9 +153,9 @@ pub(crate) enum DiffError {
 /// Compares the tree at `old_root` of `old` with the one at `new_root` of
 /// `new`; `same_generation` says whether equal offsets mean equal nodes.
 pub(crate) fn diff(
-    old: &[u8],
+    old: Region<'_>,
     old_root: u64,
-    new: &[u8],
+    new: Region<'_>,
     new_root: u64,
     same_generation: bool,
     prefix: &[u8],

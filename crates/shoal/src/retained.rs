@@ -4,17 +4,18 @@
 use std::path::Path;
 
 use crate::error::Result;
+use crate::node::Region;
 use crate::node::{self, Commit};
 use crate::options::Options;
 use crate::retention;
 
 /// The newest `count` versions of the chain from `head`, newest first.
-pub fn newest(region: &[u8], head: Commit, count: usize, path: &Path) -> Result<Vec<Commit>> {
+pub fn newest(region: Region<'_>, head: Commit, count: usize, path: &Path) -> Result<Vec<Commit>> {
     node::chain(region, head).take(count).collect::<node::Parse<_>>().map_err(|d| d.into_error(path))
 }
 
 /// The newest `count` versions after version `after` up to `head`, oldest first.
-fn newest_after(region: &[u8], head: Commit, after: u64, count: usize, path: &Path) -> Result<Vec<Commit>> {
+fn newest_after(region: Region<'_>, head: Commit, after: u64, count: usize, path: &Path) -> Result<Vec<Commit>> {
     let mut newer = Vec::new();
     for commit in node::chain(region, head) {
         let commit = commit.map_err(|d| d.into_error(path))?;
@@ -29,7 +30,7 @@ fn newest_after(region: &[u8], head: Commit, after: u64, count: usize, path: &Pa
 
 /// The versions the retention policy of `options` keeps of the chain from
 /// `head`, newest first: what the next compaction copies.
-pub fn policy_chain(options: &Options, region: &[u8], head: Commit, path: &Path) -> Result<Vec<Commit>> {
+pub fn policy_chain(options: &Options, region: Region<'_>, head: Commit, path: &Path) -> Result<Vec<Commit>> {
     let keep = options.retain_versions as usize + 1;
     if options.retain_tiers.is_empty() {
         return newest(region, head, keep, path);
@@ -39,7 +40,13 @@ pub fn policy_chain(options: &Options, region: &[u8], head: Commit, path: &Path)
 
 /// The versions after `after` up to `head` that the retention policy keeps
 /// among them, oldest first.
-pub fn policy_after(options: &Options, region: &[u8], head: Commit, after: u64, path: &Path) -> Result<Vec<Commit>> {
+pub fn policy_after(
+    options: &Options,
+    region: Region<'_>,
+    head: Commit,
+    after: u64,
+    path: &Path,
+) -> Result<Vec<Commit>> {
     let keep = options.retain_versions as usize + 1;
     if options.retain_tiers.is_empty() {
         return newest_after(region, head, after, keep, path);

@@ -27,7 +27,7 @@ use crate::control::{self, Control};
 use crate::diff::Diff;
 use crate::error::{Error, Result};
 use crate::files::StoreDir;
-use crate::node::{self, ChangeKind, Commit, COMMIT_BYTES};
+use crate::node::{self, ChangeKind, Commit, Region, COMMIT_BYTES};
 use crate::path;
 use crate::readers::ReaderTable;
 use crate::tree;
@@ -97,10 +97,13 @@ impl Snapshot {
 
     /// The readable arena prefix of this version.
     #[inline]
-    pub(crate) fn region(&self) -> &[u8] {
+    pub(crate) fn region(&self) -> Region<'_> {
         // The end was checked against the file when the snapshot was opened,
         // and files never shrink, so this cannot fail; fall back to empty.
-        self.generation.region(self.commit.end).unwrap_or(&[])
+        match self.generation.region(self.commit.end) {
+            Ok(region) => region,
+            Err(_) => self.generation.region(0).unwrap_or_else(|_| unreachable!("an empty region is always readable")),
+        }
     }
 
     /// The mapped generation this snapshot reads.
@@ -199,7 +202,8 @@ impl Snapshot {
         let region = self.region();
         tree::reachable_bytes(region, &[self.commit.root], true).map_err(|d| self.damaged(d))?;
         if self.commit.changes != 0 {
-            node::verified_node_at(region, self.commit.changes, node::KIND_CHANGES).map_err(|d| self.damaged(d))?;
+            node::verified_node_at(region.bytes(), self.commit.changes, node::KIND_CHANGES)
+                .map_err(|d| self.damaged(d))?;
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ use std::path::Path;
 use crate::arena::{self, HEADER_PAGE};
 use crate::error::{IoContext, Result};
 use crate::files::Open;
+use crate::node::Region;
 use crate::node::{self, Commit, KIND_CHANGES};
 use crate::readers::ReaderInfo;
 use crate::snapshot::Reader;
@@ -37,16 +38,16 @@ pub struct Stat {
 /// Walks every node `commits` reach (their records, change sets and trees),
 /// once each, checking checksums when `verify`; returns the bytes they
 /// occupy (header page included) and whether their trees hold links.
-pub(crate) fn walk_reachable(region: &[u8], path: &Path, commits: &[Commit], verify: bool) -> Result<tree::Reach> {
+pub(crate) fn walk_reachable(region: Region<'_>, path: &Path, commits: &[Commit], verify: bool) -> Result<tree::Reach> {
     let roots: Vec<u64> = commits.iter().map(|c| c.root).collect();
     let damaged = |d: node::Damage| d.into_error(path);
     let reach = tree::reachable_bytes(region, &roots, verify).map_err(damaged)?;
     let mut changes = 0;
     for commit in commits.iter().filter(|c| c.changes != 0) {
         let set = if verify {
-            node::verified_node_at(region, commit.changes, KIND_CHANGES)
+            node::verified_node_at(region.bytes(), commit.changes, KIND_CHANGES)
         } else {
-            node::node_at(region, commit.changes, KIND_CHANGES)
+            region.node(commit.changes, KIND_CHANGES)
         };
         changes += set.map_err(damaged)?.len() as u64;
     }

@@ -16,6 +16,7 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 
+use crate::node::Region;
 use crate::node::{
     self, Damage, InternalView, Key, LeafEntry, LeafView, Link, Parse, ValueRepr, KIND_BLOB, KIND_INTERNAL, KIND_LEAF,
 };
@@ -27,8 +28,8 @@ const MAX_DEPTH: usize = 48;
 const MAX_LINKS: usize = 256;
 
 #[inline]
-fn kind_at(region: &[u8], offset: u64) -> Parse<u8> {
-    region.get(offset as usize).copied().ok_or_else(|| Damage::new(offset, "node offset outside the arena"))
+fn kind_at(region: Region<'_>, offset: u64) -> Parse<u8> {
+    region.kind_at(offset).ok_or_else(|| Damage::new(offset, "node offset outside the arena"))
 }
 
 fn unexpected(offset: u64, kind: u8) -> Damage {
@@ -37,7 +38,7 @@ fn unexpected(offset: u64, kind: u8) -> Damage {
 
 /// The entry whose key is exactly `key`.
 #[inline]
-pub fn find<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<Option<LeafEntry<'a>>> {
+pub fn find<'a>(region: Region<'a>, root: u64, key: &[u8]) -> Parse<Option<LeafEntry<'a>>> {
     Ok(locate(region, root, key)?.map(|(_, entry)| entry))
 }
 
@@ -45,7 +46,7 @@ pub fn find<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<Option<LeafEnt
 /// the first entry `>= key`, whether it equals `key`). `None`: empty tree,
 /// or `key` sorts before every key.
 #[inline]
-fn leaf_for<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<Option<(u64, LeafView<'a>, usize, bool)>> {
+fn leaf_for<'a>(region: Region<'a>, root: u64, key: &[u8]) -> Parse<Option<(u64, LeafView<'a>, usize, bool)>> {
     if root == 0 {
         return Ok(None);
     }
@@ -106,7 +107,7 @@ fn translate(to: &[u8], cut: usize, key: &[u8]) -> Vec<u8> {
 /// The entry whose key is exactly `key`, with the offset of the leaf
 /// holding it (in a link's target tree when `key` lies below a link).
 #[inline]
-pub fn locate<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<Option<(u64, LeafEntry<'a>)>> {
+pub fn locate<'a>(region: Region<'a>, root: u64, key: &[u8]) -> Parse<Option<(u64, LeafEntry<'a>)>> {
     let (mut root, mut q) = (root, Cow::Borrowed(key));
     for _ in 0..MAX_LINKS {
         let Some((leaf, view, i, found)) = leaf_for(region, root, &q)? else { return Ok(None) };
@@ -127,7 +128,7 @@ pub fn locate<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<Option<(u64,
 /// lies what lies below `key`, with the key prefix swapped. Without
 /// `through_found`, a link entry at `key` is returned as it is (its own
 /// value may differ from its source's).
-pub fn resolve<'k>(region: &[u8], root: u64, key: &'k [u8], through_found: bool) -> Parse<(u64, Cow<'k, [u8]>)> {
+pub fn resolve<'k>(region: Region<'_>, root: u64, key: &'k [u8], through_found: bool) -> Parse<(u64, Cow<'k, [u8]>)> {
     let (mut root, mut q) = (root, Cow::Borrowed(key));
     for _ in 0..MAX_LINKS {
         let Some((_, view, i, found)) = leaf_for(region, root, &q)? else { return Ok((root, q)) };
@@ -146,7 +147,7 @@ pub fn resolve<'k>(region: &[u8], root: u64, key: &'k [u8], through_found: bool)
 
 /// The link entry of the tree at `root` (not of a link's target) that
 /// `key` lies strictly below, if any.
-pub fn covering_link<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<Option<(LeafEntry<'a>, Link<'a>)>> {
+pub fn covering_link<'a>(region: Region<'a>, root: u64, key: &[u8]) -> Parse<Option<(LeafEntry<'a>, Link<'a>)>> {
     match leaf_for(region, root, key)? {
         Some((_, view, i, false)) => link_before(&view, i, key),
         _ => Ok(None),
@@ -164,7 +165,7 @@ pub struct Child<'a> {
 /// where they are stored: returns that tree, the key there, and the
 /// children with their keys there. Reads the children's entries, skipping
 /// what lies below them.
-pub fn children<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<(u64, Vec<u8>, Vec<Child<'a>>)> {
+pub fn children<'a>(region: Region<'a>, root: u64, key: &[u8]) -> Parse<(u64, Vec<u8>, Vec<Child<'a>>)> {
     let (root, key) = resolve(region, root, key, true)?;
     let mut out = Vec::new();
     each_child(region, root, &key, |full, is_child, entry| {
@@ -179,7 +180,7 @@ pub fn children<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<(u64, Vec<
 /// (its whole key, whether it is the child itself, the entry), in order,
 /// skipping what lies below each child unread.
 fn each_child<'a>(
-    region: &'a [u8],
+    region: Region<'a>,
     root: u64,
     key: &[u8],
     mut each: impl FnMut(&[u8], bool, LeafEntry<'a>),
@@ -221,7 +222,7 @@ pub struct Below {
 /// What lies strictly below `key` in the tree at `root`, from the weights
 /// of internal nodes: it reads the nodes along the two edges of the key
 /// range, not the range.
-pub fn below(region: &[u8], root: u64, key: &[u8]) -> Parse<Below> {
+pub fn below(region: Region<'_>, root: u64, key: &[u8]) -> Parse<Below> {
     let lo = crate::path::child_prefix(key);
     let hi = crate::path::subtree_end(key);
     let (keys, longest) = weigh_range(region, root, &lo, hi.as_deref(), None, 0)?;
@@ -243,7 +244,7 @@ pub fn wholly_inside(start: &Key<'_>, next: Option<&[u8]>, lo: &[u8], hi: Option
 /// keys lie below `upper` (its next sibling's smallest key; `None`:
 /// unbounded): their count and the length of the longest.
 fn weigh_range(
-    region: &[u8],
+    region: Region<'_>,
     offset: u64,
     lo: &[u8],
     hi: Option<&[u8]>,
@@ -303,7 +304,7 @@ fn weigh_range(
 
 /// The value stored under `key`.
 #[inline]
-pub fn get<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<Option<&'a [u8]>> {
+pub fn get<'a>(region: Region<'a>, root: u64, key: &[u8]) -> Parse<Option<&'a [u8]>> {
     match find(region, root, key)? {
         Some(entry) => node::value_bytes(region, entry.value).map(Some),
         None => Ok(None),
@@ -317,7 +318,7 @@ pub fn get<'a>(region: &'a [u8], root: u64, key: &[u8]) -> Parse<Option<&'a [u8]
 /// is reported as damage instead of yielding keys again, which also bounds
 /// a walk by the number of distinct keys it yields.
 pub struct Cursor<'a> {
-    region: &'a [u8],
+    region: Region<'a>,
     root: u64,
     /// Path from the root: (internal node offset, index of the child taken).
     stack: Vec<(u64, usize)>,
@@ -328,7 +329,7 @@ pub struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    pub fn new(region: &'a [u8], root: u64) -> Self {
+    pub fn new(region: Region<'a>, root: u64) -> Self {
         Cursor { region, root, stack: Vec::with_capacity(8), leaf: None, last: None }
     }
 
@@ -444,7 +445,7 @@ pub struct WalkEntry<'a> {
 /// key, in key order, those below links read from the links' targets with
 /// their keys rewritten.
 pub struct Walk<'a> {
-    region: &'a [u8],
+    region: Region<'a>,
     frames: Vec<Frame<'a>>,
     /// The key of the link whose subtree the walk just left.
     after_link: Option<Vec<u8>>,
@@ -462,7 +463,7 @@ struct Frame<'a> {
 
 impl<'a> Walk<'a> {
     /// Walks the node at `key` (if any) and everything below it.
-    pub fn subtree(region: &'a [u8], root: u64, key: &[u8]) -> Parse<Walk<'a>> {
+    pub fn subtree(region: Region<'a>, root: u64, key: &[u8]) -> Parse<Walk<'a>> {
         let (target, from) = resolve(region, root, key, false)?;
         let mut cursor = Cursor::new(region, target);
         cursor.seek(&from)?;
@@ -473,7 +474,7 @@ impl<'a> Walk<'a> {
 
     /// Walks what lies strictly below a link entry at `key`: the subtree
     /// below the link's source in its target, with keys under `key`.
-    pub fn below_link(region: &'a [u8], link: Link<'_>, key: &[u8]) -> Parse<Walk<'a>> {
+    pub fn below_link(region: Region<'a>, link: Link<'_>, key: &[u8]) -> Parse<Walk<'a>> {
         let mut cursor = Cursor::new(region, link.root);
         cursor.seek(&crate::path::child_prefix(link.src))?;
         let frame = Frame { cursor, from: link.src.to_vec(), to: key.to_vec(), in_place: false };
@@ -528,7 +529,7 @@ impl<'a> Walk<'a> {
 }
 
 /// The names of the immediate children of `key`, in order.
-pub fn list(region: &[u8], root: u64, key: &[u8]) -> Parse<Vec<String>> {
+pub fn list(region: Region<'_>, root: u64, key: &[u8]) -> Parse<Vec<String>> {
     let (root, key) = resolve(region, root, key, true)?;
     let skip = crate::path::child_prefix(&key).len();
     let mut names = Vec::new();
@@ -550,11 +551,11 @@ pub struct Reach {
 
 /// Bytes of the distinct nodes (and value blobs) reachable from `roots`,
 /// each visited once; with `verify`, every one's checksum is checked.
-pub fn reachable_bytes(region: &[u8], roots: &[u64], verify: bool) -> Parse<Reach> {
+pub fn reachable_bytes(region: Region<'_>, roots: &[u64], verify: bool) -> Parse<Reach> {
     let mut links = false;
     let check = |offset: u64, kind: u8| -> Parse<u64> {
         let n =
-            if verify { node::verified_node_at(region, offset, kind)? } else { node::node_at(region, offset, kind)? };
+            if verify { node::verified_node_at(region.bytes(), offset, kind)? } else { region.node(offset, kind)? };
         Ok(n.len() as u64)
     };
     let mut seen = HashSet::new();
@@ -603,9 +604,9 @@ mod tests {
     use crate::node::{build_internal, build_leaf, ChildRef, EntryRef};
 
     /// An arena region built node by node, as a crafted file would be.
-    struct Region(Vec<u8>);
+    struct Crafted(Vec<u8>);
 
-    impl Region {
+    impl Crafted {
         fn append(&mut self, node: &[u8]) -> u64 {
             let at = self.0.len() as u64;
             self.0.extend_from_slice(node);
@@ -636,8 +637,8 @@ mod tests {
 
     /// A tree in which every internal node lists the node below it twice:
     /// 2^40 leaves to walk if nothing checked that keys increase.
-    fn doubling_tree(depth: usize) -> (Region, u64) {
-        let mut region = Region(vec![0; 8]);
+    fn doubling_tree(depth: usize) -> (Crafted, u64) {
+        let mut region = Crafted(vec![0; 8]);
         let mut node = region.leaf(&[b"a", b"b"]);
         for _ in 0..depth {
             node = region.internal(&[(b"a", node), (b"c", node)]);
@@ -648,7 +649,7 @@ mod tests {
     #[test]
     fn a_node_listed_twice_is_damage_not_an_endless_scan() {
         let (region, root) = doubling_tree(40);
-        let mut cursor = Cursor::new(&region.0, root);
+        let mut cursor = Cursor::new(Region::for_test(&region.0), root);
         cursor.seek(b"").unwrap();
         let mut yielded = 0;
         let err = loop {
@@ -659,7 +660,7 @@ mod tests {
             }
         };
         assert!(yielded <= 2 && err.detail.contains("out of order"), "{yielded}: {}", err.detail);
-        let mut walk = Walk::subtree(&region.0, root, b"").unwrap();
+        let mut walk = Walk::subtree(Region::for_test(&region.0), root, b"").unwrap();
         let mut count = 0;
         let result = loop {
             match walk.next_entry() {
@@ -673,17 +674,18 @@ mod tests {
     #[test]
     fn counts_and_diffs_of_a_crafted_tree_report_damage() {
         // Internal keys that do not increase.
-        let mut region = Region(vec![0; 8]);
+        let mut region = Crafted(vec![0; 8]);
         let leaf = region.leaf(&[b"a", b"b"]);
         let root = region.internal(&[(b"a", leaf), (b"a", leaf)]);
-        assert!(below(&region.0, root, b"").is_err());
+        assert!(below(Region::for_test(&region.0), root, b"").is_err());
         // Leaf keys that do not increase.
-        let mut region = Region(vec![0; 8]);
+        let mut region = Crafted(vec![0; 8]);
         let root = region.leaf(&[b"b", b"a"]);
-        assert!(below(&region.0, root, b"").is_err());
+        assert!(below(Region::for_test(&region.0), root, b"").is_err());
         // A diff against an empty tree reads every entry of the crafted one.
         let (region, root) = doubling_tree(40);
-        let diff = crate::diff::diff(&region.0, 0, &region.0, root, true, b"");
+        let crafted = Region::for_test(&region.0);
+        let diff = crate::diff::diff(crafted, 0, crafted, root, true, b"");
         assert!(matches!(diff, Err(crate::diff::DiffError::New(_))));
     }
 }

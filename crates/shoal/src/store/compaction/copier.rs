@@ -6,6 +6,7 @@ use std::path::Path;
 use crate::arena::WriterArena;
 use crate::build::{self, NodeSink};
 use crate::error::Result;
+use crate::node::Region;
 use crate::node::{self, KIND_BLOB, KIND_INTERNAL, KIND_LEAF};
 use crate::path;
 use crate::tree;
@@ -60,7 +61,7 @@ impl<'a> Copier<'a> {
     ///
     /// A subtree reachable twice within one version would be copied twice
     /// (correct, only larger); path copying never links a node twice.
-    pub fn copy(&mut self, region: &[u8], offset: u64, like: Option<(u64, u64)>) -> Result<u64> {
+    pub fn copy(&mut self, region: Region<'_>, offset: u64, like: Option<(u64, u64)>) -> Result<u64> {
         if let Some((old, new)) = like {
             if old == offset {
                 return Ok(new);
@@ -72,11 +73,11 @@ impl<'a> Copier<'a> {
         let path = self.path;
         let damaged = |d: node::Damage| d.into_error(path);
         let to = self.to;
-        let new_offset = if region.get(offset as usize) == Some(&KIND_INTERNAL) {
-            node::verified_node_at(region, offset, KIND_INTERNAL).map_err(damaged)?;
+        let new_offset = if region.kind_at(offset) == Some(KIND_INTERNAL) {
+            region.node(offset, KIND_INTERNAL).map_err(damaged)?;
             let view = node::InternalView::parse(region, offset).map_err(damaged)?;
             let like = match like {
-                Some((old, new)) if region.get(old as usize) == Some(&KIND_INTERNAL) => Some((
+                Some((old, new)) if region.kind_at(old) == Some(KIND_INTERNAL) => Some((
                     node::InternalView::parse(region, old).map_err(damaged)?,
                     node::InternalView::parse(to.region(), new).map_err(|d| to.damaged(d))?,
                 )),
@@ -106,7 +107,7 @@ impl<'a> Copier<'a> {
             node::build_internal(&children, &mut self.buf);
             to.append(&self.buf)?
         } else {
-            let bytes = node::verified_node_at(region, offset, KIND_LEAF).map_err(damaged)?;
+            let bytes = region.node(offset, KIND_LEAF).map_err(damaged)?;
             let view = node::LeafView::from_node(bytes, offset).map_err(damaged)?;
             let mut rewrite = false;
             for i in 0..view.len() {
@@ -142,12 +143,12 @@ impl<'a> Copier<'a> {
 
     /// A value in the new generation: a blob copied once, however many
     /// entries share it.
-    fn copy_value<'v>(&mut self, region: &[u8], value: node::ValueRepr<'v>) -> Result<node::ValueRepr<'v>> {
+    fn copy_value<'v>(&mut self, region: Region<'_>, value: node::ValueRepr<'v>) -> Result<node::ValueRepr<'v>> {
         let node::ValueRepr::Blob { offset: blob, len } = value else { return Ok(value) };
         let new_blob = match self.blobs.get(&blob) {
             Some(&b) => b,
             None => {
-                let bytes = node::verified_node_at(region, blob, KIND_BLOB).map_err(|d| d.into_error(self.path))?;
+                let bytes = region.node(blob, KIND_BLOB).map_err(|d| d.into_error(self.path))?;
                 let b = build::NodeSink::append_blob(self.to, bytes)?;
                 self.blobs.insert(blob, b);
                 b
@@ -162,7 +163,7 @@ impl<'a> Copier<'a> {
     /// as they are (once, whoever else reaches them); only the nodes along
     /// the range's two edges are rebuilt, with nested links re-rooted the
     /// same way.
-    fn copy_link(&mut self, region: &[u8], link: node::Link<'_>) -> Result<u64> {
+    fn copy_link(&mut self, region: Region<'_>, link: node::Link<'_>) -> Result<u64> {
         let memo = (link.root, link.src.to_vec());
         if let Some(&root) = self.links.get(&memo) {
             return Ok(root);
@@ -181,7 +182,7 @@ impl<'a> Copier<'a> {
     #[allow(clippy::too_many_arguments)]
     fn copy_range<'r>(
         &mut self,
-        region: &'r [u8],
+        region: Region<'r>,
         offset: u64,
         lo: &[u8],
         hi: Option<&[u8]>,
@@ -196,8 +197,8 @@ impl<'a> Copier<'a> {
         if depth > 64 {
             return Err(damaged(node::Damage::new(offset, "tree deeper than any valid tree")));
         }
-        let kind = region.get(offset as usize).copied().unwrap_or(0);
-        node::verified_node_at(region, offset, kind).map_err(damaged)?;
+        let kind = region.kind_at(offset).unwrap_or(0);
+        region.node(offset, kind).map_err(damaged)?;
         let below_hi = |k: &node::Key<'_>| hi.is_none_or(|h| k.cmp_bytes(h).is_lt());
         if kind == KIND_LEAF {
             let view = node::LeafView::parse(region, offset).map_err(damaged)?;

@@ -34,6 +34,7 @@ use crate::build::NodeSink;
 use crate::control;
 use crate::error::{Error, Result};
 use crate::locking::{lock, wait_timeout};
+use crate::node::Region;
 use crate::node::{self, Commit, KIND_CHANGES};
 use crate::retained;
 use crate::sys;
@@ -216,16 +217,14 @@ impl Shared {
         let mut versions_kept = 0;
         // The previous copied version's old and new root.
         let mut like = None;
-        let mut copy_commits = |region: &[u8], commits: &[Commit], prev: &mut u64| -> Result<Commit> {
+        let mut copy_commits = |region: Region<'_>, commits: &[Commit], prev: &mut u64| -> Result<Commit> {
             let mut last = None;
             for commit in commits {
                 let root = if commit.root == 0 { 0 } else { copier.copy(region, commit.root, like)? };
                 like = (root != 0).then_some((commit.root, root));
                 let changes = match commit.changes {
                     0 => 0,
-                    at => new.append(
-                        node::verified_node_at(region, at, KIND_CHANGES).map_err(|d| d.into_error(&old.path))?,
-                    )?,
+                    at => new.append(region.node(at, KIND_CHANGES).map_err(|d| d.into_error(&old.path))?)?,
                 };
                 let offset = new.end();
                 let generation = new.generation();

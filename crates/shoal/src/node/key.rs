@@ -1,0 +1,246 @@
+//! Keys inside nodes: held in two pieces (the node's shared prefix and an
+//! entry's suffix), compared without copying, and searched through 8-byte
+//! *hints*: a search compares the prefix once, then binary-searches the
+//! contiguous hint array (a few cache lines) and compares whole suffixes
+//! only among equal hints.
+
+use std::cmp::Ordering;
+
+use super::{u16_at, Damage, Parse, HEADER_BYTES};
+
+/// A key held in two pieces (a node's shared prefix and an entry's suffix)
+/// so that nothing is copied to compare or rebuild it.
+#[derive(Clone, Copy, Debug)]
+pub struct Key<'a> {
+    pub head: &'a [u8],
+    pub tail: &'a [u8],
+}
+
+impl<'a> Key<'a> {
+    pub fn whole(bytes: &'a [u8]) -> Self {
+        Key { head: bytes, tail: &[] }
+    }
+
+    pub fn len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
+
+    /// Compares with a contiguous key.
+    #[inline]
+    pub fn cmp_bytes(&self, other: &[u8]) -> Ordering {
+        let h = self.head.len().min(other.len());
+        match self.head[..h].cmp(&other[..h]) {
+            Ordering::Equal => {}
+            o => return o,
+        }
+        if h < self.head.len() {
+            return Ordering::Greater;
+        }
+        self.tail.cmp(&other[h..])
+    }
+
+    pub fn cmp_key(&self, other: &Key<'_>) -> Ordering {
+        if std::ptr::eq(self.head, other.head) {
+            return self.tail.cmp(other.tail);
+        }
+        // Piece by piece, a slice comparison at a time (not byte by byte).
+        let (mut a, mut b) = ((self.head, self.tail), (other.head, other.tail));
+        loop {
+            if a.0.is_empty() {
+                if a.1.is_empty() {
+                    return if b.0.is_empty() && b.1.is_empty() { Ordering::Equal } else { Ordering::Less };
+                }
+                a = (a.1, &[]);
+            }
+            if b.0.is_empty() {
+                if b.1.is_empty() {
+                    return Ordering::Greater;
+                }
+                b = (b.1, &[]);
+            }
+            let n = a.0.len().min(b.0.len());
+            match a.0[..n].cmp(&b.0[..n]) {
+                Ordering::Equal => {}
+                o => return o,
+            }
+            (a.0, b.0) = (&a.0[n..], &b.0[n..]);
+        }
+    }
+
+    pub fn eq_bytes(&self, other: &[u8]) -> bool {
+        self.len() == other.len() && self.cmp_bytes(other) == Ordering::Equal
+    }
+
+    pub fn extend_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.head);
+        out.extend_from_slice(self.tail);
+    }
+
+    pub fn to_vec(self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len());
+        self.extend_into(&mut v);
+        v
+    }
+
+    fn byte(&self, i: usize) -> u8 {
+        if i < self.head.len() {
+            self.head[i]
+        } else {
+            self.tail[i - self.head.len()]
+        }
+    }
+
+    /// Whether this key lies in the subtree rooted at `root` (itself included).
+    #[inline]
+    pub fn in_subtree(&self, root: &[u8]) -> bool {
+        if root.is_empty() {
+            return true;
+        }
+        let n = root.len();
+        if self.len() < n {
+            return false;
+        }
+        // The first n bytes equal `root`, and the next is a separator (or the end).
+        let h = self.head.len().min(n);
+        if self.head[..h] != root[..h] || self.tail[..n - h] != root[h..] {
+            return false;
+        }
+        self.len() == n || self.byte(n) == 0
+    }
+
+    pub(super) fn common_prefix_len(&self, other: &Key<'_>) -> usize {
+        let n = self.len().min(other.len());
+        (0..n).find(|&i| self.byte(i) != other.byte(i)).unwrap_or(n)
+    }
+
+    /// Appends the bytes from `start` on.
+    pub(super) fn extend_from(&self, start: usize, out: &mut Vec<u8>) {
+        if start < self.head.len() {
+            out.extend_from_slice(&self.head[start..]);
+            out.extend_from_slice(self.tail);
+        } else {
+            out.extend_from_slice(&self.tail[start - self.head.len()..]);
+        }
+    }
+
+    pub(super) fn hint_from(&self, start: usize) -> u64 {
+        // Up to eight bytes from `start`, from the head and then the tail.
+        let mut bytes = [0u8; 8];
+        let from_head = self.head.get(start..).unwrap_or(&[]);
+        let n = from_head.len().min(8);
+        bytes[..n].copy_from_slice(&from_head[..n]);
+        let tail_start = start.saturating_sub(self.head.len());
+        let from_tail = self.tail.get(tail_start..).unwrap_or(&[]);
+        let m = from_tail.len().min(8 - n);
+        bytes[n..n + m].copy_from_slice(&from_tail[..m]);
+        u64::from_be_bytes(bytes)
+    }
+}
+
+/// The hint of a key suffix: its first eight bytes, big-endian, zero-padded.
+#[inline]
+pub fn hint_of(suffix: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = suffix.len().min(8);
+    bytes[..n].copy_from_slice(&suffix[..n]);
+    u64::from_be_bytes(bytes)
+}
+
+/// Lower bound of `q` among `count` keys that all start with `prefix`:
+/// the index of the first key `>= q`, and whether it equals `q`.
+#[inline]
+pub(super) fn lower_bound<'a>(
+    count: usize,
+    prefix: &[u8],
+    hint: impl Fn(usize) -> u64,
+    suffix: impl Fn(usize) -> Parse<&'a [u8]>,
+    q: &[u8],
+) -> Parse<(usize, bool)> {
+    let n = prefix.len().min(q.len());
+    match q[..n].cmp(&prefix[..n]) {
+        Ordering::Less => return Ok((0, false)),
+        Ordering::Greater => return Ok((count, false)),
+        Ordering::Equal if q.len() < prefix.len() => return Ok((0, false)),
+        Ordering::Equal => {}
+    }
+    let rest = &q[prefix.len()..];
+    let h = hint_of(rest);
+    // First index whose hint is >= h, then the first whose hint is > h.
+    let (mut lo, mut hi) = (0, count);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if hint(mid) < h {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    let (mut end, mut hi) = (lo, count);
+    while end < hi {
+        let mid = (end + hi) / 2;
+        if hint(mid) <= h {
+            end = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    // Among equal hints, compare whole suffixes.
+    let (mut a, mut b) = (lo, end);
+    while a < b {
+        let mid = (a + b) / 2;
+        match suffix(mid)?.cmp(rest) {
+            Ordering::Less => a = mid + 1,
+            Ordering::Equal => return Ok((mid, true)),
+            Ordering::Greater => b = mid,
+        }
+    }
+    Ok((a, false))
+}
+
+pub(super) fn prefix_of(node: &[u8], offset: u64) -> Parse<&[u8]> {
+    let len = u16_at(node, 12).unwrap_or(0) as usize;
+    node.get(HEADER_BYTES..HEADER_BYTES + len).ok_or_else(|| Damage::new(offset, "key prefix out of bounds"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_of_keys_in_pieces_are_those_of_their_bytes() {
+        let whole: &[u8] = b"local\0domain\x00123\0name";
+        for cut in 0..=whole.len() {
+            let key = Key { head: &whole[..cut], tail: &whole[cut..] };
+            for start in 0..=whole.len() + 2 {
+                assert_eq!(key.hint_from(start), hint_of(whole.get(start..).unwrap_or(&[])), "cut {cut} start {start}");
+            }
+        }
+    }
+
+    #[test]
+    fn keys_in_pieces_compare_like_their_bytes() {
+        let cases: [&[u8]; 7] = [b"", b"a", b"ab", b"abc", b"abd", b"b", b"ab\0c"];
+        for x in cases {
+            for y in cases {
+                for i in 0..=x.len() {
+                    for j in 0..=y.len() {
+                        let (kx, ky) = (Key { head: &x[..i], tail: &x[i..] }, Key { head: &y[..j], tail: &y[j..] });
+                        assert_eq!(kx.cmp_key(&ky), x.cmp(y), "{x:?} at {i} vs {y:?} at {j}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn key_pieces_compare_like_their_concatenation() {
+        let a = Key { head: b"ab", tail: b"c\0d" };
+        assert_eq!(a.cmp_bytes(b"abc\0d"), Ordering::Equal);
+        assert_eq!(a.cmp_bytes(b"abc"), Ordering::Greater);
+        assert_eq!(a.cmp_bytes(b"a"), Ordering::Greater);
+        assert_eq!(a.cmp_bytes(b"abd"), Ordering::Less);
+        assert!(a.in_subtree(b"abc"));
+        assert!(!a.in_subtree(b"ab"));
+        assert!(a.in_subtree(b"abc\0d"));
+    }
+}

@@ -1,0 +1,321 @@
+//! Leaf nodes: a sorted run of entries.
+//!
+//! ```text
+//! header (prefix_len = P, count = N)
+//! 16      prefix: the P bytes all N keys share
+//!         zero padding to a multiple of 8
+//! H       u64 hint[N]          first 8 key bytes after the prefix, big-endian, zero-padded
+//! H+8N    u32 entry_offset[N]  where entry i starts, from the node's start
+//! entry   0 u16 suffix_len  2 u8 flags (1 blob, 2 link)  3 u8 0  4 u32 value_len
+//!         [8 u64 blob offset, if a blob]
+//!         suffix, then the value's bytes if inline
+//!         [if a link: u64 target root, u64 weight (see `internal`),
+//!          u16 source key length, source key]
+//! ```
+//!
+//! A *link* entry (copy of a subtree by reference) stands for its node and
+//! everything below it: the subtree below the link's source key in the
+//! tree at its target root, with that key replaced by the entry's own. Its
+//! value is the node's own. In a tree holding a link, no key lies strictly
+//! below the link's key (writes there split the link first, see
+//! [`crate::build`]), so a lookup that misses finds the link covering it
+//! as the entry just before its position. A link's target root points
+//! backwards like every offset; 0 is an empty subtree.
+
+use super::internal::{pack_weight, unpack_weight};
+use super::{
+    count, lower_bound, prefix_of, seal, shared_prefix, u16_at, u32_at, u64_at, write_header, Damage, Key, Parse,
+    Region, HEADER_BYTES, KIND_LEAF,
+};
+
+const FLAG_BLOB: u8 = 1;
+const FLAG_LINK: u8 = 2;
+
+/// A subtree copied by reference: see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Link<'a> {
+    /// Root of the tree the subtree is read from (0: nothing below).
+    pub root: u64,
+    /// The source node's key in that tree.
+    pub src: &'a [u8],
+    /// Nodes strictly below the source node, for key counts.
+    pub keys: u64,
+    /// The longest key strictly below the source node, minus the source
+    /// key's length (0: nothing below).
+    pub longest: u16,
+}
+
+impl Link<'_> {
+    pub(super) fn stored_len(&self) -> usize {
+        18 + self.src.len()
+    }
+}
+
+/// A value as stored in a leaf entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueRepr<'a> {
+    Inline(&'a [u8]),
+    /// Offset of a blob node, and the value's length.
+    Blob {
+        offset: u64,
+        len: u32,
+    },
+}
+
+impl ValueRepr<'_> {
+    pub(super) fn stored_len(&self) -> usize {
+        match self {
+            ValueRepr::Inline(v) => v.len(),
+            ValueRepr::Blob { .. } => 8,
+        }
+    }
+}
+
+/// One leaf entry, borrowed from the arena.
+#[derive(Clone, Copy, Debug)]
+pub struct LeafEntry<'a> {
+    pub key: Key<'a>,
+    pub value: ValueRepr<'a>,
+    pub link: Option<Link<'a>>,
+}
+
+impl LeafEntry<'_> {
+    /// Nodes this entry stands for: itself, and a link's subtree.
+    pub fn weight(&self) -> u64 {
+        self.link.map_or(0, |l| l.keys).saturating_add(1)
+    }
+
+    /// The longest key this entry stands for (a link's included).
+    pub fn longest(&self) -> u16 {
+        entry_longest(&self.key, self.link)
+    }
+}
+
+fn entry_longest(key: &Key<'_>, link: Option<Link<'_>>) -> u16 {
+    (key.len() + link.map_or(0, |l| l.longest as usize)).min(u16::MAX as usize) as u16
+}
+
+/// A parsed leaf: the arrays are bounds-checked once, here.
+#[derive(Clone, Copy)]
+pub struct LeafView<'a> {
+    node: &'a [u8],
+    offset: u64,
+    count: usize,
+    prefix: &'a [u8],
+    hints: usize,
+    slots: usize,
+}
+
+impl<'a> LeafView<'a> {
+    #[inline]
+    pub fn parse(region: Region<'a>, offset: u64) -> Parse<Self> {
+        Self::from_node(region.node(offset, KIND_LEAF)?, offset)
+    }
+
+    pub fn from_node(node: &'a [u8], offset: u64) -> Parse<Self> {
+        let count = count(node);
+        let prefix = prefix_of(node, offset)?;
+        let hints = (HEADER_BYTES + prefix.len()).next_multiple_of(8);
+        let slots = hints + 8 * count;
+        if slots + 4 * count > node.len() {
+            return Err(Damage::new(offset, "leaf arrays out of bounds"));
+        }
+        Ok(LeafView { node, offset, count, prefix, hints, slots })
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Where this leaf is in the arena.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    #[inline]
+    fn hint(&self, i: usize) -> u64 {
+        let at = self.hints + 8 * i;
+        let b = &self.node[at..at + 8];
+        u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+    }
+
+    #[inline]
+    fn slot(&self, i: usize) -> usize {
+        let at = self.slots + 4 * i;
+        u32::from_le_bytes([self.node[at], self.node[at + 1], self.node[at + 2], self.node[at + 3]]) as usize
+    }
+
+    #[inline]
+    fn suffix(&self, i: usize) -> Parse<&'a [u8]> {
+        let at = self.slot(i);
+        let node: &'a [u8] = self.node;
+        let bad = || Damage::new(self.offset, format!("leaf entry {i} out of bounds"));
+        let len = u16_at(node, at).ok_or_else(bad)? as usize;
+        let flags = *node.get(at + 2).ok_or_else(bad)?;
+        let start = if flags & FLAG_BLOB != 0 { at + 16 } else { at + 8 };
+        node.get(start..start + len).ok_or_else(bad)
+    }
+
+    /// Entry `i`.
+    #[inline]
+    pub fn entry(&self, i: usize) -> Parse<LeafEntry<'a>> {
+        let at = self.slot(i);
+        let node: &'a [u8] = self.node;
+        let bad = || Damage::new(self.offset, format!("leaf entry {i} out of bounds"));
+        let len = u16_at(node, at).ok_or_else(bad)? as usize;
+        let flags = *node.get(at + 2).ok_or_else(bad)?;
+        let value_len = u32_at(node, at + 4).ok_or_else(bad)?;
+        let (value, end) = if flags & FLAG_BLOB != 0 {
+            let blob = u64_at(node, at + 8).ok_or_else(bad)?;
+            (ValueRepr::Blob { offset: blob, len: value_len }, at + 16 + len)
+        } else {
+            let v = at + 8 + len;
+            (ValueRepr::Inline(node.get(v..v + value_len as usize).ok_or_else(bad)?), v + value_len as usize)
+        };
+        let tail_at = if flags & FLAG_BLOB != 0 { at + 16 } else { at + 8 };
+        let tail = node.get(tail_at..tail_at + len).ok_or_else(bad)?;
+        let link = if flags & FLAG_LINK != 0 { Some(self.link_at(end)?) } else { None };
+        Ok(LeafEntry { key: Key { head: self.prefix, tail }, value, link })
+    }
+
+    #[cold]
+    fn link_at(&self, at: usize) -> Parse<Link<'a>> {
+        let node: &'a [u8] = self.node;
+        let bad = || Damage::new(self.offset, "link entry out of bounds");
+        let root = u64_at(node, at).ok_or_else(bad)?;
+        let (keys, longest) = unpack_weight(u64_at(node, at + 8).ok_or_else(bad)?);
+        let src_len = u16_at(node, at + 16).ok_or_else(bad)? as usize;
+        let src = node.get(at + 18..at + 18 + src_len).ok_or_else(bad)?;
+        if root >= self.offset {
+            return Err(Damage::new(self.offset, "link target does not point backwards"));
+        }
+        Ok(Link { root, src, keys, longest })
+    }
+
+    /// Index of the first entry `>= q`, and whether it equals `q`.
+    #[inline]
+    pub fn search(&self, q: &[u8]) -> Parse<(usize, bool)> {
+        lower_bound(self.count, self.prefix, |i| self.hint(i), |i| self.suffix(i), q)
+    }
+}
+
+/// A leaf entry to be written: key and value borrowed from old nodes or from the batch.
+#[derive(Clone, Copy, Debug)]
+pub struct EntryRef<'a> {
+    pub key: Key<'a>,
+    pub value: ValueRepr<'a>,
+    pub link: Option<Link<'a>>,
+}
+
+impl<'a> From<LeafEntry<'a>> for EntryRef<'a> {
+    fn from(e: LeafEntry<'a>) -> Self {
+        EntryRef { key: e.key, value: e.value, link: e.link }
+    }
+}
+
+impl EntryRef<'_> {
+    /// Bytes this entry takes in a leaf before prefix compression.
+    pub fn encoded_len(&self) -> usize {
+        8 + 4
+            + 8
+            + self.key.len()
+            + self.value.stored_len()
+            + if matches!(self.value, ValueRepr::Blob { .. }) { 8 } else { 0 }
+            + self.link.map_or(0, |l| l.stored_len())
+    }
+
+    /// Nodes this entry stands for: itself, and a link's subtree.
+    pub fn weight(&self) -> u64 {
+        self.link.map_or(0, |l| l.keys).saturating_add(1)
+    }
+
+    /// The longest key this entry stands for (a link's included).
+    pub fn longest(&self) -> u16 {
+        entry_longest(&self.key, self.link)
+    }
+}
+
+/// Encodes a leaf holding `entries` (sorted, non-empty) into `buf`.
+pub fn build_leaf(entries: &[EntryRef<'_>], buf: &mut Vec<u8>) {
+    let n = entries.len();
+    let prefix_len = shared_prefix(&entries[0].key, &entries[n - 1].key);
+    write_header(buf, KIND_LEAF, n, prefix_len);
+    entries[0].key.extend_from(0, buf);
+    buf.truncate(HEADER_BYTES + prefix_len);
+    buf.resize(buf.len().next_multiple_of(8), 0);
+    for e in entries {
+        buf.extend_from_slice(&e.key.hint_from(prefix_len).to_le_bytes());
+    }
+    let slots = buf.len();
+    buf.resize(slots + 4 * n, 0);
+    for (i, e) in entries.iter().enumerate() {
+        let at = buf.len() as u32;
+        buf[slots + 4 * i..slots + 4 * i + 4].copy_from_slice(&at.to_le_bytes());
+        buf.extend_from_slice(&((e.key.len() - prefix_len) as u16).to_le_bytes());
+        let link_flag = if e.link.is_some() { FLAG_LINK } else { 0 };
+        match e.value {
+            ValueRepr::Inline(v) => {
+                buf.extend_from_slice(&[link_flag, 0]);
+                buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                e.key.extend_from(prefix_len, buf);
+                buf.extend_from_slice(v);
+            }
+            ValueRepr::Blob { offset, len } => {
+                buf.extend_from_slice(&[FLAG_BLOB | link_flag, 0]);
+                buf.extend_from_slice(&len.to_le_bytes());
+                buf.extend_from_slice(&offset.to_le_bytes());
+                e.key.extend_from(prefix_len, buf);
+            }
+        }
+        if let Some(link) = e.link {
+            buf.extend_from_slice(&link.root.to_le_bytes());
+            buf.extend_from_slice(&pack_weight(link.keys, link.longest).to_le_bytes());
+            buf.extend_from_slice(&(link.src.len() as u16).to_le_bytes());
+            buf.extend_from_slice(link.src);
+        }
+    }
+    seal(buf);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::verified_node_at;
+
+    #[test]
+    fn leaf_round_trip_search_and_checksum() {
+        let keys: Vec<Vec<u8>> =
+            ["local\0domain\x0010", "local\0domain\x00100", "local\0domain\x002", "local\0domain\x003\0x"]
+                .iter()
+                .map(|k| k.as_bytes().to_vec())
+                .collect();
+        let entries: Vec<EntryRef<'_>> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| EntryRef {
+                key: Key::whole(k),
+                value: if i == 1 { ValueRepr::Blob { offset: 8, len: 300 } } else { ValueRepr::Inline(b"v") },
+                link: None,
+            })
+            .collect();
+        let mut leaf = Vec::new();
+        build_leaf(&entries, &mut leaf);
+        let mut region = vec![0u8; 16];
+        region.extend_from_slice(&leaf);
+        verified_node_at(&region, 16, KIND_LEAF).unwrap();
+        let view = LeafView::parse(Region::for_test(&region), 16).unwrap();
+        assert_eq!(view.prefix, b"local\0domain\0");
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(view.search(k).unwrap(), (i, true));
+            assert!(view.entry(i).unwrap().key.eq_bytes(k));
+        }
+        assert_eq!(view.entry(1).unwrap().value, ValueRepr::Blob { offset: 8, len: 300 });
+        assert_eq!(view.search(b"local\0domain\x001").unwrap(), (0, false));
+        assert_eq!(view.search(b"local\0domain\x0011").unwrap(), (2, false));
+        assert_eq!(view.search(b"a").unwrap(), (0, false));
+        assert_eq!(view.search(b"z").unwrap(), (4, false));
+        assert_eq!(view.search(b"local").unwrap(), (0, false));
+        region[16 + 30] ^= 0x40;
+        assert!(verified_node_at(&region, 16, KIND_LEAF).is_err());
+    }
+}
