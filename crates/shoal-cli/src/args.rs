@@ -251,27 +251,29 @@ pub enum Command {
     ///
     /// The input is read as a stream, never whole: memory follows --batch-bytes, not the input.
     /// An input whose entries fit in one batch becomes one new version; a larger one becomes one
-    /// version per batch. A batch counts each entry's path and value bytes plus 64 bytes of
-    /// bookkeeping; an entry (or a JSON line) larger than a batch is an error.
+    /// version per batch. A batch counts each entry's path and value bytes plus 512 bytes for each
+    /// node the entry may add (itself, and each ancestor its path does not share with the entry
+    /// before it), about what the store needs per node to build the batch. An entry larger than a
+    /// batch is an error, as is a JSON line longer than --batch-bytes.
     ///
     /// On an error in the middle of the input (invalid JSON, a bad path, a value over the store's
-    /// limit), the batches already committed stay: the message names the versions committed and
-    /// the line (JSON lines) or line and column (JSON tree) of the error, and the entries from the
-    /// last committed batch up to the error are not written.
+    /// limit), the batches already committed stay: the message names the versions and entries
+    /// committed and the line (JSON lines) or line, column and entry (JSON tree) of the error;
+    /// the entries after the last committed batch are not written.
     Import {
         /// Store directory.
         store: PathBuf,
         /// Input file, or "-" for stdin.
         input: PathBuf,
-        /// Input format: a JSON tree, JSON lines, or auto (lines if the first line is an object
-        /// with a "path" string, else a tree).
+        /// Input format: a JSON tree, JSON lines, or auto (lines if the first non-blank line, read
+        /// up to --batch-bytes, is an object with a "path" string; else a tree).
         #[arg(long, value_enum, default_value = "auto")]
         format: ImportFormat,
         /// Node under which a JSON tree is placed and to which JSON-lines paths are relative.
         #[arg(long, default_value = "/")]
         prefix: String,
-        /// Most bytes of entries per batch (one version each), e.g. 65536, 512KiB, 64MiB, 1GiB;
-        /// at most 2GiB.
+        /// Size of a batch (one version each): its entries' paths and values plus 512 bytes per
+        /// node they may add; e.g. 65536, 512KiB, 64MiB, 1GiB; at most 2GiB.
         #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_batch_bytes)]
         batch_bytes: u64,
         #[command(flatten)]

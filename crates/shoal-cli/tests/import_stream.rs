@@ -110,13 +110,20 @@ fn an_entry_or_line_larger_than_a_batch_is_refused() {
     let over = format!("{}{}", ten_lines().0, line(limit + 1));
     let err = import_fails(&s, over.as_bytes(), &["--format", "lines", "--batch-bytes", &limit.to_string()]);
     assert!(err.contains(&format!("line 11 is longer than --batch-bytes ({limit} bytes)")), "{err}");
-    // Without --format, a first line too long to be one of JSON lines makes the input a tree; the
-    // error says so, and what to give instead.
-    let two = format!("{}{}", line(limit + 1), ten_lines().0);
+    // Without --format, a long first line that starts as a JSON line is one (and too long);
+    let err = import_fails(&s, line(limit + 1).as_bytes(), &["--batch-bytes", &limit.to_string()]);
+    assert!(err.contains(&format!("line 1 is longer than --batch-bytes ({limit} bytes)")), "{err}");
+    // one that does not is taken for a tree, and the error says so, and what to give instead.
+    let half = "x".repeat(limit / 2);
+    let value_first = format!("{{\"value\": \"{half}\", \"other\": \"{half}\", \"path\": \"/p\"}}\n");
+    let two = format!("{value_first}{}", ten_lines().0);
     let err = import_fails(&s, two.as_bytes(), &["--batch-bytes", &limit.to_string()]);
-    assert!(err.contains("line 2, column 1 (entry 3): invalid JSON: trailing characters"), "{err}");
-    assert!(err.contains("read as a JSON tree: its first line is longer than --batch-bytes"), "{err}");
+    assert!(err.contains("line 2, column 1 (entry 4): invalid JSON: trailing characters"), "{err}");
+    assert!(err.contains(&format!("read as a JSON tree: its first line is longer than {limit} bytes")), "{err}");
     assert!(err.contains("--format lines"), "{err}");
+    let s = TestStore::new();
+    import_ok(&s, two.as_bytes(), &["--batch-bytes", &(4 * limit).to_string(), "--format", "lines"]);
+    assert_eq!(ok(&["get", s.path(), "/p"]).len(), limit / 2);
 
     // A tree's string longer than a batch is refused before it is held whole.
     let big = format!("{{\"a\": \"{}\"}}", "y".repeat(100_000));
@@ -221,7 +228,7 @@ fn batch_bytes_values_are_checked() {
     // The smallest batch is accepted, and holds no entry.
     let out = run_with_stdin(&["import", s.path(), "-", "--batch-bytes", "1"], b"{\"path\": \"/a\"}\n");
     assert_eq!(out.status.code(), Some(1), "{}", describe(&[], &out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("longer than --batch-bytes"), "{}", describe(&[], &out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--batch-bytes (1 bytes)"), "{}", describe(&[], &out));
     for bad in ["0", "2147483649", "2.5GiB", "99999999999999999999TiB", "-5", "0.3B", "lots", "12 parsecs", ""] {
         let out = run(&["import", s.path(), "-", &format!("--batch-bytes={bad}")]);
         assert_eq!(out.status.code(), Some(2), "--batch-bytes {bad:?}: {}", describe(&[], &out));

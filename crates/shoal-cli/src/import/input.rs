@@ -3,13 +3,14 @@
 //! looks at the first line only.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Cursor, IsTerminal, Read};
 use std::path::Path;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
 use crate::CliResult;
 
@@ -84,27 +85,35 @@ impl<R: Read> Read for Counted<R> {
     }
 }
 
+/// How much of the first line the detection reads. A JSON line shows its
+/// "path" well within it; a minified tree may be a single line as long as
+/// the input, and what is read here is held until it is parsed.
+const SNIFF_WINDOW_BYTES: u64 = 1 << 20;
+
 /// What the first line says the input is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sniffed {
-    /// Its first non-blank line alone is an object with a "path" string.
+    /// Its first non-blank line alone is an object with a "path" string, or
+    /// starts as one when it is longer than the detection reads.
     Lines,
     Tree,
-    /// A tree, because the first line is longer than a JSON line may be.
-    TreeForItsLongFirstLine,
+    /// A tree, because the first line is longer than the detection reads
+    /// (this many bytes) and does not start as a JSON line.
+    TreeForItsLongFirstLine(u64),
 }
 
 /// What the input looks like, and the input again from its start.
 ///
-/// Reads no more than the first non-blank line, up to `line_limit` bytes:
-/// a longer line cannot be a JSON line this import accepts, so the input is
-/// then taken for a tree. Leading whitespace is replayed as its newlines
-/// only, which keeps every later line and column number as in the input.
+/// Reads no more than the first non-blank line, up to the smaller of
+/// `line_limit` and [`SNIFF_WINDOW_BYTES`]. Leading whitespace is replayed
+/// as its newlines only, which keeps every later line and column number as
+/// in the input.
 pub fn sniff(mut reader: Box<dyn BufRead>, line_limit: u64) -> io::Result<(Sniffed, Box<dyn BufRead>)> {
+    let window = line_limit.min(SNIFF_WINDOW_BYTES);
     let mut newlines = 0u64;
     let mut first = Vec::new();
     let mut found = false;
-    while !found && (first.len() as u64) <= line_limit {
+    while !found && (first.len() as u64) <= window {
         let buf = reader.fill_buf()?;
         if buf.is_empty() {
             break;
@@ -126,25 +135,22 @@ pub fn sniff(mut reader: Box<dyn BufRead>, line_limit: u64) -> io::Result<(Sniff
     }
     let mut complete = false;
     if found {
-        let room = (line_limit + 1).saturating_sub(first.len() as u64);
+        let room = (window + 1).saturating_sub(first.len() as u64);
         let n = (&mut reader).take(room).read_until(b'\n', &mut first)?;
         complete = first.last() == Some(&b'\n') || (n as u64) < room;
     }
-    let sniffed = if !complete && found {
-        Sniffed::TreeForItsLongFirstLine
-    } else if is_json_line(&first) {
-        Sniffed::Lines
-    } else {
-        Sniffed::Tree
+    let path_is_string = Cell::new(false);
+    let shape =
+        ShapeSeed { path_is_string: &path_is_string }.deserialize(&mut serde_json::Deserializer::from_slice(&first));
+    let sniffed = match (found, complete) {
+        (false, _) => Sniffed::Tree,
+        (true, true) if matches!(shape, Ok(Shape::ObjectWithPath)) => Sniffed::Lines,
+        (true, true) => Sniffed::Tree,
+        (true, false) if path_is_string.get() => Sniffed::Lines,
+        (true, false) => Sniffed::TreeForItsLongFirstLine(window),
     };
     let blank_lines = BufReader::new(io::repeat(b'\n').take(newlines));
     Ok((sniffed, Box::new(blank_lines.chain(Cursor::new(first)).chain(reader))))
-}
-
-/// Whether `line` is one JSON object with a "path" string, checked without
-/// building it (a one-line tree may be as long as a batch).
-fn is_json_line(line: &[u8]) -> bool {
-    matches!(serde_json::from_slice::<Shape>(line), Ok(Shape::ObjectWithPath))
 }
 
 /// What matters of a JSON value to tell JSON lines from a tree.
@@ -154,15 +160,22 @@ enum Shape {
     Other,
 }
 
-impl<'de> de::Deserialize<'de> for Shape {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ShapeVisitor)
+/// Reads a value's [`Shape`] without building it. `path_is_string` is set
+/// as soon as the object's "path" member is read as a string, so that a
+/// line cut short by the detection's window still tells.
+struct ShapeSeed<'c> {
+    path_is_string: &'c Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for ShapeSeed<'_> {
+    type Value = Shape;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Shape, D::Error> {
+        d.deserialize_any(self)
     }
 }
 
-struct ShapeVisitor;
-
-impl<'de> Visitor<'de> for ShapeVisitor {
+impl<'de> Visitor<'de> for ShapeSeed<'_> {
     type Value = Shape;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -173,7 +186,10 @@ impl<'de> Visitor<'de> for ShapeVisitor {
         let mut has_path = false;
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             if key == "path" {
-                has_path = matches!(map.next_value::<Shape>()?, Shape::String);
+                // A "path" inside the path's value says nothing about the line.
+                let inner = Cell::new(false);
+                has_path = matches!(map.next_value_seed(ShapeSeed { path_is_string: &inner })?, Shape::String);
+                self.path_is_string.set(has_path);
             } else {
                 map.next_value::<IgnoredAny>()?;
             }

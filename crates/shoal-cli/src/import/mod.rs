@@ -98,9 +98,9 @@ pub fn import(
         lines::load(&mut *reader, prefix, &mut loader, batch_bytes)
     } else {
         tree::load(reader, prefix, &mut loader, batch_bytes).map_err(|e| match sniffed {
-            Sniffed::TreeForItsLongFirstLine => format!(
-                "{e} (the input was read as a JSON tree: its first line is longer than --batch-bytes, too long to \
-                 be one of JSON lines; for JSON lines give --format lines and a larger --batch-bytes)"
+            Sniffed::TreeForItsLongFirstLine(window) => format!(
+                "{e} (the input was read as a JSON tree: its first line is longer than {window} bytes and does \
+                 not start as one of JSON lines, {{\"path\": \"...\", ...; for JSON lines give --format lines)"
             ),
             _ => e,
         })
