@@ -131,6 +131,53 @@ fn an_entry_or_line_larger_than_a_batch_is_refused() {
     assert!(err.contains("more than --batch-bytes (10000 bytes) of input without a complete entry"), "{err}");
 }
 
+/// The format detection reads at most 1 MiB of the first line: a line of
+/// exactly that much is judged whole; a longer one by whether its "path"
+/// string is read whole within that MiB.
+#[test]
+fn the_format_detection_window() {
+    const WINDOW: usize = 1 << 20;
+    let line = |len: usize, path_first: bool| {
+        let skeleton =
+            if path_first { "{\"path\": \"/p\", \"value\": \"\"}" } else { "{\"value\": \"\", \"path\": \"/p\"}" };
+        let value = "x".repeat(len - skeleton.len());
+        let text = if path_first {
+            format!("{{\"path\": \"/p\", \"value\": \"{value}\"}}\n")
+        } else {
+            format!("{{\"value\": \"{value}\", \"path\": \"/p\"}}\n")
+        };
+        assert_eq!(text.len(), len + 1);
+        text
+    };
+    let second = "{\"path\": \"/q\", \"value\": \"2\"}\n";
+    let batch = ["--batch-bytes", "4MiB"];
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let p = dir.to_str().unwrap();
+    ok(&["init", p, "--max-value-bytes", "2097152"]);
+    let import = |input: String| run_with_stdin(&["import", p, "-", batch[0], batch[1]], input.as_bytes());
+
+    // At the window, "path" last: judged whole, JSON lines.
+    let out = import(format!("{}{second}", line(WINDOW, false)));
+    assert!(out.status.success(), "{}", describe(&[], &out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("loaded 2 entries (JSON lines)"));
+    // One byte over, "path" last: the window holds all but the closing brace, "path" included.
+    let out = import(format!("{}{second}", line(WINDOW + 1, false)));
+    assert!(out.status.success(), "{}", describe(&[], &out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("loaded 2 entries (JSON lines)"));
+    // Two bytes over: the window ends inside the path's string: a tree, which the second line
+    // contradicts.
+    let out = import(format!("{}{second}", line(WINDOW + 2, false)));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&[], &out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("its first line is longer than {WINDOW} bytes")), "{err}");
+    // One byte over, "path" first: JSON lines.
+    let out = import(format!("{}{second}", line(WINDOW + 1, true)));
+    assert!(out.status.success(), "{}", describe(&[], &out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("loaded 2 entries (JSON lines)"));
+    assert_eq!(ok(&["get", p, "/p"]).len(), WINDOW + 1 - r#"{"path": "/p", "value": ""}"#.len());
+}
+
 #[test]
 fn an_error_midway_keeps_the_batches_before_it_and_says_so() {
     let s = TestStore::new();
@@ -166,6 +213,7 @@ fn hostile_input_gets_clear_errors() {
     let dir = tmp.path().join("s");
     let p = dir.to_str().unwrap();
     ok(&["init", p, "--max-value-bytes", "8"]);
+    let huge_number = format!("{{\"n\": 1{}}}", "0".repeat(100_000));
     let cases: &[(&[u8], &str)] = &[
         (
             b"{\"path\": \"/v\", \"value\": \"123456789\"}\n",
@@ -176,6 +224,7 @@ fn hostile_input_gets_clear_errors() {
         (b"{\"a\": \"\xff\xfe\"}", "line 1, column"),
         (b"{\"path\": \"/n\", \"value\": 1e999}\n", "number out of range"),
         (b"{\"n\": -1e999}", "number out of range"),
+        (huge_number.as_bytes(), "number out of range"),
         (
             b"{\"path\": \"/a\", \"value\": \"1\"}\n{\"path\": 5}\n",
             "line 2: invalid type: integer `5`, expected \"path\" to be a string",

@@ -139,9 +139,11 @@ pub fn sniff(mut reader: Box<dyn BufRead>, line_limit: u64) -> io::Result<(Sniff
         let n = (&mut reader).take(room).read_until(b'\n', &mut first)?;
         complete = first.last() == Some(&b'\n') || (n as u64) < room;
     }
+    // The byte read past the window only tells that the line goes on.
+    let judged = if complete { &first[..] } else { &first[..first.len().min(window as usize)] };
     let path_is_string = Cell::new(false);
     let shape =
-        ShapeSeed { path_is_string: &path_is_string }.deserialize(&mut serde_json::Deserializer::from_slice(&first));
+        ShapeSeed { path_is_string: &path_is_string }.deserialize(&mut serde_json::Deserializer::from_slice(judged));
     let sniffed = match (found, complete) {
         (false, _) => Sniffed::Tree,
         (true, true) if matches!(shape, Ok(Shape::ObjectWithPath)) => Sniffed::Lines,
