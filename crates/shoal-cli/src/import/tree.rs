@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
-use std::io::{self, BufRead, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::rc::Rc;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -15,13 +15,20 @@ use super::values::{float_text, Base64, Scalar};
 use super::{quoted, without_position};
 use crate::json_shape::{VALUE_B64_KEY, VALUE_KEY};
 
+/// Read-ahead between the input and the parser.
+const PARSE_BUFFER_BYTES: usize = 64 << 10;
+
 /// Loads the JSON tree in `reader` as nodes under `prefix`. At most
-/// `gap_limit` bytes may be read between one entry or key and the next:
-/// serde_json holds a string (or a long number) whole while it reads it,
-/// so this bounds its memory as the batch bounds the loader's.
+/// `gap_limit` bytes (and the read-ahead) may be read between one entry or
+/// key and the next: serde_json holds a string (or a long number) whole
+/// while it reads it, so this bounds its memory as the batch bounds the
+/// loader's.
 pub fn load(reader: Box<dyn BufRead>, prefix: &str, loader: &mut Loader, gap_limit: u64) -> Result<(), String> {
     let meter = Rc::new(GapMeter { read: Cell::new(0), mark: Cell::new(0), limit: gap_limit });
-    let input = Metered { inner: reader, meter: meter.clone() };
+    // serde_json reads a byte at a time; from a BufReader it takes them
+    // from the buffer without a call each. The meter then counts what was
+    // buffered, at most a buffer ahead of the parse.
+    let input = BufReader::with_capacity(PARSE_BUFFER_BYTES, Metered { inner: reader, meter: meter.clone() });
     let mut de = serde_json::Deserializer::from_reader(input);
     let mut tree = Tree { loader, path: prefix.to_string(), meter: meter.clone() };
     let parsed = Node { tree: &mut tree, top: true }.deserialize(&mut de).and_then(|()| de.end());
@@ -29,7 +36,7 @@ pub fn load(reader: Box<dyn BufRead>, prefix: &str, loader: &mut Loader, gap_lim
         let entry = tree.loader.entries() + 1;
         if meter.overran() {
             return format!(
-                "byte {} (entry {entry}): more than --batch-bytes ({gap_limit} bytes) of input without a complete \
+                "near byte {} (entry {entry}): more than --batch-bytes ({gap_limit} bytes) of input without a complete \
                  entry: a string, key or number this long cannot be imported",
                 meter.read.get()
             );
