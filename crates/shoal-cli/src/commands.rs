@@ -1,11 +1,16 @@
-//! The small commands: init, put, get, ls, rm, stat, verify, watch.
+//! The small commands: init, put, get, ls, rm, cp, stat, verify, watch,
+//! versions, log, diff.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
+use std::time::Duration;
 
 use shoal::{ChangeKind, Durability, Error, Options, Reader, Snapshot, Store, WatchEvent};
 
-use crate::{bail, stdout_error, CliResult, DurabilityArg, Failure};
+use crate::args::DurabilityArg;
+use crate::config::retention_summary;
+use crate::time::rfc3339_utc;
+use crate::{bail, say, stdout_error, writer, CliResult, Failure};
 
 /// "no node at PATH".
 pub fn no_node(path: &str) -> Failure {
@@ -47,6 +52,13 @@ pub fn read_input(file: &Path) -> CliResult<Vec<u8>> {
     Ok(data)
 }
 
+pub fn durability_of(arg: DurabilityArg) -> Durability {
+    match arg {
+        DurabilityArg::None => Durability::None,
+        DurabilityArg::Sync => Durability::Sync,
+    }
+}
+
 pub fn init(
     dir: &Path,
     durability: DurabilityArg,
@@ -54,44 +66,56 @@ pub fn init(
     tiers: Vec<shoal::RetainTier>,
     max_value_bytes: usize,
 ) -> CliResult {
-    if Reader::open(dir).is_ok() {
-        bail!("a store already exists at {}", dir.display());
-    }
     let options = Options {
-        create: true,
-        durability: match durability {
-            DurabilityArg::None => Durability::None,
-            DurabilityArg::Sync => Durability::Sync,
-        },
+        durability: durability_of(durability),
         retain_versions: retain,
         retain_tiers: tiers,
         max_value_bytes,
         ..Options::default()
     };
-    let store = Store::open(dir, options.clone())?;
-    let shown = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    println!(
-        "created store {} at version {} (durability {}, retaining {}, values up to {max_value_bytes} bytes)",
-        shown.display(),
+    let store = match Store::create(dir, options) {
+        Ok(store) => store,
+        Err(Error::AlreadyExists(at)) => {
+            bail!("a shoal store already exists at {}; `shoal config` shows or changes its settings", at.display())
+        }
+        // Only a store (or one being created) has a writer to hold its lock.
+        Err(Error::Locked { pid, .. }) => bail!(
+            "a shoal store already exists at {} and its writer (pid {pid}) is running; `shoal config` shows or \
+             changes its settings",
+            dir.display()
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    let options = store.options();
+    say!(
+        "created store {} at version {} (durability {}, retaining {}, values up to {} bytes)",
+        store.dir().display(),
         store.version(),
         if options.durability == Durability::None { "none" } else { "sync" },
-        retention_summary(&options),
+        retention_summary(options),
+        options.max_value_bytes,
     );
     Ok(())
 }
 
-pub fn put(dir: &Path, path: &str, value: Option<String>, file: Option<std::path::PathBuf>) -> CliResult {
+pub fn put(
+    dir: &Path,
+    path: &str,
+    value: Option<String>,
+    file: Option<std::path::PathBuf>,
+    wait: Duration,
+) -> CliResult {
     let value = match (value, file) {
         (Some(v), None) => v.into_bytes(),
         (None, Some(f)) => read_input(&f)?,
         _ => bail!("give either a VALUE or --file"),
     };
     shoal::path::validate(path)?;
-    let store = Store::open_existing(dir)?;
+    let store = writer::open(dir, wait)?;
     let mut txn = store.begin();
     txn.put(path, &value)?;
     let version = txn.commit()?;
-    println!("{version}");
+    say!("{version}");
     Ok(())
 }
 
@@ -122,10 +146,10 @@ pub fn ls(dir: &Path, path: &str, at: Option<u64>) -> CliResult {
     out.flush().map_err(stdout_error)
 }
 
-pub fn cp(dir: &Path, src: &str, dst: &str, recursive: bool) -> CliResult {
+pub fn cp(dir: &Path, src: &str, dst: &str, recursive: bool, wait: Duration) -> CliResult {
     shoal::path::validate(src)?;
     shoal::path::validate(dst)?;
-    let store = Store::open_existing(dir)?;
+    let store = writer::open(dir, wait)?;
     let mut txn = store.begin();
     let copied = if recursive { txn.copy_tree(src, dst) } else { txn.copy(src, dst) };
     match copied {
@@ -133,13 +157,13 @@ pub fn cp(dir: &Path, src: &str, dst: &str, recursive: bool) -> CliResult {
         Err(Error::NoSuchPath { .. }) => return Err(no_node(src)),
         Err(e) => return Err(e.into()),
     }
-    println!("{}", txn.commit()?);
+    say!("{}", txn.commit()?);
     Ok(())
 }
 
-pub fn rm(dir: &Path, path: &str, recursive: bool) -> CliResult {
+pub fn rm(dir: &Path, path: &str, recursive: bool, wait: Duration) -> CliResult {
     shoal::path::validate(path)?;
-    let store = Store::open_existing(dir)?;
+    let store = writer::open(dir, wait)?;
     let mut txn = store.begin();
     let existed = if recursive {
         txn.delete_tree(path)?
@@ -154,23 +178,8 @@ pub fn rm(dir: &Path, path: &str, recursive: bool) -> CliResult {
         return Err(no_node(path));
     }
     let version = txn.commit()?;
-    println!("{version}");
+    say!("{version}");
     Ok(())
-}
-
-/// The retention policy in words: "16 older versions, one per 1m for 1h".
-fn retention_summary(options: &Options) -> String {
-    let mut out = format!("{} older versions", options.retain_versions);
-    for t in &options.retain_tiers {
-        let every = shoal::retention::format_duration(t.every);
-        let within = shoal::retention::format_duration(t.within);
-        out += &if t.every.is_zero() {
-            format!(", every version for {within}")
-        } else {
-            format!(", one per {every} for {within}")
-        };
-    }
-    out
 }
 
 /// Versions newest first: all of them when few, else the newest and oldest few.
@@ -194,60 +203,43 @@ fn versions_summary(versions: &[u64]) -> String {
     }
 }
 
-pub fn stat(dir: &Path, reader_only: bool) -> CliResult {
+/// `shoal stat STORE`: every figure from a [`Reader`], so it takes no lock,
+/// writes nothing, and never keeps a writer from starting.
+pub fn stat(dir: &Path) -> CliResult {
+    let reader = Reader::open(dir)?;
+    let s = reader.stat()?;
+    let snap = reader.snapshot_at(s.version)?;
+    let arena = reader.dir().join(shoal::internals::arena_file_name(s.generation));
+    let arena_len = std::fs::metadata(&arena).map_err(|e| format!("{}: {e}", arena.display()))?.len();
+    let others: Vec<_> = s.readers.iter().filter(|r| r.slot != reader.slot()).collect();
+    let old: Vec<String> = s.old_generations.iter().map(u64::to_string).collect();
     let mut out = String::new();
-    {
-        let reader = Reader::open(dir)?;
-        let snap = reader.snapshot()?;
-        let arena = dir.join(shoal::internals::arena_file_name(snap.generation()));
-        let arena_len = std::fs::metadata(&arena).map_err(|e| format!("{}: {e}", arena.display()))?.len();
-        let shown = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-        out += &format!("store:              {}\n", shown.display());
-        out += &format!("version:            {}\n", snap.version());
-        out += &format!("generation:         {}\n", snap.generation());
-        out += &format!("keys:               {}\n", snap.key_count());
-        out += &format!("arena file size:    {} ({arena_len} bytes)\n", human_bytes(arena_len));
-        out += &format!("readable versions:  {}\n", versions_summary(&snap.versions()?));
-        let others: Vec<_> = reader.readers()?.into_iter().filter(|r| r.slot != reader.slot()).collect();
-        out += &format!("live readers:       {}\n", others.len());
-        for r in &others {
-            out += &format!(
-                "  pid {:<8} pinned version {} (generation {})\n",
-                r.pid, r.pinned_version, r.pinned_generation
-            );
-        }
+    let mut line = |text: String| {
+        out += &text;
+        out.push('\n');
+    };
+    line(format!("store:              {}", reader.dir().display()));
+    line(format!("version:            {}", s.version));
+    line(format!("generation:         {}", s.generation));
+    line(format!("keys:               {}", s.key_count));
+    line(format!("writer:             {}", if reader.writer_alive() { "running" } else { "none running" }));
+    line(format!("arena file size:    {} ({arena_len} bytes)", human_bytes(arena_len)));
+    line(format!("arena bytes used:   {} ({} bytes)", human_bytes(s.arena_bytes), s.arena_bytes));
+    line(format!("live bytes:         {} ({} bytes)", human_bytes(s.live_bytes), s.live_bytes));
+    line(format!("journal bytes:      {}", s.journal_bytes));
+    line(format!("readable versions:  {}", versions_summary(&snap.versions()?)));
+    line(format!(
+        "retained versions:  {} (kept by the next compaction): {}",
+        s.retained_versions.len(),
+        versions_list(&s.retained_versions)
+    ));
+    line(format!("old generations:    {}", if old.is_empty() { "none".into() } else { old.join(", ") }));
+    line(format!("live readers:       {}", others.len()));
+    for r in &others {
+        line(format!("  pid {:<8} pinned version {} (generation {})", r.pid, r.pinned_version, r.pinned_generation));
     }
-    print!("{out}");
-    if !reader_only {
-        let mut out = String::new();
-        match Store::open_existing(dir) {
-            Ok(store) => {
-                let s = store.stat()?;
-                out += "writer:             none running; opened the store to read the figures below\n";
-                out += &format!("arena bytes used:   {} ({} bytes)\n", human_bytes(s.arena_bytes), s.arena_bytes);
-                out += &format!("live bytes:         {} ({} bytes)\n", human_bytes(s.live_bytes), s.live_bytes);
-                out += &format!("journal bytes:      {}\n", s.journal_bytes);
-                out += &format!("retention:          {}\n", retention_summary(store.options()));
-                out += &format!(
-                    "retained versions:  {} (kept by the next compaction): {}\n",
-                    s.retained_versions.len(),
-                    versions_list(&s.retained_versions)
-                );
-                let old: Vec<String> = s.old_generations.iter().map(u64::to_string).collect();
-                out +=
-                    &format!("old generations:    {}\n", if old.is_empty() { "none".into() } else { old.join(", ") });
-                if let Some(spare) = s.spare_generation {
-                    out += &format!("spare file:         generation {spare} (the next compaction rewrites it)\n");
-                }
-            }
-            Err(Error::Locked { pid, .. }) => {
-                out += &format!("writer:             running (pid {pid}); writer-only figures not shown\n");
-            }
-            Err(e) => return Err(e.into()),
-        }
-        print!("{out}");
-    }
-    Ok(())
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()).map_err(stdout_error)
 }
 
 /// `shoal verify STORE`
@@ -255,7 +247,7 @@ pub fn verify(dir: &Path) -> CliResult {
     let reader = Reader::open(dir)?;
     let snap = reader.snapshot()?;
     snap.verify()?;
-    println!("version {}: {} nodes, every checksum intact", snap.version(), snap.key_count());
+    say!("version {}: {} nodes, every checksum intact", snap.version(), snap.key_count());
     Ok(())
 }
 
@@ -302,17 +294,12 @@ pub fn watch(dir: &Path, prefix: &str, from: Option<u64>, count: Option<u64>) ->
     }
 }
 
-/// A commit time as Unix seconds with milliseconds.
-fn unix_seconds(ns: u64) -> String {
-    format!("{}.{:03}", ns / 1_000_000_000, ns % 1_000_000_000 / 1_000_000)
-}
-
 /// `shoal versions STORE`
 pub fn versions(dir: &Path) -> CliResult {
     let reader = Reader::open(dir)?;
     let mut out = std::io::stdout().lock();
     for v in reader.snapshot()?.history()? {
-        writeln!(out, "{}\t{}\t{} nodes", v.version, unix_seconds(v.commit_time_ns), v.key_count)
+        writeln!(out, "{}\t{}\t{} nodes", v.version, rfc3339_utc(v.commit_time_ns), v.key_count)
             .map_err(stdout_error)?;
     }
     out.flush().map_err(stdout_error)
@@ -322,10 +309,16 @@ pub fn versions(dir: &Path) -> CliResult {
 pub fn log(dir: &Path, path: &str) -> CliResult {
     shoal::path::validate(path)?;
     let reader = Reader::open(dir)?;
+    let snap = reader.snapshot()?;
+    let log = snap.log(path)?;
+    if log.is_empty() {
+        let versions = snap.versions()?;
+        let oldest = versions.last().copied().unwrap_or(snap.version());
+        bail!("no retained version has a node at {path} (retained versions: {oldest}..={})", snap.version());
+    }
     let mut out = std::io::stdout().lock();
-    for (v, kind) in reader.snapshot()?.log(path)? {
-        writeln!(out, "{}\t{}\t{}", v.version, unix_seconds(v.commit_time_ns), kind_name(kind))
-            .map_err(stdout_error)?;
+    for (v, kind) in log {
+        writeln!(out, "{}\t{}\t{}", v.version, rfc3339_utc(v.commit_time_ns), kind_name(kind)).map_err(stdout_error)?;
     }
     out.flush().map_err(stdout_error)
 }

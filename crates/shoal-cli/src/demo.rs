@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use shoal::{Durability, Options, Reader, Snapshot, Store};
 
 use crate::commands::human_bytes;
-use crate::{bail, CliResult, Failure};
+use crate::{bail, say, CliResult, Failure};
 
 /// `memory/target` is this plus the domain's update counter (KiB: 1 GiB).
 const TARGET_BASE: u64 = 1 << 20;
@@ -77,21 +77,18 @@ fn rate(x: f64) -> String {
     }
 }
 
-/// Makes `dir` ready for a fresh store: removes an old demo store.
-fn prepare_dir(dir: &Path, is_default: bool) -> CliResult {
-    if !dir.exists() {
-        return Ok(());
+/// Checks that `dir`, given with `--dir`, is new or empty: the demo never
+/// deletes or overwrites a directory it did not create.
+fn check_dir(dir: &Path) -> CliResult {
+    match std::fs::read_dir(dir).map(|mut entries| entries.next().is_none()) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => bail!("{}: {e}", dir.display()),
+        Ok(true) => Ok(()),
+        Ok(false) => bail!(
+            "{} exists and is not empty; give a new or empty directory (the demo deletes nothing it did not create)",
+            dir.display()
+        ),
     }
-    let is_store = Reader::open(dir).is_ok();
-    let is_empty = std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false);
-    if is_empty {
-        return Ok(());
-    }
-    if !is_default && !is_store {
-        bail!("{} exists and is not a shoal store; give a new or empty directory", dir.display());
-    }
-    std::fs::remove_dir_all(dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
-    Ok(())
 }
 
 /// One spawned `shoal demo-reader` process.
@@ -199,22 +196,51 @@ fn write_phase(store: &Store, domains: u32, seconds: f64) -> CliResult<WritePhas
     Ok(WritePhase { commits, secs: start.elapsed().as_secs_f64(), mid })
 }
 
-pub fn demo(dir: Option<PathBuf>, domains: u32, readers: u32, seconds: f64) -> CliResult {
+pub fn demo(dir: Option<PathBuf>, keep: bool, domains: u32, readers: u32, seconds: f64) -> CliResult {
     if domains == 0 {
         bail!("--domains must be at least 1");
     }
     if !(seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0) {
         bail!("--seconds must be more than 0 and at most 3600");
     }
-    let (dir, is_default) = match dir {
-        Some(d) => (d, false),
-        None => (std::env::temp_dir().join("shoal-demo"), true),
+    // By default a new directory only this user can open, with an
+    // unpredictable name: a fixed path in a shared temporary directory could
+    // be prepared by someone else.
+    let (temporary, dir) = match dir {
+        Some(dir) => {
+            check_dir(&dir)?;
+            (None, dir)
+        }
+        None => {
+            use std::os::unix::fs::PermissionsExt;
+            // tempfile leaves the mode to the umask (often 0755).
+            let tmp = tempfile::Builder::new()
+                .prefix("shoal-demo-")
+                .permissions(std::fs::Permissions::from_mode(0o700))
+                .tempdir()
+                .map_err(|e| format!("creating a temporary directory: {e}"))?;
+            let path = tmp.path().to_path_buf();
+            (Some(tmp), path)
+        }
     };
-    prepare_dir(&dir, is_default)?;
-    println!("shoal demo: {domains} domains, {readers} reader processes, {seconds} s of commits");
-    let options = Options { durability: Durability::None, create: true, ..Options::default() };
-    let store = Store::open(&dir, options)?;
-    println!(
+    let result = run(&dir, domains, readers, seconds);
+    match temporary {
+        Some(tmp) if keep => {
+            let kept = tmp.keep();
+            say!("kept:    {} (--keep; remove it when done)", kept.display());
+        }
+        // Dropped: removed, store and all, whether the run succeeded or not.
+        Some(tmp) => drop(tmp),
+        None => say!("kept:    {} (--dir)", dir.display()),
+    }
+    result
+}
+
+fn run(dir: &Path, domains: u32, readers: u32, seconds: f64) -> CliResult {
+    say!("shoal demo: {domains} domains, {readers} reader processes, {seconds} s of commits");
+    let options = Options { durability: Durability::None, ..Options::default() };
+    let store = Store::create(dir, options)?;
+    say!(
         "store:   {} (durability none: commits are not fsynced; they survive a crash of this process, not a power loss)",
         dir.display()
     );
@@ -228,7 +254,7 @@ pub fn demo(dir: Option<PathBuf>, domains: u32, readers: u32, seconds: f64) -> C
     let version = store.bulk_load(items.iter().map(|(p, v)| (p.as_str(), v.as_bytes())))?;
     let load_secs = t.elapsed().as_secs_f64();
     let stat = store.stat()?;
-    println!(
+    say!(
         "load:    {} values ({} nodes with their parents) as version {version} in {load_secs:.3} s = {} values/s; arena {}",
         items.len(),
         stat.key_count,
@@ -242,7 +268,7 @@ pub fn demo(dir: Option<PathBuf>, domains: u32, readers: u32, seconds: f64) -> C
     let mut procs: Vec<ReaderProcess> = Vec::new();
     let mut started = Ok(());
     for _ in 0..readers {
-        match ReaderProcess::spawn(&exe, &dir, seconds, domains) {
+        match ReaderProcess::spawn(&exe, dir, seconds, domains) {
             Ok(mut p) => match p.read_line().as_deref() {
                 Some("ready") => procs.push(p),
                 other => {
@@ -253,7 +279,7 @@ pub fn demo(dir: Option<PathBuf>, domains: u32, readers: u32, seconds: f64) -> C
             },
             Err(e) => {
                 started = Err(match e {
-                    Failure::Message(m) => m,
+                    Failure::Message(m) | Failure::Busy(m) => m,
                     Failure::BrokenPipe => "broken pipe".into(),
                 });
                 break;
@@ -272,7 +298,7 @@ pub fn demo(dir: Option<PathBuf>, domains: u32, readers: u32, seconds: f64) -> C
     let written = write_phase(&store, domains, seconds);
     let results: Vec<(u32, Result<Value, String>)> = procs.into_iter().map(|p| (p.child.id(), p.finish())).collect();
     let written = written?;
-    println!(
+    say!(
         "writes:  {} commits in {:.2} s = {} commits/s (each one transaction updating 2 keys of a random domain)",
         written.commits,
         written.secs,
@@ -280,7 +306,7 @@ pub fn demo(dir: Option<PathBuf>, domains: u32, readers: u32, seconds: f64) -> C
     );
     if let Some((live, head)) = &written.mid {
         let pins: Vec<String> = live.iter().map(|r| format!("pid {} at v{}", r.pid, r.pinned_version)).collect();
-        println!(
+        say!(
             "mid-run: head v{head}; {} live readers in the reader table ({})",
             live.len(),
             if pins.is_empty() { "none".into() } else { pins.join(", ") }
@@ -298,7 +324,7 @@ pub fn demo(dir: Option<PathBuf>, domains: u32, readers: u32, seconds: f64) -> C
                 let float = |k: &str| s.get(k).and_then(Value::as_f64).unwrap_or(0.0);
                 violations += num("violations");
                 snapshots += num("snapshots");
-                println!(
+                say!(
                     "reader {} (pid {pid}): {} snapshots, {} gets in {:.2} s = {} gets/s; {} distinct versions (v{}..=v{}); {} violations",
                     n + 1,
                     num("snapshots"),
@@ -311,17 +337,17 @@ pub fn demo(dir: Option<PathBuf>, domains: u32, readers: u32, seconds: f64) -> C
                     num("violations"),
                 );
                 if let Some(first) = s.get("first_violation").and_then(Value::as_str) {
-                    println!("  first violation: {first}");
+                    say!("  first violation: {first}");
                 }
             }
             Err(e) => {
-                println!("reader {} (pid {pid}): FAILED: {e}", n + 1);
+                say!("reader {} (pid {pid}): FAILED: {e}", n + 1);
                 failed.push(*pid);
             }
         }
     }
     let fin = store.stat()?;
-    println!(
+    say!(
         "final:   v{}, generation {} ({} automatic compactions), {} nodes, arena {} used (live {}), {} live readers now",
         fin.version,
         fin.generation,
@@ -332,10 +358,10 @@ pub fn demo(dir: Option<PathBuf>, domains: u32, readers: u32, seconds: f64) -> C
         fin.readers.len(),
     );
     if violations > 0 || !failed.is_empty() {
-        println!("result:  FAILED: {violations} violations, {} reader processes failed", failed.len());
+        say!("result:  FAILED: {violations} violations, {} reader processes failed", failed.len());
         bail!("demo failed: {violations} invariant violations, {} reader processes failed", failed.len());
     }
-    println!("result:  OK: 0 violations in {snapshots} snapshots checked by {} reader processes", results.len());
+    say!("result:  OK: 0 violations in {snapshots} snapshots checked by {} reader processes", results.len());
     Ok(())
 }
 

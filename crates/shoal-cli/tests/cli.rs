@@ -1,83 +1,12 @@
 //! End-to-end tests of the `shoal` binary, each in its own temporary directory.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
 
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::{describe, fails, ok, run, run_with_stdin, shoal, TestStore};
 use serde_json::Value;
-
-fn shoal() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_shoal"))
-}
-
-fn run(args: &[&str]) -> Output {
-    shoal().args(args).stdin(Stdio::null()).output().expect("run shoal")
-}
-
-fn run_with_stdin(args: &[&str], input: &[u8]) -> Output {
-    let mut child = shoal()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn shoal");
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn describe(args: &[&str], out: &Output) -> String {
-    format!(
-        "shoal {args:?}: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Runs a command that must succeed; returns its stdout.
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(out.status.success(), "{}", describe(args, &out));
-    String::from_utf8(out.stdout).expect("utf-8 stdout")
-}
-
-/// Runs a command that must fail with exit code 1; returns its stderr.
-fn fails(args: &[&str]) -> String {
-    let out = run(args);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(args, &out));
-    assert!(out.stdout.is_empty(), "{}", describe(args, &out));
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.starts_with("shoal: "), "{stderr}");
-    stderr
-}
-
-struct TestStore {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-}
-
-impl TestStore {
-    fn new() -> TestStore {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("store");
-        let out = ok(&["init", dir.to_str().unwrap()]);
-        assert!(out.contains("version 0"), "{out}");
-        TestStore { _tmp: tmp, dir }
-    }
-
-    fn path(&self) -> &str {
-        self.dir.to_str().unwrap()
-    }
-
-    fn put(&self, path: &str, value: &str) -> u64 {
-        ok(&["put", self.path(), path, value]).trim().parse().expect("put prints a version")
-    }
-
-    fn get(&self, path: &str) -> String {
-        ok(&["get", self.path(), path])
-    }
-}
 
 #[test]
 fn put_get_ls_rm_round_trip() {
@@ -330,7 +259,7 @@ fn stat_prints_the_version_and_figures() {
     assert!(out.contains("writer:             none running"), "{out}");
     assert!(out.contains("live bytes:"), "{out}");
     assert!(out.contains("retained versions:  3 (kept by the next compaction): 2, 1, 0\n"), "{out}");
-    assert!(out.contains("retention:          16 older versions\n"), "{out}");
+    assert!(out.contains("journal bytes:"), "{out}");
 }
 
 #[test]
@@ -349,10 +278,15 @@ fn readers_work_while_another_process_holds_the_writer_lock() {
     assert_eq!(export_lines(s.path()).len(), 1);
     let out = ok(&["stat", s.path()]);
     assert!(out.contains("version:            2\n"), "{out}");
-    assert!(out.contains(&format!("writer:             running (pid {})", std::process::id())), "{out}");
+    assert!(out.contains("writer:             running\n"), "{out}");
+    // The figures that once needed the writer lock come from the reader too.
+    assert!(out.contains("live bytes:"), "{out}");
+    assert!(out.contains("retained versions:  3 (kept by the next compaction): 2, 1, 0\n"), "{out}");
 
-    let err = fails(&["put", s.path(), "/b", "x"]);
-    assert!(err.contains("locked by another writer"), "{err}");
+    let out = run(&["put", s.path(), "/b", "x", "--no-wait"]);
+    assert_eq!(out.status.code(), Some(75), "{}", describe(&[], &out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("locked by another writer (pid {})", std::process::id())), "{err}");
     drop(store);
     assert_eq!(s.put("/b", "x"), 3);
 }
@@ -373,7 +307,9 @@ fn init_options_are_kept_for_later_writes() {
     let out = ok(&["stat", p]);
     // Within the hour tier, versions 1 and 2 (the newest of their hour
     // before the newest three) may be kept too; 3..=5 always are.
-    assert!(out.contains("retention:          2 older versions, one per 1h for 1d\n"), "{out}");
+    let settings = ok(&["config", p]);
+    assert!(settings.contains("retain                   2\n"), "{settings}");
+    assert!(settings.contains("tiers                    1h:1d\n"), "{settings}");
     let line = out.lines().find(|l| l.starts_with("retained versions:")).unwrap();
     assert!(line.contains(": 5, 4, 3"), "{out}");
     // A malformed tier is a usage error (exit code 2), with what to write instead.
@@ -406,20 +342,63 @@ fn demo_runs_with_readers_and_finds_no_violations() {
     let stat = ok(&["stat", &dir]);
     assert!(stat.contains("keys:               5002\n"), "{stat}");
 
-    // A second run over the same directory replaces the old demo store.
-    ok(&["demo", "--domains", "10", "--readers", "1", "--seconds", "0.2", "--dir", &dir]);
-    assert!(fails(&["get", &dir, "/local/domain/199/name"]).contains("no node"));
+    // A second run over the same directory is refused: the demo deletes
+    // nothing it did not create, and the store stays as it was.
+    let err = fails(&["demo", "--domains", "10", "--readers", "1", "--seconds", "0.2", "--dir", &dir]);
+    assert!(err.contains("is not empty"), "{err}");
+    assert_eq!(ok(&["get", &dir, "/local/domain/199/name"]), "vm-199");
 }
 
 #[test]
-fn demo_refuses_a_directory_that_is_not_a_store() {
+fn demo_refuses_a_directory_that_is_not_empty() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("precious");
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(dir.join("notes.txt"), "keep me").unwrap();
     let err = fails(&["demo", "--domains", "10", "--seconds", "0.1", "--dir", dir.to_str().unwrap()]);
-    assert!(err.contains("not a shoal store"), "{err}");
+    assert!(err.contains("is not empty"), "{err}");
     assert!(dir.join("notes.txt").exists());
+}
+
+/// The `store:` line of the demo's output: the directory it used.
+fn demo_store_dir(out: &str) -> std::path::PathBuf {
+    let line = out.lines().find(|l| l.starts_with("store:")).unwrap_or_else(|| panic!("no store line: {out}"));
+    line.split_whitespace().nth(1).unwrap().into()
+}
+
+#[test]
+fn demo_uses_a_private_temporary_directory_and_removes_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    // Whatever sits at the old, predictable path is not the demo's business.
+    let planted = tmp.path().join("shoal-demo");
+    std::fs::create_dir(&planted).unwrap();
+    std::fs::write(planted.join("notes.txt"), "not the demo's").unwrap();
+    let demo = |extra: &[&str]| {
+        let mut args = vec!["demo", "--domains", "20", "--readers", "1", "--seconds", "0.2"];
+        args.extend_from_slice(extra);
+        let out = shoal().args(&args).env("TMPDIR", tmp.path()).stdin(Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "{}", describe(&args, &out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+
+    let out = demo(&[]);
+    let used = demo_store_dir(&out);
+    assert_eq!(used.parent(), Some(tmp.path()), "{out}");
+    assert!(used.file_name().unwrap().to_str().unwrap().starts_with("shoal-demo-"), "{out}");
+    assert!(!used.exists(), "the temporary directory is removed at the end: {out}");
+    assert_eq!(std::fs::read_to_string(planted.join("notes.txt")).unwrap(), "not the demo's");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1, "only the planted directory is left");
+
+    // --keep: the directory stays, private to its owner, with the store in it.
+    let out = demo(&["--keep"]);
+    let kept = demo_store_dir(&out);
+    assert!(out.contains(&format!("kept:    {}", kept.display())), "{out}");
+    let mode = std::fs::metadata(&kept).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{out}");
+    assert_eq!(ok(&["get", kept.to_str().unwrap(), "/local/domain/19/name"]), "vm-19");
+    let usage = run(&["demo", "--keep", "--dir", kept.to_str().unwrap()]);
+    assert_eq!(usage.status.code(), Some(2), "{}", describe(&[], &usage));
 }
 
 #[test]
@@ -492,11 +471,22 @@ fn versions_lists_the_retained_versions_newest_first() {
     let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split('\t').collect()).collect();
     let numbers: Vec<&str> = lines.iter().map(|l| l[0]).collect();
     assert_eq!(numbers, ["3", "2", "1", "0"], "{out}");
-    // Nodes: /k and its children; commit times in Unix seconds, never decreasing with the version.
+    // Nodes: /k and its children; commit times in RFC 3339 (UTC, milliseconds), which sort as
+    // text: never decreasing with the version.
     assert_eq!(lines[0][2], "4 nodes", "{out}");
     assert_eq!(lines[3][2], "0 nodes", "{out}");
-    let times: Vec<f64> = lines.iter().map(|l| l[1].parse().unwrap()).collect();
-    assert!(times.windows(2).all(|w| w[0] >= w[1]) && times[3] > 1.7e9, "{out}");
+    let times: Vec<&str> = lines.iter().map(|l| l[1]).collect();
+    for t in &times {
+        assert!(is_rfc3339_millis_utc(t), "{t:?} in {out}");
+    }
+    assert!(times.windows(2).all(|w| w[0] >= w[1]) && times[3] > "2025", "{out}");
+}
+
+/// `2026-12-06T05:16:11.123Z`: digits where digits go, the separators, UTC.
+fn is_rfc3339_millis_utc(t: &str) -> bool {
+    let shape = "dddd-dd-ddTdd:dd:dd.dddZ";
+    t.len() == shape.len()
+        && t.bytes().zip(shape.bytes()).all(|(c, s)| if s == b'd' { c.is_ascii_digit() } else { c == s })
 }
 
 #[test]
@@ -512,10 +502,18 @@ fn log_prints_the_versions_that_changed_a_path() {
         .lines()
         .map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
+            assert!(is_rfc3339_millis_utc(f[1]), "{out}");
             (f[0].parse().unwrap(), f[2].to_string())
         })
         .collect();
     assert_eq!(rows, vec![(v4, "delete".into()), (v3, "set".into()), (v1, "set".into())], "{out}");
+
+    // A path no retained version has is an error, not an empty log.
+    let err = fails(&["log", p, "/never-existed"]);
+    assert!(err.contains("no retained version has a node at /never-existed"), "{err}");
+    assert!(err.contains(&format!("retained versions: 0..={v4}")), "{err}");
+    // One that only an older retained version has still lists its versions.
+    assert_eq!(ok(&["log", p, "/b"]).lines().count(), 1);
 }
 
 #[test]
