@@ -152,6 +152,14 @@ pub enum Command {
         /// Largest value accepted, in bytes.
         #[arg(long, default_value_t = 1 << 20)]
         max_value_bytes: usize,
+        /// Who may read the store: the directory's mode, in octal (700: its owner only; 750: its
+        /// group too). Group or other write is refused.
+        #[arg(long, value_name = "OCTAL", default_value = "700", value_parser = parse_mode)]
+        mode: u32,
+        /// The store's group (a name from /etc/group, or a number): with a group-readable mode,
+        /// readers in this group may read the store.
+        #[arg(long, value_name = "GROUP", value_parser = parse_group)]
+        group: Option<u32>,
     },
     /// Print a store's settings, or change some of them (printing what changed).
     ///
@@ -383,6 +391,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn modes_and_groups_parse_or_say_why_not() {
+        assert_eq!(parse_mode("750"), Ok(0o750));
+        assert_eq!(parse_mode("0750"), Ok(0o750));
+        assert_eq!(parse_mode("0o700"), Ok(0o700));
+        assert!(parse_mode("1777").is_err());
+        assert!(parse_mode("789").unwrap_err().contains("octal"));
+        assert_eq!(parse_group("4242"), Ok(4242));
+        assert_eq!(parse_group("root"), Ok(0));
+        assert!(parse_group("no-such-group-here").unwrap_err().contains("/etc/group"));
+    }
+
+    #[test]
     fn byte_sizes_for_people() {
         for (text, bytes) in [
             ("0", 0),
@@ -423,4 +443,32 @@ mod tests {
             assert!(parse_wait(bad).is_err(), "{bad:?} should be refused");
         }
     }
+}
+
+/// A directory mode in octal: "750", "0750" or "0o750".
+fn parse_mode(text: &str) -> Result<u32, String> {
+    let digits = text.trim_start_matches("0o");
+    let mode = u32::from_str_radix(digits, 8).map_err(|_| format!("{text:?} is not an octal mode such as 750"))?;
+    if mode > 0o777 {
+        return Err(format!("{text:?}: a mode has at most three octal digits (e.g. 750)"));
+    }
+    Ok(mode)
+}
+
+/// A group by number, or by name as listed in /etc/group (groups known
+/// only to a directory service can be given by number).
+fn parse_group(text: &str) -> Result<u32, String> {
+    if let Ok(gid) = text.parse::<u32>() {
+        return Ok(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group").map_err(|e| format!("reading /etc/group: {e}"))?;
+    groups
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            Some((fields.next()?, fields.nth(1)?))
+        })
+        .find(|(name, _)| *name == text)
+        .and_then(|(_, gid)| gid.parse().ok())
+        .ok_or_else(|| format!("no group {text:?} in /etc/group (a numeric group id works too)"))
 }

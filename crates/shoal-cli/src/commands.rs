@@ -59,18 +59,27 @@ pub fn durability_of(arg: DurabilityArg) -> Durability {
     }
 }
 
+/// Who may read a new store (`shoal init --mode --group`).
+pub struct Access {
+    pub mode: u32,
+    pub group: Option<u32>,
+}
+
 pub fn init(
     dir: &Path,
     durability: DurabilityArg,
     retain: u32,
     tiers: Vec<shoal::RetainTier>,
     max_value_bytes: usize,
+    access: Access,
 ) -> CliResult {
     let options = Options {
         durability: durability_of(durability),
         retain_versions: retain,
         retain_tiers: tiers,
         max_value_bytes,
+        mode: access.mode,
+        group: access.group,
         ..Options::default()
     };
     let store = match Store::create(dir, options) {
@@ -88,12 +97,14 @@ pub fn init(
     };
     let options = store.options();
     say!(
-        "created store {} at version {} (durability {}, retaining {}, values up to {} bytes)",
+        "created store {} at version {} (durability {}, retaining {}, values up to {} bytes, mode {:o}{})",
         store.dir().display(),
         store.version(),
         if options.durability == Durability::None { "none" } else { "sync" },
         retention_summary(options),
         options.max_value_bytes,
+        options.mode,
+        options.group.map_or(String::new(), |g| format!(", group {g}")),
     );
     Ok(())
 }
@@ -222,7 +233,12 @@ pub fn stat(dir: &Path) -> CliResult {
     line(format!("version:            {}", s.version));
     line(format!("generation:         {}", s.generation));
     line(format!("keys:               {}", s.key_count));
-    line(format!("writer:             {}", if reader.writer_alive() { "running" } else { "none running" }));
+    let writer = match reader.writer_pid() {
+        Some(pid) => format!("running (pid {pid})"),
+        None => "none running".to_string(),
+    };
+    line(format!("writer:             {writer}"));
+    line(format!("retention:          {}", retention_summary(&reader.settings()?)));
     line(format!("arena file size:    {} ({arena_len} bytes)", human_bytes(arena_len)));
     line(format!("arena bytes used:   {} ({} bytes)", human_bytes(s.arena_bytes), s.arena_bytes));
     line(format!("live bytes:         {} ({} bytes)", human_bytes(s.live_bytes), s.live_bytes));

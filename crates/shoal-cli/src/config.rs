@@ -59,6 +59,26 @@ fn changeable(o: &Options) -> [(&'static str, String); 4] {
 }
 
 pub fn config(dir: &Path, change: Change, wait: Duration) -> CliResult {
+    let asked = change.durability.is_some()
+        || change.retain.is_some()
+        || change.tiers.is_some()
+        || change.max_value_bytes.is_some();
+    if !asked {
+        // Printing takes no lock: the settings are read as any reader may.
+        let current = shoal::Reader::open(dir)?.settings()?;
+        for (name, value) in changeable(&current) {
+            say!("{name:<24} {value}");
+        }
+        say!("{:<24} {:o}", "mode", current.mode);
+        say!("{:<24} {}", "group", current.group.map_or("-".to_string(), |g| g.to_string()));
+        // Recorded too, but tuning rather than policy: shown, not changed here.
+        say!("{:<24} {}", "map-reserve-bytes", current.map_reserve_bytes);
+        say!("{:<24} {}", "checkpoint-journal-bytes", current.checkpoint_journal_bytes);
+        say!("{:<24} {}", "auto-compact", current.auto_compact);
+        say!("{:<24} {}", "compact-min-bytes", current.compact_min_bytes);
+        say!("{:<24} {}", "compact-factor", current.compact_factor);
+        return Ok(());
+    }
     let current = writer::open(dir, wait)?.options().clone();
     let mut wanted = current.clone();
     if let Some(d) = change.durability {
@@ -72,22 +92,6 @@ pub fn config(dir: &Path, change: Change, wait: Duration) -> CliResult {
     }
     if let Some(n) = change.max_value_bytes {
         wanted.max_value_bytes = n;
-    }
-    let asked = change.durability.is_some()
-        || change.retain.is_some()
-        || change.tiers.is_some()
-        || change.max_value_bytes.is_some();
-    if !asked {
-        for (name, value) in changeable(&current) {
-            say!("{name:<24} {value}");
-        }
-        // Recorded too, but tuning rather than policy: shown, not changed here.
-        say!("{:<24} {}", "map-reserve-bytes", current.map_reserve_bytes);
-        say!("{:<24} {}", "checkpoint-journal-bytes", current.checkpoint_journal_bytes);
-        say!("{:<24} {}", "auto-compact", current.auto_compact);
-        say!("{:<24} {}", "compact-min-bytes", current.compact_min_bytes);
-        say!("{:<24} {}", "compact-factor", current.compact_factor);
-        return Ok(());
     }
     let before = changeable(&current);
     let after = changeable(&wanted);

@@ -76,8 +76,9 @@ pub fn stdout_error(e: std::io::Error) -> Failure {
 
 fn run(cli: Cli) -> CliResult {
     match cli.command {
-        Command::Init { store, durability, retain, tiers, max_value_bytes } => {
-            commands::init(&store, durability, retain, tiers, max_value_bytes)
+        Command::Init { store, durability, retain, tiers, max_value_bytes, mode, group } => {
+            let access = commands::Access { mode, group };
+            commands::init(&store, durability, retain, tiers, max_value_bytes, access)
         }
         Command::Config { store, durability, retain, tiers, no_tiers, max_value_bytes, wait } => {
             let tiers = if no_tiers { Some(Vec::new()) } else { Some(tiers).filter(|t| !t.is_empty()) };

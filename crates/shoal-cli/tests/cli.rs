@@ -278,7 +278,8 @@ fn readers_work_while_another_process_holds_the_writer_lock() {
     assert_eq!(export_lines(s.path()).len(), 1);
     let out = ok(&["stat", s.path()]);
     assert!(out.contains("version:            2\n"), "{out}");
-    assert!(out.contains("writer:             running\n"), "{out}");
+    assert!(out.contains(&format!("writer:             running (pid {})\n", std::process::id())), "{out}");
+    assert!(out.contains("retention:          16 older versions\n"), "{out}");
     // The figures that once needed the writer lock come from the reader too.
     assert!(out.contains("live bytes:"), "{out}");
     assert!(out.contains("retained versions:  3 (kept by the next compaction): 2, 1, 0\n"), "{out}");

@@ -558,7 +558,7 @@ impl Prefill {
                             Ok(()) => {
                                 #[cfg(debug_assertions)]
                                 {
-                                    let mut d = record.lock().unwrap_or_else(|p| p.into_inner());
+                                    let mut d = crate::locking::lock(&record);
                                     match d.last_mut() {
                                         Some(last) if last.1 >= from => last.1 = last.1.max(to),
                                         _ => d.push((from, to)),
@@ -595,7 +595,7 @@ impl Prefill {
     #[cfg(debug_assertions)]
     fn assert_populated(&self, at: u64, end: u64) {
         let page = at / sys::page_size() * sys::page_size();
-        let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        let done = crate::locking::lock(&self.done);
         assert!(
             done.iter().any(|&(from, to)| from <= page && end <= to),
             "store into [{at}, {end}) outside the populated ranges {done:?}"

@@ -25,7 +25,7 @@ use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 use crate::error::{IoContext, Result};
 use crate::files::{FileKind, Open, StoreDir};
-use crate::sys::{self, Mapping};
+use crate::sys::{self, SharedWords};
 
 pub const FILE_NAME: &str = "control";
 const LEN: u64 = 4096;
@@ -56,18 +56,16 @@ pub fn unpack(word: u64) -> (u64, u64) {
 pub const MAX_GENERATION: u64 = (1 << 24) - 1;
 
 pub struct Control {
-    map: Mapping,
+    words: SharedWords,
     pub path: PathBuf,
     _file: File,
 }
 
 impl Control {
+    /// Readers' mappings are read-only, and reader code only does Relaxed
+    /// loads on them (`current_word_if_boot`, `current_untrusted`, `writer`).
     fn word(&self, offset: u64) -> &AtomicU64 {
-        // Readers' mappings are read-only and reader code only does Relaxed
-        // loads on them (`current_word_if_boot`, `current_untrusted`, `writer`).
-        // SAFETY: offsets are 8-aligned and below LEN (the file's fixed length);
-        // the words are only accessed atomically, stores only by the writer.
-        unsafe { self.map.atomic_u64(offset) }
+        self.words.u64(offset)
     }
 
     /// Opens (creating if needed) the control file read-write, for the writer.
@@ -77,8 +75,8 @@ impl Control {
         if file.metadata().at(&path)?.len() < LEN {
             file.set_len(LEN).at(&path)?;
         }
-        let map = Mapping::read_write(&file, LEN).at(&path)?;
-        Ok(Control { map, path, _file: file })
+        let words = SharedWords::map(&file, LEN, true).at(&path)?;
+        Ok(Control { words, path, _file: file })
     }
 
     /// Opens the control file read-only, for readers.
@@ -88,8 +86,8 @@ impl Control {
         if file.metadata().at(&path)?.len() < LEN {
             return Err(crate::Error::Corrupt { file: path, offset: 0, detail: "control file too short".into() });
         }
-        let map = Mapping::read_only(&file, LEN).at(&path)?;
-        Ok(Control { map, path, _file: file })
+        let words = SharedWords::map(&file, LEN, false).at(&path)?;
+        Ok(Control { words, path, _file: file })
     }
 
     /// The published word, if the file is initialised and was claimed by a
@@ -171,11 +169,9 @@ impl Control {
         }
     }
 
+    /// Readers only load it (Relaxed) and futex-wait on it, which only reads.
     fn wake_word(&self) -> &std::sync::atomic::AtomicU32 {
-        // Readers only load it (Relaxed) and futex-wait on it, which only reads.
-        // SAFETY: OFF_WAKE is 4-aligned and below LEN (the file's fixed length);
-        // the word is only accessed atomically, stores only by the writer.
-        unsafe { self.map.atomic_u32(OFF_WAKE) }
+        self.words.u32(OFF_WAKE)
     }
 
     /// The wake-up counter, read before checking for a new version.

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::control::Control;
 use crate::error::{Error, IoContext, Result};
+use crate::locking::lock;
 use crate::readers::ReaderTable;
 
 /// A file descriptor that becomes readable when the store publishes a new
@@ -70,10 +71,6 @@ struct Hub {
 /// (keyed by the directory as given: two spellings of one directory get two
 /// threads, which is harmless).
 static HUBS: Mutex<Vec<(PathBuf, Weak<Hub>)>> = Mutex::new(Vec::new());
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 impl crate::Reader {
     /// A file descriptor that becomes readable at each publication (see

@@ -252,19 +252,22 @@ impl Snapshot {
         let prefix = path::key(prefix)?;
         let region = self.region();
         let damaged = |d: node::Damage| self.damaged(d);
-        let mut commits = Vec::new();
-        let mut at = self.commit;
-        while at.version > after {
-            commits.push(at);
-            if at.version == after + 1 {
+        let mut commits: Vec<Commit> = Vec::new();
+        for commit in node::chain(region, self.commit) {
+            let commit = commit.map_err(damaged)?;
+            if commit.version <= after {
                 break;
             }
-            let prev = if at.prev == 0 { None } else { Some(node::parse_commit(region, at.prev).map_err(damaged)?) };
-            match prev {
-                Some(prev) if prev.version + 1 == at.version => at = prev,
-                // Compaction dropped the versions in between.
-                _ => return Err(Error::HistoryGone { after, oldest: at.version - 1 }),
+            if let Some(newer) = commits.last() {
+                if commit.version + 1 != newer.version {
+                    // Compaction dropped the versions in between.
+                    return Err(Error::HistoryGone { after, oldest: newer.version - 1 });
+                }
             }
+            commits.push(commit);
+        }
+        if let Some(oldest) = commits.last().filter(|c| c.version > after + 1) {
+            return Err(Error::HistoryGone { after, oldest: oldest.version - 1 });
         }
         let mut out = Vec::new();
         for commit in commits.iter().rev() {
@@ -292,16 +295,12 @@ impl Snapshot {
     /// The versions readable from this one with their commit times and
     /// sizes (itself first, then older): what [`Snapshot::at_version`] can open.
     pub fn history(&self) -> Result<Vec<VersionInfo>> {
-        let region = self.region();
-        let mut out = Vec::new();
-        let mut at = self.commit;
-        loop {
-            out.push(VersionInfo { version: at.version, commit_time_ns: at.time_ns, key_count: at.key_count });
-            if at.prev == 0 {
-                return Ok(out);
-            }
-            at = node::parse_commit(region, at.prev).map_err(|d| self.damaged(d))?;
-        }
+        node::chain(self.region(), self.commit)
+            .map(|c| {
+                c.map(|c| VersionInfo { version: c.version, commit_time_ns: c.time_ns, key_count: c.key_count })
+                    .map_err(|d| self.damaged(d))
+            })
+            .collect()
     }
 
     /// The retained versions (this one and older, newest first) at which
@@ -320,13 +319,14 @@ impl Snapshot {
             }
             tree::get(region, c.root, &key).map_err(damaged)
         };
+        // Each retained version against the one before it (the oldest
+        // against nothing).
+        let chain: Vec<Commit> = node::chain(region, self.commit).collect::<node::Parse<_>>().map_err(damaged)?;
         let mut out = Vec::new();
-        let mut at = self.commit;
-        let mut value = value_at(&at)?;
-        loop {
+        let mut value = value_at(&chain[0])?;
+        for (i, at) in chain.iter().enumerate() {
             let info = VersionInfo { version: at.version, commit_time_ns: at.time_ns, key_count: at.key_count };
-            let before = if at.prev == 0 { None } else { Some(node::parse_commit(region, at.prev).map_err(damaged)?) };
-            let before_value = match &before {
+            let before_value = match chain.get(i + 1) {
                 Some(c) => value_at(c)?,
                 None => None,
             };
@@ -335,11 +335,9 @@ impl Snapshot {
                 (Some(_), None) => out.push((info, ChangeKind::Delete)),
                 _ => {}
             }
-            match before {
-                Some(c) => (at, value) = (c, before_value),
-                None => return Ok(out),
-            }
+            value = before_value;
         }
+        Ok(out)
     }
 
     /// How the subtree at `prefix` differs from this version to `newer`
@@ -362,13 +360,7 @@ impl Snapshot {
 
     /// The versions readable from this one (itself first, then older).
     pub fn versions(&self) -> Result<Vec<u64>> {
-        let mut out = vec![self.version()];
-        let mut snap = self.clone();
-        while let Some(prev) = snap.previous()? {
-            out.push(prev.version());
-            snap = prev;
-        }
-        Ok(out)
+        node::chain(self.region(), self.commit).map(|c| c.map(|c| c.version).map_err(|d| self.damaged(d))).collect()
     }
 }
 
@@ -687,8 +679,22 @@ impl Reader {
     /// Whether the process that last opened the store as its writer is still
     /// running (pid and start time, as the reader table checks readers).
     pub fn writer_alive(&self) -> bool {
+        self.writer_pid().is_some()
+    }
+
+    /// The pid of the process that last opened the store as its writer, if
+    /// it is still running.
+    pub fn writer_pid(&self) -> Option<u32> {
         let (pid, start) = self.control.writer();
-        pid != 0 && crate::sys::process_alive(pid, start)
+        (pid != 0 && crate::sys::process_alive(pid, start)).then_some(pid)
+    }
+
+    /// The store's settings, as recorded in it (read without any lock; the
+    /// per-open fields of the result are at their defaults).
+    pub fn settings(&self) -> Result<crate::Options> {
+        let mut options = crate::settings::load(&self.dir)?.unwrap_or_default();
+        (options.mode, options.group) = self.dir.access()?;
+        Ok(options)
     }
 
     /// The live readers of the store (this one included).

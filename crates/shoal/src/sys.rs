@@ -126,6 +126,48 @@ impl Mapping {
     }
 }
 
+/// Words of a small shared file that every process maps and accesses only
+/// atomically (the control file): the safe face of [`Mapping::atomic_u64`].
+///
+/// The file must keep at least `len` bytes for as long as it is mapped:
+/// only its owner (the store's writer) may write it, and no code of shoal
+/// ever shrinks it, so a process that could cut it could also rewrite the
+/// store's data and is trusted as the writer is (see ARCHITECTURE.md, trust
+/// model).
+pub struct SharedWords {
+    map: Mapping,
+}
+
+impl SharedWords {
+    /// Maps the first `len` bytes of `file` (which must be that long),
+    /// read-write for its writer, read-only for everyone else.
+    pub fn map(file: &File, len: u64, writable: bool) -> std::io::Result<SharedWords> {
+        if file.metadata()?.len() < len {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "shared file shorter than its words"));
+        }
+        let map = if writable { Mapping::read_write(file, len)? } else { Mapping::read_only(file, len)? };
+        Ok(SharedWords { map })
+    }
+
+    /// The 8-byte word at `offset`. On a read-only mapping, only `Relaxed`
+    /// loads are allowed (see [`Mapping::atomic_u64`]); callers order them
+    /// with fences.
+    pub fn u64(&self, offset: u64) -> &AtomicU64 {
+        assert!(offset.is_multiple_of(8) && offset + 8 <= self.map.len(), "word {offset} outside the shared file");
+        // SAFETY: aligned and inside the mapping (asserted), inside the file
+        // (checked at `map`, and the file never shrinks: see the type's
+        // docs), and shoal accesses these words only atomically.
+        unsafe { self.map.atomic_u64(offset) }
+    }
+
+    /// The 4-byte word at `offset` (a futex word).
+    pub fn u32(&self, offset: u64) -> &AtomicU32 {
+        assert!(offset.is_multiple_of(4) && offset + 4 <= self.map.len(), "word {offset} outside the shared file");
+        // SAFETY: as in `u64`.
+        unsafe { self.map.atomic_u32(offset) }
+    }
+}
+
 /// Sleeps while `word` holds `expected`, for at most `timeout`. A shared
 /// (not process-private) futex, so a word in a shared file mapping wakes
 /// waiters in every process; waiting only reads the word, so a read-only
