@@ -386,6 +386,34 @@ pub enum Command {
     },
 }
 
+/// A directory mode in octal: "750", "0750" or "0o750".
+fn parse_mode(text: &str) -> Result<u32, String> {
+    let digits = text.trim_start_matches("0o");
+    let mode = u32::from_str_radix(digits, 8).map_err(|_| format!("{text:?} is not an octal mode such as 750"))?;
+    if mode > 0o777 {
+        return Err(format!("{text:?}: a mode has at most three octal digits (e.g. 750)"));
+    }
+    Ok(mode)
+}
+
+/// A group by number, or by name as listed in /etc/group (groups known
+/// only to a directory service can be given by number).
+fn parse_group(text: &str) -> Result<u32, String> {
+    if let Ok(gid) = text.parse::<u32>() {
+        return Ok(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group").map_err(|e| format!("reading /etc/group: {e}"))?;
+    groups
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            Some((fields.next()?, fields.nth(1)?))
+        })
+        .find(|(name, _)| *name == text)
+        .and_then(|(_, gid)| gid.parse().ok())
+        .ok_or_else(|| format!("no group {text:?} in /etc/group (a numeric group id works too)"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,32 +471,4 @@ mod tests {
             assert!(parse_wait(bad).is_err(), "{bad:?} should be refused");
         }
     }
-}
-
-/// A directory mode in octal: "750", "0750" or "0o750".
-fn parse_mode(text: &str) -> Result<u32, String> {
-    let digits = text.trim_start_matches("0o");
-    let mode = u32::from_str_radix(digits, 8).map_err(|_| format!("{text:?} is not an octal mode such as 750"))?;
-    if mode > 0o777 {
-        return Err(format!("{text:?}: a mode has at most three octal digits (e.g. 750)"));
-    }
-    Ok(mode)
-}
-
-/// A group by number, or by name as listed in /etc/group (groups known
-/// only to a directory service can be given by number).
-fn parse_group(text: &str) -> Result<u32, String> {
-    if let Ok(gid) = text.parse::<u32>() {
-        return Ok(gid);
-    }
-    let groups = std::fs::read_to_string("/etc/group").map_err(|e| format!("reading /etc/group: {e}"))?;
-    groups
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split(':');
-            Some((fields.next()?, fields.nth(1)?))
-        })
-        .find(|(name, _)| *name == text)
-        .and_then(|(_, gid)| gid.parse().ok())
-        .ok_or_else(|| format!("no group {text:?} in /etc/group (a numeric group id works too)"))
 }
