@@ -1,5 +1,14 @@
 //! Arena generation files: `arena-NNNNNNNNNN`, one per generation.
 //!
+//! ```text
+//! header page (4096 bytes)
+//!  0 "SHOALAR1"  8 u32 format  12 u8 byte order (1: little-endian)
+//! 13 u8 word size  14 u16 0  16 u32 page size  20 u32 0
+//! 24 u64 generation  32 u64 reservation (bytes of address space)
+//! 40 u32 crc32c of bytes [0, 40)
+//! 4096 and on: nodes (see `node`), 8-aligned, appended and never rewritten
+//! ```
+//!
 //! A 4 KiB header page records the format identity (magic, format version,
 //! byte order, word size, page size), the generation and the address-space
 //! reservation; nodes follow, appended and never rewritten. Everyone, the

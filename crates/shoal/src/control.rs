@@ -18,6 +18,15 @@
 //! synced before it was written. The mapping may be read-only, so readers
 //! use relaxed loads followed by acquire fences (the only atomic loads Rust
 //! defines on read-only memory).
+//!
+//! ```text
+//! 4096 bytes
+//!  0 u64 "SHOALCT1"   8 u64 current: generation << 40 | commit offset >> 3
+//! 16 u64 writer pid   24 u64 writer start time (clock ticks since boot)
+//! 32 u64 x2 boot id of the writer's boot
+//! 48 u32 wake-up counter (futex)
+//! 56 u64 highest generation number created this boot
+//! ```
 
 use std::fs::File;
 use std::path::PathBuf;

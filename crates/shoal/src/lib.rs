@@ -40,6 +40,8 @@ mod diff;
 mod error;
 mod files;
 mod journal;
+#[cfg(test)]
+mod layouts;
 mod locking;
 mod meta;
 mod node;

@@ -5,6 +5,14 @@
 //! it names are durable (fdatasync of the arena file), into the slot not
 //! holding the newest checkpoint, then synced; a torn write can damage only
 //! that slot, and the other still holds the previous checkpoint.
+//!
+//! ```text
+//! slot 0 at 0, slot 1 at 512 (a checkpoint of sequence s goes to slot s % 2)
+//!  0 "SHOALMT1"  8 u32 format (1)  12 u32 0
+//! 16 u64 sequence  24 u64 generation  32 u64 commit record offset
+//! 40 u64 version   48 u64 end (high-water mark)
+//! 56 u32 crc32c of bytes [0, 56)
+//! ```
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

@@ -45,3 +45,21 @@ pub fn build_blob(value: &[u8]) -> Vec<u8> {
     seal(&mut buf);
     buf
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_layout() {
+        let b = build_blob(b"hello");
+        assert_eq!((b[0], b.len()), (KIND_BLOB, 24));
+        assert_eq!(&b[16..21], b"hello");
+        assert_eq!(&b[21..], &[0, 0, 0]);
+        let mut region = vec![0u8; 8];
+        region.extend_from_slice(&b);
+        let value = value_bytes(Region::for_test(&region), ValueRepr::Blob { offset: 8, len: 5 }).unwrap();
+        assert_eq!(value, b"hello");
+        assert!(value_bytes(Region::for_test(&region), ValueRepr::Blob { offset: 8, len: 9 }).is_err());
+    }
+}

@@ -118,3 +118,28 @@ impl<'a> ChangesView<'a> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::Region;
+
+    /// The documented offsets, a round trip, and the overflow mark.
+    #[test]
+    fn changes_layout_and_overflow() {
+        let mut b = Vec::new();
+        build_changes([(ChangeKind::Set, &b"a\0b"[..]), (ChangeKind::DeleteTree, &b"c"[..])].into_iter(), &mut b);
+        assert_eq!((b[0], u32_at(&b, 16), u32_at(&b, 20)), (KIND_CHANGES, Some(2), Some(0)));
+        assert_eq!(&b[24..30], &[1, 3, 0, b'a', 0, b'b']);
+        assert_eq!(&b[30..34], &[3, 1, 0, b'c']);
+        let mut region = vec![0u8; 8];
+        region.extend_from_slice(&b);
+        let view = ChangesView::parse(Region::for_test(&region), 8).unwrap();
+        let read: Vec<_> = view.iter().map(|e| e.unwrap()).collect();
+        assert_eq!(read, vec![(ChangeKind::Set, &b"a\0b"[..]), (ChangeKind::DeleteTree, &b"c"[..])]);
+        let big = vec![b'k'; 60_000];
+        let keys = (0..20).map(|_| (ChangeKind::Set, big.as_slice()));
+        build_changes(keys, &mut b);
+        assert_eq!((u32_at(&b, 16), u32_at(&b, 20)), (Some(0), Some(1)), "over 1 MiB: none listed, overflowed");
+    }
+}

@@ -230,4 +230,24 @@ mod tests {
         assert_eq!(unpack_weight(pack_weight(u64::MAX, 3071)), ((1 << 48) - 1, 3071));
         assert!(view.key(1).unwrap().eq_bytes(b"k\x0020"));
     }
+
+    /// The documented offsets: children, weights, hints, key offsets, keys.
+    #[test]
+    fn internal_layout() {
+        let (k1, k2): (&[u8], &[u8]) = (b"x\0a", b"x\0b");
+        let children = [
+            ChildRef { first_key: Key::whole(k1), offset: 800, keys: 3, longest: 9, node_bytes: 0 },
+            ChildRef { first_key: Key::whole(k2), offset: 1600, keys: 4, longest: 12, node_bytes: 0 },
+        ];
+        let mut b = Vec::new();
+        build_internal(&children, &mut b);
+        assert_eq!((b[0], u16_at(&b, 2), u16_at(&b, 12)), (KIND_INTERNAL, Some(2), Some(2)));
+        let c = 24; // 16 + 2, padded to 8
+        let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+        assert_eq!((word(c), word(c + 8)), (800, 1600));
+        assert_eq!((unpack_weight(word(c + 16)), unpack_weight(word(c + 24))), ((3, 9), (4, 12)));
+        assert_eq!(word(c + 32), u64::from_be_bytes(*b"a\0\0\0\0\0\0\0"));
+        let key = u32::from_le_bytes(b[c + 48..c + 52].try_into().unwrap()) as usize;
+        assert_eq!((u16_at(&b, key), b[key + 2]), (Some(1), b'a'));
+    }
 }

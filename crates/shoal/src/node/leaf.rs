@@ -318,4 +318,36 @@ mod tests {
         region[16 + 30] ^= 0x40;
         assert!(verified_node_at(&region, 16, KIND_LEAF).is_err());
     }
+
+    /// The documented offsets: prefix, hints, entry offsets, then each
+    /// entry's fields (an inline value, and a blob with a link).
+    #[test]
+    fn leaf_layout() {
+        let (k1, k2): (&[u8], &[u8]) = (b"ab\0cd", b"ab\0ef");
+        let link = Link { root: 8, src: b"src", keys: 5, longest: 7 };
+        let entries = [
+            EntryRef { key: Key::whole(k1), value: ValueRepr::Inline(b"val"), link: None },
+            EntryRef { key: Key::whole(k2), value: ValueRepr::Blob { offset: 4096, len: 999 }, link: Some(link) },
+        ];
+        let mut b = Vec::new();
+        build_leaf(&entries, &mut b);
+        assert_eq!((b[0], u16_at(&b, 2), u16_at(&b, 12)), (KIND_LEAF, Some(2), Some(3)));
+        assert_eq!(&b[16..19], b"ab\0");
+        let hints = 24; // 16 + 3, padded to 8
+        assert_eq!(u64_at(&b, hints), Some(u64::from_le_bytes(*b"\0\0\0\0\0\0dc")));
+        let slots = hints + 16;
+        let first = u32_at(&b, slots).unwrap() as usize;
+        let second = u32_at(&b, slots + 4).unwrap() as usize;
+        // suffix_len, flags, 0, value_len, suffix, value
+        assert_eq!((u16_at(&b, first), b[first + 2], b[first + 3], u32_at(&b, first + 4)), (Some(2), 0, 0, Some(3)));
+        assert_eq!(&b[first + 8..first + 13], b"cdval");
+        // a blob (flag 1) with a link (flag 2): blob offset, suffix, link
+        assert_eq!((u16_at(&b, second), b[second + 2], u32_at(&b, second + 4)), (Some(2), 3, Some(999)));
+        assert_eq!(u64_at(&b, second + 8), Some(4096));
+        assert_eq!(&b[second + 16..second + 18], b"ef");
+        let at = second + 18;
+        assert_eq!(u64_at(&b, at), Some(8));
+        assert_eq!(u64_at(&b, at + 8).map(unpack_weight), Some((5, 7)));
+        assert_eq!((u16_at(&b, at + 16), &b[at + 18..at + 21]), (Some(3), &b"src"[..]));
+    }
 }
