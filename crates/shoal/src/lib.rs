@@ -9,7 +9,7 @@
 //! ```no_run
 //! use shoal::{Options, Reader, Store};
 //! # fn main() -> shoal::Result<()> {
-//! let store = Store::open("/tmp/demo-store", Options::default())?;
+//! let store = Store::open("/tmp/demo-store", Options { create: true, ..Options::default() })?;
 //! let mut txn = store.begin();
 //! txn.put("/local/domain/7/name", b"web-7")?;
 //! let version = txn.commit()?;

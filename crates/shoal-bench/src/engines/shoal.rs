@@ -15,7 +15,8 @@ fn options(durability: Durability) -> Options {
         Durability::Off => shoal::Durability::None,
         Durability::On => shoal::Durability::Sync,
     };
-    Options { durability, create: true, ..Options::default() }
+    // A reopen asks for another durability than the store was made with.
+    Options { durability, create: true, replace_settings: true, ..Options::default() }
 }
 
 pub struct ShoalEngine {
