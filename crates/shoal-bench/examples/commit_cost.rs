@@ -14,7 +14,7 @@ fn main() {
         map_reserve_bytes: 4 << 30,
         ..Default::default()
     };
-    let store = shoal::Store::open(dir.path(), options).expect("open");
+    let store = shoal::Store::create(dir.path(), options).expect("create");
     let keys: Vec<String> = {
         let mut k: Vec<String> = (0..1_000_000).map(|i| format!("/local/domain/{}/f{}", i / 4, i % 4)).collect();
         k.sort();

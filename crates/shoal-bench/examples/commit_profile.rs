@@ -25,7 +25,7 @@ fn main() {
         compact_factor: std::env::var("FACTOR").ok().and_then(|s| s.parse().ok()).unwrap_or(2),
         ..Default::default()
     };
-    let store = shoal::Store::open(dir.path(), options).expect("open");
+    let store = shoal::Store::create(dir.path(), options).expect("create");
     let count: usize = std::env::var("KEYS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
     let mut keys: Vec<String> = (0..count).map(|i| format!("/local/domain/{}/f{}", i / 4, i % 4)).collect();
     keys.sort();
