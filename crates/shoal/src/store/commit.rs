@@ -101,7 +101,18 @@ impl Shared {
         // On failure nothing is published; nodes already appended stay behind
         // unreachable, as garbage for the next compaction.
         st.links |= ops.iter().any(Op::is_copy);
-        let head = apply_ops(&st.arena, st.head, &ops, time_ns, st.links, &mut report)?;
+        let head = match apply_ops(&st.arena, st.head, &ops, time_ns, st.links, &mut report) {
+            Ok(head) => head,
+            Err(e @ Error::ArenaFull { .. }) => {
+                // What compaction frees may make room; the commit fails either way.
+                drop(guard);
+                if self.options.auto_compact {
+                    self.schedule_compaction();
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         if let (Some(journal), Some(record)) = (st.journal.as_mut(), record) {
             if let Err(e) = journal.append(&record) {
                 return Err(self.publisher.poison(e));
@@ -131,11 +142,12 @@ impl Shared {
         if compaction_due {
             self.schedule_compaction();
         }
-        if arena_end > compaction_threshold.saturating_mul(2) {
+        let reserve = self.options.map_reserve_bytes;
+        if arena_end > compaction_threshold.saturating_mul(2).min(reserve - reserve / 4) {
             // Commits are outrunning the background compaction: wait until it
             // switches to the compacted generation (not for the sync and
             // checkpoint after it), so the arena stays within a constant
-            // factor of the live data.
+            // factor of the live data, and within its reservation.
             self.wait_for_switch(generation);
         }
         Ok(head.version)
@@ -163,7 +175,10 @@ impl Shared {
         if !self.options.auto_compact {
             return u64::MAX;
         }
-        self.options.compact_min_bytes.max(st.live_bytes.saturating_mul(self.options.compact_factor))
+        // A reservation smaller than twice `compact_min_bytes` would fill up
+        // before any compaction became due.
+        let min = self.options.compact_min_bytes.min(self.options.map_reserve_bytes / 2);
+        min.max(st.live_bytes.saturating_mul(self.options.compact_factor))
     }
 }
 
