@@ -141,7 +141,7 @@ impl MappedGeneration {
     }
 }
 
-fn header_bytes(generation: u64, reserve: u64) -> Vec<u8> {
+pub(crate) fn header_bytes(generation: u64, reserve: u64) -> Vec<u8> {
     let mut h = Vec::with_capacity(64);
     h.extend_from_slice(MAGIC);
     h.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -158,7 +158,7 @@ fn header_bytes(generation: u64, reserve: u64) -> Vec<u8> {
 }
 
 /// Validates an arena header; returns the reservation.
-fn check_header(path: &Path, h: &[u8], generation: u64) -> Result<u64> {
+pub(crate) fn check_header(path: &Path, h: &[u8], generation: u64) -> Result<u64> {
     let format = |detail: String| Error::Format { file: path.to_path_buf(), detail };
     if h.len() < 44 || &h[..8] != MAGIC {
         return Err(format("not a shoal arena file (bad magic)".into()));

@@ -86,6 +86,14 @@ impl BufRef {
         self.offset
     }
 
+    /// A handle with these fields (`words`: store device and inode,
+    /// generation, version, commit record, node, file offset), for tests
+    /// of the encoding.
+    pub(crate) fn from_fields(words: [u64; 7], node_crc: u32, len: u32) -> BufRef {
+        let [dev, ino, generation, version, commit, node, offset] = words;
+        BufRef { store: [dev, ino], generation, version, commit, node, node_crc, offset, len }
+    }
+
     /// The handle as bytes (little-endian, checksummed).
     pub fn encode(&self) -> [u8; Self::ENCODED_LEN] {
         let mut out = [0u8; Self::ENCODED_LEN];

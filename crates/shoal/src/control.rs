@@ -254,3 +254,36 @@ pub fn this_boot() -> [u64; 2] {
         u64::from_le_bytes(id[8..].try_into().unwrap_or_default()),
     ]
 }
+
+/// What a reader makes of the control file's words, read from a copy of
+/// its bytes rather than the shared mapping: the same checks as
+/// [`Control::current_word_if_boot`], [`Control::writer`] and
+/// [`Control::highest_generation`], for tests and tools that inspect a
+/// file. `None` when the bytes are shorter than the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Words {
+    /// The published (generation, commit offset), if trusted for `boot`.
+    pub current: Option<(u64, u64)>,
+    /// The published (generation, commit offset) whatever boot wrote it.
+    pub current_untrusted: Option<(u64, u64)>,
+    pub writer: (u32, u64),
+    pub highest_generation: u64,
+    pub wake: u32,
+}
+
+pub(crate) fn words_of(bytes: &[u8], boot: [u64; 2]) -> Option<Words> {
+    if (bytes.len() as u64) < LEN {
+        return None;
+    }
+    let word = |at: u64| crate::node::u64_at(bytes, at as usize).unwrap_or(0);
+    let trusted = word(OFF_MAGIC) == MAGIC && [word(OFF_BOOT_ID), word(OFF_BOOT_ID + 8)] == boot && boot != [0, 0];
+    let current = word(OFF_CURRENT);
+    let published = (current != 0).then(|| unpack(current));
+    Some(Words {
+        current: published.filter(|_| trusted),
+        current_untrusted: published,
+        writer: (word(OFF_WRITER_PID) as u32, word(OFF_WRITER_START)),
+        highest_generation: if trusted && current != 0 { word(OFF_GENERATION_HIGH) } else { 0 },
+        wake: crate::node::u32_at(bytes, OFF_WAKE as usize).unwrap_or(0),
+    })
+}

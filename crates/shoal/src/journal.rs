@@ -29,7 +29,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 use crate::files::{FileKind, Open, StoreDir};
@@ -154,6 +154,44 @@ fn record_at(bytes: &[u8], at: usize) -> Option<Record> {
     (crate::node::crc32c_bulk(payload) == crc).then(|| decode_payload(payload)).flatten()
 }
 
+/// The intact records of a journal's bytes (at least a header's worth) and
+/// where they end, or why the file cannot be replayed: the parser of
+/// [`Journal::open`], without the file (`path` names it in errors).
+pub(crate) fn read_records(path: &Path, bytes: &[u8]) -> Result<(Vec<Record>, usize)> {
+    if bytes.get(..8) != Some(&MAGIC[..]) || u32_at(bytes, 8) != Some(FORMAT_VERSION) {
+        let found = u32_at(bytes, 8).unwrap_or(0);
+        return Err(Error::Format {
+            file: path.to_path_buf(),
+            detail: format!("not a shoal journal of this format (version {found}, this build reads {FORMAT_VERSION})"),
+        });
+    }
+    let header_mark = u64_at(bytes, OFF_MARK as usize).unwrap_or(HEADER);
+    let mut records = Vec::new();
+    let mut at = HEADER as usize;
+    while at < bytes.len() {
+        let len = u32_at(bytes, at).unwrap_or(0) as usize;
+        let next = at.saturating_add(8).saturating_add(len);
+        if let Some(record) = record_at(bytes, at) {
+            records.push(record);
+            at = next;
+            continue;
+        }
+        // Damaged or short: a torn tail unless it lies below the mark.
+        let mark = header_mark.max(record_at(bytes, next).map_or(0, |r| r.synced_mark));
+        if (at as u64) < mark {
+            return Err(Error::Corrupt {
+                file: path.to_path_buf(),
+                offset: at as u64,
+                detail: format!(
+                    "journal record damaged below the synced mark ({mark}): acknowledged commits are unreadable"
+                ),
+            });
+        }
+        break;
+    }
+    Ok((records, at.min(bytes.len())))
+}
+
 pub struct Journal {
     file: File,
     /// The same file, not in append mode, for the header's mark.
@@ -162,7 +200,7 @@ pub struct Journal {
     len: u64,
 }
 
-fn header(mark: u64) -> Vec<u8> {
+pub(crate) fn header(mark: u64) -> Vec<u8> {
     let mut header = MAGIC.to_vec();
     header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     header.extend_from_slice(&[0; 4]);
@@ -200,39 +238,7 @@ impl Journal {
             let mark = dir.open_file(FILE_NAME, Open::ReadWrite)?;
             return Ok((Journal { file, mark, path, len: HEADER }, Replay { records: Vec::new(), discarded_bytes: 0 }));
         }
-        if &bytes[..8] != MAGIC || u32_at(&bytes, 8) != Some(FORMAT_VERSION) {
-            let found = u32_at(&bytes, 8).unwrap_or(0);
-            return Err(Error::Format {
-                file: path,
-                detail: format!(
-                    "not a shoal journal of this format (version {found}, this build reads {FORMAT_VERSION})"
-                ),
-            });
-        }
-        let header_mark = u64_at(&bytes, OFF_MARK as usize).unwrap_or(HEADER);
-        let mut records = Vec::new();
-        let mut at = HEADER as usize;
-        while at < bytes.len() {
-            let len = u32_at(&bytes, at).unwrap_or(0) as usize;
-            let next = at.saturating_add(8).saturating_add(len);
-            if let Some(record) = record_at(&bytes, at) {
-                records.push(record);
-                at = next;
-                continue;
-            }
-            // Damaged or short: a torn tail unless it lies below the mark.
-            let mark = header_mark.max(record_at(&bytes, next).map_or(0, |r| r.synced_mark));
-            if (at as u64) < mark {
-                return Err(Error::Corrupt {
-                    file: path,
-                    offset: at as u64,
-                    detail: format!(
-                        "journal record damaged below the synced mark ({mark}): acknowledged commits are unreadable"
-                    ),
-                });
-            }
-            break;
-        }
+        let (records, at) = read_records(&path, &bytes)?;
         // Records a killed writer left in the page cache become durable before
         // anything built from them is published.
         if !records.is_empty() {

@@ -39,6 +39,8 @@ mod control;
 mod diff;
 mod error;
 mod files;
+#[doc(hidden)]
+pub mod fuzz;
 mod journal;
 #[cfg(test)]
 mod layouts;

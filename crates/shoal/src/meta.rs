@@ -36,7 +36,7 @@ pub struct Checkpoint {
     pub end: u64,
 }
 
-fn encode(c: &Checkpoint) -> Vec<u8> {
+pub(crate) fn encode(c: &Checkpoint) -> Vec<u8> {
     let mut b = Vec::with_capacity(64);
     b.extend_from_slice(MAGIC);
     b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -49,7 +49,8 @@ fn encode(c: &Checkpoint) -> Vec<u8> {
     b
 }
 
-fn decode(b: &[u8]) -> Option<Checkpoint> {
+/// A slot's checkpoint, if the bytes hold an intact one of this format.
+pub(crate) fn decode(b: &[u8]) -> Option<Checkpoint> {
     if b.len() < 60 || &b[..8] != MAGIC || u32_at(b, 8)? != FORMAT_VERSION {
         return None;
     }

@@ -119,15 +119,10 @@ impl ReaderTable {
         let file = dir.open_file(FILE_NAME, Open::ReadWrite)?;
         let mut h = [0u8; 16];
         let n = file.read_at(&mut h, 0).at(&path)?;
-        let slots = u64::from_le_bytes(h[8..16].try_into().unwrap_or_default());
-        if n < 16
-            || u64::from_le_bytes(h[..8].try_into().unwrap_or_default()) != MAGIC
-            || slots == 0
-            || slots > MAX_SLOTS
-        {
-            return Err(Error::Corrupt { file: path, offset: 0, detail: "bad reader table header".into() });
+        match slots_of_header(&h[..n]) {
+            Some(slots) => Ok(ReaderTable { file, slots, path }),
+            None => Err(Error::Corrupt { file: path, offset: 0, detail: "bad reader table header".into() }),
         }
-        Ok(ReaderTable { file, slots, path })
     }
 
     fn slot_offset(slot: u64) -> u64 {
@@ -170,33 +165,24 @@ impl ReaderTable {
     /// Live readers (this handle's own slot included): locked slots whose
     /// recorded process is still the one that claimed them.
     pub fn live(&self) -> Result<Vec<ReaderInfo>> {
-        let mut bytes = vec![0u8; (self.slots * SLOT_BYTES) as usize];
+        // Anyone may write the header's slot count: what is read is capped
+        // by the file, not by the count alone.
+        let file_len = self.file.metadata().at(&self.path)?.len();
+        let mut bytes = vec![0u8; (self.slots * SLOT_BYTES).min(file_len.saturating_sub(HEADER)) as usize];
         let n = self.file.read_at(&mut bytes, HEADER).at(&self.path)?;
         bytes.truncate(n);
         // A lock probe sees the locks of every other open file, so a fresh
         // one sees this handle's own slot too.
         let probe = File::options().read(true).open(&self.path).at(&self.path)?;
         let mut out = Vec::new();
-        for (slot, fields) in bytes.chunks_exact(SLOT_BYTES as usize).enumerate() {
-            let word =
-                |at: u64| u64::from_le_bytes(fields[at as usize..at as usize + 8].try_into().unwrap_or_default());
-            let pid = word(PID) as u32;
-            if pid == 0 {
-                continue; // never used
-            }
-            let slot = slot as u64;
-            if !sys::range_is_locked(&probe, Self::slot_offset(slot), SLOT_BYTES).at(&self.path)? {
+        for info in used_slots(&bytes) {
+            if !sys::range_is_locked(&probe, Self::slot_offset(info.slot), SLOT_BYTES).at(&self.path)? {
                 continue;
             }
-            if !sys::process_alive(pid, word(START_TIME)) {
+            if !sys::process_alive(info.pid, info.start_time) {
                 continue;
             }
-            out.push(ReaderInfo {
-                slot,
-                pid,
-                pinned_generation: word(PIN_GENERATION),
-                pinned_version: word(PIN_VERSION),
-            });
+            out.push(info.reader);
         }
         Ok(out)
     }
@@ -220,4 +206,36 @@ impl ReaderTable {
         let _ = sys::unlock_range(&self.file, OFF_SLEEPERS, 4);
         written
     }
+}
+
+/// The slot count a table's header declares, if the header is intact.
+pub(crate) fn slots_of_header(h: &[u8]) -> Option<u64> {
+    let word = |at: usize| Some(u64::from_le_bytes(h.get(at..at + 8)?.try_into().ok()?));
+    let slots = word(8)?;
+    (word(0)? == MAGIC && slots != 0 && slots <= MAX_SLOTS).then_some(slots)
+}
+
+/// A slot that was ever claimed, as its fields read.
+pub(crate) struct UsedSlot {
+    pub reader: ReaderInfo,
+    pub slot: u64,
+    pub pid: u32,
+    /// The claiming process's start time, to tell it from a reused pid.
+    pub start_time: u64,
+}
+
+/// The slots of `bytes` (the table past its header) that were ever
+/// claimed; a slot cut short is not read.
+pub(crate) fn used_slots(bytes: &[u8]) -> impl Iterator<Item = UsedSlot> + '_ {
+    bytes.chunks_exact(SLOT_BYTES as usize).enumerate().filter_map(|(slot, fields)| {
+        let word = |at: u64| u64::from_le_bytes(fields[at as usize..at as usize + 8].try_into().unwrap_or_default());
+        let pid = word(PID) as u32;
+        if pid == 0 {
+            return None; // never used
+        }
+        let slot = slot as u64;
+        let reader =
+            ReaderInfo { slot, pid, pinned_generation: word(PIN_GENERATION), pinned_version: word(PIN_VERSION) };
+        Some(UsedSlot { reader, slot, pid, start_time: word(START_TIME) })
+    })
 }

@@ -4,6 +4,7 @@
 //! sync), and read by every writer open.
 
 use std::io::{Read, Write};
+use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
 use crate::files::{FileKind, Open, StoreDir};
@@ -13,11 +14,22 @@ use crate::retention;
 pub const FILE_NAME: &str = "settings";
 
 pub fn save(dir: &StoreDir, o: &Options) -> Result<()> {
+    let text = render(o);
+    let tmp = "settings.tmp";
+    dir.remove(tmp)?;
+    let mut file = dir.open_file(tmp, Open::CreateNew(FileKind::Data))?;
+    file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).at(&dir.join(tmp))?;
+    dir.rename(tmp, FILE_NAME)?;
+    dir.sync()
+}
+
+/// The text [`save`] writes for `o`.
+pub(crate) fn render(o: &Options) -> String {
     let durability = match o.durability {
         Durability::None => "none",
         Durability::Sync => "sync",
     };
-    let text = format!(
+    format!(
         "# shoal store settings: written at creation, replaced only when asked\n\
          durability = {durability}\n\
          retain_versions = {}\n\
@@ -40,31 +52,31 @@ pub fn save(dir: &StoreDir, o: &Options) -> Result<()> {
         o.auto_compact,
         o.compact_min_bytes,
         o.compact_factor,
-    );
-    let tmp = "settings.tmp";
-    dir.remove(tmp)?;
-    let mut file = dir.open_file(tmp, Open::CreateNew(FileKind::Data))?;
-    file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).at(&dir.join(tmp))?;
-    dir.rename(tmp, FILE_NAME)?;
-    dir.sync()
+    )
 }
 
 /// The recorded settings (as options with the per-open fields at their
 /// defaults); `None` for a store that has none.
 pub fn load(dir: &StoreDir) -> Result<Option<Options>> {
     let path = dir.join(FILE_NAME);
-    let mut o = Options::default();
     if !dir.exists(FILE_NAME)? {
         return Ok(None);
     }
     let mut text = String::new();
     dir.open_file(FILE_NAME, Open::Read)?.read_to_string(&mut text).at(&path)?;
+    parse(&path, &text).map(Some)
+}
+
+/// The options a settings file's text records: the parser of [`load`],
+/// without the file (`path` names it in errors).
+pub(crate) fn parse(path: &Path, text: &str) -> Result<Options> {
+    let mut o = Options::default();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let bad = |detail: String| Error::Corrupt { file: path.clone(), offset: n as u64 + 1, detail };
+        let bad = |detail: String| Error::Corrupt { file: path.to_path_buf(), offset: n as u64 + 1, detail };
         let (name, value) =
             line.split_once('=').ok_or_else(|| bad(format!("line {}: expected name = value", n + 1)))?;
         let (name, value) = (name.trim(), value.trim());
@@ -101,7 +113,7 @@ pub fn load(dir: &StoreDir) -> Result<Option<Options>> {
             _ => tracing::warn!(file = %path.display(), name, "unknown setting ignored"),
         }
     }
-    Ok(Some(o))
+    Ok(o)
 }
 
 #[cfg(test)]

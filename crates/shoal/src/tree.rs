@@ -288,6 +288,12 @@ fn weigh_range(
                 if next.as_deref().is_some_and(|n| start.cmp_bytes(n).is_ge()) {
                     return Err(Damage::new(offset, "keys out of order"));
                 }
+                // Wholly before the range: only a node whose hints lie routes
+                // here, and descending every such child of every level would
+                // take (fan-out)^(depth) steps.
+                if next.as_deref().is_some_and(|n| n <= lo) {
+                    continue;
+                }
                 let (k, l) = if wholly_inside(&start, next.as_deref(), lo, hi) {
                     (view.keys_below(i), view.longest_below(i))
                 } else {
@@ -601,7 +607,7 @@ pub fn reachable_bytes(region: Region<'_>, roots: &[u64], verify: bool) -> Parse
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::{build_internal, build_leaf, ChildRef, EntryRef};
+    use crate::node::{build_internal, build_leaf, u32_at, ChildRef, EntryRef};
 
     /// An arena region built node by node, as a crafted file would be.
     struct Crafted(Vec<u8>);
@@ -687,5 +693,69 @@ mod tests {
         let crafted = Region::for_test(&region.0);
         let diff = crate::diff::diff(crafted, 0, crafted, root, true, b"");
         assert!(matches!(diff, Err(crate::diff::DiffError::New(_))));
+    }
+
+    /// Runs `f` on another thread and fails if it does not finish soon:
+    /// the bugs these tests guard against made reads run for years.
+    fn finishes_soon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(f()));
+        rx.recv_timeout(std::time::Duration::from_secs(30)).expect("still running after 30 s")
+    }
+
+    /// A leaf with no entries, sealed like any node.
+    fn empty_leaf(region: &mut Crafted) -> u64 {
+        let mut buf = vec![0u8; node::HEADER_BYTES];
+        buf[0] = KIND_LEAF;
+        node::seal(&mut buf);
+        region.append(&buf)
+    }
+
+    #[test]
+    fn shared_empty_leaves_are_damage_not_an_endless_scan() {
+        // Four children per level, all the same node, 30 levels: 4^30
+        // empty leaves to visit if an empty leaf were accepted.
+        let mut region = Crafted(vec![0; 8]);
+        let mut node = empty_leaf(&mut region);
+        for _ in 0..30 {
+            node = region.internal(&[(b"a", node), (b"b", node), (b"c", node), (b"d", node)]);
+        }
+        let (bytes, root) = (region.0, node);
+        let (scan, walk, diff) = finishes_soon(move || {
+            let region = Region::for_test(&bytes);
+            let mut cursor = Cursor::new(region, root);
+            let scan = cursor.seek(b"").and_then(|()| cursor.next_entry()).map(|e| e.is_some());
+            let walk = Walk::subtree(region, root, b"").and_then(|mut w| w.next_entry()).map(|e| e.is_some());
+            let diff = crate::diff::diff(region, 0, region, root, true, b"").is_ok();
+            (scan.is_err(), walk.is_err(), diff)
+        });
+        assert!(scan && walk && !diff, "scan refused: {scan}, walk refused: {walk}, diff accepted: {diff}");
+    }
+
+    #[test]
+    fn counts_below_a_key_end_when_hints_lie() {
+        // Level d lists four children, all the level below, with keys
+        // "a", "a" d+1 1, "a" d+1 2, "a" d+1 3: in order, and each level's
+        // below the next one's second key, as the ordering checks want. Hints
+        // that all say "after everything" route every search to child 0, so
+        // counting below "a\xff" met all four children, each wholly before
+        // the range, at each of 30 levels: 4^30 descents.
+        let mut region = Crafted(vec![0; 8]);
+        let mut node = region.leaf(&[b"a"]);
+        for d in 0..30u8 {
+            let keys: Vec<Vec<u8>> =
+                (0..4u8).map(|j| if j == 0 { b"a".to_vec() } else { vec![b'a', d + 1, j] }).collect();
+            let children: Vec<(&[u8], u64)> = keys.iter().map(|k| (k.as_slice(), node)).collect();
+            node = region.internal(&children);
+            let at = node as usize;
+            let hints = at + 24 + 16 * 4;
+            region.0[hints..hints + 32].fill(0xFF);
+            let len = u32_at(&region.0, at + 4).unwrap() as usize;
+            let crc = node::node_crc(&region.0[at..at + len]);
+            region.0[at + 8..at + 12].copy_from_slice(&crc.to_le_bytes());
+        }
+        let (bytes, root) = (region.0, node);
+        let below = finishes_soon(move || below(Region::for_test(&bytes), root, b"a\xff").map(|b| b.keys));
+        assert_eq!(below.ok(), Some(0));
     }
 }

@@ -120,6 +120,13 @@ impl<'a> LeafView<'a> {
         if slots + 4 * count > node.len() {
             return Err(Damage::new(offset, "leaf arrays out of bounds"));
         }
+        // Writers never write an empty leaf. Refusing one bounds every
+        // cursor by the keys it yields: a crafted tree could otherwise list
+        // one empty leaf below every child of a chain of internal nodes, and
+        // a scan would visit it (their fan-out)^(depth) times, yielding nothing.
+        if count == 0 {
+            return Err(Damage::new(offset, "empty leaf"));
+        }
         Ok(LeafView { node, offset, count, prefix, hints, slots })
     }
 

@@ -150,9 +150,11 @@ pub fn verified_node_at(region: &[u8], offset: u64, kind: u8) -> Parse<&[u8]> {
     Ok(node)
 }
 
+/// The entry count a node's header states (0 if the bytes are too short
+/// to hold one: views parse nodes handed to them, whatever their length).
 #[inline]
 pub fn count(node: &[u8]) -> usize {
-    u16::from_le_bytes([node[2], node[3]]) as usize
+    u16_at(node, 2).unwrap_or(0) as usize
 }
 
 /// The longest prefix shared by sorted keys (that of the first and last), capped for the header.
@@ -182,6 +184,17 @@ mod tests {
                 let b = &bytes[start.min(len)..len];
                 assert_eq!(crc32c_bulk(b), crc32c::crc32c(b), "len {len} from {start}");
             }
+        }
+    }
+
+    /// Views used to index the header's count before checking the bytes
+    /// held one.
+    #[test]
+    fn a_node_shorter_than_its_header_is_damage_not_a_panic() {
+        for len in 0..HEADER_BYTES {
+            let bytes = vec![0xFF; len];
+            assert!(LeafView::from_node(&bytes, 8).is_err(), "leaf of {len} bytes");
+            assert!(InternalView::from_node(&bytes, 8).is_err(), "internal node of {len} bytes");
         }
     }
 
