@@ -346,8 +346,8 @@ pub enum Command {
         /// Start after this retained version (default: the newest).
         #[arg(long, value_name = "VERSION")]
         from: Option<u64>,
-        /// Exit after this many changes.
-        #[arg(long)]
+        /// Exit after this many changes (at least 1).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         count: Option<u64>,
     },
     /// Check the checksum of every node the newest version reaches (works while a writer runs).
@@ -367,8 +367,8 @@ pub enum Command {
         /// Domains to load (13 values each, under /local/domain/<id>).
         #[arg(long, default_value_t = 10_000)]
         domains: u32,
-        /// Reader processes to run while the writer commits.
-        #[arg(long, default_value_t = 2)]
+        /// Reader processes to run while the writer commits (1 to 64).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
         readers: u32,
         /// How long the writer commits (and the readers read).
         #[arg(long, default_value_t = 3.0)]

@@ -42,12 +42,16 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 /// Reads a whole file, or stdin for "-".
-pub fn read_input(file: &Path) -> CliResult<Vec<u8>> {
+/// Reads a whole file, or stdin for "-", but no more than `limit + 1`
+/// bytes: enough to tell that a value is too large without holding it.
+pub fn read_input(file: &Path, limit: usize) -> CliResult<Vec<u8>> {
     let mut data = Vec::new();
+    let cap = limit as u64 + 1;
     if file.as_os_str() == "-" {
-        std::io::stdin().lock().read_to_end(&mut data).map_err(|e| format!("reading stdin: {e}"))?;
+        std::io::stdin().lock().take(cap).read_to_end(&mut data).map_err(|e| format!("reading stdin: {e}"))?;
     } else {
-        data = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let opened = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        opened.take(cap).read_to_end(&mut data).map_err(|e| format!("{}: {e}", file.display()))?;
     }
     Ok(data)
 }
@@ -73,6 +77,12 @@ pub fn init(
     max_value_bytes: usize,
     access: Access,
 ) -> CliResult {
+    if access.group.is_some() && access.mode & 0o050 != 0o050 {
+        bail!(
+            "--group gives the store to a group, but mode {:o} does not let the group read it; add --mode 750",
+            access.mode
+        );
+    }
     let options = Options {
         durability: durability_of(durability),
         retain_versions: retain,
@@ -116,12 +126,24 @@ pub fn put(
     file: Option<std::path::PathBuf>,
     wait: Duration,
 ) -> CliResult {
+    shoal::path::validate(path)?;
     let value = match (value, file) {
         (Some(v), None) => v.into_bytes(),
-        (None, Some(f)) => read_input(&f)?,
+        (None, Some(f)) => {
+            // The store's limit, read without a lock, bounds what is read.
+            let limit = Reader::open(dir)?.settings()?.max_value_bytes;
+            let value = read_input(&f, limit)?;
+            if value.len() > limit {
+                bail!(
+                    "the value in {} is larger than the store's limit of {limit} bytes (see `shoal config \
+                     --max-value-bytes`)",
+                    f.display()
+                );
+            }
+            value
+        }
         _ => bail!("give either a VALUE or --file"),
     };
-    shoal::path::validate(path)?;
     let store = writer::open(dir, wait)?;
     let mut txn = store.begin();
     txn.put(path, &value)?;
@@ -174,6 +196,11 @@ pub fn cp(dir: &Path, src: &str, dst: &str, recursive: bool, wait: Duration) -> 
 
 pub fn rm(dir: &Path, path: &str, recursive: bool, wait: Duration) -> CliResult {
     shoal::path::validate(path)?;
+    if path == "/" {
+        bail!(
+            "the root node cannot be deleted; to empty the store, delete its top-level nodes (see `shoal ls STORE /`)"
+        );
+    }
     let store = writer::open(dir, wait)?;
     let mut txn = store.begin();
     let existed = if recursive {
@@ -222,7 +249,9 @@ pub fn stat(dir: &Path) -> CliResult {
     let snap = reader.snapshot_at(s.version)?;
     let arena = reader.dir().join(shoal::internals::arena_file_name(s.generation));
     let arena_len = std::fs::metadata(&arena).map_err(|e| format!("{}: {e}", arena.display()))?.len();
-    let others: Vec<_> = s.readers.iter().filter(|r| r.slot != reader.slot()).collect();
+    // The writer process holds a slot too (for its own snapshots): listed apart.
+    let writer_pid = reader.writer_pid();
+    let others: Vec<_> = s.readers.iter().filter(|r| r.slot != reader.slot() && Some(r.pid) != writer_pid).collect();
     let old: Vec<String> = s.old_generations.iter().map(u64::to_string).collect();
     let mut out = String::new();
     let mut line = |text: String| {
@@ -233,7 +262,7 @@ pub fn stat(dir: &Path) -> CliResult {
     line(format!("version:            {}", s.version));
     line(format!("generation:         {}", s.generation));
     line(format!("keys:               {}", s.key_count));
-    let writer = match reader.writer_pid() {
+    let writer = match writer_pid {
         Some(pid) => format!("running (pid {pid})"),
         None => "none running".to_string(),
     };

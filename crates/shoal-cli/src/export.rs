@@ -58,6 +58,10 @@ fn json_error(e: serde_json::Error) -> Failure {
     }
 }
 
+/// Levels of nesting a JSON tree may have below the exported node:
+/// serde_json (and so `shoal import`) refuses 128 or more.
+const MAX_TREE_DEPTH: usize = 128;
+
 pub fn export(dir: &Path, path: &str, format: ExportFormat, at: Option<u64>) -> CliResult {
     shoal::path::validate(path)?;
     let reader = Reader::open(dir)?;
@@ -88,6 +92,13 @@ pub fn export(dir: &Path, path: &str, format: ExportFormat, at: Option<u64>) -> 
                 let entry = item?;
                 let (p, v) = (entry.path(), entry.value());
                 let rel = &p[base_len..];
+                // JSON readers (`shoal import` among them) stop at 128 levels of nesting.
+                if rel.split('/').filter(|s| !s.is_empty()).count() >= MAX_TREE_DEPTH {
+                    bail!(
+                        "{p} lies {MAX_TREE_DEPTH} or more levels below {path}, deeper than a JSON tree can be read \
+                         back; use --format lines"
+                    );
+                }
                 let mut node = &mut root;
                 for segment in rel.split('/').filter(|s| !s.is_empty()) {
                     node = node.children.entry(segment.to_string()).or_default();

@@ -115,15 +115,16 @@ fn an_entry_or_line_larger_than_a_batch_is_refused() {
     assert!(err.contains(&format!("line 1 is longer than --batch-bytes ({limit} bytes)")), "{err}");
     // one that does not is taken for a tree, and the error says so, and what to give instead.
     let half = "x".repeat(limit / 2);
-    let value_first = format!("{{\"value\": \"{half}\", \"other\": \"{half}\", \"path\": \"/p\"}}\n");
+    let deep = format!("/p{}", format!("/{}", "q".repeat(250)).repeat(4));
+    let value_first = format!("{{\"value\": \"{half}\", \"path\": \"{deep}\"}}\n");
     let two = format!("{value_first}{}", ten_lines().0);
     let err = import_fails(&s, two.as_bytes(), &["--batch-bytes", &limit.to_string()]);
-    assert!(err.contains("line 2, column 1 (entry 4): invalid JSON: trailing characters"), "{err}");
+    assert!(err.contains("line 2, column 1 (entry 3): invalid JSON: trailing characters"), "{err}");
     assert!(err.contains(&format!("read as a JSON tree: its first line is longer than {limit} bytes")), "{err}");
     assert!(err.contains("--format lines"), "{err}");
     let s = TestStore::new();
     import_ok(&s, two.as_bytes(), &["--batch-bytes", &(4 * limit).to_string(), "--format", "lines"]);
-    assert_eq!(ok(&["get", s.path(), "/p"]).len(), limit / 2);
+    assert_eq!(ok(&["get", s.path(), &deep]).len(), limit / 2);
 
     // A tree's string longer than a batch is refused before it is held whole.
     let big = format!("{{\"a\": \"{}\"}}", "y".repeat(100_000));

@@ -54,10 +54,17 @@ fn group_readers_read_and_others_are_refused_clearly() {
     assert_eq!(mode_of(&store_dir), 0o2750);
     assert_eq!(mode_of(&store_dir.join("control")), 0o640);
     assert_eq!(mode_of(&store_dir.join("readers")), 0o660);
-    assert_eq!(mode_of(&store_dir.join("journal")), 0o600);
+    assert_eq!(mode_of(&store_dir.join("journal")), 0o640);
     assert_eq!(mode_of(&store_dir.join("lock")), 0o600);
 
     assert_eq!(read_as(&store_dir, 4343, GROUP), ("value v".to_string(), true));
+    // A mode someone loosened is tightened again by the writer's next open.
+    drop(store);
+    std::fs::set_permissions(store_dir.join("arena-0000000001"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(store_dir.join("meta"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    drop(Store::open(&store_dir, Options::default()).unwrap());
+    assert_eq!(mode_of(&store_dir.join("arena-0000000001")), 0o640);
+    assert_eq!(mode_of(&store_dir.join("meta")), 0o640);
     let (line, ok) = read_as(&store_dir, 4344, 4545);
     assert!(!ok && line.contains("permission denied"), "an outsider got: {line}");
     assert!(!line.contains("no shoal store"), "{line}");
@@ -123,4 +130,24 @@ fn planted_symbolic_links_are_refused_not_followed() {
     std::os::unix::fs::symlink(&victim, fresh.join("initializing")).unwrap();
     assert!(matches!(Store::create(&fresh, Options::default()), Err(Error::Access { .. })));
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+}
+
+#[test]
+fn a_store_is_made_only_in_a_new_or_empty_directory() {
+    let base = shared_base();
+    let dir = base.path().join("notes");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.join("notes.txt"), b"mine").unwrap();
+    match Store::create(&dir, Options::default()) {
+        Err(e @ Error::Access { .. }) => assert!(e.to_string().contains("notes.txt"), "{e}"),
+        other => panic!("expected a refusal, got {:?}", other.map(|s| s.version())),
+    }
+    assert_eq!(mode_of(&dir), 0o755, "a refused directory was changed");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "a refused directory was filled");
+    // A store whose checkpoint is gone is damaged, not absent.
+    let store_dir = base.path().join("damaged");
+    drop(Store::create(&store_dir, Options::default()).unwrap());
+    std::fs::remove_file(store_dir.join("meta")).unwrap();
+    assert!(matches!(Store::open(&store_dir, Options::default()), Err(Error::Corrupt { .. })));
 }

@@ -243,7 +243,8 @@ pub fn open_for_writer(dir: &StoreDir, generation: u64) -> Result<Arc<MappedGene
 
 fn open_mapped(dir: &StoreDir, generation: u64, writable: bool) -> Result<Arc<MappedGeneration>> {
     let path = dir.join(&file_name(generation));
-    let file = dir.open_file(&file_name(generation), if writable { Open::ReadWrite } else { Open::Read })?;
+    let file =
+        dir.open_file(&file_name(generation), if writable { Open::ReadWrite(FileKind::Data) } else { Open::Read })?;
     pin(&file, &path)?;
     let reserve = check_header(&path, &read_header(&file, &path)?, generation)?;
     let len = file.metadata().at(&path)?.len();
@@ -298,7 +299,7 @@ impl WriterArena {
         // Renamed before its header changes: a crash in between leaves a
         // generation above the published one, which recovery deletes.
         dir.rename(&file_name(spare), &file_name(generation))?;
-        let file = dir.open_file(&file_name(generation), Open::ReadWrite)?;
+        let file = dir.open_file(&file_name(generation), Open::ReadWrite(FileKind::Data))?;
         let header = header_bytes(generation, reserve);
         use std::os::unix::fs::FileExt;
         if file.metadata().at(&path)?.len() < HEADER_PAGE {

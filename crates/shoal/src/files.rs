@@ -9,9 +9,9 @@
 //!
 //! | kind | files | mode with a 0750 directory |
 //! | --- | --- | --- |
-//! | data (read by readers) | arena generations, `control`, `meta`, `settings` | 0640 |
+//! | data (read by readers) | arena generations, `control`, `meta`, `settings`, `journal` | 0640 |
 //! | shared (written by readers) | `readers` | 0660 |
-//! | private (the writer's) | `lock`, `journal`, temporary files | 0600 |
+//! | private (the writer's) | `lock`, temporary files | 0600 |
 //!
 //! A directory that grants group read also has its set-group-id bit, so
 //! files created in it take its group. Opening a store as its writer checks
@@ -27,16 +27,17 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, Mode, OFlags};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 
 /// How a file of the store is used, which sets its mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileKind {
-    /// Read by readers: arena generations, `control`, `meta`, `settings`.
+    /// Read by readers: arena generations, `control`, `meta`, `settings`,
+    /// `journal` (which holds what the arena holds).
     Data,
     /// Written by readers too: the reader table.
     Shared,
-    /// The writer's alone: `lock`, `journal`, temporary files.
+    /// The writer's alone: `lock`, the creation marker.
     Private,
 }
 
@@ -44,7 +45,9 @@ pub enum FileKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Open {
     Read,
-    ReadWrite,
+    /// Read-write, an existing file; given its kind's mode if this process
+    /// owns it and it has another (a mode someone loosened is tightened).
+    ReadWrite(FileKind),
     /// Read-write, created (with its kind's mode) if missing.
     Create(FileKind),
     /// Read-write, created; an existing file is an error.
@@ -89,17 +92,28 @@ impl StoreDir {
     /// `group` if given, then opens it. An existing directory is opened as
     /// it is.
     pub fn create(path: &Path, mode: u32, group: Option<u32>) -> Result<StoreDir> {
+        let cannot_create = |at: &Path, e: std::io::Error| match e.raw_os_error() {
+            Some(libc::EACCES) | Some(libc::EPERM) => Error::Access {
+                path: at.to_path_buf(),
+                reason: "permission denied: this user may not create the store's directory there".into(),
+            },
+            _ => io_error(at, e),
+        };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).at(parent)?;
+            std::fs::create_dir_all(parent).map_err(|e| cannot_create(parent, e))?;
         }
         let created = match rustix::fs::mkdir(path, Mode::from_raw_mode(0o700)) {
             Ok(()) => true,
             Err(rustix::io::Errno::EXIST) => false,
-            Err(e) => return Err(io_error(path, e.into())),
+            Err(e) => return Err(cannot_create(path, e.into())),
         };
         let mut dir = StoreDir::open(path)?;
         if created {
-            dir.set_access(mode, group)?;
+            if let Err(e) = dir.set_access(mode, group) {
+                // Leave nothing behind: the directory is new and empty.
+                let _ = std::fs::remove_dir(path);
+                return Err(e);
+            }
         }
         Ok(dir)
     }
@@ -108,8 +122,16 @@ impl StoreDir {
     /// may read) and `group` if given.
     pub fn set_access(&mut self, mode: u32, group: Option<u32>) -> Result<()> {
         if let Some(gid) = group {
-            let gid = rustix::fs::Gid::from_raw(gid);
-            rustix::fs::fchown(&self.fd, None, Some(gid)).map_err(|e| io_error(&self.path, e.into()))?;
+            match rustix::fs::fchown(&self.fd, None, Some(rustix::fs::Gid::from_raw(gid))) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::PERM) => {
+                    return Err(Error::Access {
+                        path: self.path.clone(),
+                        reason: format!("cannot give the store to group {gid}: this user is not a member of it"),
+                    })
+                }
+                Err(e) => return Err(io_error(&self.path, e.into())),
+            }
         }
         let mode = (mode & 0o777) | if mode & 0o040 != 0 { 0o2000 } else { 0 };
         rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(mode)).map_err(|e| io_error(&self.path, e.into()))?;
@@ -173,7 +195,7 @@ impl StoreDir {
     pub fn open_file(&self, name: &str, how: Open) -> Result<File> {
         let (flags, kind) = match how {
             Open::Read => (OFlags::RDONLY, None),
-            Open::ReadWrite => (OFlags::RDWR, None),
+            Open::ReadWrite(kind) => (OFlags::RDWR, Some(kind)),
             Open::Create(kind) => (OFlags::RDWR | OFlags::CREATE, Some(kind)),
             Open::CreateNew(kind) => (OFlags::RDWR | OFlags::CREATE | OFlags::EXCL, Some(kind)),
             Open::Append(kind) => (OFlags::RDWR | OFlags::APPEND | OFlags::CREATE, Some(kind)),
@@ -253,7 +275,9 @@ pub fn io_error(path: &Path, source: std::io::Error) -> Error {
         },
         Some(libc::EACCES) | Some(libc::EPERM) => Error::Access {
             path: path.to_path_buf(),
-            reason: "permission denied (who may read a store is set by its directory's group and mode)".into(),
+            reason: "permission denied (a store may be read by its owner, and by its group when its mode lets the \
+                     group read)"
+                .into(),
         },
         _ => Error::Io { file: path.to_path_buf(), source },
     }

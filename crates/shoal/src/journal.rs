@@ -227,7 +227,7 @@ impl Journal {
     /// Opens (creating if needed) the journal and reads its valid records.
     pub fn open(dir: &StoreDir) -> Result<(Journal, Replay)> {
         let path = dir.join(FILE_NAME);
-        let file = dir.open_file(FILE_NAME, Open::Append(FileKind::Private))?;
+        let file = dir.open_file(FILE_NAME, Open::Append(FileKind::Data))?;
         let mut bytes = Vec::new();
         (&file).read_to_end(&mut bytes).at(&path)?;
         if bytes.len() < HEADER as usize {
@@ -235,7 +235,7 @@ impl Journal {
             file.set_len(0).at(&path)?;
             (&file).write_all(&header(HEADER)).at(&path)?;
             rustix::fs::fdatasync(&file).at(&path)?;
-            let mark = dir.open_file(FILE_NAME, Open::ReadWrite)?;
+            let mark = dir.open_file(FILE_NAME, Open::ReadWrite(FileKind::Data))?;
             return Ok((Journal { file, mark, path, len: HEADER }, Replay { records: Vec::new(), discarded_bytes: 0 }));
         }
         let (records, at) = read_records(&path, &bytes)?;
@@ -250,7 +250,7 @@ impl Journal {
             file.set_len(at as u64).at(&path)?;
             rustix::fs::fdatasync(&file).at(&path)?;
         }
-        let mark = dir.open_file(FILE_NAME, Open::ReadWrite)?;
+        let mark = dir.open_file(FILE_NAME, Open::ReadWrite(FileKind::Data))?;
         Ok((Journal { file, mark, path, len: at as u64 }, Replay { records, discarded_bytes }))
     }
 

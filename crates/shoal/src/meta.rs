@@ -83,7 +83,10 @@ pub struct MetaState {
 impl Meta {
     pub fn open(dir: &StoreDir, create: bool) -> Result<(Meta, MetaState)> {
         let path = dir.join(FILE_NAME);
-        let file = dir.open_file(FILE_NAME, if create { Open::Create(FileKind::Data) } else { Open::ReadWrite })?;
+        let file = dir.open_file(
+            FILE_NAME,
+            if create { Open::Create(FileKind::Data) } else { Open::ReadWrite(FileKind::Data) },
+        )?;
         let mut slots = Vec::new();
         let mut damaged_slots = 0;
         for i in 0..2 {

@@ -1,7 +1,9 @@
 //! Paths and their key encoding.
 //!
 //! A path is `/` (the root) or `/seg/seg/...`: UTF-8 segments, none empty,
-//! none `.` or `..`, none containing `/` or NUL, at most
+//! none `.` or `..`, none containing `/` or a control character (U+0000 to
+//! U+001F and U+007F: a newline in a name would break every line-based
+//! listing of paths), at most
 //! [`MAX_SEGMENT_BYTES`] each and [`MAX_PATH_BYTES`] in all. Anything else
 //! is rejected with [`Error::InvalidPath`]: shoal does not resolve `.` and
 //! `..`, and storing them as names would make `/a/../b` a different node
@@ -53,6 +55,9 @@ pub fn validate(path: &str) -> Result<&[u8]> {
         }
         if segment.contains(&0) {
             return Err(invalid(path, "contains a NUL byte"));
+        }
+        if segment.iter().any(|&b| b < 0x20 || b == 0x7f) {
+            return Err(invalid(path, "contains a control character (such as a newline or a tab)"));
         }
         if segment == b"." || segment == b".." {
             return Err(invalid(path, "'.' and '..' are not allowed as segments"));
@@ -107,7 +112,7 @@ pub fn with_valid_key<R>(path: &str, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
             dots = true;
             *out = 0;
         } else {
-            ok &= b != 0;
+            ok &= b >= 0x20 && b != 0x7f;
             segment += 1;
             dots &= b == b'.';
             *out = b;
@@ -215,6 +220,12 @@ mod tests {
         let long_first = format!("/{}/b", "a".repeat(254));
         let too_long_last = format!("/b/{}", "a".repeat(256));
         let cases = [
+            "/a\nb",
+            "/a\tb",
+            "/\x1f",
+            "/a/\x7f",
+            "/\u{80}",
+            "/a b",
             "/",
             "",
             "a",
@@ -253,7 +264,10 @@ mod tests {
         for bad in ["", "a", "//", "/a/", "/a//b", "/a\0b", "/.", "/..", "/a/../b", "/a/./b", "/a/.."] {
             assert!(validate(bad).is_err(), "{bad:?} accepted");
         }
-        for good in ["/...", "/.a", "/a.", "/..a", "/a/.b./c"] {
+        for bad in ["/a\nb", "/tab\there", "/a/\x7f", "/\x01"] {
+            assert!(validate(bad).unwrap_err().to_string().contains("control character"), "{bad:?}");
+        }
+        for good in ["/...", "/.a", "/a.", "/..a", "/a/.b./c", "/a b", "/é", "/\u{a0}"] {
             assert!(validate(good).is_ok(), "{good:?} refused");
         }
         let long_dots = format!("/{}/..", "a".repeat(300));

@@ -103,7 +103,7 @@ impl ReaderTable {
         match Self::open(dir) {
             Err(Error::Corrupt { .. }) => {
                 tracing::warn!(file = %path.display(), "reader table header damaged or cut; rewriting it");
-                let file = dir.open_file(FILE_NAME, Open::ReadWrite)?;
+                let file = dir.open_file(FILE_NAME, Open::ReadWrite(FileKind::Shared))?;
                 if file.metadata().at(&path)?.len() < HEADER + DEFAULT_SLOTS * SLOT_BYTES {
                     file.set_len(HEADER + DEFAULT_SLOTS * SLOT_BYTES).at(&path)?;
                 }
@@ -116,7 +116,7 @@ impl ReaderTable {
 
     pub fn open(dir: &StoreDir) -> Result<ReaderTable> {
         let path = dir.join(FILE_NAME);
-        let file = dir.open_file(FILE_NAME, Open::ReadWrite)?;
+        let file = dir.open_file(FILE_NAME, Open::ReadWrite(FileKind::Shared))?;
         let mut h = [0u8; 16];
         let n = file.read_at(&mut h, 0).at(&path)?;
         match slots_of_header(&h[..n]) {

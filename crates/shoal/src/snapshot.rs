@@ -523,6 +523,13 @@ impl Reader {
             Err(e) => return Err(e),
         };
         if !dir.exists(control::FILE_NAME)? {
+            if dir.exists(crate::meta::FILE_NAME)? {
+                return Err(Error::Corrupt {
+                    file: dir.join(control::FILE_NAME),
+                    offset: 0,
+                    detail: "the control file is missing; opening the store as its writer recreates it".into(),
+                });
+            }
             return Err(Error::NotFound(dir.path().to_path_buf()));
         }
         let control = Control::open_reader(&dir)?;

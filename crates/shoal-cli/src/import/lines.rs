@@ -1,11 +1,12 @@
 //! JSON lines, read one line at a time: `{"path": "/a/b", "value": "..."}`
-//! (or `"value_base64"`); blank lines are skipped, other keys ignored.
+//! (or `"value_base64"`); blank lines are skipped, and any other key is an
+//! error (a misspelled `"vaule"` would otherwise write an empty value).
 
 use std::borrow::Cow;
 use std::fmt;
 use std::io::{BufRead, Read};
 
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 
 use super::batch::Loader;
 use super::values::{Base64, Scalar};
@@ -105,8 +106,10 @@ impl<'de> Visitor<'de> for LineVisitor {
                 "path" => line.path = Some(map.next_value_seed(Text { what: "\"path\" to be a string" })?),
                 "value" => line.value = Some(map.next_value_seed(Scalar { what: "\"value\"" })?),
                 "value_base64" => line.value_base64 = Some(map.next_value_seed(Base64 { what: "\"value_base64\"" })?),
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
+                other => {
+                    return Err(de::Error::custom(format!(
+                        "unknown key {other:?} (a line holds \"path\" and \"value\" or \"value_base64\")"
+                    )))
                 }
             }
         }

@@ -67,9 +67,23 @@ pub(super) fn open(path: &Path, options: Options, mode: Mode) -> Result<Shared> 
     let has_store =
         |dir: &StoreDir| -> Result<bool> { Ok(dir.exists(crate::meta::FILE_NAME)? && !dir.exists(INIT_MARKER)?) };
     if !may_create && !has_store(&dir)? {
-        return Err(Error::NotFound(dir.path().to_path_buf()));
+        return Err(missing_store(&dir)?);
     }
     dir.check_owner()?;
+    if !has_store(&dir)? {
+        // A store is made in an empty directory (or over an interrupted
+        // creation of one): never chmod or fill one that holds other files.
+        let foreign: Vec<String> = dir.list()?.into_iter().filter(|name| !is_store_file(name)).collect();
+        if !foreign.is_empty() {
+            return Err(Error::Access {
+                path: dir.path().to_path_buf(),
+                reason: format!(
+                    "the directory holds files that are not a store's ({}); a store is made in a new or empty directory",
+                    foreign.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+    }
     let lock_file = take_writer_lock(&dir, options.lock_wait)?;
     // Decided under the lock: another writer may have created it meanwhile.
     let exists = has_store(&dir)?;
@@ -198,6 +212,38 @@ pub(super) fn open(path: &Path, options: Options, mode: Mode) -> Result<Shared> 
         shared.reclaim_generations(&mut st);
     }
     Ok(shared)
+}
+
+/// Whether `name` is one of a store's files.
+fn is_store_file(name: &str) -> bool {
+    matches!(
+        name,
+        LOCK_FILE
+            | INIT_MARKER
+            | "control"
+            | "meta"
+            | "journal"
+            | "readers"
+            | "readers.tmp"
+            | "settings"
+            | "settings.tmp"
+    ) || arena::parse_file_name(name).is_some()
+}
+
+/// The error for a directory without a whole store: "no store" when it
+/// holds none of a store's files, else what is missing.
+fn missing_store(dir: &StoreDir) -> Result<Error> {
+    if dir.exists(INIT_MARKER)? {
+        return Ok(Error::NotFound(dir.path().to_path_buf()));
+    }
+    if !generations::list(dir)?.is_empty() {
+        return Ok(Error::Corrupt {
+            file: dir.join(crate::meta::FILE_NAME),
+            offset: 0,
+            detail: "the checkpoint file is missing but arena files exist".into(),
+        });
+    }
+    Ok(Error::NotFound(dir.path().to_path_buf()))
 }
 
 /// What recovery starts from.
