@@ -164,7 +164,7 @@ pub enum Command {
     /// Print a store's settings, or change some of them (printing what changed).
     ///
     /// Without flags, prints the settings recorded in the store. With flags, changes only those
-    /// and prints each change as "old -> new". Opens the store as its writer, so it waits for
+    /// and prints each change as "old → new". Opens the store as its writer, so it waits for
     /// another writer like `put` does.
     Config {
         /// Store directory.
@@ -253,7 +253,7 @@ pub enum Command {
     /// Load a JSON tree or JSON lines, streaming, in batches of at most --batch-bytes.
     ///
     /// JSON tree: nested objects become paths; string leaves are values; numbers and booleans are
-    /// written as their JSON text; null is an empty value; arrays become children 0, 1, ...; the key
+    /// written as parsed (integers exactly up to 64 bits, other numbers as the nearest double); null is an empty value; arrays become children 0, 1, ...; the key
     /// "@value" inside an object holds that node's own value ("@value_base64" for non-UTF-8 bytes).
     /// JSON lines: one {"path": "/a/b", "value": "..."} per line ("value_base64" for bytes).
     ///
@@ -302,7 +302,8 @@ pub enum Command {
         #[arg(long, value_name = "VERSION")]
         at: Option<u64>,
     },
-    /// Print figures about a store, as a reader (takes no lock, writes nothing).
+    /// Print figures about a store, as a reader (never the writer lock; it writes only its slot in
+    /// the reader table).
     Stat {
         /// Store directory.
         store: PathBuf,

@@ -241,8 +241,9 @@ fn versions_summary(versions: &[u64]) -> String {
     }
 }
 
-/// `shoal stat STORE`: every figure from a [`Reader`], so it takes no lock,
-/// writes nothing, and never keeps a writer from starting.
+/// `shoal stat STORE`: every figure from a [`Reader`], so it never takes
+/// the writer lock (it writes only its reader slot) and never keeps a
+/// writer from starting.
 pub fn stat(dir: &Path) -> CliResult {
     let reader = Reader::open(dir)?;
     let s = reader.stat()?;
@@ -251,7 +252,8 @@ pub fn stat(dir: &Path) -> CliResult {
     let arena_len = std::fs::metadata(&arena).map_err(|e| format!("{}: {e}", arena.display()))?.len();
     // The writer process holds a slot too (for its own snapshots): listed apart.
     let writer_pid = reader.writer_pid();
-    let others: Vec<_> = s.readers.iter().filter(|r| r.slot != reader.slot() && Some(r.pid) != writer_pid).collect();
+    let others: Vec<_> =
+        s.readers.iter().filter(|r| Some(r.slot) != reader.slot() && Some(r.pid) != writer_pid).collect();
     let old: Vec<String> = s.old_generations.iter().map(u64::to_string).collect();
     let mut out = String::new();
     let mut line = |text: String| {

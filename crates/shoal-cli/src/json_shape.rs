@@ -1,7 +1,9 @@
 //! How paths and values look in JSON, for `import` and `export`.
 //!
 //! JSON tree: nested objects are nodes, their keys the child names. A string
-//! leaf is a value; numbers and booleans are written as their JSON text,
+//! leaf is a value; numbers and booleans are written as parsed (integers
+//! exactly up to 64 bits, other numbers as the nearest double, in Rust's
+//! shortest form),
 //! `null` as an empty value, an array as children named `0`, `1`, ... A node
 //! that has both a value and children holds its own value under the key
 //! `"@value"` (or `"@value_base64"` for bytes that are not UTF-8).

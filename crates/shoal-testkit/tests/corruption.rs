@@ -136,7 +136,7 @@ fn damaged_journal_tail_recovers_to_the_last_whole_record() {
     // write not having reached the disk: neither did the synced mark that
     // the header was given after it (it becomes durable with the next sync).
     std::fs::remove_file(dir.path().join("control")).unwrap();
-    let mut at = 24;
+    let mut at = 32;
     let mut last = at;
     while at < bytes.len() {
         last = at;
@@ -144,6 +144,7 @@ fn damaged_journal_tail_recovers_to_the_last_whole_record() {
     }
     let synced = bytes.clone();
     bytes[16..24].copy_from_slice(&(last as u64).to_le_bytes());
+    bytes[24..32].copy_from_slice(&(!(last as u64)).to_le_bytes());
     let lock = dir.path().join("lock");
     let _ = std::fs::remove_file(&lock);
     // A torn last record whose sync's mark is on disk is damage to an

@@ -92,3 +92,52 @@ fn a_deleted_table_and_a_reopened_writer_free_nothing() {
     churn(&store);
     assert_held_intact(&mut holder, held, &store);
 }
+
+/// A neighbour holds the lock on the sleepers count (found by the review:
+/// it hung every other reader's bounded wait). Waits still end at their
+/// timeout, and still see a new version within a few milliseconds.
+#[test]
+fn a_held_sleepers_lock_stalls_no_wait() {
+    let (dir, store, _holder, _) = held_store();
+    let mut vandal = ChildProcess::spawn(VANDAL, &[dir.path().to_str().unwrap(), "hold-sleepers"]);
+    vandal.wait_for("done");
+    let reader = Reader::open(dir.path()).unwrap();
+    let version = reader.snapshot().unwrap().version();
+    let started = std::time::Instant::now();
+    assert!(reader.wait_for_version(version, std::time::Duration::from_millis(200)).unwrap().is_none());
+    let waited = started.elapsed();
+    assert!(waited < std::time::Duration::from_secs(1), "a 200 ms wait took {waited:?}");
+    std::thread::scope(|s| {
+        let waiter = s.spawn(move || {
+            let seen = reader.wait_for_version(version, std::time::Duration::from_secs(10)).unwrap();
+            (seen.map(|snapshot| snapshot.version()), std::time::Instant::now())
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let committed = std::time::Instant::now();
+        rewrite_all(&store, b'z');
+        let (seen, at) = waiter.join().unwrap();
+        assert_eq!(seen, Some(store.version()));
+        let late = at.duration_since(committed);
+        assert!(late < std::time::Duration::from_millis(500), "seen {late:?} after the commit began");
+    });
+    drop(vandal);
+}
+
+/// A neighbour fills the reader table, or shrinks it to one slot it
+/// holds: the writer still opens, new readers still read (unlisted).
+#[test]
+fn a_full_reader_table_keeps_no_one_out() {
+    for action in ["fill", "one-slot"] {
+        let (dir, store, mut holder, held) = held_store();
+        drop(store);
+        let mut vandal = ChildProcess::spawn(VANDAL, &[dir.path().to_str().unwrap(), action]);
+        vandal.wait_for("done");
+        let store =
+            Store::open(dir.path(), options()).unwrap_or_else(|e| panic!("{action}: the writer was kept out: {e}"));
+        let reader = Reader::open(dir.path()).unwrap();
+        assert_eq!(reader.slot(), None, "{action}");
+        churn(&store);
+        assert_held_intact(&mut holder, held, &store);
+        drop(vandal);
+    }
+}

@@ -45,8 +45,8 @@ fn a_failed_replay_leaves_the_journal_as_it_was() {
     let path = dir.path().join("journal");
     let bytes = std::fs::read(&path).unwrap();
     let record_len = |at: usize| 8 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-    // The journal's header is 24 bytes.
-    let first = 24 + record_len(24);
+    // The journal's header is 32 bytes.
+    let first = 32 + record_len(32);
     let second = first + record_len(first);
     let mut gapped = bytes[..first].to_vec();
     gapped.extend_from_slice(&bytes[second..]);
@@ -89,7 +89,7 @@ fn after_a_reboot_readers_use_the_checkpoint_and_held_snapshots_stay_intact() {
     // recovered history diverges from what the early reader holds.
     let path = dir.path().join("journal");
     let bytes = std::fs::read(&path).unwrap();
-    let mut at = 24;
+    let mut at = 32;
     for _ in 0..40 {
         at += 8 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
     }

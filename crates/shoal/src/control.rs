@@ -51,6 +51,10 @@ const OFF_GENERATION_HIGH: u64 = 56;
 
 const OFFSET_BITS: u32 = 40;
 
+/// How long a reader tries to count itself among the sleepers, and how long
+/// it sleeps at a time when it cannot.
+const UNCOUNTED_SLEEP: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Packs a generation and an 8-aligned arena offset into one word.
 pub fn pack(generation: u64, offset: u64) -> u64 {
     debug_assert!(offset.is_multiple_of(8) && offset >> 3 < 1 << OFFSET_BITS && generation < 1 << 24);
@@ -200,7 +204,7 @@ impl Control {
         seq: u32,
         timeout: std::time::Duration,
         spin: std::time::Duration,
-        table: &crate::readers::ReaderTable,
+        table: Option<&crate::readers::ReaderTable>,
     ) -> Result<()> {
         let start = std::time::Instant::now();
         let spin = spin.min(timeout);
@@ -212,7 +216,13 @@ impl Control {
                 std::hint::spin_loop();
             }
         }
-        table.add_sleeper(1)?;
+        let remaining = timeout.saturating_sub(start.elapsed());
+        let Some(table) = table else { return self.wait_uncounted(seq, remaining) };
+        if !table.add_sleeper(1, remaining.min(UNCOUNTED_SLEEP))? {
+            // Someone holds the count's lock: sleep uncounted, in short
+            // slices, since the writer may not know to wake us.
+            return self.wait_uncounted(seq, timeout.saturating_sub(start.elapsed()));
+        }
         // Sync point: pairs with the fence in `wake_sleepers`.
         fence(Ordering::SeqCst);
         let result = if self.wake_word().load(Ordering::Relaxed) == seq {
@@ -220,8 +230,23 @@ impl Control {
         } else {
             Ok(())
         };
-        let left = table.add_sleeper(-1);
-        result.and(left)
+        // A count left high only costs the writer useless wake-ups.
+        let _ = table.add_sleeper(-1, UNCOUNTED_SLEEP);
+        result
+    }
+
+    /// Sleeps until the counter moves past `seq` or `timeout`, in slices of
+    /// [`UNCOUNTED_SLEEP`], without counting as a sleeper.
+    fn wait_uncounted(&self, seq: u32, timeout: std::time::Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let now = std::time::Instant::now();
+            if self.wake_sequence() != seq || now >= deadline {
+                return Ok(());
+            }
+            let slice = (deadline - now).min(UNCOUNTED_SLEEP);
+            sys::futex_wait(self.wake_word(), seq, slice).at(&self.path)?;
+        }
     }
 
     /// Records that generation `g` is about to be created, before its file

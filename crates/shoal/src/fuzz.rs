@@ -280,7 +280,7 @@ fn walk(region: Region<'_>, root: u64, key: &[u8]) -> bool {
 
 /// A journal file's bytes, replayed as a recovering writer would.
 pub fn journal(bytes: &[u8]) {
-    if let Ok((records, end)) = journal::read_records(Path::new(journal::FILE_NAME), bytes) {
+    if let Ok((records, end)) = journal::read_records(Path::new(journal::FILE_NAME), bytes, false) {
         black_box(end);
         for record in &records {
             for op in &record.ops {

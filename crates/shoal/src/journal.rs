@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! header  0 "SHOALJN1"  8 u32 format  12 u32 0  16 u64 synced mark
+//!         24 u64 the mark's bitwise complement (a damaged mark is ignored)
 //! record  u32 payload_len, u32 crc32c(payload), payload:
 //!         u64 version, u64 commit time ns, u64 synced mark, u32 op count,
 //!         ops: u8 tag (1 put, 2 delete, 3 delete subtree, 4 copy,
@@ -40,7 +41,7 @@ const MAGIC: &[u8; 8] = b"SHOALJN1";
 /// 2: records may hold copy ops (by reference), which format 1 lacks; 3:
 /// the header and records carry the synced mark.
 const FORMAT_VERSION: u32 = 3;
-pub const HEADER: u64 = 24;
+pub const HEADER: u64 = 32;
 const OFF_MARK: u64 = 16;
 /// Largest record payload (its length is a u32); larger transactions are refused.
 pub const MAX_RECORD_BYTES: usize = u32::MAX as usize - 64;
@@ -157,15 +158,26 @@ fn record_at(bytes: &[u8], at: usize) -> Option<Record> {
 /// The intact records of a journal's bytes (at least a header's worth) and
 /// where they end, or why the file cannot be replayed: the parser of
 /// [`Journal::open`], without the file (`path` names it in errors).
-pub(crate) fn read_records(path: &Path, bytes: &[u8]) -> Result<(Vec<Record>, usize)> {
-    if bytes.get(..8) != Some(&MAGIC[..]) || u32_at(bytes, 8) != Some(FORMAT_VERSION) {
+///
+/// `acknowledged_recovered`: every acknowledged commit is already in the
+/// version recovery starts from (the published version of this boot): then
+/// no damage can lose one, and any damage is cut as a torn tail.
+pub(crate) fn read_records(path: &Path, bytes: &[u8], acknowledged_recovered: bool) -> Result<(Vec<Record>, usize)> {
+    if bytes.get(..8) != Some(&MAGIC[..]) {
+        return Err(Error::Format { file: path.to_path_buf(), detail: "not a shoal journal (bad magic)".into() });
+    }
+    if u32_at(bytes, 8) != Some(FORMAT_VERSION) {
         let found = u32_at(bytes, 8).unwrap_or(0);
         return Err(Error::Format {
             file: path.to_path_buf(),
-            detail: format!("not a shoal journal of this format (version {found}, this build reads {FORMAT_VERSION})"),
+            detail: format!("journal format {found}; this build reads format {FORMAT_VERSION}"),
         });
     }
-    let header_mark = u64_at(bytes, OFF_MARK as usize).unwrap_or(HEADER);
+    let header_mark = match (u64_at(bytes, OFF_MARK as usize), u64_at(bytes, OFF_MARK as usize + 8)) {
+        (Some(mark), Some(complement)) if mark == !complement => mark,
+        // Damaged: only the records' own marks are left to go by.
+        _ => 0,
+    };
     let mut records = Vec::new();
     let mut at = HEADER as usize;
     while at < bytes.len() {
@@ -178,7 +190,7 @@ pub(crate) fn read_records(path: &Path, bytes: &[u8]) -> Result<(Vec<Record>, us
         }
         // Damaged or short: a torn tail unless it lies below the mark.
         let mark = header_mark.max(record_at(bytes, next).map_or(0, |r| r.synced_mark));
-        if (at as u64) < mark {
+        if (at as u64) < mark && !acknowledged_recovered {
             return Err(Error::Corrupt {
                 file: path.to_path_buf(),
                 offset: at as u64,
@@ -205,6 +217,7 @@ pub(crate) fn header(mark: u64) -> Vec<u8> {
     header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     header.extend_from_slice(&[0; 4]);
     header.extend_from_slice(&mark.to_le_bytes());
+    header.extend_from_slice(&(!mark).to_le_bytes());
     header
 }
 
@@ -213,7 +226,10 @@ pub(crate) fn header(mark: u64) -> Vec<u8> {
 /// damage a torn tail).
 pub fn store_mark(file: &File, mark: u64) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
-    file.write_all_at(&mark.to_le_bytes(), OFF_MARK)
+    let mut both = [0u8; 16];
+    both[..8].copy_from_slice(&mark.to_le_bytes());
+    both[8..].copy_from_slice(&(!mark).to_le_bytes());
+    file.write_all_at(&both, OFF_MARK)
 }
 
 /// What opening the journal found.
@@ -224,8 +240,9 @@ pub struct Replay {
 }
 
 impl Journal {
-    /// Opens (creating if needed) the journal and reads its valid records.
-    pub fn open(dir: &StoreDir) -> Result<(Journal, Replay)> {
+    /// Opens (creating if needed) the journal and reads its valid records;
+    /// see [`read_records`] for `acknowledged_recovered`.
+    pub fn open(dir: &StoreDir, acknowledged_recovered: bool) -> Result<(Journal, Replay)> {
         let path = dir.join(FILE_NAME);
         let file = dir.open_file(FILE_NAME, Open::Append(FileKind::Data))?;
         let mut bytes = Vec::new();
@@ -238,7 +255,7 @@ impl Journal {
             let mark = dir.open_file(FILE_NAME, Open::ReadWrite(FileKind::Data))?;
             return Ok((Journal { file, mark, path, len: HEADER }, Replay { records: Vec::new(), discarded_bytes: 0 }));
         }
-        let (records, at) = read_records(&path, &bytes)?;
+        let (records, at) = read_records(&path, &bytes, acknowledged_recovered)?;
         // Records a killed writer left in the page cache become durable before
         // anything built from them is published.
         if !records.is_empty() {
@@ -307,7 +324,7 @@ mod tests {
     use std::path::Path;
 
     fn open(dir: &Path) -> Result<(Journal, Replay)> {
-        Journal::open(&StoreDir::open(dir).unwrap())
+        Journal::open(&StoreDir::open(dir).unwrap(), false)
     }
 
     fn put(v: u64) -> Vec<JournalOp> {
@@ -399,5 +416,42 @@ mod tests {
         bytes[offsets[1] + 12] ^= 1;
         std::fs::write(dir.path().join(FILE_NAME), &bytes).unwrap();
         assert!(matches!(open(dir.path()), Err(Error::Corrupt { .. })));
+    }
+
+    /// The header's mark guards itself with its complement: a damaged mark
+    /// is ignored, so an ordinary torn tail still recovers (the review saw
+    /// one flipped bit in the mark refuse a store with a torn tail).
+    #[test]
+    fn a_damaged_header_mark_is_ignored_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut bytes, offsets) = journal_with_marks(dir.path(), 3, |_| 0);
+        bytes[OFF_MARK as usize + 5] ^= 1;
+        bytes.truncate(offsets[3] - 7); // the last record torn
+        std::fs::write(dir.path().join(FILE_NAME), &bytes).unwrap();
+        let (_, replay) = open(dir.path()).unwrap();
+        assert_eq!(replay.records.len(), 2);
+    }
+
+    /// When the version recovery starts from holds every acknowledged
+    /// commit (the published version of this boot), damage anywhere is cut.
+    #[test]
+    fn damage_is_cut_when_every_acknowledged_commit_is_recovered_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut bytes, offsets) = journal_with_marks(dir.path(), 3, |_| 0);
+        bytes[offsets[1] + 12] ^= 1;
+        std::fs::write(dir.path().join(FILE_NAME), &bytes).unwrap();
+        assert!(open(dir.path()).is_err());
+        let (j, replay) = Journal::open(&StoreDir::open(dir.path()).unwrap(), true).unwrap();
+        assert_eq!((replay.records.len(), j.len()), (1, offsets[1] as u64));
+    }
+
+    #[test]
+    fn a_foreign_file_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), vec![b'x'; 64]).unwrap();
+        match open(dir.path()) {
+            Err(Error::Format { detail, .. }) => assert!(detail.contains("bad magic"), "{detail}"),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
     }
 }

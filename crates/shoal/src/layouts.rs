@@ -50,7 +50,7 @@ fn meta_slots() {
 fn journal_header_and_records() {
     use crate::journal::{self, Journal, JournalOp};
     let (_tmp, dir) = store_dir();
-    let (mut j, _) = Journal::open(&dir).unwrap();
+    let (mut j, _) = Journal::open(&dir, false).unwrap();
     let ops = [
         JournalOp::Put { key: b"k".to_vec(), value: b"vv".to_vec() },
         JournalOp::Copy { key: b"c".to_vec(), from: b"k".to_vec() },
@@ -59,9 +59,10 @@ fn journal_header_and_records() {
     journal::store_mark(&j.mark_handle().unwrap(), 99).unwrap();
     let b = read(&dir, journal::FILE_NAME);
     assert_eq!((&b[..8], u32_at(&b, 8), u64_at(&b, 16)), (&b"SHOALJN1"[..], Some(3), Some(99)));
-    let len = u32_at(&b, 24).unwrap() as usize;
-    let payload = &b[32..32 + len];
-    assert_eq!(u32_at(&b, 28), Some(crate::node::crc32c_bulk(payload)));
+    assert_eq!(u64_at(&b, 24), Some(!99));
+    let len = u32_at(&b, 32).unwrap() as usize;
+    let payload = &b[40..40 + len];
+    assert_eq!(u32_at(&b, 36), Some(crate::node::crc32c_bulk(payload)));
     let header: Vec<u64> = (0..3).map(|i| u64_at(payload, 8 * i).unwrap()).collect();
     assert_eq!(header, vec![9, 1234, 24]);
     assert_eq!(u32_at(payload, 24), Some(2));
@@ -97,7 +98,7 @@ fn reader_table_slots() {
     let table = ReaderTable::create(&dir).unwrap();
     let slot = table.claim().unwrap();
     table.note(slot, 3, 41);
-    table.add_sleeper(2).unwrap();
+    assert!(table.add_sleeper(2, std::time::Duration::ZERO).unwrap());
     let b = read(&dir, crate::readers::FILE_NAME);
     assert_eq!((&b[..8], u64_at(&b, 8)), (&b"SHOALRD1"[..], Some(crate::readers::DEFAULT_SLOTS)));
     assert_eq!(u32_at(&b, 64), Some(2));

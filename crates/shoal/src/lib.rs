@@ -100,6 +100,12 @@ pub mod internals {
         store.before_next_compaction_switch(Box::new(hook));
     }
     pub use crate::store::SyncFault;
+    /// An exclusive open-file-description lock on a byte range of `file`
+    /// (`Ok(false)`: someone else holds it), for tests that play a
+    /// misbehaving neighbour.
+    pub fn try_lock_range(file: &std::fs::File, start: u64, len: u64) -> std::io::Result<bool> {
+        crate::sys::try_lock_range(file, start, len)
+    }
     /// Fault injection: the next `count` syncs of `kind` fail with EIO.
     pub fn fail_next_syncs(store: &crate::Store, kind: SyncFault, count: u32) {
         store.fail_next_syncs(kind, count);

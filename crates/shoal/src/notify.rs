@@ -112,7 +112,7 @@ fn start_helper(dir: &Path, hub: Weak<Hub>) -> Result<()> {
             let mut seq = control.wake_sequence();
             loop {
                 // Bounded, so the thread notices when its last user is gone.
-                let waited = control.wait_past(seq, Duration::from_secs(1), Duration::ZERO, &table);
+                let waited = control.wait_past(seq, Duration::from_secs(1), Duration::ZERO, Some(&table));
                 let Some(hub) = hub.upgrade() else { return };
                 if let Err(e) = waited {
                     tracing::warn!(error = %e, "version notifier wait failed");

@@ -29,6 +29,7 @@
 //! change it under an OFD lock on its bytes, read-modify-write.
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
@@ -85,7 +86,8 @@ impl ReaderTable {
     pub fn create(dir: &StoreDir) -> Result<ReaderTable> {
         if !dir.exists(FILE_NAME)? {
             let tmp = "readers.tmp";
-            let file = dir.open_file(tmp, Open::Create(FileKind::Shared))?;
+            dir.remove(tmp)?;
+            let file = dir.open_file(tmp, Open::CreateNew(FileKind::Shared))?;
             let at = dir.join(tmp);
             file.set_len(HEADER + DEFAULT_SLOTS * SLOT_BYTES).at(&at)?;
             file.write_all_at(&header(DEFAULT_SLOTS), 0).at(&at)?;
@@ -129,11 +131,13 @@ impl ReaderTable {
         HEADER + slot * SLOT_BYTES
     }
 
-    /// Claims a free slot for this handle (the table must be this handle's own open).
+    /// Claims a free slot for this handle (the table must be this handle's
+    /// own open), among the first [`DEFAULT_SLOTS`] at most: a header that
+    /// declares more cannot make a claim scan for long.
     pub fn claim(&self) -> Result<u64> {
         let pid = std::process::id();
         let start = sys::process_start_time(pid).unwrap_or(0);
-        for slot in 0..self.slots {
+        for slot in 0..self.slots.min(DEFAULT_SLOTS) {
             if sys::try_lock_range(&self.file, Self::slot_offset(slot), SLOT_BYTES).at(&self.path)? {
                 // Whatever the slot held belonged to a dead owner: start clean.
                 let mut fields = [0u8; 32];
@@ -172,8 +176,9 @@ impl ReaderTable {
         let n = self.file.read_at(&mut bytes, HEADER).at(&self.path)?;
         bytes.truncate(n);
         // A lock probe sees the locks of every other open file, so a fresh
-        // one sees this handle's own slot too.
-        let probe = File::options().read(true).open(&self.path).at(&self.path)?;
+        // one (of this very file, not of whatever its name means now) sees
+        // this handle's own slot too.
+        let probe = File::open(format!("/proc/self/fd/{}", self.file.as_raw_fd())).at(&self.path)?;
         let mut out = Vec::new();
         for info in used_slots(&bytes) {
             if !sys::range_is_locked(&probe, Self::slot_offset(info.slot), SLOT_BYTES).at(&self.path)? {
@@ -198,13 +203,22 @@ impl ReaderTable {
         }
     }
 
-    /// Adds `delta` to the sleepers count, under an OFD lock on its bytes.
-    pub fn add_sleeper(&self, delta: i32) -> Result<()> {
-        sys::lock_range_wait(&self.file, OFF_SLEEPERS, 4).at(&self.path)?;
+    /// Adds `delta` to the sleepers count, under an OFD lock on its bytes,
+    /// trying for the lock for at most `patience`: anyone who may read the
+    /// store can hold that lock, and must not be able to stall another
+    /// process. `Ok(false)`: the lock stayed taken; nothing was changed.
+    pub fn add_sleeper(&self, delta: i32, patience: std::time::Duration) -> Result<bool> {
+        let deadline = std::time::Instant::now() + patience;
+        while !sys::try_lock_range(&self.file, OFF_SLEEPERS, 4).at(&self.path)? {
+            if std::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
         let count = self.sleepers().saturating_add_signed(delta);
         let written = self.file.write_all_at(&count.to_le_bytes(), OFF_SLEEPERS).at(&self.path);
         let _ = sys::unlock_range(&self.file, OFF_SLEEPERS, 4);
-        written
+        written.map(|()| true)
     }
 }
 

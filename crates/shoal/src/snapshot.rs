@@ -45,27 +45,48 @@ pub struct Snapshot {
 /// the writer's `Store`) and every snapshot taken from it are gone. It owns
 /// its own open of the table: the slot's lock belongs to that open file
 /// description, so other opens (the writer's scan) see it as held.
+///
+/// Slots only inform `stat` and count sleepers (pins are locks on the arena
+/// files), so a handle works without one: when the table is missing, cut
+/// beyond repair or full (anyone who may read the store can fill it), the
+/// handle goes on without a slot, unlisted, and sleeps uncounted.
 pub(crate) struct ReaderLease {
-    pub(crate) table: ReaderTable,
-    pub(crate) slot: u64,
+    pub(crate) table: Option<ReaderTable>,
+    pub(crate) slot: Option<u64>,
 }
 
 impl ReaderLease {
-    pub(crate) fn claim(dir: &StoreDir) -> Result<Arc<ReaderLease>> {
-        let table = ReaderTable::open_repairing(dir)?;
-        let slot = table.claim()?;
-        Ok(Arc::new(ReaderLease { table, slot }))
+    pub(crate) fn claim(dir: &StoreDir) -> Arc<ReaderLease> {
+        let table = match ReaderTable::open_repairing(dir) {
+            Ok(table) => table,
+            Err(e) => {
+                tracing::warn!(error = %e, "no reader table: this handle is not listed by stat");
+                return Arc::new(ReaderLease { table: None, slot: None });
+            }
+        };
+        let slot = match table.claim() {
+            Ok(slot) => Some(slot),
+            Err(e) => {
+                tracing::warn!(error = %e, "no reader slot: this handle is not listed by stat");
+                None
+            }
+        };
+        Arc::new(ReaderLease { table: Some(table), slot })
     }
 
     /// Records in this lease's slot what its holder maps and last read (for `stat`).
     pub(crate) fn note(&self, generation: u64, version: u64) {
-        self.table.note(self.slot, generation, version);
+        if let (Some(table), Some(slot)) = (&self.table, self.slot) {
+            table.note(slot, generation, version);
+        }
     }
 }
 
 impl Drop for ReaderLease {
     fn drop(&mut self) {
-        self.table.release(self.slot);
+        if let (Some(table), Some(slot)) = (&self.table, self.slot) {
+            table.release(slot);
+        }
     }
 }
 
@@ -533,7 +554,7 @@ impl Reader {
             return Err(Error::NotFound(dir.path().to_path_buf()));
         }
         let control = Control::open_reader(&dir)?;
-        let lease = ReaderLease::claim(&dir)?;
+        let lease = ReaderLease::claim(&dir);
         Ok(Reader {
             dir,
             control,
@@ -614,6 +635,9 @@ impl Reader {
         let mapped = match arena::open_read_only(&self.dir, generation) {
             Ok(m) => m,
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            // A file recycled between its open and its header read holds
+            // another generation now: this one was replaced; look again.
+            Err(Error::Format { .. }) if control::unpack(self.published_word()?).0 != generation => return Ok(None),
             Err(e) => return Err(e),
         };
         // Sync point: the pin (a lock) comes before this re-read.
@@ -672,7 +696,7 @@ impl Reader {
             if now >= deadline {
                 return Ok(None);
             }
-            self.control.wait_past(seq, deadline - now, self.wait_spin.get(), &self.lease.table)?;
+            self.control.wait_past(seq, deadline - now, self.wait_spin.get(), self.lease.table.as_ref())?;
         }
     }
 
@@ -704,13 +728,18 @@ impl Reader {
         Ok(options)
     }
 
-    /// The live readers of the store (this one included).
+    /// The live readers of the store (this one included, if it holds a
+    /// slot); none when the reader table cannot be read.
     pub fn readers(&self) -> Result<Vec<crate::ReaderInfo>> {
-        self.lease.table.live()
+        match &self.lease.table {
+            Some(table) => table.live(),
+            None => Ok(Vec::new()),
+        }
     }
 
-    /// This handle's slot in the reader table.
-    pub fn slot(&self) -> u64 {
+    /// This handle's slot in the reader table (`None`: it has none, see
+    /// [`crate::Stat`]'s readers).
+    pub fn slot(&self) -> Option<u64> {
         self.lease.slot
     }
 }

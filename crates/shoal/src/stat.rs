@@ -4,8 +4,7 @@
 use std::path::Path;
 
 use crate::arena::{self, HEADER_PAGE};
-use crate::error::{IoContext, Result};
-use crate::files::Open;
+use crate::error::Result;
 use crate::node::Region;
 use crate::node::{self, Commit, KIND_CHANGES};
 use crate::readers::ReaderInfo;
@@ -70,13 +69,7 @@ impl Reader {
         let path = &snapshot.mapped().path;
         let chain = retained::policy_chain(&options, region, snapshot.commit(), path)?;
         let dir = self.store_dir();
-        let journal_bytes = match dir.exists(crate::journal::FILE_NAME)? {
-            true => {
-                let journal = dir.open_file(crate::journal::FILE_NAME, Open::Read)?;
-                journal.metadata().at(&dir.join(crate::journal::FILE_NAME))?.len()
-            }
-            false => 0,
-        };
+        let journal_bytes = dir.size(crate::journal::FILE_NAME)?.unwrap_or(0);
         let mut old_generations = Vec::new();
         for name in dir.list()? {
             if let Some(g) = arena::parse_file_name(&name).filter(|&g| g < snapshot.generation()) {

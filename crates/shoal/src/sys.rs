@@ -266,18 +266,6 @@ pub fn try_lock_range(file: &File, start: u64, len: u64) -> std::io::Result<bool
     }
 }
 
-/// Takes an exclusive open-file-description lock on a byte range, waiting
-/// for other holders to release it.
-pub fn lock_range_wait(file: &File, start: u64, len: u64) -> std::io::Result<()> {
-    loop {
-        match ofd_lock(file, libc::F_OFD_SETLKW, libc::F_WRLCK as libc::c_short, start, len) {
-            Ok(_) => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Takes a shared open-file-description lock on a byte range (the file
 /// need only be open for reading). Shared locks of many holders coexist;
 /// only an exclusive one conflicts. `Ok(false)`: an exclusive one is held.

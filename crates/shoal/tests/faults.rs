@@ -148,3 +148,50 @@ fn a_failed_arena_sync_at_a_checkpoint_poisons_the_store() {
     let store = Store::open(dir.path(), Options { durability: Durability::None, ..options() }).unwrap();
     assert_eq!(store.snapshot().get("/a").unwrap(), Some(&b"1"[..]));
 }
+
+/// Once poisoned, the writer's own process shows nothing after the failed
+/// step either: not in its version, new transactions or stat (the review
+/// found the failed version in all three).
+#[test]
+fn the_writers_own_views_stop_at_the_published_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    let good = put(&store, "/ok", "1").unwrap();
+    internals::fail_next_syncs(&store, SyncFault::Journal, 1);
+    assert!(put(&store, "/failed", "x").is_err());
+    assert_eq!(store.version(), good);
+    assert_eq!(store.stat().unwrap().version, good);
+    let mut txn = store.begin();
+    assert_eq!(txn.base_version(), good);
+    assert_eq!(txn.get("/failed").unwrap(), None);
+}
+
+/// Durability none: a compaction's arena sync fails while commits run. The
+/// commit that meets the poison must not show its version in this process
+/// (it is never published to others).
+#[test]
+fn a_commit_that_meets_the_poison_shows_nothing() {
+    for _ in 0..30 {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options { durability: Durability::None, map_reserve_bytes: 1 << 30, ..options() };
+        let store = Store::open(dir.path(), opts).unwrap();
+        store.bulk_load((0..3000).map(|i| (format!("/k/{i}"), "v".repeat(40)))).unwrap();
+        internals::fail_next_syncs(&store, SyncFault::Arena, 1);
+        let failed = std::thread::scope(|s| {
+            let compaction = s.spawn(|| store.compact());
+            let mut i = 0;
+            let failed = loop {
+                if put(&store, &format!("/w/{i}"), "x").is_err() {
+                    break i;
+                }
+                i += 1;
+            };
+            assert!(compaction.join().unwrap().is_err());
+            failed
+        });
+        let published = Reader::open(dir.path()).unwrap().snapshot().unwrap().version();
+        assert_eq!(store.snapshot().version(), published);
+        assert_eq!(store.version(), published);
+        assert_eq!(store.begin().get(&format!("/w/{failed}")).unwrap(), None);
+    }
+}

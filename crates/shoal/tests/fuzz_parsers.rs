@@ -171,7 +171,7 @@ proptest! {
         // A replay is a prefix of what was written, or refused.
         if let Ok(replayed) = fuzz::decode_journal(&damaged) {
             prop_assert!(replayed.len() <= records.len() && replayed[..] == records[..replayed.len()]);
-            prop_assert!(replayed.len() < records.len() || at < 24, "flip at {} went unnoticed", at);
+            prop_assert!(replayed.len() < records.len() || at < 32, "flip at {} went unnoticed", at);
         }
     }
 

@@ -127,8 +127,8 @@ fn a_locked_slot_pins_even_when_its_pid_looks_dead() {
     // Make the slot's recorded start time wrong, as if the pid were reused.
     use std::os::unix::fs::FileExt;
     let table = std::fs::OpenOptions::new().write(true).open(dir.path().join("readers")).unwrap();
-    table.write_all_at(&u64::MAX.to_le_bytes(), 4096 + reader.slot() * 64 + 24).unwrap();
-    assert!(store.readers().unwrap().iter().all(|r| r.slot != reader.slot()), "the slot should look dead");
+    table.write_all_at(&u64::MAX.to_le_bytes(), 4096 + reader.slot().unwrap() * 64 + 24).unwrap();
+    assert!(store.readers().unwrap().iter().all(|r| Some(r.slot) != reader.slot()), "the slot should look dead");
     recycle_rounds(&store, &held, b'b', b'a');
 }
 

@@ -5,9 +5,13 @@
 //!   start times, recorded generations and versions) and the sleepers count;
 //! * `truncate`: cuts the reader table to nothing;
 //! * `replace`: puts a fresh, empty file in its place (by rename);
-//! * `delete`: removes it.
+//! * `delete`: removes it;
+//! * `hold-sleepers`: holds the lock on the sleepers count;
+//! * `fill`: holds every free slot's lock (the table is full);
+//! * `one-slot`: declares a table of one slot, and holds it.
 //!
-//! Prints `done` when it has.
+//! Prints `done` when it has; the lock holders keep their locks until
+//! stdin closes.
 
 use std::os::unix::fs::FileExt;
 
@@ -31,6 +35,27 @@ fn main() {
             std::fs::rename(&fresh, &table).expect("rename over the table");
         }
         Some("delete") => std::fs::remove_file(&table).expect("delete the table"),
+        Some(action @ ("hold-sleepers" | "fill" | "one-slot")) => {
+            let file = std::fs::OpenOptions::new().read(true).write(true).open(&table).expect("open the table");
+            let ranges: Vec<(u64, u64)> = match action {
+                "hold-sleepers" => vec![(64, 4)],
+                "fill" => (0..4096).map(|slot| (4096 + slot * 64, 64)).collect(),
+                _ => {
+                    file.write_all_at(&1u64.to_le_bytes(), 8).expect("declare one slot");
+                    vec![(4096, 64)]
+                }
+            };
+            // Every range it can: slots other readers hold stay theirs.
+            let held = ranges
+                .into_iter()
+                .filter(|&(start, len)| shoal::internals::try_lock_range(&file, start, len).unwrap())
+                .count();
+            assert!(held > 0, "could lock nothing");
+            println!("done");
+            let mut rest = String::new();
+            let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut rest);
+            return;
+        }
         other => panic!("unknown action {other:?}"),
     }
     println!("done");

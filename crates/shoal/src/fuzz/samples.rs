@@ -334,7 +334,7 @@ pub fn encode_journal(records: &[Record], mark: u64) -> Vec<u8> {
 
 /// The records a recovering writer would replay from a journal's bytes.
 pub fn decode_journal(bytes: &[u8]) -> Result<Vec<Record>, String> {
-    journal::read_records(Path::new(journal::FILE_NAME), bytes).map(|(r, _)| r).map_err(|e| e.to_string())
+    journal::read_records(Path::new(journal::FILE_NAME), bytes, false).map(|(r, _)| r).map_err(|e| e.to_string())
 }
 
 pub fn sample_journal(g: &mut Gen) -> (Vec<Record>, Vec<u8>) {

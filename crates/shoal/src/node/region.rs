@@ -2,9 +2,10 @@
 //! it has checked.
 //!
 //! Every node a process reads is checked against its checksum before its
-//! bytes are used, once per process and generation: a [`Verified`] bitmap
-//! (one bit per 8-byte offset, in chunks allocated when first touched) is
-//! shared by every snapshot of the mapping, so the steady-state read path
+//! bytes are used, once per mapping of a generation (a `Reader` handle's,
+//! or the writer's): a [`Verified`] bitmap (one bit per 8-byte offset, in
+//! chunks allocated when first touched) is shared by every snapshot of the
+//! mapping and every thread that reads them, so the steady-state read path
 //! pays a bit test, not a checksum. Bytes below a published high-water mark
 //! never change (invariant 1), so a node found intact once stays intact.
 //! Bits are set only after a check passes; a damaged node is checked, and

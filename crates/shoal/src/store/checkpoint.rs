@@ -35,11 +35,14 @@ impl Shared {
     /// Empties the journal after a checkpoint naming the head. Records at
     /// or below the checkpoint are skipped on replay, so a journal that
     /// failed to shrink is longer, not wrong.
+    ///
+    /// A failure (of its `fdatasync` above all) poisons: the journal's file
+    /// can no longer be trusted to hold what later syncs claim.
     pub(super) fn truncate_journal(&self, st: &mut WriterState) {
         if let Some(journal) = st.journal.as_mut() {
             self.publisher.journal_truncating();
             if let Err(e) = journal.truncate() {
-                tracing::warn!(error = %e, "journal not truncated after a checkpoint");
+                self.publisher.poison(e);
             }
         }
     }

@@ -18,7 +18,7 @@ impl Shared {
     /// Begins a transaction at the newest committed version.
     pub(super) fn begin(&self) -> Transaction<'_> {
         let st = lock(&self.state);
-        let base = Snapshot::from_parts(st.arena.mapped.clone(), st.head, &self.lease);
+        let base = Snapshot::from_parts(st.arena.mapped.clone(), self.visible_head(&st), &self.lease);
         self.open.begin(base.version());
         drop(st);
         Transaction::new(self, base)
@@ -118,6 +118,14 @@ impl Shared {
                 return Err(self.publisher.poison(e));
             }
         }
+        let generation = st.arena.generation();
+        let journal_end = st.journal.as_ref().map_or(0, |j| j.len());
+        self.publisher.written(Head { version: head.version, generation, offset: head.offset, journal_end });
+        if self.options.durability == Durability::None {
+            // Poisoned since the check above: the version stays unseen, in
+            // this process too (the head does not move).
+            self.publisher.publish_written()?;
+        }
         st.head = head;
         let oldest_base = self.open.oldest_base();
         if oldest_base.is_some() {
@@ -125,12 +133,6 @@ impl Shared {
         }
         if oldest_base.is_none() || st.tracker.len() > st.tracker.prune_at {
             st.tracker.prune(oldest_base);
-        }
-        let generation = st.arena.generation();
-        let journal_end = st.journal.as_ref().map_or(0, |j| j.len());
-        self.publisher.written(Head { version: head.version, generation, offset: head.offset, journal_end });
-        if self.options.durability == Durability::None {
-            self.publisher.publish_written()?;
         }
         let compaction_due = self.maintain(st);
         let arena_end = st.arena.end();
@@ -176,9 +178,12 @@ impl Shared {
             return u64::MAX;
         }
         // A reservation smaller than twice `compact_min_bytes` would fill up
-        // before any compaction became due.
-        let min = self.options.compact_min_bytes.min(self.options.map_reserve_bytes / 2);
-        min.max(st.live_bytes.saturating_mul(self.options.compact_factor))
+        // before any compaction became due, and one smaller than
+        // `compact_factor` times the live data before the next one: due at
+        // three quarters of the reservation at the latest.
+        let reserve = self.options.map_reserve_bytes;
+        let min = self.options.compact_min_bytes.min(reserve / 2);
+        min.max(st.live_bytes.saturating_mul(self.options.compact_factor)).min(reserve - reserve / 4)
     }
 }
 

@@ -15,10 +15,11 @@ impl Shared {
         // the tree after it (holding the mapping, so it stays readable).
         let (mapped, head, mut stat) = {
             let st = lock(&self.state);
+            let head = self.visible_head(&st);
             let stat = Stat {
-                version: st.head.version,
+                version: head.version,
                 generation: st.arena.generation(),
-                key_count: st.head.key_count,
+                key_count: head.key_count,
                 arena_bytes: st.arena.end(),
                 live_bytes: 0,
                 retained_versions: Vec::new(),
@@ -27,7 +28,7 @@ impl Shared {
                 old_generations: st.generations.old.iter().map(|o| o.generation).collect(),
                 spare_generation: st.generations.spare,
             };
-            (st.arena.mapped.clone(), st.head, stat)
+            (st.arena.mapped.clone(), head, stat)
         };
         let region = mapped.region(head.end)?;
         let chain = retained::policy_chain(&self.options, region, head, &mapped.path)?;

@@ -157,7 +157,8 @@ impl Store {
 
     /// The newest committed version.
     pub fn version(&self) -> u64 {
-        lock(&self.shared.state).head.version
+        let st = lock(&self.shared.state);
+        self.shared.visible_head(&st).version
     }
 
     /// A retained older version.
@@ -272,8 +273,22 @@ impl Shared {
         }
     }
 
+    /// The head this process shows (to new transactions, `version`,
+    /// `stat`): the newest written version, or, once the store is poisoned,
+    /// the published one: nothing after a failed durability step is shown.
+    fn visible_head(&self, st: &WriterState) -> Commit {
+        if self.publisher.check().is_ok() {
+            return st.head;
+        }
+        let published = self.publisher.published();
+        match crate::node::parse_commit(st.arena.region(), published.offset) {
+            Ok(commit) if published.generation == st.arena.generation() => commit,
+            _ => st.head,
+        }
+    }
+
     fn readers(&self) -> crate::Result<Vec<ReaderInfo>> {
-        Ok(self.table.live()?.into_iter().filter(|r| r.slot != self.lease.slot).collect())
+        Ok(self.table.live()?.into_iter().filter(|r| Some(r.slot) != self.lease.slot).collect())
     }
 }
 

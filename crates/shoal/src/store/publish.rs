@@ -81,6 +81,8 @@ pub(super) struct Publisher {
     journal_path: PathBuf,
     state: Mutex<State>,
     synced: Condvar,
+    /// Held by the one arena sync that may run at a time.
+    arena_syncs: Mutex<()>,
     /// Syncs a test asked to fail, per kind.
     fail_journal_syncs: AtomicU32,
     fail_arena_syncs: AtomicU32,
@@ -115,6 +117,7 @@ impl Publisher {
                 journal_epoch: 0,
             }),
             synced: Condvar::new(),
+            arena_syncs: Mutex::new(()),
             fail_journal_syncs: AtomicU32::new(0),
             fail_arena_syncs: AtomicU32::new(0),
         }
@@ -200,8 +203,14 @@ impl Publisher {
     /// Group commit: waits until `version` is durable and published, leading
     /// one journal `fdatasync` if nobody else is (no journal: at once).
     pub fn wait_durable(&self, version: u64) -> Result<()> {
-        let Some((journal, _)) = &self.journal else { return Ok(()) };
         let mut st = lock(&self.state);
+        let Some((journal, _)) = &self.journal else {
+            // Published at commit; a version that was not is behind a poison.
+            return match &st.poisoned {
+                Some(reason) if st.published < version => Err(self.poisoned_error(reason)),
+                _ => Ok(()),
+            };
+        };
         loop {
             // Published means durable, even if a later step failed since.
             if st.published >= version {
@@ -244,19 +253,34 @@ impl Publisher {
     /// before a checkpoint or a compaction's switch. Called with the writer
     /// mutex held, so nothing is written meanwhile.
     pub fn flush(&self) -> Result<()> {
-        self.check()?;
-        if let Some((journal, _)) = &self.journal {
-            if let Err(e) = self.sync_file(journal, SyncFault::Journal).at(&self.journal_path) {
-                return Err(self.poison(e));
-            }
-        }
         let mut st = lock(&self.state);
-        if let Some(reason) = &st.poisoned {
-            return Err(self.poisoned_error(reason));
-        }
-        if self.journal.is_some() {
+        if let Some((journal, _)) = &self.journal {
+            // One sync of the journal at a time: of two overlapping syncs of
+            // one open file only one is told of a writeback error, and the
+            // other must not publish on its success before the poison is set.
+            while st.syncing && st.poisoned.is_none() {
+                st = wait(&self.synced, st);
+            }
+            if let Some(reason) = &st.poisoned {
+                return Err(self.poisoned_error(reason));
+            }
+            st.syncing = true;
+            drop(st);
+            let result = self.sync_file(journal, SyncFault::Journal).at(&self.journal_path);
+            st = lock(&self.state);
+            st.syncing = false;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "store poisoned: a journal sync failed");
+                st.poisoned = Some(e.to_string());
+                drop(st);
+                self.synced.notify_all();
+                return Err(e);
+            }
             let end = st.written.journal_end;
             self.note_synced(&mut st, end);
+        }
+        if let Some(reason) = &st.poisoned {
+            return Err(self.poisoned_error(reason));
         }
         if st.written.version > st.published {
             let head = st.written;
@@ -315,7 +339,10 @@ impl Publisher {
 
     /// `fdatasync` of an arena file, through the fault hook; a failure
     /// poisons the store.
+    /// One at a time, for the reason `flush` gives: a checkpoint's sync and
+    /// compaction's unlocked one may concern the same open file.
     pub fn sync_arena(&self, file: &File, path: &std::path::Path) -> Result<()> {
+        let _one_at_a_time = lock(&self.arena_syncs);
         self.check()?;
         self.sync_file(file, SyncFault::Arena).at(path).map_err(|e| self.poison(e))
     }

@@ -129,7 +129,8 @@ pub(super) fn open(path: &Path, options: Options, mode: Mode) -> Result<Shared> 
     let journal_path = dir.join(journal::FILE_NAME);
     let journal_needed = options.durability == Durability::Sync || dir.exists(journal::FILE_NAME)?;
     let (journal, replay) = if journal_needed {
-        let (j, r) = Journal::open(&dir)?;
+        // The published version of this boot holds every acknowledged commit.
+        let (j, r) = Journal::open(&dir, found.published.is_some())?;
         dir.sync()?;
         if r.discarded_bytes > 0 {
             tracing::warn!(bytes = r.discarded_bytes, "discarded a torn journal tail");
@@ -189,7 +190,7 @@ pub(super) fn open(path: &Path, options: Options, mode: Mode) -> Result<Shared> 
             detail: "recovered an older version than was published".into(),
         });
     }
-    let lease = ReaderLease::claim(&dir)?;
+    let lease = ReaderLease::claim(&dir);
     lease.note(current, st.head.version);
     let journal_end = st.journal.as_ref().map_or(0, |j| j.len());
     let head = Head { version: st.head.version, generation: current, offset: st.head.offset, journal_end };

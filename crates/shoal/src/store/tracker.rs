@@ -14,12 +14,13 @@ use crate::txn::TxnSets;
 /// version can never cause a conflict and are pruned.
 #[derive(Default)]
 pub(super) struct ChangeTracker {
-    /// Node created, written or deleted.
-    nodes: HashMap<Vec<u8>, u64>,
+    /// Node created, written or deleted; ordered, so that what changed
+    /// below a subtree is one range, not a scan of everything tracked.
+    nodes: BTreeMap<Vec<u8>, u64>,
     /// A child created or removed.
     children: HashMap<Vec<u8>, u64>,
-    /// Subtree deleted.
-    subtrees: HashMap<Vec<u8>, u64>,
+    /// Subtree deleted (ordered, as `nodes`).
+    subtrees: BTreeMap<Vec<u8>, u64>,
     pub(super) prune_at: usize,
 }
 
@@ -77,8 +78,14 @@ impl ChangeTracker {
         }
         // A subtree read whole: anything below it changed.
         let changed_below = |root: &[u8]| {
-            let below = |(k, &v): (&Vec<u8>, &u64)| v > base && path::in_subtree(k, root);
-            self.nodes.iter().any(below) || self.subtrees.iter().any(below)
+            let after = |(_, &v): (&Vec<u8>, &u64)| v > base;
+            match path::subtree_end(root) {
+                Some(end) => {
+                    let range = root.to_vec()..end;
+                    self.nodes.range(range.clone()).any(after) || self.subtrees.range(range).any(after)
+                }
+                None => self.nodes.iter().any(after) || self.subtrees.iter().any(after),
+            }
         };
         if let Some(k) = sets.trees.iter().find(|k| node_changed(k) || changed_below(k)) {
             return Some(k.clone());
