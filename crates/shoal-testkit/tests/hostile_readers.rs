@@ -74,23 +74,15 @@ fn a_cut_table_crashes_no_one_and_frees_nothing() {
 }
 
 #[test]
-fn a_replaced_table_and_a_reopened_writer_free_nothing() {
-    let (dir, store, mut holder, held) = held_store();
-    vandalize(dir.path(), "replace");
-    drop(store);
-    let store = Store::open(dir.path(), options()).unwrap();
-    churn(&store);
-    assert_held_intact(&mut holder, held, &store);
-}
-
-#[test]
-fn a_deleted_table_and_a_reopened_writer_free_nothing() {
-    let (dir, store, mut holder, held) = held_store();
-    vandalize(dir.path(), "delete");
-    drop(store);
-    let store = Store::open(dir.path(), options()).unwrap();
-    churn(&store);
-    assert_held_intact(&mut holder, held, &store);
+fn a_replaced_or_deleted_table_and_a_reopened_writer_free_nothing() {
+    for action in ["replace", "delete"] {
+        let (dir, store, mut holder, held) = held_store();
+        vandalize(dir.path(), action);
+        drop(store);
+        let store = Store::open(dir.path(), options()).unwrap();
+        churn(&store);
+        assert_held_intact(&mut holder, held, &store);
+    }
 }
 
 /// A neighbour holds the lock on the sleepers count (found by the review:
