@@ -23,8 +23,11 @@ fn a_missing_store_is_not_created_unless_asked() {
         Err(e @ Error::AlreadyExists(_)) => assert!(e.to_string().contains("already exists"), "{e}"),
         other => panic!("expected AlreadyExists, got {:?}", other.map(|s| s.version())),
     }
-    // `create: true` opens what exists.
-    assert!(Store::open(&misspelled, Options { create: true, ..Options::default() }).is_ok());
+    // `create: true` opens what exists; creating it while its writer runs
+    // names it as existing, not as locked.
+    let writer = Store::open(&misspelled, Options { create: true, ..Options::default() }).unwrap();
+    assert!(matches!(Store::create(&misspelled, Options::default()), Err(Error::AlreadyExists(_))));
+    drop(writer);
 }
 
 #[test]

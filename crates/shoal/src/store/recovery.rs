@@ -70,6 +70,11 @@ pub(super) fn open(path: &Path, options: Options, mode: Mode) -> Result<Shared> 
         return Err(missing_store(&dir)?);
     }
     dir.check_owner()?;
+    // Checked again under the lock; here too, so that a running writer's
+    // store is named as existing rather than as locked.
+    if mode == Mode::Create && has_store(&dir)? {
+        return Err(Error::AlreadyExists(dir.path().to_path_buf()));
+    }
     if !has_store(&dir)? {
         // A store is made in an empty directory (or over an interrupted
         // creation of one): never chmod or fill one that holds other files.
