@@ -1,0 +1,24 @@
+//! xenstore's data model on a shoal store: paths, permissions, and the
+//! operations with the stock daemons' checks.
+
+pub mod ops;
+pub mod paths;
+pub mod perms;
+
+/// Prepares a store for serving the first time: gives the root its
+/// permissions record (dom0's, no access for others) and creates
+/// `/tool/xenstored`, as the stock C daemon starts with.
+pub fn init(store: &shoal::Store) -> shoal::Result<()> {
+    if store.snapshot().get(paths::PERMS_ROOT)?.is_some() {
+        return Ok(());
+    }
+    let perms = ops::default_root_perms().encode();
+    let mut txn = store.begin();
+    txn.put(paths::PERMS_ROOT, &perms)?;
+    for path in ["/tool", "/tool/xenstored"] {
+        txn.put(path, b"")?;
+        txn.put(&paths::perms_path(path), &perms)?;
+    }
+    txn.commit()?;
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! The xenstore protocol as a raw client speaks it, against a shoald process.
+
+mod common;
+
+use common::{names, nul, Client, Shoald};
+use shoald::wire::{Message, MsgType, PAYLOAD_MAX};
+use std::io::Write;
+
+#[test]
+fn reads_writes_directories_and_removals() {
+    let shoald = Shoald::start();
+    let mut c = shoald.connect();
+    c.write("/local/domain/7/name", b"web-7").unwrap();
+    c.write("/local/domain/7/bin", b"a\0b").unwrap();
+    assert_eq!(c.read("/local/domain/7/name").unwrap(), b"web-7");
+    assert_eq!(c.read("/local/domain/7/bin").unwrap(), b"a\0b", "values are bytes, NULs included");
+    assert_eq!(c.read("/local/domain").unwrap(), b"", "parents are created empty");
+    assert_eq!(c.directory("/local/domain/7").unwrap(), vec!["bin", "name"]);
+    assert_eq!(c.directory("/").unwrap(), vec!["local"]);
+    assert_eq!(c.read("/local/domain/8").unwrap_err(), "ENOENT");
+
+    let reply = c.request(MsgType::Mkdir, 0, &nul("/local/domain/7/name"));
+    assert_eq!(reply.text(), "OK");
+    assert_eq!(c.read("/local/domain/7/name").unwrap(), b"web-7", "MKDIR keeps a value");
+    c.request(MsgType::Mkdir, 0, &nul("/x/y")).result().unwrap();
+    assert_eq!(c.read("/x/y").unwrap(), b"");
+
+    c.rm("/local/domain/7").unwrap();
+    assert_eq!(c.directory("/local/domain").unwrap(), Vec::<String>::new());
+    c.rm("/local/domain/7").unwrap();
+    assert_eq!(c.rm("/local/domain/7/name").unwrap_err(), "ENOENT");
+    assert_eq!(c.rm("/").unwrap_err(), "EINVAL");
+
+    // A second connection sees the same tree.
+    let mut other = shoald.connect();
+    assert_eq!(other.directory("/").unwrap(), vec!["local", "x"]);
+}
+
+#[test]
+fn the_value_limit_is_the_payload_limit() {
+    let shoald = Shoald::start();
+    let mut c = shoald.connect();
+    let path = "/v";
+    let room = PAYLOAD_MAX - path.len() - 1;
+    c.write(path, &vec![b'x'; room]).unwrap();
+    assert_eq!(c.read(path).unwrap().len(), room);
+    c.write(path, &vec![b'y'; room - 1]).unwrap();
+    assert_eq!(c.read(path).unwrap(), vec![b'y'; room - 1]);
+}
+
+#[test]
+fn permissions_are_set_and_read_back() {
+    let shoald = Shoald::start();
+    let mut c = shoald.connect();
+    c.write("/a/b", b"v").unwrap();
+    let get = |c: &mut Client, p: &str| c.request(MsgType::GetPerms, 0, &nul(p)).result().map(|v| names(&v));
+    assert_eq!(get(&mut c, "/a/b").unwrap(), vec!["n0"]);
+    let mut payload = nul("/a");
+    payload.extend_from_slice(b"b5\0r7\0");
+    assert_eq!(c.request(MsgType::SetPerms, 0, &payload).text(), "OK");
+    assert_eq!(get(&mut c, "/a").unwrap(), vec!["b5", "r7"]);
+    c.write("/a/c", b"").unwrap();
+    assert_eq!(get(&mut c, "/a/c").unwrap(), vec!["b5", "r7"], "a new node inherits its parent's");
+    assert_eq!(get(&mut c, "/a/b").unwrap(), vec!["n0"], "an existing one keeps its own");
+
+    for bad in [&b"/a\0"[..], b"/a\0x5\0", b"/a\0b\0", b"/a\0b70000\0", b"/a\0b5"] {
+        assert_eq!(c.request(MsgType::SetPerms, 0, bad).text(), "EINVAL", "{bad:?}");
+    }
+    let mut missing = nul("/nope");
+    missing.extend_from_slice(b"b0\0");
+    assert_eq!(c.request(MsgType::SetPerms, 0, &missing).text(), "ENOENT");
+}
+
+#[test]
+fn transactions_commit_abort_and_conflict() {
+    let shoald = Shoald::start();
+    let mut a = shoald.connect();
+    let mut b = shoald.connect();
+    a.write("/counter", b"0").unwrap();
+
+    // Committed: visible after the end, not before.
+    let tx = a.start_transaction();
+    assert_ne!(tx, 0);
+    a.write_tx(tx, "/counter", b"1").unwrap();
+    assert_eq!(b.read("/counter").unwrap(), b"0");
+    let r = a.request(MsgType::Read, tx, &nul("/counter"));
+    assert_eq!(r.payload, b"1", "a transaction reads its own writes");
+    a.end_transaction(tx, true).unwrap();
+    assert_eq!(b.read("/counter").unwrap(), b"1");
+
+    // Aborted: nothing happens.
+    let tx = a.start_transaction();
+    a.write_tx(tx, "/counter", b"2").unwrap();
+    a.end_transaction(tx, false).unwrap();
+    assert_eq!(b.read("/counter").unwrap(), b"1");
+
+    // Two transactions that read and write the same node: the second to
+    // end gets EAGAIN, and its write is not applied.
+    let ta = a.start_transaction();
+    let tb = b.start_transaction();
+    assert_eq!(a.request(MsgType::Read, ta, &nul("/counter")).payload, b"1");
+    assert_eq!(b.request(MsgType::Read, tb, &nul("/counter")).payload, b"1");
+    a.write_tx(ta, "/counter", b"2").unwrap();
+    b.write_tx(tb, "/counter", b"3").unwrap();
+    a.end_transaction(ta, true).unwrap();
+    assert_eq!(b.end_transaction(tb, true).unwrap_err(), "EAGAIN");
+    assert_eq!(b.read("/counter").unwrap(), b"2");
+
+    // Transactions on different nodes do not conflict.
+    let ta = a.start_transaction();
+    let tb = b.start_transaction();
+    a.write_tx(ta, "/left", b"l").unwrap();
+    b.write_tx(tb, "/right", b"r").unwrap();
+    a.end_transaction(ta, true).unwrap();
+    b.end_transaction(tb, true).unwrap();
+
+    // An id that is not open, or not this connection's.
+    assert_eq!(a.end_transaction(999, true).unwrap_err(), "ENOENT");
+    let tb = b.start_transaction();
+    assert_eq!(a.write_tx(tb, "/x", b"").unwrap_err(), "ENOENT");
+    assert_eq!(a.request(MsgType::TransactionEnd, 0, b"X\0").text(), "EINVAL");
+}
+
+#[test]
+fn open_transactions_per_connection_are_limited() {
+    let shoald = Shoald::start_with(&["--transactions-per-connection", "3"]);
+    let mut c = shoald.connect();
+    let ids: Vec<u32> = (0..3).map(|_| c.start_transaction()).collect();
+    assert_eq!(c.request(MsgType::TransactionStart, 0, b"\0").text(), "ENOSPC");
+    c.end_transaction(ids[0], false).unwrap();
+    let again = c.start_transaction();
+    assert!(!ids[1..].contains(&again), "ids in use are not handed out twice");
+    // Another connection has its own allowance.
+    let mut other = shoald.connect();
+    other.start_transaction();
+}
+
+#[test]
+fn directory_part_pages_through_a_large_directory() {
+    let shoald = Shoald::start();
+    let mut c = shoald.connect();
+    let tx = c.start_transaction();
+    let expected: Vec<String> = (0..1500).map(|i| format!("domain-with-a-long-name-{i:05}")).collect();
+    for name in &expected {
+        c.write_tx(tx, &format!("/big/{name}"), b"").unwrap();
+    }
+    c.end_transaction(tx, true).unwrap();
+    assert_eq!(c.request(MsgType::Directory, 0, &nul("/big")).result().unwrap().len(), 1500 * 30);
+
+    let mut seen = Vec::new();
+    let mut offset = 0usize;
+    let mut generation = None;
+    loop {
+        let mut payload = nul("/big");
+        payload.extend_from_slice(&nul(&offset.to_string()));
+        let part = c.request(MsgType::DirectoryPart, 0, &payload).result().unwrap();
+        assert!(part.len() <= PAYLOAD_MAX);
+        let gen_end = part.iter().position(|&b| b == 0).unwrap();
+        let gen = String::from_utf8(part[..gen_end].to_vec()).unwrap();
+        assert_eq!(generation.get_or_insert(gen.clone()), &gen, "the directory did not change");
+        let body = &part[gen_end + 1..];
+        let last = body.ends_with(&[0, 0]) || body == [0];
+        seen.extend(names(body));
+        offset += body.len();
+        if last {
+            break;
+        }
+    }
+    assert_eq!(seen, expected);
+
+    // The generation changes with the list.
+    c.write("/big/another", b"").unwrap();
+    let mut payload = nul("/big");
+    payload.extend_from_slice(b"0\0");
+    let part = c.request(MsgType::DirectoryPart, 0, &payload).result().unwrap();
+    let gen_end = part.iter().position(|&b| b == 0).unwrap();
+    assert_ne!(Some(String::from_utf8(part[..gen_end].to_vec()).unwrap()), generation);
+}
+
+#[test]
+fn the_read_only_socket_refuses_changes() {
+    let shoald = Shoald::start();
+    shoald.connect().write("/a", b"1").unwrap();
+    let mut ro = Client::connect(&shoald.socket_ro);
+    assert_eq!(ro.read("/a").unwrap(), b"1");
+    assert_eq!(ro.write("/a", b"2").unwrap_err(), "EROFS");
+    assert_eq!(ro.rm("/a").unwrap_err(), "EROFS");
+    assert_eq!(ro.request(MsgType::TransactionStart, 0, b"\0").text(), "EROFS");
+    assert_eq!(ro.read("/a").unwrap(), b"1");
+}
+
+#[test]
+fn malformed_requests_get_errors_and_the_connection_goes_on() {
+    let shoald = Shoald::start();
+    let mut c = shoald.connect();
+    c.write("/a", b"1").unwrap();
+    let cases: &[(u32, &[u8], &str)] = &[
+        (MsgType::Read as u32, b"/a", "EINVAL"),           // no terminating NUL
+        (MsgType::Read as u32, b"", "EINVAL"),             // no path at all
+        (MsgType::Read as u32, b"/a\0/b\0", "EINVAL"),     // two paths
+        (MsgType::Read as u32, b"/a/\0", "EINVAL"),        // trailing slash
+        (MsgType::Read as u32, b"/a b\0", "EINVAL"),       // a character xenstore refuses
+        (MsgType::Read as u32, b"/\xff\0", "EINVAL"),      // not text
+        (MsgType::Read as u32, b"relative\0", "EINVAL"),   // dom0's socket has no home
+        (MsgType::Write as u32, b"/a", "EINVAL"),          // no NUL after the path
+        (MsgType::Directory as u32, b"/a//b\0", "EINVAL"), // empty segment
+        (MsgType::GetDomainPath as u32, b"x\0", "EINVAL"), // not a domain id
+        (MsgType::TransactionStart as u32, b"", "EINVAL"), // no empty field
+        (MsgType::Error as u32, b"\0", "ENOSYS"),          // a reply type as a request
+        (20, b"\0", "EINVAL"),                             // the removed RESTRICT
+        (9999, b"/a\0", "EINVAL"),                         // unknown
+    ];
+    for &(kind, payload, error) in cases {
+        let reply = c.request_raw(kind, 0, payload);
+        assert!(reply.is_error(), "type {kind} {payload:?}: {reply:?}");
+        assert_eq!(reply.text(), error, "type {kind} {payload:?}");
+    }
+    assert_eq!(c.read("/a").unwrap(), b"1", "the connection still works");
+    let reply = c.request(MsgType::GetDomainPath, 0, b"7\0");
+    assert_eq!(reply.text(), "/local/domain/7");
+}
+
+#[test]
+fn a_length_over_the_limit_closes_only_that_connection() {
+    let shoald = Shoald::start();
+    let mut good = shoald.connect();
+    good.write("/a", b"1").unwrap();
+    let mut bad = shoald.connect();
+    let mut message = Message { kind: MsgType::Write as u32, req_id: 1, tx_id: 0, payload: Vec::new() }.to_bytes();
+    message[12..16].copy_from_slice(&(PAYLOAD_MAX as u32 + 1).to_ne_bytes());
+    bad.stream.write_all(&message).unwrap();
+    assert!(bad.receive().is_none(), "the connection is closed");
+    assert_eq!(good.read("/a").unwrap(), b"1");
+}
+
+#[test]
+fn a_client_stalled_inside_a_message_does_not_hold_up_the_others() {
+    let shoald = Shoald::start();
+    let mut staller = shoald.connect();
+    let message = Message { kind: MsgType::Write as u32, req_id: 1, tx_id: 0, payload: b"/s\0v".to_vec() }.to_bytes();
+    staller.stream.write_all(&message[..HEADER_HALF]).unwrap();
+    let mut other = shoald.connect();
+    for i in 0..100 {
+        other.write(&format!("/n{i}"), b"v").unwrap();
+    }
+    // The staller finishes its message and is answered.
+    staller.stream.write_all(&message[HEADER_HALF..]).unwrap();
+    let reply = staller.receive().unwrap();
+    assert_eq!(reply.text(), "OK");
+    assert_eq!(other.read("/s").unwrap(), b"v");
+}
+
+const HEADER_HALF: usize = 10;
+
+#[test]
+fn a_thousand_connections_opened_and_dropped() {
+    let shoald = Shoald::start();
+    for i in 0..1000 {
+        let mut c = shoald.connect();
+        if i % 2 == 0 {
+            // Half of them leave a request behind unread.
+            c.send(MsgType::Write as u32, 0, b"/churn\0x");
+        }
+    }
+    let mut c = shoald.connect();
+    c.write("/after", b"ok").unwrap();
+    assert_eq!(c.read("/after").unwrap(), b"ok");
+}
