@@ -132,6 +132,22 @@ impl Client {
         req_id
     }
 
+    /// Sends a request and reads its reply; `None` if the connection
+    /// failed either way (the daemon died), for tests that kill it.
+    pub fn try_request(&mut self, kind: MsgType, tx_id: u32, payload: &[u8]) -> Option<Reply> {
+        let req_id = self.next_req;
+        self.next_req += 1;
+        let message = Message { kind: kind as u32, req_id, tx_id, payload: payload.to_vec() };
+        self.stream.write_all(&message.to_bytes()).ok()?;
+        let mut head = [0u8; HEADER_LEN];
+        self.stream.read_exact(&mut head).ok()?;
+        let header = Header::decode(&head);
+        let mut payload = vec![0u8; header.len as usize];
+        self.stream.read_exact(&mut payload).ok()?;
+        assert_eq!(header.req_id, req_id, "reply to another request");
+        Some(Reply { header, payload })
+    }
+
     /// Reads one message (a reply or a watch event); `None` at end of stream.
     pub fn receive(&mut self) -> Option<Reply> {
         let mut head = [0u8; HEADER_LEN];
