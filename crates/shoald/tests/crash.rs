@@ -30,7 +30,7 @@ fn writer(socket: std::path::PathBuf, id: usize, round: usize, acked: Acked, sto
             None => return,
         }
         // Every few writes, a transaction of two writes that must land together.
-        if n % 7 == 0 && !pair(&mut client, id, round, n, &acked) {
+        if n.is_multiple_of(7) && !pair(&mut client, id, round, n, &acked) {
             return;
         }
         n += 1;
