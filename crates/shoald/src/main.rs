@@ -41,6 +41,11 @@ struct Args {
     /// Open transactions per connection (0: no limit).
     #[arg(long, default_value_t = 10)]
     transactions_per_connection: usize,
+    /// Replies and watch events queued for a connection that does not read
+    /// them; a watch event that finds its queue full closes the connection
+    /// (it is never dropped unnoticed).
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    queued_messages: u64,
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {
@@ -121,8 +126,9 @@ fn run(args: Args) -> Result<(), String> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let limits = Limits { transactions: args.transactions_per_connection };
-        let daemon = Daemon::new(store, limits);
+        let limits =
+            Limits { transactions: args.transactions_per_connection, queued_messages: args.queued_messages as usize };
+        let daemon = Daemon::start(store, limits);
         let (stop, stopped) = watch::channel(false);
         let mut listeners =
             vec![Listener::bind(&socket, false, args.socket_mode).map_err(|e| format!("{}: {e}", socket.display()))?];

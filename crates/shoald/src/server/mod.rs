@@ -3,11 +3,13 @@
 //! stock daemons do), while other connections are served concurrently.
 
 mod framing;
-pub mod requests;
+mod outbox;
+pub mod session;
+pub mod watches;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use shoal::Store;
 use tokio::io::AsyncWriteExt;
@@ -15,23 +17,30 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::wire::Message;
 use crate::xs::perms::Caller;
 use framing::{read_message, InputEnd};
-pub use requests::Limits;
+use outbox::Outbox;
+pub use session::Limits;
+use watches::{Dispatch, Registry};
 
 /// The daemon's shared state.
 pub struct Daemon {
     store: &'static Store,
     limits: Limits,
     next_connection: AtomicU64,
+    watches: Arc<Mutex<Registry>>,
+    dispatch: Arc<Dispatch>,
 }
 
 impl Daemon {
     /// Serves `store`, which lives as long as the process: transactions that
-    /// span requests borrow it.
-    pub fn new(store: &'static Store, limits: Limits) -> Arc<Daemon> {
-        Arc::new(Daemon { store, limits, next_connection: AtomicU64::new(1) })
+    /// span requests borrow it. Starts the watch dispatcher on the current
+    /// tokio runtime.
+    pub fn start(store: &'static Store, limits: Limits) -> Arc<Daemon> {
+        let watches = Arc::new(Mutex::new(Registry::default()));
+        let dispatch = Dispatch::new(store.version());
+        tokio::spawn(watches::run_dispatcher(store, watches.clone(), dispatch.clone()));
+        Arc::new(Daemon { store, limits, next_connection: AtomicU64::new(1), watches, dispatch })
     }
 
     pub fn store(&self) -> &'static Store {
@@ -100,16 +109,25 @@ pub async fn serve(daemon: Arc<Daemon>, listener: Listener, mut shutdown: watch:
 
 async fn connection(daemon: Arc<Daemon>, stream: UnixStream, read_only: bool, mut shutdown: watch::Receiver<bool>) {
     let id = daemon.next_connection.fetch_add(1, Ordering::Relaxed);
+    let (mut input, mut output) = stream.into_split();
+    let (outbox, mut inbox, overflow) = Outbox::new(daemon.limits.queued_messages);
+    let writer = tokio::spawn(async move {
+        while let Some(message) = inbox.recv().await {
+            if output.write_all(&message.to_bytes()).await.is_err() {
+                break;
+            }
+        }
+    });
     // Local sockets are dom0's, relative paths included, as with the stock daemons.
     let caller = Caller { domid: 0, privileged: true, target: None };
     let home = Some(crate::xs::paths::domain_path(0));
-    let mut session = requests::Session::new(daemon.store, caller, home, read_only, daemon.limits);
-    let (mut input, mut output) = stream.into_split();
+    let mut session = session::Session::new(daemon, id, outbox, caller, home, read_only);
     let mut payload = Vec::new();
     tracing::debug!(id, read_only, "connection opened");
     loop {
         let message = tokio::select! {
             m = read_message(&mut input, &mut payload) => m,
+            _ = overflow.wait() => break,
             _ = shutdown.changed() => break,
         };
         let header = match message {
@@ -120,11 +138,17 @@ async fn connection(daemon: Arc<Daemon>, stream: UnixStream, read_only: bool, mu
                 break;
             }
         };
-        let reply: Message = session.handle(&header, &payload).await;
-        if let Err(error) = output.write_all(&reply.to_bytes()).await {
-            tracing::debug!(id, %error, "client went away");
+        if !session.handle(&header, &payload).await {
             break;
         }
+    }
+    session.close();
+    drop(session);
+    if overflow.happened() {
+        writer.abort();
+    } else {
+        // The replies already queued still go out.
+        let _ = writer.await;
     }
     tracing::debug!(id, "connection closed");
 }

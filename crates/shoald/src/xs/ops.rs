@@ -13,7 +13,7 @@
 
 use shoal::Transaction;
 
-use super::paths::{self, perms_path, PRIVATE_NAME};
+use super::paths::{self, perms_path, PRIVATE_NAME, ROOT_VALUE};
 use super::perms::{Access, Caller, Perms};
 use crate::wire::XsError;
 
@@ -24,6 +24,15 @@ pub trait View {
 }
 
 impl View for shoal::Snapshot {
+    fn get(&mut self, path: &str) -> shoal::Result<Option<&[u8]>> {
+        shoal::Snapshot::get(self, path)
+    }
+    fn list(&mut self, path: &str) -> shoal::Result<Vec<String>> {
+        shoal::Snapshot::list(self, path)
+    }
+}
+
+impl View for &shoal::Snapshot {
     fn get(&mut self, path: &str) -> shoal::Result<Option<&[u8]>> {
         shoal::Snapshot::get(self, path)
     }
@@ -128,10 +137,19 @@ pub fn check(view: &mut dyn View, caller: &Caller, path: &str, want: Access) -> 
 const READ: Access = Access { read: true, write: false };
 const WRITE: Access = Access { read: false, write: true };
 
+/// Where a node's value is: its own path, except the root's.
+fn value_path(path: &str) -> &str {
+    if path == "/" {
+        ROOT_VALUE
+    } else {
+        path
+    }
+}
+
 /// `READ`: the node's value.
 pub fn read(view: &mut dyn View, caller: &Caller, path: &str) -> Result<Vec<u8>, XsError> {
     check(view, caller, path, READ)?;
-    Ok(io(view.get(path))?.map(<[u8]>::to_vec).unwrap_or_default())
+    Ok(io(view.get(value_path(path)))?.map(<[u8]>::to_vec).unwrap_or_default())
 }
 
 /// `DIRECTORY`: the names of the node's children, in byte order.
@@ -172,12 +190,8 @@ fn create(txn: &mut Transaction<'_>, caller: &Caller, path: &str, value: &[u8]) 
 
 /// `WRITE`: sets the node's value, creating it and its missing parents.
 pub fn write(txn: &mut Transaction<'_>, caller: &Caller, path: &str, value: &[u8]) -> Result<(), XsError> {
-    if path == "/" {
-        // shoal keeps the root's value empty; the stock daemons would store it.
-        return Err(XsError::EINVAL);
-    }
     match check(txn, caller, path, WRITE) {
-        Ok(_) => io(txn.put(path, value)),
+        Ok(_) => io(txn.put(value_path(path), value)),
         Err(XsError::ENOENT) => create(txn, caller, path, value),
         Err(e) => Err(e),
     }

@@ -11,6 +11,10 @@ use crate::wire::XsError;
 
 /// Where the permissions of every node live.
 pub const PERMS_ROOT: &str = "/.shoald/perms";
+/// Where the root's value lives (shoal keeps its own root's value empty).
+pub const ROOT_VALUE: &str = "/.shoald/root";
+/// Everything the daemon keeps to itself lies below this.
+pub const PRIVATE_ROOT: &str = "/.shoald";
 /// The top-level name the daemon keeps to itself (hidden from `/`'s children).
 pub const PRIVATE_NAME: &str = ".shoald";
 

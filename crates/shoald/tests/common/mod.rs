@@ -188,6 +188,55 @@ impl Client {
         }
     }
 
+    /// The next watch event (one that arrived during a request first), as
+    /// (path, token); `None` if none comes within `timeout`.
+    pub fn next_event(&mut self, timeout: Duration) -> Option<(String, String)> {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        if !self.events.is_empty() {
+            let (path, token) = self.events.remove(0);
+            return Some((text(&path), text(&token)));
+        }
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+        let mut head = [0u8; HEADER_LEN];
+        let got = self.stream.read_exact(&mut head);
+        self.stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        match got {
+            Ok(()) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return None,
+            Err(e) => panic!("reading an event: {e}"),
+        }
+        let header = Header::decode(&head);
+        let mut payload = vec![0u8; header.len as usize];
+        self.stream.read_exact(&mut payload).unwrap();
+        assert_eq!(header.kind, MsgType::WatchEvent as u32, "expected a watch event, got {header:?}");
+        assert_eq!((header.req_id, header.tx_id), (0, 0));
+        let mut parts = payload.split(|&b| b == 0);
+        let path = parts.next().unwrap_or_default();
+        let token = parts.next().unwrap_or_default();
+        Some((text(path), text(token)))
+    }
+
+    /// Every event that arrives until none has for `quiet`.
+    pub fn events_until_quiet(&mut self, quiet: Duration) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        while let Some(event) = self.next_event(quiet) {
+            out.push(event);
+        }
+        out
+    }
+
+    pub fn watch(&mut self, path: &str, token: &str) -> Result<(), String> {
+        let mut payload = nul(path);
+        payload.extend_from_slice(&nul(token));
+        self.request(MsgType::Watch, 0, &payload).result().map(|_| ())
+    }
+
+    pub fn unwatch(&mut self, path: &str, token: &str) -> Result<(), String> {
+        let mut payload = nul(path);
+        payload.extend_from_slice(&nul(token));
+        self.request(MsgType::Unwatch, 0, &payload).result().map(|_| ())
+    }
+
     pub fn read(&mut self, path: &str) -> Result<Vec<u8>, String> {
         self.request(MsgType::Read, 0, &nul(path)).result()
     }

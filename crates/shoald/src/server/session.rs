@@ -2,10 +2,14 @@
 //! at a snapshot or in the connection's transactions, and the reply.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use shoal::{Store, Transaction};
 
-use crate::wire::{Fields, Header, Message, MsgType, PayloadError, XsError};
+use super::outbox::Outbox;
+use super::watches::Watcher;
+use super::Daemon;
+use crate::wire::{Fields, Header, Message, MsgType, PayloadError, XsError, PAYLOAD_MAX};
 use crate::xs::ops::{self, store_error};
 use crate::xs::paths::{self, Resolved};
 use crate::xs::perms::{Caller, Perms};
@@ -26,17 +30,24 @@ impl From<PayloadError> for XsError {
 pub struct Limits {
     /// Open transactions per connection (0: no limit).
     pub transactions: usize,
+    /// Replies and watch events queued for a connection that is not
+    /// reading them; a watch event that finds the queue full closes the
+    /// connection.
+    pub queued_messages: usize,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { transactions: 10 }
+        Limits { transactions: 10, queued_messages: 16384 }
     }
 }
 
 /// What one connection is and holds.
 pub struct Session {
+    daemon: Arc<Daemon>,
     store: &'static Store,
+    connection: u64,
+    outbox: Outbox,
     caller: Caller,
     /// The base of relative paths, `None` if the connection has none.
     home: Option<String>,
@@ -67,25 +78,61 @@ impl Change<'_> {
 
 impl Session {
     pub fn new(
-        store: &'static Store,
+        daemon: Arc<Daemon>,
+        connection: u64,
+        outbox: Outbox,
         caller: Caller,
         home: Option<String>,
         read_only: bool,
-        limits: Limits,
     ) -> Session {
-        Session { store, caller, home, read_only, limits, transactions: HashMap::new(), last_tx_id: 0 }
+        let store = daemon.store;
+        let limits = daemon.limits;
+        Session {
+            daemon,
+            store,
+            connection,
+            outbox,
+            caller,
+            home,
+            read_only,
+            limits,
+            transactions: HashMap::new(),
+            last_tx_id: 0,
+        }
     }
 
-    /// The reply to one request.
-    pub async fn handle(&mut self, header: &Header, payload: &[u8]) -> Message {
+    /// Handles one request: queues its reply (and, for `WATCH`, the first
+    /// event after it). `false` if the connection is gone.
+    pub async fn handle(&mut self, header: &Header, payload: &[u8]) -> bool {
         let result = match header.msg_type() {
+            // Types a client has no business sending, and unknown ones.
+            None | Some(MsgType::Error | MsgType::WatchEvent) => Err(XsError::ENOSYS),
+            // Every request but watches names an open transaction or none.
+            Some(kind)
+                if header.tx_id != 0
+                    && !matches!(kind, MsgType::Watch | MsgType::Unwatch)
+                    && !self.transactions.contains_key(&header.tx_id) =>
+            {
+                Err(XsError::ENOENT)
+            }
             Some(kind) => self.dispatch(kind, header, payload).await,
-            None => Err(XsError::EINVAL),
         };
-        match result {
-            Ok(reply) => Message::reply(header, reply),
+        let reply = match result {
+            Ok(Reply::Payload(reply)) => Message::reply(header, reply),
+            Ok(Reply::Watch { path, token }) => {
+                if !self.outbox.reply(Message::ok(header)).await {
+                    return false;
+                }
+                Message::watch_event(path.as_bytes(), &token)
+            }
             Err(error) => Message::error(header, error),
-        }
+        };
+        self.outbox.reply(reply).await
+    }
+
+    /// Forgets the connection's watches (its transactions go with the session).
+    pub fn close(&mut self) {
+        self.daemon.watches.lock().unwrap().remove_connection(self.connection);
     }
 
     fn node_path(&self, path: &str) -> Result<String, XsError> {
@@ -95,8 +142,15 @@ impl Session {
         }
     }
 
-    async fn dispatch(&mut self, kind: MsgType, header: &Header, payload: &[u8]) -> Result<Vec<u8>, XsError> {
+    async fn dispatch(&mut self, kind: MsgType, header: &Header, payload: &[u8]) -> Result<Reply, XsError> {
         let tx_id = header.tx_id;
+        if kind == MsgType::Watch {
+            return self.watch(payload);
+        }
+        self.request(kind, tx_id, payload).await.map(Reply::Payload)
+    }
+
+    async fn request(&mut self, kind: MsgType, tx_id: u32, payload: &[u8]) -> Result<Vec<u8>, XsError> {
         match kind {
             MsgType::Read => {
                 let path = self.node_path(Fields::one(payload)?)?;
@@ -105,7 +159,12 @@ impl Session {
             MsgType::Directory => {
                 let path = self.node_path(Fields::one(payload)?)?;
                 let names = self.read(tx_id, |view, caller| ops::directory(view, caller, &path))?;
-                Ok(join_names(&names))
+                let list = join_names(&names);
+                // Too long for one reply: the client then asks for parts.
+                if list.len() > PAYLOAD_MAX {
+                    return Err(XsError::E2BIG);
+                }
+                Ok(list)
             }
             MsgType::DirectoryPart => {
                 let mut fields = Fields::new(payload);
@@ -144,7 +203,6 @@ impl Session {
                 if tx_id != 0 {
                     return Err(XsError::EBUSY);
                 }
-                Fields::one(payload)?;
                 if self.read_only {
                     return Err(XsError::EROFS);
                 }
@@ -163,16 +221,63 @@ impl Session {
                 };
                 let txn = self.transactions.remove(&tx_id).ok_or(XsError::ENOENT)?;
                 if commit {
-                    commit_blocking(txn).await?;
+                    self.commit(txn).await?;
                 }
                 Ok(ok())
             }
             MsgType::GetDomainPath => {
-                let domid = parse_domid(Fields::one(payload)?)?;
+                let domid = atoi(Fields::one(payload)?) as u32;
                 Ok(text_reply(&paths::domain_path(domid)))
+            }
+            MsgType::Unwatch => {
+                let (path, token) = watch_fields(payload)?;
+                let path = match paths::resolve(path, self.home.as_deref()) {
+                    Ok(Resolved::Node(p) | Resolved::Special(p)) => p,
+                    Err(_) => return Err(XsError::ENOENT),
+                };
+                self.daemon.watches.lock().unwrap().remove(self.connection, &path, token)?;
+                Ok(ok())
+            }
+            MsgType::ResetWatches => {
+                self.daemon.watches.lock().unwrap().remove_connection(self.connection);
+                self.transactions.clear();
+                Ok(ok())
             }
             _ => Err(XsError::ENOSYS),
         }
+    }
+
+    /// `WATCH <path>|<token>|`: the first event follows the reply.
+    fn watch(&mut self, payload: &[u8]) -> Result<Reply, XsError> {
+        let (path, token) = watch_fields(payload)?;
+        let relative = !path.starts_with('/') && !path.starts_with('@');
+        let absolute = match paths::resolve(path, self.home.as_deref())? {
+            Resolved::Node(p) => p,
+            Resolved::Special(p) if p.len() <= paths::REL_PATH_MAX => p,
+            Resolved::Special(_) => return Err(XsError::EINVAL),
+        };
+        let watcher = Watcher { connection: self.connection, caller: self.caller, outbox: self.outbox.clone() };
+        let home = if relative { self.home.as_deref() } else { None };
+        self.daemon.watches.lock().unwrap().add(&watcher, &absolute, token, home)?;
+        Ok(Reply::Watch { path: path.to_string(), token: token.to_vec() })
+    }
+
+    /// Commits on a blocking thread (with `sync` durability a commit waits
+    /// for the journal's sync, shared with every commit running at the same
+    /// time), then waits until the watch events of the new version are
+    /// queued, so they reach this connection before its reply.
+    async fn commit(&self, txn: Transaction<'static>) -> Result<(), XsError> {
+        let result = tokio::task::spawn_blocking(move || txn.commit()).await;
+        let version = match result {
+            Ok(Ok(version)) => version,
+            Ok(Err(e)) => return Err(store_error(&e)),
+            Err(join) => {
+                tracing::error!(%join, "commit task failed");
+                return Err(XsError::EIO);
+            }
+        };
+        self.daemon.dispatch.dispatched(version).await;
+        Ok(())
     }
 
     fn next_tx_id(&mut self) -> u32 {
@@ -211,7 +316,7 @@ impl Session {
         for _ in 0..AUTOCOMMIT_RETRIES {
             let mut txn = self.store.begin();
             change.apply(&mut txn, &self.caller)?;
-            match commit_blocking(txn).await {
+            match self.commit(txn).await {
                 Err(XsError::EAGAIN) => continue,
                 Err(e) => return Err(e),
                 Ok(()) => return Ok(ok()),
@@ -221,17 +326,46 @@ impl Session {
     }
 }
 
-/// Commits on a blocking thread: with `sync` durability a commit waits for
-/// the journal's sync (shared with every commit running at the same time).
-async fn commit_blocking(txn: Transaction<'static>) -> Result<(), XsError> {
-    let result = tokio::task::spawn_blocking(move || txn.commit()).await;
-    match result {
-        Ok(Ok(_version)) => Ok(()),
-        Ok(Err(e)) => Err(store_error(&e)),
-        Err(join) => {
-            tracing::error!(%join, "commit task failed");
-            Err(XsError::EIO)
-        }
+/// What a request answers.
+enum Reply {
+    Payload(Vec<u8>),
+    /// `OK`, then the watch's first event.
+    Watch {
+        path: String,
+        token: Vec<u8>,
+    },
+}
+
+/// `WATCH` and `UNWATCH` take a path and a token: exactly two
+/// NUL-terminated fields (bytes after the second NUL are ignored, as the
+/// stock C daemon does; a third field, such as a depth, is refused).
+fn watch_fields(payload: &[u8]) -> Result<(&str, &[u8]), XsError> {
+    let mut fields = Fields::new(payload);
+    let path = fields.next_str()?;
+    let token = fields.next_bytes()?;
+    if fields.rest().contains(&0) {
+        return Err(XsError::EINVAL);
+    }
+    Ok((path, token))
+}
+
+/// C's `atoi`: optional blanks and sign, then digits up to the first
+/// non-digit (none: 0), wrapping like the C daemons' unsigned reads.
+fn atoi(text: &str) -> i64 {
+    let text = text.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    let (negative, digits) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let mut value: i64 = 0;
+    for b in digits.bytes().take_while(u8::is_ascii_digit) {
+        value = value.wrapping_mul(10).wrapping_add(i64::from(b - b'0'));
+    }
+    if negative {
+        value.wrapping_neg()
+    } else {
+        value
     }
 }
 
@@ -243,17 +377,6 @@ fn text_reply(text: &str) -> Vec<u8> {
     let mut out = text.as_bytes().to_vec();
     out.push(0);
     out
-}
-
-fn parse_domid(text: &str) -> Result<u32, XsError> {
-    if text.is_empty() || text.len() > 5 || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(XsError::EINVAL);
-    }
-    let domid: u32 = text.parse().map_err(|_| XsError::EINVAL)?;
-    if domid > crate::xs::perms::DOMID_MAX {
-        return Err(XsError::EINVAL);
-    }
-    Ok(domid)
 }
 
 /// Child names, each NUL-terminated (a `DIRECTORY` reply).
@@ -330,11 +453,22 @@ mod tests {
     }
 
     #[test]
-    fn domain_ids_are_decimal_up_to_65535() {
-        assert_eq!(parse_domid("0"), Ok(0));
-        assert_eq!(parse_domid("65535"), Ok(65535));
-        for bad in ["", "65536", "-1", "7a", "123456"] {
-            assert_eq!(parse_domid(bad), Err(XsError::EINVAL), "{bad:?}");
-        }
+    fn atoi_reads_as_c_does() {
+        assert_eq!(atoi("7"), 7);
+        assert_eq!(atoi(" 7x"), 7);
+        assert_eq!(atoi("abc"), 0);
+        assert_eq!(atoi(""), 0);
+        assert_eq!(atoi("-1") as u32, 4294967295);
+        assert_eq!(atoi("+12"), 12);
+    }
+
+    #[test]
+    fn watch_fields_are_a_path_and_a_token() {
+        assert_eq!(watch_fields(b"/a\0tok\0"), Ok(("/a", &b"tok"[..])));
+        assert_eq!(watch_fields(b"/a\0\0"), Ok(("/a", &b""[..])), "an empty token is allowed");
+        assert_eq!(watch_fields(b"/a\0tok\0junk"), Ok(("/a", &b"tok"[..])));
+        assert_eq!(watch_fields(b"/a\0tok\0depth\0"), Err(XsError::EINVAL));
+        assert_eq!(watch_fields(b"/a\0tok"), Err(XsError::EINVAL));
+        assert_eq!(watch_fields(b"/a\0"), Err(XsError::EINVAL));
     }
 }

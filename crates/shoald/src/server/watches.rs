@@ -1,0 +1,337 @@
+//! Watches: who watches which path, and the dispatcher that turns each
+//! committed version's change set into `WATCH_EVENT`s.
+//!
+//! The dispatcher follows the store's versions one by one (shoald is their
+//! only writer) and reads each version's change set, so events go out in
+//! commit order whoever committed. A request that commits waits until the
+//! dispatcher has handled its version before it queues its reply: like the
+//! stock C daemon, a connection gets the events of its own change before
+//! the reply to it.
+//!
+//! Which events a change makes (the stock C daemon's rules):
+//! - a written or created node: an event for its path, matched by every
+//!   watch on that path or an ancestor (implicitly created parents make
+//!   none of their own);
+//! - a removed subtree: an event for its root, matched likewise, and an
+//!   event for each watch *below* it on a node that existed, with the
+//!   watch's own path;
+//! - new permissions: an event for the node, unless the same version also
+//!   wrote the node or something below it (a creation, already reported).
+//!
+//! A guest's watch fires only for nodes it may read, or whose parent it may
+//! read (for a removed node: as it was before the removal).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use shoal::{ChangeKind, Snapshot, Store};
+use tokio::sync::{watch, Notify};
+
+use super::outbox::Outbox;
+use crate::wire::{Message, XsError};
+use crate::xs::ops;
+use crate::xs::paths::{self, PERMS_ROOT, PRIVATE_ROOT, ROOT_VALUE};
+use crate::xs::perms::Caller;
+
+/// One registered watch.
+struct Watch {
+    connection: u64,
+    token: Vec<u8>,
+    /// Registered with a relative path: events report paths relative to
+    /// `home` too.
+    home: Option<String>,
+    caller: Caller,
+    outbox: Outbox,
+}
+
+/// Every connection's watches, by watched path (absolute, or `@...`).
+#[derive(Default)]
+pub struct Registry {
+    by_path: BTreeMap<String, Vec<Watch>>,
+    by_connection: HashMap<u64, Vec<(String, Vec<u8>)>>,
+}
+
+/// Who registers a watch.
+#[derive(Clone)]
+pub struct Watcher {
+    pub connection: u64,
+    pub caller: Caller,
+    pub outbox: Outbox,
+}
+
+impl Registry {
+    /// Adds a watch on `path` (absolute or special); `relative_to` is the
+    /// home the client's path was relative to, if it was.
+    pub fn add(
+        &mut self,
+        watcher: &Watcher,
+        path: &str,
+        token: &[u8],
+        relative_to: Option<&str>,
+    ) -> Result<(), XsError> {
+        let watches = self.by_path.entry(path.to_string()).or_default();
+        if watches.iter().any(|w| w.connection == watcher.connection && w.token == token) {
+            return Err(XsError::EEXIST);
+        }
+        watches.push(Watch {
+            connection: watcher.connection,
+            token: token.to_vec(),
+            home: relative_to.map(str::to_string),
+            caller: watcher.caller,
+            outbox: watcher.outbox.clone(),
+        });
+        self.by_connection.entry(watcher.connection).or_default().push((path.to_string(), token.to_vec()));
+        Ok(())
+    }
+
+    /// Removes one watch; `ENOENT` if there is none.
+    pub fn remove(&mut self, connection: u64, path: &str, token: &[u8]) -> Result<(), XsError> {
+        let watches = self.by_path.get_mut(path).ok_or(XsError::ENOENT)?;
+        let at = watches.iter().position(|w| w.connection == connection && w.token == token).ok_or(XsError::ENOENT)?;
+        watches.remove(at);
+        if watches.is_empty() {
+            self.by_path.remove(path);
+        }
+        if let Some(list) = self.by_connection.get_mut(&connection) {
+            list.retain(|(p, t)| !(p == path && t == token));
+        }
+        Ok(())
+    }
+
+    /// Removes every watch of a connection.
+    pub fn remove_connection(&mut self, connection: u64) {
+        for (path, token) in self.by_connection.remove(&connection).unwrap_or_default() {
+            if let Some(watches) = self.by_path.get_mut(&path) {
+                watches.retain(|w| !(w.connection == connection && w.token == token));
+                if watches.is_empty() {
+                    self.by_path.remove(&path);
+                }
+            }
+        }
+    }
+
+    /// Watches a connection holds.
+    pub fn count(&self, connection: u64) -> usize {
+        self.by_connection.get(&connection).map_or(0, Vec::len)
+    }
+
+    /// Watch paths strictly below `path`.
+    fn paths_below(&self, path: &str) -> Vec<String> {
+        let prefix = if path == "/" { "/".to_string() } else { format!("{path}/") };
+        self.by_path
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+}
+
+/// The event path a watch reports: relative to its home if it was
+/// registered relative.
+fn reported<'p>(watch: &Watch, path: &'p str) -> &'p str {
+    match &watch.home {
+        Some(home) => path.strip_prefix(home.as_str()).and_then(|r| r.strip_prefix('/')).unwrap_or(path),
+        None => path,
+    }
+}
+
+/// What one change means for xenstore.
+enum Mapped {
+    Node(String),
+    Perms(String),
+}
+
+fn map_path(path: &str) -> Option<Mapped> {
+    if path == ROOT_VALUE {
+        return Some(Mapped::Node("/".to_string()));
+    }
+    if let Some(rest) = path.strip_prefix(PERMS_ROOT) {
+        if rest.is_empty() {
+            return Some(Mapped::Perms("/".to_string()));
+        }
+        return rest.starts_with('/').then(|| Mapped::Perms(rest.to_string()));
+    }
+    if path == PRIVATE_ROOT || path.starts_with(&format!("{PRIVATE_ROOT}/")) {
+        return None;
+    }
+    Some(Mapped::Node(path.to_string()))
+}
+
+/// An event to deliver: a path, and whether only watches exactly on it match.
+struct Event {
+    path: String,
+    exact: bool,
+}
+
+/// Shared state between committers and the dispatcher.
+pub struct Dispatch {
+    wake: Notify,
+    done: watch::Sender<u64>,
+}
+
+impl Dispatch {
+    pub fn new(version: u64) -> Arc<Dispatch> {
+        Arc::new(Dispatch { wake: Notify::new(), done: watch::channel(version).0 })
+    }
+
+    /// Waits until the dispatcher has queued the events of `version`.
+    pub async fn dispatched(&self, version: u64) {
+        self.wake.notify_one();
+        let mut done = self.done.subscribe();
+        let _ = done.wait_for(|&d| d >= version).await;
+    }
+}
+
+/// Runs the dispatcher until the process ends.
+pub async fn run_dispatcher(store: &'static Store, registry: Arc<Mutex<Registry>>, dispatch: Arc<Dispatch>) {
+    let mut last = store.snapshot();
+    dispatch.done.send_replace(last.version());
+    loop {
+        dispatch.wake.notified().await;
+        loop {
+            let next = store.snapshot();
+            if next.version() <= last.version() {
+                break;
+            }
+            deliver_between(store, &registry, &last, &next);
+            dispatch.done.send_replace(next.version());
+            last = next;
+        }
+    }
+}
+
+fn deliver_between(store: &Store, registry: &Mutex<Registry>, last: &Snapshot, next: &Snapshot) {
+    let changes = match next.changes(last.version(), "/") {
+        Ok(changes) => changes,
+        Err(error) => {
+            // Not every version in between is listed (too large, or no
+            // longer retained): what differs is reported instead, as writes.
+            tracing::debug!(%error, "watch events from a diff");
+            let diff = match last.diff(next, "/") {
+                Ok(diff) => diff,
+                Err(error) => {
+                    tracing::error!(%error, "cannot tell what changed; watches may miss events");
+                    return;
+                }
+            };
+            let changes: Vec<(String, ChangeKind)> = diff.changes;
+            let registry = registry.lock().unwrap();
+            let events = events_of(&registry, changes.iter().map(|(p, k)| (p.clone(), *k)), last);
+            deliver(&registry, &events, last, next);
+            return;
+        }
+    };
+    let registry = registry.lock().unwrap();
+    let mut at = 0;
+    while at < changes.len() {
+        let version = changes[at].version();
+        let end = changes[at..].iter().position(|c| c.version() != version).map_or(changes.len(), |i| at + i);
+        let before = if version == last.version() + 1 { None } else { store.snapshot_at(version - 1).ok() };
+        let before = before.as_ref().unwrap_or(last);
+        let after = if version == next.version() { None } else { store.snapshot_at(version).ok() };
+        let after = after.as_ref().unwrap_or(next);
+        let events = events_of(&registry, changes[at..end].iter().map(|c| (c.path(), c.kind())), before);
+        deliver(&registry, &events, before, after);
+        at = end;
+    }
+}
+
+/// The events of one version's changes (`before`: the version before it).
+fn events_of(
+    registry: &Registry,
+    changes: impl Iterator<Item = (String, ChangeKind)>,
+    before: &Snapshot,
+) -> Vec<Event> {
+    let mut nodes = Vec::new();
+    let mut perms = Vec::new();
+    for (path, kind) in changes {
+        match map_path(&path) {
+            Some(Mapped::Node(p)) => nodes.push((p, kind)),
+            Some(Mapped::Perms(p)) if kind == ChangeKind::Set => perms.push(p),
+            _ => {}
+        }
+    }
+    // A node a write created on the way to a deeper one (an implicit
+    // parent: new, empty, with something below it written in the same
+    // version) makes no event of its own, as with the stock daemons.
+    let implicit = |path: &str| -> bool {
+        !matches!(before.get(path), Ok(Some(_)))
+            && nodes.iter().any(|(n, k)| *k == ChangeKind::Set && n != path && paths::is_child(n, path))
+    };
+    let mut events = Vec::new();
+    for (path, kind) in &nodes {
+        if *kind == ChangeKind::Set && implicit(path) {
+            continue;
+        }
+        if matches!(kind, ChangeKind::Delete | ChangeKind::DeleteTree | ChangeKind::CopyTree) {
+            for below in registry.paths_below(path) {
+                let existed = matches!(before.get(&below), Ok(Some(_)));
+                if existed || *kind == ChangeKind::CopyTree {
+                    events.push(Event { path: below, exact: true });
+                }
+            }
+        }
+        events.push(Event { path: path.clone(), exact: false });
+    }
+    for path in perms {
+        if !nodes.iter().any(|(n, _)| paths::is_child(n, &path)) {
+            events.push(Event { path, exact: false });
+        }
+    }
+    events
+}
+
+fn deliver(registry: &Registry, events: &[Event], before: &Snapshot, after: &Snapshot) {
+    for event in events {
+        let matched = |watch_path: &str| {
+            if let Some(watches) = registry.by_path.get(watch_path) {
+                for watch in watches {
+                    if permitted(&watch.caller, &event.path, before, after) {
+                        let path = reported(watch, &event.path);
+                        watch.outbox.event(Message::watch_event(path.as_bytes(), &watch.token));
+                    }
+                }
+            }
+        };
+        if event.exact {
+            matched(&event.path);
+            continue;
+        }
+        matched("/");
+        for (i, _) in event.path.match_indices('/').skip(1) {
+            matched(&event.path[..i]);
+        }
+        if event.path != "/" {
+            matched(&event.path);
+        }
+    }
+}
+
+/// Whether a watcher may hear of a change at `path`: it may read the node
+/// or its parent, after the change or (for a removed node) before it.
+fn permitted(caller: &Caller, path: &str, before: &Snapshot, after: &Snapshot) -> bool {
+    if caller.privileged {
+        return true;
+    }
+    let readable = |snapshot: &Snapshot, p: &str| -> bool {
+        let mut view = snapshot;
+        matches!(snapshot.get(p), Ok(Some(_)))
+            && ops::effective_perms(&mut view, p).is_ok_and(|perms| perms.access_for(caller).read)
+    };
+    let parent = paths::parent(path);
+    readable(after, path)
+        || readable(before, path)
+        || (path != "/" && (readable(after, parent) || readable(before, parent)))
+}
+
+impl Registry {
+    /// Fires a special watch (`@introduceDomain`, `@releaseDomain`) for
+    /// every connection watching it.
+    pub fn fire_special(&self, name: &str) {
+        if let Some(watches) = self.by_path.get(name) {
+            for watch in watches {
+                watch.outbox.event(Message::watch_event(name.as_bytes(), &watch.token));
+            }
+        }
+    }
+}
