@@ -200,20 +200,20 @@ fn malformed_requests_get_errors_and_the_connection_goes_on() {
     let mut c = shoald.connect();
     c.write("/a", b"1").unwrap();
     let cases: &[(u32, &[u8], &str)] = &[
-        (MsgType::Read as u32, b"/a", "EINVAL"),            // no terminating NUL
-        (MsgType::Read as u32, b"", "EINVAL"),              // no path at all
-        (MsgType::Read as u32, b"/a\0/b\0", "EINVAL"),      // two paths
-        (MsgType::Read as u32, b"/a/\0", "EINVAL"),         // trailing slash
-        (MsgType::Read as u32, b"/a b\0", "EINVAL"),        // a character xenstore refuses
-        (MsgType::Read as u32, b"/\xff\0", "EINVAL"),       // not text
-        (MsgType::Read as u32, b"relative\0", "ENOENT"),    // /local/domain/0/relative
-        (MsgType::Write as u32, b"/a", "EINVAL"),           // no NUL after the path
-        (MsgType::Directory as u32, b"/a//b\0", "EINVAL"),  // empty segment
-        (MsgType::GetDomainPath as u32, b"7", "EINVAL"),    // no NUL
+        (MsgType::Read as u32, b"/a", "EINVAL"),              // no terminating NUL
+        (MsgType::Read as u32, b"", "EINVAL"),                // no path at all
+        (MsgType::Read as u32, b"/a\0/b\0", "EINVAL"),        // two paths
+        (MsgType::Read as u32, b"/a/\0", "EINVAL"),           // trailing slash
+        (MsgType::Read as u32, b"/a b\0", "EINVAL"),          // a character xenstore refuses
+        (MsgType::Read as u32, b"/\xff\0", "EINVAL"),         // not text
+        (MsgType::Read as u32, b"relative\0", "ENOENT"),      // /local/domain/0/relative
+        (MsgType::Write as u32, b"/a", "EINVAL"),             // no NUL after the path
+        (MsgType::Directory as u32, b"/a//b\0", "EINVAL"),    // empty segment
+        (MsgType::GetDomainPath as u32, b"7", "EINVAL"),      // no NUL
         (MsgType::Watch as u32, b"/a\0tok\x000\0", "EINVAL"), // a depth: not in 4.17
-        (MsgType::Watch as u32, b"/a\0", "EINVAL"),         // no token
-        (MsgType::Unwatch as u32, b"/a\0tok\0", "ENOENT"),  // not watched
-        (MsgType::Error as u32, b"\0", "ENOSYS"),           // a reply type as a request
+        (MsgType::Watch as u32, b"/a\0", "EINVAL"),           // no token
+        (MsgType::Unwatch as u32, b"/a\0tok\0", "ENOENT"),    // not watched
+        (MsgType::Error as u32, b"\0", "ENOSYS"),             // a reply type as a request
         (MsgType::WatchEvent as u32, b"/a\0t\0", "ENOSYS"),
         (20, b"\0", "ENOSYS"),     // the removed RESTRICT
         (9999, b"/a\0", "ENOSYS"), // unknown
