@@ -46,6 +46,11 @@ struct Args {
     /// (it is never dropped unnoticed).
     #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     queued_messages: u64,
+    /// Serve guests' rings from a simulated hypervisor in this directory
+    /// (its `pages` file and `evtchn` socket; see `shoald-sim`), for tests
+    /// and benchmarks without Xen.
+    #[arg(long, value_name = "DIR")]
+    sim_hypervisor: Option<PathBuf>,
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {
@@ -128,7 +133,15 @@ fn run(args: Args) -> Result<(), String> {
     runtime.block_on(async {
         let limits =
             Limits { transactions: args.transactions_per_connection, queued_messages: args.queued_messages as usize };
-        let daemon = Daemon::start(store, limits);
+        let rings = match &args.sim_hypervisor {
+            Some(dir) => Some(
+                shoald::ring::Backend::simulated(dir)
+                    .await
+                    .map_err(|e| format!("simulated hypervisor in {}: {e}", dir.display()))?,
+            ),
+            None => None,
+        };
+        let daemon = Daemon::start(store, limits, rings);
         let (stop, stopped) = watch::channel(false);
         let mut listeners =
             vec![Listener::bind(&socket, false, args.socket_mode).map_err(|e| format!("{}: {e}", socket.display()))?];
@@ -150,6 +163,7 @@ fn run(args: Args) -> Result<(), String> {
         }
         tracing::info!("stopping: finishing requests in flight");
         let _ = stop.send(true);
+        daemon.stop_domains();
         while servers.join_next().await.is_some() {}
         Ok::<(), String>(())
     })?;

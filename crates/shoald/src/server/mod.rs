@@ -2,6 +2,8 @@
 //! requests in order and answering each before reading the next (as the
 //! stock daemons do), while other connections are served concurrently.
 
+mod connection;
+pub mod domains;
 mod framing;
 mod outbox;
 pub mod session;
@@ -12,14 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use shoal::Store;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::xs::perms::Caller;
-use framing::{read_message, InputEnd};
-use outbox::Outbox;
+pub use connection::Identity;
+use domains::Domains;
 pub use session::Limits;
 use watches::{Dispatch, Registry};
 
@@ -30,17 +30,35 @@ pub struct Daemon {
     next_connection: AtomicU64,
     watches: Arc<Mutex<Registry>>,
     dispatch: Arc<Dispatch>,
+    domains: Domains,
 }
 
 impl Daemon {
     /// Serves `store`, which lives as long as the process: transactions that
     /// span requests borrow it. Starts the watch dispatcher on the current
-    /// tokio runtime.
-    pub fn start(store: &'static Store, limits: Limits) -> Arc<Daemon> {
+    /// tokio runtime. `rings`: where guests' rings come from (none: only
+    /// local sockets are served).
+    pub fn start(store: &'static Store, limits: Limits, rings: Option<crate::ring::Backend>) -> Arc<Daemon> {
         let watches = Arc::new(Mutex::new(Registry::default()));
         let dispatch = Dispatch::new(store.version());
         tokio::spawn(watches::run_dispatcher(store, watches.clone(), dispatch.clone()));
-        Arc::new(Daemon { store, limits, next_connection: AtomicU64::new(1), watches, dispatch })
+        Arc::new(Daemon {
+            store,
+            limits,
+            next_connection: AtomicU64::new(1),
+            watches,
+            dispatch,
+            domains: Domains::new(rings),
+        })
+    }
+
+    fn connection_id(&self) -> u64 {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Stops every domain's connection (at shutdown).
+    pub fn stop_domains(&self) {
+        self.domains.stop_all();
     }
 
     pub fn store(&self) -> &'static Store {
@@ -91,7 +109,9 @@ pub async fn serve(daemon: Arc<Daemon>, listener: Listener, mut shutdown: watch:
                 Ok((stream, _)) => {
                     let daemon = daemon.clone();
                     let stop = shutdown.clone();
-                    connections.spawn(connection(daemon, stream, listener.read_only, stop));
+                    let (input, output) = stream.into_split();
+                    let identity = Identity::dom0_socket(listener.read_only);
+                    connections.spawn(connection::serve(daemon, input, output, identity, stop, None));
                 }
                 Err(error) => {
                     // Out of descriptors and the like: the next accept may work.
@@ -105,50 +125,4 @@ pub async fn serve(daemon: Arc<Daemon>, listener: Listener, mut shutdown: watch:
     }
     let _ = std::fs::remove_file(&listener.path);
     while connections.join_next().await.is_some() {}
-}
-
-async fn connection(daemon: Arc<Daemon>, stream: UnixStream, read_only: bool, mut shutdown: watch::Receiver<bool>) {
-    let id = daemon.next_connection.fetch_add(1, Ordering::Relaxed);
-    let (mut input, mut output) = stream.into_split();
-    let (outbox, mut inbox, overflow) = Outbox::new(daemon.limits.queued_messages);
-    let writer = tokio::spawn(async move {
-        while let Some(message) = inbox.recv().await {
-            if output.write_all(&message.to_bytes()).await.is_err() {
-                break;
-            }
-        }
-    });
-    // Local sockets are dom0's, relative paths included, as with the stock daemons.
-    let caller = Caller { domid: 0, privileged: true, target: None };
-    let home = Some(crate::xs::paths::domain_path(0));
-    let mut session = session::Session::new(daemon, id, outbox, caller, home, read_only);
-    let mut payload = Vec::new();
-    tracing::debug!(id, read_only, "connection opened");
-    loop {
-        let message = tokio::select! {
-            m = read_message(&mut input, &mut payload) => m,
-            _ = overflow.wait() => break,
-            _ = shutdown.changed() => break,
-        };
-        let header = match message {
-            Ok(header) => header,
-            Err(InputEnd::Closed) => break,
-            Err(end) => {
-                tracing::info!(id, %end, "dropping connection");
-                break;
-            }
-        };
-        if !session.handle(&header, &payload).await {
-            break;
-        }
-    }
-    session.close();
-    drop(session);
-    if overflow.happened() {
-        writer.abort();
-    } else {
-        // The replies already queued still go out.
-        let _ = writer.await;
-    }
-    tracing::debug!(id, "connection closed");
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use shoal::{Store, Transaction};
 
+use super::connection::Identity;
 use super::outbox::Outbox;
 use super::watches::Watcher;
 use super::Daemon;
@@ -48,8 +49,10 @@ pub struct Session {
     store: &'static Store,
     connection: u64,
     outbox: Outbox,
+    identity: Identity,
+    /// Who asks, as of this request (a guest's target can change).
     caller: Caller,
-    /// The base of relative paths, `None` if the connection has none.
+    /// The base of relative paths.
     home: Option<String>,
     read_only: bool,
     limits: Limits,
@@ -77,14 +80,7 @@ impl Change<'_> {
 }
 
 impl Session {
-    pub fn new(
-        daemon: Arc<Daemon>,
-        connection: u64,
-        outbox: Outbox,
-        caller: Caller,
-        home: Option<String>,
-        read_only: bool,
-    ) -> Session {
+    pub fn new(daemon: Arc<Daemon>, connection: u64, outbox: Outbox, identity: Identity) -> Session {
         let store = daemon.store;
         let limits = daemon.limits;
         Session {
@@ -92,9 +88,10 @@ impl Session {
             store,
             connection,
             outbox,
-            caller,
-            home,
-            read_only,
+            caller: identity.caller(),
+            home: Some(identity.home()),
+            read_only: identity.read_only(),
+            identity,
             limits,
             transactions: HashMap::new(),
             last_tx_id: 0,
@@ -104,9 +101,12 @@ impl Session {
     /// Handles one request: queues its reply (and, for `WATCH`, the first
     /// event after it). `false` if the connection is gone.
     pub async fn handle(&mut self, header: &Header, payload: &[u8]) -> bool {
+        self.caller = self.identity.caller();
         let result = match header.msg_type() {
             // Types a client has no business sending, and unknown ones.
             None | Some(MsgType::Error | MsgType::WatchEvent) => Err(XsError::ENOSYS),
+            // Domain management is for dom0 only.
+            Some(kind) if kind.privileged() && !self.caller.privileged => Err(XsError::EACCES),
             // Every request but watches names an open transaction or none.
             Some(kind)
                 if header.tx_id != 0
@@ -195,8 +195,12 @@ impl Session {
             }
             MsgType::SetPerms => {
                 let mut fields = Fields::new(payload);
-                let path = self.node_path(fields.next_str()?)?;
+                let path = fields.next_str()?;
                 let perms = Perms::parse_list(&fields.all()?)?;
+                if path.starts_with('@') {
+                    return self.set_special_perms(path, perms).await;
+                }
+                let path = self.node_path(path)?;
                 self.change(tx_id, Change::SetPerms(path, perms)).await
             }
             MsgType::TransactionStart => {
@@ -228,6 +232,46 @@ impl Session {
             MsgType::GetDomainPath => {
                 let domid = atoi(Fields::one(payload)?) as u32;
                 Ok(text_reply(&paths::domain_path(domid)))
+            }
+            MsgType::Introduce => {
+                let args = strings(payload);
+                if args.len() < 3 {
+                    return Err(XsError::EINVAL);
+                }
+                let (domid, gfn, port) = (atoi(args[0]), atoi(args[1]), atoi(args[2]));
+                if !(1..=i64::from(u32::MAX)).contains(&port) || gfn < 0 || !(0..=i64::from(u32::MAX)).contains(&domid)
+                {
+                    return Err(XsError::EINVAL);
+                }
+                let new = self.daemon.domains.introduce(&self.daemon, domid as u32, gfn as u64, port as u32)?;
+                if new {
+                    self.fire_special("@introduceDomain");
+                }
+                Ok(ok())
+            }
+            MsgType::Release => {
+                let domid = atoi(Fields::one(payload)?) as u32;
+                self.daemon.domains.release(domid)?;
+                self.remove_owned(domid).await?;
+                self.fire_special("@releaseDomain");
+                Ok(ok())
+            }
+            MsgType::IsDomainIntroduced => {
+                let domid = atoi(Fields::one(payload)?) as u32;
+                Ok(text_reply(if self.daemon.domains.is_introduced(domid) { "T" } else { "F" }))
+            }
+            MsgType::Resume => {
+                let domid = atoi(Fields::one(payload)?) as u32;
+                self.daemon.domains.resume(domid)?;
+                Ok(ok())
+            }
+            MsgType::SetTarget => {
+                let args = strings(payload);
+                if args.len() < 2 {
+                    return Err(XsError::EINVAL);
+                }
+                self.daemon.domains.set_target(atoi(args[0]) as u32, atoi(args[1]) as u32)?;
+                Ok(ok())
             }
             MsgType::Unwatch => {
                 let (path, token) = watch_fields(payload)?;
@@ -278,6 +322,50 @@ impl Session {
         };
         self.daemon.dispatch.dispatched(version).await;
         Ok(())
+    }
+
+    /// Removes every node `domid` owns (with its subtree), as the stock C
+    /// daemon does when a domain goes; the removals fire watches.
+    async fn remove_owned(&self, domid: u32) -> Result<(), XsError> {
+        for _ in 0..AUTOCOMMIT_RETRIES {
+            let mut txn = self.store.begin();
+            let base = self.store.snapshot_at(txn.base_version()).map_err(|e| store_error(&e))?;
+            if !ops::remove_owned(&mut txn, &base, domid)? {
+                return Ok(());
+            }
+            match self.commit(txn).await {
+                Err(XsError::EAGAIN) => continue,
+                other => return other,
+            }
+        }
+        Err(XsError::EAGAIN)
+    }
+
+    /// `SET_PERMS` on `@introduceDomain` or `@releaseDomain`: who hears of
+    /// those events.
+    async fn set_special_perms(&mut self, name: &str, perms: Perms) -> Result<Vec<u8>, XsError> {
+        let caller = self.caller;
+        for _ in 0..AUTOCOMMIT_RETRIES {
+            let mut txn = self.store.begin();
+            ops::set_special_perms(&mut txn, &caller, name, &perms)?;
+            match self.commit(txn).await {
+                Err(XsError::EAGAIN) => continue,
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(ok()),
+            }
+        }
+        Err(XsError::EAGAIN)
+    }
+
+    /// Fires a special watch for every watcher allowed to hear it.
+    fn fire_special(&self, name: &str) {
+        let mut snapshot = self.store.snapshot();
+        let perms = ops::special_perms(&mut snapshot, name);
+        self.daemon
+            .watches
+            .lock()
+            .unwrap()
+            .fire_special(name, |caller| caller.privileged || perms.as_ref().is_ok_and(|p| p.access_for(caller).read));
     }
 
     fn next_tx_id(&mut self) -> u32 {
@@ -347,6 +435,17 @@ fn watch_fields(payload: &[u8]) -> Result<(&str, &[u8]), XsError> {
         return Err(XsError::EINVAL);
     }
     Ok((path, token))
+}
+
+/// The payload's NUL-terminated fields, as the stock C daemon counts them
+/// (bytes after the last NUL are ignored).
+fn strings(payload: &[u8]) -> Vec<&str> {
+    let end = payload.iter().rposition(|&b| b == 0).map_or(0, |i| i + 1);
+    payload[..end]
+        .split(|&b| b == 0)
+        .take(payload[..end].iter().filter(|&&b| b == 0).count())
+        .map(|f| std::str::from_utf8(f).unwrap_or(""))
+        .collect()
 }
 
 /// C's `atoi`: optional blanks and sign, then digits up to the first

@@ -326,10 +326,10 @@ fn permitted(caller: &Caller, path: &str, before: &Snapshot, after: &Snapshot) -
 
 impl Registry {
     /// Fires a special watch (`@introduceDomain`, `@releaseDomain`) for
-    /// every connection watching it.
-    pub fn fire_special(&self, name: &str) {
+    /// every connection watching it that `allowed` lets hear it.
+    pub fn fire_special(&self, name: &str, allowed: impl Fn(&Caller) -> bool) {
         if let Some(watches) = self.by_path.get(name) {
-            for watch in watches {
+            for watch in watches.iter().filter(|w| allowed(&w.caller)) {
                 watch.outbox.event(Message::watch_event(name.as_bytes(), &watch.token));
             }
         }

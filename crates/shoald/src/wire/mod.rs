@@ -210,6 +210,25 @@ impl Message {
     }
 }
 
+impl MsgType {
+    /// Whether only privileged connections (dom0) may send it.
+    pub fn privileged(self) -> bool {
+        matches!(
+            self,
+            MsgType::Control
+                | MsgType::Introduce
+                | MsgType::Release
+                | MsgType::IsDomainIntroduced
+                | MsgType::Resume
+                | MsgType::SetTarget
+                | MsgType::GetFeature
+                | MsgType::SetFeature
+                | MsgType::GetQuota
+                | MsgType::SetQuota
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

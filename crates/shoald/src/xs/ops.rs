@@ -238,6 +238,60 @@ pub fn set_perms(txn: &mut Transaction<'_>, caller: &Caller, path: &str, perms: 
     io(txn.put(&perms_path(path), perms.encode()))
 }
 
+/// The special names whose permissions say who hears of their events.
+const SPECIAL_NAMES: [&str; 2] = ["@introduceDomain", "@releaseDomain"];
+
+fn special_path(name: &str) -> Result<String, XsError> {
+    if !SPECIAL_NAMES.contains(&name) {
+        return Err(XsError::EINVAL);
+    }
+    Ok(format!("{}/{}", paths::SPECIAL_ROOT, &name[1..]))
+}
+
+/// The permissions of a special name (dom0's, no access for others, until
+/// set).
+pub fn special_perms(view: &mut dyn View, name: &str) -> Result<Perms, XsError> {
+    let path = special_path(name)?;
+    Ok(io(view.get(&path))?.and_then(Perms::decode).unwrap_or_else(default_root_perms))
+}
+
+/// `SET_PERMS` of `@introduceDomain` or `@releaseDomain`.
+pub fn set_special_perms(txn: &mut Transaction<'_>, caller: &Caller, name: &str, perms: &Perms) -> Result<(), XsError> {
+    let current = special_perms(txn, name)?;
+    if !current.is_owned_by(caller) || !current.access_for(caller).write {
+        return Err(XsError::EACCES);
+    }
+    io(txn.put(&special_path(name)?, perms.encode()))
+}
+
+/// Removes every node owned by `domid`, with what lies below it, as
+/// `snapshot` (the transaction's base) shows them. Returns whether there
+/// was any.
+pub fn remove_owned(txn: &mut Transaction<'_>, snapshot: &shoal::Snapshot, domid: u32) -> Result<bool, XsError> {
+    let mut owned: Vec<String> = Vec::new();
+    {
+        for entry in io(snapshot.scan(paths::PERMS_ROOT))? {
+            let entry = io(entry)?;
+            let record = entry.path();
+            let node = match record.strip_prefix(paths::PERMS_ROOT) {
+                Some("") | None => continue, // the root is never removed
+                Some(node) => node.to_string(),
+            };
+            if owned.last().is_some_and(|o| paths::is_child(&node, o)) {
+                continue; // goes with an owned ancestor
+            }
+            if Perms::decode(entry.value()).is_some_and(|p| p.owner() == domid) {
+                owned.push(node);
+            }
+        }
+    }
+    for node in &owned {
+        io(txn.delete_tree(node))?;
+        io(txn.delete_tree(&perms_path(node)))?;
+    }
+    Ok(!owned.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,8 @@ use crate::wire::XsError;
 
 /// Where the permissions of every node live.
 pub const PERMS_ROOT: &str = "/.shoald/perms";
+/// Where the permissions of the special names (`@releaseDomain`) live.
+pub const SPECIAL_ROOT: &str = "/.shoald/special";
 /// Where the root's value lives (shoal keeps its own root's value empty).
 pub const ROOT_VALUE: &str = "/.shoald/root";
 /// Everything the daemon keeps to itself lies below this.

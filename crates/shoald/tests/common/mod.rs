@@ -1,6 +1,8 @@
 //! Starting a shoald process for a test, and a raw xenstore-protocol client.
 #![allow(dead_code)]
 
+pub mod asyncclient;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,110 @@
+//! One connection, whatever carries it (a unix socket or a guest's ring):
+//! requests are read and answered in order; replies and watch events leave
+//! through one queue drained by a writer task.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+use super::domains::DomainState;
+use super::framing::{read_message, InputEnd};
+use super::outbox::Outbox;
+use super::session::Session;
+use super::Daemon;
+use crate::ring::page::ERROR_PROTO;
+use crate::xs::paths;
+use crate::xs::perms::Caller;
+
+/// Who is on the other end.
+#[derive(Clone)]
+pub enum Identity {
+    /// A local socket: dom0, privileged; relative paths below
+    /// `/local/domain/0`, as with the stock daemons.
+    Socket { read_only: bool },
+    /// A guest's ring.
+    Domain(Arc<DomainState>),
+}
+
+impl Identity {
+    pub fn dom0_socket(read_only: bool) -> Identity {
+        Identity::Socket { read_only }
+    }
+
+    pub fn caller(&self) -> Caller {
+        match self {
+            Identity::Socket { .. } => Caller { domid: 0, privileged: true, target: None },
+            Identity::Domain(state) => state.caller(),
+        }
+    }
+
+    pub fn home(&self) -> String {
+        paths::domain_path(self.caller().domid)
+    }
+
+    pub fn read_only(&self) -> bool {
+        matches!(self, Identity::Socket { read_only: true })
+    }
+}
+
+/// Serves one connection until the client leaves, breaks the protocol,
+/// stops reading its events, or `stop` turns true. `ring`: the guest's
+/// ring, told why the daemon stopped serving it.
+pub async fn serve<R, W>(
+    daemon: Arc<Daemon>,
+    mut input: R,
+    mut output: W,
+    identity: Identity,
+    mut stop: watch::Receiver<bool>,
+    ring: Option<Arc<crate::ring::stream::Ring>>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let id = daemon.connection_id();
+    let (outbox, mut inbox, overflow) = Outbox::new(daemon.limits.queued_messages);
+    let writer = tokio::spawn(async move {
+        while let Some(message) = inbox.recv().await {
+            if output.write_all(&message.to_bytes()).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut session = Session::new(daemon, id, outbox, identity);
+    let mut payload = Vec::new();
+    tracing::debug!(id, "connection opened");
+    loop {
+        let message = tokio::select! {
+            m = read_message(&mut input, &mut payload) => m,
+            _ = overflow.wait() => break,
+            _ = stop.wait_for(|&s| s) => break,
+        };
+        let header = match message {
+            Ok(header) => header,
+            Err(InputEnd::Closed) => break,
+            Err(end) => {
+                tracing::info!(id, %end, "dropping connection");
+                if let (InputEnd::TooLong(_), Some(ring)) = (&end, &ring) {
+                    ring.fail(ERROR_PROTO);
+                }
+                break;
+            }
+        };
+        if !session.handle(&header, &payload).await {
+            break;
+        }
+    }
+    session.close();
+    drop(session);
+    if overflow.happened() {
+        writer.abort();
+    } else {
+        // The replies already queued still go out, unless the client does
+        // not take them.
+        let abort = writer.abort_handle();
+        if tokio::time::timeout(std::time::Duration::from_secs(1), writer).await.is_err() {
+            abort.abort();
+        }
+    }
+    tracing::debug!(id, "connection closed");
+}

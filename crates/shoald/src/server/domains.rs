@@ -1,0 +1,153 @@
+//! Domains: `INTRODUCE` starts serving a guest's ring as a connection of
+//! that domain; `RELEASE` stops it, removes the nodes the domain owns and
+//! fires `@releaseDomain`; `SET_TARGET` lets a domain act for another.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use super::connection::{self, Identity};
+use super::Daemon;
+use crate::ring::page;
+use crate::ring::stream::{Ring, RingReader, RingWriter, Side, Signal};
+use crate::ring::Backend;
+use crate::wire::XsError;
+use crate::xs::perms::Caller;
+
+/// `DOMID_FIRST_RESERVED`: ids from here on are special, not domains.
+pub const DOMID_FIRST_RESERVED: u32 = 0x7ff0;
+/// `DOMID_SELF`, which `IS_DOMAIN_INTRODUCED` answers `T` for.
+pub const DOMID_SELF: u32 = 0x7ff0;
+
+const NO_TARGET: u32 = u32::MAX;
+
+/// What a domain's connection needs to know about its domain.
+pub struct DomainState {
+    pub domid: u32,
+    target: AtomicU32,
+}
+
+impl DomainState {
+    pub fn caller(&self) -> Caller {
+        let target = self.target.load(Ordering::Relaxed);
+        Caller { domid: self.domid, privileged: self.domid == 0, target: (target != NO_TARGET).then_some(target) }
+    }
+}
+
+struct Domain {
+    state: Arc<DomainState>,
+    port: u32,
+    stop: watch::Sender<bool>,
+    /// Shut down since the last `RESUME` (what `@releaseDomain` reports once).
+    shutdown: AtomicBool,
+}
+
+/// The introduced domains.
+pub struct Domains {
+    backend: Option<Backend>,
+    table: Mutex<HashMap<u32, Domain>>,
+}
+
+impl Domains {
+    pub fn new(backend: Option<Backend>) -> Domains {
+        Domains { backend, table: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn is_introduced(&self, domid: u32) -> bool {
+        domid == 0 || domid == DOMID_SELF || self.table.lock().unwrap().contains_key(&domid)
+    }
+
+    /// `INTRODUCE`: serves page `gfn` as `domid`'s ring, kicked on `port`.
+    /// A domain introduced again gets a fresh connection (its watches and
+    /// transactions are dropped, its ring emptied). Returns whether the
+    /// domain is new (then `@introduceDomain` fires).
+    pub fn introduce(&self, daemon: &Arc<Daemon>, domid: u32, gfn: u64, port: u32) -> Result<bool, XsError> {
+        if domid == 0 || domid >= DOMID_FIRST_RESERVED || port == 0 {
+            return Err(XsError::EINVAL);
+        }
+        let Some(backend) = &self.backend else {
+            tracing::warn!(domid, "INTRODUCE, but shoald has no ring backend (start it with --sim-hypervisor)");
+            return Err(XsError::EINVAL);
+        };
+        let page = usize::try_from(gfn).ok().and_then(|gfn| backend.pages.page(gfn)).ok_or(XsError::EINVAL)?;
+        let mut table = self.table.lock().unwrap();
+        let existed = if let Some(old) = table.remove(&domid) {
+            let _ = old.stop.send(true);
+            backend.channels.unbind(old.port);
+            for field in [page::REQ_CONS, page::REQ_PROD, page::RSP_CONS, page::RSP_PROD] {
+                page.store(field, 0);
+            }
+            true
+        } else {
+            false
+        };
+        page.store(page::SERVER_FEATURES, page::FEATURES);
+        page.store(page::CONNECTION, page::CONNECTED);
+        page.store(page::ERROR, page::ERROR_NONE);
+        let signal = Arc::new(Signal::default());
+        backend.channels.bind(port, signal.clone());
+        let ring = Ring::new(page, Side::Daemon, signal, backend.channels.kicker(port));
+        let state = Arc::new(DomainState { domid, target: AtomicU32::new(NO_TARGET) });
+        let (stop, stopped) = watch::channel(false);
+        table.insert(domid, Domain { state: state.clone(), port, stop, shutdown: AtomicBool::new(false) });
+        drop(table);
+        tokio::spawn(connection::serve(
+            daemon.clone(),
+            RingReader(ring.clone()),
+            RingWriter(ring.clone()),
+            Identity::Domain(state),
+            stopped,
+            Some(ring),
+        ));
+        Ok(!existed)
+    }
+
+    /// `RELEASE`: stops serving `domid`. `ENOENT` if it is not introduced.
+    pub fn release(&self, domid: u32) -> Result<(), XsError> {
+        if domid == 0 {
+            return Err(XsError::EINVAL);
+        }
+        let domain = self.table.lock().unwrap().remove(&domid).ok_or(XsError::ENOENT)?;
+        let _ = domain.stop.send(true);
+        if let Some(backend) = &self.backend {
+            backend.channels.unbind(domain.port);
+        }
+        Ok(())
+    }
+
+    /// `RESUME`: `@releaseDomain` will report the domain's next shutdown.
+    pub fn resume(&self, domid: u32) -> Result<(), XsError> {
+        if domid == 0 {
+            return Err(XsError::EINVAL);
+        }
+        let table = self.table.lock().unwrap();
+        let domain = table.get(&domid).ok_or(XsError::ENOENT)?;
+        domain.shutdown.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `SET_TARGET`: `domid` may act as `target` (both introduced; dom0 may
+    /// be either).
+    pub fn set_target(&self, domid: u32, target: u32) -> Result<(), XsError> {
+        let table = self.table.lock().unwrap();
+        if target != 0 && !table.contains_key(&target) {
+            return Err(XsError::ENOENT);
+        }
+        if domid == 0 {
+            // dom0 is privileged already; nothing changes.
+            return Ok(());
+        }
+        let domain = table.get(&domid).ok_or(XsError::ENOENT)?;
+        domain.state.target.store(target, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Stops every domain's connection.
+    pub fn stop_all(&self) {
+        for domain in self.table.lock().unwrap().values() {
+            let _ = domain.stop.send(true);
+        }
+    }
+}
