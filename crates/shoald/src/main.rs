@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, ValueEnum};
 use shoal::{Durability, Options, Store};
 use shoald::server::{self, Daemon, Limits, Listener};
+use shoald::xs::quota::{Quota, Quotas};
 use tokio::sync::watch;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -38,14 +39,21 @@ struct Args {
     /// one it records; change it with `shoal config`).
     #[arg(long, value_enum)]
     durability: Option<DurabilityArg>,
-    /// Open transactions per connection (0: no limit).
-    #[arg(long, default_value_t = 10)]
-    transactions_per_connection: usize,
+    /// A quota for guest domains, NAME=VALUE (repeatable; 0: no limit).
+    /// Names and defaults: nodes=1000, watches=128, outstanding=20,
+    /// transactions=10, node-permissions=5, node-size=2048. dom0 is held
+    /// to none of them.
+    #[arg(long = "quota", value_name = "NAME=VALUE", value_parser = parse_quota)]
+    quotas: Vec<(Quota, u32)>,
     /// Replies and watch events queued for a connection that does not read
     /// them; a watch event that finds its queue full closes the connection
     /// (it is never dropped unnoticed).
     #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     queued_messages: u64,
+    /// Log every request and its outcome (target `shoald::access`, level
+    /// info). Off by default; `xenstore-control log on|off` toggles it.
+    #[arg(long)]
+    access_log: bool,
     /// Serve guests' rings from a simulated hypervisor in this directory
     /// (its `pages` file and `evtchn` socket; see `shoald-sim`), for tests
     /// and benchmarks without Xen.
@@ -59,6 +67,16 @@ fn parse_mode(text: &str) -> Result<u32, String> {
         return Err(format!("{text} is not a file mode (at most 777)"));
     }
     Ok(mode)
+}
+
+fn parse_quota(text: &str) -> Result<(Quota, u32), String> {
+    let (name, value) = text.split_once('=').ok_or_else(|| format!("{text:?} is not NAME=VALUE"))?;
+    let quota = Quota::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = Quota::ALL.iter().map(|q| q.name()).collect();
+        format!("no quota is named {name:?} (there are {})", names.join(", "))
+    })?;
+    let value = value.parse().map_err(|_| format!("{value:?} is not a count"))?;
+    Ok((quota, value))
 }
 
 fn default_socket() -> Result<PathBuf, String> {
@@ -131,8 +149,11 @@ fn run(args: Args) -> Result<(), String> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let limits =
-            Limits { transactions: args.transactions_per_connection, queued_messages: args.queued_messages as usize };
+        let mut quotas = Quotas::default();
+        for &(quota, value) in &args.quotas {
+            quotas.set(quota, value);
+        }
+        let limits = Limits { queued_messages: args.queued_messages as usize, quotas, access_log: args.access_log };
         let rings = match &args.sim_hypervisor {
             Some(dir) => Some(
                 shoald::ring::Backend::simulated(dir)

@@ -6,51 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::asyncclient::{connect, AsyncClient, SocketClient};
-use common::Shoald;
+use common::asyncclient::{connect, AsyncClient};
+use common::guests::{host, port, wait_for};
 use shoald::ring::page;
-use shoald::ring::sim::Hypervisor;
-use shoald::ring::stream::{RingReader, RingWriter};
 use shoald::wire::MsgType;
-
-type Guest = AsyncClient<RingReader, RingWriter>;
-
-struct Host {
-    // Dropped first: shoald stops before its hypervisor goes away.
-    shoald: Shoald,
-    hypervisor: Hypervisor,
-    dom0: SocketClient,
-}
-
-async fn host(pages: usize) -> Host {
-    let dir = tempfile::tempdir().unwrap();
-    let mut hypervisor = Hypervisor::create(&dir.path().join("hv"), pages).unwrap();
-    let sim = dir.path().join("hv");
-    let shoald =
-        tokio::task::spawn_blocking(move || Shoald::start_in(dir, &["--sim-hypervisor", sim.to_str().unwrap()]))
-            .await
-            .unwrap();
-    hypervisor.accept_daemon().await.unwrap();
-    let dom0 = connect(&shoald.socket).await;
-    Host { shoald, hypervisor, dom0 }
-}
-
-fn port(domid: u32) -> u32 {
-    1000 + domid
-}
-
-impl Host {
-    /// What a toolstack does for a new guest: its home owned by it, then
-    /// INTRODUCE with page `domid` as its ring.
-    async fn guest(&mut self, domid: u32) -> Guest {
-        let home = format!("/local/domain/{domid}");
-        self.dom0.mkdir(&home).await.unwrap();
-        self.dom0.set_perms(&home, &[&format!("n{domid}")]).await.unwrap();
-        let (input, output) = self.hypervisor.guest(domid as usize, port(domid));
-        self.dom0.introduce(domid, domid as usize, port(domid)).await.unwrap();
-        AsyncClient::new(input, output)
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_reads_and_writes_its_own_home_through_its_ring() {
@@ -223,14 +182,4 @@ async fn introduce_checks_its_arguments() {
     assert_eq!(host.dom0.call(MsgType::Introduce, 0, b"x\x001\x001001\0").await, Err("EINVAL".into()));
     // None of them introduced anything.
     assert_eq!(host.dom0.call(MsgType::IsDomainIntroduced, 0, b"1\0").await.unwrap(), b"F\0");
-}
-
-async fn wait_for(condition: impl Fn() -> bool) {
-    for _ in 0..500 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("condition not reached in 5 s");
 }

@@ -126,20 +126,6 @@ fn transactions_commit_abort_and_conflict() {
 }
 
 #[test]
-fn open_transactions_per_connection_are_limited() {
-    let shoald = Shoald::start_with(&["--transactions-per-connection", "3"]);
-    let mut c = shoald.connect();
-    let ids: Vec<u32> = (0..3).map(|_| c.start_transaction()).collect();
-    assert_eq!(c.request(MsgType::TransactionStart, 0, b"\0").text(), "ENOSPC");
-    c.end_transaction(ids[0], false).unwrap();
-    let again = c.start_transaction();
-    assert!(!ids[1..].contains(&again), "ids in use are not handed out twice");
-    // Another connection has its own allowance.
-    let mut other = shoald.connect();
-    other.start_transaction();
-}
-
-#[test]
 fn directory_part_pages_through_a_large_directory() {
     let shoald = Shoald::start();
     let mut c = shoald.connect();

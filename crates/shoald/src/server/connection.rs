@@ -63,10 +63,15 @@ pub async fn serve<R, W>(
 {
     let id = daemon.connection_id();
     let (outbox, mut inbox, overflow) = Outbox::new(daemon.limits.queued_messages);
+    let unsent = outbox.unsent();
+    let writer_unsent = unsent.clone();
     let writer = tokio::spawn(async move {
-        while let Some(message) = inbox.recv().await {
-            if output.write_all(&message.to_bytes()).await.is_err() {
+        while let Some(out) = inbox.recv().await {
+            if output.write_all(&out.message.to_bytes()).await.is_err() {
                 break;
+            }
+            if out.reply {
+                writer_unsent.sent();
             }
         }
     });
@@ -74,6 +79,15 @@ pub async fn serve<R, W>(
     let mut payload = Vec::new();
     tracing::debug!(id, "connection opened");
     loop {
+        // A guest with `outstanding` replies it has not taken is not read
+        // from until it takes some (the stock daemons stop reading its ring).
+        if let Some(limit) = session.outstanding_limit() {
+            tokio::select! {
+                _ = unsent.wait_below(limit) => {}
+                _ = overflow.wait() => break,
+                _ = stop.wait_for(|&s| s) => break,
+            }
+        }
         let message = tokio::select! {
             m = read_message(&mut input, &mut payload) => m,
             _ = overflow.wait() => break,

@@ -3,7 +3,7 @@
 //! fires `@releaseDomain`; `SET_TARGET` lets a domain act for another.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -15,6 +15,7 @@ use crate::ring::stream::{Ring, RingReader, RingWriter, Side, Signal};
 use crate::ring::Backend;
 use crate::wire::XsError;
 use crate::xs::perms::Caller;
+use crate::xs::quota::Quotas;
 
 /// `DOMID_FIRST_RESERVED`: ids from here on are special, not domains.
 pub const DOMID_FIRST_RESERVED: u32 = 0x7ff0;
@@ -27,6 +28,19 @@ const NO_TARGET: u32 = u32::MAX;
 pub struct DomainState {
     pub domid: u32,
     target: AtomicU32,
+    /// This domain's quotas (`SET_QUOTA <domid>|` changes them).
+    pub quotas: Mutex<Quotas>,
+    /// The ring features offered to it (fixed once introduced).
+    pub features: u32,
+    /// What its connection holds, for `CONTROL quota <domid>`.
+    pub watches: AtomicU64,
+    pub transactions: AtomicU64,
+}
+
+/// What a domain's connection holds.
+pub struct Usage {
+    pub watches: u64,
+    pub transactions: u64,
 }
 
 impl DomainState {
@@ -44,15 +58,110 @@ struct Domain {
     shutdown: AtomicBool,
 }
 
+/// Settings of a domain made before it is introduced.
+#[derive(Clone, Copy)]
+struct Prepared {
+    quotas: Quotas,
+    features: u32,
+}
+
 /// The introduced domains.
 pub struct Domains {
     backend: Option<Backend>,
     table: Mutex<HashMap<u32, Domain>>,
+    /// The quotas a domain starts with.
+    defaults: Mutex<Quotas>,
+    /// `SET_QUOTA`/`SET_FEATURE` for domains not introduced yet.
+    prepared: Mutex<HashMap<u32, Prepared>>,
+}
+
+/// A domain id `SET_QUOTA` and the like may name.
+fn valid_domid(domid: u32) -> Result<u32, XsError> {
+    if domid < DOMID_FIRST_RESERVED {
+        Ok(domid)
+    } else {
+        Err(XsError::ENOENT)
+    }
 }
 
 impl Domains {
-    pub fn new(backend: Option<Backend>) -> Domains {
-        Domains { backend, table: Mutex::new(HashMap::new()) }
+    pub fn new(backend: Option<Backend>, defaults: Quotas) -> Domains {
+        Domains {
+            backend,
+            table: Mutex::new(HashMap::new()),
+            defaults: Mutex::new(defaults),
+            prepared: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The quotas new domains start with.
+    pub fn default_quotas(&self) -> Quotas {
+        *self.defaults.lock().unwrap()
+    }
+
+    pub fn set_default_quotas(&self, quotas: Quotas) {
+        *self.defaults.lock().unwrap() = quotas;
+    }
+
+    /// Introduced domains.
+    pub fn count(&self) -> usize {
+        self.table.lock().unwrap().len()
+    }
+
+    /// What an introduced domain's connection holds.
+    pub fn usage(&self, domid: u32) -> Option<Usage> {
+        self.table.lock().unwrap().get(&domid).map(|d| Usage {
+            watches: d.state.watches.load(Ordering::Relaxed),
+            transactions: d.state.transactions.load(Ordering::Relaxed),
+        })
+    }
+
+    /// `domid`'s quotas, introduced or not.
+    pub fn quotas(&self, domid: u32) -> Result<Quotas, XsError> {
+        let domid = valid_domid(domid)?;
+        if let Some(domain) = self.table.lock().unwrap().get(&domid) {
+            return Ok(*domain.state.quotas.lock().unwrap());
+        }
+        Ok(self.prepared.lock().unwrap().get(&domid).map_or_else(|| self.default_quotas(), |p| p.quotas))
+    }
+
+    /// Sets `domid`'s quotas, introduced or not.
+    pub fn set_quotas(&self, domid: u32, quotas: Quotas) -> Result<(), XsError> {
+        let domid = valid_domid(domid)?;
+        if let Some(domain) = self.table.lock().unwrap().get(&domid) {
+            *domain.state.quotas.lock().unwrap() = quotas;
+            return Ok(());
+        }
+        let features = self.features(domid)?;
+        self.prepared.lock().unwrap().insert(domid, Prepared { quotas, features });
+        Ok(())
+    }
+
+    /// The ring features `domid` has, or will have when introduced.
+    pub fn features(&self, domid: u32) -> Result<u32, XsError> {
+        let domid = valid_domid(domid)?;
+        if domid == 0 {
+            return Ok(page::FEATURES);
+        }
+        if let Some(domain) = self.table.lock().unwrap().get(&domid) {
+            return Ok(domain.state.features);
+        }
+        Ok(self.prepared.lock().unwrap().get(&domid).map_or(page::FEATURES, |p| p.features))
+    }
+
+    /// `SET_FEATURE`: only before the domain is introduced (`EBUSY`
+    /// after), and only features the daemon has (`EINVAL`).
+    pub fn set_features(&self, domid: u32, features: u32) -> Result<(), XsError> {
+        let domid = valid_domid(domid)?;
+        if domid == 0 || self.table.lock().unwrap().contains_key(&domid) {
+            return Err(XsError::EBUSY);
+        }
+        if features & !page::FEATURES != 0 {
+            return Err(XsError::EINVAL);
+        }
+        let quotas = self.quotas(domid)?;
+        self.prepared.lock().unwrap().insert(domid, Prepared { quotas, features });
+        Ok(())
     }
 
     pub fn is_introduced(&self, domid: u32) -> bool {
@@ -73,23 +182,38 @@ impl Domains {
         };
         let page = usize::try_from(gfn).ok().and_then(|gfn| backend.pages.page(gfn)).ok_or(XsError::EINVAL)?;
         let mut table = self.table.lock().unwrap();
-        let existed = if let Some(old) = table.remove(&domid) {
-            let _ = old.stop.send(true);
-            backend.channels.unbind(old.port);
-            for field in [page::REQ_CONS, page::REQ_PROD, page::RSP_CONS, page::RSP_PROD] {
-                page.store(field, 0);
+        let old = table.remove(&domid);
+        let existed = old.is_some();
+        let (quotas, features) = match &old {
+            // Introduced again: a fresh connection on an emptied ring, with
+            // the settings the domain had.
+            Some(old) => {
+                let _ = old.stop.send(true);
+                backend.channels.unbind(old.port);
+                for field in [page::REQ_CONS, page::REQ_PROD, page::RSP_CONS, page::RSP_PROD] {
+                    page.store(field, 0);
+                }
+                (*old.state.quotas.lock().unwrap(), old.state.features)
             }
-            true
-        } else {
-            false
+            None => match self.prepared.lock().unwrap().remove(&domid) {
+                Some(prepared) => (prepared.quotas, prepared.features),
+                None => (self.default_quotas(), page::FEATURES),
+            },
         };
-        page.store(page::SERVER_FEATURES, page::FEATURES);
+        page.store(page::SERVER_FEATURES, features);
         page.store(page::CONNECTION, page::CONNECTED);
         page.store(page::ERROR, page::ERROR_NONE);
         let signal = Arc::new(Signal::default());
         backend.channels.bind(port, signal.clone());
         let ring = Ring::new(page, Side::Daemon, signal, backend.channels.kicker(port));
-        let state = Arc::new(DomainState { domid, target: AtomicU32::new(NO_TARGET) });
+        let state = Arc::new(DomainState {
+            domid,
+            target: AtomicU32::new(NO_TARGET),
+            quotas: Mutex::new(quotas),
+            features,
+            watches: AtomicU64::new(0),
+            transactions: AtomicU64::new(0),
+        });
         let (stop, stopped) = watch::channel(false);
         table.insert(domid, Domain { state: state.clone(), port, stop, shutdown: AtomicBool::new(false) });
         drop(table);

@@ -2,6 +2,7 @@
 //! requests in order and answering each before reading the next (as the
 //! stock daemons do), while other connections are served concurrently.
 
+mod accounting;
 mod connection;
 pub mod domains;
 mod framing;
@@ -10,7 +11,7 @@ pub mod session;
 pub mod watches;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use shoal::Store;
@@ -18,6 +19,7 @@ use tokio::net::UnixListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use accounting::NodeCounts;
 pub use connection::Identity;
 use domains::Domains;
 pub use session::Limits;
@@ -31,6 +33,8 @@ pub struct Daemon {
     watches: Arc<Mutex<Registry>>,
     dispatch: Arc<Dispatch>,
     domains: Domains,
+    node_counts: Arc<NodeCounts>,
+    access_log: AtomicBool,
 }
 
 impl Daemon {
@@ -40,15 +44,19 @@ impl Daemon {
     /// local sockets are served).
     pub fn start(store: &'static Store, limits: Limits, rings: Option<crate::ring::Backend>) -> Arc<Daemon> {
         let watches = Arc::new(Mutex::new(Registry::default()));
-        let dispatch = Dispatch::new(store.version());
-        tokio::spawn(watches::run_dispatcher(store, watches.clone(), dispatch.clone()));
+        let first = store.snapshot();
+        let dispatch = Dispatch::new(first.version());
+        let node_counts = Arc::new(NodeCounts::count(&first));
+        tokio::spawn(watches::run_dispatcher(store, first, watches.clone(), dispatch.clone(), node_counts.clone()));
         Arc::new(Daemon {
             store,
             limits,
             next_connection: AtomicU64::new(1),
             watches,
             dispatch,
-            domains: Domains::new(rings),
+            domains: Domains::new(rings, limits.quotas),
+            node_counts,
+            access_log: AtomicBool::new(limits.access_log),
         })
     }
 
@@ -59,6 +67,16 @@ impl Daemon {
     /// Stops every domain's connection (at shutdown).
     pub fn stop_domains(&self) {
         self.domains.stop_all();
+    }
+
+    /// Turns the access log (every request and its outcome, at `info` on
+    /// the `shoald::access` target) on or off.
+    pub fn set_access_log(&self, on: bool) {
+        self.access_log.store(on, Ordering::Relaxed);
+    }
+
+    fn access_log(&self) -> bool {
+        self.access_log.load(Ordering::Relaxed)
     }
 
     pub fn store(&self) -> &'static Store {

@@ -2,7 +2,7 @@
 //! queue, so a connection sees the events of its own commits before their
 //! replies, and everything in the order it was queued.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, Notify};
@@ -12,8 +12,43 @@ use crate::wire::Message;
 /// The sending side of a connection's queue.
 #[derive(Clone)]
 pub struct Outbox {
-    queue: mpsc::Sender<Message>,
+    queue: mpsc::Sender<Outgoing>,
     overflow: Arc<Overflow>,
+    unsent: Arc<Unsent>,
+}
+
+/// A message on its way out.
+pub struct Outgoing {
+    pub message: Message,
+    /// A reply (counted in [`Unsent`]) rather than a watch event.
+    pub reply: bool,
+}
+
+/// Replies queued but not yet written to the client: the requests still
+/// outstanding, in the `outstanding` quota's terms.
+#[derive(Default)]
+pub struct Unsent {
+    replies: AtomicUsize,
+    notify: Notify,
+}
+
+impl Unsent {
+    /// The writer wrote a reply.
+    pub fn sent(&self) {
+        self.replies.fetch_sub(1, Ordering::AcqRel);
+        self.notify.notify_waiters();
+    }
+
+    /// Waits until fewer than `limit` replies are unsent.
+    pub async fn wait_below(&self, limit: usize) {
+        loop {
+            let notified = self.notify.notified();
+            if self.replies.load(Ordering::Acquire) < limit {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// Set when a watch event found the queue full: the connection is then
@@ -42,27 +77,37 @@ impl Overflow {
 }
 
 /// The receiving side, drained by the connection's writer.
-pub type Inbox = mpsc::Receiver<Message>;
+pub type Inbox = mpsc::Receiver<Outgoing>;
 
 impl Outbox {
     /// A queue of `capacity` messages.
     pub fn new(capacity: usize) -> (Outbox, Inbox, Arc<Overflow>) {
         let (queue, inbox) = mpsc::channel(capacity.max(1));
         let overflow = Arc::new(Overflow::default());
-        (Outbox { queue, overflow: overflow.clone() }, inbox, overflow)
+        (Outbox { queue, overflow: overflow.clone(), unsent: Arc::default() }, inbox, overflow)
+    }
+
+    /// The count of unsent replies, which the writer decrements.
+    pub fn unsent(&self) -> Arc<Unsent> {
+        self.unsent.clone()
     }
 
     /// Queues a reply, waiting for room: a client that does not read its
     /// replies only holds itself up. `false` if the connection is gone.
     pub async fn reply(&self, message: Message) -> bool {
-        self.queue.send(message).await.is_ok()
+        self.unsent.replies.fetch_add(1, Ordering::AcqRel);
+        if self.queue.send(Outgoing { message, reply: true }).await.is_ok() {
+            return true;
+        }
+        self.unsent.sent();
+        false
     }
 
     /// Queues a watch event without waiting. A full queue means the client
     /// stopped reading: the connection is marked for closing (it would
     /// otherwise miss this event without knowing).
     pub fn event(&self, message: Message) {
-        match self.queue.try_send(message) {
+        match self.queue.try_send(Outgoing { message, reply: false }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if !self.overflow.happened.swap(true, Ordering::AcqRel) {

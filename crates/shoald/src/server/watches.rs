@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use shoal::{ChangeKind, Snapshot, Store};
 use tokio::sync::{watch, Notify};
 
+use super::accounting::NodeCounts;
 use super::outbox::Outbox;
 use crate::wire::{Message, XsError};
 use crate::xs::ops;
@@ -61,17 +62,26 @@ pub struct Watcher {
 
 impl Registry {
     /// Adds a watch on `path` (absolute or special); `relative_to` is the
-    /// home the client's path was relative to, if it was.
+    /// home the client's path was relative to, if it was. `E2BIG` if the
+    /// connection already holds `limit` watches.
     pub fn add(
         &mut self,
         watcher: &Watcher,
         path: &str,
         token: &[u8],
         relative_to: Option<&str>,
+        limit: Option<u64>,
     ) -> Result<(), XsError> {
+        let held = self.count(watcher.connection) as u64;
         let watches = self.by_path.entry(path.to_string()).or_default();
         if watches.iter().any(|w| w.connection == watcher.connection && w.token == token) {
             return Err(XsError::EEXIST);
+        }
+        if limit.is_some_and(|limit| held >= limit) {
+            if watches.is_empty() {
+                self.by_path.remove(path);
+            }
+            return Err(XsError::E2BIG);
         }
         watches.push(Watch {
             connection: watcher.connection,
@@ -108,6 +118,11 @@ impl Registry {
                 }
             }
         }
+    }
+
+    /// Watches of every connection.
+    pub fn total(&self) -> usize {
+        self.by_connection.values().map(Vec::len).sum()
     }
 
     /// Watches a connection holds.
@@ -183,8 +198,14 @@ impl Dispatch {
 }
 
 /// Runs the dispatcher until the process ends.
-pub async fn run_dispatcher(store: &'static Store, registry: Arc<Mutex<Registry>>, dispatch: Arc<Dispatch>) {
-    let mut last = store.snapshot();
+pub async fn run_dispatcher(
+    store: &'static Store,
+    first: Snapshot,
+    registry: Arc<Mutex<Registry>>,
+    dispatch: Arc<Dispatch>,
+    node_counts: Arc<NodeCounts>,
+) {
+    let mut last = first;
     dispatch.done.send_replace(last.version());
     loop {
         dispatch.wake.notified().await;
@@ -193,6 +214,7 @@ pub async fn run_dispatcher(store: &'static Store, registry: Arc<Mutex<Registry>
             if next.version() <= last.version() {
                 break;
             }
+            node_counts.follow(&last, &next);
             deliver_between(store, &registry, &last, &next);
             dispatch.done.send_replace(next.version());
             last = next;

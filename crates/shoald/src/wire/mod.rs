@@ -221,7 +221,6 @@ impl MsgType {
                 | MsgType::IsDomainIntroduced
                 | MsgType::Resume
                 | MsgType::SetTarget
-                | MsgType::GetFeature
                 | MsgType::SetFeature
                 | MsgType::GetQuota
                 | MsgType::SetQuota

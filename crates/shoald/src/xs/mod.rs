@@ -4,6 +4,7 @@
 pub mod ops;
 pub mod paths;
 pub mod perms;
+pub mod quota;
 
 /// Prepares a store for serving the first time: gives the root its
 /// permissions record (dom0's, no access for others) and creates

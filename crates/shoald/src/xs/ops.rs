@@ -15,6 +15,7 @@ use shoal::Transaction;
 
 use super::paths::{self, perms_path, PRIVATE_NAME, ROOT_VALUE};
 use super::perms::{Access, Caller, Perms};
+use super::quota::{self, Budget};
 use crate::wire::XsError;
 
 /// Reads, at a snapshot or inside a transaction.
@@ -167,20 +168,54 @@ pub fn get_perms(view: &mut dyn View, caller: &Caller, path: &str) -> Result<Per
     check(view, caller, path, READ)
 }
 
+/// The node-size quota's measure of `path` (see [`quota::record_size`])
+/// with `perms` and a value of `value_len` bytes, and `extra_child` added
+/// to its children.
+fn record_size(
+    view: &mut dyn View,
+    path: &str,
+    perms: &Perms,
+    value_len: usize,
+    extra_child: Option<&str>,
+) -> Result<u64, XsError> {
+    let mut children: usize = io(view.list(path))?.iter().map(|n| n.len() + 1).sum();
+    if path == "/" {
+        children = children.saturating_sub(PRIVATE_NAME.len() + 1);
+    }
+    children += extra_child.map_or(0, |n| n.len() + 1);
+    Ok(quota::record_size(perms.entries().len(), value_len, children))
+}
+
 /// Creates `path` and its missing ancestors, each with the permissions of
 /// the nearest existing ancestor, owned by the caller if it is a guest.
-/// The caller must be allowed to write that ancestor.
-fn create(txn: &mut Transaction<'_>, caller: &Caller, path: &str, value: &[u8]) -> Result<(), XsError> {
+/// The caller must be allowed to write that ancestor; each new node comes
+/// out of `budget`, and neither the new node nor the ancestor it is added
+/// to may reach the node-size quota.
+fn create(
+    txn: &mut Transaction<'_>,
+    caller: &Caller,
+    budget: &mut Budget,
+    path: &str,
+    value: &[u8],
+) -> Result<(), XsError> {
     let ancestor = nearest_existing_ancestor(txn, path)?;
     let inherited = effective_perms(txn, &ancestor)?;
     if !inherited.access_for(caller).write {
         return Err(XsError::EACCES);
     }
-    let perms = if caller.privileged { inherited } else { inherited.with_owner(caller.domid) };
+    let perms = if caller.privileged { inherited.clone() } else { inherited.with_owner(caller.domid) };
+    let first = if ancestor == "/" { 1 } else { ancestor.len() + 1 };
+    let new_levels = path[first..].matches('/').count() as u64 + 1;
+    if budget.node_size.is_some() {
+        let child = path[first..].split('/').next().unwrap_or_default();
+        let ancestor_value = io(txn.get(value_path(&ancestor)))?.map_or(0, <[u8]>::len);
+        budget.check_size(record_size(txn, &ancestor, &inherited, ancestor_value, Some(child))?)?;
+        budget.check_size(quota::record_size(perms.entries().len(), value.len(), 0))?;
+    }
+    budget.take_nodes(new_levels)?;
     let encoded = perms.encode();
     // Every level from below the ancestor down to `path` gets a record;
     // shoal creates the missing parents themselves, with empty values.
-    let first = if ancestor == "/" { 1 } else { ancestor.len() + 1 };
     for (i, _) in path[first..].match_indices('/') {
         io(txn.put(&perms_path(&path[..first + i]), &encoded))?;
     }
@@ -189,20 +224,31 @@ fn create(txn: &mut Transaction<'_>, caller: &Caller, path: &str, value: &[u8]) 
 }
 
 /// `WRITE`: sets the node's value, creating it and its missing parents.
-pub fn write(txn: &mut Transaction<'_>, caller: &Caller, path: &str, value: &[u8]) -> Result<(), XsError> {
+pub fn write(
+    txn: &mut Transaction<'_>,
+    caller: &Caller,
+    budget: &mut Budget,
+    path: &str,
+    value: &[u8],
+) -> Result<(), XsError> {
     match check(txn, caller, path, WRITE) {
-        Ok(_) => io(txn.put(value_path(path), value)),
-        Err(XsError::ENOENT) => create(txn, caller, path, value),
+        Ok(perms) => {
+            if budget.node_size.is_some() {
+                budget.check_size(record_size(txn, path, &perms, value.len(), None)?)?;
+            }
+            io(txn.put(value_path(path), value))
+        }
+        Err(XsError::ENOENT) => create(txn, caller, budget, path, value),
         Err(e) => Err(e),
     }
 }
 
 /// `MKDIR`: creates the node (empty) and its missing parents; an existing
 /// node is left as it is.
-pub fn mkdir(txn: &mut Transaction<'_>, caller: &Caller, path: &str) -> Result<(), XsError> {
+pub fn mkdir(txn: &mut Transaction<'_>, caller: &Caller, budget: &mut Budget, path: &str) -> Result<(), XsError> {
     match check(txn, caller, path, WRITE) {
         Ok(_) => Ok(()),
-        Err(XsError::ENOENT) => create(txn, caller, path, b""),
+        Err(XsError::ENOENT) => create(txn, caller, budget, path, b""),
         Err(e) => Err(e),
     }
 }
@@ -227,13 +273,23 @@ pub fn rm(txn: &mut Transaction<'_>, caller: &Caller, path: &str) -> Result<(), 
 
 /// `SET_PERMS`: replaces the node's permissions. Only the owner side may;
 /// only a privileged caller may give the node another owner.
-pub fn set_perms(txn: &mut Transaction<'_>, caller: &Caller, path: &str, perms: &Perms) -> Result<(), XsError> {
+pub fn set_perms(
+    txn: &mut Transaction<'_>,
+    caller: &Caller,
+    budget: &Budget,
+    path: &str,
+    perms: &Perms,
+) -> Result<(), XsError> {
     let current = check(txn, caller, path, WRITE)?;
     if !current.is_owned_by(caller) {
         return Err(XsError::EACCES);
     }
     if !caller.privileged && perms.owner() != current.owner() {
         return Err(XsError::EPERM);
+    }
+    if budget.node_size.is_some() {
+        let value_len = io(txn.get(value_path(path)))?.map_or(0, <[u8]>::len);
+        budget.check_size(record_size(txn, path, perms, value_len, None)?)?;
     }
     io(txn.put(&perms_path(path), perms.encode()))
 }
@@ -299,6 +355,10 @@ mod tests {
 
     const DOM0: Caller = Caller { domid: 0, privileged: true, target: None };
 
+    fn unlimited() -> Budget {
+        Budget::UNLIMITED
+    }
+
     fn guest(domid: u32) -> Caller {
         Caller { domid, privileged: false, target: None }
     }
@@ -320,7 +380,7 @@ mod tests {
     #[test]
     fn write_creates_parents_with_inherited_permissions() {
         let (_d, store) = store();
-        apply(&store, |t| write(t, &DOM0, "/local/domain/7/name", b"web")).unwrap();
+        apply(&store, |t| write(t, &DOM0, &mut unlimited(), "/local/domain/7/name", b"web")).unwrap();
         let mut snap = store.snapshot();
         assert_eq!(read(&mut snap, &DOM0, "/local/domain/7/name").unwrap(), b"web");
         assert_eq!(read(&mut snap, &DOM0, "/local/domain").unwrap(), b"");
@@ -333,9 +393,9 @@ mod tests {
     fn guests_see_only_what_they_may_read() {
         let (_d, store) = store();
         apply(&store, |t| {
-            write(t, &DOM0, "/local/domain/7/name", b"web")?;
-            set_perms(t, &DOM0, "/local/domain/7", &Perms::parse_list(&["n7"])?)?;
-            write(t, &DOM0, "/secret", b"x")
+            write(t, &DOM0, &mut unlimited(), "/local/domain/7/name", b"web")?;
+            set_perms(t, &DOM0, &Budget::UNLIMITED, "/local/domain/7", &Perms::parse_list(&["n7"])?)?;
+            write(t, &DOM0, &mut unlimited(), "/secret", b"x")
         })
         .unwrap();
         let mut snap = store.snapshot();
@@ -348,26 +408,35 @@ mod tests {
         assert_eq!(read(&mut snap, &guest(8), "/local/domain/7/missing"), Err(XsError::EACCES));
 
         // A guest owns what it creates in its home, and may not give it away.
-        apply(&store, |t| write(t, &guest(7), "/local/domain/7/data/x", b"1")).unwrap();
+        apply(&store, |t| write(t, &guest(7), &mut unlimited(), "/local/domain/7/data/x", b"1")).unwrap();
         let mut snap = store.snapshot();
         assert_eq!(get_perms(&mut snap, &guest(7), "/local/domain/7/data").unwrap().encode(), b"n7\0");
         assert_eq!(read(&mut snap, &guest(7), "/local/domain/7/data/x").unwrap(), b"1");
         let give = Perms::parse_list(&["b8"]).unwrap();
-        assert_eq!(apply(&store, |t| set_perms(t, &guest(7), "/local/domain/7/data", &give)), Err(XsError::EPERM));
+        assert_eq!(
+            apply(&store, |t| set_perms(t, &guest(7), &Budget::UNLIMITED, "/local/domain/7/data", &give)),
+            Err(XsError::EPERM)
+        );
         let share = Perms::parse_list(&["b7", "r8"]).unwrap();
-        apply(&store, |t| set_perms(t, &guest(7), "/local/domain/7/data/x", &share)).unwrap();
+        apply(&store, |t| set_perms(t, &guest(7), &Budget::UNLIMITED, "/local/domain/7/data/x", &share)).unwrap();
         let mut snap = store.snapshot();
         assert_eq!(read(&mut snap, &guest(8), "/local/domain/7/data/x").unwrap(), b"1");
-        assert_eq!(apply(&store, |t| write(t, &guest(8), "/local/domain/7/data/x", b"2")), Err(XsError::EACCES));
-        assert_eq!(apply(&store, |t| write(t, &guest(8), "/local/domain/7/data/y", b"2")), Err(XsError::EACCES));
+        assert_eq!(
+            apply(&store, |t| write(t, &guest(8), &mut unlimited(), "/local/domain/7/data/x", b"2")),
+            Err(XsError::EACCES)
+        );
+        assert_eq!(
+            apply(&store, |t| write(t, &guest(8), &mut unlimited(), "/local/domain/7/data/y", b"2")),
+            Err(XsError::EACCES)
+        );
     }
 
     #[test]
     fn mkdir_keeps_existing_values_and_rm_removes_subtrees() {
         let (_d, store) = store();
-        apply(&store, |t| write(t, &DOM0, "/a/b", b"v")).unwrap();
-        apply(&store, |t| mkdir(t, &DOM0, "/a/b")).unwrap();
-        apply(&store, |t| mkdir(t, &DOM0, "/a/c/d")).unwrap();
+        apply(&store, |t| write(t, &DOM0, &mut unlimited(), "/a/b", b"v")).unwrap();
+        apply(&store, |t| mkdir(t, &DOM0, &mut unlimited(), "/a/b")).unwrap();
+        apply(&store, |t| mkdir(t, &DOM0, &mut unlimited(), "/a/c/d")).unwrap();
         let mut snap = store.snapshot();
         assert_eq!(read(&mut snap, &DOM0, "/a/b").unwrap(), b"v");
         assert_eq!(directory(&mut snap, &DOM0, "/a").unwrap(), vec!["b", "c"]);
@@ -386,8 +455,8 @@ mod tests {
     fn nodes_without_a_record_take_their_ancestors_permissions() {
         let (_d, store) = store();
         apply(&store, |t| {
-            write(t, &DOM0, "/imported", b"")?;
-            set_perms(t, &DOM0, "/imported", &Perms::parse_list(&["n0", "r5"])?)
+            write(t, &DOM0, &mut unlimited(), "/imported", b"")?;
+            set_perms(t, &DOM0, &Budget::UNLIMITED, "/imported", &Perms::parse_list(&["n0", "r5"])?)
         })
         .unwrap();
         // Written by plain shoal, as the CLI would.
@@ -402,8 +471,8 @@ mod tests {
     #[test]
     fn a_damaged_record_grants_only_dom0() {
         let (_d, store) = store();
-        apply(&store, |t| write(t, &DOM0, "/a", b"v")).unwrap();
-        apply(&store, |t| set_perms(t, &DOM0, "/a", &Perms::parse_list(&["b5"])?)).unwrap();
+        apply(&store, |t| write(t, &DOM0, &mut unlimited(), "/a", b"v")).unwrap();
+        apply(&store, |t| set_perms(t, &DOM0, &Budget::UNLIMITED, "/a", &Perms::parse_list(&["b5"])?)).unwrap();
         let mut txn = store.begin();
         txn.put("/.shoald/perms/a", b"b5").unwrap(); // no terminating NUL
         txn.commit().unwrap();

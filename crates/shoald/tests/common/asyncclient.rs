@@ -34,6 +34,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AsyncClient<R, W> {
         AsyncClient { input, output, next_req: 1, events: Vec::new() }
     }
 
+    /// The stream's two halves, for a test that drives them apart.
+    pub fn into_parts(self) -> (R, W) {
+        (self.input, self.output)
+    }
+
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.output.write_all(bytes).await.unwrap();
     }
@@ -129,6 +134,32 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AsyncClient<R, W> {
     pub async fn start_transaction(&mut self) -> Result<u32, String> {
         let id = self.call(MsgType::TransactionStart, 0, b"\0").await?;
         Ok(String::from_utf8_lossy(id.strip_suffix(&[0]).unwrap()).parse().unwrap())
+    }
+
+    pub async fn unwatch(&mut self, path: &str, token: &str) -> Result<(), String> {
+        let mut payload = nul(path);
+        payload.extend_from_slice(&nul(token));
+        self.call(MsgType::Unwatch, 0, &payload).await.map(|_| ())
+    }
+
+    pub async fn write_tx(&mut self, tx: u32, path: &str, value: &[u8]) -> Result<(), String> {
+        let mut payload = nul(path);
+        payload.extend_from_slice(value);
+        self.call(MsgType::Write, tx, &payload).await.map(|_| ())
+    }
+
+    pub async fn end_transaction(&mut self, tx: u32, commit: bool) -> Result<(), String> {
+        self.call(MsgType::TransactionEnd, tx, if commit { b"T\0" } else { b"F\0" }).await.map(|_| ())
+    }
+
+    /// A request whose reply is text (`CONTROL`, `GET_QUOTA`, ...).
+    pub async fn text(&mut self, kind: MsgType, fields: &[&str]) -> Result<String, String> {
+        let mut payload = Vec::new();
+        for f in fields {
+            payload.extend_from_slice(&nul(f));
+        }
+        let reply = self.call(kind, 0, &payload).await?;
+        Ok(String::from_utf8_lossy(reply.strip_suffix(&[0]).unwrap_or(&reply)).into_owned())
     }
 
     /// The next watch event within `timeout`.

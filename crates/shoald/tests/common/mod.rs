@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod asyncclient;
+pub mod guests;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;

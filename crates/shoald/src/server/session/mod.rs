@@ -1,6 +1,9 @@
 //! One connection's requests: parsing each payload, running the operation
 //! at a snapshot or in the connection's transactions, and the reply.
 
+mod control;
+mod domains;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -14,6 +17,7 @@ use crate::wire::{Fields, Header, Message, MsgType, PayloadError, XsError, PAYLO
 use crate::xs::ops::{self, store_error};
 use crate::xs::paths::{self, Resolved};
 use crate::xs::perms::{Caller, Perms};
+use crate::xs::quota::{Budget, Quota, Quotas};
 
 /// Times a request outside a transaction is retried when a concurrent
 /// commit conflicts with it (each retry reads afresh, so it only fails
@@ -26,21 +30,30 @@ impl From<PayloadError> for XsError {
     }
 }
 
-/// Limits one connection is held to.
+/// Limits connections are held to.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Open transactions per connection (0: no limit).
-    pub transactions: usize,
     /// Replies and watch events queued for a connection that is not
     /// reading them; a watch event that finds the queue full closes the
     /// connection.
     pub queued_messages: usize,
+    /// The quotas a guest domain starts with.
+    pub quotas: Quotas,
+    /// Start with the access log on.
+    pub access_log: bool,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { transactions: 10, queued_messages: 16384 }
+        Limits { queued_messages: 16384, quotas: Quotas::default(), access_log: false }
     }
+}
+
+/// An open transaction and the nodes its changes created so far (they
+/// count against the `nodes` quota from the moment they are made).
+struct OpenTransaction {
+    txn: Transaction<'static>,
+    created: u64,
 }
 
 /// What one connection is and holds.
@@ -55,8 +68,7 @@ pub struct Session {
     /// The base of relative paths.
     home: Option<String>,
     read_only: bool,
-    limits: Limits,
-    transactions: HashMap<u32, Transaction<'static>>,
+    transactions: HashMap<u32, OpenTransaction>,
     last_tx_id: u32,
 }
 
@@ -69,12 +81,12 @@ enum Change<'p> {
 }
 
 impl Change<'_> {
-    fn apply(&self, txn: &mut Transaction<'_>, caller: &Caller) -> Result<(), XsError> {
+    fn apply(&self, txn: &mut Transaction<'_>, caller: &Caller, budget: &mut Budget) -> Result<(), XsError> {
         match self {
-            Change::Write(path, value) => ops::write(txn, caller, path, value),
-            Change::Mkdir(path) => ops::mkdir(txn, caller, path),
+            Change::Write(path, value) => ops::write(txn, caller, budget, path, value),
+            Change::Mkdir(path) => ops::mkdir(txn, caller, budget, path),
             Change::Rm(path) => ops::rm(txn, caller, path),
-            Change::SetPerms(path, perms) => ops::set_perms(txn, caller, path, perms),
+            Change::SetPerms(path, perms) => ops::set_perms(txn, caller, budget, path, perms),
         }
     }
 }
@@ -82,7 +94,6 @@ impl Change<'_> {
 impl Session {
     pub fn new(daemon: Arc<Daemon>, connection: u64, outbox: Outbox, identity: Identity) -> Session {
         let store = daemon.store;
-        let limits = daemon.limits;
         Session {
             daemon,
             store,
@@ -92,7 +103,6 @@ impl Session {
             home: Some(identity.home()),
             read_only: identity.read_only(),
             identity,
-            limits,
             transactions: HashMap::new(),
             last_tx_id: 0,
         }
@@ -117,6 +127,16 @@ impl Session {
             }
             Some(kind) => self.dispatch(kind, header, payload).await,
         };
+        if self.daemon.access_log() {
+            self.log_access(header, payload, &result);
+        }
+        if let Identity::Domain(state) = &self.identity {
+            use std::sync::atomic::Ordering::Relaxed;
+            state.transactions.store(self.transactions.len() as u64, Relaxed);
+            if matches!(header.msg_type(), Some(MsgType::Watch | MsgType::Unwatch | MsgType::ResetWatches)) {
+                state.watches.store(self.daemon.watches.lock().unwrap().count(self.connection) as u64, Relaxed);
+            }
+        }
         let reply = match result {
             Ok(Reply::Payload(reply)) => Message::reply(header, reply),
             Ok(Reply::Watch { path, token }) => {
@@ -128,6 +148,56 @@ impl Session {
             Err(error) => Message::error(header, error),
         };
         self.outbox.reply(reply).await
+    }
+
+    /// The quotas this connection is held to: a guest's; none for dom0's
+    /// sockets.
+    fn quotas(&self) -> Option<Quotas> {
+        match &self.identity {
+            Identity::Socket { .. } => None,
+            Identity::Domain(state) => Some(*state.quotas.lock().unwrap()),
+        }
+    }
+
+    fn limit(&self, quota: Quota) -> Option<u64> {
+        self.quotas().and_then(|q| q.limit(quota))
+    }
+
+    /// How many replies the client may leave untaken before the daemon
+    /// stops reading its requests.
+    pub fn outstanding_limit(&self) -> Option<usize> {
+        self.limit(Quota::Outstanding).map(|n| n as usize)
+    }
+
+    /// What a change may add, with `pending` nodes already created by the
+    /// transaction it belongs to.
+    fn budget(&self, pending: u64) -> Budget {
+        let Some(quotas) = self.quotas() else { return Budget::UNLIMITED };
+        let owned = self.daemon.node_counts.owned(self.caller.domid) + pending;
+        Budget {
+            nodes_left: quotas.limit(Quota::Nodes).map(|limit| limit.saturating_sub(owned)),
+            node_size: quotas.limit(Quota::NodeSize),
+            created: 0,
+        }
+    }
+
+    fn log_access(&self, header: &Header, payload: &[u8], result: &Result<Reply, XsError>) {
+        let kind = header.msg_type().map_or("UNKNOWN", MsgType::name);
+        // The first field (a path, mostly), never a value.
+        let first = payload.split(|&b| b == 0).next().unwrap_or_default();
+        let first = String::from_utf8_lossy(&first[..first.len().min(256)]);
+        let outcome = match result {
+            Ok(_) => "OK",
+            Err(e) => e.name(),
+        };
+        tracing::info!(
+            target: "shoald::access",
+            connection = self.connection,
+            domid = self.caller.domid,
+            tx = header.tx_id,
+            req = header.req_id,
+            "{kind} {first} -> {outcome}"
+        );
     }
 
     /// Forgets the connection's watches (its transactions go with the session).
@@ -196,7 +266,11 @@ impl Session {
             MsgType::SetPerms => {
                 let mut fields = Fields::new(payload);
                 let path = fields.next_str()?;
-                let perms = Perms::parse_list(&fields.all()?)?;
+                let texts = fields.all()?;
+                if self.limit(Quota::NodePermissions).is_some_and(|limit| texts.len() as u64 > limit) {
+                    return Err(XsError::ENOSPC);
+                }
+                let perms = Perms::parse_list(&texts)?;
                 if path.starts_with('@') {
                     return self.set_special_perms(path, perms).await;
                 }
@@ -210,11 +284,11 @@ impl Session {
                 if self.read_only {
                     return Err(XsError::EROFS);
                 }
-                if self.limits.transactions != 0 && self.transactions.len() >= self.limits.transactions {
+                if self.limit(Quota::Transactions).is_some_and(|limit| self.transactions.len() as u64 >= limit) {
                     return Err(XsError::ENOSPC);
                 }
                 let id = self.next_tx_id();
-                self.transactions.insert(id, self.store.begin());
+                self.transactions.insert(id, OpenTransaction { txn: self.store.begin(), created: 0 });
                 Ok(text_reply(&id.to_string()))
             }
             MsgType::TransactionEnd => {
@@ -223,9 +297,9 @@ impl Session {
                     "F" => false,
                     _ => return Err(XsError::EINVAL),
                 };
-                let txn = self.transactions.remove(&tx_id).ok_or(XsError::ENOENT)?;
+                let open = self.transactions.remove(&tx_id).ok_or(XsError::ENOENT)?;
                 if commit {
-                    self.commit(txn).await?;
+                    self.commit(open.txn).await?;
                 }
                 Ok(ok())
             }
@@ -233,46 +307,16 @@ impl Session {
                 let domid = atoi(Fields::one(payload)?) as u32;
                 Ok(text_reply(&paths::domain_path(domid)))
             }
-            MsgType::Introduce => {
-                let args = strings(payload);
-                if args.len() < 3 {
-                    return Err(XsError::EINVAL);
-                }
-                let (domid, gfn, port) = (atoi(args[0]), atoi(args[1]), atoi(args[2]));
-                if !(1..=i64::from(u32::MAX)).contains(&port) || gfn < 0 || !(0..=i64::from(u32::MAX)).contains(&domid)
-                {
-                    return Err(XsError::EINVAL);
-                }
-                let new = self.daemon.domains.introduce(&self.daemon, domid as u32, gfn as u64, port as u32)?;
-                if new {
-                    self.fire_special("@introduceDomain");
-                }
-                Ok(ok())
-            }
-            MsgType::Release => {
-                let domid = atoi(Fields::one(payload)?) as u32;
-                self.daemon.domains.release(domid)?;
-                self.remove_owned(domid).await?;
-                self.fire_special("@releaseDomain");
-                Ok(ok())
-            }
-            MsgType::IsDomainIntroduced => {
-                let domid = atoi(Fields::one(payload)?) as u32;
-                Ok(text_reply(if self.daemon.domains.is_introduced(domid) { "T" } else { "F" }))
-            }
-            MsgType::Resume => {
-                let domid = atoi(Fields::one(payload)?) as u32;
-                self.daemon.domains.resume(domid)?;
-                Ok(ok())
-            }
-            MsgType::SetTarget => {
-                let args = strings(payload);
-                if args.len() < 2 {
-                    return Err(XsError::EINVAL);
-                }
-                self.daemon.domains.set_target(atoi(args[0]) as u32, atoi(args[1]) as u32)?;
-                Ok(ok())
-            }
+            MsgType::Introduce
+            | MsgType::Release
+            | MsgType::IsDomainIntroduced
+            | MsgType::Resume
+            | MsgType::SetTarget
+            | MsgType::GetFeature
+            | MsgType::SetFeature
+            | MsgType::GetQuota
+            | MsgType::SetQuota => self.domain_request(kind, payload).await,
+            MsgType::Control => self.control(payload).await,
             MsgType::Unwatch => {
                 let (path, token) = watch_fields(payload)?;
                 let path = match paths::resolve(path, self.home.as_deref()) {
@@ -302,7 +346,8 @@ impl Session {
         };
         let watcher = Watcher { connection: self.connection, caller: self.caller, outbox: self.outbox.clone() };
         let home = if relative { self.home.as_deref() } else { None };
-        self.daemon.watches.lock().unwrap().add(&watcher, &absolute, token, home)?;
+        let limit = self.limit(Quota::Watches);
+        self.daemon.watches.lock().unwrap().add(&watcher, &absolute, token, home, limit)?;
         Ok(Reply::Watch { path: path.to_string(), token: token.to_vec() })
     }
 
@@ -324,23 +369,6 @@ impl Session {
         Ok(())
     }
 
-    /// Removes every node `domid` owns (with its subtree), as the stock C
-    /// daemon does when a domain goes; the removals fire watches.
-    async fn remove_owned(&self, domid: u32) -> Result<(), XsError> {
-        for _ in 0..AUTOCOMMIT_RETRIES {
-            let mut txn = self.store.begin();
-            let base = self.store.snapshot_at(txn.base_version()).map_err(|e| store_error(&e))?;
-            if !ops::remove_owned(&mut txn, &base, domid)? {
-                return Ok(());
-            }
-            match self.commit(txn).await {
-                Err(XsError::EAGAIN) => continue,
-                other => return other,
-            }
-        }
-        Err(XsError::EAGAIN)
-    }
-
     /// `SET_PERMS` on `@introduceDomain` or `@releaseDomain`: who hears of
     /// those events.
     async fn set_special_perms(&mut self, name: &str, perms: Perms) -> Result<Vec<u8>, XsError> {
@@ -355,17 +383,6 @@ impl Session {
             }
         }
         Err(XsError::EAGAIN)
-    }
-
-    /// Fires a special watch for every watcher allowed to hear it.
-    fn fire_special(&self, name: &str) {
-        let mut snapshot = self.store.snapshot();
-        let perms = ops::special_perms(&mut snapshot, name);
-        self.daemon
-            .watches
-            .lock()
-            .unwrap()
-            .fire_special(name, |caller| caller.privileged || perms.as_ref().is_ok_and(|p| p.access_for(caller).read));
     }
 
     fn next_tx_id(&mut self) -> u32 {
@@ -387,8 +404,8 @@ impl Session {
             let mut snapshot = self.store.snapshot();
             return f(&mut snapshot, &self.caller);
         }
-        let txn = self.transactions.get_mut(&tx_id).ok_or(XsError::ENOENT)?;
-        f(txn, &self.caller)
+        let open = self.transactions.get_mut(&tx_id).ok_or(XsError::ENOENT)?;
+        f(&mut open.txn, &self.caller)
     }
 
     /// Makes a change in transaction `tx_id`, or on its own and committed.
@@ -397,13 +414,16 @@ impl Session {
             return Err(XsError::EROFS);
         }
         if tx_id != 0 {
-            let txn = self.transactions.get_mut(&tx_id).ok_or(XsError::ENOENT)?;
-            change.apply(txn, &self.caller)?;
+            let pending = self.transactions.get(&tx_id).ok_or(XsError::ENOENT)?.created;
+            let mut budget = self.budget(pending);
+            let open = self.transactions.get_mut(&tx_id).ok_or(XsError::ENOENT)?;
+            change.apply(&mut open.txn, &self.caller, &mut budget)?;
+            open.created += budget.created;
             return Ok(ok());
         }
         for _ in 0..AUTOCOMMIT_RETRIES {
             let mut txn = self.store.begin();
-            change.apply(&mut txn, &self.caller)?;
+            change.apply(&mut txn, &self.caller, &mut self.budget(0))?;
             match self.commit(txn).await {
                 Err(XsError::EAGAIN) => continue,
                 Err(e) => return Err(e),
@@ -439,7 +459,7 @@ fn watch_fields(payload: &[u8]) -> Result<(&str, &[u8]), XsError> {
 
 /// The payload's NUL-terminated fields, as the stock C daemon counts them
 /// (bytes after the last NUL are ignored).
-fn strings(payload: &[u8]) -> Vec<&str> {
+pub(super) fn strings(payload: &[u8]) -> Vec<&str> {
     let end = payload.iter().rposition(|&b| b == 0).map_or(0, |i| i + 1);
     payload[..end]
         .split(|&b| b == 0)
@@ -450,7 +470,7 @@ fn strings(payload: &[u8]) -> Vec<&str> {
 
 /// C's `atoi`: optional blanks and sign, then digits up to the first
 /// non-digit (none: 0), wrapping like the C daemons' unsigned reads.
-fn atoi(text: &str) -> i64 {
+pub(super) fn atoi(text: &str) -> i64 {
     let text = text.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
     let (negative, digits) = match text.as_bytes().first() {
         Some(b'-') => (true, &text[1..]),
@@ -468,11 +488,11 @@ fn atoi(text: &str) -> i64 {
     }
 }
 
-fn ok() -> Vec<u8> {
+pub(super) fn ok() -> Vec<u8> {
     b"OK\0".to_vec()
 }
 
-fn text_reply(text: &str) -> Vec<u8> {
+pub(super) fn text_reply(text: &str) -> Vec<u8> {
     let mut out = text.as_bytes().to_vec();
     out.push(0);
     out
