@@ -2,6 +2,7 @@
 //! xenstore protocol, so that Xen's tools and guests use shoal unmodified
 //! while processes on the host keep reading the store in place.
 
+pub mod client;
 pub mod ring;
 pub mod server;
 pub mod wire;
