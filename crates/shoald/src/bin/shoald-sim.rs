@@ -42,6 +42,9 @@ struct Args {
     /// Leave the guests introduced (skip the release phase).
     #[arg(long)]
     keep: bool,
+    /// An extra argument for shoald (repeatable), such as `--quota=nodes=50`.
+    #[arg(long = "shoald-arg", value_name = "ARG", allow_hyphen_values = true)]
+    shoald_args: Vec<String>,
 }
 
 /// Guests' event-channel ports: far from the domain ids, to catch mixing.
@@ -97,6 +100,7 @@ fn start_shoald(args: &Args, dir: &Path, hypervisor: &Path) -> Result<Daemon, St
         .arg(hypervisor)
         .arg("--durability")
         .arg(&args.durability)
+        .args(&args.shoald_args)
         .env("SHOALD_LOG", std::env::var("SHOALD_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::piped())
         .spawn()

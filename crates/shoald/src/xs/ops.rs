@@ -320,32 +320,23 @@ pub fn set_special_perms(txn: &mut Transaction<'_>, caller: &Caller, name: &str,
     io(txn.put(&special_path(name)?, perms.encode()))
 }
 
-/// Removes every node owned by `domid`, with what lies below it, as
-/// `snapshot` (the transaction's base) shows them. Returns whether there
-/// was any.
-pub fn remove_owned(txn: &mut Transaction<'_>, snapshot: &shoal::Snapshot, domid: u32) -> Result<bool, XsError> {
-    let mut owned: Vec<String> = Vec::new();
-    {
-        for entry in io(snapshot.scan(paths::PERMS_ROOT))? {
-            let entry = io(entry)?;
-            let record = entry.path();
-            let node = match record.strip_prefix(paths::PERMS_ROOT) {
-                Some("") | None => continue, // the root is never removed
-                Some(node) => node.to_string(),
-            };
-            if owned.last().is_some_and(|o| paths::is_child(&node, o)) {
-                continue; // goes with an owned ancestor
-            }
-            if Perms::decode(entry.value()).is_some_and(|p| p.owner() == domid) {
-                owned.push(node);
-            }
+/// Removes every node owned by `domid` among `candidates` (node paths in
+/// path order: what the daemon's accounting says the domain owns), with
+/// what lies below it. Each is checked in the transaction first, so a node
+/// that changed hands since is left alone. Returns whether there was any.
+pub fn remove_owned(txn: &mut Transaction<'_>, candidates: &[String], domid: u32) -> Result<bool, XsError> {
+    let mut removed: Vec<&str> = Vec::new();
+    for node in candidates {
+        if node == "/" || removed.last().is_some_and(|r| paths::is_child(node, r)) {
+            continue; // the root stays; the rest goes with an owned ancestor
+        }
+        if record(txn, node)?.is_some_and(|p| p.owner() == domid) {
+            io(txn.delete_tree(node))?;
+            io(txn.delete_tree(&perms_path(node)))?;
+            removed.push(node);
         }
     }
-    for node in &owned {
-        io(txn.delete_tree(node))?;
-        io(txn.delete_tree(&perms_path(node)))?;
-    }
-    Ok(!owned.is_empty())
+    Ok(!removed.is_empty())
 }
 
 #[cfg(test)]

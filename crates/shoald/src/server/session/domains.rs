@@ -9,7 +9,7 @@
 use super::{atoi, ok, strings, text_reply, Session, AUTOCOMMIT_RETRIES};
 use crate::server::connection::Identity;
 use crate::wire::{Fields, MsgType, XsError};
-use crate::xs::ops::{self, store_error};
+use crate::xs::ops;
 use crate::xs::quota::Quota;
 
 /// A domain id in the newer requests: decimal digits only.
@@ -146,10 +146,13 @@ impl Session {
     /// Removes every node `domid` owns (with its subtree), as the stock C
     /// daemon does when a domain goes; the removals fire watches.
     async fn remove_owned(&self, domid: u32) -> Result<(), XsError> {
+        // What the domain owns as of every commit so far (its connection
+        // has stopped, so it makes no more).
+        self.daemon.dispatch.dispatched(self.store.version()).await;
+        let candidates = self.daemon.node_counts.nodes_of(domid);
         for _ in 0..AUTOCOMMIT_RETRIES {
             let mut txn = self.store.begin();
-            let base = self.store.snapshot_at(txn.base_version()).map_err(|e| store_error(&e))?;
-            if !ops::remove_owned(&mut txn, &base, domid)? {
+            if !ops::remove_owned(&mut txn, &candidates, domid)? {
                 return Ok(());
             }
             match self.commit(txn).await {
