@@ -189,9 +189,10 @@ fn each_child<'a>(
     let mut cursor = Cursor::new(region, root);
     let mut probe = prefix.clone();
     let mut full = Vec::new();
+    cursor.seek(&probe)?;
+    let mut pending = cursor.next_entry()?;
     loop {
-        cursor.seek(&probe)?;
-        let Some(entry) = cursor.next_entry()? else { return Ok(()) };
+        let Some(entry) = pending else { return Ok(()) };
         full.clear();
         entry.key.extend_into(&mut full);
         if full < probe {
@@ -207,6 +208,17 @@ fn each_child<'a>(
         probe.truncate(prefix.len());
         probe.extend_from_slice(&full[prefix.len()..prefix.len() + name_len]);
         probe.push(1);
+        // A child without descendants is followed at once by the next
+        // child: step to it, and seek past a subtree only when there is one.
+        pending = cursor.next_entry()?;
+        if let Some(next) = &pending {
+            full.clear();
+            next.key.extend_into(&mut full);
+            if full < probe {
+                cursor.seek(&probe)?;
+                pending = cursor.next_entry()?;
+            }
+        }
     }
 }
 

@@ -193,3 +193,100 @@ fn split_event(payload: &[u8]) -> (String, String) {
     let token = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
     (path, token)
 }
+
+/// A blocking client on a unix socket, for tools and benchmarks without an
+/// async runtime. Replies that are errors come back as `Err(name)`; a
+/// broken connection as `Err("EIO: ...")`.
+pub struct SyncClient {
+    stream: std::os::unix::net::UnixStream,
+    next_req: u32,
+    /// Watch events that arrived while waiting for a reply: (path, token).
+    pub events: std::collections::VecDeque<(String, String)>,
+}
+
+impl SyncClient {
+    pub fn connect(socket: &std::path::Path) -> std::io::Result<SyncClient> {
+        let stream = std::os::unix::net::UnixStream::connect(socket)?;
+        Ok(SyncClient { stream, next_req: 1, events: Default::default() })
+    }
+
+    fn receive(&mut self) -> std::io::Result<(Header, Vec<u8>)> {
+        use std::io::Read;
+        let mut head = [0u8; HEADER_LEN];
+        self.stream.read_exact(&mut head)?;
+        let header = Header::decode(&head);
+        let mut payload = vec![0u8; header.len as usize];
+        self.stream.read_exact(&mut payload)?;
+        Ok((header, payload))
+    }
+
+    /// Sends a request and waits for its reply.
+    pub fn call(&mut self, kind: MsgType, tx_id: u32, payload: &[u8]) -> Result<Vec<u8>, String> {
+        use std::io::Write;
+        let req_id = self.next_req;
+        self.next_req = self.next_req.wrapping_add(1);
+        let message = Message { kind: kind as u32, req_id, tx_id, payload: payload.to_vec() };
+        self.stream.write_all(&message.to_bytes()).map_err(|e| format!("EIO: {e}"))?;
+        loop {
+            let (header, payload) = self.receive().map_err(|e| format!("EIO: {e}"))?;
+            if header.kind == MsgType::WatchEvent as u32 {
+                self.events.push_back(split_event(&payload));
+                continue;
+            }
+            if header.req_id != req_id {
+                return Err(format!("EIO: a reply to request {} while waiting for {req_id}", header.req_id));
+            }
+            if header.kind == MsgType::Error as u32 {
+                return Err(String::from_utf8_lossy(payload.strip_suffix(&[0]).unwrap_or(&payload)).into_owned());
+            }
+            return Ok(payload);
+        }
+    }
+
+    /// The next watch event (waiting for it if none is buffered).
+    pub fn next_event(&mut self) -> Result<(String, String), String> {
+        if let Some(event) = self.events.pop_front() {
+            return Ok(event);
+        }
+        loop {
+            let (header, payload) = self.receive().map_err(|e| format!("EIO: {e}"))?;
+            if header.kind == MsgType::WatchEvent as u32 {
+                return Ok(split_event(&payload));
+            }
+        }
+    }
+
+    pub fn read(&mut self, path: &str) -> Result<Vec<u8>, String> {
+        self.call(MsgType::Read, 0, &nul(path))
+    }
+
+    pub fn write(&mut self, tx_id: u32, path: &str, value: &[u8]) -> Result<(), String> {
+        let mut payload = nul(path);
+        payload.extend_from_slice(value);
+        self.call(MsgType::Write, tx_id, &payload).map(|_| ())
+    }
+
+    pub fn directory(&mut self, path: &str) -> Result<Vec<String>, String> {
+        let payload = self.call(MsgType::Directory, 0, &nul(path))?;
+        Ok(payload
+            .split(|&b| b == 0)
+            .filter(|n| !n.is_empty())
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect())
+    }
+
+    pub fn watch(&mut self, path: &str, token: &str) -> Result<(), String> {
+        let mut payload = nul(path);
+        payload.extend_from_slice(&nul(token));
+        self.call(MsgType::Watch, 0, &payload).map(|_| ())
+    }
+
+    pub fn start_transaction(&mut self) -> Result<u32, String> {
+        let id = self.call(MsgType::TransactionStart, 0, b"\0")?;
+        String::from_utf8_lossy(id.strip_suffix(&[0]).unwrap_or(&id)).parse().map_err(|_| "EINVAL".to_string())
+    }
+
+    pub fn end_transaction(&mut self, tx_id: u32, commit: bool) -> Result<(), String> {
+        self.call(MsgType::TransactionEnd, tx_id, if commit { b"T\0" } else { b"F\0" }).map(|_| ())
+    }
+}

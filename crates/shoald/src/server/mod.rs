@@ -39,15 +39,13 @@ pub struct Daemon {
 
 impl Daemon {
     /// Serves `store`, which lives as long as the process: transactions that
-    /// span requests borrow it. Starts the watch dispatcher on the current
-    /// tokio runtime. `rings`: where guests' rings come from (none: only
+    /// span requests borrow it. `rings`: where guests' rings come from (none: only
     /// local sockets are served).
     pub fn start(store: &'static Store, limits: Limits, rings: Option<crate::ring::Backend>) -> Arc<Daemon> {
         let watches = Arc::new(Mutex::new(Registry::default()));
         let first = store.snapshot();
-        let dispatch = Dispatch::new(first.version());
         let node_counts = Arc::new(NodeCounts::count(&first));
-        tokio::spawn(watches::run_dispatcher(store, first, watches.clone(), dispatch.clone(), node_counts.clone()));
+        let dispatch = Dispatch::new(store, first, watches.clone(), node_counts.clone());
         Arc::new(Daemon {
             store,
             limits,
@@ -128,6 +126,10 @@ pub async fn serve(daemon: Arc<Daemon>, listener: Listener, mut shutdown: watch:
                     let daemon = daemon.clone();
                     let stop = shutdown.clone();
                     let (input, output) = stream.into_split();
+                    // One read takes in a whole request (or several) rather
+                    // than one for the header and one for the payload. (A
+                    // guest's ring is read in place and needs no buffer.)
+                    let input = tokio::io::BufReader::with_capacity(crate::wire::HEADER_LEN + crate::wire::PAYLOAD_MAX, input);
                     let identity = Identity::dom0_socket(listener.read_only);
                     connections.spawn(connection::serve(daemon, input, output, identity, stop, None));
                 }

@@ -3,8 +3,8 @@
 //!
 //! The dispatcher follows the store's versions one by one (shoald is their
 //! only writer) and reads each version's change set, so events go out in
-//! commit order whoever committed. A request that commits waits until the
-//! dispatcher has handled its version before it queues its reply: like the
+//! commit order whoever committed. A request that commits has the
+//! dispatcher handle its version before it queues its reply: like the
 //! stock C daemon, a connection gets the events of its own change before
 //! the reply to it.
 //!
@@ -22,10 +22,10 @@
 //! read (for a removed node: as it was before the removal).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use shoal::{ChangeKind, Snapshot, Store};
-use tokio::sync::{watch, Notify};
 
 use super::accounting::NodeCounts;
 use super::outbox::Outbox;
@@ -178,46 +178,46 @@ struct Event {
     exact: bool,
 }
 
-/// Shared state between committers and the dispatcher.
+/// The dispatcher: the last version whose events are queued, and what it
+/// needs to queue the next ones. It runs on the committers' own tasks: a
+/// committer that needs its version's events queued catches up every
+/// version up to the newest, under one lock, so versions are handled one at
+/// a time and in order, whoever committed them.
 pub struct Dispatch {
-    wake: Notify,
-    done: watch::Sender<u64>,
+    store: &'static Store,
+    registry: Arc<Mutex<Registry>>,
+    node_counts: Arc<NodeCounts>,
+    last: Mutex<Snapshot>,
+    done: AtomicU64,
 }
 
 impl Dispatch {
-    pub fn new(version: u64) -> Arc<Dispatch> {
-        Arc::new(Dispatch { wake: Notify::new(), done: watch::channel(version).0 })
+    pub fn new(
+        store: &'static Store,
+        first: Snapshot,
+        registry: Arc<Mutex<Registry>>,
+        node_counts: Arc<NodeCounts>,
+    ) -> Arc<Dispatch> {
+        let done = AtomicU64::new(first.version());
+        Arc::new(Dispatch { store, registry, node_counts, last: Mutex::new(first), done })
     }
 
-    /// Waits until the dispatcher has queued the events of `version`.
-    pub async fn dispatched(&self, version: u64) {
-        self.wake.notify_one();
-        let mut done = self.done.subscribe();
-        let _ = done.wait_for(|&d| d >= version).await;
-    }
-}
-
-/// Runs the dispatcher until the process ends.
-pub async fn run_dispatcher(
-    store: &'static Store,
-    first: Snapshot,
-    registry: Arc<Mutex<Registry>>,
-    dispatch: Arc<Dispatch>,
-    node_counts: Arc<NodeCounts>,
-) {
-    let mut last = first;
-    dispatch.done.send_replace(last.version());
-    loop {
-        dispatch.wake.notified().await;
+    /// Makes sure the events of `version` (and of every version before it)
+    /// are queued.
+    pub fn dispatched(&self, version: u64) {
+        if self.done.load(Ordering::Acquire) >= version {
+            return;
+        }
+        let mut last = self.last.lock().unwrap();
         loop {
-            let next = store.snapshot();
+            let next = self.store.snapshot();
             if next.version() <= last.version() {
                 break;
             }
-            node_counts.follow(&last, &next);
-            deliver_between(store, &registry, &last, &next);
-            dispatch.done.send_replace(next.version());
-            last = next;
+            self.node_counts.follow(&last, &next);
+            deliver_between(self.store, &self.registry, &last, &next);
+            self.done.store(next.version(), Ordering::Release);
+            *last = next;
         }
     }
 }

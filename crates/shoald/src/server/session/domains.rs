@@ -148,7 +148,7 @@ impl Session {
     async fn remove_owned(&self, domid: u32) -> Result<(), XsError> {
         // What the domain owns as of every commit so far (its connection
         // has stopped, so it makes no more).
-        self.daemon.dispatch.dispatched(self.store.version()).await;
+        self.daemon.dispatch.dispatched(self.store.version());
         let candidates = self.daemon.node_counts.nodes_of(domid);
         for _ in 0..AUTOCOMMIT_RETRIES {
             let mut txn = self.store.begin();
