@@ -10,7 +10,10 @@ use shoal::{ChangeKind, Durability, Error, Options, Reader, Snapshot, Store, Wat
 use crate::args::DurabilityArg;
 use crate::config::retention_summary;
 use crate::time::rfc3339_utc;
-use crate::{bail, say, stdout_error, writer, CliResult, Failure};
+use shoal_remote::{FailureKind, Op, Request};
+
+use crate::writer::{Refused, Writer};
+use crate::{bail, say, stdout_error, CliResult, Failure};
 
 /// "no node at PATH".
 pub fn no_node(path: &str) -> Failure {
@@ -144,10 +147,8 @@ pub fn put(
         }
         _ => bail!("give either a VALUE or --file"),
     };
-    let store = writer::open(dir, wait)?;
-    let mut txn = store.begin();
-    txn.put(path, &value)?;
-    let version = txn.commit()?;
+    let mut writer = Writer::open(dir, wait)?;
+    let version = writer.apply(&Request::Apply(vec![Op::Put { path: path.to_string(), value }]))??;
     say!("{version}");
     Ok(())
 }
@@ -182,15 +183,14 @@ pub fn ls(dir: &Path, path: &str, at: Option<u64>) -> CliResult {
 pub fn cp(dir: &Path, src: &str, dst: &str, recursive: bool, wait: Duration) -> CliResult {
     shoal::path::validate(src)?;
     shoal::path::validate(dst)?;
-    let store = writer::open(dir, wait)?;
-    let mut txn = store.begin();
-    let copied = if recursive { txn.copy_tree(src, dst) } else { txn.copy(src, dst) };
-    match copied {
-        Ok(()) => {}
-        Err(Error::NoSuchPath { .. }) => return Err(no_node(src)),
-        Err(e) => return Err(e.into()),
+    let (src, dst) = (src.to_string(), dst.to_string());
+    let op = if recursive { Op::CopyTree { src: src.clone(), dst } } else { Op::Copy { src: src.clone(), dst } };
+    let mut writer = Writer::open(dir, wait)?;
+    match writer.apply(&Request::Apply(vec![op]))? {
+        Ok(version) => say!("{version}"),
+        Err(Refused { kind: FailureKind::NoSuchPath, .. }) => return Err(no_node(&src)),
+        Err(refused) => return Err(refused.into()),
     }
-    say!("{}", txn.commit()?);
     Ok(())
 }
 
@@ -201,22 +201,16 @@ pub fn rm(dir: &Path, path: &str, recursive: bool, wait: Duration) -> CliResult 
             "the root node cannot be deleted; to empty the store, delete its top-level nodes (see `shoal ls STORE /`)"
         );
     }
-    let store = writer::open(dir, wait)?;
-    let mut txn = store.begin();
-    let existed = if recursive {
-        txn.delete_tree(path)?
-    } else {
-        match txn.delete(path) {
-            Ok(existed) => existed,
-            Err(Error::HasChildren { .. }) => bail!("{path} has children; use -r to delete the subtree"),
-            Err(e) => return Err(e.into()),
+    let op = if recursive { Op::DeleteTree { path: path.to_string() } } else { Op::Delete { path: path.to_string() } };
+    let mut writer = Writer::open(dir, wait)?;
+    match writer.apply(&Request::Apply(vec![op]))? {
+        Ok(version) => say!("{version}"),
+        Err(Refused { kind: FailureKind::NoSuchPath, .. }) => return Err(no_node(path)),
+        Err(Refused { kind: FailureKind::HasChildren, .. }) => {
+            bail!("{path} has children; use -r to delete the subtree")
         }
-    };
-    if !existed {
-        return Err(no_node(path));
+        Err(refused) => return Err(refused.into()),
     }
-    let version = txn.commit()?;
-    say!("{version}");
     Ok(())
 }
 

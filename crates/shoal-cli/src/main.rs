@@ -4,9 +4,11 @@
 //! `versions`, `log`, `diff`, `watch`) open a [`shoal::Reader`] and nothing
 //! else: they take no lock and write nothing, so they work beside a running
 //! writer and never get in its way. Commands that write (`put`, `rm`, `cp`,
-//! `import`, `config`) open the store as its single writer, waiting up to
-//! `--wait` seconds for another one to finish; a store that stays busy ends
-//! them with exit code 75 (`EX_TEMPFAIL`: try again later).
+//! `import`) send their changes to `shoald` when it owns the store (through
+//! the store's socket, `shoald.sock`), and otherwise open the store as its
+//! single writer, as `config` always does, waiting up to `--wait` seconds
+//! for another one to finish; a store that stays busy ends them with exit
+//! code 75 (`EX_TEMPFAIL`: try again later).
 
 mod args;
 mod commands;

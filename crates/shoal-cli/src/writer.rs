@@ -1,11 +1,66 @@
-//! Opening a store as its writer for one command, waiting for another writer.
+//! Opening a store as its writer for one command, waiting for another
+//! writer; or, while `shoald` owns the store, writing through it.
 
 use std::path::Path;
 use std::time::Duration;
 
 use shoal::{Error, Options, Store};
+use shoal_remote::{Client, FailureKind, Reply, Request};
 
 use crate::{CliResult, Failure};
+
+/// Where a writing command's changes go.
+pub enum Writer {
+    /// The store, opened as its writer.
+    Local(Store),
+    /// The daemon that holds the store's writer (shoald), through the
+    /// store's socket.
+    Daemon(Client),
+}
+
+/// Why a request was not committed, the same whichever way it went.
+pub struct Refused {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl From<Refused> for Failure {
+    fn from(r: Refused) -> Failure {
+        Failure::Message(r.message)
+    }
+}
+
+impl Writer {
+    /// Writes through the daemon that owns the store, if one answers on the
+    /// store's socket; else opens the store as its writer, waiting up to
+    /// `wait` for another writer to let go.
+    pub fn open(dir: &Path, wait: Duration) -> CliResult<Writer> {
+        if let Some(client) = Client::connect(dir) {
+            return Ok(Writer::Daemon(client));
+        }
+        open(dir, wait).map(Writer::Local)
+    }
+
+    /// Commits `request` as one version; returns the version.
+    pub fn apply(&mut self, request: &Request) -> CliResult<Result<u64, Refused>> {
+        let reply = match self {
+            Writer::Local(store) => match shoal_remote::apply(store, request) {
+                Ok(version) => Reply::Committed { version },
+                Err(e) if matches!(shoal_remote::failure(&e), Reply::Failed { kind: FailureKind::Other, .. }) => {
+                    return Err(e.into())
+                }
+                Err(e) => shoal_remote::failure(&e),
+            },
+            Writer::Daemon(client) => {
+                client.request(request).map_err(|e| format!("writing through shoald (the store's daemon): {e}"))?
+            }
+        };
+        Ok(match reply {
+            Reply::Committed { version } => Ok(version),
+            Reply::Failed { kind, message } => Err(Refused { kind, message }),
+        })
+    }
+}
 
 /// Opens the existing store in `dir` as its writer with its recorded
 /// settings, waiting up to `wait` for another writer to let go.

@@ -183,3 +183,37 @@ async fn introduce_checks_its_arguments() {
     // None of them introduced anything.
     assert_eq!(host.dom0.call(MsgType::IsDomainIntroduced, 0, b"1\0").await.unwrap(), b"F\0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_asks_to_reconnect_gets_a_clean_ring_and_keeps_its_data() {
+    let mut host = host(8).await;
+    let mut guest = host.guest(3).await;
+    guest.write("kept", b"1").await.unwrap();
+    guest.watch("kept", "old").await.unwrap();
+    guest.start_transaction().await.unwrap();
+    assert_eq!(guest.next_event(Duration::from_secs(5)).await, Some(("kept".into(), "old".into())));
+    // Half a request left in the ring, then "reconnect in progress".
+    guest.send_raw(&[MsgType::Read as u8, 0, 0]).await;
+    let ring = host.hypervisor.page(3);
+    assert_eq!(ring.load(page::SERVER_FEATURES) & 1, 1, "reconnection is offered");
+    ring.store(page::CONNECTION, page::RECONNECT);
+    host.hypervisor.guest_kick(port(3));
+    wait_for(|| ring.load(page::CONNECTION) == page::CONNECTED).await;
+    for field in [page::REQ_CONS, page::REQ_PROD, page::RSP_CONS, page::RSP_PROD] {
+        assert_eq!(ring.load(field), 0, "the queues are empty");
+    }
+    // A fresh connection: the data is there, the old watch is gone, and the
+    // transaction quota counts from zero.
+    let (input, output) = host.hypervisor.guest(3, port(3));
+    let mut guest = common::asyncclient::AsyncClient::new(input, output);
+    assert_eq!(guest.read("kept").await.unwrap(), b"1");
+    host.dom0.write("/local/domain/3/kept", b"2").await.unwrap();
+    assert_eq!(guest.events_until_quiet(Duration::from_millis(300)).await, vec![]);
+    for _ in 0..10 {
+        guest.start_transaction().await.unwrap();
+    }
+    assert_eq!(guest.start_transaction().await, Err("ENOSPC".into()));
+    // Its quotas and its place among domains are the same.
+    assert_eq!(host.dom0.call(MsgType::IsDomainIntroduced, 0, b"3\0").await.unwrap(), b"T\0");
+    assert_eq!(guest.read("/tool/xenstored").await, Err("EACCES".into()));
+}

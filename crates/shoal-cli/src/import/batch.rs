@@ -3,7 +3,7 @@
 
 use std::ops::RangeInclusive;
 
-use shoal::Store;
+use crate::writer::Writer;
 
 /// What a batch counts for each node an entry may add (the entry itself
 /// and each ancestor its path does not share with the entry before it),
@@ -35,7 +35,7 @@ pub struct Committed {
 /// Collects entries and commits them in batches of at most `batch_bytes`
 /// (path and value bytes, plus [`NODE_CHARGE_BYTES`] per node each may add).
 pub struct Loader<'s> {
-    store: &'s Store,
+    writer: &'s mut Writer,
     batch_bytes: u64,
     max_value_bytes: usize,
     /// Paths and values of the pending batch, one after the other: held in
@@ -55,11 +55,16 @@ pub struct Loader<'s> {
 }
 
 impl<'s> Loader<'s> {
-    pub fn new(store: &'s Store, batch_bytes: u64, on_commit: Box<dyn FnMut(u64) + 's>) -> Loader<'s> {
+    pub fn new(
+        writer: &'s mut Writer,
+        batch_bytes: u64,
+        max_value_bytes: usize,
+        on_commit: Box<dyn FnMut(u64) + 's>,
+    ) -> Loader<'s> {
         Loader {
-            store,
+            writer,
             batch_bytes,
-            max_value_bytes: store.options().max_value_bytes,
+            max_value_bytes,
             data: Vec::new(),
             ends: Vec::new(),
             charged: 0,
@@ -155,8 +160,18 @@ impl<'s> Loader<'s> {
             (path, value)
         });
         let first = self.entries - count + 1;
-        let version =
-            self.store.bulk_load(items).map_err(|e| format!("committing entries {first}..={}: {e}", self.entries))?;
+        let failed = |e: &dyn std::fmt::Display| format!("committing entries {first}..={}: {e}", self.entries);
+        let version = match &mut *self.writer {
+            Writer::Local(store) => store.bulk_load(items).map_err(|e| failed(&e))?,
+            Writer::Daemon(client) => {
+                let owned = items.map(|(p, v)| (p.to_string(), v.to_vec())).collect();
+                match client.request(&shoal_remote::Request::BulkLoad(owned)) {
+                    Ok(shoal_remote::Reply::Committed { version }) => version,
+                    Ok(shoal_remote::Reply::Failed { message, .. }) => return Err(failed(&message)),
+                    Err(e) => return Err(failed(&format!("writing through shoald (the store's daemon): {e}"))),
+                }
+            }
+        };
         self.committed.push(Committed { version, entries: first..=self.entries });
         self.data.clear();
         self.ends.clear();

@@ -18,7 +18,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::args::ImportFormat;
-use crate::{bail, say, writer, CliResult};
+use shoal::Reader;
+
+use crate::writer::Writer;
+use crate::{bail, say, CliResult};
 
 use batch::{Committed, Loader};
 use input::Sniffed;
@@ -82,7 +85,11 @@ pub fn import(
     shoal::path::validate(prefix)?;
     let start = Instant::now();
     let input = input::open(input)?;
-    let store = writer::open(dir, wait)?;
+    let mut writer = Writer::open(dir, wait)?;
+    // What the summary reports, read in place (the same with or without
+    // shoald holding the writer).
+    let store_reader = Reader::open(dir)?;
+    let max_value_bytes = store_reader.settings()?.max_value_bytes;
     let (sniffed, mut reader) = match format {
         ImportFormat::Auto => {
             input::sniff(input.reader, batch_bytes).map_err(|e| format!("reading {}: {e}", input.name))?
@@ -93,7 +100,7 @@ pub fn import(
     let is_lines = sniffed == Sniffed::Lines;
     let bar = input.progress.clone();
     let on_commit = Box::new(move |n: u64| bar.set_message(format!("committing {n} entries")));
-    let mut loader = Loader::new(&store, batch_bytes, on_commit);
+    let mut loader = Loader::new(&mut writer, batch_bytes, max_value_bytes, on_commit);
     let parsed = if is_lines {
         lines::load(&mut *reader, prefix, &mut loader, batch_bytes)
     } else {
@@ -117,7 +124,7 @@ pub fn import(
     };
     let what = if is_lines { "JSON lines" } else { "JSON tree" };
     if committed.is_empty() {
-        say!("nothing to import: the input holds no nodes (version {} unchanged)", store.version());
+        say!("nothing to import: the input holds no nodes (version {} unchanged)", store_reader.snapshot()?.version());
         return Ok(());
     }
     let batches = if committed.len() == 1 {
@@ -129,7 +136,7 @@ pub fn import(
         "loaded {count} entries ({what}) as {}{batches} in {:.3} s; the store now holds {} nodes",
         versions_text(&committed),
         start.elapsed().as_secs_f64(),
-        store.snapshot().key_count(),
+        store_reader.snapshot()?.key_count(),
     );
     Ok(())
 }

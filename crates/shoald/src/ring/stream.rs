@@ -82,6 +82,10 @@ fn index_error() -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, "inconsistent ring producer or consumer offset")
 }
 
+fn reconnect_error() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionReset, "the guest asked to reconnect")
+}
+
 /// The shared state of one ring connection, from one side.
 pub struct Ring {
     pub page: Page,
@@ -108,9 +112,29 @@ impl Ring {
         self.kick.kick();
     }
 
+    /// The guest set the connection state to "reconnect in progress"
+    /// (`xenstore-ring.txt`): the daemon's reads and writes stop, and the
+    /// connection is to be reset.
+    pub fn reconnect_requested(&self) -> bool {
+        self.side == Side::Daemon && self.page.load(page::CONNECTION) == page::RECONNECT
+    }
+
+    /// Resets the ring for a new connection: both queues empty, connected,
+    /// the guest kicked.
+    pub fn reset(&self) {
+        for field in [page::REQ_CONS, page::REQ_PROD, page::RSP_CONS, page::RSP_PROD] {
+            self.page.store(field, 0);
+        }
+        self.page.store(page::CONNECTION, page::CONNECTED);
+        self.kick.kick();
+    }
+
     fn read(&self, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let b = self.side.inbound();
         for registered in [false, true] {
+            if self.reconnect_requested() {
+                return Poll::Ready(Err(reconnect_error()));
+            }
             let cons = self.page.load(b.cons);
             let prod = self.page.load(b.prod);
             let available = prod.wrapping_sub(cons);
@@ -138,6 +162,9 @@ impl Ring {
     fn write(&self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
         let b = self.side.outbound();
         for registered in [false, true] {
+            if self.reconnect_requested() {
+                return Poll::Ready(Err(reconnect_error()));
+            }
             let cons = self.page.load(b.cons);
             let prod = self.page.load(b.prod);
             let used = prod.wrapping_sub(cons);

@@ -74,6 +74,7 @@ pub async fn serve<R, W>(
                 writer_unsent.sent();
             }
         }
+        writer_unsent.writer_gone();
     });
     let mut session = Session::new(daemon, id, outbox, identity);
     let mut payload = Vec::new();

@@ -217,14 +217,27 @@ impl Domains {
         let (stop, stopped) = watch::channel(false);
         table.insert(domid, Domain { state: state.clone(), port, stop, shutdown: AtomicBool::new(false) });
         drop(table);
-        tokio::spawn(connection::serve(
-            daemon.clone(),
-            RingReader(ring.clone()),
-            RingWriter(ring.clone()),
-            Identity::Domain(state),
-            stopped,
-            Some(ring),
-        ));
+        let daemon = daemon.clone();
+        tokio::spawn(async move {
+            loop {
+                connection::serve(
+                    daemon.clone(),
+                    RingReader(ring.clone()),
+                    RingWriter(ring.clone()),
+                    Identity::Domain(state.clone()),
+                    stopped.clone(),
+                    Some(ring.clone()),
+                )
+                .await;
+                // The guest asked for a fresh connection: the old one's
+                // requests, replies, watches and transactions are gone with
+                // it; the domain keeps its quotas and target.
+                if !ring.reconnect_requested() || *stopped.borrow() {
+                    break;
+                }
+                ring.reset();
+            }
+        });
         Ok(!existed)
     }
 

@@ -7,6 +7,7 @@ mod connection;
 pub mod domains;
 mod framing;
 mod outbox;
+pub mod remote;
 pub mod session;
 pub mod watches;
 

@@ -29,6 +29,9 @@ pub struct Outgoing {
 #[derive(Default)]
 pub struct Unsent {
     replies: AtomicUsize,
+    /// The writer stopped (the client went, or its ring is being reset):
+    /// nothing waits for replies to be taken any more.
+    writer_gone: AtomicBool,
     notify: Notify,
 }
 
@@ -39,11 +42,18 @@ impl Unsent {
         self.notify.notify_waiters();
     }
 
-    /// Waits until fewer than `limit` replies are unsent.
+    /// The writer stopped.
+    pub fn writer_gone(&self) {
+        self.writer_gone.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// Waits until fewer than `limit` replies are unsent, or the writer
+    /// stopped.
     pub async fn wait_below(&self, limit: usize) {
         loop {
             let notified = self.notify.notified();
-            if self.replies.load(Ordering::Acquire) < limit {
+            if self.replies.load(Ordering::Acquire) < limit || self.writer_gone.load(Ordering::Acquire) {
                 return;
             }
             notified.await;

@@ -1,0 +1,104 @@
+//! Writes from other processes of the store's owner (the `shoal` CLI's
+//! `put`, `rm`, `cp`, `import`) while shoald holds the writer: requests of
+//! `shoal_remote`'s protocol on `<store>/shoald.sock` (mode 0600), each
+//! applied as one transaction or one bulk load, whose version then goes
+//! through the watch dispatcher like any other (xenstore watchers hear of
+//! it). These writes are the store owner's: no xenstore permissions apply,
+//! and nodes they create have no permission record of their own (they take
+//! their nearest ancestor's, ARCHITECTURE.md).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use shoal_remote::{FailureKind, Reply, Request};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::Daemon;
+
+/// Binds the store's socket, replacing a stale one (mode 0600).
+pub fn bind(store_dir: &Path) -> std::io::Result<(UnixListener, PathBuf)> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let path = shoal_remote::socket_path(store_dir);
+    if let Ok(meta) = std::fs::symlink_metadata(&path) {
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket; not replacing it", path.display()),
+            ));
+        }
+        std::fs::remove_file(&path)?;
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok((listener, path))
+}
+
+/// Serves the store's socket until `shutdown` turns true.
+pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener, path: PathBuf, mut shutdown: watch::Receiver<bool>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections.spawn(connection(daemon.clone(), stream, shutdown.clone()));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed on the store's socket");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    while connections.join_next().await.is_some() {}
+}
+
+async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let mut header = [0u8; 8];
+        tokio::select! {
+            read = stream.read_exact(&mut header) => if read.is_err() { return },
+            _ = shutdown.wait_for(|&s| s) => return,
+        }
+        let body = match shoal_remote::frame_len(header) {
+            Ok(len) => {
+                let mut body = vec![0u8; len];
+                if stream.read_exact(&mut body).await.is_err() {
+                    return;
+                }
+                body
+            }
+            Err(error) => {
+                tracing::info!(%error, "dropping a client of the store's socket");
+                return;
+            }
+        };
+        let reply = match shoal_remote::decode::<Request>(&body) {
+            Ok(request) => {
+                drop(body);
+                let store = daemon.store();
+                let applied = tokio::task::spawn_blocking(move || shoal_remote::apply(store, &request)).await;
+                match applied {
+                    Ok(Ok(version)) => {
+                        daemon.dispatch.dispatched(version);
+                        Reply::Committed { version }
+                    }
+                    Ok(Err(error)) => shoal_remote::failure(&error),
+                    Err(join) => Reply::Failed { kind: FailureKind::Other, message: join.to_string() },
+                }
+            }
+            Err(error) => {
+                Reply::Failed { kind: FailureKind::Invalid, message: format!("a request shoald cannot read: {error}") }
+            }
+        };
+        let mut out = Vec::new();
+        if shoal_remote::write_frame(&mut out, &reply).is_err() || stream.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
