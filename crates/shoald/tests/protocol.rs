@@ -273,3 +273,35 @@ fn a_thousand_connections_opened_and_dropped() {
     c.write("/after", b"ok").unwrap();
     assert_eq!(c.read("/after").unwrap(), b"ok");
 }
+
+#[test]
+fn sigterm_stops_shoald_while_a_client_takes_no_replies() {
+    let shoald = Shoald::start();
+    let mut writer = shoald.connect();
+    writer.write("/kept", b"1").unwrap();
+    // A client that sends requests and never reads a reply: its replies
+    // fill the socket and its queue.
+    let mut flooder = shoald.connect();
+    let flooding = std::thread::spawn(move || {
+        let message =
+            shoald::wire::Message { kind: MsgType::Read as u32, req_id: 1, tx_id: 0, payload: b"/tool\0".to_vec() };
+        let bytes = message.to_bytes();
+        for _ in 0..100_000 {
+            if flooder.stream.write_all(&bytes).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let (done, stopped) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let dir = shoald.stop(15);
+        let _ = done.send(dir);
+    });
+    let dir = stopped.recv_timeout(std::time::Duration::from_secs(10)).expect("shoald stops within 10 s of SIGTERM");
+    // It stopped cleanly: the store reopens with what was acknowledged.
+    let restarted = Shoald::start_in(dir, &[]);
+    assert_eq!(restarted.connect().read("/kept").unwrap(), b"1");
+    drop(restarted);
+    flooding.join().unwrap();
+}

@@ -16,6 +16,9 @@ use crate::ring::page::ERROR_PROTO;
 use crate::xs::paths;
 use crate::xs::perms::Caller;
 
+/// How long a request may still take once shoald is stopping.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Who is on the other end.
 #[derive(Clone)]
 pub enum Identity {
@@ -105,7 +108,18 @@ pub async fn serve<R, W>(
                 break;
             }
         };
-        if !session.handle(&header, &payload).await {
+        // A request finishes even when shoald is stopping, unless it cannot:
+        // a client that takes no replies leaves its reply waiting for room
+        // forever. A second after the stop, the request is abandoned (a
+        // commit it started still completes; only its reply is lost).
+        let served = tokio::select! {
+            served = session.handle(&header, &payload) => served,
+            _ = async {
+                let _ = stop.wait_for(|&s| s).await;
+                tokio::time::sleep(STOP_GRACE).await;
+            } => false,
+        };
+        if !served {
             break;
         }
     }
@@ -117,7 +131,7 @@ pub async fn serve<R, W>(
         // The replies already queued still go out, unless the client does
         // not take them.
         let abort = writer.abort_handle();
-        if tokio::time::timeout(std::time::Duration::from_secs(1), writer).await.is_err() {
+        if tokio::time::timeout(STOP_GRACE, writer).await.is_err() {
             abort.abort();
         }
     }
