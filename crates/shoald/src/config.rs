@@ -106,7 +106,7 @@ pub struct Args {
     pub queued_messages: Option<u64>,
     /// Log every request and its outcome (target `shoald::access`, level
     /// info). Off by default; `--access-log=false` turns off what the file
-    /// turns on; `xenstore-control log on|off` toggles it.
+    /// turns on; a `CONTROL log on|off` request toggles it.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub access_log: Option<bool>,
     /// Serve guests' rings from a simulated hypervisor in this directory

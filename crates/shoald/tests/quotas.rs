@@ -63,6 +63,39 @@ async fn nodes_created_in_a_transaction_count_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_transactions_cannot_multiply_the_node_quota() {
+    let mut host = host_with(8, &["--durability", "none", "--quota", "nodes=30"]).await;
+    let mut guest = host.guest(1).await;
+    // A directory for each transaction (so that they do not conflict):
+    // with the home, 11 nodes.
+    for t in 0..10 {
+        guest.mkdir(&format!("t{t}")).await.unwrap();
+    }
+    // Ten transactions, each creating 3 nodes: each fits on its own.
+    let mut open = Vec::new();
+    for t in 0..10 {
+        let tx = guest.start_transaction().await.unwrap();
+        for n in 0..3 {
+            guest.write_tx(tx, &format!("t{t}/n{n}"), b"").await.unwrap();
+        }
+        open.push(tx);
+    }
+    let mut committed = 0;
+    let mut refused = 0;
+    for tx in open {
+        match guest.end_transaction(tx, true).await {
+            Ok(()) => committed += 1,
+            Err(e) if e == "ENOSPC" => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // 11 and 6 × 3 nodes: 29; a 7th would make 32.
+    assert_eq!((committed, refused), (6, 4));
+    let usage = host.dom0.text(MsgType::Control, &["quota", "1"]).await.unwrap();
+    assert_eq!(usage.lines().nth(1), Some("nodes           :       29"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_of_1000_nodes() {
     let mut host = host_with(8, &["--durability", "none"]).await;
     let mut guest = host.guest(1).await;
@@ -239,11 +272,26 @@ async fn quota_and_feature_requests() {
     assert_eq!(guest.text(MsgType::GetQuota, &["nodes"]).await, Err("EACCES".into()));
     assert_eq!(guest.text(MsgType::SetQuota, &["nodes", "5000"]).await, Err("EACCES".into()));
 
-    // New defaults apply to domains introduced after.
+    // A junk value is refused, not read as 0 (which would mean no limit).
+    assert_eq!(host.dom0.text(MsgType::SetQuota, &["3", "watches", "abc"]).await, Err("EINVAL".into()));
+    assert_eq!(host.dom0.text(MsgType::SetQuota, &["watches", "-1"]).await, Err("EINVAL".into()));
+    assert_eq!(host.dom0.text(MsgType::SetFeature, &["5", "junk"]).await, Err("EINVAL".into()));
+    assert_eq!(host.dom0.text(MsgType::GetQuota, &["3", "watches"]).await.unwrap(), "3");
+
+    // A global value applies at once to every domain without its own value
+    // for it, introduced before or after (as cxenstored's quotas do).
     host.dom0.text(MsgType::SetQuota, &["transactions", "1"]).await.unwrap();
+    guest.start_transaction().await.unwrap();
+    assert_eq!(guest.start_transaction().await, Err("ENOSPC".into()));
     let mut later = host.guest(4).await;
     later.start_transaction().await.unwrap();
     assert_eq!(later.start_transaction().await, Err("ENOSPC".into()));
+    // ... but not to one with its own.
+    host.dom0.text(MsgType::SetQuota, &["watches", "1"]).await.unwrap();
+    later.watch("a", "t").await.unwrap();
+    assert_eq!(later.watch("b", "t").await, Err("E2BIG".into()));
+    assert_eq!(host.dom0.text(MsgType::GetQuota, &["3", "watches"]).await.unwrap(), "3");
+    assert_eq!(host.dom0.text(MsgType::GetQuota, &["4", "watches"]).await.unwrap(), "1");
     // 0: no limit.
     host.dom0.text(MsgType::SetQuota, &["4", "transactions", "0"]).await.unwrap();
     later.start_transaction().await.unwrap();

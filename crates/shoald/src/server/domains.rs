@@ -15,7 +15,7 @@ use crate::ring::stream::{Ring, RingReader, RingWriter, Side, Signal};
 use crate::ring::Backend;
 use crate::wire::XsError;
 use crate::xs::perms::Caller;
-use crate::xs::quota::Quotas;
+use crate::xs::quota::{Overrides, Quota, Quotas};
 
 /// `DOMID_FIRST_RESERVED`: ids from here on are special, not domains.
 pub const DOMID_FIRST_RESERVED: u32 = 0x7ff0;
@@ -28,8 +28,9 @@ const NO_TARGET: u32 = u32::MAX;
 pub struct DomainState {
     pub domid: u32,
     target: AtomicU32,
-    /// This domain's quotas (`SET_QUOTA <domid>|` changes them).
-    pub quotas: Mutex<Quotas>,
+    /// This domain's own quota values (`SET_QUOTA <domid>|...`); the rest
+    /// follow the global ones.
+    pub quotas: Mutex<Overrides>,
     /// The ring features offered to it (fixed once introduced).
     pub features: u32,
     /// What its connection holds, for `CONTROL quota <domid>`.
@@ -61,7 +62,7 @@ struct Domain {
 /// Settings of a domain made before it is introduced.
 #[derive(Clone, Copy)]
 struct Prepared {
-    quotas: Quotas,
+    quotas: Overrides,
     features: u32,
 }
 
@@ -94,13 +95,24 @@ impl Domains {
         }
     }
 
-    /// The quotas new domains start with.
+    /// The global quotas: every domain's, except the values it has of its
+    /// own.
     pub fn default_quotas(&self) -> Quotas {
         *self.defaults.lock().unwrap()
     }
 
-    pub fn set_default_quotas(&self, quotas: Quotas) {
-        *self.defaults.lock().unwrap() = quotas;
+    /// Sets a global quota: it applies at once to every domain that has no
+    /// value of its own for it.
+    pub fn set_default_quota(&self, quota: Quota, value: u32) {
+        self.defaults.lock().unwrap().set(quota, value);
+    }
+
+    /// `domid`'s own quota values, introduced or not.
+    fn overrides(&self, domid: u32) -> Overrides {
+        if let Some(domain) = self.table.lock().unwrap().get(&domid) {
+            return *domain.state.quotas.lock().unwrap();
+        }
+        self.prepared.lock().unwrap().get(&domid).map(|p| p.quotas).unwrap_or_default()
     }
 
     /// Introduced domains.
@@ -119,20 +131,20 @@ impl Domains {
     /// `domid`'s quotas, introduced or not.
     pub fn quotas(&self, domid: u32) -> Result<Quotas, XsError> {
         let domid = valid_domid(domid)?;
-        if let Some(domain) = self.table.lock().unwrap().get(&domid) {
-            return Ok(*domain.state.quotas.lock().unwrap());
-        }
-        Ok(self.prepared.lock().unwrap().get(&domid).map_or_else(|| self.default_quotas(), |p| p.quotas))
+        let own = self.overrides(domid);
+        Ok(own.apply(&self.default_quotas()))
     }
 
-    /// Sets `domid`'s quotas, introduced or not.
-    pub fn set_quotas(&self, domid: u32, quotas: Quotas) -> Result<(), XsError> {
+    /// Sets one of `domid`'s own quota values, introduced or not.
+    pub fn set_quota(&self, domid: u32, quota: Quota, value: u32) -> Result<(), XsError> {
         let domid = valid_domid(domid)?;
         if let Some(domain) = self.table.lock().unwrap().get(&domid) {
-            *domain.state.quotas.lock().unwrap() = quotas;
+            domain.state.quotas.lock().unwrap().set(quota, value);
             return Ok(());
         }
         let features = self.features(domid)?;
+        let mut quotas = self.overrides(domid);
+        quotas.set(quota, value);
         self.prepared.lock().unwrap().insert(domid, Prepared { quotas, features });
         Ok(())
     }
@@ -159,7 +171,7 @@ impl Domains {
         if features & !page::FEATURES != 0 {
             return Err(XsError::EINVAL);
         }
-        let quotas = self.quotas(domid)?;
+        let quotas = self.overrides(domid);
         self.prepared.lock().unwrap().insert(domid, Prepared { quotas, features });
         Ok(())
     }
@@ -197,7 +209,7 @@ impl Domains {
             }
             None => match self.prepared.lock().unwrap().remove(&domid) {
                 Some(prepared) => (prepared.quotas, prepared.features),
-                None => (self.default_quotas(), page::FEATURES),
+                None => (Overrides::default(), page::FEATURES),
             },
         };
         page.store(page::SERVER_FEATURES, features);

@@ -53,20 +53,39 @@ pub struct Perm {
 pub const DOMID_MAX: u32 = 0xffff;
 
 impl Perm {
-    /// Parses `b0`, `r7`, ...: a letter, then a decimal domain id.
+    /// Parses `b0`, `r7`, ...: a letter, then a domain id read as the stock
+    /// C daemon reads it (`strtol` with base 0: `010` is 8, `0x10` is 16,
+    /// a sign is allowed), every character consumed.
     pub fn parse(text: &str) -> Result<Perm, XsError> {
         let bytes = text.as_bytes();
         let access = bytes.first().and_then(|&l| Access::from_letter(l)).ok_or(XsError::EINVAL)?;
-        let digits = &text[1..];
-        if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(XsError::EINVAL);
-        }
-        let domid: u32 = digits.parse().map_err(|_| XsError::EINVAL)?;
-        if domid > DOMID_MAX {
-            return Err(XsError::EINVAL);
-        }
+        let domid = strtol_base0(&text[1..]).ok_or(XsError::EINVAL)?;
+        let domid = u32::try_from(domid).ok().filter(|&d| d <= DOMID_MAX).ok_or(XsError::EINVAL)?;
         Ok(Perm { domid, access })
     }
+}
+
+/// C's `strtol(text, &end, 0)` when the whole text must be a number:
+/// leading blanks, a sign, then `0x` hexadecimal, `0` octal or decimal.
+fn strtol_base0(text: &str) -> Option<i64> {
+    let text = text.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    let (negative, rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let (radix, digits) = if let Some(hex) = rest.strip_prefix("0x").or_else(|| rest.strip_prefix("0X")) {
+        (16, hex)
+    } else if rest.len() > 1 && rest.starts_with('0') {
+        (8, &rest[1..])
+    } else {
+        (10, rest)
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    let value = i64::from_str_radix(digits, radix).ok()?;
+    Some(if negative { -value } else { value })
 }
 
 /// A node's permissions: at least one entry; the first is the owner's.
@@ -173,8 +192,13 @@ mod tests {
         assert_eq!(perms.owner(), 7);
         assert_eq!(perms.encode(), b"b7\0r0\0n3\0w65535\0");
         assert_eq!(Perms::decode(&perms.encode()), Some(perms));
-        for bad in ["", "b", "x1", "b-1", "b65536", "b1a", "B1", "b 1", "b123456"] {
+        for bad in ["", "b", "x1", "b-1", "b65536", "b1a", "B1", "b123456", "b0x", "b08", "b1 "] {
             assert_eq!(Perm::parse(bad), Err(XsError::EINVAL), "{bad:?}");
+        }
+        // Ids read as cxenstored's strtol(.., 0) reads them.
+        for (text, domid) in [("n010", 8), ("n0x10", 16), ("n0X1f", 31), ("n-0", 0), ("r 7", 7), ("r+7", 7), ("n0", 0)]
+        {
+            assert_eq!(Perm::parse(text).map(|p| p.domid), Ok(domid), "{text:?}");
         }
         assert_eq!(Perms::parse_list(&[]), Err(XsError::EINVAL));
         assert_eq!(Perms::decode(b""), None);

@@ -107,6 +107,29 @@ impl Quotas {
     }
 }
 
+/// A domain's own quota values, where it has any; the others follow the
+/// global values (so a change of a global value applies to every domain at
+/// once, as in cxenstored).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Overrides([Option<u32>; 6]);
+
+impl Overrides {
+    pub fn set(&mut self, quota: Quota, value: u32) {
+        self.0[quota.index()] = Some(value);
+    }
+
+    /// The domain's quotas under the global `values`.
+    pub fn apply(&self, values: &Quotas) -> Quotas {
+        let mut out = *values;
+        for quota in Quota::ALL {
+            if let Some(v) = self.0[quota.index()] {
+                out.set(quota, v);
+            }
+        }
+        out
+    }
+}
+
 /// The size of a node as the stock C daemon's node-size quota measures it:
 /// a 24-byte header, 8 bytes per permission, the value, and the child
 /// names each with a NUL.

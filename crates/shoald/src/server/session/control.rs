@@ -53,9 +53,7 @@ impl Session {
                 if !(1..i64::from(u32::MAX)).contains(&value) {
                     return Err(XsError::EINVAL);
                 }
-                let mut quotas = self.daemon.domains.default_quotas();
-                quotas.set(quota, value as u32);
-                self.daemon.domains.set_default_quotas(quotas);
+                self.daemon.domains.set_default_quota(quota, value as u32);
                 Ok(text_reply("OK"))
             }
             ("help", []) => Ok(text_reply(HELP)),

@@ -20,6 +20,14 @@ fn parse_domid(text: &str) -> Result<u32, XsError> {
     text.parse().map_err(|_| XsError::EINVAL)
 }
 
+/// A count in the newer requests: decimal digits only.
+fn parse_count(text: &str) -> Result<u32, XsError> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(XsError::EINVAL);
+    }
+    text.parse().map_err(|_| XsError::EINVAL)
+}
+
 fn parse_quota(name: &str) -> Result<Quota, XsError> {
     Quota::from_name(name).ok_or(XsError::EINVAL)
 }
@@ -74,7 +82,7 @@ impl Session {
                     return Err(XsError::EINVAL);
                 }
                 let domid = parse_domid(args[0])?;
-                self.daemon.domains.set_features(domid, atoi(args[1]) as u32)?;
+                self.daemon.domains.set_features(domid, parse_count(args[1])?)?;
                 Ok(ok())
             }
             MsgType::GetQuota => self.get_quota(payload),
@@ -85,20 +93,16 @@ impl Session {
                     [domid, name, value] => (Some(parse_domid(domid)?), name, value),
                     _ => return Err(XsError::EINVAL),
                 };
-                let value = atoi(value);
-                if !(0..i64::from(u32::MAX)).contains(&value) {
+                // Strictly decimal: a typo must not become 0 (no limit).
+                let value = parse_count(value)?;
+                if value == u32::MAX {
                     return Err(XsError::EINVAL);
                 }
                 let domains = &self.daemon.domains;
                 let quota = parse_quota(name)?;
-                let mut quotas = match domid {
-                    Some(domid) => domains.quotas(domid)?,
-                    None => domains.default_quotas(),
-                };
-                quotas.set(quota, value as u32);
                 match domid {
-                    Some(domid) => domains.set_quotas(domid, quotas)?,
-                    None => domains.set_default_quotas(quotas),
+                    Some(domid) => domains.set_quota(domid, quota, value)?,
+                    None => domains.set_default_quota(quota, value),
                 }
                 Ok(ok())
             }

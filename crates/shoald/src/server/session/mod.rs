@@ -155,7 +155,7 @@ impl Session {
     fn quotas(&self) -> Option<Quotas> {
         match &self.identity {
             Identity::Socket { .. } => None,
-            Identity::Domain(state) => Some(*state.quotas.lock().unwrap()),
+            Identity::Domain(state) => Some(state.quotas.lock().unwrap().apply(&self.daemon.domains.default_quotas())),
         }
     }
 
@@ -241,7 +241,9 @@ impl Session {
                 let path = self.node_path(fields.next_str()?)?;
                 let offset = fields.next_str()?;
                 fields.end()?;
-                let offset: usize = offset.parse().map_err(|_| XsError::EINVAL)?;
+                // C's atoi, as the stock daemon reads it: junk is 0, and a
+                // negative offset wraps to one past the end.
+                let offset = usize::try_from(atoi(offset)).unwrap_or(usize::MAX);
                 let names = self.read(tx_id, |view, caller| ops::directory(view, caller, &path))?;
                 Ok(directory_part(&join_names(&names), offset))
             }
@@ -281,9 +283,8 @@ impl Session {
                 if tx_id != 0 {
                     return Err(XsError::EBUSY);
                 }
-                if self.read_only {
-                    return Err(XsError::EROFS);
-                }
+                // Allowed on the read-only socket too (xenstore-list reads
+                // in one); changes inside get EROFS.
                 if self.limit(Quota::Transactions).is_some_and(|limit| self.transactions.len() as u64 >= limit) {
                     return Err(XsError::ENOSPC);
                 }
@@ -299,6 +300,12 @@ impl Session {
                 };
                 let open = self.transactions.remove(&tx_id).ok_or(XsError::ENOENT)?;
                 if commit {
+                    // The nodes it creates were checked against what the
+                    // domain owned then; other transactions may have added
+                    // to that since.
+                    if open.created > 0 && self.budget(0).nodes_left.is_some_and(|left| open.created > left) {
+                        return Err(XsError::ENOSPC);
+                    }
                     self.commit(open.txn).await?;
                 }
                 Ok(ok())
