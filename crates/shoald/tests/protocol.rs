@@ -180,14 +180,8 @@ fn the_read_only_socket_refuses_changes() {
     // changes inside them are not.
     let tx = ro.start_transaction();
     assert_eq!(ro.write_tx(tx, "/a", b"3").unwrap_err(), "EROFS");
-    assert_eq!(
-        ro.request(MsgType::Directory, tx, b"/\0")
-            .result()
-            .map(|p| common::names(&p))
-            .unwrap()
-            .contains(&"a".to_string()),
-        true
-    );
+    let listed = ro.request(MsgType::Directory, tx, b"/\0").result().map(|p| common::names(&p)).unwrap();
+    assert!(listed.contains(&"a".to_string()), "{listed:?}");
     ro.end_transaction(tx, true).unwrap();
     assert_eq!(ro.read("/a").unwrap(), b"1");
     // Debian's tools that read inside a transaction work on it.
