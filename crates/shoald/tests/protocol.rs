@@ -316,3 +316,25 @@ fn sigterm_stops_shoald_while_a_client_takes_no_replies() {
     drop(restarted);
     flooding.join().unwrap();
 }
+
+#[test]
+fn a_second_daemon_does_not_take_over_a_live_socket() {
+    let first = Shoald::start();
+    let other = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoald"))
+        .arg("--store")
+        .arg(other.path().join("store"))
+        .arg("--xenstore-socket")
+        .arg(&first.socket)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("a running daemon serves") && stderr.contains("stop it first"), "{stderr}");
+    // The first one still serves, on its own socket file.
+    first.connect().write("/still", b"here").unwrap();
+    // A socket file left by a daemon that is gone is replaced.
+    let dir = first.stop(9);
+    let restarted = Shoald::start_in(dir, &[]);
+    assert_eq!(restarted.connect().read("/still").unwrap(), b"here");
+}

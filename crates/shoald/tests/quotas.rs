@@ -328,3 +328,38 @@ async fn control_commands() {
     assert_eq!(dom0.call(MsgType::Control, 0, b"").await, Err("EINVAL".into()));
     assert_eq!(guest.text(MsgType::Control, &["help"]).await, Err("EACCES".into()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_takes_no_events_cannot_make_shoald_hold_more_than_its_share() {
+    let mut host = host(8).await;
+    let mut guest = host.guest(1).await;
+    let token = "t".repeat(4000);
+    for w in 0..18 {
+        guest.watch("data", &format!("{w:02}{token}")).await.unwrap();
+    }
+    guest.events_until_quiet(Duration::from_millis(300)).await;
+    let watches = |report: String| report.lines().find(|l| l.starts_with("watches")).unwrap_or_default().to_string();
+    let before = host.dom0.text(MsgType::Control, &["memreport"]).await.unwrap();
+    assert_eq!(watches(before), "watches          : 18");
+    // One commit of 100 nodes below the watched path: 1,800 events of 4 KiB
+    // (7 MiB) for a guest that reads none of them.
+    let tx = host.dom0.start_transaction().await.unwrap();
+    for n in 0..100 {
+        host.dom0.write_tx(tx, &format!("/local/domain/1/data/n{n}"), b"").await.unwrap();
+    }
+    host.dom0.end_transaction(tx, true).await.unwrap();
+    // Past 2.5 MB queued the guest's connection is closed (never an event
+    // dropped unnoticed): its watches are gone, and dom0 is served.
+    let mut gone = false;
+    for _ in 0..100 {
+        let report = host.dom0.text(MsgType::Control, &["memreport"]).await.unwrap();
+        if watches(report) == "watches          : 0" {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "the guest's connection was closed");
+    host.dom0.write("/after", b"1").await.unwrap();
+    drop(guest);
+}

@@ -16,6 +16,14 @@ use crate::ring::page::ERROR_PROTO;
 use crate::xs::paths;
 use crate::xs::perms::Caller;
 
+/// The most bytes of replies and events queued for a guest: cxenstored's
+/// memory quota per domain (2.5 MB), so that a guest that takes no events
+/// cannot make shoald hold more for it.
+const GUEST_QUEUED_BYTES: usize = 2_621_440;
+/// The same for dom0's sockets: large enough for the events of a big
+/// transaction, bounded all the same.
+const SOCKET_QUEUED_BYTES: usize = 64 << 20;
+
 /// How long a request may still take once shoald is stopping.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -65,12 +73,19 @@ pub async fn serve<R, W>(
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let id = daemon.connection_id();
-    let (outbox, mut inbox, overflow) = Outbox::new(daemon.limits.queued_messages);
+    let max_bytes = match identity {
+        Identity::Socket { .. } => SOCKET_QUEUED_BYTES,
+        Identity::Domain(_) => GUEST_QUEUED_BYTES,
+    };
+    let (outbox, mut inbox, overflow) = Outbox::new(daemon.limits.queued_messages, max_bytes);
     let unsent = outbox.unsent();
     let writer_unsent = unsent.clone();
+    let queued_bytes = outbox.bytes();
     let writer = tokio::spawn(async move {
         while let Some(out) = inbox.recv().await {
-            if output.write_all(&out.message.to_bytes()).await.is_err() {
+            let written = output.write_all(&out.message.to_bytes()).await;
+            queued_bytes.fetch_sub(out.message.size(), std::sync::atomic::Ordering::AcqRel);
+            if written.is_err() {
                 break;
             }
             if out.reply {

@@ -93,11 +93,12 @@ pub struct Listener {
 
 impl Listener {
     /// Binds `path`, replacing a stale socket file left by an earlier run.
-    /// Refuses to replace anything that is not a socket.
+    /// Refuses to replace anything that is not a socket, or a socket a
+    /// running daemon answers on.
     pub fn bind(path: &Path, read_only: bool, mode: u32) -> std::io::Result<Listener> {
         use std::os::unix::fs::{FileTypeExt, PermissionsExt};
         match std::fs::symlink_metadata(path) {
-            Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
+            Ok(meta) if meta.file_type().is_socket() => remove_stale_socket(path)?,
             Ok(_) => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::AlreadyExists,
@@ -114,6 +115,18 @@ impl Listener {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
         Ok(Listener { listener, path: path.to_path_buf(), read_only })
     }
+}
+
+/// Removes a socket file left by a daemon that is gone; refuses to take
+/// over one that a running daemon (another shoald, a xenstored) answers on.
+pub fn remove_stale_socket(path: &Path) -> std::io::Result<()> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("a running daemon serves {}; stop it first", path.display()),
+        ));
+    }
+    std::fs::remove_file(path)
 }
 
 /// Accepts connections on `listener` until `shutdown` turns true, then

@@ -15,6 +15,9 @@ pub struct Outbox {
     queue: mpsc::Sender<Outgoing>,
     overflow: Arc<Overflow>,
     unsent: Arc<Unsent>,
+    /// Bytes queued, and the most there may be.
+    bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
 }
 
 /// A message on its way out.
@@ -91,10 +94,18 @@ pub type Inbox = mpsc::Receiver<Outgoing>;
 
 impl Outbox {
     /// A queue of `capacity` messages.
-    pub fn new(capacity: usize) -> (Outbox, Inbox, Arc<Overflow>) {
+    /// A queue of at most `capacity` messages and `max_bytes` bytes.
+    pub fn new(capacity: usize, max_bytes: usize) -> (Outbox, Inbox, Arc<Overflow>) {
         let (queue, inbox) = mpsc::channel(capacity.max(1));
         let overflow = Arc::new(Overflow::default());
-        (Outbox { queue, overflow: overflow.clone(), unsent: Arc::default() }, inbox, overflow)
+        let outbox =
+            Outbox { queue, overflow: overflow.clone(), unsent: Arc::default(), bytes: Arc::default(), max_bytes };
+        (outbox, inbox, overflow)
+    }
+
+    /// The count of queued bytes, which the writer decrements.
+    pub fn bytes(&self) -> Arc<AtomicUsize> {
+        self.bytes.clone()
     }
 
     /// The count of unsent replies, which the writer decrements.
@@ -106,9 +117,12 @@ impl Outbox {
     /// replies only holds itself up. `false` if the connection is gone.
     pub async fn reply(&self, message: Message) -> bool {
         self.unsent.replies.fetch_add(1, Ordering::AcqRel);
+        let size = message.size();
+        self.bytes.fetch_add(size, Ordering::AcqRel);
         if self.queue.send(Outgoing { message, reply: true }).await.is_ok() {
             return true;
         }
+        self.bytes.fetch_sub(size, Ordering::AcqRel);
         self.unsent.sent();
         false
     }
@@ -117,15 +131,29 @@ impl Outbox {
     /// stopped reading: the connection is marked for closing (it would
     /// otherwise miss this event without knowing).
     pub fn event(&self, message: Message) {
-        match self.queue.try_send(Outgoing { message, reply: false }) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if !self.overflow.happened.swap(true, Ordering::AcqRel) {
-                    tracing::warn!("a client stopped reading its watch events; closing its connection");
+        let size = message.size();
+        let queued = self.bytes.fetch_add(size, Ordering::AcqRel) + size;
+        let full = if queued > self.max_bytes {
+            Some(format!("{queued} bytes"))
+        } else {
+            match self.queue.try_send(Outgoing { message, reply: false }) {
+                Ok(()) => None,
+                Err(mpsc::error::TrySendError::Full(_)) => Some(format!("{} messages", self.queue.max_capacity())),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.bytes.fetch_sub(size, Ordering::AcqRel);
+                    return;
                 }
-                self.overflow.notify.notify_waiters();
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        };
+        if let Some(what) = full {
+            self.bytes.fetch_sub(size, Ordering::AcqRel);
+            if !self.overflow.happened.swap(true, Ordering::AcqRel) {
+                tracing::warn!(
+                    "a client's watch events outgrew its queue ({what} not yet taken); closing its connection \
+                     rather than dropping events"
+                );
+            }
+            self.overflow.notify.notify_waiters();
         }
     }
 }

@@ -29,7 +29,7 @@ pub fn bind(store_dir: &Path) -> std::io::Result<(UnixListener, PathBuf)> {
                 format!("{} exists and is not a socket; not replacing it", path.display()),
             ));
         }
-        std::fs::remove_file(&path)?;
+        super::remove_stale_socket(&path)?;
     }
     let listener = UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;

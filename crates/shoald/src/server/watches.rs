@@ -276,10 +276,21 @@ fn events_of(
     // A node a write created on the way to a deeper one (an implicit
     // parent: new, empty, with something below it written in the same
     // version) makes no event of its own, as with the stock daemons.
-    let implicit = |path: &str| -> bool {
-        !matches!(before.get(path), Ok(Some(_)))
-            && nodes.iter().any(|(n, k)| *k == ChangeKind::Set && n != path && paths::is_child(n, path))
-    };
+    // Every proper ancestor of a written node (a set, so that a commit of
+    // n nodes costs n × depth, not n²).
+    let mut above_a_write: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for (n, k) in &nodes {
+        if *k == ChangeKind::Set {
+            let mut at = n.as_str();
+            while at != "/" {
+                at = paths::parent(at);
+                if !above_a_write.insert(at) {
+                    break; // its ancestors are in already
+                }
+            }
+        }
+    }
+    let implicit = |path: &str| -> bool { above_a_write.contains(path) && !matches!(before.get(path), Ok(Some(_))) };
     let mut events = Vec::new();
     for (path, kind) in &nodes {
         if *kind == ChangeKind::Set && implicit(path) {
@@ -295,8 +306,20 @@ fn events_of(
         }
         events.push(Event { path: path.clone(), exact: false });
     }
+    if perms.is_empty() {
+        return events;
+    }
+    // Each changed node and its ancestors: a new record on one of them came
+    // with a change already reported.
+    let mut touched: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for (n, _) in &nodes {
+        let mut at = n.as_str();
+        while touched.insert(at) && at != "/" {
+            at = paths::parent(at);
+        }
+    }
     for path in perms {
-        if !nodes.iter().any(|(n, _)| paths::is_child(n, &path)) {
+        if !touched.contains(path.as_str()) {
             events.push(Event { path, exact: false });
         }
     }

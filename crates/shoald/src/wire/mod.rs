@@ -201,6 +201,11 @@ impl Message {
         Header { kind: self.kind, req_id: self.req_id, tx_id: self.tx_id, len: self.payload.len() as u32 }
     }
 
+    /// Bytes on the wire (and, near enough, in a queue).
+    pub fn size(&self) -> usize {
+        HEADER_LEN + self.payload.len()
+    }
+
     /// Header and payload, as sent.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_LEN + self.payload.len());
