@@ -18,7 +18,7 @@ use shoald::xs::quota::{Quota, Quotas};
 
 /// At most this many replies and events queued for one connection.
 pub const QUEUED_MESSAGES_MAX: u64 = 1_048_576;
-const QUEUED_MESSAGES_DEFAULT: u64 = 16_384;
+const QUEUED_MESSAGES_DEFAULT: u64 = 262_144;
 const SOCKET_MODE_DEFAULT: u32 = 0o600;
 
 /// The file's format, at the end of `--help` (and, commented, in
@@ -36,7 +36,7 @@ Configuration file:
     xenstore-socket-ro = \"/run/xenstored/socket_ro\"
     socket-mode = \"600\"                        # octal, as a string
     durability = \"sync\"                        # or \"none\"
-    queued-messages = 16384                    # 1 to 1048576
+    queued-messages = 262144                   # 1 to 1048576
     access-log = false
     sim-hypervisor = \"/run/shoald-sim\"         # tests without Xen
 
@@ -100,8 +100,9 @@ pub struct Args {
     #[arg(long = "quota", value_name = "NAME=VALUE", value_parser = parse_quota)]
     pub quotas: Vec<(Quota, u32)>,
     /// Replies and watch events queued for a connection that does not read
-    /// them (default 16384); a watch event that finds its queue full closes
-    /// the connection (it is never dropped unnoticed).
+    /// them (default 262144; their bytes are bounded too: 2.5 MB for a
+    /// guest, 64 MiB for a socket); a watch event that finds its queue full
+    /// closes the connection (it is never dropped unnoticed).
     #[arg(long, value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..=QUEUED_MESSAGES_MAX))]
     pub queued_messages: Option<u64>,
     /// Log every request and its outcome (target `shoald::access`, level
@@ -454,7 +455,7 @@ mod tests {
         assert_eq!(s.xenstore_socket_ro, None);
         assert_eq!(s.socket_mode, 0o600);
         assert_eq!(s.durability, None);
-        assert_eq!(s.queued_messages, 16384);
+        assert_eq!(s.queued_messages, 262144);
         assert!(!s.access_log);
         assert_eq!(s.sim_hypervisor, None);
         assert_eq!(s.quotas, Quotas::default());

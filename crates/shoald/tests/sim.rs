@@ -13,9 +13,12 @@ fn shoald_sim_drives_many_guests_through_their_rings() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "shoald-sim failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("every guest read back what it wrote and heard every event: ok"), "{stdout}");
-    // 500 guests × (a watch, 4 writes, 4 reads).
-    assert!(stdout.contains("(4500 in "), "{stdout}");
+    assert!(
+        stdout.contains("every guest read back what it wrote and heard every event, its own and @releaseDomain: ok"),
+        "{stdout}"
+    );
+    // 500 guests × (a watch, 4 writes, 4 reads, a watch).
+    assert!(stdout.contains("(5000 in "), "{stdout}");
 }
 
 #[test]

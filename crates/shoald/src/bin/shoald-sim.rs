@@ -160,7 +160,8 @@ async fn make_homes(dom0: &mut SocketClient, domids: &[u32]) -> Result<(), Strin
 }
 
 /// One guest's workload: watch its data, write each node, read each back,
-/// then hear one event per write. Returns each request's latency.
+/// then hear one event per write; last, watch `@releaseDomain`. Returns
+/// each request's latency.
 async fn guest_workload<R, W>(client: &mut AsyncClient<R, W>, domid: u32, nodes: u32) -> Result<Vec<Duration>, String>
 where
     R: tokio::io::AsyncRead + Unpin,
@@ -193,7 +194,34 @@ where
             None => return Err(format!("dom{domid} heard {heard} events, expected {}", nodes + 1)),
         }
     }
+    let start = Instant::now();
+    client.watch("@releaseDomain", "rel").await.map_err(|e| format!("dom{domid} WATCH @releaseDomain: {e}"))?;
+    latencies.push(start.elapsed());
+    match client.next_event(Duration::from_secs(20)).await {
+        Some((path, token)) if path == "@releaseDomain" && token == "rel" => {}
+        other => return Err(format!("dom{domid}: {other:?} instead of the watch's first event")),
+    }
     Ok(latencies)
+}
+
+/// A guest's share of the release phase: exactly `count` `@releaseDomain`
+/// events, and nothing else.
+async fn hear_releases<R, W>(client: &mut AsyncClient<R, W>, domid: u32, count: u32) -> Result<(), String>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    for heard in 0..count {
+        match client.next_event(Duration::from_secs(30)).await {
+            Some((path, token)) if path == "@releaseDomain" && token == "rel" => {}
+            Some(other) => return Err(format!("dom{domid} heard {other:?} during the releases")),
+            None => return Err(format!("dom{domid} heard {heard} of {count} @releaseDomain events")),
+        }
+    }
+    match client.next_event(Duration::from_millis(100)).await {
+        None => Ok(()),
+        Some(extra) => Err(format!("dom{domid} heard one event too many: {extra:?}")),
+    }
 }
 
 async fn run(args: Args) -> Result<(), String> {
@@ -217,6 +245,8 @@ async fn run(args: Args) -> Result<(), String> {
     let started = Instant::now();
     make_homes(&mut dom0, &domids).await?;
     let homes = started.elapsed();
+    // Guests may hear of other domains' release (others may read it).
+    dom0.set_perms("@releaseDomain", &["r0"]).await.map_err(|e| format!("SET_PERMS @releaseDomain: {e}"))?;
 
     let started = Instant::now();
     let mut guests = Vec::with_capacity(n as usize);
@@ -236,14 +266,18 @@ async fn run(args: Args) -> Result<(), String> {
         let gate = gate.clone();
         tasks.spawn(async move {
             let _permit = gate.acquire().await.expect("the gate stays open");
-            guest_workload(&mut client, domid, nodes).await
+            guest_workload(&mut client, domid, nodes).await.map(|l| (l, domid, client))
         });
     }
     let mut latencies = Vec::new();
     let mut failures = Vec::new();
+    let mut guests = Vec::with_capacity(n as usize);
     while let Some(done) = tasks.join_next().await {
         match done {
-            Ok(Ok(l)) => latencies.extend(l),
+            Ok(Ok((l, domid, client))) => {
+                latencies.extend(l);
+                guests.push((domid, client));
+            }
             Ok(Err(e)) => failures.push(e),
             Err(e) => failures.push(e.to_string()),
         }
@@ -257,8 +291,31 @@ async fn run(args: Args) -> Result<(), String> {
 
     let mut released = Duration::ZERO;
     if !args.keep {
+        // The first releases, heard by every guest still there (dom0 let
+        // them hear @releaseDomain), and only those.
+        let first = n.min(10) - u32::from(n <= 10);
+        let mut listening = tokio::task::JoinSet::new();
+        for (domid, mut client) in guests.drain(..) {
+            if domid > first {
+                listening.spawn(async move { hear_releases(&mut client, domid, first).await });
+            }
+        }
         let started = Instant::now();
-        for &domid in &domids {
+        for domid in 1..=first {
+            dom0.release(domid).await.map_err(|e| format!("RELEASE {domid}: {e}"))?;
+        }
+        let mut failures = Vec::new();
+        while let Some(done) = listening.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failures.push(e),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        if !failures.is_empty() {
+            return Err(format!("{} guests heard the releases wrong; first: {}", failures.len(), failures[0]));
+        }
+        for domid in first + 1..=n {
             dom0.release(domid).await.map_err(|e| format!("RELEASE {domid}: {e}"))?;
         }
         released = started.elapsed();
@@ -296,7 +353,7 @@ async fn run(args: Args) -> Result<(), String> {
         rss_peak,
         (rss_loaded.saturating_sub(rss_start)) as f64 / n as f64
     );
-    println!("every guest read back what it wrote and heard every event: ok");
+    println!("every guest read back what it wrote and heard every event, its own and @releaseDomain: ok");
     drop(daemon);
     Ok(())
 }

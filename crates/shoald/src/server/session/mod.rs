@@ -45,7 +45,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { queued_messages: 16384, quotas: Quotas::default(), access_log: false }
+        Limits { queued_messages: 262144, quotas: Quotas::default(), access_log: false }
     }
 }
 
