@@ -301,6 +301,52 @@ fn main() {
     report(&args, &rows);
 }
 
+/// The unix-socket round trip on this machine: an echo server that answers
+/// every request with a 19-byte `OK` reply, one thread per connection, the
+/// same client code as the rows. Returns requests per second with `clients`
+/// clients of `ops` requests each.
+fn socket_floor(clients: u32, ops: u32) -> f64 {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("echo");
+    let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind the echo socket");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut head = [0u8; 16];
+                let mut body = vec![0u8; 4096];
+                while stream.read_exact(&mut head).is_ok() {
+                    let len = u32::from_le_bytes(head[12..16].try_into().unwrap()) as usize;
+                    if len > body.len() || stream.read_exact(&mut body[..len]).is_err() {
+                        return;
+                    }
+                    let mut reply = head;
+                    reply[12..16].copy_from_slice(&3u32.to_le_bytes());
+                    let mut out = reply.to_vec();
+                    out.extend_from_slice(b"OK\0");
+                    if stream.write_all(&out).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mut connections: Vec<SyncClient> =
+        (0..clients).map(|_| SyncClient::connect(&path).expect("connect to the echo socket")).collect();
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for c in connections.iter_mut() {
+            s.spawn(move || {
+                for i in 0..ops {
+                    c.write(0, &format!("/bench/w/k{}", i % 1000), b"0123456789abcdef").expect("an echo");
+                }
+            });
+        }
+    });
+    f64::from(clients * ops) / start.elapsed().as_secs_f64()
+}
+
 fn watch_latency(d: &Daemon, samples: u32, p: f64) -> Figure {
     let mut watcher = client(d);
     let mut writer = client(d);
@@ -347,4 +393,12 @@ fn report(args: &Args, rows: &[Row]) {
     }
     println!();
     println!("Ratios > 1 mean shoald (durability none) is better: faster, sooner or smaller.");
+    let one = socket_floor(1, args.ops);
+    let many = socket_floor(args.clients, args.ops);
+    println!();
+    println!(
+        "The unix-socket floor on this machine (an echo server answering each WRITE with OK, same client): \
+         {one:.0}/s with 1 client, {many:.0}/s with {} clients.",
+        args.clients
+    );
 }
