@@ -218,10 +218,12 @@ where
             None => return Err(format!("dom{domid} heard {heard} of {count} @releaseDomain events")),
         }
     }
-    match client.next_event(Duration::from_millis(100)).await {
-        None => Ok(()),
-        Some(extra) => Err(format!("dom{domid} heard one event too many: {extra:?}")),
+    if let Some(extra) = client.next_event(Duration::from_millis(100)).await {
+        return Err(format!("dom{domid} heard one event too many: {extra:?}"));
     }
+    // It stops listening before it stops reading its ring: the rest of the
+    // releases are not its business.
+    client.unwatch("@releaseDomain", "rel").await.map_err(|e| format!("dom{domid} UNWATCH @releaseDomain: {e}"))
 }
 
 async fn run(args: Args) -> Result<(), String> {

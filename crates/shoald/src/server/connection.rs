@@ -84,7 +84,7 @@ pub async fn serve<R, W>(
     let writer = tokio::spawn(async move {
         while let Some(out) = inbox.recv().await {
             let written = output.write_all(&out.message.to_bytes()).await;
-            queued_bytes.fetch_sub(out.message.size(), std::sync::atomic::Ordering::AcqRel);
+            queued_bytes.fetch_sub(super::outbox::cost(&out.message), std::sync::atomic::Ordering::AcqRel);
             if written.is_err() {
                 break;
             }

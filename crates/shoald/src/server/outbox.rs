@@ -20,6 +20,13 @@ pub struct Outbox {
     max_bytes: usize,
 }
 
+/// What a queued message costs against the byte bound: its bytes, and what
+/// holding it takes besides (its allocation and its slot in the queue), so
+/// that many small events count for the memory they really hold.
+pub fn cost(message: &Message) -> usize {
+    message.size() + 64
+}
+
 /// A message on its way out.
 pub struct Outgoing {
     pub message: Message,
@@ -117,7 +124,7 @@ impl Outbox {
     /// replies only holds itself up. `false` if the connection is gone.
     pub async fn reply(&self, message: Message) -> bool {
         self.unsent.replies.fetch_add(1, Ordering::AcqRel);
-        let size = message.size();
+        let size = cost(&message);
         self.bytes.fetch_add(size, Ordering::AcqRel);
         if self.queue.send(Outgoing { message, reply: true }).await.is_ok() {
             return true;
@@ -131,7 +138,7 @@ impl Outbox {
     /// stopped reading: the connection is marked for closing (it would
     /// otherwise miss this event without knowing).
     pub fn event(&self, message: Message) {
-        let size = message.size();
+        let size = cost(&message);
         let queued = self.bytes.fetch_add(size, Ordering::AcqRel) + size;
         let full = if queued > self.max_bytes {
             Some(format!("{queued} bytes"))
