@@ -106,6 +106,15 @@ pub mod internals {
     pub fn try_lock_range(file: &std::fs::File, start: u64, len: u64) -> std::io::Result<bool> {
         crate::sys::try_lock_range(file, start, len)
     }
+    /// Fault injection: the next `count` automatic compactions fail before
+    /// they start (as they do with no file descriptor left).
+    pub fn fail_next_compactions(store: &crate::Store, count: u32) {
+        store.fail_next_compactions(count);
+    }
+    /// Automatic compactions that failed so far.
+    pub fn failed_compactions(store: &crate::Store) -> u64 {
+        store.failed_compactions()
+    }
     /// Fault injection: the next `count` syncs of `kind` fail with EIO.
     pub fn fail_next_syncs(store: &crate::Store, kind: SyncFault, count: u32) {
         store.fail_next_syncs(kind, count);

@@ -195,3 +195,42 @@ fn a_commit_that_meets_the_poison_shows_nothing() {
         assert_eq!(store.begin().get(&format!("/w/{failed}")).unwrap(), None);
     }
 }
+
+/// A compaction that cannot run (no file descriptor left, here injected)
+/// is tried again as the arena grows by half, not by every commit: each
+/// attempt takes a generation number and costs a warning.
+#[test]
+fn a_compaction_that_keeps_failing_is_retried_as_the_arena_grows_not_at_every_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let options =
+        Options { create: true, durability: Durability::None, compact_min_bytes: 1 << 20, ..Options::default() };
+    let store = Store::open(dir.path(), options).unwrap();
+    internals::fail_next_compactions(&store, u32::MAX);
+    let value = "v".repeat(1024);
+    for i in 0..20_000 {
+        put(&store, &format!("/k{}", i % 1000), &value).unwrap();
+    }
+    store.wait_for_compaction();
+    let failed = internals::failed_compactions(&store);
+    let arena = internals::arena_cursor(&store);
+    // From 1 MiB to the arena's size in steps of half again.
+    let steps = ((arena as f64) / f64::from(1 << 20)).log(1.5).ceil() as u64;
+    assert!(failed >= 1 && failed <= steps + 2, "{failed} failed compactions for an arena of {arena} bytes");
+
+    // Once compactions can run again, the next one due runs and the arena
+    // comes back to the size of the live data.
+    internals::fail_next_compactions(&store, 0);
+    let mut compacted = false;
+    for i in 0..60_000 {
+        put(&store, &format!("/k{}", i % 1000), &value).unwrap();
+        if i % 500 == 0 {
+            store.wait_for_compaction();
+            if internals::arena_cursor(&store) < arena / 4 {
+                compacted = true;
+                break;
+            }
+        }
+    }
+    assert!(compacted, "a compaction ran once it could");
+    assert_eq!(internals::failed_compactions(&store), failed);
+}

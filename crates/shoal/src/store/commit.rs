@@ -105,9 +105,10 @@ impl Shared {
             Ok(head) => head,
             Err(e @ Error::ArenaFull { .. }) => {
                 // What compaction frees may make room; the commit fails either way.
+                let arena_end = st.arena.end();
                 drop(guard);
                 if self.options.auto_compact {
-                    self.schedule_compaction();
+                    self.schedule_compaction(arena_end);
                 }
                 return Err(e);
             }
@@ -142,7 +143,7 @@ impl Shared {
         drop(guard);
         self.publisher.wait_durable(head.version)?;
         if compaction_due {
-            self.schedule_compaction();
+            self.schedule_compaction(arena_end);
         }
         let reserve = self.options.map_reserve_bytes;
         if arena_end > compaction_threshold.saturating_mul(2).min(reserve - reserve / 4) {

@@ -225,6 +225,16 @@ impl Store {
         self.shared.compactor.join();
     }
 
+    /// Test hook: see `internals::fail_next_compactions`.
+    pub(crate) fn fail_next_compactions(&self, count: u32) {
+        self.shared.compactor.fail_next(count);
+    }
+
+    /// See `internals::failed_compactions`.
+    pub(crate) fn failed_compactions(&self) -> u64 {
+        self.shared.compactor.failures()
+    }
+
     /// Test hook: see `internals::abort_in_next_compaction_after_switch`.
     pub(crate) fn abort_in_next_compaction_after_switch(&self) {
         self.shared.compactor.abort_after_next_switch();

@@ -22,7 +22,7 @@
 
 mod copier;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use copier::Copier;
@@ -75,6 +75,15 @@ pub(in crate::store) struct Compactor {
     before_checkpoint: Mutex<Option<Hook>>,
     /// Test hook: run by the next compaction before its locked catch-up and switch.
     before_switch: Mutex<Option<Hook>>,
+    /// After an automatic compaction failed (out of file descriptors, say):
+    /// no other is started before the arena reaches this size. Without it
+    /// every commit would start one, fail again, and use up a generation
+    /// number each time.
+    retry_at_bytes: AtomicU64,
+    /// Automatic compactions that failed.
+    failures: AtomicU64,
+    /// Test hook: the next this many compactions fail before they start.
+    fail_next: AtomicU32,
 }
 
 impl Compactor {
@@ -84,6 +93,15 @@ impl Compactor {
         if let Some(handle) = handle {
             let _ = handle.join();
         }
+    }
+
+    /// Automatic compactions that failed so far.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    pub fn fail_next(&self, count: u32) {
+        self.fail_next.store(count, Ordering::Relaxed);
     }
 
     pub fn abort_after_next_switch(&self) {
@@ -109,7 +127,14 @@ impl Shared {
     /// Starts a background compaction unless one is scheduled or running,
     /// or the store is poisoned. The commit that found it due has succeeded
     /// whatever happens there.
-    pub(in crate::store) fn schedule_compaction(&self) {
+    ///
+    /// After a failure, the next is started only once the arena has grown
+    /// by half again (`arena_end`: its size now), so a cause that lasts
+    /// (no file descriptors left) costs a few attempts, not one per commit.
+    pub(in crate::store) fn schedule_compaction(&self, arena_end: u64) {
+        if arena_end < self.compactor.retry_at_bytes.load(Ordering::Acquire) {
+            return;
+        }
         if self.publisher.check().is_err() || self.compactor.scheduled.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -125,8 +150,24 @@ impl Shared {
             sys::mark_this_thread_batch();
             {
                 let _running = lock(&me.compactor.running);
-                if let Err(e) = me.compact_now() {
-                    tracing::warn!(error = %e, "automatic compaction failed");
+                let failed = match me.compactor.fail_next.load(Ordering::Relaxed) {
+                    0 => me.compact_now().err(),
+                    n => {
+                        me.compactor.fail_next.store(n - 1, Ordering::Relaxed);
+                        Some(Error::Io { file: me.dir.path().to_path_buf(), source: std::io::Error::other("injected") })
+                    }
+                };
+                match failed {
+                    None => me.compactor.retry_at_bytes.store(0, Ordering::Release),
+                    Some(e) => {
+                        let retry_at = arena_end.saturating_add(arena_end / 2);
+                        me.compactor.retry_at_bytes.store(retry_at, Ordering::Release);
+                        me.compactor.failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            error = %e,
+                            "automatic compaction failed; the next is tried when the arena reaches {retry_at} bytes"
+                        );
+                    }
                 }
             }
             me.compactor.scheduled.store(false, Ordering::Release);
