@@ -78,12 +78,9 @@ impl NodeCounts {
     }
 
     /// Takes the changes from `last` to `next` into account.
+    /// The dispatcher calls it only for versions whose change sets touch
+    /// the records (most change values only).
     pub fn follow(&self, last: &Snapshot, next: &Snapshot) {
-        // Most versions change no permissions record (a value written): the
-        // change sets say so without comparing trees.
-        if next.changes(last.version(), PERMS_ROOT).is_ok_and(|changes| changes.is_empty()) {
-            return;
-        }
         let diff = match last.diff(next, PERMS_ROOT) {
             Ok(diff) => diff,
             Err(error) => {

@@ -214,16 +214,30 @@ impl Dispatch {
             if next.version() <= last.version() {
                 break;
             }
-            self.node_counts.follow(&last, &next);
-            deliver_between(self.store, &self.registry, &last, &next);
+            // One read of the versions' change sets serves both.
+            let changes = next.changes(last.version(), "/");
+            let perms_changed = changes.as_ref().map_or(true, |c| {
+                c.iter()
+                    .any(|change| paths::is_child(&change.path(), PERMS_ROOT) || PERMS_ROOT.starts_with(&change.path()))
+            });
+            if perms_changed {
+                self.node_counts.follow(&last, &next);
+            }
+            deliver_between(self.store, &self.registry, &last, &next, changes);
             self.done.store(next.version(), Ordering::Release);
             *last = next;
         }
     }
 }
 
-fn deliver_between(store: &Store, registry: &Mutex<Registry>, last: &Snapshot, next: &Snapshot) {
-    let changes = match next.changes(last.version(), "/") {
+fn deliver_between(
+    store: &Store,
+    registry: &Mutex<Registry>,
+    last: &Snapshot,
+    next: &Snapshot,
+    changes: shoal::Result<Vec<shoal::Change<'_>>>,
+) {
+    let changes = match changes {
         Ok(changes) => changes,
         Err(error) => {
             // Not every version in between is listed (too large, or no
