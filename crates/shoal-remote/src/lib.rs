@@ -123,6 +123,17 @@ pub fn read_frame<R: Read, T: for<'a> Deserialize<'a>>(input: &mut R) -> std::io
 /// retried (up to 64 times) when a concurrent transaction conflicts with
 /// it: its changes do not depend on what they read.
 pub fn apply(store: &shoal::Store, request: &Request) -> shoal::Result<u64> {
+    apply_with(store, request, |_, _| Ok(()))
+}
+
+/// [`apply`], running `before(txn, op)` in the transaction before each
+/// change: what a daemon keeps beside the tree (shoald: the permission
+/// records of xenstore nodes) follows the change in the same version.
+pub fn apply_with(
+    store: &shoal::Store,
+    request: &Request,
+    before: impl Fn(&mut shoal::Transaction<'_>, &Op) -> shoal::Result<()>,
+) -> shoal::Result<u64> {
     use shoal::Error;
     let ops = match request {
         Request::BulkLoad(items) => return store.bulk_load(items.iter().map(|(p, v)| (p.as_str(), v.as_slice()))),
@@ -131,6 +142,7 @@ pub fn apply(store: &shoal::Store, request: &Request) -> shoal::Result<u64> {
     for _ in 0..64 {
         let mut txn = store.begin();
         for op in ops {
+            before(&mut txn, op)?;
             match op {
                 Op::Put { path, value } => txn.put(path, value)?,
                 Op::Delete { path } => {

@@ -125,3 +125,41 @@ fn a_client_of_the_store_socket_that_lies_is_dropped_and_others_are_served() {
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o600);
 }
+
+#[test]
+fn nodes_the_cli_removes_take_their_permissions_with_them() {
+    let shoald = Shoald::start();
+    let store = shoald.dir.path().join("store");
+    let store = store.to_str().unwrap();
+    let mut xs = shoald.connect();
+    xs.write("/shared/secret", b"s").unwrap();
+    let set = xs.request(shoald::wire::MsgType::SetPerms, 0, b"/shared/secret\0n5\0");
+    assert!(!set.is_error(), "{}", set.text());
+    let out = shoal(&["rm", "-r", store, "/shared"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The record went with the node: a node the CLI makes there later has
+    // its ancestors' permissions (dom0's), not the old owner's.
+    let out = shoal(&["get", store, "/.shoald/perms/shared/secret"]);
+    assert!(!out.status.success(), "the record is gone: {}", stdout(&out));
+    let out = shoal(&["put", store, "/shared/secret", "new"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let perms = xs.request(shoald::wire::MsgType::GetPerms, 0, b"/shared/secret\0");
+    assert_eq!(perms.text(), "n0");
+}
+
+#[test]
+fn sigterm_stops_shoald_while_a_store_socket_client_stalls_inside_a_frame() {
+    use std::io::Write;
+    let shoald = Shoald::start();
+    let socket = shoald.dir.path().join("store").join("shoald.sock");
+    let mut staller = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    staller.write_all(&100u64.to_le_bytes()).unwrap();
+    staller.write_all(&[0u8; 10]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let (done, stopped) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(shoald.stop(15));
+    });
+    stopped.recv_timeout(Duration::from_secs(10)).expect("shoald stops within 10 s of SIGTERM");
+    drop(staller);
+}

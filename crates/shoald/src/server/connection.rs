@@ -116,7 +116,9 @@ pub async fn serve<R, W>(
             Ok(header) => header,
             Err(InputEnd::Closed) => break,
             Err(end) => {
-                tracing::info!(id, %end, "dropping connection");
+                // At debug only: a guest can end its connection as often as
+                // it likes (a ring reconnection), and must not flood the log.
+                tracing::debug!(id, %end, "dropping connection");
                 if let (InputEnd::TooLong(_), Some(ring)) = (&end, &ring) {
                     ring.fail(ERROR_PROTO);
                 }

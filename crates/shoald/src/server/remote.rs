@@ -10,7 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use shoal_remote::{FailureKind, Reply, Request};
+use shoal_remote::{FailureKind, Op, Reply, Request};
+
+use crate::xs::paths;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
@@ -65,24 +67,32 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream, mut shutdown: w
             read = stream.read_exact(&mut header) => if read.is_err() { return },
             _ = shutdown.wait_for(|&s| s) => return,
         }
-        let body = match shoal_remote::frame_len(header) {
-            Ok(len) => {
-                let mut body = vec![0u8; len];
-                if stream.read_exact(&mut body).await.is_err() {
-                    return;
-                }
-                body
-            }
+        let len = match shoal_remote::frame_len(header) {
+            Ok(len) => len,
             Err(error) => {
                 tracing::info!(%error, "dropping a client of the store's socket");
                 return;
             }
         };
+        // The buffer grows with the bytes that arrive, not with what the
+        // header announces; a client stalled inside a frame does not hold
+        // up a stop.
+        let mut body = Vec::new();
+        let mut frame = (&mut stream).take(len as u64);
+        tokio::select! {
+            read = frame.read_to_end(&mut body) => {
+                if read.is_err() || body.len() != len {
+                    return;
+                }
+            }
+            _ = shutdown.wait_for(|&s| s) => return,
+        }
         let reply = match shoal_remote::decode::<Request>(&body) {
             Ok(request) => {
                 drop(body);
                 let store = daemon.store();
-                let applied = tokio::task::spawn_blocking(move || shoal_remote::apply(store, &request)).await;
+                let applied =
+                    tokio::task::spawn_blocking(move || shoal_remote::apply_with(store, &request, keep_records)).await;
                 match applied {
                     Ok(Ok(version)) => {
                         daemon.dispatch.dispatched(version);
@@ -101,4 +111,26 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream, mut shutdown: w
             return;
         }
     }
+}
+
+/// Keeps the xenstore permission records (`/.shoald/perms/...`) in step
+/// with the store owner's changes: a node the change removes or replaces
+/// loses its record and its descendants' (so a later node at that path does
+/// not get a stale owner, and its former owner's node count drops); a node
+/// it creates starts without one (it takes its nearest ancestor's).
+fn keep_records(txn: &mut shoal::Transaction<'_>, op: &Op) -> shoal::Result<()> {
+    let path = match op {
+        Op::Put { path, .. } => {
+            if txn.get(path)?.is_some() {
+                return Ok(());
+            }
+            path
+        }
+        Op::Delete { path } | Op::DeleteTree { path } => path,
+        Op::Copy { dst, .. } | Op::CopyTree { dst, .. } => dst,
+    };
+    if path != "/" && !path.starts_with(paths::PRIVATE_ROOT) {
+        txn.delete_tree(&paths::perms_path(path))?;
+    }
+    Ok(())
 }
