@@ -77,10 +77,12 @@ pub async fn serve<R, W>(
         Identity::Socket { .. } => SOCKET_QUEUED_BYTES,
         Identity::Domain(_) => GUEST_QUEUED_BYTES,
     };
-    let (outbox, mut inbox, overflow) = Outbox::new(daemon.limits.queued_messages, max_bytes);
+    let catch_up = matches!(identity, Identity::Domain(_));
+    let (outbox, mut inbox, overflow) = Outbox::new(daemon.limits.queued_messages, max_bytes, catch_up);
     let unsent = outbox.unsent();
     let writer_unsent = unsent.clone();
     let queued_bytes = outbox.bytes();
+    let catchup = outbox.catchup();
     let writer = tokio::spawn(async move {
         while let Some(out) = inbox.recv().await {
             let written = output.write_all(&out.message.to_bytes()).await;
@@ -90,6 +92,11 @@ pub async fn serve<R, W>(
             }
             if out.reply {
                 writer_unsent.sent();
+            } else {
+                writer_unsent.wrote();
+            }
+            if let Some(catchup) = &catchup {
+                catchup.after_write();
             }
         }
         writer_unsent.writer_gone();

@@ -347,7 +347,12 @@ fn deliver(registry: &Registry, events: &[Event], before: &Snapshot, after: &Sna
                 for watch in watches {
                     if permitted(&watch.caller, &event.path, before, after) {
                         let path = reported(watch, &event.path);
-                        watch.outbox.event(Message::watch_event(path.as_bytes(), &watch.token));
+                        let own = reported(watch, watch_path);
+                        watch.outbox.event(
+                            Message::watch_event(path.as_bytes(), &watch.token),
+                            own.as_bytes(),
+                            &watch.token,
+                        );
                     }
                 }
             }
@@ -389,7 +394,7 @@ impl Registry {
     pub fn fire_special(&self, name: &str, allowed: impl Fn(&Caller) -> bool) {
         if let Some(watches) = self.by_path.get(name) {
             for watch in watches.iter().filter(|w| allowed(&w.caller)) {
-                watch.outbox.event(Message::watch_event(name.as_bytes(), &watch.token));
+                watch.outbox.event(Message::watch_event(name.as_bytes(), &watch.token), name.as_bytes(), &watch.token);
             }
         }
     }
