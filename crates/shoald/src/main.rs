@@ -90,7 +90,17 @@ fn run(settings: Settings) -> Result<(), String> {
         };
         let daemon = Daemon::start(store, limits, rings);
         let (stop, stopped) = watch::channel(false);
+        // The store's own socket first: if it cannot be bound, no xenstore
+        // socket file is left behind for clients to find dead.
+        let (store_listener, store_socket) =
+            server::remote::bind(store.dir()).map_err(|e| format!("the store's socket: {e}"))?;
         let mode = settings.socket_mode;
+        if mode & 0o006 != 0 {
+            tracing::warn!(
+                "socket mode {mode:o} lets every local user connect, and a socket client is dom0: it may do \
+                 anything to the store and to guests"
+            );
+        }
         let mut listeners =
             vec![Listener::bind(socket, false, mode).map_err(|e| format!("{}: {e}", socket.display()))?];
         if let Some(ro) = &settings.xenstore_socket_ro {
@@ -103,8 +113,6 @@ fn run(settings: Settings) -> Result<(), String> {
         }
         // The store's own socket: the `shoal` CLI's writes while shoald
         // holds the writer.
-        let (store_listener, store_socket) =
-            server::remote::bind(store.dir()).map_err(|e| format!("the store's socket: {e}"))?;
         servers.spawn(server::remote::serve(daemon.clone(), store_listener, store_socket, stopped.clone()));
         announce_ready(&paths);
 

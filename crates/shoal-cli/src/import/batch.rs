@@ -168,7 +168,12 @@ impl<'s> Loader<'s> {
                 match client.request(&shoal_remote::Request::BulkLoad(owned)) {
                     Ok(shoal_remote::Reply::Committed { version }) => version,
                     Ok(shoal_remote::Reply::Failed { message, .. }) => return Err(failed(&message)),
-                    Err(e) => return Err(failed(&format!("writing through shoald (the store's daemon): {e}"))),
+                    Err(e) => {
+                        return Err(failed(&format!(
+                            "shoald (the store's daemon) did not answer ({e}); this batch may or may not have \
+                             been committed: check with `shoal get`"
+                        )))
+                    }
                 }
             }
         };
