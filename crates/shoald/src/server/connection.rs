@@ -114,10 +114,14 @@ pub async fn serve<R, W>(
                 _ = stop.wait_for(|&s| s) => break,
             }
         }
+        // A stopped connection reads nothing more, even with a request
+        // waiting (a domain introduced again has a new connection on the
+        // same ring already).
         let message = tokio::select! {
-            m = read_message(&mut input, &mut payload) => m,
-            _ = overflow.wait() => break,
+            biased;
             _ = stop.wait_for(|&s| s) => break,
+            _ = overflow.wait() => break,
+            m = read_message(&mut input, &mut payload) => m,
         };
         let header = match message {
             Ok(header) => header,
