@@ -148,6 +148,7 @@ pub fn put(
         _ => bail!("give either a VALUE or --file"),
     };
     let mut writer = Writer::open(dir, wait)?;
+    writer.limit_daemon_wait(wait)?;
     let version = writer.apply(&Request::Apply(vec![Op::Put { path: path.to_string(), value }]))??;
     say!("{version}");
     Ok(())
@@ -186,6 +187,7 @@ pub fn cp(dir: &Path, src: &str, dst: &str, recursive: bool, wait: Duration) -> 
     let (src, dst) = (src.to_string(), dst.to_string());
     let op = if recursive { Op::CopyTree { src: src.clone(), dst } } else { Op::Copy { src: src.clone(), dst } };
     let mut writer = Writer::open(dir, wait)?;
+    writer.limit_daemon_wait(wait)?;
     match writer.apply(&Request::Apply(vec![op]))? {
         Ok(version) => say!("{version}"),
         Err(Refused { kind: FailureKind::NoSuchPath, .. }) => return Err(no_node(&src)),
@@ -203,6 +205,7 @@ pub fn rm(dir: &Path, path: &str, recursive: bool, wait: Duration) -> CliResult 
     }
     let op = if recursive { Op::DeleteTree { path: path.to_string() } } else { Op::Delete { path: path.to_string() } };
     let mut writer = Writer::open(dir, wait)?;
+    writer.limit_daemon_wait(wait)?;
     match writer.apply(&Request::Apply(vec![op]))? {
         Ok(version) => say!("{version}"),
         Err(Refused { kind: FailureKind::NoSuchPath, .. }) => return Err(no_node(path)),

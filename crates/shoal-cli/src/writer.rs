@@ -9,6 +9,9 @@ use shoal_remote::{Client, FailureKind, Reply, Request};
 
 use crate::{CliResult, Failure};
 
+/// The least time a request through the daemon is given.
+pub const DAEMON_ANSWER_MIN: Duration = Duration::from_secs(5);
+
 /// Where a writing command's changes go.
 pub enum Writer {
     /// The store, opened as its writer.
@@ -41,6 +44,17 @@ impl Writer {
         open(dir, wait).map(Writer::Local)
     }
 
+    /// How long a request through the daemon may take before the command
+    /// gives up as it would on a busy store (exit 75): `--wait`, and at
+    /// least [`DAEMON_ANSWER_MIN`] (a daemon that is stopped or wedged
+    /// must not hang the command).
+    pub fn limit_daemon_wait(&mut self, wait: Duration) -> CliResult<()> {
+        if let Writer::Daemon(client) = self {
+            client.set_timeout(Some(wait.max(DAEMON_ANSWER_MIN)))?;
+        }
+        Ok(())
+    }
+
     /// Commits `request` as one version; returns the version.
     pub fn apply(&mut self, request: &Request) -> CliResult<Result<u64, Refused>> {
         let reply = match self {
@@ -51,9 +65,13 @@ impl Writer {
                 }
                 Err(e) => shoal_remote::failure(&e),
             },
-            Writer::Daemon(client) => {
-                client.request(request).map_err(|e| format!("writing through shoald (the store's daemon): {e}"))?
-            }
+            Writer::Daemon(client) => client.request(request).map_err(|e| match e.kind() {
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => Failure::Busy(format!(
+                    "shoald, which holds the store, did not answer in time (is it stopped?); the change may still \
+                     be applied when it goes on"
+                )),
+                _ => Failure::Message(format!("writing through shoald (the store's daemon): {e}")),
+            })?,
         };
         Ok(match reply {
             Reply::Committed { version } => Ok(version),

@@ -196,6 +196,13 @@ impl Client {
         UnixStream::connect(socket_path(store_dir)).ok().map(|stream| Client { stream })
     }
 
+    /// Gives up on a request after `timeout` (the error is then
+    /// `TimedOut` or `WouldBlock`; the daemon may still apply it).
+    pub fn set_timeout(&mut self, timeout: Option<std::time::Duration>) -> std::io::Result<()> {
+        self.stream.set_read_timeout(timeout)?;
+        self.stream.set_write_timeout(timeout)
+    }
+
     /// Sends a request and waits for its reply.
     pub fn request(&mut self, request: &Request) -> std::io::Result<Reply> {
         write_frame(&mut self.stream, request)?;

@@ -163,3 +163,21 @@ fn sigterm_stops_shoald_while_a_store_socket_client_stalls_inside_a_frame() {
     stopped.recv_timeout(Duration::from_secs(10)).expect("shoald stops within 10 s of SIGTERM");
     drop(staller);
 }
+
+#[test]
+fn a_stopped_shoald_makes_cli_writes_give_up_as_on_a_busy_store() {
+    let shoald = Shoald::start();
+    let store = shoald.dir.path().join("store");
+    let pid = shoald.pid().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let started = std::time::Instant::now();
+    let out = shoal(&["put", "--no-wait", store.to_str().unwrap(), "/x", "1"]);
+    let took = started.elapsed();
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    assert!(stderr(&out).contains("did not answer in time"), "{}", stderr(&out));
+    assert!(took < Duration::from_secs(30), "gave up after {took:?}");
+    // Once it goes on, it is served as before.
+    let out = shoal(&["put", store.to_str().unwrap(), "/y", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
