@@ -66,10 +66,11 @@ impl Writer {
                 Err(e) => shoal_remote::failure(&e),
             },
             Writer::Daemon(client) => client.request(request).map_err(|e| match e.kind() {
-                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => Failure::Busy(format!(
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => Failure::Busy(
                     "shoald, which holds the store, did not answer in time (is it stopped?); the change may still \
                      be applied when it goes on"
-                )),
+                        .to_string(),
+                ),
                 _ => Failure::Message(format!("writing through shoald (the store's daemon): {e}")),
             })?,
         };
