@@ -216,12 +216,9 @@ impl Dispatch {
             }
             // One read of the versions' change sets serves both.
             let changes = next.changes(last.version(), "/");
-            let perms_changed = changes.as_ref().map_or(true, |c| {
-                c.iter()
-                    .any(|change| paths::is_child(&change.path(), PERMS_ROOT) || PERMS_ROOT.starts_with(&change.path()))
-            });
-            if perms_changed {
-                self.node_counts.follow(&last, &next);
+            match &changes {
+                Ok(listed) => self.node_counts.follow_changes(&last, &next, listed),
+                Err(_) => self.node_counts.follow(&last, &next),
             }
             deliver_between(self.store, &self.registry, &last, &next, changes);
             self.done.store(next.version(), Ordering::Release);
