@@ -4,9 +4,10 @@
 //! A node's owner is the first entry of its permissions record, so the
 //! sets are those of the records under [`PERMS_ROOT`] by owner. They are
 //! built once when the daemon starts, then kept up to date by the watch
-//! dispatcher, which follows every version in commit order: for each new
-//! version the records that changed are found by a diff (which reads only
-//! what differs) and the owners before and after are compared. A request
+//! dispatcher, which follows every version in commit order: the records a
+//! version's change set names (and those below a removed subtree) are
+//! compared before and after; when the change sets are not all listed, a
+//! diff of the records' trees finds them instead. A request
 //! that commits is answered only after its version has been followed, so
 //! the next request of the same domain sees counts that include it.
 
