@@ -97,11 +97,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AsyncClient<R, W> {
 
     pub async fn directory(&mut self, path: &str) -> Result<Vec<String>, String> {
         let payload = self.call(MsgType::Directory, 0, &nul(path)).await?;
-        Ok(payload
-            .split(|&b| b == 0)
-            .filter(|n| !n.is_empty())
-            .map(|n| String::from_utf8_lossy(n).into_owned())
-            .collect())
+        Ok(names(&payload))
     }
 
     pub async fn set_perms(&mut self, path: &str, perms: &[&str]) -> Result<(), String> {
@@ -114,11 +110,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AsyncClient<R, W> {
 
     pub async fn get_perms(&mut self, path: &str) -> Result<Vec<String>, String> {
         let payload = self.call(MsgType::GetPerms, 0, &nul(path)).await?;
-        Ok(payload
-            .split(|&b| b == 0)
-            .filter(|n| !n.is_empty())
-            .map(|n| String::from_utf8_lossy(n).into_owned())
-            .collect())
+        Ok(names(&payload))
     }
 
     pub async fn watch(&mut self, path: &str, token: &str) -> Result<(), String> {
@@ -185,6 +177,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AsyncClient<R, W> {
         }
         out
     }
+}
+
+/// The NUL-terminated names of a reply (`DIRECTORY`, `GET_PERMS`).
+fn names(payload: &[u8]) -> Vec<String> {
+    payload.split(|&b| b == 0).filter(|n| !n.is_empty()).map(|n| String::from_utf8_lossy(n).into_owned()).collect()
 }
 
 fn split_event(payload: &[u8]) -> (String, String) {
@@ -268,11 +265,7 @@ impl SyncClient {
 
     pub fn directory(&mut self, path: &str) -> Result<Vec<String>, String> {
         let payload = self.call(MsgType::Directory, 0, &nul(path))?;
-        Ok(payload
-            .split(|&b| b == 0)
-            .filter(|n| !n.is_empty())
-            .map(|n| String::from_utf8_lossy(n).into_owned())
-            .collect())
+        Ok(names(&payload))
     }
 
     pub fn watch(&mut self, path: &str, token: &str) -> Result<(), String> {
