@@ -20,6 +20,8 @@ use shoald::xs::quota::{Quota, Quotas};
 pub const QUEUED_MESSAGES_MAX: u64 = 1_048_576;
 const QUEUED_MESSAGES_DEFAULT: u64 = 262_144;
 const SOCKET_MODE_DEFAULT: u32 = 0o600;
+/// At most this many threads serve requests.
+pub const THREADS_MAX: u64 = 256;
 
 /// The file's format, at the end of `--help` (and, commented, in
 /// `contrib/shoald.toml`).
@@ -37,6 +39,7 @@ Configuration file:
     socket-mode = \"600\"                        # octal, as a string
     durability = \"sync\"                        # or \"none\"
     queued-messages = 262144                   # 1 to 1048576
+    threads = 1                                # 1 to 256
     access-log = false
     sim-hypervisor = \"/run/shoald-sim\"         # tests without Xen
 
@@ -105,6 +108,13 @@ pub struct Args {
     /// closes the connection (it is never dropped unnoticed).
     #[arg(long, value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..=QUEUED_MESSAGES_MAX))]
     pub queued_messages: Option<u64>,
+    /// Threads that serve requests (default 1, as the stock daemons). One
+    /// thread costs the least per request: more add thread wake-ups to
+    /// every request, and pay only with more cores than clients keep busy.
+    /// A commit that waits for the disk (sync durability) waits on a thread
+    /// of its own either way.
+    #[arg(long, value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..=THREADS_MAX))]
+    pub threads: Option<u64>,
     /// Log every request and its outcome (target `shoald::access`, level
     /// info). Off by default; `--access-log=false` turns off what the file
     /// turns on; a `CONTROL log on|off` request toggles it.
@@ -128,6 +138,7 @@ pub struct Settings {
     pub durability: Option<shoal::Durability>,
     pub quotas: Quotas,
     pub queued_messages: usize,
+    pub threads: usize,
     pub access_log: bool,
     pub sim_hypervisor: Option<PathBuf>,
 }
@@ -163,6 +174,7 @@ impl Settings {
             durability: args.durability.or(file.durability).map(Into::into),
             quotas,
             queued_messages: args.queued_messages.or(file.queued_messages).unwrap_or(QUEUED_MESSAGES_DEFAULT) as usize,
+            threads: args.threads.or(file.threads).unwrap_or(1) as usize,
             access_log: args.access_log.or(file.access_log).unwrap_or(false),
             sim_hypervisor: args.sim_hypervisor.or(file.sim_hypervisor),
         })
@@ -223,6 +235,8 @@ struct File {
     durability: Option<DurabilityArg>,
     #[serde(default, deserialize_with = "queued_messages")]
     queued_messages: Option<u64>,
+    #[serde(default, deserialize_with = "threads")]
+    threads: Option<u64>,
     access_log: Option<bool>,
     #[serde(default, deserialize_with = "path")]
     sim_hypervisor: Option<PathBuf>,
@@ -362,6 +376,10 @@ fn queued_messages<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Er
     d.deserialize_u64(Count { min: 1, max: QUEUED_MESSAGES_MAX, note: "" }).map(Some)
 }
 
+fn threads<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    d.deserialize_u64(Count { min: 1, max: THREADS_MAX, note: "" }).map(Some)
+}
+
 fn quota_table<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<(Quota, u32)>>, D::Error> {
     struct Name(Quota);
     impl<'de> Deserialize<'de> for Name {
@@ -422,6 +440,7 @@ mod tests {
         socket-mode = "0640"
         durability = "none"
         queued-messages = 77
+        threads = 3
         access-log = true
         sim-hypervisor = "/sim"
 
@@ -443,6 +462,7 @@ mod tests {
         assert_eq!(s.socket_mode, 0o640);
         assert_eq!(s.durability, Some(shoal::Durability::None));
         assert_eq!(s.queued_messages, 77);
+        assert_eq!(s.threads, 3);
         assert!(s.access_log);
         assert_eq!(s.sim_hypervisor.as_deref(), Some(Path::new("/sim")));
         let values: Vec<u32> = Quota::ALL.iter().map(|&q| s.quotas.get(q)).collect();
@@ -456,6 +476,7 @@ mod tests {
         assert_eq!(s.socket_mode, 0o600);
         assert_eq!(s.durability, None);
         assert_eq!(s.queued_messages, 262144);
+        assert_eq!(s.threads, 1);
         assert!(!s.access_log);
         assert_eq!(s.sim_hypervisor, None);
         assert_eq!(s.quotas, Quotas::default());
@@ -473,6 +494,7 @@ mod tests {
             "--socket-mode=600",
             "--durability=sync",
             "--queued-messages=5",
+            "--threads=2",
             "--access-log=false",
             "--sim-hypervisor=/sim2",
             "--quota=watches=20",
@@ -485,12 +507,27 @@ mod tests {
         assert_eq!(s.socket_mode, 0o600);
         assert_eq!(s.durability, Some(shoal::Durability::Sync));
         assert_eq!(s.queued_messages, 5);
+        assert_eq!(s.threads, 2);
         assert!(!s.access_log);
         assert_eq!(s.sim_hypervisor.as_deref(), Some(Path::new("/sim2")));
         let values: Vec<u32> = Quota::ALL.iter().map(|&q| s.quotas.get(q)).collect();
         assert_eq!(values, [1, 20, 3, 4, 5, 4096]);
         // A bare --access-log turns it on.
         assert!(settings(&["--access-log"], "store = '/s'\nxenstore-socket = '/x'").unwrap().access_log);
+    }
+
+    #[test]
+    fn threads_from_one_to_the_maximum() {
+        let base = "store = '/s'\nxenstore-socket = '/x'\n";
+        for n in [1, 2, THREADS_MAX - 1, THREADS_MAX] {
+            assert_eq!(settings(&[&format!("--threads={n}")], base).unwrap().threads as u64, n);
+            assert_eq!(settings(&[], &format!("{base}threads = {n}")).unwrap().threads as u64, n);
+        }
+        for n in [0, THREADS_MAX + 1] {
+            let error = settings(&[&format!("--threads={n}")], base).unwrap_err();
+            assert!(error.contains(&format!("{n} is not in 1..=256")), "{error}");
+            assert!(settings(&[], &format!("{base}threads = {n}")).unwrap_err().contains("from 1 to 256"));
+        }
     }
 
     /// The error for `file`, with the part after `t.toml:`.
@@ -512,6 +549,8 @@ mod tests {
                 "1:19: queued-messages: invalid value: integer `0`, expected a whole number from 1 to",
             ),
             ("queued-messages = 1048577", "1:19: queued-messages: invalid value: integer `1048577`"),
+            ("threads = 0", "1:11: threads: invalid value: integer `0`, expected a whole number from 1 to 256"),
+            ("threads = 257", "1:11: threads: invalid value: integer `257`, expected a whole number from 1 to 256"),
             ("socket-mode = 600", "1:15: socket-mode: invalid type: integer `600`, expected an octal mode as a string"),
             ("socket-mode = '1777'", "1:15: socket-mode: 1777 is not a file mode (at most 777)"),
             ("socket-mode = '68'", "1:15: socket-mode: \"68\" is not an octal mode"),

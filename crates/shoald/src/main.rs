@@ -18,10 +18,12 @@ fn open_store(settings: &Settings) -> Result<Store, String> {
     let options = Options {
         create: true,
         durability: wanted.unwrap_or(Durability::Sync),
-        // xenstore data is small and rewritten often: compacting from 8 MiB
-        // (rather than 64) keeps the arena, and the daemon's resident
-        // memory, within a few times the live data (BENCHMARKS.md).
-        compact_min_bytes: 8 << 20,
+        // xenstore data is small and rewritten often. Compacting from 32 MiB
+        // (rather than 64) bounds the arena, and the daemon's resident
+        // memory; from 8 MiB, small stores compacted several times a second
+        // under writes, and each new arena's first touches cost page faults
+        // (a quarter fewer writes per second with 4 clients: BENCHMARKS.md).
+        compact_min_bytes: 32 << 20,
         ..Options::default()
     };
     let store = Store::open(&settings.store, options).map_err(|e| e.to_string())?;
@@ -73,7 +75,11 @@ fn run(settings: Settings) -> Result<(), String> {
     let store: &'static Store = Box::leak(Box::new(open_store(&settings)?));
     shoald::xs::init(store).map_err(|e| format!("initialising the store: {e}"))?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.threads)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     runtime.block_on(async {
         let limits = Limits {
             queued_messages: settings.queued_messages,

@@ -315,6 +315,7 @@ fn the_help_describes_the_file() {
         "socket-mode = ",
         "durability = ",
         "queued-messages = ",
+        "threads = ",
         "access-log = ",
         "sim-hypervisor = ",
         "[quota]",
