@@ -209,6 +209,16 @@ impl Snapshot {
         tree::list(self.region(), self.commit.root, key).map_err(|d| self.damaged(d))
     }
 
+    /// Calls `each` with the name of each immediate child of `path`, in the
+    /// order of [`list`](Self::list), without collecting them: for a caller
+    /// that copies the names out anyway (a reply to a client) and would
+    /// otherwise pay an allocation per child. A name is a path component
+    /// (UTF-8) unless the arena is damaged; then it is the bytes found.
+    pub fn for_each_child(&self, path: &str, each: impl FnMut(&[u8])) -> Result<()> {
+        let key = path::key(path)?;
+        tree::each_child_name(self.region(), self.commit.root, &key, each).map_err(|d| self.damaged(d))
+    }
+
     /// The subtree at `path` (the node itself first, if it exists), in path order.
     pub fn scan(&self, path: &str) -> Result<Scan<'_>> {
         let key = path::key(path)?;

@@ -188,13 +188,15 @@ fn each_child<'a>(
     let prefix = crate::path::child_prefix(key);
     let mut cursor = Cursor::new(region, root);
     let mut probe = prefix.clone();
+    // The whole key of `pending`, each entry's key spelled out once.
     let mut full = Vec::new();
     cursor.seek(&probe)?;
     let mut pending = cursor.next_entry()?;
+    if let Some(entry) = &pending {
+        entry.key.extend_into(&mut full);
+    }
     loop {
         let Some(entry) = pending else { return Ok(()) };
-        full.clear();
-        entry.key.extend_into(&mut full);
         if full < probe {
             // Keys out of order: a damaged node would otherwise make this loop forever.
             return Err(Damage::new(root, "keys out of order"));
@@ -211,12 +213,16 @@ fn each_child<'a>(
         // A child without descendants is followed at once by the next
         // child: step to it, and seek past a subtree only when there is one.
         pending = cursor.next_entry()?;
+        full.clear();
         if let Some(next) = &pending {
-            full.clear();
             next.key.extend_into(&mut full);
             if full < probe {
                 cursor.seek(&probe)?;
                 pending = cursor.next_entry()?;
+                full.clear();
+                if let Some(next) = &pending {
+                    next.key.extend_into(&mut full);
+                }
             }
         }
     }
@@ -548,15 +554,19 @@ impl<'a> Walk<'a> {
 
 /// The names of the immediate children of `key`, in order.
 pub fn list(region: Region<'_>, root: u64, key: &[u8]) -> Parse<Vec<String>> {
+    let mut names = Vec::new();
+    each_child_name(region, root, key, |name| names.push(String::from_utf8_lossy(name).into_owned()))?;
+    Ok(names)
+}
+
+/// Calls `each` with the name of each immediate child of `key`, in order.
+pub fn each_child_name(region: Region<'_>, root: u64, key: &[u8], mut each: impl FnMut(&[u8])) -> Parse<()> {
     let (root, key) = resolve(region, root, key, true)?;
     let skip = crate::path::child_prefix(&key).len();
-    let mut names = Vec::new();
     each_child(region, root, &key, |full, _, _| {
         let rest = &full[skip..];
-        let name = rest.iter().position(|&b| b == 0).map_or(rest, |p| &rest[..p]);
-        names.push(String::from_utf8_lossy(name).into_owned());
-    })?;
-    Ok(names)
+        each(rest.iter().position(|&b| b == 0).map_or(rest, |p| &rest[..p]));
+    })
 }
 
 /// What [`reachable_bytes`] found.

@@ -155,6 +155,10 @@ fn a_subtree_copy_costs_the_same_whatever_the_subtree_size() {
             assert_eq!(va, vb);
         }
         assert_eq!(snap.list(&format!("/copies/{i}")).unwrap().len(), 97.min(n));
+        let mut names = Vec::new();
+        snap.for_each_child(&format!("/copies/{i}"), |name| names.push(String::from_utf8_lossy(name).into_owned()))
+            .unwrap();
+        assert_eq!(names, snap.list(&format!("/src{i}")).unwrap(), "the children of a copy are its source's");
         assert_eq!(snap.get(&format!("/copies/{i}/5/5")).unwrap(), Some(&b"value 5"[..]));
     }
     // A few nodes on the path to the destination and a commit record each.

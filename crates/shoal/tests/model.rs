@@ -120,8 +120,16 @@ fn assert_matches(snap: &Snapshot, model: &Model) {
     for path in model.keys().take(20) {
         assert_eq!(snap.get(path).unwrap(), model.get(path).map(|v| v.as_slice()), "get {path}");
         assert_eq!(snap.list(path).unwrap(), model_children(model, path), "list {path}");
+        assert_eq!(each_child(snap, path), model_children(model, path), "for_each_child {path}");
     }
     assert_eq!(snap.list("/").unwrap(), model_children(model, "/"));
+    assert_eq!(each_child(snap, "/"), model_children(model, "/"));
+}
+
+fn each_child(snap: &Snapshot, path: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    snap.for_each_child(path, |name| names.push(String::from_utf8(name.to_vec()).unwrap())).unwrap();
+    names
 }
 
 /// The ancestors of `path` the model lacks (a put creates them), nearest the root first.

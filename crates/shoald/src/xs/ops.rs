@@ -21,15 +21,16 @@ use crate::wire::XsError;
 /// Reads, at a snapshot or inside a transaction.
 pub trait View {
     fn get(&mut self, path: &str) -> shoal::Result<Option<&[u8]>>;
-    fn list(&mut self, path: &str) -> shoal::Result<Vec<String>>;
+    /// Calls `each` with each child's name, in order.
+    fn each_child(&mut self, path: &str, each: &mut dyn FnMut(&[u8])) -> shoal::Result<()>;
 }
 
 impl View for shoal::Snapshot {
     fn get(&mut self, path: &str) -> shoal::Result<Option<&[u8]>> {
         shoal::Snapshot::get(self, path)
     }
-    fn list(&mut self, path: &str) -> shoal::Result<Vec<String>> {
-        shoal::Snapshot::list(self, path)
+    fn each_child(&mut self, path: &str, each: &mut dyn FnMut(&[u8])) -> shoal::Result<()> {
+        shoal::Snapshot::for_each_child(self, path, each)
     }
 }
 
@@ -37,8 +38,8 @@ impl View for &shoal::Snapshot {
     fn get(&mut self, path: &str) -> shoal::Result<Option<&[u8]>> {
         shoal::Snapshot::get(self, path)
     }
-    fn list(&mut self, path: &str) -> shoal::Result<Vec<String>> {
-        shoal::Snapshot::list(self, path)
+    fn each_child(&mut self, path: &str, each: &mut dyn FnMut(&[u8])) -> shoal::Result<()> {
+        shoal::Snapshot::for_each_child(self, path, each)
     }
 }
 
@@ -46,8 +47,9 @@ impl View for Transaction<'_> {
     fn get(&mut self, path: &str) -> shoal::Result<Option<&[u8]>> {
         Transaction::get(self, path)
     }
-    fn list(&mut self, path: &str) -> shoal::Result<Vec<String>> {
-        Transaction::list(self, path)
+    fn each_child(&mut self, path: &str, each: &mut dyn FnMut(&[u8])) -> shoal::Result<()> {
+        Transaction::list(self, path)?.iter().for_each(|name| each(name.as_bytes()));
+        Ok(())
     }
 }
 
@@ -153,13 +155,18 @@ pub fn read(view: &mut dyn View, caller: &Caller, path: &str) -> Result<Vec<u8>,
     Ok(io(view.get(value_path(path)))?.map(<[u8]>::to_vec).unwrap_or_default())
 }
 
-/// `DIRECTORY`: the names of the node's children, in byte order.
-pub fn directory(view: &mut dyn View, caller: &Caller, path: &str) -> Result<Vec<String>, XsError> {
+/// `DIRECTORY`: the names of the node's children, in byte order, each
+/// followed by a NUL (the reply's payload).
+pub fn directory(view: &mut dyn View, caller: &Caller, path: &str) -> Result<Vec<u8>, XsError> {
     check(view, caller, path, READ)?;
-    let mut names = io(view.list(path))?;
-    if path == "/" {
-        names.retain(|n| n != PRIVATE_NAME);
-    }
+    let mut names = Vec::new();
+    let root = path == "/";
+    io(view.each_child(path, &mut |name| {
+        if !(root && name == PRIVATE_NAME.as_bytes()) {
+            names.extend_from_slice(name);
+            names.push(0);
+        }
+    }))?;
     Ok(names)
 }
 
@@ -178,7 +185,8 @@ fn record_size(
     value_len: usize,
     extra_child: Option<&str>,
 ) -> Result<u64, XsError> {
-    let mut children: usize = io(view.list(path))?.iter().map(|n| n.len() + 1).sum();
+    let mut children = 0;
+    io(view.each_child(path, &mut |name| children += name.len() + 1))?;
     if path == "/" {
         children = children.saturating_sub(PRIVATE_NAME.len() + 1);
     }
@@ -375,8 +383,8 @@ mod tests {
         let mut snap = store.snapshot();
         assert_eq!(read(&mut snap, &DOM0, "/local/domain/7/name").unwrap(), b"web");
         assert_eq!(read(&mut snap, &DOM0, "/local/domain").unwrap(), b"");
-        assert_eq!(directory(&mut snap, &DOM0, "/local").unwrap(), vec!["domain"]);
-        assert_eq!(directory(&mut snap, &DOM0, "/").unwrap(), vec!["local"], "the perms subtree is hidden");
+        assert_eq!(directory(&mut snap, &DOM0, "/local").unwrap(), b"domain\0");
+        assert_eq!(directory(&mut snap, &DOM0, "/").unwrap(), b"local\0", "the perms subtree is hidden");
         assert_eq!(get_perms(&mut snap, &DOM0, "/local/domain/7").unwrap().encode(), b"n0\0");
     }
 
@@ -430,7 +438,7 @@ mod tests {
         apply(&store, |t| mkdir(t, &DOM0, &mut unlimited(), "/a/c/d")).unwrap();
         let mut snap = store.snapshot();
         assert_eq!(read(&mut snap, &DOM0, "/a/b").unwrap(), b"v");
-        assert_eq!(directory(&mut snap, &DOM0, "/a").unwrap(), vec!["b", "c"]);
+        assert_eq!(directory(&mut snap, &DOM0, "/a").unwrap(), b"b\0c\0");
 
         apply(&store, |t| rm(t, &DOM0, "/a")).unwrap();
         let mut snap = store.snapshot();

@@ -228,8 +228,7 @@ impl Session {
             }
             MsgType::Directory => {
                 let path = self.node_path(Fields::one(payload)?)?;
-                let names = self.read(tx_id, |view, caller| ops::directory(view, caller, &path))?;
-                let list = join_names(&names);
+                let list = self.read(tx_id, |view, caller| ops::directory(view, caller, &path))?;
                 // Too long for one reply: the client then asks for parts.
                 if list.len() > PAYLOAD_MAX {
                     return Err(XsError::E2BIG);
@@ -244,8 +243,8 @@ impl Session {
                 // C's atoi, as the stock daemon reads it: junk is 0, and a
                 // negative offset wraps to one past the end.
                 let offset = usize::try_from(atoi(offset)).unwrap_or(usize::MAX);
-                let names = self.read(tx_id, |view, caller| ops::directory(view, caller, &path))?;
-                Ok(directory_part(&join_names(&names), offset))
+                let list = self.read(tx_id, |view, caller| ops::directory(view, caller, &path))?;
+                Ok(directory_part(&list, offset))
             }
             MsgType::GetPerms => {
                 let path = self.node_path(Fields::one(payload)?)?;
@@ -510,16 +509,6 @@ pub(super) fn text_reply(text: &str) -> Vec<u8> {
     out
 }
 
-/// Child names, each NUL-terminated (a `DIRECTORY` reply).
-fn join_names(names: &[String]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(names.iter().map(|n| n.len() + 1).sum());
-    for name in names {
-        out.extend_from_slice(name.as_bytes());
-        out.push(0);
-    }
-    out
-}
-
 /// A `DIRECTORY_PART` reply: a generation count, then as many whole names
 /// from byte `offset` of the full list as fit the payload limit, with an
 /// empty name after the last one of the list.
@@ -557,8 +546,7 @@ mod tests {
 
     #[test]
     fn directory_parts_cover_the_list_and_end_with_an_empty_name() {
-        let names: Vec<String> = (0..2000).map(|i| format!("child-{i:05}")).collect();
-        let list = join_names(&names);
+        let list: Vec<u8> = (0..2000).flat_map(|i| format!("child-{i:05}\0").into_bytes()).collect();
         let mut offset = 0;
         let mut seen = Vec::new();
         let mut generation = None;
