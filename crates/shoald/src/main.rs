@@ -18,12 +18,13 @@ fn open_store(settings: &Settings) -> Result<Store, String> {
     let options = Options {
         create: true,
         durability: wanted.unwrap_or(Durability::Sync),
-        // xenstore data is small and rewritten often. Compacting from 32 MiB
-        // (rather than 64) bounds the arena, and the daemon's resident
-        // memory; from 8 MiB, small stores compacted several times a second
-        // under writes, and each new arena's first touches cost page faults
-        // (a quarter fewer writes per second with 4 clients: BENCHMARKS.md).
-        compact_min_bytes: 32 << 20,
+        // xenstore data is small and rewritten often: compacting from 8 MiB
+        // (rather than 64) keeps the arena, and the daemon's resident
+        // memory, within a few times the live data. It costs writes: a
+        // small store under writes compacts several times a second
+        // (BENCHMARKS.md: 17 MiB against 67 MiB RSS at 1,000 domains,
+        // a quarter fewer writes/s than from 32 MiB with 4 clients).
+        compact_min_bytes: 8 << 20,
         ..Options::default()
     };
     let store = Store::open(&settings.store, options).map_err(|e| e.to_string())?;
