@@ -4,6 +4,8 @@
 //! The child binaries live in `src/bin/`; integration tests in `tests/`
 //! find them through `CARGO_BIN_EXE_<name>`.
 
+pub mod etcd;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 

@@ -1,0 +1,85 @@
+//! Where the tree lives in etcd: the node at path `/a/b` is the etcd key
+//! `PREFIX/a/b`, its value the key's value. The root is not stored (it
+//! always exists). A replica keeps its own state (the etcd revision its
+//! newest version holds) below a local path that is never replicated.
+
+/// The mapping between tree paths and etcd keys, and the replica's own path.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    prefix: String,
+    local_root: String,
+}
+
+/// Where a replica keeps its own state unless told otherwise: inside
+/// shoald's private subtree, which xenstore clients do not see.
+pub const DEFAULT_LOCAL_ROOT: &str = "/.shoald/cluster";
+
+impl Layout {
+    /// `prefix`: the etcd key prefix, without a trailing `/` (`/shoal/pool1`).
+    pub fn new(prefix: &str) -> Layout {
+        Layout::with_local_root(prefix, DEFAULT_LOCAL_ROOT)
+    }
+
+    pub fn with_local_root(prefix: &str, local_root: &str) -> Layout {
+        Layout { prefix: prefix.trim_end_matches('/').to_string(), local_root: local_root.to_string() }
+    }
+
+    /// The prefix every key of the tree starts with (`PREFIX/`).
+    pub fn key_prefix(&self) -> String {
+        format!("{}/", self.prefix)
+    }
+
+    /// The etcd key of the node at `path`.
+    pub fn key(&self, path: &str) -> String {
+        format!("{}{path}", self.prefix)
+    }
+
+    /// The path a key stands for, if it is one the replica applies: below
+    /// the prefix, a valid path, not the root, and not the replica's own
+    /// subtree. Every replica skips the same keys, so they agree.
+    pub fn path<'k>(&self, key: &'k [u8]) -> Option<&'k str> {
+        let rest = key.strip_prefix(self.prefix.as_bytes())?;
+        let path = std::str::from_utf8(rest).ok()?;
+        if path == "/" || !path.starts_with('/') || self.is_local(path) || shoal::path::validate(path).is_err() {
+            return None;
+        }
+        Some(path)
+    }
+
+    /// Whether `path` is in the replica's own subtree.
+    pub fn is_local(&self, path: &str) -> bool {
+        path == self.local_root || path.strip_prefix(self.local_root.as_str()).is_some_and(|rest| rest.starts_with('/'))
+    }
+
+    /// The path of the revision a replica's version holds.
+    pub fn revision_path(&self) -> String {
+        format!("{}/revision", self.local_root)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_paths_map_both_ways() {
+        let l = Layout::new("/shoal/pool/");
+        assert_eq!(l.key_prefix(), "/shoal/pool/");
+        assert_eq!(l.key("/a/b"), "/shoal/pool/a/b");
+        assert_eq!(l.path(b"/shoal/pool/a/b"), Some("/a/b"));
+        // Not below the prefix, the root, a sibling prefix, bad paths.
+        assert_eq!(l.path(b"/shoal/other/a"), None);
+        assert_eq!(l.path(b"/shoal/pool/"), None);
+        assert_eq!(l.path(b"/shoal/pool"), None);
+        assert_eq!(l.path(b"/shoal/poolx/a"), None);
+        assert_eq!(l.path(b"/shoal/pool//a"), None);
+        assert_eq!(l.path(b"/shoal/pool/a/"), None);
+        assert_eq!(l.path(b"/shoal/pool/\xff"), None);
+        // The replica's own state is never taken from etcd.
+        assert_eq!(l.path(b"/shoal/pool/.shoald/cluster/revision"), None);
+        assert_eq!(l.path(b"/shoal/pool/.shoald/cluster"), None);
+        assert_eq!(l.path(b"/shoal/pool/.shoald/clusterx"), Some("/.shoald/clusterx"));
+        assert_eq!(l.path(b"/shoal/pool/.shoald/perms/a"), Some("/.shoald/perms/a"));
+        assert_eq!(l.revision_path(), "/.shoald/cluster/revision");
+    }
+}

@@ -1,0 +1,22 @@
+//! shoal's cluster mode: etcd orders the writes, and every host keeps a
+//! replica of the tree in its own store, which its processes read in place
+//! as on one host.
+//!
+//! This crate holds the parts that talk to etcd, on shoal's public API:
+//! the [`Layout`] of the tree in etcd's keys, and the [`Replica`] that
+//! applies etcd's revisions to a local store in etcd's order.
+
+mod layout;
+mod replica;
+
+pub use layout::{Layout, DEFAULT_LOCAL_ROOT};
+pub use replica::{revision_of, Replica};
+
+/// What can go wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("the local store: {0}")]
+    Store(#[from] shoal::Error),
+}

@@ -1,0 +1,271 @@
+//! A replica: a local store that holds the tree as etcd holds it, version
+//! after version in etcd's order.
+//!
+//! Each etcd revision that changes keys below the prefix becomes one local
+//! version, and the version records that revision (at
+//! [`Layout::revision_path`]), so every replica's readers see a prefix of
+//! one sequence of versions, and a reader can tell which revision it reads.
+//! A replica with no revision yet, or one etcd has compacted past, loads
+//! the keys at one revision and commits what differs from what it holds, as
+//! one version: local watchers see that version's changes like any other,
+//! never a silent gap.
+//!
+//! What a key's events do: a put sets the node's value (creating missing
+//! ancestors, empty, as any shoal write); a delete removes the node and
+//! everything below it. The cluster's writer stores every node as a key
+//! and deletes a subtree's keys in one revision, so a replica holds exactly
+//! what etcd lists. Keys put by others, below a path that is not a key,
+//! leave replicas agreeing with each other whether they followed or
+//! reloaded, except for such ancestors left behind after the key's delete.
+
+use std::collections::{BTreeMap, HashSet};
+
+use etcd_client::{Client, EventType, GetOptions, WatchOptions};
+use shoal::{Snapshot, Store};
+use tokio::sync::watch;
+
+use crate::layout::Layout;
+use crate::Error;
+
+/// Keys read per request while loading (each one a gRPC message: etcd's
+/// default limit on one is 2 MiB of request, 4 MiB of reply).
+const PAGE_KEYS: i64 = 1000;
+
+/// How long to wait before watching again after etcd failed us, at first
+/// and at most.
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(50);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A local store kept as a replica of the tree under a prefix in etcd.
+pub struct Replica<'s> {
+    store: &'s Store,
+    layout: Layout,
+}
+
+/// The etcd revision `snapshot` holds, if it holds one.
+pub fn revision_of(snapshot: &Snapshot, layout: &Layout) -> Option<i64> {
+    let value = snapshot.get(&layout.revision_path()).ok()??;
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+impl<'s> Replica<'s> {
+    /// `store` must have no other writer: the replica's versions are the
+    /// only ones.
+    pub fn new(store: &'s Store, layout: Layout) -> Replica<'s> {
+        Replica { store, layout }
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The etcd revision of the newest local version, if any.
+    pub fn applied_revision(&self) -> Option<i64> {
+        revision_of(&self.store.snapshot(), &self.layout)
+    }
+
+    /// Loads the keys as etcd holds them at one revision and commits what
+    /// differs from the local tree, with that revision, as one version.
+    /// Returns the revision.
+    pub async fn resync(&self, client: &mut Client) -> Result<i64, Error> {
+        let (revision, wanted) = self.load(client).await?;
+        let snapshot = self.store.snapshot();
+        let mut txn = self.store.begin();
+        // Every ancestor of a key: nodes kept (empty) even where they are
+        // not keys themselves.
+        let mut ancestors: HashSet<&str> = HashSet::new();
+        let revision_path = self.layout.revision_path();
+        for path in wanted.keys().map(String::as_str).chain([revision_path.as_str()]) {
+            let mut at = path;
+            while let Some(cut) = at.rfind('/').filter(|&c| c > 0) {
+                at = &at[..cut];
+                if !ancestors.insert(at) {
+                    break;
+                }
+            }
+        }
+        let mut removed: Option<String> = None;
+        for entry in snapshot.scan("/")? {
+            let entry = entry?;
+            let path = entry.path();
+            if path == "/" || self.layout.is_local(&path) {
+                continue;
+            }
+            if removed.as_ref().is_some_and(|r| {
+                path.len() > r.len() && path.starts_with(r.as_str()) && path.as_bytes()[r.len()] == b'/'
+            }) {
+                continue;
+            }
+            match wanted.get(&path) {
+                Some(value) if value.as_slice() == entry.value() => {}
+                Some(value) => txn.put(&path, value)?,
+                None if ancestors.contains(path.as_str()) => {
+                    if !entry.value().is_empty() {
+                        txn.put(&path, b"")?;
+                    }
+                }
+                None => {
+                    txn.delete_tree(&path)?;
+                    removed = Some(path);
+                }
+            }
+        }
+        for (path, value) in &wanted {
+            if !snapshot.exists(path)? {
+                txn.put(path, value)?;
+            }
+        }
+        txn.put(&revision_path, revision.to_string())?;
+        txn.commit()?;
+        tracing::info!(revision, keys = wanted.len(), "replica loaded from etcd");
+        Ok(revision)
+    }
+
+    /// Every key below the prefix at one revision, page by page.
+    async fn load(&self, client: &mut Client) -> Result<(i64, BTreeMap<String, Vec<u8>>), Error> {
+        let prefix = self.layout.key_prefix();
+        let end = prefix_end(prefix.as_bytes());
+        let mut wanted = BTreeMap::new();
+        let mut from = prefix.clone().into_bytes();
+        let mut revision = 0;
+        loop {
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE_KEYS);
+            if revision != 0 {
+                options = options.with_revision(revision);
+            }
+            let reply = client.get(from.clone(), Some(options)).await?;
+            if revision == 0 {
+                revision = reply.header().map_or(0, |h| h.revision());
+            }
+            for kv in reply.kvs() {
+                if let Some(path) = self.layout.path(kv.key()) {
+                    wanted.insert(path.to_string(), kv.value().to_vec());
+                }
+            }
+            match reply.kvs().last() {
+                Some(last) if reply.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok((revision, wanted)),
+            }
+        }
+    }
+
+    /// Applies one revision's events as one version.
+    fn apply(&self, revision: i64, events: &[etcd_client::Event]) -> Result<u64, Error> {
+        let mut txn = self.store.begin();
+        for event in events {
+            let Some(kv) = event.kv() else { continue };
+            let Some(path) = self.layout.path(kv.key()) else {
+                tracing::debug!(key = %String::from_utf8_lossy(kv.key()), "not a path of the tree; skipped");
+                continue;
+            };
+            match event.event_type() {
+                EventType::Put => txn.put(path, kv.value())?,
+                EventType::Delete => {
+                    txn.delete_tree(path)?;
+                }
+            }
+        }
+        txn.put(&self.layout.revision_path(), revision.to_string())?;
+        Ok(txn.commit()?)
+    }
+
+    /// Follows etcd until `stop` turns true: loads the keys first if the
+    /// store holds no revision, then applies every revision after the
+    /// applied one as it comes; loads again if etcd no longer has the
+    /// revisions after the applied one. Errors from etcd are retried (the
+    /// client fails over between endpoints); an error of the store ends it.
+    pub async fn follow(&self, client: &mut Client, mut stop: watch::Receiver<bool>) -> Result<(), Error> {
+        let mut delay = RETRY_FIRST;
+        while !*stop.borrow() {
+            let result = tokio::select! {
+                r = self.follow_once(client) => r,
+                _ = stop.wait_for(|&s| s) => return Ok(()),
+            };
+            match result {
+                Err(Error::Etcd(error)) => {
+                    tracing::warn!(%error, "etcd failed; watching again in {delay:?}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.wait_for(|&s| s) => return Ok(()),
+                    }
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+                Err(e) => return Err(e),
+                Ok(()) => delay = RETRY_FIRST,
+            }
+        }
+        Ok(())
+    }
+
+    /// One watch, from the applied revision until it ends.
+    async fn follow_once(&self, client: &mut Client) -> Result<(), Error> {
+        let applied = match self.applied_revision() {
+            Some(r) => r,
+            None => self.resync(client).await?,
+        };
+        let options = WatchOptions::new()
+            .with_range(prefix_end(self.layout.key_prefix().as_bytes()))
+            .with_start_revision(applied + 1)
+            .with_progress_notify();
+        let mut stream = client.watch(self.layout.key_prefix(), Some(options)).await?;
+        let mut applied = applied;
+        while let Some(reply) = stream.message().await? {
+            if reply.compact_revision() > 0 {
+                tracing::warn!(
+                    applied,
+                    compacted = reply.compact_revision(),
+                    "etcd no longer has the revisions after the applied one; loading again"
+                );
+                self.resync(client).await?;
+                return Ok(());
+            }
+            if reply.canceled() {
+                tracing::warn!(reason = reply.cancel_reason(), "etcd cancelled the watch; watching again");
+                return Ok(());
+            }
+            // A reply holds whole revisions, in order.
+            let events = reply.events();
+            let mut at = 0;
+            while at < events.len() {
+                let revision = events[at].kv().map_or(0, |kv| kv.mod_revision());
+                let end = events[at..]
+                    .iter()
+                    .position(|e| e.kv().map_or(0, |kv| kv.mod_revision()) != revision)
+                    .map_or(events.len(), |i| at + i);
+                if revision > applied {
+                    self.apply(revision, &events[at..end])?;
+                    applied = revision;
+                }
+                at = end;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The first key after every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_end_of_a_prefix() {
+        assert_eq!(prefix_end(b"/a/"), b"/a0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), b"\0");
+    }
+}
