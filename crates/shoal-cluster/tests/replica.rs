@@ -151,16 +151,7 @@ async fn a_restarted_replica_goes_on_from_its_revision_and_one_etcd_compacted_pa
 
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout::new(PREFIX);
-    // The other tests of this binary start etcd processes meanwhile: a child
-    // between its fork and its exec holds a copy of the store's lock file
-    // for a moment, so a reopen right after a close may find the lock
-    // still taken, and waits for it.
-    let options = Options {
-        durability: shoal::Durability::None,
-        create: true,
-        lock_wait: Duration::from_secs(5),
-        ..Options::default()
-    };
+    let options = Options { durability: shoal::Durability::None, create: true, ..Options::default() };
     let follow_until = |revision: i64| {
         let layout = layout.clone();
         let path = dir.path().join("store");

@@ -36,7 +36,11 @@ pub struct Options {
     /// the rest of these options say.
     pub replace_settings: bool,
     /// How long to wait for another writer to release the store's lock
-    /// before failing with [`Error::Locked`]. Default zero: fail at once.
+    /// before failing with [`Error::Locked`]. Default zero: fail at once;
+    /// but a lock that this very process recorded is waited for at least
+    /// half a second, since a store the process closed stays locked while a
+    /// child it is starting holds a copy of the lock file (between fork and
+    /// exec).
     pub lock_wait: Duration,
     /// Who may read a store this open creates: the mode of its directory
     /// (its files get matching modes, see [`crate::files`]). Default 0o700:

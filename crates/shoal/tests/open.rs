@@ -160,3 +160,33 @@ fn live_data_above_half_the_reservation_still_compacts_in_time() {
     store.wait_for_compaction();
     assert!(store.stat().unwrap().generation > 1);
 }
+
+/// A store this process closed stays locked for a moment when another
+/// thread is starting a child: between its fork and its exec, the child
+/// holds a copy of every open file, the lock file too. Opening the store
+/// again waits that moment out instead of reporting the store locked by
+/// this very process.
+#[test]
+fn a_store_closed_while_a_child_is_being_started_opens_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), Options::default()).unwrap();
+    // SAFETY: the child calls only async-signal-safe functions (nanosleep,
+    // _exit), as a child forked from a multi-threaded process must; it
+    // stands for one whose exec takes 100 ms.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork failed");
+    if child == 0 {
+        let pause = libc::timespec { tv_sec: 0, tv_nsec: 100_000_000 };
+        // SAFETY: as above.
+        unsafe {
+            libc::nanosleep(&pause, std::ptr::null_mut());
+            libc::_exit(0);
+        }
+    }
+    drop(store);
+    let reopened = Store::open(dir.path(), Options::default());
+    let mut status = 0;
+    // SAFETY: waits for the child forked above, with a valid status pointer.
+    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    assert!(reopened.is_ok(), "{:?}", reopened.err());
+}

@@ -263,17 +263,28 @@ struct Found {
     published: Option<u64>,
 }
 
+/// How long a child between fork and exec may hold a copy of the lock
+/// file, at most, as far as opening a store is concerned.
+const FORK_WINDOW: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Takes the writer lock (an OFD lock on the first byte of `lock`),
 /// waiting up to `wait` for another writer to release it, and records this
 /// process's pid in the file.
+///
+/// A lock this very process recorded is waited for a little longer than
+/// `wait`: a store this process closed is still locked while a child it
+/// is starting (another thread's `Command::spawn`) holds a copy of the
+/// lock file between its fork and its exec, which closes it.
 fn take_writer_lock(dir: &StoreDir, wait: std::time::Duration) -> Result<std::fs::File> {
     use std::os::unix::fs::FileExt;
     let path = dir.join(LOCK_FILE);
     let file = dir.open_file(LOCK_FILE, Open::Create(FileKind::Private))?;
-    let deadline = std::time::Instant::now() + wait;
+    let start = std::time::Instant::now();
     while !sys::try_lock_range(&file, 0, 1).at(&path)? {
-        if std::time::Instant::now() >= deadline {
-            return Err(Error::Locked { dir: dir.path().to_path_buf(), pid: lock_holder(&file) });
+        let holder = lock_holder(&file);
+        let allowed = if holder == std::process::id() { wait.max(FORK_WINDOW) } else { wait };
+        if start.elapsed() >= allowed {
+            return Err(Error::Locked { dir: dir.path().to_path_buf(), pid: holder });
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
