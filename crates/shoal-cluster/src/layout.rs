@@ -51,6 +51,12 @@ impl Layout {
         path == self.local_root || path.strip_prefix(self.local_root.as_str()).is_some_and(|rest| rest.starts_with('/'))
     }
 
+    /// The election of the cluster's writer: `PREFIX#writer`, beside the
+    /// tree's keys, not among them.
+    pub fn election_name(&self) -> String {
+        format!("{}#writer", self.prefix)
+    }
+
     /// The path of the revision a replica's version holds.
     pub fn revision_path(&self) -> String {
         format!("{}/revision", self.local_root)
@@ -81,5 +87,7 @@ mod tests {
         assert_eq!(l.path(b"/shoal/pool/.shoald/clusterx"), Some("/.shoald/clusterx"));
         assert_eq!(l.path(b"/shoal/pool/.shoald/perms/a"), Some("/.shoald/perms/a"));
         assert_eq!(l.revision_path(), "/.shoald/cluster/revision");
+        assert_eq!(l.election_name(), "/shoal/pool#writer");
+        assert!(!l.election_name().starts_with(&l.key_prefix()));
     }
 }

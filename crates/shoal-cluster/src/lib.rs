@@ -3,14 +3,18 @@
 //! as on one host.
 //!
 //! This crate holds the parts that talk to etcd, on shoal's public API:
-//! the [`Layout`] of the tree in etcd's keys, and the [`Replica`] that
-//! applies etcd's revisions to a local store in etcd's order.
+//! the [`Layout`] of the tree in etcd's keys, the [`Replica`] that applies
+//! etcd's revisions to a local store in etcd's order, and the [`Writer`],
+//! the one host elected to commit, whose commits are fenced by its
+//! election.
 
 mod layout;
 mod replica;
+mod writer;
 
 pub use layout::{Layout, DEFAULT_LOCAL_ROOT};
 pub use replica::{revision_of, Replica};
+pub use writer::{current_writer, Change, Writer};
 
 /// What can go wrong.
 #[derive(Debug, thiserror::Error)]
@@ -19,4 +23,8 @@ pub enum Error {
     Etcd(#[from] etcd_client::Error),
     #[error("the local store: {0}")]
     Store(#[from] shoal::Error),
+    #[error("election: {0}")]
+    Election(&'static str),
+    #[error("this host is no longer the cluster's writer (its lease ended): nothing was written")]
+    Deposed,
 }
