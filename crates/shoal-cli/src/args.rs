@@ -302,6 +302,9 @@ pub enum Command {
         #[arg(long, value_name = "VERSION")]
         at: Option<u64>,
     },
+    /// A cluster's state in etcd (cluster mode).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Print figures about a store, as a reader (never the writer lock; it writes only its slot in
     /// the reader table).
     Stat {
@@ -472,4 +475,20 @@ mod tests {
             assert!(parse_wait(bad).is_err(), "{bad:?} should be refused");
         }
     }
+}
+
+/// `shoal cluster ...`
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// List the hosts whose status is in etcd: each one's applied revision, lag behind the
+    /// cluster's newest revision, version, versions per second, readers, arena and live bytes,
+    /// and the age of its figures. A host that died is gone once its lease ends.
+    Status {
+        /// etcd's client URLs, comma-separated.
+        #[arg(long, value_name = "URLS", value_delimiter = ',', required = true)]
+        etcd: Vec<String>,
+        /// The cluster's key prefix in etcd.
+        #[arg(long, value_name = "PREFIX")]
+        prefix: String,
+    },
 }

@@ -11,6 +11,7 @@
 //! code 75 (`EX_TEMPFAIL`: try again later).
 
 mod args;
+mod cluster;
 mod commands;
 mod config;
 mod demo;
@@ -24,7 +25,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use args::{Cli, Command};
+use args::{Cli, ClusterCommand, Command};
 
 /// Exit code of a writer that found the store busy (sysexits' `EX_TEMPFAIL`).
 pub const EXIT_BUSY: u8 = 75;
@@ -98,6 +99,7 @@ fn run(cli: Cli) -> CliResult {
             import::import(&store, &input, format, &prefix, batch_bytes, wait.lock_wait())
         }
         Command::Export { store, path, format, at } => export::export(&store, &path, format, at),
+        Command::Cluster(ClusterCommand::Status { etcd, prefix }) => cluster::status(&etcd, &prefix),
         Command::Stat { store } => commands::stat(&store),
         Command::Verify { store } => commands::verify(&store),
         Command::Versions { store } => commands::versions(&store),

@@ -57,6 +57,12 @@ impl Layout {
         format!("{}#writer", self.prefix)
     }
 
+    /// The key of a host's status (`PREFIX#hosts/HOST`); with `""`, the
+    /// prefix of every host's.
+    pub fn host_key(&self, host: &str) -> String {
+        format!("{}#hosts/{host}", self.prefix)
+    }
+
     /// The path of the revision a replica's version holds.
     pub fn revision_path(&self) -> String {
         format!("{}/revision", self.local_root)
@@ -89,5 +95,7 @@ mod tests {
         assert_eq!(l.revision_path(), "/.shoald/cluster/revision");
         assert_eq!(l.election_name(), "/shoal/pool#writer");
         assert!(!l.election_name().starts_with(&l.key_prefix()));
+        assert_eq!(l.host_key("h1"), "/shoal/pool#hosts/h1");
+        assert!(!l.host_key("h1").starts_with(&l.key_prefix()));
     }
 }

@@ -9,10 +9,12 @@
 //! election.
 
 mod layout;
+mod presence;
 mod replica;
 mod writer;
 
 pub use layout::{Layout, DEFAULT_LOCAL_ROOT};
+pub use presence::{cluster_status, HostEntry, HostStatus, Presence};
 pub use replica::{revision_of, Replica};
 pub use writer::{current_writer, Change, Writer};
 
@@ -25,6 +27,8 @@ pub enum Error {
     Store(#[from] shoal::Error),
     #[error("election: {0}")]
     Election(&'static str),
+    #[error("another live process already publishes its status as host {0:?}")]
+    HostTaken(String),
     #[error("this host is no longer the cluster's writer (its lease ended): nothing was written")]
     Deposed,
 }

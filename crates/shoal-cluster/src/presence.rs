@@ -1,0 +1,169 @@
+//! Each host's state, kept in etcd under a lease: `PREFIX#hosts/HOST`
+//! holds the host's figures as JSON, rewritten every period. A host that
+//! dies stops renewing the lease, and its key is gone when the lease ends;
+//! [`cluster_status`] lists the hosts that are there, with how far each
+//! lags behind etcd.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use etcd_client::{Client, GetOptions, PutOptions};
+use serde::{Deserialize, Serialize};
+use shoal::Store;
+use tokio::task::JoinHandle;
+
+use crate::layout::Layout;
+use crate::replica::revision_of;
+use crate::Error;
+
+/// What a host reports of itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HostStatus {
+    pub host: String,
+    /// The etcd revision its newest version holds.
+    pub applied_revision: Option<i64>,
+    /// Its store's newest version.
+    pub version: u64,
+    /// Versions published per second over the last period.
+    pub versions_per_sec: f64,
+    /// Processes reading its store.
+    pub readers: usize,
+    pub arena_bytes: u64,
+    pub live_bytes: u64,
+    /// When it wrote this, in milliseconds since the Unix epoch.
+    pub written_ms: u64,
+}
+
+/// A host's entry as listed, with its lag.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostEntry {
+    pub status: HostStatus,
+    /// Revisions of the cluster's tree it has not applied yet, as of the
+    /// listing (`None` when it has applied none).
+    pub lag: Option<i64>,
+}
+
+/// Publishes this host's figures until dropped.
+pub struct Presence {
+    task: JoinHandle<()>,
+}
+
+impl Presence {
+    /// Starts publishing `store`'s figures as `host` every `period`, under
+    /// a lease of `ttl_secs` (which should be a few periods long). Fails if
+    /// another live process already publishes as `host`.
+    pub async fn start(
+        mut client: Client,
+        layout: Layout,
+        host: &str,
+        store: &'static Store,
+        ttl_secs: i64,
+        period: Duration,
+    ) -> Result<Presence, Error> {
+        let key = layout.host_key(host);
+        let lease = client.lease_grant(ttl_secs, None).await?.id();
+        // Only if no one holds the name: two hosts under one name would
+        // hide each other.
+        let first = status(host, store, &layout, 0.0)?;
+        let claim = etcd_client::Txn::new()
+            .when([etcd_client::Compare::version(key.clone(), etcd_client::CompareOp::Equal, 0)])
+            .and_then([etcd_client::TxnOp::put(
+                key.clone(),
+                serde_json::to_vec(&first).expect("serializable"),
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        if !client.txn(claim).await?.succeeded() {
+            let _ = client.lease_revoke(lease).await;
+            return Err(Error::HostTaken(host.to_string()));
+        }
+        let (mut keeper, mut replies) = client.lease_keep_alive(lease).await?;
+        let host = host.to_string();
+        let task = tokio::spawn(async move {
+            let mut last = (Instant::now(), store.version());
+            loop {
+                tokio::time::sleep(period).await;
+                let (then, version) = last;
+                let now = (Instant::now(), store.version());
+                let rate = (now.1 - version) as f64 / now.0.duration_since(then).as_secs_f64().max(1e-9);
+                last = now;
+                let renewed = keeper.keep_alive().await.is_ok()
+                    && matches!(replies.message().await, Ok(Some(reply)) if reply.ttl() > 0);
+                if !renewed {
+                    tracing::warn!(host, "the host's lease in etcd ended; its status is no longer published");
+                    return;
+                }
+                match status(&host, store, &layout, rate) {
+                    Ok(figures) => {
+                        let value = serde_json::to_vec(&figures).expect("serializable");
+                        let options = PutOptions::new().with_lease(lease);
+                        if let Err(error) = client.put(key.clone(), value, Some(options)).await {
+                            tracing::warn!(%error, "could not publish the host's status");
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "could not read the store's figures"),
+                }
+            }
+        });
+        Ok(Presence { task })
+    }
+
+    /// Stops renewing, as a host that died: its entry goes when the lease
+    /// ends.
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn status(host: &str, store: &Store, layout: &Layout, versions_per_sec: f64) -> Result<HostStatus, Error> {
+    let stat = store.stat()?;
+    let written_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    Ok(HostStatus {
+        host: host.to_string(),
+        applied_revision: revision_of(&store.snapshot(), layout),
+        version: stat.version,
+        versions_per_sec,
+        readers: stat.readers.len(),
+        arena_bytes: stat.arena_bytes,
+        live_bytes: stat.live_bytes,
+        written_ms,
+    })
+}
+
+/// Every host whose entry is in etcd, by name, with its lag behind the
+/// newest revision of the cluster's tree.
+pub async fn cluster_status(client: &mut Client, layout: &Layout) -> Result<Vec<HostEntry>, Error> {
+    // The newest revision that changed the tree: the newest key's, or a
+    // delete's, which only the header's revision bounds. The tree's newest
+    // key is exact when the last change was a put.
+    let tree = client
+        .get(
+            layout.key_prefix(),
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_sort(etcd_client::SortTarget::Mod, etcd_client::SortOrder::Descend)
+                    .with_limit(1)
+                    .with_keys_only(),
+            ),
+        )
+        .await?;
+    let newest = tree.kvs().first().map_or(0, |kv| kv.mod_revision());
+    let hosts = client.get(layout.host_key(""), Some(GetOptions::new().with_prefix())).await?;
+    let mut entries = Vec::new();
+    for kv in hosts.kvs() {
+        match serde_json::from_slice::<HostStatus>(kv.value()) {
+            Ok(status) => {
+                let lag = status.applied_revision.map(|applied| (newest - applied).max(0));
+                entries.push(HostEntry { status, lag });
+            }
+            Err(error) => tracing::warn!(key = %String::from_utf8_lossy(kv.key()), %error, "not a host's status"),
+        }
+    }
+    entries.sort_by(|a, b| a.status.host.cmp(&b.status.host));
+    Ok(entries)
+}
