@@ -8,6 +8,7 @@
 pub struct Layout {
     prefix: String,
     local_root: String,
+    max_value_bytes: usize,
 }
 
 /// Where a replica keeps its own state unless told otherwise: inside
@@ -21,7 +22,24 @@ impl Layout {
     }
 
     pub fn with_local_root(prefix: &str, local_root: &str) -> Layout {
-        Layout { prefix: prefix.trim_end_matches('/').to_string(), local_root: local_root.to_string() }
+        Layout {
+            prefix: prefix.trim_end_matches('/').to_string(),
+            local_root: local_root.to_string(),
+            max_value_bytes: shoal::Options::default().max_value_bytes,
+        }
+    }
+
+    /// The largest value the cluster's writer puts (default: a shoal
+    /// store's default limit, 1 MiB). Every replica's store must take
+    /// values this large; a larger value someone else put in etcd is stored
+    /// empty by every replica.
+    pub fn with_max_value_bytes(mut self, max: usize) -> Layout {
+        self.max_value_bytes = max;
+        self
+    }
+
+    pub fn max_value_bytes(&self) -> usize {
+        self.max_value_bytes
     }
 
     /// The prefix every key of the tree starts with (`PREFIX/`).

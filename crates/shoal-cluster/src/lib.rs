@@ -9,6 +9,7 @@
 //! election.
 
 mod layout;
+mod lease;
 mod presence;
 mod replica;
 mod writer;
@@ -18,6 +19,20 @@ pub use presence::{cluster_status, HostEntry, HostStatus, Presence};
 pub use replica::{revision_of, Replica};
 pub use writer::{current_writer, Change, Writer};
 
+/// A client of the etcd cluster at `endpoints` (client URLs) as the
+/// cluster mode needs it: HTTP/2 keepalives, so that a member that hangs or
+/// is cut off is noticed within seconds and the client moves on to another
+/// (a watch on it would otherwise wait forever), and requests refused by a
+/// member that has lost its leader.
+pub async fn connect(endpoints: &[String]) -> Result<etcd_client::Client, Error> {
+    let options = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(std::time::Duration::from_secs(5))
+        .with_keep_alive(std::time::Duration::from_secs(1), std::time::Duration::from_secs(2))
+        .with_keep_alive_while_idle(true)
+        .with_require_leader(true);
+    Ok(etcd_client::Client::connect(endpoints, Some(options)).await?)
+}
+
 /// What can go wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -25,6 +40,8 @@ pub enum Error {
     Etcd(#[from] etcd_client::Error),
     #[error("the local store: {0}")]
     Store(#[from] shoal::Error),
+    #[error("{0}")]
+    Invalid(String),
     #[error("election: {0}")]
     Election(&'static str),
     #[error("another live process already publishes its status as host {0:?}")]

@@ -12,6 +12,7 @@ use shoal::Store;
 use tokio::task::JoinHandle;
 
 use crate::layout::Layout;
+use crate::lease::Lease;
 use crate::replica::revision_of;
 use crate::Error;
 
@@ -60,7 +61,7 @@ impl Presence {
         period: Duration,
     ) -> Result<Presence, Error> {
         let key = layout.host_key(host);
-        let lease = client.lease_grant(ttl_secs, None).await?.id();
+        let lease = Lease::grant(&mut client, ttl_secs).await?;
         // Only if no one holds the name: two hosts under one name would
         // hide each other.
         let first = status(host, store, &layout, 0.0)?;
@@ -69,32 +70,29 @@ impl Presence {
             .and_then([etcd_client::TxnOp::put(
                 key.clone(),
                 serde_json::to_vec(&first).expect("serializable"),
-                Some(PutOptions::new().with_lease(lease)),
+                Some(PutOptions::new().with_lease(lease.id)),
             )]);
         if !client.txn(claim).await?.succeeded() {
-            let _ = client.lease_revoke(lease).await;
+            let _ = client.lease_revoke(lease.id).await;
             return Err(Error::HostTaken(host.to_string()));
         }
-        let (mut keeper, mut replies) = client.lease_keep_alive(lease).await?;
         let host = host.to_string();
         let task = tokio::spawn(async move {
             let mut last = (Instant::now(), store.version());
             loop {
                 tokio::time::sleep(period).await;
+                if !lease.alive() {
+                    tracing::warn!(host, "the host's lease in etcd ended; its status is no longer published");
+                    return;
+                }
                 let (then, version) = last;
                 let now = (Instant::now(), store.version());
                 let rate = (now.1 - version) as f64 / now.0.duration_since(then).as_secs_f64().max(1e-9);
                 last = now;
-                let renewed = keeper.keep_alive().await.is_ok()
-                    && matches!(replies.message().await, Ok(Some(reply)) if reply.ttl() > 0);
-                if !renewed {
-                    tracing::warn!(host, "the host's lease in etcd ended; its status is no longer published");
-                    return;
-                }
                 match status(&host, store, &layout, rate) {
                     Ok(figures) => {
                         let value = serde_json::to_vec(&figures).expect("serializable");
-                        let options = PutOptions::new().with_lease(lease);
+                        let options = PutOptions::new().with_lease(lease.id);
                         if let Err(error) = client.put(key.clone(), value, Some(options)).await {
                             tracing::warn!(%error, "could not publish the host's status");
                         }
@@ -106,8 +104,8 @@ impl Presence {
         Ok(Presence { task })
     }
 
-    /// Stops renewing, as a host that died: its entry goes when the lease
-    /// ends.
+    /// Stops publishing and renewing, as a host that died: its entry goes
+    /// when the lease ends.
     pub fn stop(self) {
         self.task.abort();
     }

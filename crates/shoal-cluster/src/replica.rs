@@ -27,9 +27,16 @@ use tokio::sync::watch;
 use crate::layout::Layout;
 use crate::Error;
 
-/// Keys read per request while loading (each one a gRPC message: etcd's
-/// default limit on one is 2 MiB of request, 4 MiB of reply).
-const PAGE_KEYS: i64 = 1000;
+/// Keys read per request while loading: with values of up to etcd's
+/// request limit (1.5 MiB by default), a page stays under `RANGE_REPLY_MAX`.
+const PAGE_KEYS: i64 = 100;
+/// The largest reply to a range the replica accepts (gRPC's default, 4 MiB,
+/// is less than a few large values).
+const RANGE_REPLY_MAX: usize = 256 << 20;
+/// The largest watch reply: etcd splits larger ones into fragments
+/// (`with_fragment`), each no larger than its request limit, which the
+/// replica puts back together.
+const WATCH_REPLY_MAX: usize = 64 << 20;
 
 /// How long to wait before watching again after etcd failed us, at first
 /// and at most.
@@ -133,13 +140,14 @@ impl<'s> Replica<'s> {
             if revision != 0 {
                 options = options.with_revision(revision);
             }
-            let reply = client.get(from.clone(), Some(options)).await?;
+            let reply =
+                client.kv_client().max_decoding_message_size(RANGE_REPLY_MAX).get(from.clone(), Some(options)).await?;
             if revision == 0 {
                 revision = reply.header().map_or(0, |h| h.revision());
             }
             for kv in reply.kvs() {
                 if let Some(path) = self.layout.path(kv.key()) {
-                    wanted.insert(path.to_string(), kv.value().to_vec());
+                    wanted.insert(path.to_string(), self.storable(path, kv.value()).to_vec());
                 }
             }
             match reply.kvs().last() {
@@ -152,6 +160,25 @@ impl<'s> Replica<'s> {
         }
     }
 
+    /// The value a replica stores for a key's value: itself, or nothing if
+    /// it is larger than the store takes (a writer other than the
+    /// cluster's, which refuses such values, put it there). Every replica
+    /// with the same value limit stores the same, whether it followed or
+    /// loaded; none stops.
+    fn storable<'v>(&self, path: &str, value: &'v [u8]) -> &'v [u8] {
+        let max = self.store.options().max_value_bytes;
+        if value.len() > max {
+            tracing::error!(
+                path,
+                len = value.len(),
+                max,
+                "a value in etcd is larger than the store takes; stored empty"
+            );
+            return b"";
+        }
+        value
+    }
+
     /// Applies one revision's events as one version.
     fn apply(&self, revision: i64, events: &[etcd_client::Event]) -> Result<u64, Error> {
         let mut txn = self.store.begin();
@@ -162,7 +189,7 @@ impl<'s> Replica<'s> {
                 continue;
             };
             match event.event_type() {
-                EventType::Put => txn.put(path, kv.value())?,
+                EventType::Put => txn.put(path, self.storable(path, kv.value()))?,
                 EventType::Delete => {
                     txn.delete_tree(path)?;
                 }
@@ -177,31 +204,36 @@ impl<'s> Replica<'s> {
     /// applied one as it comes; loads again if etcd no longer has the
     /// revisions after the applied one. Errors from etcd are retried (the
     /// client fails over between endpoints); an error of the store ends it.
-    pub async fn follow(&self, client: &mut Client, mut stop: watch::Receiver<bool>) -> Result<(), Error> {
+    pub async fn follow(&self, client: &mut Client, stop: watch::Receiver<bool>) -> Result<(), Error> {
         let mut delay = RETRY_FIRST;
-        while !*stop.borrow() {
+        loop {
             let result = tokio::select! {
                 r = self.follow_once(client) => r,
-                _ = stop.wait_for(|&s| s) => return Ok(()),
+                () = stopped(stop.clone()) => return Ok(()),
             };
             match result {
-                Err(Error::Etcd(error)) => {
-                    tracing::warn!(%error, "etcd failed; watching again in {delay:?}");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = stop.wait_for(|&s| s) => return Ok(()),
-                    }
-                    delay = (delay * 2).min(RETRY_MAX);
+                // Loaded again after a compaction: watch at once.
+                Ok(Ended::Reloaded) => {
+                    delay = RETRY_FIRST;
+                    continue;
                 }
+                Ok(Ended::Cancelled(reason)) => {
+                    tracing::warn!(reason, "etcd cancelled the watch; watching again in {delay:?}");
+                }
+                Ok(Ended::Closed) => tracing::warn!("etcd closed the watch; watching again in {delay:?}"),
+                Err(Error::Etcd(error)) => tracing::warn!(%error, "etcd failed; watching again in {delay:?}"),
                 Err(e) => return Err(e),
-                Ok(()) => delay = RETRY_FIRST,
             }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                () = stopped(stop.clone()) => return Ok(()),
+            }
+            delay = (delay * 2).min(RETRY_MAX);
         }
-        Ok(())
     }
 
     /// One watch, from the applied revision until it ends.
-    async fn follow_once(&self, client: &mut Client) -> Result<(), Error> {
+    async fn follow_once(&self, client: &mut Client) -> Result<Ended, Error> {
         let applied = match self.applied_revision() {
             Some(r) => r,
             None => self.resync(client).await?,
@@ -209,9 +241,13 @@ impl<'s> Replica<'s> {
         let options = WatchOptions::new()
             .with_range(prefix_end(self.layout.key_prefix().as_bytes()))
             .with_start_revision(applied + 1)
-            .with_progress_notify();
-        let mut stream = client.watch(self.layout.key_prefix(), Some(options)).await?;
+            .with_progress_notify()
+            .with_fragment();
+        let mut watcher = client.watch_client().max_decoding_message_size(WATCH_REPLY_MAX);
+        let mut stream = watcher.watch(self.layout.key_prefix(), Some(options)).await?;
         let mut applied = applied;
+        // The events of a reply etcd sent in fragments, until its last.
+        let mut pieces: Vec<etcd_client::Event> = Vec::new();
         while let Some(reply) = stream.message().await? {
             if reply.compact_revision() > 0 {
                 tracing::warn!(
@@ -220,14 +256,24 @@ impl<'s> Replica<'s> {
                     "etcd no longer has the revisions after the applied one; loading again"
                 );
                 self.resync(client).await?;
-                return Ok(());
+                return Ok(Ended::Reloaded);
             }
             if reply.canceled() {
-                tracing::warn!(reason = reply.cancel_reason(), "etcd cancelled the watch; watching again");
-                return Ok(());
+                return Ok(Ended::Cancelled(reply.cancel_reason().to_string()));
             }
+            if reply.0.fragment {
+                pieces.extend_from_slice(reply.events());
+                continue;
+            }
+            let whole;
+            let events = if pieces.is_empty() {
+                reply.events()
+            } else {
+                pieces.extend_from_slice(reply.events());
+                whole = std::mem::take(&mut pieces);
+                &whole[..]
+            };
             // A reply holds whole revisions, in order.
-            let events = reply.events();
             let mut at = 0;
             while at < events.len() {
                 let revision = events[at].kv().map_or(0, |kv| kv.mod_revision());
@@ -242,7 +288,24 @@ impl<'s> Replica<'s> {
                 at = end;
             }
         }
-        Ok(())
+        Ok(Ended::Closed)
+    }
+}
+
+/// Why a watch ended without an error.
+enum Ended {
+    /// etcd had compacted past the applied revision; the replica loaded the
+    /// tree again.
+    Reloaded,
+    Cancelled(String),
+    Closed,
+}
+
+/// Resolves once `stop` holds `true`; never if its sender is gone without
+/// saying so (a dropped sender is not a request to stop).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    if stop.wait_for(|&s| s).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -11,17 +11,19 @@
 //! created after it, so no other host is the leader; the compare and the
 //! writes are one etcd transaction, so there is no moment between them.
 
+use std::collections::BTreeMap;
+
 use etcd_client::{Client, Compare, CompareOp, DeleteOptions, LeaderKey, Txn, TxnOp};
-use tokio::task::JoinHandle;
+use shoal::Snapshot;
 
 use crate::layout::Layout;
+use crate::lease::Lease;
 use crate::Error;
 
 /// One change to the tree, as the writer sends it to etcd.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
-    /// Sets a node's value (the cluster's writer also puts every node it
-    /// creates on the way, so that each node is a key).
+    /// Sets a node's value, creating its missing ancestors (empty).
     Put { path: String, value: Vec<u8> },
     /// Removes a node and everything below it.
     DeleteTree { path: String },
@@ -32,36 +34,30 @@ pub struct Writer {
     client: Client,
     layout: Layout,
     leader: LeaderKey,
-    keepalive: JoinHandle<()>,
+    lease: Lease,
 }
 
 impl Writer {
     /// Campaigns for the cluster's writer under `layout`'s election, as
     /// `host`, on a lease of `ttl_secs` that this process keeps alive; waits
-    /// until elected. When the process dies or stops renewing, the lease
-    /// ends after `ttl_secs` and the next candidate is elected.
+    /// until elected. When the process dies or cannot renew, the lease ends
+    /// after `ttl_secs` and the next candidate is elected. If this fails or
+    /// is cancelled, nothing keeps the candidacy alive.
     pub async fn elect(mut client: Client, layout: Layout, host: &str, ttl_secs: i64) -> Result<Writer, Error> {
-        let lease = client.lease_grant(ttl_secs, None).await?.id();
-        let (mut keeper, mut replies) = client.lease_keep_alive(lease).await?;
-        let period = std::time::Duration::from_millis((ttl_secs.max(1) as u64) * 1000 / 3);
-        let keepalive = tokio::spawn(async move {
-            loop {
-                if keeper.keep_alive().await.is_err() {
-                    break;
-                }
-                match replies.message().await {
-                    Ok(Some(reply)) if reply.ttl() > 0 => {}
-                    // The lease is gone: the fence fails from now on.
-                    _ => break,
-                }
-                tokio::time::sleep(period).await;
+        let lease = Lease::grant(&mut client, ttl_secs).await?;
+        let elected = match client.campaign(layout.election_name(), host, lease.id).await {
+            Ok(mut reply) => reply.take_leader().ok_or(Error::Election("etcd elected no key")),
+            Err(e) => Err(e.into()),
+        };
+        let leader = match elected {
+            Ok(leader) => leader,
+            Err(e) => {
+                let _ = client.lease_revoke(lease.id).await;
+                return Err(e);
             }
-            tracing::warn!(lease, "the writer's lease is no longer renewed");
-        });
-        let mut elected = client.campaign(layout.election_name(), host, lease).await?;
-        let leader = elected.take_leader().ok_or(Error::Election("etcd elected no key"))?;
+        };
         tracing::info!(host, revision = leader.rev(), "elected the cluster's writer");
-        Ok(Writer { client, layout, leader, keepalive })
+        Ok(Writer { client, layout, leader, lease })
     }
 
     /// The revision at which this writer was elected (its fencing token).
@@ -69,20 +65,21 @@ impl Writer {
         self.leader.rev()
     }
 
-    /// Commits `changes` as one etcd revision; returns it. `Error::Deposed`
-    /// if this host is no longer the writer, and then nothing was written.
-    pub async fn commit(&mut self, changes: &[Change]) -> Result<i64, Error> {
-        let mut ops = Vec::with_capacity(changes.len() * 2);
-        for change in changes {
-            match change {
-                Change::Put { path, value } => ops.push(TxnOp::put(self.layout.key(path), value.clone(), None)),
-                Change::DeleteTree { path } => {
-                    ops.push(TxnOp::delete(self.layout.key(path), None));
-                    let below = format!("{}/", self.layout.key(path));
-                    ops.push(TxnOp::delete(below, Some(DeleteOptions::new().with_prefix())));
-                }
-            }
-        }
+    /// Whether this writer's lease is known to have ended (its commits
+    /// fail from then on).
+    pub fn is_deposed(&self) -> bool {
+        !self.lease.alive()
+    }
+
+    /// Commits `changes`, in order, as one etcd revision; returns it.
+    /// `tree` must be the cluster's tree as of the writer's newest revision
+    /// (its replica, caught up): what the changes create on the way and
+    /// what a delete removes are found there, so that every node stays one
+    /// key. `Error::Deposed` if this host is no longer the writer, and then
+    /// nothing was written; `Error::Invalid` for a change no replica could
+    /// apply.
+    pub async fn commit(&mut self, changes: &[Change], tree: &Snapshot) -> Result<i64, Error> {
+        let ops = self.operations(changes, tree)?;
         let fence = Compare::create_revision(self.leader.key().to_vec(), CompareOp::Equal, self.leader.rev());
         let reply = self.client.txn(Txn::new().when([fence]).and_then(ops)).await?;
         if !reply.succeeded() {
@@ -91,12 +88,85 @@ impl Writer {
         Ok(reply.header().map_or(0, |h| h.revision()))
     }
 
+    /// The etcd operations of `changes` on `tree`: each node once (etcd
+    /// refuses a transaction that names a key twice, or puts a key a range
+    /// it deletes covers).
+    fn operations(&self, changes: &[Change], tree: &Snapshot) -> Result<Vec<TxnOp>, Error> {
+        let mut puts: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut deleted: Vec<String> = Vec::new();
+        let below =
+            |path: &str, root: &str| path == root || path.strip_prefix(root).is_some_and(|r| r.starts_with('/'));
+        for change in changes {
+            match change {
+                Change::Put { path, value } => {
+                    self.check_path(path)?;
+                    if value.len() > self.layout.max_value_bytes() {
+                        return Err(Error::Invalid(format!(
+                            "{path}: a value of {} bytes, over the cluster's limit of {}",
+                            value.len(),
+                            self.layout.max_value_bytes()
+                        )));
+                    }
+                    let mut at = path.as_str();
+                    while let Some(cut) = at.rfind('/').filter(|&c| c > 0) {
+                        at = &at[..cut];
+                        let exists = !deleted.iter().any(|d| below(at, d)) && tree.exists(at)?;
+                        if !exists && !puts.contains_key(at) {
+                            puts.insert(at.to_string(), Vec::new());
+                        }
+                    }
+                    puts.insert(path.clone(), value.clone());
+                }
+                Change::DeleteTree { path } => {
+                    self.check_path(path)?;
+                    puts.retain(|p, _| !below(p, path));
+                    if !deleted.iter().any(|d| below(path, d)) {
+                        deleted.retain(|d| !below(d, path));
+                        deleted.push(path.clone());
+                    }
+                }
+            }
+        }
+        let mut ops = Vec::new();
+        for root in &deleted {
+            let key = self.layout.key(root);
+            if puts.keys().any(|p| below(p, root)) {
+                // Written again below: delete, one by one, what is there and
+                // is not written again.
+                for entry in tree.scan(root)? {
+                    let path = entry?.path();
+                    if !puts.contains_key(&path) {
+                        ops.push(TxnOp::delete(self.layout.key(&path), None));
+                    }
+                }
+            } else {
+                ops.push(TxnOp::delete(key.clone(), None));
+                ops.push(TxnOp::delete(format!("{key}/"), Some(DeleteOptions::new().with_prefix())));
+            }
+        }
+        for (path, value) in puts {
+            ops.push(TxnOp::put(self.layout.key(&path), value, None));
+        }
+        Ok(ops)
+    }
+
+    /// A path every replica applies: valid, not the root, not a replica's
+    /// own.
+    fn check_path(&self, path: &str) -> Result<(), Error> {
+        if let Err(e) = shoal::path::validate(path) {
+            return Err(Error::Invalid(e.to_string()));
+        }
+        if path == "/" || self.layout.is_local(path) {
+            return Err(Error::Invalid(format!("{path}: not a path the cluster's writer changes")));
+        }
+        Ok(())
+    }
+
     /// Gives the role up at once (the next candidate need not wait for the
     /// lease to end).
     pub async fn resign(mut self) -> Result<(), Error> {
         let options = etcd_client::ResignOptions::new().with_leader(self.leader.clone());
         self.client.resign(Some(options)).await?;
-        self.keepalive.abort();
         Ok(())
     }
 
@@ -104,13 +174,7 @@ impl Writer {
     /// would: the lease ends after its time to live, and with it this
     /// writer's right to commit.
     pub fn stop_renewing(&self) {
-        self.keepalive.abort();
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        self.keepalive.abort();
+        self.lease.stop();
     }
 }
 

@@ -18,7 +18,7 @@ fn leaked_store(dir: &tempfile::TempDir, name: &str) -> &'static Store {
 }
 
 async fn client(cluster: &EtcdCluster) -> Client {
-    Client::connect(cluster.endpoints(), None).await.unwrap()
+    shoal_cluster::connect(&cluster.endpoints()).await.unwrap()
 }
 
 /// Waits until `ok` holds for the listed hosts.

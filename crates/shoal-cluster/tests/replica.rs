@@ -20,7 +20,7 @@ fn store() -> (tempfile::TempDir, Store) {
 }
 
 async fn client(cluster: &EtcdCluster) -> Client {
-    Client::connect(cluster.endpoints(), None).await.unwrap()
+    shoal_cluster::connect(&cluster.endpoints()).await.unwrap()
 }
 
 fn key(path: &str) -> String {
@@ -160,7 +160,7 @@ async fn a_restarted_replica_goes_on_from_its_revision_and_one_etcd_compacted_pa
         async move {
             let store = Store::open(&path, options).unwrap();
             let replica = Replica::new(&store, layout);
-            let mut fc = Client::connect(endpoints, None).await.unwrap();
+            let mut fc = shoal_cluster::connect(&endpoints).await.unwrap();
             let (stop, stopped) = watch::channel(false);
             let follower = replica.follow(&mut fc, stopped);
             let waiting = async {
@@ -215,7 +215,7 @@ async fn a_restarted_replica_goes_on_from_its_revision_and_one_etcd_compacted_pa
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_agree_version_by_version_while_the_etcd_leader_is_killed() {
+async fn two_replicas_agree_version_by_version_while_each_etcd_member_dies_in_turn() {
     let mut cluster = EtcdCluster::start(3);
     let layout = Layout::new(PREFIX);
     let (_da, store_a) = store();
@@ -226,12 +226,16 @@ async fn two_replicas_agree_version_by_version_while_the_etcd_leader_is_killed()
     let (follow_a, follow_b) = (a.follow(&mut ca, stopped.clone()), b.follow(&mut cb, stopped));
     let endpoints = cluster.endpoints();
     let writes = async {
-        let mut c = Client::connect(endpoints, None).await.unwrap();
+        let mut c = shoal_cluster::connect(&endpoints).await.unwrap();
         let mut last = 0;
-        for i in 0..200 {
-            if i == 100 {
-                let leader = cluster.leader();
-                tokio::task::block_in_place(|| cluster.kill(leader));
+        for i in 0..240 {
+            // Every member in turn dies and comes back, so that each
+            // replica's watch loses its member at some point.
+            if i % 80 == 20 {
+                tokio::task::block_in_place(|| cluster.kill(i / 80));
+            }
+            if i % 80 == 60 {
+                tokio::task::block_in_place(|| cluster.restart(i / 80));
             }
             // A write the cluster did not take (its member died under it)
             // is tried again: every write lands once.
@@ -279,4 +283,101 @@ async fn two_replicas_agree_version_by_version_while_the_etcd_leader_is_killed()
     for (revision, tree) in at_a.range(both_from..) {
         assert_eq!(tree, &at_b[revision], "revision {revision}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_past_grpc_limits_and_past_the_store_limit_are_followed_and_loaded_alike() {
+    let cluster = EtcdCluster::start(3);
+    let mut c = client(&cluster).await;
+    // Five 1,000,000-byte values: over 4 MiB in one page and in one watch reply.
+    let big = "v".repeat(1_000_000);
+    for i in 0..5 {
+        put(&mut c, &format!("/loaded{i}"), &big).await;
+    }
+    let layout = Layout::new(PREFIX);
+    let (_da, followed) = store();
+    let a = Replica::new(&followed, layout.clone());
+    let mut ca = client(&cluster).await;
+    let (stop, stopped) = watch::channel(false);
+    let follower = a.follow(&mut ca, stopped);
+    let checks = async {
+        let loaded_at = c.get("x", None).await.unwrap().header().unwrap().revision();
+        until_applied(&a, loaded_at).await;
+        // A value larger than a store takes (put by some other etcd client):
+        // stored empty, and the replica goes on.
+        let too_big = "x".repeat(followed.options().max_value_bytes + 1);
+        put(&mut c, "/too-big", &too_big).await;
+        let mut last = 0;
+        for i in 0..5 {
+            last = put(&mut c, &format!("/followed{i}"), &big).await;
+        }
+        until_applied(&a, last).await;
+        assert_eq!(followed.snapshot().get("/too-big").unwrap(), Some(&b""[..]));
+        assert_eq!(followed.snapshot().get("/followed4").unwrap().map(<[u8]>::len), Some(1_000_000));
+        stop.send(true).unwrap();
+        last
+    };
+    let (result, last) = tokio::join!(follower, checks);
+    result.unwrap();
+    // A replica that loads it all at once holds the same.
+    let (_db, loaded) = store();
+    let b = Replica::new(&loaded, layout.clone());
+    let mut cb = client(&cluster).await;
+    assert_eq!(b.resync(&mut cb).await.unwrap(), last);
+    assert_eq!(local_tree(&loaded, &layout), local_tree(&followed, &layout));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_stop_sender_is_dropped_goes_on_following() {
+    let cluster = EtcdCluster::start(1);
+    let mut c = client(&cluster).await;
+    let layout = Layout::new(PREFIX);
+    let (_d, store) = store();
+    let replica = Replica::new(&store, layout);
+    let mut fc = client(&cluster).await;
+    let (stop, stopped) = watch::channel(false);
+    drop(stop);
+    let follower = replica.follow(&mut fc, stopped);
+    let checks = async {
+        let r = put(&mut c, "/after", "1").await;
+        until_applied(&replica, r).await;
+    };
+    tokio::select! {
+        ended = follower => panic!("follow ended: {ended:?}"),
+        () = checks => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_etcd_member_does_not_stall_a_replica() {
+    let cluster = EtcdCluster::start(3);
+    let layout = Layout::new(PREFIX);
+    let (_d, store) = store();
+    let replica = Replica::new(&store, layout);
+    let mut fc = client(&cluster).await;
+    let (stop, stopped) = watch::channel(false);
+    let follower = replica.follow(&mut fc, stopped);
+    let checks = async {
+        let mut c = client(&cluster).await;
+        until_applied(&replica, put(&mut c, "/first", "0").await).await;
+        for member in 0..3 {
+            // Stopped, not killed: its connections stay open and silent.
+            cluster.pause(member);
+            let mut written = None;
+            let start = Instant::now();
+            while written.is_none() {
+                match tokio::time::timeout(Duration::from_secs(3), c.put(key("/during"), member.to_string(), None))
+                    .await
+                {
+                    Ok(Ok(reply)) => written = Some(reply.header().unwrap().revision()),
+                    _ => assert!(start.elapsed() < Duration::from_secs(30), "no write with member {member} hung"),
+                }
+            }
+            until_applied(&replica, written.unwrap()).await;
+            cluster.resume(member);
+        }
+        stop.send(true).unwrap();
+    };
+    let (followed, ()) = tokio::join!(follower, checks);
+    followed.unwrap();
 }

@@ -25,6 +25,9 @@ pub struct EtcdCluster {
     _dir: tempfile::TempDir,
     members: Vec<Member>,
     initial_cluster: String,
+    /// Unique to this cluster, so that members of two clusters started at
+    /// once never take each other for peers.
+    token: String,
 }
 
 /// Whether `etcd` and `etcdctl` are installed: the tests that need them
@@ -64,7 +67,11 @@ impl EtcdCluster {
             .collect();
         let initial_cluster =
             members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect::<Vec<_>>().join(",");
-        let mut cluster = EtcdCluster { _dir: dir, members, initial_cluster };
+        let token = format!(
+            "shoal-test-{}",
+            dir.path().file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned())
+        );
+        let mut cluster = EtcdCluster { _dir: dir, members, initial_cluster, token };
         for i in 0..size {
             cluster.spawn(i, "new");
         }
@@ -95,7 +102,7 @@ impl EtcdCluster {
             .arg("--initial-cluster-state")
             .arg(state)
             .arg("--initial-cluster-token")
-            .arg("shoal-test")
+            .arg(&self.token)
             .args(["--logger", "zap", "--log-level", "warn"])
             // Elections in tens of milliseconds, not seconds: faults heal fast.
             .args(["--heartbeat-interval", "25", "--election-timeout", "250"])
@@ -173,6 +180,23 @@ impl EtcdCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Stops member `i` without killing it (SIGSTOP): it holds its
+    /// connections open and answers nothing, as a hung or cut-off host.
+    pub fn pause(&self, i: usize) {
+        self.signal(i, "-STOP");
+    }
+
+    /// Lets a paused member go on (SIGCONT).
+    pub fn resume(&self, i: usize) {
+        self.signal(i, "-CONT");
+    }
+
+    fn signal(&self, i: usize, signal: &str) {
+        let pid = self.members[i].child.as_ref().expect("running").id();
+        let status = Command::new("kill").arg(signal).arg(pid.to_string()).status().expect("kill");
+        assert!(status.success(), "kill {signal} {pid}");
     }
 
     /// Starts member `i` again on its data, and waits until it answers.
