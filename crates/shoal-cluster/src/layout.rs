@@ -81,6 +81,13 @@ impl Layout {
         format!("{}#hosts/{host}", self.prefix)
     }
 
+    /// The path of the revision at which a replica last loaded the whole
+    /// tree: the version that holds it there collapsed the revisions before
+    /// it, so the tree as of those is not known from this replica.
+    pub fn reload_path(&self) -> String {
+        format!("{}/reloaded", self.local_root)
+    }
+
     /// The path of the revision a replica's version holds.
     pub fn revision_path(&self) -> String {
         format!("{}/revision", self.local_root)

@@ -17,7 +17,7 @@ mod writer;
 pub use layout::{Layout, DEFAULT_LOCAL_ROOT};
 pub use presence::{cluster_status, HostEntry, HostStatus, Presence};
 pub use replica::{revision_of, Replica};
-pub use writer::{current_writer, Change, Writer};
+pub use writer::{current_writer, Change, Read, Transaction, Writer};
 
 /// A client of the etcd cluster at `endpoints` (client URLs) as the
 /// cluster mode needs it: HTTP/2 keepalives, so that a member that hangs or
@@ -42,6 +42,10 @@ pub enum Error {
     Store(#[from] shoal::Error),
     #[error("{0}")]
     Invalid(String),
+    #[error("the replica has applied etcd's revisions up to {synced}, not yet {target}")]
+    Behind { target: i64, synced: i64 },
+    #[error("{path} changed since revision {base}, which the transaction read")]
+    Conflict { path: String, base: i64 },
     #[error("election: {0}")]
     Election(&'static str),
     #[error("another live process already publishes its status as host {0:?}")]

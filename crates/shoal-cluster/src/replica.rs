@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 use shoal::{Snapshot, Store};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::layout::Layout;
 use crate::Error;
@@ -47,6 +47,11 @@ const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 pub struct Replica<'s> {
     store: &'s Store,
     layout: Layout,
+    /// Asks the running watch for a progress report.
+    progress_wanted: Notify,
+    /// The newest etcd revision up to which every change of the tree is
+    /// applied, as a progress report of the watch said (0: none yet).
+    synced: watch::Sender<i64>,
 }
 
 /// The etcd revision `snapshot` holds, if it holds one.
@@ -59,11 +64,44 @@ impl<'s> Replica<'s> {
     /// `store` must have no other writer: the replica's versions are the
     /// only ones.
     pub fn new(store: &'s Store, layout: Layout) -> Replica<'s> {
-        Replica { store, layout }
+        Replica { store, layout, progress_wanted: Notify::new(), synced: watch::Sender::new(0) }
+    }
+
+    /// Waits until every change of the tree up to etcd's revision now is
+    /// applied, and returns that revision: after this, the local store's
+    /// newest version is the tree as of it. Needs [`follow`](Self::follow)
+    /// running; waits at most `timeout`.
+    pub async fn sync(&self, client: &mut Client, timeout: std::time::Duration) -> Result<i64, Error> {
+        // A linearizable read: its revision is at least every commit
+        // acknowledged before it.
+        let now = client.get(self.layout.key_prefix(), Some(GetOptions::new().with_count_only())).await?;
+        let target = now.header().map_or(0, |h| h.revision());
+        let mut synced = self.synced.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while *synced.borrow_and_update() < target {
+            // etcd answers a progress request only once the watch has sent
+            // everything up to its revision: ask again until it does.
+            self.progress_wanted.notify_one();
+            let step = tokio::time::Instant::now() + std::time::Duration::from_millis(100);
+            match tokio::time::timeout_at(step.min(deadline), synced.changed()).await {
+                Ok(Ok(())) | Err(_) => {}
+                // The sender lives as long as `self`.
+                Ok(Err(_)) => return Err(Error::Behind { target, synced: *synced.borrow() }),
+            }
+            if tokio::time::Instant::now() >= deadline && *synced.borrow() < target {
+                return Err(Error::Behind { target, synced: *synced.borrow() });
+            }
+        }
+        Ok(target)
     }
 
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// The local store this replica writes.
+    pub fn store(&self) -> &'s Store {
+        self.store
     }
 
     /// The etcd revision of the newest local version, if any.
@@ -123,6 +161,7 @@ impl<'s> Replica<'s> {
             }
         }
         txn.put(&revision_path, revision.to_string())?;
+        txn.put(&self.layout.reload_path(), revision.to_string())?;
         txn.commit()?;
         tracing::info!(revision, keys = wanted.len(), "replica loaded from etcd");
         Ok(revision)
@@ -248,7 +287,17 @@ impl<'s> Replica<'s> {
         let mut applied = applied;
         // The events of a reply etcd sent in fragments, until its last.
         let mut pieces: Vec<etcd_client::Event> = Vec::new();
-        while let Some(reply) = stream.message().await? {
+        loop {
+            let reply = tokio::select! {
+                reply = stream.message() => match reply? {
+                    Some(reply) => reply,
+                    None => break,
+                },
+                () = self.progress_wanted.notified() => {
+                    stream.request_progress().await?;
+                    continue;
+                }
+            };
             if reply.compact_revision() > 0 {
                 tracing::warn!(
                     applied,
@@ -263,6 +312,17 @@ impl<'s> Replica<'s> {
             }
             if reply.0.fragment {
                 pieces.extend_from_slice(reply.events());
+                continue;
+            }
+            if reply.events().is_empty() && pieces.is_empty() && !reply.created() {
+                // A progress report: every change up to its revision was
+                // sent before it, and so is applied.
+                let revision = reply.header().map_or(0, |h| h.revision());
+                self.synced.send_if_modified(|synced| {
+                    let newer = revision > *synced;
+                    *synced = (*synced).max(revision);
+                    newer
+                });
                 continue;
             }
             let whole;

@@ -18,6 +18,7 @@ use shoal::Snapshot;
 
 use crate::layout::Layout;
 use crate::lease::Lease;
+use crate::replica::{revision_of, Replica};
 use crate::Error;
 
 /// One change to the tree, as the writer sends it to etcd.
@@ -28,6 +29,29 @@ pub enum Change {
     /// Removes a node and everything below it.
     DeleteTree { path: String },
 }
+
+/// Something a transaction read, checked when it commits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Read {
+    /// A node's value, or its absence.
+    Value(String),
+    /// The names of a node's children.
+    Children(String),
+    /// A node and everything below it.
+    Subtree(String),
+}
+
+/// A transaction made on some host: read at `base` (the etcd revision of
+/// the replica version it read), to change the tree by `changes`.
+#[derive(Clone, Debug, Default)]
+pub struct Transaction {
+    pub base: i64,
+    pub reads: Vec<Read>,
+    pub changes: Vec<Change>,
+}
+
+/// How long the writer waits for its replica to catch up before a check.
+const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// This host, elected as the cluster's writer.
 pub struct Writer {
@@ -69,6 +93,34 @@ impl Writer {
     /// fail from then on).
     pub fn is_deposed(&self) -> bool {
         !self.lease.alive()
+    }
+
+    /// Commits `txn` if nothing it read changed between its base revision
+    /// and the newest: its changes then land as one revision after the
+    /// newest, as if the transaction had run alone there. `replica` is this
+    /// host's replica, followed meanwhile; it is brought up to etcd's
+    /// revision now before the check (no one else commits, so that is the
+    /// newest state of the tree). `Error::Conflict` names a node that
+    /// changed (or a base too old for the replica to still hold).
+    pub async fn commit_transaction(&mut self, replica: &Replica<'_>, txn: &Transaction) -> Result<i64, Error> {
+        replica.sync(&mut self.client, SYNC_TIMEOUT).await?;
+        let head = replica.store().snapshot();
+        let conflict = |path: &str| Error::Conflict { path: path.to_string(), base: txn.base };
+        if !txn.reads.is_empty() {
+            let base = version_at(&head, replica.layout(), txn.base)?.ok_or_else(|| conflict("/"))?;
+            for read in &txn.reads {
+                let same = match read {
+                    Read::Value(path) => base.get(path)? == head.get(path)?,
+                    Read::Children(path) => base.list(path)? == head.list(path)?,
+                    Read::Subtree(path) => base.diff(&head, path)?.changes.is_empty(),
+                };
+                if !same {
+                    let (Read::Value(path) | Read::Children(path) | Read::Subtree(path)) = read;
+                    return Err(conflict(path));
+                }
+            }
+        }
+        self.commit(&txn.changes, &head).await
     }
 
     /// Commits `changes`, in order, as one etcd revision; returns it.
@@ -176,6 +228,48 @@ impl Writer {
     pub fn stop_renewing(&self) {
         self.lease.stop();
     }
+}
+
+/// The newest version `head` retains that holds etcd revision `revision`
+/// or an older one: the tree as of `revision`. `None` if the replica no
+/// longer holds a version that old.
+fn version_at(head: &Snapshot, layout: &Layout, revision: i64) -> Result<Option<Snapshot>, Error> {
+    let mut versions = head.versions()?;
+    versions.sort_unstable();
+    let revision_at = |v: u64| -> Result<(Snapshot, i64), Error> {
+        let snapshot = head.at_version(v)?;
+        let r = revision_of(&snapshot, layout).unwrap_or(0);
+        Ok((snapshot, r))
+    };
+    // Revisions increase with versions: the last version at or before.
+    let (mut low, mut high) = (0, versions.len());
+    let mut found: Option<(usize, Snapshot, i64)> = None;
+    while low < high {
+        let mid = (low + high) / 2;
+        let (snapshot, r) = revision_at(versions[mid])?;
+        if r <= revision && r > 0 {
+            found = Some((mid, snapshot, r));
+            low = mid + 1;
+        } else if r == 0 {
+            // Older than the replica's first version: nothing to go by.
+            low = mid + 1;
+        } else {
+            high = mid;
+        }
+    }
+    let Some((at, snapshot, r)) = found else { return Ok(None) };
+    if r < revision {
+        // The tree is the same up to `revision` only if the next version
+        // followed etcd; a reload collapsed what came between.
+        if let Some(&next) = versions.get(at + 1) {
+            let (next, next_revision) = revision_at(next)?;
+            let reloaded = next.get(&layout.reload_path())?.map(|v| v == next_revision.to_string().as_bytes());
+            if reloaded == Some(true) {
+                return Ok(None);
+            }
+        }
+    }
+    Ok(Some(snapshot))
 }
 
 /// The host that is the cluster's writer now, if any.
