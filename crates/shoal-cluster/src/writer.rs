@@ -31,7 +31,7 @@ pub enum Change {
 }
 
 /// Something a transaction read, checked when it commits.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Read {
     /// A node's value, or its absence.
     Value(String),
@@ -48,6 +48,56 @@ pub struct Transaction {
     pub base: i64,
     pub reads: Vec<Read>,
     pub changes: Vec<Change>,
+}
+
+impl Transaction {
+    /// The cluster transaction of a shoal transaction made on a replica's
+    /// store and taken out with [`shoal::Transaction::into_intent`]: `base`
+    /// is the replica's version it read at (`store.snapshot_at(
+    /// intent.base_version)`). What it read, listed, read whole or wrote is
+    /// checked at commit, as one shoal store checks it; copies become the
+    /// values they copy, as of the base.
+    pub fn from_intent(intent: &shoal::Intent, base: &Snapshot, layout: &Layout) -> Result<Transaction, Error> {
+        let revision = revision_of(base, layout)
+            .ok_or_else(|| Error::Invalid("the transaction read a version that holds no etcd revision".into()))?;
+        let mut reads: Vec<Read> = Vec::new();
+        reads.extend(intent.read.iter().chain(&intent.written).cloned().map(Read::Value));
+        reads.extend(intent.listed.iter().cloned().map(Read::Children));
+        reads.extend(intent.read_trees.iter().cloned().map(Read::Subtree));
+        reads.sort();
+        reads.dedup();
+        let mut changes = Vec::new();
+        for change in &intent.changes {
+            match change {
+                shoal::IntentChange::Put { path, value } => {
+                    changes.push(Change::Put { path: path.clone(), value: value.clone() })
+                }
+                shoal::IntentChange::Delete { path } | shoal::IntentChange::DeleteTree { path } => {
+                    changes.push(Change::DeleteTree { path: path.clone() })
+                }
+                shoal::IntentChange::Copy { path, from } => {
+                    let value = base.get(from)?.unwrap_or_default().to_vec();
+                    changes.push(Change::Put { path: path.clone(), value });
+                }
+                shoal::IntentChange::CopyTree { path, from } => {
+                    changes.push(Change::DeleteTree { path: path.clone() });
+                    for entry in base.scan(from)? {
+                        let entry = entry?;
+                        let source = entry.path();
+                        // What lies below the source, as a path suffix ("" for the source itself).
+                        let below = if from == "/" { source.trim_start_matches('/') } else { &source[from.len()..] };
+                        let target = match below {
+                            "" => path.clone(),
+                            rest if from == "/" => format!("{path}/{rest}"),
+                            rest => format!("{path}{rest}"),
+                        };
+                        changes.push(Change::Put { path: target, value: entry.value().to_vec() });
+                    }
+                }
+            }
+        }
+        Ok(Transaction { base: revision, reads, changes })
+    }
 }
 
 /// How long the writer waits for its replica to catch up before a check.

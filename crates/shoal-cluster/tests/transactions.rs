@@ -25,17 +25,19 @@ fn put(path: &str, value: &str) -> Change {
     Change::Put { path: path.to_string(), value: value.as_bytes().to_vec() }
 }
 
-/// A read-modify-write of `/counter` on `replica`: the value it reads at
-/// its newest version, plus one.
+/// A read-modify-write of `/counter` on `replica`: a shoal transaction on
+/// the replica's store, taken out as an intent (what it read, what it
+/// would write) instead of committed there.
 fn increment(replica: &Replica<'_>) -> Transaction {
-    let snapshot = replica.store().snapshot();
-    let base = revision_of(&snapshot, replica.layout()).expect("a loaded replica");
-    let value: u64 = snapshot.get("/counter").unwrap().map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap());
-    Transaction {
-        base,
-        reads: vec![Read::Value("/counter".into())],
-        changes: vec![put("/counter", &(value + 1).to_string())],
-    }
+    let store = replica.store();
+    let mut txn = store.begin();
+    let value: u64 = txn.get("/counter").unwrap().map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap());
+    txn.put("/counter", (value + 1).to_string()).unwrap();
+    let intent = txn.into_intent();
+    let base = store.snapshot_at(intent.base_version).unwrap();
+    let txn = Transaction::from_intent(&intent, &base, replica.layout()).unwrap();
+    assert!(txn.reads.contains(&Read::Value("/counter".into())), "{txn:?}");
+    txn
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,5 +223,67 @@ async fn a_base_the_writers_replica_reloaded_past_is_a_conflict() {
         stop.send(true).unwrap();
     };
     let (followed, ()) = tokio::join!(rw.follow(&mut fc, stopped), checks);
+    followed.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shoal_transactions_copies_and_deletes_land_as_on_one_host() {
+    let cluster = EtcdCluster::start(1);
+    let layout = Layout::new(PREFIX);
+    let dir = tempfile::tempdir().unwrap();
+    let sw = store(&dir, "w");
+    let rw = Replica::new(&sw, layout.clone());
+    let mut cw = client(&cluster).await;
+    let (stop, stopped) = watch::channel(false);
+    let mut writer = Writer::elect(client(&cluster).await, layout.clone(), "host-w", 5).await.unwrap();
+    let intent_of = |build: &dyn Fn(&mut shoal::Transaction<'_>)| {
+        let mut txn = sw.begin();
+        build(&mut txn);
+        let intent = txn.into_intent();
+        Transaction::from_intent(&intent, &sw.snapshot_at(intent.base_version).unwrap(), &layout).unwrap()
+    };
+    let checks = async {
+        let mut c = client(&cluster).await;
+        rw.sync(&mut c, Duration::from_secs(10)).await.unwrap();
+        let setup = intent_of(&|t| {
+            t.put("/src/a", "1").unwrap();
+            t.put("/src/b/c", "2").unwrap();
+            t.put("/dst/stale", "gone soon").unwrap();
+            t.put("/one", "v").unwrap();
+        });
+        writer.commit_transaction(&rw, &setup).await.unwrap();
+        rw.sync(&mut c, Duration::from_secs(10)).await.unwrap();
+        let copy = intent_of(&|t| {
+            t.copy_tree("/src", "/dst").unwrap();
+            t.copy("/one", "/two").unwrap();
+            t.delete("/one").unwrap();
+        });
+        writer.commit_transaction(&rw, &copy).await.unwrap();
+        rw.sync(&mut c, Duration::from_secs(10)).await.unwrap();
+        let tree: Vec<(String, Vec<u8>)> = sw
+            .snapshot()
+            .scan("/")
+            .unwrap()
+            .map(|e| e.map(|e| (e.path(), e.value().to_vec())).unwrap())
+            .filter(|(p, _)| p != "/" && !p.starts_with("/.shoald"))
+            .collect();
+        let expected: Vec<(String, Vec<u8>)> = [
+            ("/dst", ""),
+            ("/dst/a", "1"),
+            ("/dst/b", ""),
+            ("/dst/b/c", "2"),
+            ("/src", ""),
+            ("/src/a", "1"),
+            ("/src/b", ""),
+            ("/src/b/c", "2"),
+            ("/two", "v"),
+        ]
+        .iter()
+        .map(|(p, v)| (p.to_string(), v.as_bytes().to_vec()))
+        .collect();
+        assert_eq!(tree, expected);
+        stop.send(true).unwrap();
+    };
+    let (followed, ()) = tokio::join!(rw.follow(&mut cw, stopped), checks);
     followed.unwrap();
 }

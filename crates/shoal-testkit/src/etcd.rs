@@ -42,9 +42,21 @@ pub fn require_etcd() {
     }
 }
 
-/// A loopback port nobody listens on now.
+/// A loopback port for a member, free now and kept for it: taken below
+/// Linux's range of ephemeral ports (32768 and up), so that no client's
+/// connection is given it while its member is down between a kill and a
+/// restart, and from a counter, so that the clusters of one test process
+/// never share one.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = 20_000 + (std::process::id() % 500) * 20;
+    loop {
+        let offset = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = 20_000 + (start - 20_000 + offset) % 12_000;
+        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
 }
 
 impl EtcdCluster {

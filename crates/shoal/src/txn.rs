@@ -85,6 +85,53 @@ impl TxnSets {
     }
 }
 
+/// A transaction's reads and writes, taken out of it by
+/// [`Transaction::into_intent`]. Paths are sorted; `changes` are in the
+/// order the store would apply them (key order, a subtree's deletion before
+/// the write of the same node).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Intent {
+    /// The version it read at.
+    pub base_version: u64,
+    /// Nodes whose value (or absence) it read.
+    pub read: Vec<String>,
+    /// Nodes whose children it listed.
+    pub listed: Vec<String>,
+    /// Subtrees it read whole (the sources of `copy_tree`).
+    pub read_trees: Vec<String>,
+    /// Nodes it wrote (their changes, on one host, conflict too).
+    pub written: Vec<String>,
+    pub changes: Vec<IntentChange>,
+}
+
+/// One change of an [`Intent`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IntentChange {
+    Put {
+        path: String,
+        value: Vec<u8>,
+    },
+    /// The node, which has no children.
+    Delete {
+        path: String,
+    },
+    /// The node and everything below it.
+    DeleteTree {
+        path: String,
+    },
+    /// The value of the node at `from`, as of the base version.
+    Copy {
+        path: String,
+        from: String,
+    },
+    /// The subtree at `from`, as of the base version, in place of the
+    /// subtree at `path`.
+    CopyTree {
+        path: String,
+        from: String,
+    },
+}
+
 /// What a transaction needs of the writer.
 pub(crate) trait Committer: Sync {
     /// Checks a value against the store's limits.
@@ -369,6 +416,44 @@ impl<'s> Transaction<'s> {
         self.drop_writes_below(&key);
         self.sets.writes.insert(key, Write { clears_subtree: true, tree: None, node: NodeWrite::Delete });
         Ok(existed)
+    }
+
+    /// What this transaction read and would write, instead of committing
+    /// it here: for committing it elsewhere, as shoal's cluster mode does
+    /// (the cluster's writer checks the reads and makes the changes). The
+    /// transaction ends, as if aborted.
+    pub fn into_intent(self) -> Intent {
+        let paths = |keys: &HashSet<Vec<u8>>| -> Vec<String> {
+            let mut p: Vec<String> = keys.iter().map(|k| path::path_of(k)).collect();
+            p.sort();
+            p
+        };
+        let changes = self
+            .sets
+            .journal_ops()
+            .into_iter()
+            .map(|op| match op {
+                JournalOp::Put { key, value } => IntentChange::Put { path: path::path_of(&key), value },
+                JournalOp::Delete { key } => IntentChange::Delete { path: path::path_of(&key) },
+                JournalOp::DeleteTree { key } => IntentChange::DeleteTree { path: path::path_of(&key) },
+                JournalOp::Copy { key, from } => {
+                    IntentChange::Copy { path: path::path_of(&key), from: path::path_of(&from) }
+                }
+                JournalOp::CopyTree { key, from } => {
+                    IntentChange::CopyTree { path: path::path_of(&key), from: path::path_of(&from) }
+                }
+            })
+            .collect();
+        let mut written: Vec<String> = self.sets.writes.keys().map(|k| path::path_of(k)).collect();
+        written.sort();
+        Intent {
+            base_version: self.sets.base_version,
+            read: paths(&self.sets.reads),
+            listed: paths(&self.sets.lists),
+            read_trees: paths(&self.sets.trees),
+            written,
+            changes,
+        }
     }
 
     /// Commits: returns the new version, or the current one when nothing was

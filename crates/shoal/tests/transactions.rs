@@ -419,3 +419,72 @@ fn scan_paths_survive_prefixes_that_split_a_character() {
     assert_eq!(scanned, expected);
     assert_eq!(snap.list("/").unwrap(), vec!["è", "é", "ü"]);
 }
+
+/// A transaction taken out as an intent: what it read, listed and wrote,
+/// and its changes in the order the store applies them; nothing is
+/// committed, and replaying the changes in another transaction gives what
+/// committing would have.
+#[test]
+fn an_intent_holds_the_reads_and_the_changes_and_replays_to_the_same_tree() {
+    use shoal::{Intent, IntentChange};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    put(&store, "/a", "1");
+    put(&store, "/b/x", "2");
+    put(&store, "/old/y", "3");
+    let base = store.version();
+    let build = || {
+        let mut txn = store.begin();
+        assert_eq!(txn.get("/a").unwrap(), Some(&b"1"[..]));
+        assert_eq!(txn.list("/b").unwrap(), ["x"]);
+        txn.put("/new/deep", "4").unwrap();
+        txn.delete_tree("/old").unwrap();
+        txn.copy_tree("/b", "/c").unwrap();
+        txn
+    };
+    let intent: Intent = build().into_intent();
+    assert_eq!(store.version(), base, "nothing was committed");
+    assert_eq!(intent.base_version, base);
+    assert!(intent.read.contains(&"/a".to_string()), "{intent:?}");
+    assert_eq!(intent.listed, ["/b"]);
+    assert_eq!(intent.read_trees, ["/b"]);
+    for written in ["/new", "/new/deep", "/old", "/c"] {
+        assert!(intent.written.contains(&written.to_string()), "{written}: {intent:?}");
+    }
+    assert!(intent.changes.contains(&IntentChange::Put { path: "/new".into(), value: vec![] }), "ancestors too");
+    assert!(intent.changes.contains(&IntentChange::Put { path: "/new/deep".into(), value: b"4".to_vec() }));
+    assert!(intent.changes.contains(&IntentChange::DeleteTree { path: "/old".into() }));
+    assert!(intent.changes.contains(&IntentChange::CopyTree { path: "/c".into(), from: "/b".into() }));
+
+    // Replayed in a new transaction, the changes give what committing the
+    // original would have.
+    let mut replay = store.begin();
+    for change in &intent.changes {
+        match change {
+            IntentChange::Put { path, value } => replay.put(path, value).unwrap(),
+            IntentChange::Delete { path } => assert!(replay.delete(path).unwrap()),
+            IntentChange::DeleteTree { path } => {
+                replay.delete_tree(path).unwrap();
+            }
+            IntentChange::Copy { path, from } => replay.copy(from, path).unwrap(),
+            IntentChange::CopyTree { path, from } => replay.copy_tree(from, path).unwrap(),
+        }
+    }
+    replay.commit().unwrap();
+    let replayed: Vec<(String, Vec<u8>)> =
+        store.snapshot().scan("/").unwrap().map(|e| e.map(|e| (e.path(), e.value().to_vec())).unwrap()).collect();
+    let dir2 = tempfile::tempdir().unwrap();
+    let other = open(dir2.path());
+    put(&other, "/a", "1");
+    put(&other, "/b/x", "2");
+    put(&other, "/old/y", "3");
+    let mut txn = other.begin();
+    txn.get("/a").unwrap();
+    txn.put("/new/deep", "4").unwrap();
+    txn.delete_tree("/old").unwrap();
+    txn.copy_tree("/b", "/c").unwrap();
+    txn.commit().unwrap();
+    let committed: Vec<(String, Vec<u8>)> =
+        other.snapshot().scan("/").unwrap().map(|e| e.map(|e| (e.path(), e.value().to_vec())).unwrap()).collect();
+    assert_eq!(replayed, committed);
+}
