@@ -9,6 +9,7 @@ pub struct Layout {
     prefix: String,
     local_root: String,
     max_value_bytes: usize,
+    max_txn_ops: usize,
 }
 
 /// Where a replica keeps its own state unless told otherwise: inside
@@ -26,6 +27,7 @@ impl Layout {
             prefix: prefix.trim_end_matches('/').to_string(),
             local_root: local_root.to_string(),
             max_value_bytes: shoal::Options::default().max_value_bytes,
+            max_txn_ops: 128,
         }
     }
 
@@ -40,6 +42,23 @@ impl Layout {
 
     pub fn max_value_bytes(&self) -> usize {
         self.max_value_bytes
+    }
+
+    /// The most operations etcd takes in one transaction: its
+    /// `--max-txn-ops`, 128 by default. A commit makes one per node it
+    /// puts or deletes by name, and two per subtree it deletes whole.
+    pub fn with_max_txn_ops(mut self, max: usize) -> Layout {
+        self.max_txn_ops = max;
+        self
+    }
+
+    pub fn max_txn_ops(&self) -> usize {
+        self.max_txn_ops
+    }
+
+    /// The replica's own subtree (never taken from etcd).
+    pub fn local_root(&self) -> &str {
+        &self.local_root
     }
 
     /// The prefix every key of the tree starts with (`PREFIX/`).

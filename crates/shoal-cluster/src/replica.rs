@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 use shoal::{Snapshot, Store};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::layout::Layout;
 use crate::Error;
@@ -47,10 +47,9 @@ const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 pub struct Replica<'s> {
     store: &'s Store,
     layout: Layout,
-    /// Asks the running watch for a progress report.
-    progress_wanted: Notify,
     /// The newest etcd revision up to which every change of the tree is
-    /// applied, as a progress report of the watch said (0: none yet).
+    /// applied: the last revision the watch delivered (applied, or with
+    /// nothing of the tree in it), or the one last loaded (0: none yet).
     synced: watch::Sender<i64>,
 }
 
@@ -64,35 +63,38 @@ impl<'s> Replica<'s> {
     /// `store` must have no other writer: the replica's versions are the
     /// only ones.
     pub fn new(store: &'s Store, layout: Layout) -> Replica<'s> {
-        Replica { store, layout, progress_wanted: Notify::new(), synced: watch::Sender::new(0) }
+        Replica { store, layout, synced: watch::Sender::new(0) }
     }
 
     /// Waits until every change of the tree up to etcd's revision now is
     /// applied, and returns that revision: after this, the local store's
     /// newest version is the tree as of it. Needs [`follow`](Self::follow)
     /// running; waits at most `timeout`.
+    ///
+    /// It puts a marker key below the replica's own subtree in etcd (one
+    /// that no replica applies) and waits until the watch has delivered
+    /// it: the watch delivers revisions in order, so everything before it
+    /// is applied by then. (A watch progress report would say the same
+    /// without a write, but etcd 3.4 before its fix of issue 15220 may send
+    /// one ahead of the events it should follow.)
     pub async fn sync(&self, client: &mut Client, timeout: std::time::Duration) -> Result<i64, Error> {
-        // A linearizable read: its revision is at least every commit
-        // acknowledged before it.
-        let now = client.get(self.layout.key_prefix(), Some(GetOptions::new().with_count_only())).await?;
-        let target = now.header().map_or(0, |h| h.revision());
+        let marker = self.layout.key(&format!("{}/sync", self.layout.local_root()));
+        let target = client.put(marker, "", None).await?.header().map_or(0, |h| h.revision());
         let mut synced = self.synced.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
-        while *synced.borrow_and_update() < target {
-            // etcd answers a progress request only once the watch has sent
-            // everything up to its revision: ask again until it does.
-            self.progress_wanted.notify_one();
-            let step = tokio::time::Instant::now() + std::time::Duration::from_millis(100);
-            match tokio::time::timeout_at(step.min(deadline), synced.changed()).await {
-                Ok(Ok(())) | Err(_) => {}
-                // The sender lives as long as `self`.
-                Ok(Err(_)) => return Err(Error::Behind { target, synced: *synced.borrow() }),
-            }
-            if tokio::time::Instant::now() >= deadline && *synced.borrow() < target {
-                return Err(Error::Behind { target, synced: *synced.borrow() });
-            }
+        let reached = tokio::time::timeout(timeout, synced.wait_for(|&s| s >= target)).await;
+        match reached {
+            Ok(Ok(_)) => Ok(target),
+            _ => Err(Error::Behind { target, synced: *self.synced.borrow() }),
         }
-        Ok(target)
+    }
+
+    /// Notes that every change of the tree up to `revision` is applied.
+    fn synced_to(&self, revision: i64) {
+        self.synced.send_if_modified(|synced| {
+            let newer = revision > *synced;
+            *synced = (*synced).max(revision);
+            newer
+        });
     }
 
     pub fn layout(&self) -> &Layout {
@@ -163,6 +165,7 @@ impl<'s> Replica<'s> {
         txn.put(&revision_path, revision.to_string())?;
         txn.put(&self.layout.reload_path(), revision.to_string())?;
         txn.commit()?;
+        self.synced_to(revision);
         tracing::info!(revision, keys = wanted.len(), "replica loaded from etcd");
         Ok(revision)
     }
@@ -219,7 +222,12 @@ impl<'s> Replica<'s> {
     }
 
     /// Applies one revision's events as one version.
-    fn apply(&self, revision: i64, events: &[etcd_client::Event]) -> Result<u64, Error> {
+    /// A revision with nothing of the tree in it (only keys no replica
+    /// applies, such as [`sync`](Self::sync)'s marker) makes no version.
+    fn apply(&self, revision: i64, events: &[etcd_client::Event]) -> Result<(), Error> {
+        if !events.iter().any(|e| e.kv().is_some_and(|kv| self.layout.path(kv.key()).is_some())) {
+            return Ok(());
+        }
         let mut txn = self.store.begin();
         for event in events {
             let Some(kv) = event.kv() else { continue };
@@ -235,7 +243,8 @@ impl<'s> Replica<'s> {
             }
         }
         txn.put(&self.layout.revision_path(), revision.to_string())?;
-        Ok(txn.commit()?)
+        txn.commit()?;
+        Ok(())
     }
 
     /// Follows etcd until `stop` turns true: loads the keys first if the
@@ -280,24 +289,13 @@ impl<'s> Replica<'s> {
         let options = WatchOptions::new()
             .with_range(prefix_end(self.layout.key_prefix().as_bytes()))
             .with_start_revision(applied + 1)
-            .with_progress_notify()
             .with_fragment();
         let mut watcher = client.watch_client().max_decoding_message_size(WATCH_REPLY_MAX);
         let mut stream = watcher.watch(self.layout.key_prefix(), Some(options)).await?;
         let mut applied = applied;
         // The events of a reply etcd sent in fragments, until its last.
         let mut pieces: Vec<etcd_client::Event> = Vec::new();
-        loop {
-            let reply = tokio::select! {
-                reply = stream.message() => match reply? {
-                    Some(reply) => reply,
-                    None => break,
-                },
-                () = self.progress_wanted.notified() => {
-                    stream.request_progress().await?;
-                    continue;
-                }
-            };
+        while let Some(reply) = stream.message().await? {
             if reply.compact_revision() > 0 {
                 tracing::warn!(
                     applied,
@@ -312,17 +310,6 @@ impl<'s> Replica<'s> {
             }
             if reply.0.fragment {
                 pieces.extend_from_slice(reply.events());
-                continue;
-            }
-            if reply.events().is_empty() && pieces.is_empty() && !reply.created() {
-                // A progress report: every change up to its revision was
-                // sent before it, and so is applied.
-                let revision = reply.header().map_or(0, |h| h.revision());
-                self.synced.send_if_modified(|synced| {
-                    let newer = revision > *synced;
-                    *synced = (*synced).max(revision);
-                    newer
-                });
                 continue;
             }
             let whole;
@@ -345,6 +332,7 @@ impl<'s> Replica<'s> {
                     self.apply(revision, &events[at..end])?;
                     applied = revision;
                 }
+                self.synced_to(revision);
                 at = end;
             }
         }

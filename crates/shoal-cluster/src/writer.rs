@@ -100,6 +100,9 @@ impl Transaction {
     }
 }
 
+/// Where the writer writes its name when it first commits a transaction.
+pub const WRITER_PATH: &str = "/.shoald/writer";
+
 /// How long the writer waits for its replica to catch up before a check.
 const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -107,8 +110,11 @@ const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 pub struct Writer {
     client: Client,
     layout: Layout,
+    host: String,
     leader: LeaderKey,
     lease: Lease,
+    /// Whether it has written its name in the tree since it was elected.
+    announced: bool,
 }
 
 impl Writer {
@@ -131,7 +137,7 @@ impl Writer {
             }
         };
         tracing::info!(host, revision = leader.rev(), "elected the cluster's writer");
-        Ok(Writer { client, layout, leader, lease })
+        Ok(Writer { client, layout, host: host.to_string(), leader, lease, announced: false })
     }
 
     /// The revision at which this writer was elected (its fencing token).
@@ -153,7 +159,20 @@ impl Writer {
     /// newest state of the tree). `Error::Conflict` names a node that
     /// changed (or a base too old for the replica to still hold).
     pub async fn commit_transaction(&mut self, replica: &Replica<'_>, txn: &Transaction) -> Result<i64, Error> {
-        replica.sync(&mut self.client, SYNC_TIMEOUT).await?;
+        let mut now = replica.sync(&mut self.client, SYNC_TIMEOUT).await?;
+        if !self.announced {
+            // A change every replica applies, at a revision after this
+            // writer's replica loaded: a transaction read at a base older
+            // than the oldest version this replica holds cannot be checked
+            // (it is refused), and this gives every host a base it can.
+            let announce = Change::Put { path: WRITER_PATH.to_string(), value: self.host.clone().into_bytes() };
+            self.commit(&[announce], &replica.store().snapshot()).await?;
+            self.announced = true;
+            now = replica.sync(&mut self.client, SYNC_TIMEOUT).await?;
+        }
+        if txn.base > now {
+            return Err(Error::Invalid(format!("a transaction read at revision {}, after etcd's {now}", txn.base)));
+        }
         let head = replica.store().snapshot();
         let conflict = |path: &str| Error::Conflict { path: path.to_string(), base: txn.base };
         if !txn.reads.is_empty() {
@@ -249,6 +268,13 @@ impl Writer {
         for (path, value) in puts {
             ops.push(TxnOp::put(self.layout.key(&path), value, None));
         }
+        if ops.len() > self.layout.max_txn_ops() {
+            return Err(Error::Invalid(format!(
+                "a commit of {} etcd operations; etcd takes at most {} in one transaction (its --max-txn-ops)",
+                ops.len(),
+                self.layout.max_txn_ops()
+            )));
+        }
         Ok(ops)
     }
 
@@ -310,8 +336,13 @@ fn version_at(head: &Snapshot, layout: &Layout, revision: i64) -> Result<Option<
     let Some((at, snapshot, r)) = found else { return Ok(None) };
     if r < revision {
         // The tree is the same up to `revision` only if the next version
-        // followed etcd; a reload collapsed what came between.
+        // followed etcd: not a reload, which collapsed what came between,
+        // and not a version after a gap that a compaction's thinning of old
+        // versions left.
         if let Some(&next) = versions.get(at + 1) {
+            if next != versions[at] + 1 {
+                return Ok(None);
+            }
             let (next, next_revision) = revision_at(next)?;
             let reloaded = next.get(&layout.reload_path())?.map(|v| v == next_revision.to_string().as_bytes());
             if reloaded == Some(true) {
