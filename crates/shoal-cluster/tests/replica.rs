@@ -1,8 +1,11 @@
 //! Replicas against a real 3-member etcd cluster started on loopback.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::{client, until_applied};
 use etcd_client::{Client, DeleteOptions, GetOptions, Txn, TxnOp};
 use shoal::{Options, Store};
 use shoal_cluster::{revision_of, Layout, Replica};
@@ -17,10 +20,6 @@ fn store() -> (tempfile::TempDir, Store) {
         Store::create(dir.path().join("store"), Options { durability: shoal::Durability::None, ..Options::default() })
             .unwrap();
     (dir, store)
-}
-
-async fn client(cluster: &EtcdCluster) -> Client {
-    shoal_cluster::connect(&cluster.endpoints()).await.unwrap()
 }
 
 fn key(path: &str) -> String {
@@ -75,19 +74,6 @@ async fn etcd_tree(c: &mut Client) -> BTreeMap<String, String> {
             (path, String::from_utf8(kv.value().to_vec()).unwrap())
         })
         .collect()
-}
-
-/// Waits until the replica has applied `revision`.
-async fn until_applied(replica: &Replica<'_>, revision: i64) {
-    let start = Instant::now();
-    while replica.applied_revision().is_none_or(|r| r < revision) {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "revision {revision} not applied; at {:?}",
-            replica.applied_revision()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// The revision each version from `from` on holds, in version order.

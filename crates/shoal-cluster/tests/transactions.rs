@@ -2,9 +2,11 @@
 //! checked by the writer against its own, committed only if nothing they
 //! read changed.
 
+mod common;
+
 use std::time::Duration;
 
-use etcd_client::Client;
+use common::{client, put, while_following};
 use shoal::{Options, RetainTier, Store};
 use shoal_cluster::{revision_of, Change, Error, Layout, Read, Replica, Transaction, Writer};
 use shoal_testkit::etcd::EtcdCluster;
@@ -15,14 +17,6 @@ const PREFIX: &str = "/shoal/t";
 fn store(dir: &tempfile::TempDir, name: &str) -> Store {
     let options = Options { durability: shoal::Durability::None, create: true, ..Options::default() };
     Store::open(dir.path().join(name), options).unwrap()
-}
-
-async fn client(cluster: &EtcdCluster) -> Client {
-    shoal_cluster::connect(&cluster.endpoints()).await.unwrap()
-}
-
-fn put(path: &str, value: &str) -> Change {
-    Change::Put { path: path.to_string(), value: value.as_bytes().to_vec() }
 }
 
 /// A read-modify-write of `/counter` on `replica`: a shoal transaction on
@@ -113,8 +107,6 @@ async fn conflicts_are_per_node_child_list_and_subtree() {
     let dir = tempfile::tempdir().unwrap();
     let sw = store(&dir, "w");
     let rw = Replica::new(&sw, layout.clone());
-    let mut cw = client(&cluster).await;
-    let (stop, stopped) = watch::channel(false);
     let mut writer = Writer::elect(client(&cluster).await, layout.clone(), "host-w", 5).await.unwrap();
     let checks = async {
         let mut c = client(&cluster).await;
@@ -165,10 +157,8 @@ async fn conflicts_are_per_node_child_list_and_subtree() {
         assert!(matches!(&refused, Err(Error::Conflict { path, .. }) if path == "/dir/a"), "{refused:?}");
         rw.sync(&mut c, Duration::from_secs(10)).await.unwrap();
         assert_eq!(sw.snapshot().get("/result").unwrap().map(<[u8]>::to_vec), before);
-        stop.send(true).unwrap();
     };
-    let (followed, ()) = tokio::join!(rw.follow(&mut cw, stopped), checks);
-    followed.unwrap();
+    while_following(&rw, &cluster, checks).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,34 +170,17 @@ async fn a_base_the_writers_replica_reloaded_past_is_a_conflict() {
     let rw = Replica::new(&sw, layout.clone());
     let mut writer = Writer::elect(client(&cluster).await, layout.clone(), "host-w", 5).await.unwrap();
     let mut c = client(&cluster).await;
-    let follow_a_while = |until: i64| {
-        let (rw, cluster) = (&rw, &cluster);
-        async move {
-            let mut fc = client(cluster).await;
-            let (stop, stopped) = watch::channel(false);
-            let waiting = async {
-                while revision_of(&rw.store().snapshot(), rw.layout()).is_none_or(|r| r < until) {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                stop.send(true).unwrap();
-            };
-            let (followed, ()) = tokio::join!(rw.follow(&mut fc, stopped), waiting);
-            followed.unwrap();
-        }
-    };
     let r1 = writer.commit(&[put("/n", "1")], &sw.snapshot()).await.unwrap();
-    follow_a_while(r1).await;
+    follow_until(&rw, &cluster, r1).await;
     // While this replica does not follow, /n goes to 2 and back to 1, and
     // etcd forgets the revisions between: the replica reloads them as one.
     let r2 = writer.commit(&[put("/n", "2")], &sw.snapshot()).await.unwrap();
     let r3 = writer.commit(&[put("/n", "1")], &sw.snapshot()).await.unwrap();
     cluster.compact(r3);
-    follow_a_while(r3).await;
+    follow_until(&rw, &cluster, r3).await;
     let reloaded = revision_of(&sw.snapshot(), &layout).unwrap();
     assert!(reloaded >= r3);
 
-    let (stop, stopped) = watch::channel(false);
-    let mut fc = client(&cluster).await;
     let checks = async {
         // A transaction that read /n at r2, where it was 2: this replica
         // cannot tell what the tree was then, so it is refused. Judged
@@ -223,10 +196,8 @@ async fn a_base_the_writers_replica_reloaded_past_is_a_conflict() {
         writer.commit_transaction(&rw, &at_reload).await.unwrap();
         rw.sync(&mut c, Duration::from_secs(10)).await.unwrap();
         assert_eq!(sw.snapshot().get("/n").unwrap(), Some(&b"4"[..]));
-        stop.send(true).unwrap();
     };
-    let (followed, ()) = tokio::join!(rw.follow(&mut fc, stopped), checks);
-    followed.unwrap();
+    while_following(&rw, &cluster, checks).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,8 +207,6 @@ async fn a_shoal_transactions_copies_and_deletes_land_as_on_one_host() {
     let dir = tempfile::tempdir().unwrap();
     let sw = store(&dir, "w");
     let rw = Replica::new(&sw, layout.clone());
-    let mut cw = client(&cluster).await;
-    let (stop, stopped) = watch::channel(false);
     let mut writer = Writer::elect(client(&cluster).await, layout.clone(), "host-w", 5).await.unwrap();
     let intent_of = |build: &dyn Fn(&mut shoal::Transaction<'_>)| {
         let mut txn = sw.begin();
@@ -285,10 +254,8 @@ async fn a_shoal_transactions_copies_and_deletes_land_as_on_one_host() {
         .map(|(p, v)| (p.to_string(), v.as_bytes().to_vec()))
         .collect();
         assert_eq!(tree, expected);
-        stop.send(true).unwrap();
     };
-    let (followed, ()) = tokio::join!(rw.follow(&mut cw, stopped), checks);
-    followed.unwrap();
+    while_following(&rw, &cluster, checks).await;
 }
 
 fn store_with(dir: &tempfile::TempDir, name: &str, options: Options) -> Store {
@@ -297,16 +264,12 @@ fn store_with(dir: &tempfile::TempDir, name: &str, options: Options) -> Store {
 }
 
 async fn follow_until(rw: &Replica<'_>, cluster: &EtcdCluster, until: i64) {
-    let mut fc = client(cluster).await;
-    let (stop, stopped) = watch::channel(false);
-    let waiting = async {
+    while_following(rw, cluster, async {
         while revision_of(&rw.store().snapshot(), rw.layout()).is_none_or(|r| r < until) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        stop.send(true).unwrap();
-    };
-    let (followed, ()) = tokio::join!(rw.follow(&mut fc, stopped), waiting);
-    followed.unwrap();
+    })
+    .await;
 }
 
 /// A watch that starts behind (a restarted follow, a new writer): `sync`
@@ -328,8 +291,6 @@ async fn sync_waits_until_the_replica_has_applied_what_etcd_acknowledged() {
     for i in 0..5 {
         // While the replica does not follow, /n changes.
         let r = writer.commit(&[put("/n", &format!("x{i}"))], &sw.snapshot()).await.unwrap();
-        let (stop, stopped) = watch::channel(false);
-        let mut fc = client(&cluster).await;
         let check = async {
             // The revision sync returns may be its own marker's, which makes
             // no version: what must hold is that the commit acknowledged
@@ -343,10 +304,8 @@ async fn sync_waits_until_the_replica_has_applied_what_etcd_acknowledged() {
             while rw.applied_revision().unwrap() < r {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            stop.send(true).unwrap();
         };
-        let (followed, ()) = tokio::join!(rw.follow(&mut fc, stopped), check);
-        followed.unwrap();
+        while_following(&rw, &cluster, check).await;
     }
     assert!(
         behind.is_empty(),
@@ -370,15 +329,7 @@ async fn a_stale_read_is_refused_when_the_writers_watch_restarts() {
     let stale = Transaction { base: r1, reads: vec![Read::Value("/n".into())], changes: vec![put("/n", "stale")] };
     // ... then /n became 2 (committed by the writer, acknowledged).
     writer.commit(&[put("/n", "2")], &sw.snapshot()).await.unwrap();
-    let (stop, stopped) = watch::channel(false);
-    let mut fc = client(&cluster).await;
-    let check = async {
-        let result = writer.commit_transaction(&rw, &stale).await;
-        stop.send(true).unwrap();
-        result
-    };
-    let (followed, result) = tokio::join!(rw.follow(&mut fc, stopped), check);
-    followed.unwrap();
+    let result = while_following(&rw, &cluster, writer.commit_transaction(&rw, &stale)).await;
     assert!(
         matches!(result, Err(Error::Conflict { .. })),
         "a read of a value overwritten before the check committed: {result:?}"
@@ -401,8 +352,6 @@ async fn a_base_in_a_gap_thinned_history_left_is_a_conflict() {
     let sw = store_with(&dir, "w", options);
     let rw = Replica::new(&sw, layout.clone());
     let mut writer = Writer::elect(client(&cluster).await, layout.clone(), "host-w", 5).await.unwrap();
-    let (stop, stopped) = watch::channel(false);
-    let mut fc = client(&cluster).await;
     let checks = async {
         let mut c = client(&cluster).await;
         rw.sync(&mut c, Duration::from_secs(10)).await.unwrap();
@@ -440,11 +389,9 @@ async fn a_base_in_a_gap_thinned_history_left_is_a_conflict() {
         let at_rb =
             Transaction { base: rb, reads: vec![Read::Value("/n".into())], changes: vec![put("/n", "3 from 2")] };
         let result = writer.commit_transaction(&rw, &at_rb).await;
-        stop.send(true).unwrap();
         result
     };
-    let (followed, result) = tokio::join!(rw.follow(&mut fc, stopped), checks);
-    followed.unwrap();
+    let result = while_following(&rw, &cluster, checks).await;
     assert!(matches!(result, Err(Error::Conflict { .. })), "a read at a thinned-out revision committed: {result:?}");
 }
 
@@ -457,18 +404,14 @@ async fn a_base_from_the_future_is_refused() {
     let sw = store_with(&dir, "w", Options::default());
     let rw = Replica::new(&sw, layout.clone());
     let mut writer = Writer::elect(client(&cluster).await, layout.clone(), "host-w", 5).await.unwrap();
-    let (stop, stopped) = watch::channel(false);
-    let mut fc = client(&cluster).await;
     let checks = async {
         let mut c = client(&cluster).await;
         rw.sync(&mut c, Duration::from_secs(10)).await.unwrap();
         let t = Transaction { base: i64::MAX, reads: vec![Read::Value("/n".into())], changes: vec![put("/n", "x")] };
         let result = writer.commit_transaction(&rw, &t).await;
-        stop.send(true).unwrap();
         result
     };
-    let (followed, result) = tokio::join!(rw.follow(&mut fc, stopped), checks);
-    followed.unwrap();
+    let result = while_following(&rw, &cluster, checks).await;
     assert!(result.is_err(), "{result:?}");
 }
 

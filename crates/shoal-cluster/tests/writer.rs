@@ -2,28 +2,22 @@
 //! time, the next elected when the first stops renewing its lease, and a
 //! deposed writer's commits refused by the fence.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{client, put, until_applied, while_following};
 use etcd_client::{Client, GetOptions};
 use shoal::{Options, Store};
 use shoal_cluster::{current_writer, revision_of, Change, Error, Layout, Replica, Writer};
 use shoal_testkit::etcd::EtcdCluster;
-use tokio::sync::watch;
 
 const PREFIX: &str = "/shoal/w";
-
-async fn client(cluster: &EtcdCluster) -> Client {
-    shoal_cluster::connect(&cluster.endpoints()).await.unwrap()
-}
 
 fn empty_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::create(dir.path().join("s"), Options::default()).unwrap();
     (dir, store)
-}
-
-fn put(path: &str, value: &str) -> Change {
-    Change::Put { path: path.to_string(), value: value.as_bytes().to_vec() }
 }
 
 /// Each key below the prefix with its value and the revision that last
@@ -97,9 +91,6 @@ async fn a_commit_is_one_revision_a_replica_applies_as_one_version() {
         Store::create(dir.path().join("s"), Options { durability: shoal::Durability::None, ..Options::default() })
             .unwrap();
     let replica = Replica::new(&store, layout.clone());
-    let mut follower_client = client(&cluster).await;
-    let (stop, stopped) = watch::channel(false);
-    let follower = replica.follow(&mut follower_client, stopped);
     let checks = async {
         let until = |revision: Option<i64>| {
             let replica = &replica;
@@ -135,19 +126,8 @@ async fn a_commit_is_one_revision_a_replica_applies_as_one_version() {
         let now = store.snapshot();
         assert!(!now.exists("/a").unwrap() && !now.exists("/a/b").unwrap());
         assert_eq!(now.get("/ab").unwrap(), Some(&b"3"[..]));
-        stop.send(true).unwrap();
     };
-    let (followed, ()) = tokio::join!(follower, checks);
-    followed.unwrap();
-}
-
-/// Waits until `replica` has applied `revision`.
-async fn until_applied(replica: &Replica<'_>, revision: i64) {
-    let start = Instant::now();
-    while replica.applied_revision().is_none_or(|r| r < revision) {
-        assert!(start.elapsed() < Duration::from_secs(15), "{revision}: at {:?}", replica.applied_revision());
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    while_following(&replica, &cluster, checks).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,9 +141,6 @@ async fn every_node_is_one_key_whatever_the_changes_and_bad_ones_are_refused() {
         Store::create(dir.path().join("s"), Options { durability: shoal::Durability::None, ..Options::default() })
             .unwrap();
     let replica = Replica::new(&store, layout.clone());
-    let mut follower_client = client(&cluster).await;
-    let (stop, stopped) = watch::channel(false);
-    let follower = replica.follow(&mut follower_client, stopped);
     let checks = async {
         let names = |listed: Vec<(String, String, i64)>| listed.into_iter().map(|(p, v, _)| (p, v)).collect::<Vec<_>>();
         let pairs =
@@ -230,10 +207,8 @@ async fn every_node_is_one_key_whatever_the_changes_and_bad_ones_are_refused() {
         let r = w.commit(&[at_limit], &store.snapshot()).await.unwrap();
         until_applied(&replica, r).await;
         assert_eq!(store.snapshot().get("/big").unwrap().map(<[u8]>::len), Some(layout.max_value_bytes()));
-        stop.send(true).unwrap();
     };
-    let (followed, ()) = tokio::join!(follower, checks);
-    followed.unwrap();
+    while_following(&replica, &cluster, checks).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

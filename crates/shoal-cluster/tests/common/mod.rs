@@ -1,0 +1,48 @@
+//! What the cluster tests share: an etcd client as the cluster mode makes
+//! one, and running checks while a replica follows.
+
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use etcd_client::Client;
+use shoal_cluster::{Change, Replica};
+use shoal_testkit::etcd::EtcdCluster;
+use tokio::sync::watch;
+
+pub async fn client(cluster: &EtcdCluster) -> Client {
+    shoal_cluster::connect(&cluster.endpoints()).await.unwrap()
+}
+
+pub fn put(path: &str, value: &str) -> Change {
+    Change::Put { path: path.to_string(), value: value.as_bytes().to_vec() }
+}
+
+/// Runs `checks` while `replica` follows the cluster, then stops it (and
+/// fails if following failed).
+pub async fn while_following<T>(replica: &Replica<'_>, cluster: &EtcdCluster, checks: impl Future<Output = T>) -> T {
+    let mut follower_client = client(cluster).await;
+    let (stop, stopped) = watch::channel(false);
+    let checks = async {
+        let out = checks.await;
+        stop.send(true).unwrap();
+        out
+    };
+    let (followed, out) = tokio::join!(replica.follow(&mut follower_client, stopped), checks);
+    followed.unwrap();
+    out
+}
+
+/// Waits until `replica` has applied `revision` (at most 20 s).
+pub async fn until_applied(replica: &Replica<'_>, revision: i64) {
+    let start = Instant::now();
+    while replica.applied_revision().is_none_or(|r| r < revision) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "revision {revision} not applied; at {:?}",
+            replica.applied_revision()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
