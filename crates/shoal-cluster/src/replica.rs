@@ -88,6 +88,20 @@ impl<'s> Replica<'s> {
         }
     }
 
+    /// Waits until this replica has applied every change up to etcd
+    /// revision `revision` (a commit's, made on any host), and returns its
+    /// newest version then: read-your-writes across hosts. Needs
+    /// [`follow`](Self::follow) running; waits at most `timeout`.
+    pub async fn wait_for_revision(&self, revision: i64, timeout: std::time::Duration) -> Result<Snapshot, Error> {
+        let mut synced = self.synced.subscribe();
+        let reached = tokio::time::timeout(timeout, synced.wait_for(|&s| s >= revision)).await.is_ok_and(|r| r.is_ok());
+        if reached {
+            Ok(self.store.snapshot())
+        } else {
+            Err(Error::Behind { target: revision, synced: *self.synced.borrow() })
+        }
+    }
+
     /// Notes that every change of the tree up to `revision` is applied.
     fn synced_to(&self, revision: i64) {
         self.synced.send_if_modified(|synced| {

@@ -433,3 +433,28 @@ async fn a_commit_is_refused_cleanly_past_etcds_operation_limit() {
     let listed = c.get(format!("{PREFIX}/b"), Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
     assert!(listed.kvs().is_empty());
 }
+
+/// Read-your-writes across hosts: a commit's revision, waited for on
+/// another host's replica, shows the commit there; a revision not reached
+/// yet times out with how far the replica is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commits_revision_waited_for_on_another_host_shows_the_commit() {
+    let cluster = EtcdCluster::start(1);
+    let layout = Layout::new(PREFIX);
+    let dir = tempfile::tempdir().unwrap();
+    let (sw, sb) = (store(&dir, "w"), store(&dir, "b"));
+    let (rw, rb) = (Replica::new(&sw, layout.clone()), Replica::new(&sb, layout.clone()));
+    let mut writer = Writer::elect(client(&cluster).await, layout.clone(), "host-w", 5).await.unwrap();
+    let checks = async {
+        for i in 0..20 {
+            let txn = Transaction { changes: vec![put("/seen", &i.to_string())], ..Default::default() };
+            let revision = writer.commit_transaction(&rw, &txn).await.unwrap();
+            let snapshot = rb.wait_for_revision(revision, Duration::from_secs(10)).await.unwrap();
+            assert_eq!(snapshot.get("/seen").unwrap(), Some(i.to_string().as_bytes()));
+        }
+        let ahead = rb.wait_for_revision(i64::MAX, Duration::from_millis(200)).await;
+        assert!(matches!(ahead, Err(Error::Behind { target: i64::MAX, .. })), "{ahead:?}");
+    };
+    // Both hosts follow: the writer's replica for its checks, b's for reading.
+    while_following(&rb, &cluster, while_following(&rw, &cluster, checks)).await;
+}
