@@ -50,6 +50,7 @@ mod node;
 mod notify;
 mod options;
 pub mod path;
+pub mod queue;
 mod readers;
 mod retained;
 pub mod retention;
