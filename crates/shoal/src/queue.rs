@@ -51,9 +51,11 @@ pub fn push(txn: &mut Transaction<'_>, queue: &str, payload: &[u8]) -> Result<u6
     Ok(item)
 }
 
-/// Claims the oldest item of `queue` that is not claimed, or whose claim
-/// expired by `now`, for `owner` until `now + lease`. `None` if there is
-/// none.
+/// Claims an item of `queue` that is not claimed, or whose claim expired by
+/// `now`, for `owner` until `now + lease`. `None` if there is none. The
+/// search starts at a place that depends on `owner`, so that workers racing
+/// for items mostly pick different ones (all racing for the oldest would
+/// have all but one of them conflict at every claim).
 pub fn claim(
     txn: &mut Transaction<'_>,
     queue: &str,
@@ -65,7 +67,11 @@ pub fn claim(
     if owner.is_empty() || owner.contains(' ') {
         return Err(Error::InvalidPath { path: owner.chars().take(200).collect(), reason: "not an owner's name" });
     }
-    for name in txn.list(&format!("{base}/items"))? {
+    let names = txn.list(&format!("{base}/items"))?;
+    // FNV-1a of the owner's name: a stable starting place.
+    let start = owner.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let start = if names.is_empty() { 0 } else { (start % names.len() as u64) as usize };
+    for name in names[start..].iter().chain(&names[..start]) {
         let claim_path = format!("{base}/claims/{name}");
         let free = match txn.get(&claim_path)? {
             None => true,

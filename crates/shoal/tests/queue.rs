@@ -79,20 +79,21 @@ fn an_expired_claim_is_claimed_again_and_only_its_holder_finishes_it() {
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
     let lease = Duration::from_secs(10);
     let a = atomically(&store, |t| queue::claim(t, "q", "a", t0, lease)).unwrap();
-    assert_eq!(a, Claimed { item: 0, payload: b"first".to_vec() });
-    // Within a's lease: b gets the next item.
+    let payload = |item: u64| if item == 0 { b"first".to_vec() } else { b"second".to_vec() };
+    assert_eq!(a.payload, payload(a.item));
+    // Within a's lease: b gets the other item.
     let b = atomically(&store, |t| queue::claim(t, "q", "b", t0 + Duration::from_secs(5), lease)).unwrap();
-    assert_eq!(b.item, 1);
+    assert_eq!(b.item, 1 - a.item);
     // Nothing free until a's lease ends, exactly at its end.
     let before_end = t0 + lease - Duration::from_millis(1);
     assert_eq!(atomically(&store, |t| queue::claim(t, "q", "c", before_end, lease)), None);
     let c = atomically(&store, |t| queue::claim(t, "q", "c", t0 + lease, lease)).unwrap();
-    assert_eq!(c, Claimed { item: 0, payload: b"first".to_vec() });
+    assert_eq!(c, Claimed { item: a.item, payload: payload(a.item) });
     // a comes back late: the item is c's now.
-    assert!(!atomically(&store, |t| queue::done(t, "q", 0, "a")));
-    assert!(atomically(&store, |t| queue::done(t, "q", 0, "c")));
-    assert!(!atomically(&store, |t| queue::done(t, "q", 0, "c")), "done twice");
-    assert!(atomically(&store, |t| queue::done(t, "q", 1, "b")));
+    assert!(!atomically(&store, |t| queue::done(t, "q", a.item, "a")));
+    assert!(atomically(&store, |t| queue::done(t, "q", a.item, "c")));
+    assert!(!atomically(&store, |t| queue::done(t, "q", a.item, "c")), "done twice");
+    assert!(atomically(&store, |t| queue::done(t, "q", b.item, "b")));
     assert_eq!(atomically(&store, |t| queue::claim(t, "q", "d", t0 + Duration::from_secs(100), lease)), None);
 }
 

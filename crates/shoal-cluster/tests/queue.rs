@@ -1,0 +1,128 @@
+//! The work queue recipe (`shoal::queue`) in a cluster: the same code as on
+//! one store, run in shoal transactions on each host's replica and
+//! committed through the cluster's writer. Workers on two hosts claim
+//! every item exactly once.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use shoal::{queue, Options, Store};
+use shoal_cluster::{Error, Layout, Replica, Transaction, Writer};
+use shoal_testkit::etcd::EtcdCluster;
+use tokio::sync::{watch, Mutex};
+
+use common::client;
+
+const PREFIX: &str = "/shoal/q";
+
+fn store(dir: &tempfile::TempDir, name: &str) -> Store {
+    let options = Options { durability: shoal::Durability::None, create: true, ..Options::default() };
+    Store::open(dir.path().join(name), options).unwrap()
+}
+
+/// Runs `step` in a shoal transaction on `replica`'s store and commits it
+/// through `writer`, again after each conflict (with the replica caught
+/// up); returns what the step returned in the transaction that committed.
+async fn through_writer<T>(
+    replica: &Replica<'_>,
+    writer: &Mutex<Writer>,
+    writer_replica: &Replica<'_>,
+    c: &mut etcd_client::Client,
+    step: impl Fn(&mut shoal::Transaction<'_>) -> shoal::Result<T>,
+) -> T {
+    loop {
+        let mut txn = replica.store().begin();
+        let out = step(&mut txn).unwrap();
+        let intent = txn.into_intent();
+        let base = replica.store().snapshot_at(intent.base_version).unwrap();
+        let cluster_txn = Transaction::from_intent(&intent, &base, replica.layout()).unwrap();
+        match writer.lock().await.commit_transaction(writer_replica, &cluster_txn).await {
+            Ok(revision) => {
+                replica.wait_for_revision(revision, Duration::from_secs(10)).await.unwrap();
+                return out;
+            }
+            Err(Error::Conflict { .. }) => {
+                replica.sync(c, Duration::from_secs(10)).await.unwrap();
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_on_two_hosts_claim_every_item_exactly_once() {
+    const ITEMS: usize = 40;
+    let cluster = EtcdCluster::start(1);
+    let layout = Layout::new(PREFIX);
+    let dir = tempfile::tempdir().unwrap();
+    let (sw, sa, sb) = (store(&dir, "w"), store(&dir, "a"), store(&dir, "b"));
+    let rw = Replica::new(&sw, layout.clone());
+    let ra = Replica::new(&sa, layout.clone());
+    let rb = Replica::new(&sb, layout.clone());
+    let writer = Mutex::new(Writer::elect(client(&cluster).await, layout.clone(), "host-w", 5).await.unwrap());
+    let claims: std::sync::Mutex<HashMap<u64, Vec<String>>> = Default::default();
+    let (stop, stopped) = watch::channel(false);
+    let (mut cw, mut ca, mut cb) = (client(&cluster).await, client(&cluster).await, client(&cluster).await);
+    let worker = |name: &'static str| {
+        let (writer, rw, claims, cluster) = (&writer, &rw, &claims, &cluster);
+        let mine = if name.starts_with('a') { &ra } else { &rb };
+        async move {
+            let mut c = client(cluster).await;
+            let lease = Duration::from_secs(3600);
+            loop {
+                let claimed = through_writer(mine, writer, rw, &mut c, |t| {
+                    queue::claim(t, "jobs", name, SystemTime::now(), lease)
+                })
+                .await;
+                let Some(claimed) = claimed else {
+                    // Nothing free as this host sees it: catch up and look again.
+                    mine.sync(&mut c, Duration::from_secs(10)).await.unwrap();
+                    let snapshot = mine.store().snapshot();
+                    let left = snapshot.list("/queues/jobs/items").unwrap_or_default().len();
+                    let held = snapshot.list("/queues/jobs/claims").unwrap_or_default().len();
+                    if left == held {
+                        return;
+                    }
+                    continue;
+                };
+                assert_eq!(claimed.payload, format!("job {}", claimed.item).as_bytes());
+                claims.lock().unwrap().entry(claimed.item).or_default().push(name.to_string());
+                // Working on it: the other workers claim meanwhile.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let finished =
+                    through_writer(mine, writer, rw, &mut c, |t| queue::done(t, "jobs", claimed.item, name)).await;
+                assert!(finished, "{name} could not finish item {}", claimed.item);
+            }
+        }
+    };
+    let work = async {
+        let mut c = client(&cluster).await;
+        for r in [&rw, &ra, &rb] {
+            r.sync(&mut c, Duration::from_secs(10)).await.unwrap();
+        }
+        for i in 0..ITEMS {
+            let payload = format!("job {i}");
+            through_writer(&rw, &writer, &rw, &mut c, |t| queue::push(t, "jobs", payload.as_bytes())).await;
+        }
+        tokio::join!(worker("a1"), worker("a2"), worker("b1"), worker("b2"));
+        stop.send(true).unwrap();
+    };
+    let (fw, fa, fb, ()) = tokio::join!(
+        rw.follow(&mut cw, stopped.clone()),
+        ra.follow(&mut ca, stopped.clone()),
+        rb.follow(&mut cb, stopped),
+        work
+    );
+    fw.unwrap();
+    fa.unwrap();
+    fb.unwrap();
+    let claims = claims.into_inner().unwrap();
+    assert_eq!(claims.len(), ITEMS, "every item claimed: {claims:?}");
+    let twice: Vec<_> = claims.iter().filter(|(_, by)| by.len() != 1).collect();
+    assert!(twice.is_empty(), "claimed more than once: {twice:?}");
+    let hosts: std::collections::HashSet<char> = claims.values().flatten().filter_map(|n| n.chars().next()).collect();
+    assert_eq!(hosts.len(), 2, "both hosts' workers claimed items: {claims:?}");
+    assert!(sw.snapshot().list("/queues/jobs/items").unwrap().is_empty());
+}
