@@ -305,6 +305,10 @@ pub enum Command {
     /// A cluster's state in etcd (cluster mode).
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// A work queue kept in the store (under /queues/NAME): push items, claim one for a while,
+    /// mark it done. Each step is one transaction (through shoald when it owns the store).
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// Print figures about a store, as a reader (never the writer lock; it writes only its slot in
     /// the reader table).
     Stat {
@@ -490,5 +494,52 @@ pub enum ClusterCommand {
         /// The cluster's key prefix in etcd.
         #[arg(long, value_name = "PREFIX")]
         prefix: String,
+    },
+}
+
+/// `shoal queue ...`
+#[derive(Subcommand)]
+pub enum QueueCommand {
+    /// Add an item at the end; prints its number.
+    Push {
+        /// Store directory.
+        store: PathBuf,
+        /// The queue's name.
+        queue: String,
+        /// The item, as a UTF-8 argument.
+        value: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Claim an item nobody holds (or whose holder's lease ended) for --lease seconds; prints
+    /// "ITEM VALUE". Exit code 3 if no item is free.
+    Claim {
+        /// Store directory.
+        store: PathBuf,
+        /// The queue's name.
+        queue: String,
+        /// Who claims it (no spaces).
+        #[arg(long)]
+        owner: String,
+        /// How long the claim holds, in seconds (fractions allowed, at most 86400).
+        #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_wait)]
+        lease: Duration,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Remove an item its holder is done with. Fails if the item is gone or --owner does not
+    /// hold it.
+    Done {
+        /// Store directory.
+        store: PathBuf,
+        /// The queue's name.
+        queue: String,
+        /// The item's number, as claim printed it.
+        item: u64,
+        /// Who holds it.
+        #[arg(long)]
+        owner: String,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
 }

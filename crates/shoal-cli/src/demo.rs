@@ -279,7 +279,7 @@ fn run(dir: &Path, domains: u32, readers: u32, seconds: f64) -> CliResult {
             },
             Err(e) => {
                 started = Err(match e {
-                    Failure::Message(m) | Failure::Busy(m) => m,
+                    Failure::Message(m) | Failure::Busy(m) | Failure::NothingFree(m) => m,
                     Failure::BrokenPipe => "broken pipe".into(),
                 });
                 break;

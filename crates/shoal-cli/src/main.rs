@@ -18,6 +18,7 @@ mod demo;
 mod export;
 mod import;
 mod json_shape;
+mod queue;
 mod time;
 mod writer;
 
@@ -25,10 +26,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use args::{Cli, ClusterCommand, Command};
+use args::{Cli, ClusterCommand, Command, QueueCommand};
 
 /// Exit code of a writer that found the store busy (sysexits' `EX_TEMPFAIL`).
 pub const EXIT_BUSY: u8 = 75;
+/// Exit code of `queue claim` when no item is free.
+pub const EXIT_NOTHING_FREE: u8 = 3;
 
 /// What a command failed with.
 #[derive(Debug)]
@@ -40,6 +43,9 @@ pub enum Failure {
     Busy(String),
     /// stdout was closed by its reader (`shoal export ... | head`): stop quietly.
     BrokenPipe,
+    /// `queue claim` found no free item: a message, exit code
+    /// [`EXIT_NOTHING_FREE`].
+    NothingFree(String),
 }
 
 impl<E: std::fmt::Display> From<E> for Failure {
@@ -100,6 +106,15 @@ fn run(cli: Cli) -> CliResult {
         }
         Command::Export { store, path, format, at } => export::export(&store, &path, format, at),
         Command::Cluster(ClusterCommand::Status { etcd, prefix }) => cluster::status(&etcd, &prefix),
+        Command::Queue(QueueCommand::Push { store, queue, value, wait }) => {
+            queue::push(&store, &queue, value, wait.lock_wait())
+        }
+        Command::Queue(QueueCommand::Claim { store, queue, owner, lease, wait }) => {
+            queue::claim(&store, &queue, &owner, lease, wait.lock_wait())
+        }
+        Command::Queue(QueueCommand::Done { store, queue, item, owner, wait }) => {
+            queue::done(&store, &queue, item, &owner, wait.lock_wait())
+        }
         Command::Stat { store } => commands::stat(&store),
         Command::Verify { store } => commands::verify(&store),
         Command::Versions { store } => commands::versions(&store),
@@ -130,6 +145,10 @@ fn main() -> ExitCode {
         Err(Failure::Busy(m)) => {
             complain(&m);
             ExitCode::from(EXIT_BUSY)
+        }
+        Err(Failure::NothingFree(m)) => {
+            complain(&m);
+            ExitCode::from(EXIT_NOTHING_FREE)
         }
     }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use shoal::{Error, Options, Store};
-use shoal_remote::{Client, FailureKind, Reply, Request};
+use shoal_remote::{Client, FailureKind, QueueOp, QueueOutcome, Reply, Request};
 
 use crate::{CliResult, Failure};
 
@@ -65,20 +65,43 @@ impl Writer {
                 }
                 Err(e) => shoal_remote::failure(&e),
             },
-            Writer::Daemon(client) => client.request(request).map_err(|e| match e.kind() {
-                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => Failure::Busy(
-                    "shoald, which holds the store, did not answer in time (is it stopped?); the change may still \
-                     be applied when it goes on"
-                        .to_string(),
-                ),
-                _ => Failure::Message(format!("writing through shoald (the store's daemon): {e}")),
-            })?,
+            Writer::Daemon(client) => send(client, request)?,
         };
         Ok(match reply {
-            Reply::Committed { version } => Ok(version),
+            Reply::Committed { version } | Reply::Queue { version, .. } => Ok(version),
             Reply::Failed { kind, message } => Err(Refused { kind, message }),
         })
     }
+
+    /// Runs one step of a work queue; returns the version and what it did.
+    pub fn queue(&mut self, op: QueueOp) -> CliResult<Result<(u64, QueueOutcome), Refused>> {
+        let reply = match self {
+            Writer::Local(store) => match shoal_remote::apply_queue(store, &op) {
+                Ok((version, outcome)) => Reply::Queue { version, outcome },
+                Err(e) => shoal_remote::failure(&e),
+            },
+            Writer::Daemon(client) => send(client, &Request::Queue(op))?,
+        };
+        Ok(match reply {
+            Reply::Queue { version, outcome } => Ok((version, outcome)),
+            Reply::Committed { .. } => {
+                Err(Refused { kind: FailureKind::Other, message: "shoald did not run the queue step".into() })
+            }
+            Reply::Failed { kind, message } => Err(Refused { kind, message }),
+        })
+    }
+}
+
+/// Sends `request` to shoald and waits for its reply.
+fn send(client: &mut Client, request: &Request) -> CliResult<Reply> {
+    client.request(request).map_err(|e| match e.kind() {
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => Failure::Busy(
+            "shoald, which holds the store, did not answer in time (is it stopped?); the change may still be applied \
+             when it goes on"
+                .to_string(),
+        ),
+        _ => Failure::Message(format!("writing through shoald (the store's daemon): {e}")),
+    })
 }
 
 /// Opens the existing store in `dir` as its writer with its recorded

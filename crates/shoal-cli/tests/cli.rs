@@ -530,3 +530,34 @@ fn diff_prints_how_a_subtree_differs_between_versions() {
     assert_eq!(ok(&["diff", p, "0", &v4.to_string()]), "set /a\nset /a/x\n");
     assert!(fails(&["diff", p, "0", "999"]).contains("not retained"));
 }
+
+#[test]
+fn a_work_queue_push_claim_done() {
+    let s = TestStore::new();
+    let p = s.path();
+    assert_eq!(ok(&["queue", "push", p, "jobs", "first job"]), "0\n");
+    assert_eq!(ok(&["queue", "push", p, "jobs", "second"]), "1\n");
+    let a = ok(&["queue", "claim", p, "jobs", "--owner", "a"]);
+    let b = ok(&["queue", "claim", p, "jobs", "--owner", "b"]);
+    let item = |claimed: &str| claimed.split(' ').next().unwrap().to_string();
+    let mut both = [a.trim().to_string(), b.trim().to_string()];
+    both.sort();
+    assert_eq!(both, ["0 first job", "1 second"]);
+    // Nothing free: exit code 3, and a message.
+    let out = run(&["queue", "claim", p, "jobs", "--owner", "c"]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&["queue", "claim"], &out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no item of jobs is free"));
+    // Only the holder finishes an item, once.
+    let stderr = fails(&["queue", "done", p, "jobs", &item(&a), "--owner", "b"]);
+    assert!(stderr.contains(&format!("item {} of jobs is gone or not held by b", item(&a))), "{stderr}");
+    assert_eq!(ok(&["queue", "done", p, "jobs", &item(&a), "--owner", "a"]), "");
+    fails(&["queue", "done", p, "jobs", &item(&a), "--owner", "a"]);
+    // A claim whose lease ended is claimed again.
+    assert_eq!(ok(&["queue", "done", p, "jobs", &item(&b), "--owner", "b"]), "");
+    ok(&["queue", "push", p, "jobs", "third"]);
+    assert_eq!(ok(&["queue", "claim", p, "jobs", "--owner", "a", "--lease", "0"]), "2 third\n");
+    assert_eq!(ok(&["queue", "claim", p, "jobs", "--owner", "b"]), "2 third\n");
+    // Names the queue refuses.
+    fails(&["queue", "push", p, "a/b", "x"]);
+    fails(&["queue", "claim", p, "jobs", "--owner", "two words"]);
+}

@@ -64,6 +64,41 @@ pub enum Request {
     Apply(Vec<Op>),
     /// `Store::bulk_load` of these entries.
     BulkLoad(Vec<(String, Vec<u8>)>),
+    /// One step of a work queue ([`shoal::queue`]), in one transaction;
+    /// answered with [`Reply::Queue`].
+    Queue(QueueOp),
+}
+
+/// A step of a work queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueOp {
+    Push {
+        queue: String,
+        payload: Vec<u8>,
+    },
+    /// Claims an item for `lease_ms` milliseconds from the applier's clock.
+    Claim {
+        queue: String,
+        owner: String,
+        lease_ms: u64,
+    },
+    Done {
+        queue: String,
+        item: u64,
+        owner: String,
+    },
+}
+
+/// What a queue step did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueOutcome {
+    Pushed {
+        item: u64,
+    },
+    /// The item claimed and its payload; `None` if none was free.
+    Claimed(Option<(u64, Vec<u8>)>),
+    /// Whether the item was removed (`false`: gone, or held by another).
+    Done(bool),
 }
 
 /// Why a request was not committed.
@@ -81,6 +116,7 @@ pub enum FailureKind {
 pub enum Reply {
     Committed { version: u64 },
     Failed { kind: FailureKind, message: String },
+    Queue { version: u64, outcome: QueueOutcome },
 }
 
 /// Writes one frame.
@@ -138,6 +174,7 @@ pub fn apply_with(
     let ops = match request {
         Request::BulkLoad(items) => return store.bulk_load(items.iter().map(|(p, v)| (p.as_str(), v.as_slice()))),
         Request::Apply(ops) => ops,
+        Request::Queue(op) => return apply_queue(store, op).map(|(version, _)| version),
     };
     for _ in 0..64 {
         let mut txn = store.begin();
@@ -165,6 +202,34 @@ pub fn apply_with(
         }
     }
     Err(Error::Conflict { path: "/".into() })
+}
+
+/// Runs a queue step in a transaction (again after a conflict); returns
+/// the version and what the step did.
+pub fn apply_queue(store: &shoal::Store, op: &QueueOp) -> shoal::Result<(u64, QueueOutcome)> {
+    use shoal::queue;
+    for _ in 0..64 {
+        let mut txn = store.begin();
+        let outcome = match op {
+            QueueOp::Push { queue: name, payload } => {
+                QueueOutcome::Pushed { item: queue::push(&mut txn, name, payload)? }
+            }
+            QueueOp::Claim { queue: name, owner, lease_ms } => {
+                let lease = std::time::Duration::from_millis(*lease_ms);
+                let claimed = queue::claim(&mut txn, name, owner, std::time::SystemTime::now(), lease)?;
+                QueueOutcome::Claimed(claimed.map(|c| (c.item, c.payload)))
+            }
+            QueueOp::Done { queue: name, item, owner } => {
+                QueueOutcome::Done(queue::done(&mut txn, name, *item, owner)?)
+            }
+        };
+        match txn.commit() {
+            Err(shoal::Error::Conflict { .. }) => continue,
+            Err(e) => return Err(e),
+            Ok(version) => return Ok((version, outcome)),
+        }
+    }
+    Err(shoal::Error::Conflict { path: "/queues".into() })
 }
 
 /// The reply for a store error.

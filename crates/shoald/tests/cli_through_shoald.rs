@@ -181,3 +181,26 @@ fn a_stopped_shoald_makes_cli_writes_give_up_as_on_a_busy_store() {
     let out = shoal(&["put", store.to_str().unwrap(), "/y", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn the_queue_commands_go_through_shoald() {
+    let shoald = Shoald::start();
+    let store = shoald.dir.path().join("store");
+    let store = store.to_str().unwrap();
+    let push = shoal(&["queue", "push", store, "jobs", "job"]);
+    assert!(push.status.success(), "{}", stderr(&push));
+    assert_eq!(stdout(&push), "0");
+    let claim = shoal(&["queue", "claim", store, "jobs", "--owner", "w"]);
+    assert!(claim.status.success(), "{}", stderr(&claim));
+    assert_eq!(stdout(&claim), "0 job");
+    let none = shoal(&["queue", "claim", store, "jobs", "--owner", "v"]);
+    assert_eq!(none.status.code(), Some(3), "{}", stderr(&none));
+    let wrong = shoal(&["queue", "done", store, "jobs", "0", "--owner", "v"]);
+    assert_eq!(wrong.status.code(), Some(1));
+    let done = shoal(&["queue", "done", store, "jobs", "0", "--owner", "w"]);
+    assert!(done.status.success(), "{}", stderr(&done));
+    // xenstore clients see the queue's nodes (dom0 reads them).
+    let mut client = shoald.connect();
+    assert_eq!(client.read("/queues/jobs/next").unwrap(), b"1");
+    assert!(client.directory("/queues/jobs/items").unwrap().is_empty());
+}

@@ -166,7 +166,9 @@ impl<'s> Loader<'s> {
             Writer::Daemon(client) => {
                 let owned = items.map(|(p, v)| (p.to_string(), v.to_vec())).collect();
                 match client.request(&shoal_remote::Request::BulkLoad(owned)) {
-                    Ok(shoal_remote::Reply::Committed { version }) => version,
+                    Ok(shoal_remote::Reply::Committed { version } | shoal_remote::Reply::Queue { version, .. }) => {
+                        version
+                    }
                     Ok(shoal_remote::Reply::Failed { message, .. }) => return Err(failed(&message)),
                     Err(e) => {
                         return Err(failed(&format!(

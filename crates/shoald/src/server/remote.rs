@@ -91,12 +91,20 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream, mut shutdown: w
             Ok(request) => {
                 drop(body);
                 let store = daemon.store();
-                let applied =
-                    tokio::task::spawn_blocking(move || shoal_remote::apply_with(store, &request, keep_records)).await;
+                let applied = tokio::task::spawn_blocking(move || match &request {
+                    Request::Queue(op) => {
+                        shoal_remote::apply_queue(store, op).map(|(version, outcome)| Reply::Queue { version, outcome })
+                    }
+                    _ => shoal_remote::apply_with(store, &request, keep_records)
+                        .map(|version| Reply::Committed { version }),
+                })
+                .await;
                 match applied {
-                    Ok(Ok(version)) => {
-                        daemon.dispatch.dispatched(version);
-                        Reply::Committed { version }
+                    Ok(Ok(reply)) => {
+                        if let Reply::Committed { version } | Reply::Queue { version, .. } = reply {
+                            daemon.dispatch.dispatched(version);
+                        }
+                        reply
                     }
                     Ok(Err(error)) => shoal_remote::failure(&error),
                     Err(join) => Reply::Failed { kind: FailureKind::Other, message: join.to_string() },
