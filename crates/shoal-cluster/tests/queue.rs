@@ -11,9 +11,9 @@ use std::time::{Duration, SystemTime};
 use shoal::{queue, Options, Store};
 use shoal_cluster::{Error, Layout, Replica, Transaction, Writer};
 use shoal_testkit::etcd::EtcdCluster;
-use tokio::sync::{watch, Mutex};
+use tokio::sync::Mutex;
 
-use common::client;
+use common::{client, while_following};
 
 const PREFIX: &str = "/shoal/q";
 
@@ -63,8 +63,6 @@ async fn workers_on_two_hosts_claim_every_item_exactly_once() {
     let rb = Replica::new(&sb, layout.clone());
     let writer = Mutex::new(Writer::elect(client(&cluster).await, layout.clone(), "host-w", 5).await.unwrap());
     let claims: std::sync::Mutex<HashMap<u64, Vec<String>>> = Default::default();
-    let (stop, stopped) = watch::channel(false);
-    let (mut cw, mut ca, mut cb) = (client(&cluster).await, client(&cluster).await, client(&cluster).await);
     let worker = |name: &'static str| {
         let (writer, rw, claims, cluster) = (&writer, &rw, &claims, &cluster);
         let mine = if name.starts_with('a') { &ra } else { &rb };
@@ -107,17 +105,9 @@ async fn workers_on_two_hosts_claim_every_item_exactly_once() {
             through_writer(&rw, &writer, &rw, &mut c, |t| queue::push(t, "jobs", payload.as_bytes())).await;
         }
         tokio::join!(worker("a1"), worker("a2"), worker("b1"), worker("b2"));
-        stop.send(true).unwrap();
     };
-    let (fw, fa, fb, ()) = tokio::join!(
-        rw.follow(&mut cw, stopped.clone()),
-        ra.follow(&mut ca, stopped.clone()),
-        rb.follow(&mut cb, stopped),
-        work
-    );
-    fw.unwrap();
-    fa.unwrap();
-    fb.unwrap();
+    // The three hosts' replicas follow while the work runs.
+    while_following(&rw, &cluster, while_following(&ra, &cluster, while_following(&rb, &cluster, work))).await;
     let claims = claims.into_inner().unwrap();
     assert_eq!(claims.len(), ITEMS, "every item claimed: {claims:?}");
     let twice: Vec<_> = claims.iter().filter(|(_, by)| by.len() != 1).collect();

@@ -10,7 +10,7 @@ use common::{client, put, while_following};
 use shoal::{Options, RetainTier, Store};
 use shoal_cluster::{revision_of, Change, Error, Layout, Read, Replica, Transaction, Writer};
 use shoal_testkit::etcd::EtcdCluster;
-use tokio::sync::{watch, Mutex};
+use tokio::sync::Mutex;
 
 const PREFIX: &str = "/shoal/t";
 
@@ -44,8 +44,6 @@ async fn increments_from_two_hosts_through_one_writer_lose_nothing() {
     let (sw, sa, sb) = (store(&dir, "w"), store(&dir, "a"), store(&dir, "b"));
     let (rw, ra, rb) =
         (Replica::new(&sw, layout.clone()), Replica::new(&sa, layout.clone()), Replica::new(&sb, layout.clone()));
-    let (mut cw, mut ca, mut cb) = (client(&cluster).await, client(&cluster).await, client(&cluster).await);
-    let (stop, stopped) = watch::channel(false);
     let writer = Mutex::new(Writer::elect(client(&cluster).await, layout.clone(), "host-w", 5).await.unwrap());
     let conflicts = std::sync::atomic::AtomicUsize::new(0);
     let host = |replica: &'static str| {
@@ -85,17 +83,9 @@ async fn increments_from_two_hosts_through_one_writer_lose_nothing() {
             r.sync(&mut c, Duration::from_secs(10)).await.unwrap();
             assert_eq!(r.store().snapshot().get("/counter").unwrap(), Some((2 * EACH).to_string().as_bytes()));
         }
-        stop.send(true).unwrap();
     };
-    let (fw, fa, fb, ()) = tokio::join!(
-        rw.follow(&mut cw, stopped.clone()),
-        ra.follow(&mut ca, stopped.clone()),
-        rb.follow(&mut cb, stopped),
-        work
-    );
-    fw.unwrap();
-    fa.unwrap();
-    fb.unwrap();
+    // The three hosts' replicas follow while the work runs.
+    while_following(&rw, &cluster, while_following(&ra, &cluster, while_following(&rb, &cluster, work))).await;
     // The two hosts raced: some reads were stale, refused and retried.
     assert!(conflicts.load(std::sync::atomic::Ordering::Relaxed) > 0, "the hosts never raced");
 }

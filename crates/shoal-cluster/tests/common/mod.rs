@@ -24,12 +24,14 @@ pub fn put(path: &str, value: &str) -> Change {
 pub async fn while_following<T>(replica: &Replica<'_>, cluster: &EtcdCluster, checks: impl Future<Output = T>) -> T {
     let mut follower_client = client(cluster).await;
     let (stop, stopped) = watch::channel(false);
+    // Boxed: callers nest these, and the futures are large.
+    let checks = Box::pin(checks);
     let checks = async {
         let out = checks.await;
         stop.send(true).unwrap();
         out
     };
-    let (followed, out) = tokio::join!(replica.follow(&mut follower_client, stopped), checks);
+    let (followed, out) = tokio::join!(Box::pin(replica.follow(&mut follower_client, stopped)), checks);
     followed.unwrap();
     out
 }
