@@ -63,7 +63,9 @@ impl<'s> Replica<'s> {
     /// `store` must have no other writer: the replica's versions are the
     /// only ones.
     pub fn new(store: &'s Store, layout: Layout) -> Replica<'s> {
-        Replica { store, layout, synced: watch::Sender::new(0) }
+        // What the store holds is applied: every change up to its revision.
+        let applied = revision_of(&store.snapshot(), &layout).unwrap_or(0);
+        Replica { store, layout, synced: watch::Sender::new(applied) }
     }
 
     /// Waits until every change of the tree up to etcd's revision now is

@@ -373,3 +373,23 @@ async fn a_hung_etcd_member_does_not_stall_a_replica() {
     let (followed, ()) = tokio::join!(follower, checks);
     followed.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_a_reopened_replica_already_holds_needs_no_wait() {
+    let cluster = EtcdCluster::start(1);
+    let mut c = client(&cluster).await;
+    let layout = Layout::new(PREFIX);
+    let (_d, store) = store();
+    let r = put(&mut c, "/k", "v").await;
+    {
+        let replica = Replica::new(&store, layout.clone());
+        common::while_following(&replica, &cluster, until_applied(&replica, r)).await;
+    }
+    // Not following now: what the store holds is there at once, what it
+    // does not is waited for in vain.
+    let replica = Replica::new(&store, layout);
+    let held = replica.wait_for_revision(r, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(held.get("/k").unwrap(), Some(&b"v"[..]));
+    let later = replica.wait_for_revision(r + 1, Duration::from_millis(100)).await;
+    assert!(matches!(later, Err(shoal_cluster::Error::Behind { synced, .. }) if synced == r), "{later:?}");
+}
