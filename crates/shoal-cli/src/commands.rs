@@ -266,6 +266,10 @@ pub fn stat(dir: &Path) -> CliResult {
         None => "none running".to_string(),
     };
     line(format!("writer:             {writer}"));
+    // A cluster's replica: the etcd revision this version holds.
+    if let Some(revision) = shoal_cluster::revision_of(&snap, &shoal_cluster::Layout::new("")) {
+        line(format!("cluster revision:   {revision} (etcd's, as a replica of a cluster)"));
+    }
     line(format!("retention:          {}", retention_summary(&reader.settings()?)));
     line(format!("arena file size:    {} ({arena_len} bytes)", human_bytes(arena_len)));
     line(format!("arena bytes used:   {} ({} bytes)", human_bytes(s.arena_bytes), s.arena_bytes));

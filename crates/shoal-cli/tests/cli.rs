@@ -260,6 +260,11 @@ fn stat_prints_the_version_and_figures() {
     assert!(out.contains("live bytes:"), "{out}");
     assert!(out.contains("retained versions:  3 (kept by the next compaction): 2, 1, 0\n"), "{out}");
     assert!(out.contains("journal bytes:"), "{out}");
+    assert!(!out.contains("cluster revision"), "not a replica: {out}");
+    // A replica of a cluster records the etcd revision of each version.
+    s.put("/.shoald/cluster/revision", "4242");
+    let out = ok(&["stat", s.path()]);
+    assert!(out.contains("cluster revision:   4242 (etcd's, as a replica of a cluster)\n"), "{out}");
 }
 
 #[test]
