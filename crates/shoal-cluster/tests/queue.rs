@@ -8,19 +8,14 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use shoal::{queue, Options, Store};
+use shoal::queue;
 use shoal_cluster::{Error, Layout, Replica, Transaction, Writer};
 use shoal_testkit::etcd::EtcdCluster;
 use tokio::sync::Mutex;
 
-use common::{client, while_following};
+use common::{client, store, while_following};
 
 const PREFIX: &str = "/shoal/q";
-
-fn store(dir: &tempfile::TempDir, name: &str) -> Store {
-    let options = Options { durability: shoal::Durability::None, create: true, ..Options::default() };
-    Store::open(dir.path().join(name), options).unwrap()
-}
 
 /// Runs `step` in a shoal transaction on `replica`'s store and commits it
 /// through `writer`, again after each conflict (with the replica caught

@@ -6,18 +6,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client, put, while_following};
-use shoal::{Options, RetainTier, Store};
+use common::{client, put, store, store_with, while_following};
+use shoal::{Options, RetainTier};
 use shoal_cluster::{revision_of, Change, Error, Layout, Read, Replica, Transaction, Writer};
 use shoal_testkit::etcd::EtcdCluster;
 use tokio::sync::Mutex;
 
 const PREFIX: &str = "/shoal/t";
-
-fn store(dir: &tempfile::TempDir, name: &str) -> Store {
-    let options = Options { durability: shoal::Durability::None, create: true, ..Options::default() };
-    Store::open(dir.path().join(name), options).unwrap()
-}
 
 /// A read-modify-write of `/counter` on `replica`: a shoal transaction on
 /// the replica's store, taken out as an intent (what it read, what it
@@ -246,11 +241,6 @@ async fn a_shoal_transactions_copies_and_deletes_land_as_on_one_host() {
         assert_eq!(tree, expected);
     };
     while_following(&rw, &cluster, checks).await;
-}
-
-fn store_with(dir: &tempfile::TempDir, name: &str, options: Options) -> Store {
-    Store::open(dir.path().join(name), Options { durability: shoal::Durability::None, create: true, ..options })
-        .unwrap()
 }
 
 async fn follow_until(rw: &Replica<'_>, cluster: &EtcdCluster, until: i64) {

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use etcd_client::Client;
+use shoal::{Options, Store};
 use shoal_cluster::{Change, Replica};
 use shoal_testkit::etcd::EtcdCluster;
 use tokio::sync::watch;
@@ -47,4 +48,15 @@ pub async fn until_applied(replica: &Replica<'_>, revision: i64) {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// A store in `dir`, made if need be, durability none, other options as
+/// given.
+pub fn store_with(dir: &tempfile::TempDir, name: &str, options: Options) -> Store {
+    Store::open(dir.path().join(name), Options { durability: shoal::Durability::None, create: true, ..options })
+        .unwrap()
+}
+
+pub fn store(dir: &tempfile::TempDir, name: &str) -> Store {
+    store_with(dir, name, Options::default())
 }
