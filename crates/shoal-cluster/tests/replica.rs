@@ -393,3 +393,28 @@ async fn a_revision_a_reopened_replica_already_holds_needs_no_wait() {
     let later = replica.wait_for_revision(r + 1, Duration::from_millis(100)).await;
     assert!(matches!(later, Err(shoal_cluster::Error::Behind { synced, .. }) if synced == r), "{later:?}");
 }
+
+/// Loading pages through etcd 100 keys at a time: at a page's size, just
+/// below and just above, every key arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_of_a_page_just_below_at_and_above_its_size_are_whole() {
+    let cluster = EtcdCluster::start(1);
+    let mut c = client(&cluster).await;
+    let mut written = 0;
+    for count in [99, 100, 101, 200] {
+        let prefix = format!("/shoal/page{count}");
+        let layout = Layout::new(&prefix);
+        for i in 0..count {
+            c.put(format!("{prefix}/k{i:03}"), i.to_string(), None).await.unwrap();
+            written += 1;
+        }
+        let (_d, store) = store();
+        let replica = Replica::new(&store, layout.clone());
+        let mut rc = client(&cluster).await;
+        replica.resync(&mut rc).await.unwrap();
+        let local = local_tree(&store, &layout);
+        assert_eq!(local.len(), count, "{count} keys");
+        assert!((0..count).all(|i| local[&format!("/k{i:03}")] == i.to_string()), "{count} keys");
+    }
+    assert_eq!(written, 500);
+}
