@@ -107,6 +107,12 @@ impl Layout {
         format!("{}/reloaded", self.local_root)
     }
 
+    /// The path of what a replica replicates (the etcd cluster and the
+    /// prefix), written when it loads: a store is a replica of one tree.
+    pub fn source_path(&self) -> String {
+        format!("{}/source", self.local_root)
+    }
+
     /// The path of the revision a replica's version holds.
     pub fn revision_path(&self) -> String {
         format!("{}/revision", self.local_root)

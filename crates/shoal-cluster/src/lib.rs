@@ -8,16 +8,19 @@
 //! the one host elected to commit, whose commits are fenced by its
 //! election.
 
+mod forward;
+mod host;
 mod layout;
 mod lease;
 mod presence;
 mod replica;
 mod writer;
 
+pub use host::{check_host_name, Host, HostOptions, HOST_NAME_MAX};
 pub use layout::{Layout, DEFAULT_LOCAL_ROOT};
 pub use presence::{cluster_status, HostEntry, HostStatus, Presence};
 pub use replica::{revision_of, Replica};
-pub use writer::{current_writer, Change, Read, Transaction, Writer};
+pub use writer::{current_writer, writer_candidate, Candidate, Change, Read, Transaction, Writer};
 
 /// A client of the etcd cluster at `endpoints` (client URLs) as the
 /// cluster mode needs it: HTTP/2 keepalives, so that a member that hangs or
@@ -52,4 +55,8 @@ pub enum Error {
     HostTaken(String),
     #[error("this host is no longer the cluster's writer (its lease ended): nothing was written")]
     Deposed,
+    #[error("no writer took the commit in time ({0}): nothing was written")]
+    Unavailable(String),
+    #[error("the commit's outcome is unknown ({0}): it may or may not have been committed")]
+    Indeterminate(String),
 }

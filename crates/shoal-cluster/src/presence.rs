@@ -46,6 +46,8 @@ pub struct HostEntry {
 /// Publishes this host's figures until dropped.
 pub struct Presence {
     task: JoinHandle<()>,
+    client: Client,
+    lease: i64,
 }
 
 impl Presence {
@@ -77,7 +79,10 @@ impl Presence {
             return Err(Error::HostTaken(host.to_string()));
         }
         let host = host.to_string();
+        let lease_id = lease.id;
+        let task_client = client.clone();
         let task = tokio::spawn(async move {
+            let mut client = task_client;
             let mut last = (Instant::now(), store.version());
             loop {
                 tokio::time::sleep(period).await;
@@ -101,7 +106,16 @@ impl Presence {
                 }
             }
         });
-        Ok(Presence { task })
+        Ok(Presence { task, client, lease: lease_id })
+    }
+
+    /// Stops publishing and removes the host's entry at once (a host that
+    /// leaves in order).
+    pub async fn leave(mut self) {
+        self.task.abort();
+        if let Err(error) = self.client.lease_revoke(self.lease).await {
+            tracing::warn!(%error, "could not remove the host's status; it goes when its lease ends");
+        }
     }
 
     /// Stops publishing and renewing, as a host that died: its entry goes

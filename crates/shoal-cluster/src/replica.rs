@@ -104,6 +104,12 @@ impl<'s> Replica<'s> {
         }
     }
 
+    /// The etcd revision up to which every change is applied, as it moves:
+    /// each new value follows the versions that applied it.
+    pub fn applied(&self) -> watch::Receiver<i64> {
+        self.synced.subscribe()
+    }
+
     /// Notes that every change of the tree up to `revision` is applied.
     fn synced_to(&self, revision: i64) {
         self.synced.send_if_modified(|synced| {
@@ -131,7 +137,7 @@ impl<'s> Replica<'s> {
     /// differs from the local tree, with that revision, as one version.
     /// Returns the revision.
     pub async fn resync(&self, client: &mut Client) -> Result<i64, Error> {
-        let (revision, wanted) = self.load(client).await?;
+        let (revision, cluster_id, wanted) = self.load(client).await?;
         let snapshot = self.store.snapshot();
         let mut txn = self.store.begin();
         // Every ancestor of a key: nodes kept (empty) even where they are
@@ -180,19 +186,22 @@ impl<'s> Replica<'s> {
         }
         txn.put(&revision_path, revision.to_string())?;
         txn.put(&self.layout.reload_path(), revision.to_string())?;
+        txn.put(&self.layout.source_path(), crate::host::source_text(cluster_id, &self.layout))?;
         txn.commit()?;
         self.synced_to(revision);
         tracing::info!(revision, keys = wanted.len(), "replica loaded from etcd");
         Ok(revision)
     }
 
-    /// Every key below the prefix at one revision, page by page.
-    async fn load(&self, client: &mut Client) -> Result<(i64, BTreeMap<String, Vec<u8>>), Error> {
+    /// Every key below the prefix at one revision, page by page, with the
+    /// revision and the etcd cluster's id.
+    async fn load(&self, client: &mut Client) -> Result<(i64, u64, BTreeMap<String, Vec<u8>>), Error> {
         let prefix = self.layout.key_prefix();
         let end = prefix_end(prefix.as_bytes());
         let mut wanted = BTreeMap::new();
         let mut from = prefix.clone().into_bytes();
         let mut revision = 0;
+        let mut cluster_id = 0;
         loop {
             let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE_KEYS);
             if revision != 0 {
@@ -202,6 +211,7 @@ impl<'s> Replica<'s> {
                 client.kv_client().max_decoding_message_size(RANGE_REPLY_MAX).get(from.clone(), Some(options)).await?;
             if revision == 0 {
                 revision = reply.header().map_or(0, |h| h.revision());
+                cluster_id = reply.header().map_or(0, |h| h.cluster_id());
             }
             for kv in reply.kvs() {
                 if let Some(path) = self.layout.path(kv.key()) {
@@ -213,7 +223,7 @@ impl<'s> Replica<'s> {
                     from = last.key().to_vec();
                     from.push(0);
                 }
-                _ => return Ok((revision, wanted)),
+                _ => return Ok((revision, cluster_id, wanted)),
             }
         }
     }
@@ -367,7 +377,7 @@ enum Ended {
 
 /// Resolves once `stop` holds `true`; never if its sender is gone without
 /// saying so (a dropped sender is not a request to stop).
-async fn stopped(mut stop: watch::Receiver<bool>) {
+pub(crate) async fn stopped(mut stop: watch::Receiver<bool>) {
     if stop.wait_for(|&s| s).await.is_err() {
         std::future::pending::<()>().await;
     }

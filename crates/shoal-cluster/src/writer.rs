@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 
 use etcd_client::{Client, Compare, CompareOp, DeleteOptions, LeaderKey, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
 use shoal::Snapshot;
 
 use crate::layout::Layout;
@@ -22,7 +23,7 @@ use crate::replica::{revision_of, Replica};
 use crate::Error;
 
 /// One change to the tree, as the writer sends it to etcd.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
     /// Sets a node's value, creating its missing ancestors (empty).
     Put { path: String, value: Vec<u8> },
@@ -31,7 +32,7 @@ pub enum Change {
 }
 
 /// Something a transaction read, checked when it commits.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Read {
     /// A node's value, or its absence.
     Value(String),
@@ -43,7 +44,7 @@ pub enum Read {
 
 /// A transaction made on some host: read at `base` (the etcd revision of
 /// the replica version it read), to change the tree by `changes`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transaction {
     pub base: i64,
     pub reads: Vec<Read>,
@@ -100,6 +101,25 @@ impl Transaction {
     }
 }
 
+/// A host that campaigns to be the writer, as its election value holds it:
+/// its name, and where other hosts send it their transactions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub host: String,
+    /// The address of its forwarding socket (`IP:PORT`), if it takes
+    /// other hosts' transactions.
+    pub forward: Option<String>,
+}
+
+impl Candidate {
+    /// A candidate's election value: JSON; a value that is not (another
+    /// tool's candidate) stands for a host of that name.
+    fn parse(value: &[u8]) -> Candidate {
+        serde_json::from_slice(value)
+            .unwrap_or_else(|_| Candidate { host: String::from_utf8_lossy(value).into_owned(), forward: None })
+    }
+}
+
 /// Where the writer writes its name when it first commits a transaction.
 pub const WRITER_PATH: &str = "/.shoald/writer";
 
@@ -123,9 +143,21 @@ impl Writer {
     /// until elected. When the process dies or cannot renew, the lease ends
     /// after `ttl_secs` and the next candidate is elected. If this fails or
     /// is cancelled, nothing keeps the candidacy alive.
-    pub async fn elect(mut client: Client, layout: Layout, host: &str, ttl_secs: i64) -> Result<Writer, Error> {
+    pub async fn elect(client: Client, layout: Layout, host: &str, ttl_secs: i64) -> Result<Writer, Error> {
+        Writer::campaign(client, layout, &Candidate { host: host.to_string(), forward: None }, ttl_secs).await
+    }
+
+    /// [`elect`](Self::elect), naming where other hosts reach this one.
+    pub async fn campaign(
+        mut client: Client,
+        layout: Layout,
+        candidate: &Candidate,
+        ttl_secs: i64,
+    ) -> Result<Writer, Error> {
+        let host = candidate.host.as_str();
+        let value = serde_json::to_vec(candidate).expect("serializable");
         let lease = Lease::grant(&mut client, ttl_secs).await?;
-        let elected = match client.campaign(layout.election_name(), host, lease.id).await {
+        let elected = match client.campaign(layout.election_name(), value, lease.id).await {
             Ok(mut reply) => reply.take_leader().ok_or(Error::Election("etcd elected no key")),
             Err(e) => Err(e.into()),
         };
@@ -355,8 +387,13 @@ fn version_at(head: &Snapshot, layout: &Layout, revision: i64) -> Result<Option<
 
 /// The host that is the cluster's writer now, if any.
 pub async fn current_writer(client: &mut Client, layout: &Layout) -> Result<Option<String>, Error> {
+    Ok(writer_candidate(client, layout).await?.map(|c| c.host))
+}
+
+/// The cluster's writer now, with where it takes transactions, if any.
+pub async fn writer_candidate(client: &mut Client, layout: &Layout) -> Result<Option<Candidate>, Error> {
     match client.leader(layout.election_name()).await {
-        Ok(reply) => Ok(reply.kv().map(|kv| String::from_utf8_lossy(kv.value()).into_owned())),
+        Ok(reply) => Ok(reply.kv().map(|kv| Candidate::parse(kv.value()))),
         // etcd answers "election: no leader" as an error.
         Err(etcd_client::Error::GRpcStatus(status)) if status.message().contains("no leader") => Ok(None),
         Err(e) => Err(e.into()),

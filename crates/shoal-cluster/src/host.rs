@@ -1,0 +1,455 @@
+//! This host's part in a cluster, as a daemon runs it: its store kept as a
+//! replica, its status published, its candidacy to be the writer, and the
+//! socket on which, once elected, it takes other hosts' transactions.
+//!
+//! A transaction made on this host's replica commits through
+//! [`Host::commit`]: by this host's own [`Writer`] when it holds the role,
+//! else sent to the host that does (named, with its address, by the
+//! election). Either way the writer checks it against the newest tree and
+//! commits it as one etcd revision; the caller then waits until this host's
+//! replica holds that revision, so that what it reads next includes its
+//! own write.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, GetOptions};
+use shoal::{Snapshot, Store};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::forward::{self, Forwarder, Reply, Request, SendError};
+use crate::layout::Layout;
+use crate::presence::Presence;
+use crate::replica::{revision_of, stopped, Replica};
+use crate::writer::{writer_candidate, Candidate, Transaction, Writer};
+use crate::Error;
+
+/// How a host takes part.
+#[derive(Clone, Debug)]
+pub struct HostOptions {
+    /// This host's name in the cluster: letters, digits, `.`, `_`, `-`.
+    pub host: String,
+    /// Where this host takes other hosts' transactions (when it is the
+    /// writer): an address the other hosts reach it at, not `0.0.0.0`. Port
+    /// 0 picks a free one.
+    pub listen: SocketAddr,
+    /// The writer's lease: how long after a writer dies another is
+    /// elected.
+    pub lease_ttl_secs: i64,
+    /// How often the host's status is rewritten in etcd.
+    pub status_period: Duration,
+    /// How long a commit may wait for a writer (an election after the
+    /// writer died included) and for its replica to apply it.
+    pub commit_timeout: Duration,
+}
+
+impl HostOptions {
+    pub fn new(host: &str, listen: SocketAddr) -> HostOptions {
+        HostOptions {
+            host: host.to_string(),
+            listen,
+            lease_ttl_secs: 5,
+            status_period: Duration::from_secs(1),
+            commit_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The longest host name.
+pub const HOST_NAME_MAX: usize = 64;
+
+/// Whether `name` can name a host: it is part of etcd keys and of the
+/// status listing.
+pub fn check_host_name(name: &str) -> Result<(), Error> {
+    let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > HOST_NAME_MAX || !name.chars().all(valid_char) {
+        return Err(Error::Invalid(format!(
+            "{name:?} is not a host name: 1 to {HOST_NAME_MAX} letters, digits, '.', '_' or '-'"
+        )));
+    }
+    Ok(())
+}
+
+/// This host in the cluster; stops taking part when [`stop`](Self::stop)ped
+/// (or, less politely, dropped).
+pub struct Host {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    presence: Option<Presence>,
+    forward_address: SocketAddr,
+}
+
+struct Shared {
+    replica: Replica<'static>,
+    client: Client,
+    candidate: Candidate,
+    options: HostOptions,
+    /// This host's writer, while it holds the role.
+    writer: tokio::sync::Mutex<Option<Writer>>,
+    forwarder: Forwarder,
+    /// The forwarding address of the writer, as last looked up.
+    writer_address: std::sync::Mutex<Option<String>>,
+    /// Why the replica stopped following, if it did.
+    failure: watch::Sender<Option<String>>,
+}
+
+impl Host {
+    /// Joins the cluster at `endpoints` with `store` as this host's replica
+    /// of the tree under `layout`'s prefix: publishes the host's status
+    /// (refused if a live host has the name already), loads or follows the
+    /// tree until the replica holds etcd's newest revision, then campaigns
+    /// to be the writer in the background.
+    ///
+    /// `store` must have no other writer, and hold either nothing, or a
+    /// replica of this same tree: a store that holds other data is refused
+    /// rather than overwritten with the cluster's tree.
+    pub async fn start(
+        store: &'static Store,
+        endpoints: &[String],
+        layout: Layout,
+        options: HostOptions,
+    ) -> Result<Host, Error> {
+        check_host_name(&options.host)?;
+        if options.listen.ip().is_unspecified() {
+            return Err(Error::Invalid(format!(
+                "the forwarding address {} is not one other hosts can reach: give this host's own address",
+                options.listen
+            )));
+        }
+        let mut client = crate::connect(endpoints).await?;
+        check_store(store, &layout, &mut client).await?;
+        let listener = TcpListener::bind(options.listen)
+            .await
+            .map_err(|e| Error::Invalid(format!("the forwarding socket on {}: {e}", options.listen)))?;
+        let forward_address =
+            listener.local_addr().map_err(|e| Error::Invalid(format!("the forwarding socket: {e}")))?;
+        let presence = Presence::start(
+            client.clone(),
+            layout.clone(),
+            &options.host,
+            store,
+            options.lease_ttl_secs,
+            options.status_period,
+        )
+        .await?;
+        let (stop, stopped) = watch::channel(false);
+        let candidate = Candidate { host: options.host.clone(), forward: Some(forward_address.to_string()) };
+        let shared = Arc::new(Shared {
+            replica: Replica::new(store, layout),
+            client: client.clone(),
+            candidate,
+            options,
+            writer: tokio::sync::Mutex::new(None),
+            forwarder: Forwarder::default(),
+            writer_address: std::sync::Mutex::new(None),
+            failure: watch::Sender::new(None),
+        });
+        let mut tasks = vec![tokio::spawn(follow(shared.clone(), stopped.clone()))];
+        // Serve reads of the cluster's newest tree from the start.
+        let synced = shared.replica.sync(&mut client, shared.options.commit_timeout).await;
+        let host = Host { shared: shared.clone(), stop, tasks: Vec::new(), presence: Some(presence), forward_address };
+        let mut host = host;
+        if let Err(e) = synced {
+            host.tasks = tasks;
+            host.stop().await;
+            return Err(e);
+        }
+        tasks.push(tokio::spawn(campaign(shared.clone(), stopped.clone())));
+        tasks.push(tokio::spawn(serve_forwarded(shared, listener, stopped)));
+        host.tasks = tasks;
+        tracing::info!(host = %host.shared.options.host, forward = %forward_address, "joined the cluster");
+        Ok(host)
+    }
+
+    pub fn replica(&self) -> &Replica<'static> {
+        &self.shared.replica
+    }
+
+    /// Where this host takes other hosts' transactions.
+    pub fn forward_address(&self) -> SocketAddr {
+        self.forward_address
+    }
+
+    /// Whether this host is the cluster's writer now.
+    pub async fn is_writer(&self) -> bool {
+        self.shared.writer.lock().await.as_ref().is_some_and(|w| !w.is_deposed())
+    }
+
+    /// Resolves when the replica has stopped following etcd for good (its
+    /// store failed), with why: the host serves stale data from then on.
+    pub async fn failed(&self) -> String {
+        let mut failure = self.shared.failure.subscribe();
+        let reason = match failure.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => std::future::pending().await,
+        };
+        reason
+    }
+
+    /// Commits `txn` through the cluster's writer (this host, or the one
+    /// that holds the role) and returns its revision. `Error::Conflict` if
+    /// something it read changed; `Error::Unavailable` if no writer took it
+    /// in time (nothing was written); `Error::Indeterminate` if it was sent
+    /// and no answer came (it may have been committed).
+    pub async fn commit(&self, txn: &Transaction) -> Result<i64, Error> {
+        let shared = &self.shared;
+        let deadline = Instant::now() + shared.options.commit_timeout;
+        let mut delay = Duration::from_millis(10);
+        let mut last_obstacle;
+        loop {
+            {
+                let mut slot = shared.writer.lock().await;
+                if let Some(writer) = slot.as_mut() {
+                    match writer.commit_transaction(&shared.replica, txn).await {
+                        Err(Error::Deposed) => *slot = None,
+                        other => return other,
+                    }
+                }
+            }
+            match shared.writer_address().await {
+                Ok(Some(address)) if address != self.forward_address.to_string() => {
+                    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+                    match shared.forwarder.send(&address, &Request::Commit(txn.clone()), left).await {
+                        Ok(Reply::Committed { revision }) => return Ok(revision),
+                        Ok(Reply::Conflict { path, base }) => return Err(Error::Conflict { path, base }),
+                        Ok(Reply::Invalid(message)) => return Err(Error::Invalid(message)),
+                        Ok(Reply::Failed(message)) => return Err(Error::Indeterminate(message)),
+                        Ok(Reply::NotWriter) => {
+                            last_obstacle = format!("{address} is no longer the writer");
+                            shared.forget_writer();
+                        }
+                        Err(SendError::NotSent(e)) => {
+                            last_obstacle = format!("the writer at {address}: {e}");
+                            shared.forget_writer();
+                        }
+                        Err(SendError::NoReply(e)) => {
+                            shared.forget_writer();
+                            return Err(Error::Indeterminate(format!("the writer at {address} did not answer: {e}")));
+                        }
+                    }
+                }
+                // This host is elected, and about to take the role.
+                Ok(Some(_)) => last_obstacle = "this host is taking the writer's role".into(),
+                Ok(None) => last_obstacle = "no writer is elected".into(),
+                Err(e) => last_obstacle = e.to_string(),
+            }
+            if Instant::now() + delay > deadline {
+                return Err(Error::Unavailable(last_obstacle));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    /// Commits a transaction made on this host's replica (its store), and
+    /// returns the replica's newest version once it holds the commit. A
+    /// transaction that changes nothing commits nothing.
+    pub async fn commit_local(&self, txn: shoal::Transaction<'_>) -> Result<Snapshot, Error> {
+        let store = self.shared.replica.store();
+        let base = store.snapshot_at(txn.base_version())?;
+        let intent = txn.into_intent();
+        if intent.changes.is_empty() {
+            return Ok(store.snapshot());
+        }
+        let layout = self.shared.replica.layout();
+        let cluster_txn = Transaction::from_intent(&intent, &base, layout)?;
+        drop(base);
+        let revision = self.commit(&cluster_txn).await?;
+        self.shared.replica.wait_for_revision(revision, self.shared.options.commit_timeout).await
+    }
+
+    /// Leaves the cluster: gives up the writer's role (the next host is
+    /// elected at once), removes this host's status, stops following.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        if let Some(presence) = self.presence.take() {
+            presence.leave().await;
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Shared {
+    async fn writer_address(&self) -> Result<Option<String>, Error> {
+        if let Some(address) = self.writer_address.lock().unwrap().clone() {
+            return Ok(Some(address));
+        }
+        let candidate = writer_candidate(&mut self.client.clone(), self.replica.layout()).await?;
+        let address = candidate.and_then(|c| c.forward);
+        *self.writer_address.lock().unwrap() = address.clone();
+        Ok(address)
+    }
+
+    fn forget_writer(&self) {
+        *self.writer_address.lock().unwrap() = None;
+        self.forwarder.forget();
+    }
+}
+
+/// Refuses a store that holds data and is no replica, or a replica of
+/// another tree (another prefix, another etcd cluster).
+async fn check_store(store: &Store, layout: &Layout, client: &mut Client) -> Result<(), Error> {
+    let snapshot = store.snapshot();
+    let source = source_of(client, layout).await?;
+    match snapshot.get(&layout.source_path())? {
+        Some(held) if held != source.as_bytes() => {
+            return Err(Error::Invalid(format!(
+                "{} is a replica of {:?}, not of {source:?}: give this host an empty store",
+                store.dir().display(),
+                String::from_utf8_lossy(held)
+            )))
+        }
+        Some(_) => return Ok(()),
+        None => {}
+    }
+    if revision_of(&snapshot, layout).is_none() {
+        let mut entries = snapshot.scan("/")?;
+        let data = entries.any(|e| e.map_or(true, |e| e.path() != "/"));
+        if data {
+            return Err(Error::Invalid(format!(
+                "{} holds data and is no replica of the cluster; joining would replace it with the cluster's \
+                 tree: give this host an empty store (and load the data into the cluster through it)",
+                store.dir().display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What a replica of `layout`'s tree in the cluster `client` talks to
+/// records as its source: the etcd cluster's id and the prefix.
+pub(crate) async fn source_of(client: &mut Client, layout: &Layout) -> Result<String, Error> {
+    let reply = client.get(layout.key_prefix(), Some(GetOptions::new().with_keys_only().with_limit(1))).await?;
+    let cluster = reply.header().map_or(0, |h| h.cluster_id());
+    Ok(source_text(cluster, layout))
+}
+
+pub(crate) fn source_text(cluster_id: u64, layout: &Layout) -> String {
+    format!("etcd cluster {cluster_id:016x}, prefix {}", layout.key_prefix())
+}
+
+async fn follow(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+    let mut client = shared.client.clone();
+    if let Err(error) = shared.replica.follow(&mut client, stop).await {
+        tracing::error!(%error, "the replica stopped following etcd");
+        let _ = shared.failure.send(Some(error.to_string()));
+    }
+}
+
+/// Campaigns to be the writer, holds the role until the lease ends, and
+/// campaigns again; gives the role up at stop.
+async fn campaign(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+    let layout = shared.replica.layout().clone();
+    let ttl = shared.options.lease_ttl_secs;
+    let mut delay = Duration::from_millis(100);
+    'campaigns: loop {
+        let elected = tokio::select! {
+            elected = Writer::campaign(shared.client.clone(), layout.clone(), &shared.candidate, ttl) => elected,
+            () = stopped(stop.clone()) => break,
+        };
+        match elected {
+            Ok(writer) => {
+                delay = Duration::from_millis(100);
+                *shared.writer.lock().await = Some(writer);
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        () = stopped(stop.clone()) => break 'campaigns,
+                    }
+                    let mut slot = shared.writer.lock().await;
+                    if slot.as_ref().is_none_or(Writer::is_deposed) {
+                        *slot = None;
+                        tracing::warn!("this host is no longer the writer; campaigning again");
+                        break;
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "campaigning to be the writer failed; again in {delay:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    () = stopped(stop.clone()) => break,
+                }
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    if let Some(writer) = shared.writer.lock().await.take() {
+        if let Err(error) = writer.resign().await {
+            tracing::warn!(%error, "could not resign the writer's role; it passes on when the lease ends");
+        }
+    }
+}
+
+/// Takes other hosts' transactions while this host is the writer.
+async fn serve_forwarded(shared: Arc<Shared>, listener: TcpListener, stop: watch::Receiver<bool>) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections.spawn(forwarded_connection(shared.clone(), stream, stop.clone()));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed on the forwarding socket");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = stopped(stop.clone()) => break,
+        }
+    }
+    connections.shutdown().await;
+}
+
+async fn forwarded_connection(shared: Arc<Shared>, mut stream: TcpStream, stop: watch::Receiver<bool>) {
+    let _ = stream.set_nodelay(true);
+    loop {
+        let request = tokio::select! {
+            request = forward::read_frame::<Request>(&mut stream) => request,
+            () = stopped(stop.clone()) => return,
+        };
+        let request = match request {
+            Ok(Some(request)) => request,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::info!(%error, "dropping a connection to the forwarding socket");
+                return;
+            }
+        };
+        let Request::Commit(txn) = request;
+        let reply = {
+            let mut slot = shared.writer.lock().await;
+            match slot.as_mut() {
+                None => Reply::NotWriter,
+                Some(writer) => match writer.commit_transaction(&shared.replica, &txn).await {
+                    Ok(revision) => Reply::Committed { revision },
+                    Err(Error::Conflict { path, base }) => Reply::Conflict { path, base },
+                    Err(Error::Invalid(message)) => Reply::Invalid(message),
+                    Err(Error::Deposed) => {
+                        *slot = None;
+                        Reply::NotWriter
+                    }
+                    Err(other) => Reply::Failed(other.to_string()),
+                },
+            }
+        };
+        if forward::write_frame(&mut stream, &reply).await.is_err() {
+            return;
+        }
+    }
+}
