@@ -35,6 +35,7 @@ pub(crate) enum Reply {
         base: i64,
     },
     Invalid(String),
+    TooLarge(String),
     /// This host is not the writer (any more, or yet): nothing was written.
     NotWriter,
     /// The writer failed to commit, for a reason it gives.

@@ -78,8 +78,8 @@ pub fn check_host_name(name: &str) -> Result<(), Error> {
 pub struct Host {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
-    presence: Option<Presence>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    presence: std::sync::Mutex<Option<Presence>>,
     forward_address: SocketAddr,
 }
 
@@ -151,16 +151,21 @@ impl Host {
         let mut tasks = vec![tokio::spawn(follow(shared.clone(), stopped.clone()))];
         // Serve reads of the cluster's newest tree from the start.
         let synced = shared.replica.sync(&mut client, shared.options.commit_timeout).await;
-        let host = Host { shared: shared.clone(), stop, tasks: Vec::new(), presence: Some(presence), forward_address };
-        let mut host = host;
+        let host = Host {
+            shared: shared.clone(),
+            stop,
+            tasks: std::sync::Mutex::new(Vec::new()),
+            presence: std::sync::Mutex::new(Some(presence)),
+            forward_address,
+        };
         if let Err(e) = synced {
-            host.tasks = tasks;
+            *host.tasks.lock().unwrap() = tasks;
             host.stop().await;
             return Err(e);
         }
         tasks.push(tokio::spawn(campaign(shared.clone(), stopped.clone())));
         tasks.push(tokio::spawn(serve_forwarded(shared, listener, stopped)));
-        host.tasks = tasks;
+        *host.tasks.lock().unwrap() = tasks;
         tracing::info!(host = %host.shared.options.host, forward = %forward_address, "joined the cluster");
         Ok(host)
     }
@@ -217,6 +222,7 @@ impl Host {
                         Ok(Reply::Committed { revision }) => return Ok(revision),
                         Ok(Reply::Conflict { path, base }) => return Err(Error::Conflict { path, base }),
                         Ok(Reply::Invalid(message)) => return Err(Error::Invalid(message)),
+                        Ok(Reply::TooLarge(message)) => return Err(Error::TooLarge(message)),
                         Ok(Reply::Failed(message)) => return Err(Error::Indeterminate(message)),
                         Ok(Reply::NotWriter) => {
                             last_obstacle = format!("{address} is no longer the writer");
@@ -264,12 +270,16 @@ impl Host {
 
     /// Leaves the cluster: gives up the writer's role (the next host is
     /// elected at once), removes this host's status, stops following.
-    pub async fn stop(mut self) {
+    /// Commits that run meanwhile fail (`Error::Unavailable`) or go to the
+    /// next writer.
+    pub async fn stop(&self) {
         let _ = self.stop.send(true);
-        for task in self.tasks.drain(..) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap());
+        for task in tasks {
             let _ = task.await;
         }
-        if let Some(presence) = self.presence.take() {
+        let presence = self.presence.lock().unwrap().take();
+        if let Some(presence) = presence {
             presence.leave().await;
         }
     }
@@ -277,7 +287,7 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self.tasks.get_mut().unwrap().iter() {
             task.abort();
         }
     }
@@ -440,6 +450,7 @@ async fn forwarded_connection(shared: Arc<Shared>, mut stream: TcpStream, stop: 
                     Ok(revision) => Reply::Committed { revision },
                     Err(Error::Conflict { path, base }) => Reply::Conflict { path, base },
                     Err(Error::Invalid(message)) => Reply::Invalid(message),
+                    Err(Error::TooLarge(message)) => Reply::TooLarge(message),
                     Err(Error::Deposed) => {
                         *slot = None;
                         Reply::NotWriter

@@ -45,6 +45,9 @@ pub enum Error {
     Store(#[from] shoal::Error),
     #[error("{0}")]
     Invalid(String),
+    /// A value or a commit over the cluster's limits.
+    #[error("{0}")]
+    TooLarge(String),
     #[error("the replica has applied etcd's revisions up to {synced}, not yet {target}")]
     Behind { target: i64, synced: i64 },
     #[error("{path} changed since revision {base}, which the transaction read")]

@@ -229,7 +229,8 @@ impl Writer {
     /// (its replica, caught up): what the changes create on the way and
     /// what a delete removes are found there, so that every node stays one
     /// key. `Error::Deposed` if this host is no longer the writer, and then
-    /// nothing was written; `Error::Invalid` for a change no replica could
+    /// nothing was written; `Error::TooLarge` for a value or a commit over
+    /// the cluster's limits; `Error::Invalid` for a change no replica could
     /// apply.
     pub async fn commit(&mut self, changes: &[Change], tree: &Snapshot) -> Result<i64, Error> {
         let ops = self.operations(changes, tree)?;
@@ -254,7 +255,7 @@ impl Writer {
                 Change::Put { path, value } => {
                     self.check_path(path)?;
                     if value.len() > self.layout.max_value_bytes() {
-                        return Err(Error::Invalid(format!(
+                        return Err(Error::TooLarge(format!(
                             "{path}: a value of {} bytes, over the cluster's limit of {}",
                             value.len(),
                             self.layout.max_value_bytes()
@@ -301,7 +302,7 @@ impl Writer {
             ops.push(TxnOp::put(self.layout.key(&path), value, None));
         }
         if ops.len() > self.layout.max_txn_ops() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::TooLarge(format!(
                 "a commit of {} etcd operations; etcd takes at most {} in one transaction (its --max-txn-ops)",
                 ops.len(),
                 self.layout.max_txn_ops()

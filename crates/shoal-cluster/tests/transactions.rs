@@ -408,7 +408,7 @@ async fn a_commit_is_refused_cleanly_past_etcds_operation_limit() {
     let many = |n: usize, tag: &str| -> Vec<Change> { (0..n).map(|i| put(&format!("/{tag}{i}"), "v")).collect() };
     writer.commit(&many(128, "a"), &sw.snapshot()).await.unwrap();
     let refused = writer.commit(&many(129, "b"), &sw.snapshot()).await;
-    assert!(matches!(&refused, Err(Error::Invalid(m)) if m.contains("at most 128")), "{refused:?}");
+    assert!(matches!(&refused, Err(Error::TooLarge(m)) if m.contains("at most 128")), "{refused:?}");
     let mut c = client(&cluster).await;
     let listed = c.get(format!("{PREFIX}/b"), Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
     assert!(listed.kvs().is_empty());

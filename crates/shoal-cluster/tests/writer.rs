@@ -197,7 +197,12 @@ async fn every_node_is_one_key_whatever_the_changes_and_bad_ones_are_refused() {
             big,
         ] {
             let result = w.commit(&[put("/fine", "1"), bad.clone()], &store.snapshot()).await;
-            assert!(matches!(result, Err(Error::Invalid(_))), "{bad:?}: {result:?}");
+            let too_large = matches!(&bad, Change::Put { value, .. } if value.len() > layout.max_value_bytes());
+            if too_large {
+                assert!(matches!(result, Err(Error::TooLarge(_))), "{result:?}");
+            } else {
+                assert!(matches!(result, Err(Error::Invalid(_))), "{bad:?}: {result:?}");
+            }
         }
         let result = w.commit(&[Change::DeleteTree { path: "/".into() }], &store.snapshot()).await;
         assert!(matches!(result, Err(Error::Invalid(_))), "{result:?}");

@@ -178,24 +178,7 @@ pub fn apply_with(
     };
     for _ in 0..64 {
         let mut txn = store.begin();
-        for op in ops {
-            before(&mut txn, op)?;
-            match op {
-                Op::Put { path, value } => txn.put(path, value)?,
-                Op::Delete { path } => {
-                    if !txn.delete(path)? {
-                        return Err(Error::NoSuchPath { path: path.clone() });
-                    }
-                }
-                Op::DeleteTree { path } => {
-                    if !txn.delete_tree(path)? {
-                        return Err(Error::NoSuchPath { path: path.clone() });
-                    }
-                }
-                Op::Copy { src, dst } => txn.copy(src, dst)?,
-                Op::CopyTree { src, dst } => txn.copy_tree(src, dst)?,
-            }
-        }
+        apply_ops(&mut txn, ops, &before)?;
         match txn.commit() {
             Err(Error::Conflict { .. }) => continue,
             other => return other,
@@ -204,25 +187,54 @@ pub fn apply_with(
     Err(Error::Conflict { path: "/".into() })
 }
 
+/// Makes `ops`' changes in `txn`, running `before(txn, op)` ahead of each.
+pub fn apply_ops(
+    txn: &mut shoal::Transaction<'_>,
+    ops: &[Op],
+    before: impl Fn(&mut shoal::Transaction<'_>, &Op) -> shoal::Result<()>,
+) -> shoal::Result<()> {
+    use shoal::Error;
+    for op in ops {
+        before(txn, op)?;
+        match op {
+            Op::Put { path, value } => txn.put(path, value)?,
+            Op::Delete { path } => {
+                if !txn.delete(path)? {
+                    return Err(Error::NoSuchPath { path: path.clone() });
+                }
+            }
+            Op::DeleteTree { path } => {
+                if !txn.delete_tree(path)? {
+                    return Err(Error::NoSuchPath { path: path.clone() });
+                }
+            }
+            Op::Copy { src, dst } => txn.copy(src, dst)?,
+            Op::CopyTree { src, dst } => txn.copy_tree(src, dst)?,
+        }
+    }
+    Ok(())
+}
+
+/// Makes queue step `op` in `txn`; returns what it does once committed.
+pub fn queue_step(txn: &mut shoal::Transaction<'_>, op: &QueueOp) -> shoal::Result<QueueOutcome> {
+    use shoal::queue;
+    Ok(match op {
+        QueueOp::Push { queue: name, payload } => QueueOutcome::Pushed { item: queue::push(txn, name, payload)? },
+        QueueOp::Claim { queue: name, owner, lease_ms } => {
+            let lease = std::time::Duration::from_millis(*lease_ms);
+            let claimed = queue::claim(txn, name, owner, std::time::SystemTime::now(), lease)?;
+            QueueOutcome::Claimed(claimed.map(|c| (c.item, c.payload)))
+        }
+        QueueOp::Done { queue: name, item, owner } => QueueOutcome::Done(queue::done(txn, name, *item, owner)?),
+    })
+}
+
 /// Runs a queue step in a transaction (again after a conflict); returns
 /// the version and what the step did.
 pub fn apply_queue(store: &shoal::Store, op: &QueueOp) -> shoal::Result<(u64, QueueOutcome)> {
-    use shoal::queue;
     for _ in 0..64 {
         let mut txn = store.begin();
-        let outcome = match op {
-            QueueOp::Push { queue: name, payload } => {
-                QueueOutcome::Pushed { item: queue::push(&mut txn, name, payload)? }
-            }
-            QueueOp::Claim { queue: name, owner, lease_ms } => {
-                let lease = std::time::Duration::from_millis(*lease_ms);
-                let claimed = queue::claim(&mut txn, name, owner, std::time::SystemTime::now(), lease)?;
-                QueueOutcome::Claimed(claimed.map(|c| (c.item, c.payload)))
-            }
-            QueueOp::Done { queue: name, item, owner } => {
-                QueueOutcome::Done(queue::done(&mut txn, name, *item, owner)?)
-            }
-        };
+        let outcome = queue_step(&mut txn, op)?;
         match txn.commit() {
             Err(shoal::Error::Conflict { .. }) => continue,
             Err(e) => return Err(e),

@@ -42,6 +42,10 @@ Configuration file:
     threads = 1                                # 1 to 256
     access-log = false
     sim-hypervisor = \"/run/shoald-sim\"         # tests without Xen
+    cluster = \"http://10.0.0.1:2379,http://10.0.0.2:2379\"  # etcd: cluster mode
+    cluster-prefix = \"/shoal\"                  # the tree's keys in etcd
+    host-id = \"host1\"                          # default: the host name
+    cluster-listen = \"10.0.0.1:7420\"           # where other hosts reach this one
 
     [quota]                                    # guests' quotas; 0: no limit
     nodes = 1000
@@ -125,7 +129,35 @@ pub struct Args {
     /// and benchmarks without Xen.
     #[arg(long, value_name = "DIR")]
     pub sim_hypervisor: Option<PathBuf>,
+    /// Cluster mode: the etcd cluster's client URLs, comma-separated. The
+    /// store becomes this host's replica of the cluster's tree (it must be
+    /// empty or a replica of the same tree); writes commit through etcd.
+    #[arg(long, value_name = "URLS", value_parser = checked_endpoints)]
+    pub cluster: Option<String>,
+    /// Cluster mode: the etcd key prefix of the tree (default /shoal).
+    #[arg(long, value_name = "PREFIX", value_parser = parse_prefix)]
+    pub cluster_prefix: Option<String>,
+    /// Cluster mode: this host's name, unique in the cluster (default: the
+    /// machine's host name).
+    #[arg(long, value_name = "NAME", value_parser = parse_host_id)]
+    pub host_id: Option<String>,
+    /// Cluster mode: the address (IP:PORT) other hosts reach this one at,
+    /// to send their writes while this host is the writer. Required in
+    /// cluster mode.
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_listen)]
+    pub cluster_listen: Option<std::net::SocketAddr>,
 }
+
+/// What cluster mode takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub host_id: String,
+    pub listen: std::net::SocketAddr,
+}
+
+const CLUSTER_PREFIX_DEFAULT: &str = "/shoal";
 
 /// Every setting, resolved: flags over the file over the defaults.
 #[derive(Debug)]
@@ -141,6 +173,7 @@ pub struct Settings {
     pub threads: usize,
     pub access_log: bool,
     pub sim_hypervisor: Option<PathBuf>,
+    pub cluster: Option<ClusterSettings>,
 }
 
 impl Settings {
@@ -166,6 +199,32 @@ impl Settings {
         for &(quota, value) in file.quota.iter().flatten().chain(&args.quotas) {
             quotas.set(quota, value);
         }
+        let prefix = args.cluster_prefix.or(file.cluster_prefix);
+        let host_id = args.host_id.or(file.host_id);
+        let listen = args.cluster_listen.or(file.cluster_listen);
+        let cluster = match args.cluster.map(|text| parse_endpoints(&text)).transpose()?.or(file.cluster) {
+            Some(endpoints) => Some(ClusterSettings {
+                endpoints,
+                prefix: prefix.unwrap_or_else(|| CLUSTER_PREFIX_DEFAULT.to_string()),
+                host_id: match host_id {
+                    Some(id) => id,
+                    None => parse_host_id(&default_host_id()?)?,
+                },
+                listen: listen.ok_or(
+                    "cluster mode needs the address other hosts reach this one at: give --cluster-listen IP:PORT, \
+                     or `cluster-listen` in the config file",
+                )?,
+            }),
+            None => {
+                if prefix.is_some() || host_id.is_some() || listen.is_some() {
+                    return Err(
+                        "cluster-prefix, host-id and cluster-listen are settings of cluster mode: give --cluster too"
+                            .into(),
+                    );
+                }
+                None
+            }
+        };
         Ok(Settings {
             store,
             xenstore_socket,
@@ -177,8 +236,55 @@ impl Settings {
             threads: args.threads.or(file.threads).unwrap_or(1) as usize,
             access_log: args.access_log.or(file.access_log).unwrap_or(false),
             sim_hypervisor: args.sim_hypervisor.or(file.sim_hypervisor),
+            cluster,
         })
     }
+}
+
+fn default_host_id() -> Result<String, String> {
+    let name = rustix::system::uname().nodename().to_string_lossy().into_owned();
+    // The short name: a domain's dots are allowed, but hosts of one
+    // cluster usually differ before them.
+    Ok(name.split('.').next().unwrap_or_default().to_string())
+}
+
+fn parse_endpoints(text: &str) -> Result<Vec<String>, String> {
+    let endpoints: Vec<String> = text.split(',').map(str::trim).map(str::to_string).collect();
+    for endpoint in &endpoints {
+        let rest = endpoint.strip_prefix("http://").or_else(|| endpoint.strip_prefix("https://"));
+        if rest.is_none_or(|r| r.is_empty() || r.contains('/')) {
+            return Err(format!("{endpoint:?} is not an etcd client URL such as http://10.0.0.1:2379"));
+        }
+    }
+    Ok(endpoints)
+}
+
+fn checked_endpoints(text: &str) -> Result<String, String> {
+    parse_endpoints(text).map(|_| text.to_string())
+}
+
+fn parse_prefix(text: &str) -> Result<String, String> {
+    let prefix = text.trim_end_matches('/');
+    if !text.starts_with('/') || prefix.is_empty() || text.chars().any(|c| c.is_whitespace() || c == '#') {
+        return Err(format!(
+            "{text:?} is not a key prefix: it starts with '/', names something, and has no blanks or '#'"
+        ));
+    }
+    Ok(prefix.to_string())
+}
+
+fn parse_host_id(text: &str) -> Result<String, String> {
+    shoal_cluster::check_host_name(text).map_err(|e| e.to_string())?;
+    Ok(text.to_string())
+}
+
+fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    let address: std::net::SocketAddr =
+        text.parse().map_err(|_| format!("{text:?} is not an address such as 10.0.0.1:7420"))?;
+    if address.ip().is_unspecified() {
+        return Err(format!("{text}: give an address other hosts reach this one at, not {}", address.ip()));
+    }
+    Ok(address)
 }
 
 fn default_socket() -> Result<PathBuf, String> {
@@ -242,6 +348,14 @@ struct File {
     sim_hypervisor: Option<PathBuf>,
     #[serde(default, deserialize_with = "quota_table")]
     quota: Option<Vec<(Quota, u32)>>,
+    #[serde(default, deserialize_with = "endpoints")]
+    cluster: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "prefix")]
+    cluster_prefix: Option<String>,
+    #[serde(default, deserialize_with = "host_id")]
+    host_id: Option<String>,
+    #[serde(default, deserialize_with = "listen")]
+    cluster_listen: Option<std::net::SocketAddr>,
 }
 
 impl File {
@@ -372,6 +486,23 @@ fn durability<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DurabilityArg>, 
     d.deserialize_str(Text { expecting: "\"sync\" or \"none\"", parse }).map(Some)
 }
 
+fn endpoints<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    d.deserialize_str(Text { expecting: "etcd client URLs, comma-separated, as a string", parse: parse_endpoints })
+        .map(Some)
+}
+
+fn prefix<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    d.deserialize_str(Text { expecting: "an etcd key prefix such as \"/shoal\"", parse: parse_prefix }).map(Some)
+}
+
+fn host_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    d.deserialize_str(Text { expecting: "a host name", parse: parse_host_id }).map(Some)
+}
+
+fn listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    d.deserialize_str(Text { expecting: "an address such as \"10.0.0.1:7420\"", parse: parse_listen }).map(Some)
+}
+
 fn queued_messages<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     d.deserialize_u64(Count { min: 1, max: QUEUED_MESSAGES_MAX, note: "" }).map(Some)
 }
@@ -443,6 +574,10 @@ mod tests {
         threads = 3
         access-log = true
         sim-hypervisor = "/sim"
+        cluster = "http://127.0.0.1:2379, http://127.0.0.2:2379"
+        cluster-prefix = "/pool/"
+        host-id = "h-1"
+        cluster-listen = "127.0.0.1:7420"
 
         [quota]
         nodes = 1
@@ -615,6 +750,8 @@ mod tests {
         assert!(file.store.is_some() && file.xenstore_socket.is_some() && file.xenstore_socket_ro.is_some());
         assert!(file.socket_mode.is_some() && file.durability.is_some() && file.queued_messages.is_some());
         assert!(file.access_log.is_some() && file.sim_hypervisor.is_some());
+        assert!(file.cluster.is_some() && file.cluster_prefix.is_some());
+        assert!(file.host_id.is_some() && file.cluster_listen.is_some());
         let quotas: Vec<Quota> = file.quota.unwrap().iter().map(|&(q, _)| q).collect();
         assert!(quotas.len() == Quota::ALL.len() && Quota::ALL.iter().all(|q| quotas.contains(q)), "{quotas:?}");
         // The help's sample is a valid file too, and sets the same keys.
@@ -627,7 +764,79 @@ mod tests {
         assert!(file.store.is_some() && file.xenstore_socket.is_some() && file.xenstore_socket_ro.is_some());
         assert!(file.socket_mode.is_some() && file.durability.is_some() && file.queued_messages.is_some());
         assert!(file.access_log.is_some() && file.sim_hypervisor.is_some());
+        assert!(file.cluster.is_some() && file.cluster_prefix.is_some());
+        assert!(file.host_id.is_some() && file.cluster_listen.is_some());
         assert_eq!(file.quota.unwrap().len(), Quota::ALL.len());
+    }
+
+    #[test]
+    fn cluster_settings_are_checked_and_go_together() {
+        let s = settings(&[], EVERY_KEY).unwrap();
+        let cluster = s.cluster.unwrap();
+        assert_eq!(cluster.endpoints, ["http://127.0.0.1:2379", "http://127.0.0.2:2379"]);
+        assert_eq!(cluster.prefix, "/pool");
+        assert_eq!(cluster.host_id, "h-1");
+        assert_eq!(cluster.listen, "127.0.0.1:7420".parse().unwrap());
+        // Flags win; the prefix has a default.
+        let s = settings(
+            &[
+                "--store=/s",
+                "--xenstore-socket=/x",
+                "--cluster=http://e:1",
+                "--host-id=h2",
+                "--cluster-listen=10.1.1.1:1",
+            ],
+            "",
+        )
+        .unwrap();
+        let cluster = s.cluster.unwrap();
+        assert_eq!((cluster.prefix.as_str(), cluster.host_id.as_str()), ("/shoal", "h2"));
+        // Without a listening address, or the settings without cluster mode.
+        assert!(settings(&["--store=/s", "--xenstore-socket=/x", "--cluster=http://e:1", "--host-id=h"], "")
+            .unwrap_err()
+            .contains("--cluster-listen"));
+        for alone in ["--cluster-prefix=/p", "--host-id=h", "--cluster-listen=127.0.0.1:1"] {
+            assert!(
+                settings(&["--store=/s", "--xenstore-socket=/x", alone], "")
+                    .unwrap_err()
+                    .contains("give --cluster too"),
+                "{alone}"
+            );
+        }
+        for (flag, why) in [
+            ("--cluster=e:2379", "not an etcd client URL"),
+            ("--cluster=http://", "not an etcd client URL"),
+            ("--cluster-prefix=shoal", "not a key prefix"),
+            ("--cluster-prefix=/", "not a key prefix"),
+            ("--cluster-prefix=/a b", "not a key prefix"),
+            ("--cluster-prefix=/a#b", "not a key prefix"),
+            ("--host-id=a/b", "not a host name"),
+            ("--cluster-listen=0.0.0.0:1", "not 0.0.0.0"),
+            ("--cluster-listen=host:1", "not an address"),
+            ("--cluster-listen=127.0.0.1", "not an address"),
+        ] {
+            let mut flags = vec!["--store=/s", "--xenstore-socket=/x", flag];
+            for default in ["--cluster=http://e:1", "--cluster-listen=127.0.0.1:1", "--host-id=h"] {
+                if !flag.starts_with(default.split('=').next().unwrap()) {
+                    flags.push(default);
+                }
+            }
+            let error = settings(&flags, "").unwrap_err();
+            assert!(error.contains(why), "{flag}: {error}");
+        }
+        // A host name at the limit, and just over it.
+        let at = format!("--host-id={}", "h".repeat(shoal_cluster::HOST_NAME_MAX));
+        let over = format!("--host-id={}", "h".repeat(shoal_cluster::HOST_NAME_MAX + 1));
+        let base = ["--cluster=http://e:1", "--cluster-listen=127.0.0.1:1"];
+        assert!(settings(&["--store=/s", "--xenstore-socket=/x", base[0], base[1], &at], "").is_ok());
+        assert!(settings(&["--store=/s", "--xenstore-socket=/x", base[0], base[1], &over], "")
+            .unwrap_err()
+            .contains("not a host name"));
+        assert!(
+            refused("store = \"/s\"\nxenstore-socket = \"/x\"\nhost-id = \"a b\"\n").starts_with("3:11: host-id:"),
+            "{}",
+            refused("store = \"/s\"\nxenstore-socket = \"/x\"\nhost-id = \"a b\"\n")
+        );
     }
 
     #[test]

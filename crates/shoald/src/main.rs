@@ -15,9 +15,13 @@ use tokio::sync::watch;
 
 fn open_store(settings: &Settings) -> Result<Store, String> {
     let wanted = settings.durability;
+    // A replica's acknowledged writes are etcd's to keep: after a crash it
+    // reopens at an older version, and follows etcd from the revision that
+    // version holds.
+    let default = if settings.cluster.is_some() { Durability::None } else { Durability::Sync };
     let options = Options {
         create: true,
-        durability: wanted.unwrap_or(Durability::Sync),
+        durability: wanted.unwrap_or(default),
         // xenstore data is small and rewritten often: compacting from 8 MiB
         // (rather than 64) keeps the arena, and the daemon's resident
         // memory, within a few times the live data. It costs writes: a
@@ -54,6 +58,36 @@ fn announce_ready(sockets: &[PathBuf]) {
     println!("shoald ready: {}", list.join(" "));
 }
 
+/// Joins the cluster with `store` as this host's replica, and prepares the
+/// cluster's tree for xenstore if no host has yet.
+async fn join_cluster(
+    store: &'static Store,
+    settings: &config::ClusterSettings,
+) -> Result<std::sync::Arc<shoal_cluster::Host>, String> {
+    let layout = shoal_cluster::Layout::new(&settings.prefix);
+    let options = shoal_cluster::HostOptions::new(&settings.host_id, settings.listen);
+    let host = shoal_cluster::Host::start(store, &settings.endpoints, layout, options)
+        .await
+        .map_err(|e| format!("joining the cluster at {}: {e}", settings.endpoints.join(",")))?;
+    loop {
+        let mut txn = store.begin();
+        if !shoald::xs::prepare(&mut txn).map_err(|e| format!("initialising the store: {e}"))? {
+            break;
+        }
+        match host.commit_local(txn).await {
+            Ok(_) => break,
+            // Another host prepared it meanwhile.
+            Err(shoal_cluster::Error::Conflict { .. }) => continue,
+            Err(e) => {
+                host.stop().await;
+                return Err(format!("initialising the cluster's tree: {e}"));
+            }
+        }
+    }
+    tracing::info!(host = %settings.host_id, prefix = %settings.prefix, "serving a replica of the cluster's tree");
+    Ok(std::sync::Arc::new(host))
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SHOALD_LOG").unwrap_or_else(|_| "info".into()))
@@ -74,7 +108,9 @@ fn run(settings: Settings) -> Result<(), String> {
     let socket = &settings.xenstore_socket;
     // The store lives as long as the process: open transactions borrow it.
     let store: &'static Store = Box::leak(Box::new(open_store(&settings)?));
-    shoald::xs::init(store).map_err(|e| format!("initialising the store: {e}"))?;
+    if settings.cluster.is_none() {
+        shoald::xs::init(store).map_err(|e| format!("initialising the store: {e}"))?;
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(settings.threads)
@@ -95,7 +131,11 @@ fn run(settings: Settings) -> Result<(), String> {
             ),
             None => None,
         };
-        let daemon = Daemon::start(store, limits, rings);
+        let cluster = match &settings.cluster {
+            Some(cluster) => Some(join_cluster(store, cluster).await?),
+            None => None,
+        };
+        let daemon = Daemon::start(store, limits, rings, cluster.clone());
         let (stop, stopped) = watch::channel(false);
         // The store's own socket first: if it cannot be bound, no xenstore
         // socket file is left behind for clients to find dead.
@@ -125,15 +165,28 @@ fn run(settings: Settings) -> Result<(), String> {
 
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let cluster_failed = async {
+            match &cluster {
+                Some(host) => host.failed().await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut outcome = Ok(());
         tokio::select! {
             _ = terminate.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
+            reason = cluster_failed => {
+                outcome = Err(format!("the replica stopped following the cluster: {reason}"));
+            }
         }
         tracing::info!("stopping: finishing requests in flight");
         let _ = stop.send(true);
         daemon.stop_domains();
         while servers.join_next().await.is_some() {}
-        Ok::<(), String>(())
+        if let Some(host) = &cluster {
+            host.stop().await;
+        }
+        outcome
     })?;
     store.wait_for_compaction();
     store.checkpoint().map_err(|e| format!("final checkpoint: {e}"))?;

@@ -4,26 +4,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::Shoald;
-
-/// The `shoal` binary, built beside shoald (by `cargo test --workspace`,
-/// or here, with the cargo that builds this test, if it is not there yet).
-fn shoal_binary() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_shoald")).with_file_name("shoal");
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "shoal-cli", "--bin", "shoal"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "building the shoal CLI");
-    }
-    path
-}
+use common::{shoal_binary, Shoald};
 
 fn shoal(args: &[&str]) -> Output {
     Command::new(shoal_binary()).args(args).output().unwrap()

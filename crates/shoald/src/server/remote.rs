@@ -3,7 +3,8 @@
 //! `shoal_remote`'s protocol on `<store>/shoald.sock` (mode 0600), each
 //! applied as one transaction or one bulk load, whose version then goes
 //! through the watch dispatcher like any other (xenstore watchers hear of
-//! it). These writes are the store owner's: no xenstore permissions apply,
+//! it); in cluster mode each commits through the cluster, as xenstore
+//! writes do. These writes are the store owner's: no xenstore permissions apply,
 //! and nodes they create have no permission record of their own (they take
 //! their nearest ancestor's, ARCHITECTURE.md).
 
@@ -18,7 +19,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::Daemon;
+use super::{CommitError, Daemon};
 
 /// Binds the store's socket, replacing a stale one (mode 0600).
 pub fn bind(store_dir: &Path) -> std::io::Result<(UnixListener, PathBuf)> {
@@ -88,6 +89,10 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream, mut shutdown: w
             _ = shutdown.wait_for(|&s| s) => return,
         }
         let reply = match shoal_remote::decode::<Request>(&body) {
+            Ok(request) if daemon.in_cluster() => {
+                drop(body);
+                through_cluster(&daemon, &request).await
+            }
             Ok(request) => {
                 drop(body);
                 let store = daemon.store();
@@ -119,6 +124,47 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream, mut shutdown: w
             return;
         }
     }
+}
+
+/// A request in cluster mode: made as a transaction on the replica and
+/// committed through the cluster (again, up to 64 times, if it conflicts
+/// with another).
+async fn through_cluster(daemon: &Daemon, request: &Request) -> Reply {
+    let store = daemon.store();
+    for _ in 0..64 {
+        let mut txn = store.begin();
+        let made = match request {
+            Request::Apply(ops) => shoal_remote::apply_ops(&mut txn, ops, keep_records).map(|()| None),
+            Request::Queue(op) => shoal_remote::queue_step(&mut txn, op).map(Some),
+            Request::BulkLoad(_) => {
+                return Reply::Failed {
+                    kind: FailureKind::Invalid,
+                    message: "shoald in cluster mode takes no bulk loads: every commit is one etcd transaction \
+                              (at most 128 nodes by default); write the data in smaller transactions"
+                        .into(),
+                }
+            }
+        };
+        let outcome = match made {
+            Ok(outcome) => outcome,
+            Err(error) => return shoal_remote::failure(&error),
+        };
+        match daemon.commit(txn).await {
+            Ok(version) => {
+                return match outcome {
+                    Some(outcome) => Reply::Queue { version, outcome },
+                    None => Reply::Committed { version },
+                }
+            }
+            Err(error) if error.is_conflict() => continue,
+            Err(CommitError::Store(error)) => return shoal_remote::failure(&error),
+            Err(error @ CommitError::Cluster(shoal_cluster::Error::TooLarge(_) | shoal_cluster::Error::Invalid(_))) => {
+                return Reply::Failed { kind: FailureKind::Invalid, message: error.to_string() }
+            }
+            Err(error) => return Reply::Failed { kind: FailureKind::Other, message: error.to_string() },
+        }
+    }
+    Reply::Failed { kind: FailureKind::Other, message: "the request conflicted with others 64 times".into() }
 }
 
 /// Keeps the xenstore permission records (`/.shoald/perms/...`) in step

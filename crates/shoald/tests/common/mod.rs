@@ -274,6 +274,21 @@ impl Client {
     }
 }
 
+/// The `shoal` binary, built beside shoald (by `cargo test --workspace`,
+/// or here, with the cargo that builds this test, if it is not there yet).
+pub fn shoal_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_shoald")).with_file_name("shoal");
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "shoal-cli", "--bin", "shoal"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "building the shoal CLI");
+    }
+    path
+}
+
 /// `text` with a terminating NUL.
 pub fn nul(text: &str) -> Vec<u8> {
     let mut out = text.as_bytes().to_vec();

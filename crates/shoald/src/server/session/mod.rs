@@ -12,7 +12,7 @@ use shoal::{Store, Transaction};
 use super::connection::Identity;
 use super::outbox::Outbox;
 use super::watches::Watcher;
-use super::Daemon;
+use super::{CommitError, Daemon};
 use crate::wire::{Fields, Header, Message, MsgType, PayloadError, XsError, PAYLOAD_MAX};
 use crate::xs::ops::{self, store_error};
 use crate::xs::paths::{self, Resolved};
@@ -358,26 +358,25 @@ impl Session {
     }
 
     /// Commits, then has the watch events of the new version queued, so
-    /// they reach this connection before its reply. With `sync` durability
-    /// the commit runs on a blocking thread (it waits for the journal's
-    /// sync, shared with every commit running at the same time); without,
-    /// it is a few microseconds of work and runs here, sparing two thread
-    /// switches per write.
+    /// they reach this connection before its reply.
     async fn commit(&self, txn: Transaction<'static>) -> Result<(), XsError> {
-        let result = if self.store.options().durability == shoal::Durability::None {
-            txn.commit()
-        } else {
-            match tokio::task::spawn_blocking(move || txn.commit()).await {
-                Ok(result) => result,
-                Err(join) => {
-                    tracing::error!(%join, "commit task failed");
-                    return Err(XsError::EIO);
-                }
+        match self.daemon.commit(txn).await {
+            Ok(_) => Ok(()),
+            Err(CommitError::Store(e)) => Err(store_error(&e)),
+            Err(e) if e.is_conflict() => Err(XsError::EAGAIN),
+            Err(CommitError::Cluster(shoal_cluster::Error::TooLarge(message))) => {
+                tracing::info!(connection = self.connection, "{message}");
+                Err(XsError::E2BIG)
             }
-        };
-        let version = result.map_err(|e| store_error(&e))?;
-        self.daemon.dispatch.dispatched(version);
-        Ok(())
+            Err(CommitError::Cluster(shoal_cluster::Error::Invalid(message))) => {
+                tracing::info!(connection = self.connection, "{message}");
+                Err(XsError::EINVAL)
+            }
+            Err(error) => {
+                tracing::warn!(connection = self.connection, %error, "a commit failed");
+                Err(XsError::EIO)
+            }
+        }
     }
 
     /// `SET_PERMS` on `@introduceDomain` or `@releaseDomain`: who hears of

@@ -1,0 +1,192 @@
+//! shoald in cluster mode: three shoald processes, each over its own store,
+//! on a 3-member etcd cluster on this machine. Writes through any of them
+//! commit through etcd; every host serves the same tree, and its readers
+//! see versions in one order.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{shoal_binary, Client, Shoald};
+use shoal_testkit::etcd::EtcdCluster;
+
+const PREFIX: &str = "/shoald-test";
+
+fn start_host(cluster: &EtcdCluster, name: &str) -> Shoald {
+    let endpoints = cluster.endpoints().join(",");
+    let args =
+        ["--cluster", &endpoints, "--cluster-prefix", PREFIX, "--host-id", name, "--cluster-listen", "127.0.0.1:0"];
+    Shoald::start_with(&args)
+}
+
+/// Waits until `read` on `client` gives `want` (another host's write
+/// arrives through etcd).
+fn until_read(client: &mut Client, path: &str, want: &[u8]) {
+    let start = Instant::now();
+    loop {
+        if client.read(path).as_deref() == Ok(want) {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{path} never read {:?}", String::from_utf8_lossy(want));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Adds one to `path` in a xenstore transaction, again after EAGAIN.
+fn increment(client: &mut Client, path: &str) {
+    loop {
+        let tx = client.start_transaction();
+        let mut payload = common::nul(path);
+        let value: u64 = match client.request(shoald::wire::MsgType::Read, tx, &payload).result() {
+            Ok(v) => String::from_utf8(v).unwrap().parse().unwrap(),
+            Err(e) if e == "ENOENT" => 0,
+            Err(e) => panic!("read in a transaction: {e}"),
+        };
+        payload.extend_from_slice((value + 1).to_string().as_bytes());
+        client.request(shoald::wire::MsgType::Write, tx, &payload).result().unwrap();
+        match client.end_transaction(tx, true) {
+            Ok(()) => return,
+            Err(e) if e == "EAGAIN" => continue,
+            Err(e) => panic!("TRANSACTION_END: {e}"),
+        }
+    }
+}
+
+/// The tree a store's version holds, without the replica's own state:
+/// what two hosts' versions of one revision must agree on.
+fn tree(snapshot: &shoal::Snapshot) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for entry in snapshot.scan("/").unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        if !path.starts_with("/.shoald/cluster") {
+            out.insert(path, entry.value().to_vec());
+        }
+    }
+    out
+}
+
+fn revision(snapshot: &shoal::Snapshot) -> Option<i64> {
+    let value = snapshot.get("/.shoald/cluster/revision").ok()??;
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// A reader process's view of one host: every version it is woken for, as
+/// (revision, tree).
+fn watch_versions(store: std::path::PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<(i64, u64)>> {
+    std::thread::spawn(move || {
+        let reader = shoal::Reader::open(&store).unwrap();
+        let mut seen = Vec::new();
+        let mut last = 0;
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(snapshot) = reader.wait_for_version(last, Duration::from_millis(50)).unwrap() {
+                last = snapshot.version();
+                if let Some(r) = revision(&snapshot) {
+                    let digest = {
+                        use std::hash::{Hash, Hasher};
+                        let mut h = std::collections::hash_map::DefaultHasher::new();
+                        tree(&snapshot).hash(&mut h);
+                        h.finish()
+                    };
+                    seen.push((r, digest));
+                }
+            }
+        }
+        seen
+    })
+}
+
+#[test]
+fn three_hosts_serve_one_tree_written_through_any_of_them() {
+    const EACH: usize = 15;
+    let cluster = EtcdCluster::start(3);
+    let hosts: Vec<Shoald> = ["h1", "h2", "h3"].iter().map(|name| start_host(&cluster, name)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = hosts.iter().map(|h| watch_versions(h.dir.path().join("store"), stop.clone())).collect();
+    let mut clients: Vec<Client> = hosts.iter().map(Shoald::connect).collect();
+
+    // The tree is prepared for xenstore once, by whichever host came first.
+    for client in &mut clients {
+        assert_eq!(client.directory("/tool").unwrap(), ["xenstored"]);
+    }
+
+    // A watcher on h3 hears of a write made on h1.
+    clients[2].watch("/data", "tok").unwrap();
+    assert_eq!(clients[2].next_event(Duration::from_secs(5)), Some(("/data".into(), "tok".into())));
+
+    // Each host writes; it reads its own write at once, and the others
+    // soon after.
+    for (i, client) in clients.iter_mut().enumerate() {
+        let path = format!("/data/h{}", i + 1);
+        client.write(&path, format!("from h{}", i + 1).as_bytes()).unwrap();
+        assert_eq!(client.read(&path).unwrap(), format!("from h{}", i + 1).as_bytes());
+    }
+    assert_eq!(clients[2].next_event(Duration::from_secs(10)), Some(("/data/h1".into(), "tok".into())));
+    for client in &mut clients {
+        for i in 1..=3 {
+            until_read(client, &format!("/data/h{i}"), format!("from h{i}").as_bytes());
+        }
+    }
+
+    // Transactions on every host at once: increments of one counter, none
+    // lost (each host's TRANSACTION_END is checked by the one writer).
+    let sockets: Vec<_> = hosts.iter().map(|h| h.socket.clone()).collect();
+    let runs: Vec<_> = sockets
+        .into_iter()
+        .map(|socket| {
+            std::thread::spawn(move || {
+                let mut client = Client::connect(&socket);
+                for _ in 0..EACH {
+                    increment(&mut client, "/counter");
+                }
+            })
+        })
+        .collect();
+    for run in runs {
+        run.join().unwrap();
+    }
+    for client in &mut clients {
+        until_read(client, "/counter", (3 * EACH).to_string().as_bytes());
+    }
+
+    // Removal and permissions replicate too.
+    clients[1].rm("/data/h2").unwrap();
+    until_read(&mut clients[0], "/data/h3", b"from h3");
+    let start = Instant::now();
+    while clients[0].read("/data/h2") != Err("ENOENT".into()) {
+        assert!(start.elapsed() < Duration::from_secs(20), "the removal never arrived");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    // The `shoal` CLI writes on any host through its shoald, and the
+    // cluster: its write reaches the other hosts.
+    let store = hosts[2].dir.path().join("store");
+    let out = Command::new(shoal_binary()).arg("put").arg(&store).args(["/from-cli", "yes"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    until_read(&mut clients[0], "/from-cli", b"yes");
+
+    // Every host holds the same tree; every reader saw revisions in
+    // increasing order, and any revision two hosts both showed held the
+    // same tree on both.
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let seen: Vec<Vec<(i64, u64)>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    let mut by_revision: BTreeMap<i64, u64> = BTreeMap::new();
+    for (host, versions) in seen.iter().enumerate() {
+        assert!(versions.len() > 10, "host {host} saw {} versions", versions.len());
+        assert!(versions.windows(2).all(|w| w[0].0 < w[1].0), "host {host}: {versions:?}");
+        for &(r, digest) in versions {
+            assert_eq!(*by_revision.entry(r).or_insert(digest), digest, "hosts disagree at revision {r}");
+        }
+    }
+    let trees: Vec<_> = hosts
+        .iter()
+        .map(|h| tree(&shoal::Reader::open(h.dir.path().join("store")).unwrap().snapshot().unwrap()))
+        .collect();
+    assert_eq!(trees[0], trees[1]);
+    assert_eq!(trees[1], trees[2]);
+}
