@@ -127,15 +127,27 @@ impl Host {
             .map_err(|e| Error::Invalid(format!("the forwarding socket on {}: {e}", options.listen)))?;
         let forward_address =
             listener.local_addr().map_err(|e| Error::Invalid(format!("the forwarding socket: {e}")))?;
-        let presence = Presence::start(
-            client.clone(),
-            layout.clone(),
-            &options.host,
-            store,
-            options.lease_ttl_secs,
-            options.status_period,
-        )
-        .await?;
+        // A host restarted after it died finds its old status still there
+        // until that lease ends: it waits that long for its name.
+        let claimed_by = Instant::now() + Duration::from_secs(options.lease_ttl_secs.max(1) as u64 + 2);
+        let presence = loop {
+            let started = Presence::start(
+                client.clone(),
+                layout.clone(),
+                &options.host,
+                store,
+                options.lease_ttl_secs,
+                options.status_period,
+            )
+            .await;
+            match started {
+                Err(Error::HostTaken(_)) if Instant::now() < claimed_by => {
+                    tracing::info!(host = %options.host, "the host's name is still held (by its previous run?); waiting for its lease to end");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                other => break other?,
+            }
+        };
         let (stop, stopped) = watch::channel(false);
         let candidate = Candidate { host: options.host.clone(), forward: Some(forward_address.to_string()) };
         let shared = Arc::new(Shared {

@@ -113,6 +113,12 @@ impl Layout {
         format!("{}/source", self.local_root)
     }
 
+    /// The key, below the replicas' own subtree, that marks a revision
+    /// every replica's watch delivers and none applies.
+    pub fn sync_marker_path(&self) -> String {
+        format!("{}/sync", self.local_root)
+    }
+
     /// The path of the revision a replica's version holds.
     pub fn revision_path(&self) -> String {
         format!("{}/revision", self.local_root)

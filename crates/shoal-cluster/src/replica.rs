@@ -80,7 +80,7 @@ impl<'s> Replica<'s> {
     /// without a write, but etcd 3.4 before its fix of issue 15220 may send
     /// one ahead of the events it should follow.)
     pub async fn sync(&self, client: &mut Client, timeout: std::time::Duration) -> Result<i64, Error> {
-        let marker = self.layout.key(&format!("{}/sync", self.layout.local_root()));
+        let marker = self.layout.key(&self.layout.sync_marker_path());
         let target = client.put(marker, "", None).await?.header().map_or(0, |h| h.revision());
         let mut synced = self.synced.subscribe();
         let reached = tokio::time::timeout(timeout, synced.wait_for(|&s| s >= target)).await;

@@ -135,6 +135,8 @@ pub struct Writer {
     lease: Lease,
     /// Whether it has written its name in the tree since it was elected.
     announced: bool,
+    /// The revision of its newest commit, if it made one.
+    last_commit: Option<i64>,
 }
 
 impl Writer {
@@ -169,7 +171,7 @@ impl Writer {
             }
         };
         tracing::info!(host, revision = leader.rev(), "elected the cluster's writer");
-        Ok(Writer { client, layout, host: host.to_string(), leader, lease, announced: false })
+        Ok(Writer { client, layout, host: host.to_string(), leader, lease, announced: false, last_commit: None })
     }
 
     /// The revision at which this writer was elected (its fencing token).
@@ -186,12 +188,26 @@ impl Writer {
     /// Commits `txn` if nothing it read changed between its base revision
     /// and the newest: its changes then land as one revision after the
     /// newest, as if the transaction had run alone there. `replica` is this
-    /// host's replica, followed meanwhile; it is brought up to etcd's
-    /// revision now before the check (no one else commits, so that is the
-    /// newest state of the tree). `Error::Conflict` names a node that
-    /// changed (or a base too old for the replica to still hold).
+    /// host's replica, followed meanwhile; it is brought up to the tree's
+    /// newest revision before the check. `Error::Conflict` names a node
+    /// that changed (or a base too old for the replica to still hold).
+    ///
+    /// The tree's newest revision is this writer's own last commit once it
+    /// made one: while it holds the role no one else changes the tree (a
+    /// writer that lost the role without knowing checks against an old
+    /// tree, and its commit is then refused by the fence). So only the
+    /// first transaction, or one that read at a later revision (a replica
+    /// that loaded at etcd's newest revision), asks etcd where it stands;
+    /// the others wait for the replica to apply the last commit, which it
+    /// mostly has.
     pub async fn commit_transaction(&mut self, replica: &Replica<'_>, txn: &Transaction) -> Result<i64, Error> {
-        let mut now = replica.sync(&mut self.client, SYNC_TIMEOUT).await?;
+        let mut now = match self.last_commit {
+            Some(last) if self.announced && txn.base <= last => {
+                replica.wait_for_revision(last, SYNC_TIMEOUT).await?;
+                last
+            }
+            _ => replica.sync(&mut self.client, SYNC_TIMEOUT).await?,
+        };
         if !self.announced {
             // A change every replica applies, at a revision after this
             // writer's replica loaded: a transaction read at a base older
@@ -239,7 +255,9 @@ impl Writer {
         if !reply.succeeded() {
             return Err(Error::Deposed);
         }
-        Ok(reply.header().map_or(0, |h| h.revision()))
+        let revision = reply.header().map_or(0, |h| h.revision());
+        self.last_commit = Some(revision);
+        Ok(revision)
     }
 
     /// The etcd operations of `changes` on `tree`: each node once (etcd
@@ -297,6 +315,14 @@ impl Writer {
                 ops.push(TxnOp::delete(key.clone(), None));
                 ops.push(TxnOp::delete(format!("{key}/"), Some(DeleteOptions::new().with_prefix())));
             }
+        }
+        if puts.is_empty() {
+            // A delete of nothing makes no revision, and one that deletes
+            // something may be all of it: a put of the replicas' marker
+            // key (delivered to each, applied by none) makes sure the
+            // commit has a revision every replica's watch delivers, which
+            // is what its committer waits for.
+            ops.push(TxnOp::put(self.layout.key(&self.layout.sync_marker_path()), "", None));
         }
         for (path, value) in puts {
             ops.push(TxnOp::put(self.layout.key(&path), value, None));

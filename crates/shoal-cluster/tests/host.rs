@@ -191,3 +191,23 @@ async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Ite
     outputs.extend(joined.await);
     outputs
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_held_by_a_live_host_is_refused_and_a_dead_ones_is_taken_over() {
+    let cluster = EtcdCluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let endpoints = cluster.endpoints();
+    let layout = Layout::new(PREFIX);
+    let live = Host::start(leaked_store(&dir, "a"), &endpoints, layout.clone(), options("same")).await.unwrap();
+    let started = std::time::Instant::now();
+    let refused =
+        Host::start(leaked_store(&dir, "b"), &endpoints, layout.clone(), options("same")).await.err().unwrap();
+    assert!(matches!(&refused, Error::HostTaken(name) if name == "same"), "{refused}");
+    // It waited for the name, in case its holder was dead, before refusing.
+    assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
+    // A host that dies (dropped without leaving) holds its name until its
+    // lease ends; the same host restarted then takes it.
+    drop(live);
+    let again = Host::start(leaked_store(&dir, "c"), &endpoints, layout, options("same")).await.unwrap();
+    again.stop().await;
+}

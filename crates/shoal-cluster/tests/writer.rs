@@ -20,13 +20,14 @@ fn empty_store() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
-/// Each key below the prefix with its value and the revision that last
-/// changed it.
+/// Each key of the tree below the prefix (not the replicas' markers) with
+/// its value and the revision that last changed it.
 async fn keys(c: &mut Client) -> Vec<(String, String, i64)> {
     let reply = c.get(format!("{PREFIX}/"), Some(GetOptions::new().with_prefix())).await.unwrap();
     reply
         .kvs()
         .iter()
+        .filter(|kv| !kv.key().starts_with(format!("{PREFIX}/.shoald/cluster/").as_bytes()))
         .map(|kv| {
             let path = String::from_utf8(kv.key()[PREFIX.len()..].to_vec()).unwrap();
             (path, String::from_utf8(kv.value().to_vec()).unwrap(), kv.mod_revision())
@@ -126,6 +127,13 @@ async fn a_commit_is_one_revision_a_replica_applies_as_one_version() {
         let now = store.snapshot();
         assert!(!now.exists("/a").unwrap() && !now.exists("/a/b").unwrap());
         assert_eq!(now.get("/ab").unwrap(), Some(&b"3"[..]));
+
+        // A delete of nothing still makes a revision the replica's watch
+        // delivers (a committer waits for it), and no version.
+        let nothing = w.commit(&[Change::DeleteTree { path: "/none".to_string() }], &store.snapshot()).await.unwrap();
+        assert!(nothing > deleted);
+        replica.wait_for_revision(nothing, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(store.version(), loaded + 2);
     };
     while_following(&replica, &cluster, checks).await;
 }
