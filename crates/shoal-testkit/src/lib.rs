@@ -5,6 +5,7 @@
 //! find them through `CARGO_BIN_EXE_<name>`.
 
 pub mod etcd;
+pub mod history;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};

@@ -5,22 +5,19 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::cluster::{check_versions_agree, follow_store, tree, Seen};
 use common::{shoal_binary, Client, Shoald};
 use shoal_testkit::etcd::EtcdCluster;
 
 const PREFIX: &str = "/shoald-test";
 
 fn start_host(cluster: &EtcdCluster, name: &str) -> Shoald {
-    let endpoints = cluster.endpoints().join(",");
-    let args =
-        ["--cluster", &endpoints, "--cluster-prefix", PREFIX, "--host-id", name, "--cluster-listen", "127.0.0.1:0"];
-    Shoald::start_with(&args)
+    common::cluster::start_host(cluster, PREFIX, name)
 }
 
 /// Waits until `read` on `client` gives `want` (another host's write
@@ -56,57 +53,13 @@ fn increment(client: &mut Client, path: &str) {
     }
 }
 
-/// The tree a store's version holds, without the replica's own state:
-/// what two hosts' versions of one revision must agree on.
-fn tree(snapshot: &shoal::Snapshot) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    for entry in snapshot.scan("/").unwrap() {
-        let entry = entry.unwrap();
-        let path = entry.path();
-        if !path.starts_with("/.shoald/cluster") {
-            out.insert(path, entry.value().to_vec());
-        }
-    }
-    out
-}
-
-fn revision(snapshot: &shoal::Snapshot) -> Option<i64> {
-    let value = snapshot.get("/.shoald/cluster/revision").ok()??;
-    std::str::from_utf8(value).ok()?.parse().ok()
-}
-
-/// A reader process's view of one host: every version it is woken for, as
-/// (revision, tree).
-fn watch_versions(store: std::path::PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<(i64, u64)>> {
-    std::thread::spawn(move || {
-        let reader = shoal::Reader::open(&store).unwrap();
-        let mut seen = Vec::new();
-        let mut last = 0;
-        while !stop.load(Ordering::Relaxed) {
-            if let Some(snapshot) = reader.wait_for_version(last, Duration::from_millis(50)).unwrap() {
-                last = snapshot.version();
-                if let Some(r) = revision(&snapshot) {
-                    let digest = {
-                        use std::hash::{Hash, Hasher};
-                        let mut h = std::collections::hash_map::DefaultHasher::new();
-                        tree(&snapshot).hash(&mut h);
-                        h.finish()
-                    };
-                    seen.push((r, digest));
-                }
-            }
-        }
-        seen
-    })
-}
-
 #[test]
 fn three_hosts_serve_one_tree_written_through_any_of_them() {
     const EACH: usize = 15;
     let cluster = EtcdCluster::start(3);
     let hosts: Vec<Shoald> = ["h1", "h2", "h3"].iter().map(|name| start_host(&cluster, name)).collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let readers: Vec<_> = hosts.iter().map(|h| watch_versions(h.dir.path().join("store"), stop.clone())).collect();
+    let readers: Vec<_> = hosts.iter().map(|h| follow_store(h.dir.path().join("store"), "/", stop.clone())).collect();
     let mut clients: Vec<Client> = hosts.iter().map(Shoald::connect).collect();
 
     // The tree is prepared for xenstore once, by whichever host came first.
@@ -174,15 +127,11 @@ fn three_hosts_serve_one_tree_written_through_any_of_them() {
     // same tree on both.
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
-    let seen: Vec<Vec<(i64, u64)>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
-    let mut by_revision: BTreeMap<i64, u64> = BTreeMap::new();
-    for (host, versions) in seen.iter().enumerate() {
-        assert!(versions.len() > 10, "host {host} saw {} versions", versions.len());
-        assert!(versions.windows(2).all(|w| w[0].0 < w[1].0), "host {host}: {versions:?}");
-        for &(r, digest) in versions {
-            assert_eq!(*by_revision.entry(r).or_insert(digest), digest, "hosts disagree at revision {r}");
-        }
+    let seen: Vec<Seen> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    for (host, seen) in seen.iter().enumerate() {
+        assert!(seen.versions.len() > 10, "host {host} saw {} versions", seen.versions.len());
     }
+    check_versions_agree(&seen.iter().collect::<Vec<_>>());
     let trees: Vec<_> = hosts
         .iter()
         .map(|h| tree(&shoal::Reader::open(h.dir.path().join("store")).unwrap().snapshot().unwrap()))

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod asyncclient;
+pub mod cluster;
 pub mod guests;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -125,6 +126,13 @@ impl Client {
         let stream = UnixStream::connect(socket).expect("connect to shoald");
         stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         Client { stream, next_req: 1, events: Vec::new() }
+    }
+
+    /// A connection, if shoald takes one (it may be down, in fault tests).
+    pub fn try_connect(socket: &Path) -> Option<Client> {
+        let stream = UnixStream::connect(socket).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Some(Client { stream, next_req: 1, events: Vec::new() })
     }
 
     pub fn send(&mut self, kind: u32, tx_id: u32, payload: &[u8]) -> u32 {
