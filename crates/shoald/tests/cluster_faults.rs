@@ -97,7 +97,7 @@ fn worker(socket: PathBuf, id: String, record: Arc<Record>, stop: Arc<AtomicBool
             continue;
         };
         seq += 1;
-        let lost = if next(&mut rng) % 4 != 0 {
+        let lost = if !next(&mut rng).is_multiple_of(4) {
             let path = key((next(&mut rng) % KEYS as u64) as usize);
             let value = format!("{id}-{seq}");
             let mut payload = nul(&path);
