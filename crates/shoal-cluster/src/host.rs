@@ -90,6 +90,9 @@ struct Shared {
     options: HostOptions,
     /// This host's writer, while it holds the role.
     writer: tokio::sync::Mutex<Option<Writer>>,
+    /// Transactions for this host's writer, local and forwarded: the
+    /// committer takes all that wait and commits them as a group.
+    commits: tokio::sync::mpsc::UnboundedSender<Pending>,
     forwarder: Forwarder,
     /// The forwarding address of the writer, as last looked up.
     writer_address: std::sync::Mutex<Option<String>>,
@@ -150,7 +153,9 @@ impl Host {
         };
         let (stop, stopped) = watch::channel(false);
         let candidate = Candidate { host: options.host.clone(), forward: Some(forward_address.to_string()) };
+        let (commits, pending) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
+            commits,
             replica: Replica::new(store, layout),
             client: client.clone(),
             candidate,
@@ -175,6 +180,7 @@ impl Host {
             host.stop().await;
             return Err(e);
         }
+        tasks.push(tokio::spawn(commit_groups(shared.clone(), pending, stopped.clone())));
         tasks.push(tokio::spawn(campaign(shared.clone(), stopped.clone())));
         tasks.push(tokio::spawn(serve_forwarded(shared, listener, stopped)));
         *host.tasks.lock().unwrap() = tasks;
@@ -218,14 +224,11 @@ impl Host {
         let mut delay = Duration::from_millis(10);
         let mut last_obstacle;
         loop {
-            {
-                let mut slot = shared.writer.lock().await;
-                if let Some(writer) = slot.as_mut() {
-                    match writer.commit_transaction(&shared.replica, txn).await {
-                        Err(Error::Deposed) => *slot = None,
-                        other => return other,
-                    }
-                }
+            // This host's writer, if it holds the role (it answers
+            // `Deposed` at once if not).
+            match shared.commit_here(txn.clone()).await {
+                Err(Error::Deposed) => {}
+                other => return other,
             }
             match shared.writer_address().await {
                 Ok(Some(address)) if address != self.forward_address.to_string() => {
@@ -305,7 +308,24 @@ impl Drop for Host {
     }
 }
 
+/// A transaction waiting for this host's writer, and who waits for it.
+type Pending = (Transaction, tokio::sync::oneshot::Sender<Result<i64, Error>>);
+
+/// The most transactions committed as one group (fewer when their changes
+/// are too many for one etcd transaction).
+const GROUP_MAX: usize = 64;
+
 impl Shared {
+    /// Commits `txn` with this host's writer; `Error::Deposed` if this host
+    /// does not hold the role (nothing was written).
+    async fn commit_here(&self, txn: Transaction) -> Result<i64, Error> {
+        let (tell, told) = tokio::sync::oneshot::channel();
+        if self.commits.send((txn, tell)).is_err() {
+            return Err(Error::Unavailable("this host is leaving the cluster".into()));
+        }
+        told.await.unwrap_or_else(|_| Err(Error::Unavailable("this host is leaving the cluster".into())))
+    }
+
     async fn writer_address(&self) -> Result<Option<String>, Error> {
         if let Some(address) = self.writer_address.lock().unwrap().clone() {
             return Ok(Some(address));
@@ -417,6 +437,42 @@ async fn campaign(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     }
 }
 
+/// Commits what waits for this host's writer, group by group: while one
+/// group commits, the next gathers.
+async fn commit_groups(
+    shared: Arc<Shared>,
+    mut pending: tokio::sync::mpsc::UnboundedReceiver<Pending>,
+    stop: watch::Receiver<bool>,
+) {
+    loop {
+        let first = tokio::select! {
+            first = pending.recv() => first,
+            () = stopped(stop.clone()) => None,
+        };
+        let Some(first) = first else { return };
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX {
+            match pending.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let (txns, waiting): (Vec<Transaction>, Vec<_>) = group.into_iter().unzip();
+        let mut slot = shared.writer.lock().await;
+        let results = match slot.as_mut() {
+            None => txns.iter().map(|_| Err(Error::Deposed)).collect(),
+            Some(writer) => writer.commit_transactions(&shared.replica, &txns).await,
+        };
+        if results.iter().any(|r| matches!(r, Err(Error::Deposed))) {
+            *slot = None;
+        }
+        drop(slot);
+        for (result, tell) in results.into_iter().zip(waiting) {
+            let _ = tell.send(result);
+        }
+    }
+}
+
 /// Takes other hosts' transactions while this host is the writer.
 async fn serve_forwarded(shared: Arc<Shared>, listener: TcpListener, stop: watch::Receiver<bool>) {
     let mut connections = tokio::task::JoinSet::new();
@@ -454,22 +510,13 @@ async fn forwarded_connection(shared: Arc<Shared>, mut stream: TcpStream, stop: 
             }
         };
         let Request::Commit(txn) = request;
-        let reply = {
-            let mut slot = shared.writer.lock().await;
-            match slot.as_mut() {
-                None => Reply::NotWriter,
-                Some(writer) => match writer.commit_transaction(&shared.replica, &txn).await {
-                    Ok(revision) => Reply::Committed { revision },
-                    Err(Error::Conflict { path, base }) => Reply::Conflict { path, base },
-                    Err(Error::Invalid(message)) => Reply::Invalid(message),
-                    Err(Error::TooLarge(message)) => Reply::TooLarge(message),
-                    Err(Error::Deposed) => {
-                        *slot = None;
-                        Reply::NotWriter
-                    }
-                    Err(other) => Reply::Failed(other.to_string()),
-                },
-            }
+        let reply = match shared.commit_here(txn).await {
+            Ok(revision) => Reply::Committed { revision },
+            Err(Error::Conflict { path, base }) => Reply::Conflict { path, base },
+            Err(Error::Invalid(message)) => Reply::Invalid(message),
+            Err(Error::TooLarge(message)) => Reply::TooLarge(message),
+            Err(Error::Deposed) => Reply::NotWriter,
+            Err(other) => Reply::Failed(other.to_string()),
         };
         if forward::write_frame(&mut stream, &reply).await.is_err() {
             return;

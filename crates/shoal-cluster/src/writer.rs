@@ -120,6 +120,14 @@ impl Candidate {
     }
 }
 
+/// Whether a transaction joins a group commit.
+enum Admitted {
+    Yes,
+    /// Not with the group: its changes and the group's are too many for
+    /// one etcd transaction.
+    GroupFull,
+}
+
 /// Where the writer writes its name when it first commits a transaction.
 pub const WRITER_PATH: &str = "/.shoald/writer";
 
@@ -191,53 +199,172 @@ impl Writer {
     /// host's replica, followed meanwhile; it is brought up to the tree's
     /// newest revision before the check. `Error::Conflict` names a node
     /// that changed (or a base too old for the replica to still hold).
+    pub async fn commit_transaction(&mut self, replica: &Replica<'_>, txn: &Transaction) -> Result<i64, Error> {
+        let mut results = self.commit_transactions(replica, std::slice::from_ref(txn)).await;
+        results.pop().expect("one result per transaction")
+    }
+
+    /// Commits several transactions, in order, each as
+    /// [`commit_transaction`](Self::commit_transaction) would, but as few
+    /// etcd revisions as will hold them (one, mostly): a group commit.
+    /// Each is checked against the newest tree and against the transactions
+    /// before it in the group: one that read a node an earlier one in the
+    /// group writes (or a node above or below it) conflicts, as it would
+    /// had the earlier one committed first. One result per transaction.
     ///
     /// The tree's newest revision is this writer's own last commit once it
     /// made one: while it holds the role no one else changes the tree (a
     /// writer that lost the role without knowing checks against an old
     /// tree, and its commit is then refused by the fence). So only the
-    /// first transaction, or one that read at a later revision (a replica
-    /// that loaded at etcd's newest revision), asks etcd where it stands;
-    /// the others wait for the replica to apply the last commit, which it
-    /// mostly has.
-    pub async fn commit_transaction(&mut self, replica: &Replica<'_>, txn: &Transaction) -> Result<i64, Error> {
-        let mut now = match self.last_commit {
-            Some(last) if self.announced && txn.base <= last => {
-                replica.wait_for_revision(last, SYNC_TIMEOUT).await?;
-                last
+    /// first group, or one with a transaction that read at a later revision
+    /// (on a replica that loaded at etcd's newest revision), asks etcd
+    /// where it stands; the others wait for the replica to apply the last
+    /// commit, which it mostly has.
+    pub async fn commit_transactions(
+        &mut self,
+        replica: &Replica<'_>,
+        txns: &[Transaction],
+    ) -> Vec<Result<i64, Error>> {
+        let mut results: Vec<Option<Result<i64, Error>>> = txns.iter().map(|_| None).collect();
+        let mut next = 0;
+        while next < txns.len() {
+            let newest_base = txns[next..].iter().map(|t| t.base).max().unwrap_or(0);
+            let now = match self.catch_up(replica, newest_base).await {
+                Ok(now) => now,
+                Err(e) => {
+                    // Nothing of the rest was written.
+                    let message = e.to_string();
+                    for result in &mut results[next..] {
+                        *result = Some(Err(match &e {
+                            Error::Deposed => Error::Deposed,
+                            _ => Error::Unavailable(message.clone()),
+                        }));
+                    }
+                    break;
+                }
+            };
+            let head = replica.store().snapshot();
+            let mut accepted: Vec<usize> = Vec::new();
+            let mut combined: Vec<Change> = Vec::new();
+            let mut at = next;
+            while at < txns.len() {
+                let txn = &txns[at];
+                match self.admit(replica.layout(), &head, now, txn, txns, &accepted, &combined) {
+                    Ok(Admitted::Yes) => {
+                        accepted.push(at);
+                        combined.extend(txn.changes.iter().cloned());
+                    }
+                    Ok(Admitted::GroupFull) => break,
+                    Err(e) => results[at] = Some(Err(e)),
+                }
+                at += 1;
             }
-            _ => replica.sync(&mut self.client, SYNC_TIMEOUT).await?,
-        };
-        if !self.announced {
-            // A change every replica applies, at a revision after this
-            // writer's replica loaded: a transaction read at a base older
-            // than the oldest version this replica holds cannot be checked
-            // (it is refused), and this gives every host a base it can.
-            let announce = Change::Put { path: WRITER_PATH.to_string(), value: self.host.clone().into_bytes() };
-            self.commit(&[announce], &replica.store().snapshot()).await?;
-            self.announced = true;
-            now = replica.sync(&mut self.client, SYNC_TIMEOUT).await?;
-        }
-        if txn.base > now {
-            return Err(Error::Invalid(format!("a transaction read at revision {}, after etcd's {now}", txn.base)));
-        }
-        let head = replica.store().snapshot();
-        let conflict = |path: &str| Error::Conflict { path: path.to_string(), base: txn.base };
-        if !txn.reads.is_empty() {
-            let base = version_at(&head, replica.layout(), txn.base)?.ok_or_else(|| conflict("/"))?;
-            for read in &txn.reads {
-                let same = match read {
-                    Read::Value(path) => base.get(path)? == head.get(path)?,
-                    Read::Children(path) => base.list(path)? == head.list(path)?,
-                    Read::Subtree(path) => base.diff(&head, path)?.changes.is_empty(),
-                };
-                if !same {
-                    let (Read::Value(path) | Read::Children(path) | Read::Subtree(path)) = read;
-                    return Err(conflict(path));
+            next = at;
+            if accepted.is_empty() {
+                continue;
+            }
+            match self.commit(&combined, &head).await {
+                Ok(revision) => {
+                    for &i in &accepted {
+                        results[i] = Some(Ok(revision));
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    for &i in &accepted {
+                        results[i] = Some(Err(match &e {
+                            Error::Deposed => Error::Deposed,
+                            _ => Error::Indeterminate(message.clone()),
+                        }));
+                    }
+                    // Whatever became of it, nothing after it is tried.
+                    for result in &mut results[next..] {
+                        *result = Some(Err(Error::Unavailable(message.clone())));
+                    }
+                    break;
                 }
             }
         }
-        self.commit(&txn.changes, &head).await
+        results.into_iter().map(|r| r.expect("every transaction has a result")).collect()
+    }
+
+    /// Brings the replica up to the tree's newest revision (see
+    /// [`commit_transactions`](Self::commit_transactions)) and returns it;
+    /// `newest_base` is the newest revision a transaction to check read at.
+    async fn catch_up(&mut self, replica: &Replica<'_>, newest_base: i64) -> Result<i64, Error> {
+        if let Some(last) = self.last_commit.filter(|&last| self.announced && newest_base <= last) {
+            replica.wait_for_revision(last, SYNC_TIMEOUT).await?;
+            return Ok(last);
+        }
+        let now = replica.sync(&mut self.client, SYNC_TIMEOUT).await?;
+        if self.announced {
+            return Ok(now);
+        }
+        // A change every replica applies, at a revision after this
+        // writer's replica loaded: a transaction read at a base older than
+        // the oldest version this replica holds cannot be checked (it is
+        // refused), and this gives every host a base it can.
+        let announce = Change::Put { path: WRITER_PATH.to_string(), value: self.host.clone().into_bytes() };
+        self.commit(&[announce], &replica.store().snapshot()).await?;
+        self.announced = true;
+        replica.sync(&mut self.client, SYNC_TIMEOUT).await
+    }
+
+    /// Whether `txn` joins the group `accepted` (whose changes, in order,
+    /// are `combined`) to commit on `head`, the tree at revision `now`.
+    #[allow(clippy::too_many_arguments)]
+    fn admit(
+        &self,
+        layout: &Layout,
+        head: &Snapshot,
+        now: i64,
+        txn: &Transaction,
+        all: &[Transaction],
+        accepted: &[usize],
+        combined: &[Change],
+    ) -> Result<Admitted, Error> {
+        if txn.base > now {
+            return Err(Error::Invalid(format!("a transaction read at revision {}, after etcd's {now}", txn.base)));
+        }
+        let conflict = |path: &str| Error::Conflict { path: path.to_string(), base: txn.base };
+        if !txn.reads.is_empty() {
+            let base = version_at(head, layout, txn.base)?.ok_or_else(|| conflict("/"))?;
+            for read in &txn.reads {
+                let (Read::Value(path) | Read::Children(path) | Read::Subtree(path)) = read;
+                let same = match read {
+                    Read::Value(_) => base.get(path)? == head.get(path)?,
+                    Read::Children(_) => base.list(path)? == head.list(path)?,
+                    Read::Subtree(_) => base.diff(head, path)?.changes.is_empty(),
+                };
+                if !same {
+                    return Err(conflict(path));
+                }
+                // What an earlier transaction of the group changes.
+                let related = |a: &str, b: &str| {
+                    let under = |x: &str, root: &str| {
+                        root == "/" || x == root || x.strip_prefix(root).is_some_and(|r| r.starts_with('/'))
+                    };
+                    under(a, b) || under(b, a)
+                };
+                for &earlier in accepted {
+                    for change in &all[earlier].changes {
+                        let (Change::Put { path: changed, .. } | Change::DeleteTree { path: changed }) = change;
+                        if related(path, changed) {
+                            return Err(conflict(path));
+                        }
+                    }
+                }
+            }
+        }
+        // Its own changes must be committable alone; with the group's, they
+        // may be too many for one etcd transaction: then it starts the next.
+        self.operations(&txn.changes, head)?;
+        let together: Vec<Change> = combined.iter().chain(&txn.changes).cloned().collect();
+        match self.operations(&together, head) {
+            Ok(_) => Ok(Admitted::Yes),
+            Err(Error::TooLarge(_)) if !accepted.is_empty() => Ok(Admitted::GroupFull),
+            Err(e) => Err(e),
+        }
     }
 
     /// Commits `changes`, in order, as one etcd revision; returns it.

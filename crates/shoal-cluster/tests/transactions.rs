@@ -438,3 +438,55 @@ async fn a_commits_revision_waited_for_on_another_host_shows_the_commit() {
     // Both hosts follow: the writer's replica for its checks, b's for reading.
     while_following(&rb, &cluster, while_following(&rw, &cluster, checks)).await;
 }
+
+/// A group commit: transactions committed together land in one revision,
+/// except one that read what an earlier one of the group writes (it
+/// conflicts, as it would after that one), and one whose changes do not fit
+/// in the same etcd transaction (it starts the next revision).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_commit_is_one_revision_and_checks_each_against_the_ones_before() {
+    let cluster = EtcdCluster::start(1);
+    let layout = Layout::new(PREFIX);
+    let dir = tempfile::tempdir().unwrap();
+    let sw = store(&dir, "w");
+    let rw = Replica::new(&sw, layout.clone());
+    let mut writer = Writer::elect(client(&cluster).await, layout.clone(), "host-w", 5).await.unwrap();
+    let checks = async {
+        // A base every transaction can be checked at.
+        let first = Transaction { changes: vec![put("/a", "0")], ..Default::default() };
+        let base = writer.commit_transaction(&rw, &first).await.unwrap();
+        rw.wait_for_revision(base, Duration::from_secs(10)).await.unwrap();
+        let txn = |reads: Vec<Read>, changes: Vec<Change>| Transaction { base, reads, changes };
+        let many = |n: usize| -> Vec<Change> { (0..n).map(|i| put(&format!("/many/{i}"), "v")).collect() };
+        let group = [
+            txn(vec![Read::Value("/a".into())], vec![put("/a", "1")]),
+            // Reads /a, which the first writes.
+            txn(vec![Read::Value("/a".into())], vec![put("/b", "lost")]),
+            // Lists /, above what the first writes.
+            txn(vec![Read::Children("/".into())], vec![put("/c", "lost")]),
+            // Unrelated: joins the first.
+            txn(vec![Read::Value("/d".into())], vec![put("/d", "1")]),
+            // 126 nodes and their parent: alone they fit (127 operations
+            // of 128), beside the two others' they do not.
+            txn(vec![], many(126)),
+            // Alone too large: refused, nothing of it written.
+            txn(vec![], many(200)),
+        ];
+        writer.commit_transactions(&rw, &group).await
+    };
+    let results = while_following(&rw, &cluster, checks).await;
+    let ok = |i: usize| *results[i].as_ref().unwrap_or_else(|e| panic!("{i}: {e}"));
+    assert_eq!(ok(0), ok(3), "one group, one revision");
+    assert!(matches!(&results[1], Err(Error::Conflict { path, .. }) if path == "/a"), "{:?}", results[1]);
+    assert!(matches!(&results[2], Err(Error::Conflict { path, .. }) if path == "/"), "{:?}", results[2]);
+    assert!(ok(4) > ok(0), "the group too large for one etcd transaction went on in the next revision");
+    assert!(matches!(&results[5], Err(Error::TooLarge(_))), "{:?}", results[5]);
+    let mut c = client(&cluster).await;
+    for (path, want) in [("/a", Some("1")), ("/b", None), ("/c", None), ("/d", Some("1")), ("/many/125", Some("v"))] {
+        let got = c.get(format!("{PREFIX}{path}"), None).await.unwrap();
+        let value = got.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+        assert_eq!(value.as_deref(), want, "{path}");
+    }
+    let listed = c.get(format!("{PREFIX}/many/"), Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
+    assert_eq!(listed.kvs().len(), 126, "nothing of the refused one");
+}
