@@ -333,7 +333,7 @@ impl Writer {
                 let (Read::Value(path) | Read::Children(path) | Read::Subtree(path)) = read;
                 let same = match read {
                     Read::Value(_) => base.get(path)? == head.get(path)?,
-                    Read::Children(_) => base.list(path)? == head.list(path)?,
+                    Read::Children(_) => same_children(&base, head, path)?,
                     Read::Subtree(_) => base.diff(head, path)?.changes.is_empty(),
                 };
                 if !same {
@@ -492,51 +492,83 @@ impl Writer {
     }
 }
 
+/// Whether `path` has the same children in `base` and `head`. A child is
+/// added or removed only by a change at or below it, so the versions'
+/// change sets name every child to look at: a queue's claim lists
+/// thousands of items, and a few of them change between its base and the
+/// newest. When the change sets are no longer all there, the lists are
+/// compared whole.
+fn same_children(base: &Snapshot, head: &Snapshot, path: &str) -> Result<bool, Error> {
+    let changes = match head.changes(base.version(), path) {
+        Ok(changes) => changes,
+        Err(shoal::Error::HistoryGone { .. } | shoal::Error::ChangesNotListed { .. }) => {
+            return Ok(base.list(path)? == head.list(path)?)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let prefix = if path == "/" { "/".to_string() } else { format!("{path}/") };
+    let mut looked_at = std::collections::HashSet::new();
+    for change in &changes {
+        let changed = change.path();
+        let Some(rest) = changed.strip_prefix(&prefix) else {
+            // The node's own value set: not its children.
+            if changed == path && change.kind() == shoal::ChangeKind::Set {
+                continue;
+            }
+            // The node, or a subtree holding it, removed (and maybe made
+            // again): compare whole.
+            return Ok(base.list(path)? == head.list(path)?);
+        };
+        let child = match rest.find('/') {
+            Some(cut) => &changed[..prefix.len() + cut],
+            None => changed.as_str(),
+        };
+        if looked_at.insert(child.to_string()) && base.exists(child)? != head.exists(child)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// The newest version `head` retains that holds etcd revision `revision`
 /// or an older one: the tree as of `revision`. `None` if the replica no
-/// longer holds a version that old.
+/// longer holds a version that old. It walks back from `head` one version
+/// at a time: a transaction's base is mostly a few versions old.
 fn version_at(head: &Snapshot, layout: &Layout, revision: i64) -> Result<Option<Snapshot>, Error> {
-    let mut versions = head.versions()?;
-    versions.sort_unstable();
-    let revision_at = |v: u64| -> Result<(Snapshot, i64), Error> {
-        let snapshot = head.at_version(v)?;
-        let r = revision_of(&snapshot, layout).unwrap_or(0);
-        Ok((snapshot, r))
-    };
-    // Revisions increase with versions: the last version at or before.
-    let (mut low, mut high) = (0, versions.len());
-    let mut found: Option<(usize, Snapshot, i64)> = None;
-    while low < high {
-        let mid = (low + high) / 2;
-        let (snapshot, r) = revision_at(versions[mid])?;
-        if r <= revision && r > 0 {
-            found = Some((mid, snapshot, r));
-            low = mid + 1;
-        } else if r == 0 {
+    let mut at = head.clone();
+    // The version after `at`, with its revision.
+    let mut after: Option<(Snapshot, i64)> = None;
+    loop {
+        let r = revision_of(&at, layout).unwrap_or(0);
+        if r == 0 {
             // Older than the replica's first version: nothing to go by.
-            low = mid + 1;
-        } else {
-            high = mid;
+            return Ok(None);
         }
-    }
-    let Some((at, snapshot, r)) = found else { return Ok(None) };
-    if r < revision {
-        // The tree is the same up to `revision` only if the next version
-        // followed etcd: not a reload, which collapsed what came between,
-        // and not a version after a gap that a compaction's thinning of old
-        // versions left.
-        if let Some(&next) = versions.get(at + 1) {
-            if next != versions[at] + 1 {
-                return Ok(None);
+        if r <= revision {
+            // The tree is the same up to `revision` only if the next
+            // version followed etcd: not a reload, which collapsed what
+            // came between.
+            if let Some((next, next_revision)) = &after {
+                let reloaded =
+                    next.get(&layout.reload_path())?.is_some_and(|v| v == next_revision.to_string().as_bytes());
+                if r < revision && reloaded {
+                    return Ok(None);
+                }
             }
-            let (next, next_revision) = revision_at(next)?;
-            let reloaded = next.get(&layout.reload_path())?.map(|v| v == next_revision.to_string().as_bytes());
-            if reloaded == Some(true) {
-                return Ok(None);
-            }
+            return Ok(Some(at));
         }
+        if at.version() == 0 {
+            return Ok(None);
+        }
+        let before = match at.at_version(at.version() - 1) {
+            Ok(before) => before,
+            // A gap that compaction's thinning left, or the oldest retained
+            // version passed: what came between is not known.
+            Err(shoal::Error::VersionThinned { .. } | shoal::Error::VersionNotRetained { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        after = Some((std::mem::replace(&mut at, before), r));
     }
-    Ok(Some(snapshot))
 }
 
 /// The host that is the cluster's writer now, if any.
