@@ -47,7 +47,8 @@ pub struct HostEntry {
 pub struct Presence {
     task: JoinHandle<()>,
     client: Client,
-    lease: i64,
+    /// The lease the status lives on now.
+    lease: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Presence {
@@ -63,57 +64,60 @@ impl Presence {
         period: Duration,
     ) -> Result<Presence, Error> {
         let key = layout.host_key(host);
-        let lease = Lease::grant(&mut client, ttl_secs).await?;
-        // Only if no one holds the name: two hosts under one name would
-        // hide each other.
         let first = status(host, store, &layout, 0.0)?;
-        let claim = etcd_client::Txn::new()
-            .when([etcd_client::Compare::version(key.clone(), etcd_client::CompareOp::Equal, 0)])
-            .and_then([etcd_client::TxnOp::put(
-                key.clone(),
-                serde_json::to_vec(&first).expect("serializable"),
-                Some(PutOptions::new().with_lease(lease.id)),
-            )]);
-        if !client.txn(claim).await?.succeeded() {
-            let _ = client.lease_revoke(lease.id).await;
-            return Err(Error::HostTaken(host.to_string()));
-        }
+        let lease =
+            claim(&mut client, &key, ttl_secs, &first).await?.ok_or_else(|| Error::HostTaken(host.to_string()))?;
+        let current = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(lease.id));
         let host = host.to_string();
-        let lease_id = lease.id;
         let task_client = client.clone();
+        let task_lease = current.clone();
         let task = tokio::spawn(async move {
             let mut client = task_client;
+            let mut lease = lease;
             let mut last = (Instant::now(), store.version());
             loop {
                 tokio::time::sleep(period).await;
-                if !lease.alive() {
-                    tracing::warn!(host, "the host's lease in etcd ended; its status is no longer published");
-                    return;
-                }
                 let (then, version) = last;
                 let now = (Instant::now(), store.version());
                 let rate = (now.1 - version) as f64 / now.0.duration_since(then).as_secs_f64().max(1e-9);
                 last = now;
-                match status(&host, store, &layout, rate) {
-                    Ok(figures) => {
-                        let value = serde_json::to_vec(&figures).expect("serializable");
-                        let options = PutOptions::new().with_lease(lease.id);
-                        if let Err(error) = client.put(key.clone(), value, Some(options)).await {
-                            tracing::warn!(%error, "could not publish the host's status");
-                        }
+                let figures = match status(&host, store, &layout, rate) {
+                    Ok(figures) => figures,
+                    Err(error) => {
+                        tracing::warn!(%error, "could not read the store's figures");
+                        continue;
                     }
-                    Err(error) => tracing::warn!(%error, "could not read the store's figures"),
+                };
+                if !lease.alive() {
+                    // The lease ended (the host was cut off or stopped for
+                    // longer than it lasts): claim the name again.
+                    match claim(&mut client, &key, ttl_secs, &figures).await {
+                        Ok(Some(renewed)) => {
+                            tracing::info!(host, "the host's status is published again");
+                            task_lease.store(renewed.id, std::sync::atomic::Ordering::Relaxed);
+                            lease = renewed;
+                        }
+                        Ok(None) => tracing::warn!(host, "another host publishes its status under this host's name"),
+                        Err(error) => tracing::warn!(%error, "could not publish the host's status"),
+                    }
+                    continue;
+                }
+                let value = serde_json::to_vec(&figures).expect("serializable");
+                let options = PutOptions::new().with_lease(lease.id);
+                if let Err(error) = client.put(key.clone(), value, Some(options)).await {
+                    tracing::warn!(%error, "could not publish the host's status");
                 }
             }
         });
-        Ok(Presence { task, client, lease: lease_id })
+        Ok(Presence { task, client, lease: current })
     }
 
     /// Stops publishing and removes the host's entry at once (a host that
     /// leaves in order).
     pub async fn leave(mut self) {
         self.task.abort();
-        if let Err(error) = self.client.lease_revoke(self.lease).await {
+        let lease = self.lease.load(std::sync::atomic::Ordering::Relaxed);
+        if let Err(error) = self.client.lease_revoke(lease).await {
             tracing::warn!(%error, "could not remove the host's status; it goes when its lease ends");
         }
     }
@@ -128,6 +132,32 @@ impl Presence {
 impl Drop for Presence {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Puts `figures` at `key` on a new lease if no one holds the key; `None`
+/// (and no lease left behind) if someone does.
+async fn claim(client: &mut Client, key: &str, ttl_secs: i64, figures: &HostStatus) -> Result<Option<Lease>, Error> {
+    let lease = Lease::grant(client, ttl_secs).await?;
+    // Only if no one holds the name: two hosts under one name would hide
+    // each other.
+    let claim = etcd_client::Txn::new()
+        .when([etcd_client::Compare::version(key, etcd_client::CompareOp::Equal, 0)])
+        .and_then([etcd_client::TxnOp::put(
+            key,
+            serde_json::to_vec(figures).expect("serializable"),
+            Some(PutOptions::new().with_lease(lease.id)),
+        )]);
+    match client.txn(claim).await {
+        Ok(reply) if reply.succeeded() => Ok(Some(lease)),
+        Ok(_) => {
+            let _ = client.lease_revoke(lease.id).await;
+            Ok(None)
+        }
+        Err(e) => {
+            let _ = client.lease_revoke(lease.id).await;
+            Err(e.into())
+        }
     }
 }
 

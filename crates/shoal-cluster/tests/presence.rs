@@ -86,3 +86,27 @@ async fn hosts_publish_their_figures_and_vanish_when_they_stop_renewing() {
     let (followed, ()) = tokio::join!(follower, checks);
     followed.unwrap();
 }
+
+/// A host whose lease ended while it lived (cut off, or stopped longer than
+/// the lease) publishes its status again once it can, under a new lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_whose_lease_ended_publishes_again() {
+    let cluster = EtcdCluster::start(1);
+    let layout = Layout::new(PREFIX);
+    let dir = tempfile::tempdir().unwrap();
+    let store = leaked_store(&dir, "a");
+    let mut c = client(&cluster).await;
+    let presence = Presence::start(client(&cluster).await, layout.clone(), "host-r", store, 2, PERIOD).await.unwrap();
+    until(&mut c, &layout, "host-r listed", |l| l.iter().any(|e| e.status.host == "host-r")).await;
+    // The lease ends under it: revoked, as etcd does to one not renewed.
+    let key = layout.host_key("host-r");
+    let lease = c.get(key.clone(), None).await.unwrap().kvs()[0].lease();
+    c.lease_revoke(lease).await.unwrap();
+    assert!(c.get(key.clone(), None).await.unwrap().kvs().is_empty());
+    until(&mut c, &layout, "host-r listed again", |l| l.iter().any(|e| e.status.host == "host-r")).await;
+    let renewed = c.get(key.clone(), None).await.unwrap().kvs()[0].lease();
+    assert_ne!(renewed, lease);
+    // Leaving removes the entry at once, whatever lease it is on now.
+    presence.leave().await;
+    assert!(c.get(key, None).await.unwrap().kvs().is_empty());
+}
