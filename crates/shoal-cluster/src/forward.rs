@@ -15,10 +15,18 @@ use tokio::net::TcpStream;
 
 use crate::writer::Transaction;
 
-/// The largest frame either side reads: far above what one etcd
-/// transaction takes (1.5 MiB by default), so a frame this large is a
-/// mistake or an attack, refused before its bytes are read.
-pub(crate) const FRAME_MAX: u32 = 64 << 20;
+/// The largest frame either side reads: several times what one etcd
+/// transaction takes (1.5 MiB by default), so a larger frame is a mistake
+/// or an attack, refused before its bytes are read.
+pub(crate) const FRAME_MAX: u32 = 8 << 20;
+
+/// How long a frame's bytes may take to arrive once its header has.
+pub(crate) const FRAME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The most reads and changes one forwarded transaction may carry: far
+/// more than etcd's 128 operations, far less than a frame of tiny entries
+/// would decode to.
+pub(crate) const ENTRIES_MAX: usize = 65_536;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum Request {
@@ -38,6 +46,9 @@ pub(crate) enum Reply {
     TooLarge(String),
     /// This host is not the writer (any more, or yet): nothing was written.
     NotWriter,
+    /// The writer could not commit it now, and wrote nothing (etcd did not
+    /// answer it in time).
+    NotWritten(String),
     /// The writer failed to commit, for a reason it gives.
     Failed(String),
 }
@@ -69,9 +80,12 @@ pub(crate) async fn read_frame<T: for<'a> Deserialize<'a>>(stream: &mut TcpStrea
         ));
     }
     // The buffer grows with the bytes that arrive, not with what the header
-    // announces.
+    // announces, and they must come in time.
     let mut body = Vec::new();
-    (&mut *stream).take(u64::from(len)).read_to_end(&mut body).await?;
+    let mut frame = (&mut *stream).take(u64::from(len));
+    tokio::time::timeout(FRAME_TIMEOUT, frame.read_to_end(&mut body))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     if body.len() != len as usize {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
     }

@@ -94,8 +94,8 @@ struct Shared {
     /// committer takes all that wait and commits them as a group.
     commits: tokio::sync::mpsc::UnboundedSender<Pending>,
     forwarder: Forwarder,
-    /// The forwarding address of the writer, as last looked up.
-    writer_address: std::sync::Mutex<Option<String>>,
+    /// The writer, as last looked up in etcd.
+    known_writer: std::sync::Mutex<Option<Candidate>>,
     /// Why the replica stopped following, if it did.
     failure: watch::Sender<Option<String>>,
 }
@@ -124,6 +124,7 @@ impl Host {
             )));
         }
         let mut client = crate::connect(endpoints).await?;
+        register_prefix(&mut client, &layout).await?;
         check_store(store, &layout, &mut client).await?;
         let listener = TcpListener::bind(options.listen)
             .await
@@ -162,7 +163,7 @@ impl Host {
             options,
             writer: tokio::sync::Mutex::new(None),
             forwarder: Forwarder::default(),
-            writer_address: std::sync::Mutex::new(None),
+            known_writer: std::sync::Mutex::new(None),
             failure: watch::Sender::new(None),
         });
         let mut tasks = vec![tokio::spawn(follow(shared.clone(), stopped.clone()))];
@@ -224,14 +225,22 @@ impl Host {
         let mut delay = Duration::from_millis(10);
         let mut last_obstacle;
         loop {
+            if *self.stop.borrow() {
+                return Err(Error::Unavailable("this host is leaving the cluster".into()));
+            }
             // This host's writer, if it holds the role (it answers
             // `Deposed` at once if not).
             match shared.commit_here(txn.clone()).await {
-                Err(Error::Deposed) => {}
+                Err(Error::Deposed) => last_obstacle = "this host's writer was deposed".into(),
+                // Nothing written (etcd did not answer the writer): again.
+                Err(Error::Unavailable(message)) => last_obstacle = message,
                 other => return other,
             }
-            match shared.writer_address().await {
-                Ok(Some(address)) if address != self.forward_address.to_string() => {
+            match shared.writer_candidate().await {
+                Ok(Some(writer)) if writer.host != shared.candidate.host => {
+                    let Some(address) = writer.forward else {
+                        return Err(Error::Unavailable(format!("the writer {} takes no transactions", writer.host)));
+                    };
                     let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
                     match shared.forwarder.send(&address, &Request::Commit(txn.clone()), left).await {
                         Ok(Reply::Committed { revision }) => return Ok(revision),
@@ -239,22 +248,28 @@ impl Host {
                         Ok(Reply::Invalid(message)) => return Err(Error::Invalid(message)),
                         Ok(Reply::TooLarge(message)) => return Err(Error::TooLarge(message)),
                         Ok(Reply::Failed(message)) => return Err(Error::Indeterminate(message)),
+                        Ok(Reply::NotWritten(message)) => {
+                            last_obstacle = format!("the writer {}: {message}", writer.host)
+                        }
                         Ok(Reply::NotWriter) => {
-                            last_obstacle = format!("{address} is no longer the writer");
+                            last_obstacle = format!("{} is no longer the writer", writer.host);
                             shared.forget_writer();
                         }
                         Err(SendError::NotSent(e)) => {
-                            last_obstacle = format!("the writer at {address}: {e}");
+                            last_obstacle = format!("the writer {} at {address}: {e}", writer.host);
                             shared.forget_writer();
                         }
                         Err(SendError::NoReply(e)) => {
                             shared.forget_writer();
-                            return Err(Error::Indeterminate(format!("the writer at {address} did not answer: {e}")));
+                            return Err(Error::Indeterminate(format!(
+                                "the writer {} at {address} did not answer: {e}",
+                                writer.host
+                            )));
                         }
                     }
                 }
                 // This host is elected, and about to take the role.
-                Ok(Some(_)) => last_obstacle = "this host is taking the writer's role".into(),
+                Ok(Some(_)) => {}
                 Ok(None) => last_obstacle = "no writer is elected".into(),
                 Err(e) => last_obstacle = e.to_string(),
             }
@@ -271,12 +286,19 @@ impl Host {
     /// transaction that changes nothing commits nothing.
     pub async fn commit_local(&self, txn: shoal::Transaction<'_>) -> Result<Snapshot, Error> {
         let store = self.shared.replica.store();
-        let base = store.snapshot_at(txn.base_version())?;
+        let base = txn.base().clone();
         let intent = txn.into_intent();
-        if intent.changes.is_empty() {
-            return Ok(store.snapshot());
-        }
         let layout = self.shared.replica.layout();
+        if intent.changes.is_empty() {
+            // Nothing to commit: what it read is checked against this
+            // host's newest version, as one store checks a transaction
+            // that only read.
+            let head = store.snapshot();
+            if revision_of(&base, layout).is_some() {
+                crate::writer::check_reads(&head, layout, &Transaction::from_intent(&intent, &base, layout)?)?;
+            }
+            return Ok(head);
+        }
         let cluster_txn = Transaction::from_intent(&intent, &base, layout)?;
         drop(base);
         let revision = self.commit(&cluster_txn).await?;
@@ -311,6 +333,13 @@ impl Drop for Host {
 /// A transaction waiting for this host's writer, and who waits for it.
 type Pending = (Transaction, tokio::sync::oneshot::Sender<Result<i64, Error>>);
 
+/// The most connections the forwarding socket holds at once (other hosts
+/// keep one or a few each).
+const FORWARD_CONNECTIONS_MAX: usize = 256;
+
+/// How long a forwarding connection may sit without a request.
+const FORWARD_IDLE_MAX: Duration = Duration::from_secs(300);
+
 /// The most transactions committed as one group (fewer when their changes
 /// are too many for one etcd transaction).
 const GROUP_MAX: usize = 64;
@@ -326,20 +355,47 @@ impl Shared {
         told.await.unwrap_or_else(|_| Err(Error::Unavailable("this host is leaving the cluster".into())))
     }
 
-    async fn writer_address(&self) -> Result<Option<String>, Error> {
-        if let Some(address) = self.writer_address.lock().unwrap().clone() {
-            return Ok(Some(address));
+    /// The writer, as last looked up in etcd.
+    async fn writer_candidate(&self) -> Result<Option<Candidate>, Error> {
+        if let Some(writer) = self.known_writer.lock().unwrap().clone() {
+            return Ok(Some(writer));
         }
         let candidate = writer_candidate(&mut self.client.clone(), self.replica.layout()).await?;
-        let address = candidate.and_then(|c| c.forward);
-        *self.writer_address.lock().unwrap() = address.clone();
-        Ok(address)
+        *self.known_writer.lock().unwrap() = candidate.clone();
+        Ok(candidate)
     }
 
     fn forget_writer(&self) {
-        *self.writer_address.lock().unwrap() = None;
+        *self.known_writer.lock().unwrap() = None;
         self.forwarder.forget();
     }
+}
+
+/// Where each cluster of an etcd cluster registers its prefix: below a key
+/// that starts with a NUL byte, outside every tree (prefixes start with
+/// `/`).
+const PREFIX_REGISTRY: &str = "\0shoal/clusters";
+
+/// Registers `layout`'s prefix, refusing one that lies inside another
+/// cluster's, or holds one: their trees' keys would mix (the outer tree
+/// would take in the inner one's nodes and its writer's and hosts' keys).
+async fn register_prefix(client: &mut Client, layout: &Layout) -> Result<(), Error> {
+    let prefix = layout.prefix();
+    let listed =
+        client.get(format!("{PREFIX_REGISTRY}/"), Some(GetOptions::new().with_prefix().with_keys_only())).await?;
+    let under = |inner: &str, outer: &str| inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with('/'));
+    for kv in listed.kvs() {
+        let Some(other) = kv.key().strip_prefix(PREFIX_REGISTRY.as_bytes()) else { continue };
+        let other = String::from_utf8_lossy(other);
+        if under(prefix, &other) || under(&other, prefix) {
+            return Err(Error::Invalid(format!(
+                "the prefix {prefix} and the prefix {other} of another cluster in this etcd lie one inside the \
+                 other: their trees would mix; give each cluster a prefix outside the others'"
+            )));
+        }
+    }
+    client.put(format!("{PREFIX_REGISTRY}{prefix}"), "", None).await?;
+    Ok(())
 }
 
 /// Refuses a store that holds data and is no replica, or a replica of
@@ -479,6 +535,10 @@ async fn serve_forwarded(shared: Arc<Shared>, listener: TcpListener, stop: watch
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) if connections.len() >= FORWARD_CONNECTIONS_MAX => {
+                    tracing::warn!(%peer, "too many connections to the forwarding socket; closing this one");
+                    drop(stream);
+                }
                 Ok((stream, _)) => {
                     connections.spawn(forwarded_connection(shared.clone(), stream, stop.clone()));
                 }
@@ -500,6 +560,9 @@ async fn forwarded_connection(shared: Arc<Shared>, mut stream: TcpStream, stop: 
         let request = tokio::select! {
             request = forward::read_frame::<Request>(&mut stream) => request,
             () = stopped(stop.clone()) => return,
+            // Another host keeps its connection to the writer between
+            // transactions; one idle this long is let go (it reconnects).
+            () = tokio::time::sleep(FORWARD_IDLE_MAX) => return,
         };
         let request = match request {
             Ok(Some(request)) => request,
@@ -510,13 +573,19 @@ async fn forwarded_connection(shared: Arc<Shared>, mut stream: TcpStream, stop: 
             }
         };
         let Request::Commit(txn) = request;
-        let reply = match shared.commit_here(txn).await {
-            Ok(revision) => Reply::Committed { revision },
-            Err(Error::Conflict { path, base }) => Reply::Conflict { path, base },
-            Err(Error::Invalid(message)) => Reply::Invalid(message),
-            Err(Error::TooLarge(message)) => Reply::TooLarge(message),
-            Err(Error::Deposed) => Reply::NotWriter,
-            Err(other) => Reply::Failed(other.to_string()),
+        let entries = txn.reads.len() + txn.changes.len();
+        let reply = if entries > forward::ENTRIES_MAX {
+            Reply::Invalid(format!("a transaction of {entries} reads and changes (at most {})", forward::ENTRIES_MAX))
+        } else {
+            match shared.commit_here(txn).await {
+                Ok(revision) => Reply::Committed { revision },
+                Err(Error::Conflict { path, base }) => Reply::Conflict { path, base },
+                Err(Error::Invalid(message)) => Reply::Invalid(message),
+                Err(Error::TooLarge(message)) => Reply::TooLarge(message),
+                Err(Error::Deposed) => Reply::NotWriter,
+                Err(e @ (Error::Unavailable(_) | Error::Behind { .. })) => Reply::NotWritten(e.to_string()),
+                Err(other) => Reply::Failed(other.to_string()),
+            }
         };
         if forward::write_frame(&mut stream, &reply).await.is_err() {
             return;

@@ -61,6 +61,11 @@ impl Layout {
         &self.local_root
     }
 
+    /// The prefix, without a trailing `/`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The prefix every key of the tree starts with (`PREFIX/`).
     pub fn key_prefix(&self) -> String {
         format!("{}/", self.prefix)

@@ -27,9 +27,13 @@ use tokio::sync::watch;
 use crate::layout::Layout;
 use crate::Error;
 
-/// Keys read per request while loading: with values of up to etcd's
-/// request limit (1.5 MiB by default), a page stays under `RANGE_REPLY_MAX`.
+/// Keys whose values are read per request while loading: with values of
+/// up to etcd's request limit (1.5 MiB by default), a page stays under
+/// `RANGE_REPLY_MAX`.
 const PAGE_KEYS: i64 = 100;
+/// Keys listed (without values) per request while loading: paths are at
+/// most a few KiB, so a page stays far under `RANGE_REPLY_MAX`.
+const KEY_PAGE_KEYS: i64 = 10_000;
 /// The largest reply to a range the replica accepts (gRPC's default, 4 MiB,
 /// is less than a few large values).
 const RANGE_REPLY_MAX: usize = 256 << 20;
@@ -193,39 +197,54 @@ impl<'s> Replica<'s> {
         Ok(revision)
     }
 
-    /// Every key below the prefix at one revision, page by page, with the
-    /// revision and the etcd cluster's id.
+    /// Every key below the prefix at one revision, with the revision and
+    /// the etcd cluster's id. First the keys alone, in large pages, then
+    /// their values, `PAGE_KEYS` at a time, each request bounded by the
+    /// last key of its page: etcd counts every key of a request's range
+    /// whatever its limit, so pages of an open-ended range would cost it
+    /// the square of the tree's size.
     async fn load(&self, client: &mut Client) -> Result<(i64, u64, BTreeMap<String, Vec<u8>>), Error> {
         let prefix = self.layout.key_prefix();
         let end = prefix_end(prefix.as_bytes());
-        let mut wanted = BTreeMap::new();
+        let mut kv_client = client.kv_client().max_decoding_message_size(RANGE_REPLY_MAX);
+        let mut keys: Vec<Vec<u8>> = Vec::new();
         let mut from = prefix.clone().into_bytes();
         let mut revision = 0;
         let mut cluster_id = 0;
         loop {
-            let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE_KEYS);
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(KEY_PAGE_KEYS).with_keys_only();
             if revision != 0 {
                 options = options.with_revision(revision);
             }
-            let reply =
-                client.kv_client().max_decoding_message_size(RANGE_REPLY_MAX).get(from.clone(), Some(options)).await?;
+            let reply = kv_client.get(from.clone(), Some(options)).await?;
             if revision == 0 {
                 revision = reply.header().map_or(0, |h| h.revision());
                 cluster_id = reply.header().map_or(0, |h| h.cluster_id());
             }
-            for kv in reply.kvs() {
-                if let Some(path) = self.layout.path(kv.key()) {
-                    wanted.insert(path.to_string(), self.storable(path, kv.value()).to_vec());
-                }
-            }
+            keys.extend(
+                reply.kvs().iter().filter(|kv| self.layout.path(kv.key()).is_some()).map(|kv| kv.key().to_vec()),
+            );
             match reply.kvs().last() {
                 Some(last) if reply.more() => {
                     from = last.key().to_vec();
                     from.push(0);
                 }
-                _ => return Ok((revision, cluster_id, wanted)),
+                _ => break,
             }
         }
+        let mut wanted = BTreeMap::new();
+        for page in keys.chunks(PAGE_KEYS as usize) {
+            let mut past_last = page[page.len() - 1].clone();
+            past_last.push(0);
+            let options = GetOptions::new().with_range(past_last).with_revision(revision);
+            let reply = kv_client.get(page[0].clone(), Some(options)).await?;
+            for kv in reply.kvs() {
+                if let Some(path) = self.layout.path(kv.key()) {
+                    wanted.insert(path.to_string(), self.storable(path, kv.value()).to_vec());
+                }
+            }
+        }
+        Ok((revision, cluster_id, wanted))
     }
 
     /// The value a replica stores for a key's value: itself, or nothing if

@@ -277,9 +277,13 @@ impl Writer {
                             _ => Error::Indeterminate(message.clone()),
                         }));
                     }
-                    // Whatever became of it, nothing after it is tried.
+                    // Whatever became of it, nothing after it is tried:
+                    // those are not written.
                     for result in &mut results[next..] {
-                        *result = Some(Err(Error::Unavailable(message.clone())));
+                        *result = Some(Err(match &e {
+                            Error::Deposed => Error::Deposed,
+                            _ => Error::Unavailable(message.clone()),
+                        }));
                     }
                     break;
                 }
@@ -327,18 +331,10 @@ impl Writer {
             return Err(Error::Invalid(format!("a transaction read at revision {}, after etcd's {now}", txn.base)));
         }
         let conflict = |path: &str| Error::Conflict { path: path.to_string(), base: txn.base };
+        check_reads(head, layout, txn)?;
         if !txn.reads.is_empty() {
-            let base = version_at(head, layout, txn.base)?.ok_or_else(|| conflict("/"))?;
             for read in &txn.reads {
                 let (Read::Value(path) | Read::Children(path) | Read::Subtree(path)) = read;
-                let same = match read {
-                    Read::Value(_) => base.get(path)? == head.get(path)?,
-                    Read::Children(_) => same_children(&base, head, path)?,
-                    Read::Subtree(_) => base.diff(head, path)?.changes.is_empty(),
-                };
-                if !same {
-                    return Err(conflict(path));
-                }
                 // What an earlier transaction of the group changes.
                 let related = |a: &str, b: &str| {
                     let under = |x: &str, root: &str| {
@@ -378,7 +374,16 @@ impl Writer {
     pub async fn commit(&mut self, changes: &[Change], tree: &Snapshot) -> Result<i64, Error> {
         let ops = self.operations(changes, tree)?;
         let fence = Compare::create_revision(self.leader.key().to_vec(), CompareOp::Equal, self.leader.rev());
-        let reply = self.client.txn(Txn::new().when([fence]).and_then(ops)).await?;
+        let reply = match self.client.txn(Txn::new().when([fence]).and_then(ops)).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                // etcd may have committed it without our hearing so: the
+                // newest revision is no longer known to be our last commit,
+                // and the next check must ask etcd where it stands.
+                self.last_commit = None;
+                return Err(e.into());
+            }
+        };
         if !reply.succeeded() {
             return Err(Error::Deposed);
         }
@@ -490,6 +495,29 @@ impl Writer {
     pub fn stop_renewing(&self) {
         self.lease.stop();
     }
+}
+
+/// Checks that everything `txn` read at its base is the same in `head`:
+/// `Error::Conflict` naming what changed (`/` when the tree at the base is
+/// no longer known).
+pub(crate) fn check_reads(head: &Snapshot, layout: &Layout, txn: &Transaction) -> Result<(), Error> {
+    if txn.reads.is_empty() {
+        return Ok(());
+    }
+    let conflict = |path: &str| Error::Conflict { path: path.to_string(), base: txn.base };
+    let base = version_at(head, layout, txn.base)?.ok_or_else(|| conflict("/"))?;
+    for read in &txn.reads {
+        let (Read::Value(path) | Read::Children(path) | Read::Subtree(path)) = read;
+        let same = match read {
+            Read::Value(_) => base.get(path)? == head.get(path)?,
+            Read::Children(_) => same_children(&base, head, path)?,
+            Read::Subtree(_) => base.diff(head, path)?.changes.is_empty(),
+        };
+        if !same {
+            return Err(conflict(path));
+        }
+    }
+    Ok(())
 }
 
 /// Whether `path` has the same children in `base` and `head`. A child is

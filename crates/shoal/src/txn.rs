@@ -166,6 +166,12 @@ impl<'s> Transaction<'s> {
         self.base.version()
     }
 
+    /// The snapshot this transaction reads at (without its own changes):
+    /// held as long as the transaction, whatever compaction does meanwhile.
+    pub fn base(&self) -> &Snapshot {
+        &self.base
+    }
+
     /// Where the node at `key` comes from, after the buffered subtree writes
     /// of its ancestors: the nearest one decides (a later one replaced what
     /// an earlier one farther up did below it).
