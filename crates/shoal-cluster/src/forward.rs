@@ -31,6 +31,10 @@ pub(crate) const ENTRIES_MAX: usize = 65_536;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum Request {
     Commit(Transaction),
+    /// A blob's bytes, by its hash.
+    Blob {
+        hash: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +55,11 @@ pub(crate) enum Reply {
     NotWritten(String),
     /// The writer failed to commit, for a reason it gives.
     Failed(String),
+    /// The blob's bytes follow, as they are.
+    BlobFollows {
+        size: u64,
+    },
+    NoBlob,
 }
 
 pub(crate) async fn write_frame<T: Serialize>(stream: &mut TcpStream, message: &T) -> std::io::Result<()> {

@@ -85,6 +85,7 @@ pub struct Host {
 
 struct Shared {
     replica: Replica<'static>,
+    blobs: Arc<crate::blob::Blobs>,
     client: Client,
     candidate: Candidate,
     options: HostOptions,
@@ -155,9 +156,11 @@ impl Host {
         let (stop, stopped) = watch::channel(false);
         let candidate = Candidate { host: options.host.clone(), forward: Some(forward_address.to_string()) };
         let (commits, pending) = tokio::sync::mpsc::unbounded_channel();
+        let blobs = Arc::new(crate::blob::Blobs::new(store, layout.clone()));
         let shared = Arc::new(Shared {
             commits,
-            replica: Replica::new(store, layout),
+            replica: Replica::with_blobs(store, layout, blobs.clone()),
+            blobs,
             client: client.clone(),
             candidate,
             options,
@@ -248,6 +251,10 @@ impl Host {
                         Ok(Reply::Invalid(message)) => return Err(Error::Invalid(message)),
                         Ok(Reply::TooLarge(message)) => return Err(Error::TooLarge(message)),
                         Ok(Reply::Failed(message)) => return Err(Error::Indeterminate(message)),
+                        Ok(other @ (Reply::BlobFollows { .. } | Reply::NoBlob)) => {
+                            shared.forget_writer();
+                            return Err(Error::Indeterminate(format!("the writer answered {other:?}")));
+                        }
                         Ok(Reply::NotWritten(message)) => {
                             last_obstacle = format!("the writer {}: {message}", writer.host)
                         }
@@ -299,10 +306,54 @@ impl Host {
             }
             return Ok(head);
         }
-        let cluster_txn = Transaction::from_intent(&intent, &base, layout)?;
+        let mut cluster_txn = Transaction::from_intent(&intent, &base, layout)?;
         drop(base);
-        let revision = self.commit(&cluster_txn).await?;
-        self.shared.replica.wait_for_revision(revision, self.shared.options.commit_timeout).await
+        let held = self.refer_to_blobs(&mut cluster_txn)?;
+        let committed = async {
+            let revision = self.commit(&cluster_txn).await?;
+            self.shared.replica.wait_for_revision(revision, self.shared.options.commit_timeout).await
+        };
+        let result = committed.await;
+        // Applied here (the store holds the bytes now), or not committed.
+        for hash in held {
+            self.shared.blobs.release(&hash);
+        }
+        result
+    }
+
+    /// Turns each value of `txn` that goes to etcd as a blob into a
+    /// reference to this host, which holds the bytes until the commit is
+    /// applied here; returns the blobs held.
+    fn refer_to_blobs(&self, txn: &mut Transaction) -> Result<Vec<String>, Error> {
+        let layout = self.shared.replica.layout();
+        let mut held = Vec::new();
+        for change in &mut txn.changes {
+            let crate::writer::Change::Put { path, value } = change else { continue };
+            if !crate::blob::is_blob(value, layout.blob_threshold()) {
+                continue;
+            }
+            if value.len() > layout.max_value_bytes() {
+                return Err(Error::TooLarge(format!(
+                    "{path}: a value of {} bytes, over the cluster's limit of {}",
+                    value.len(),
+                    layout.max_value_bytes()
+                )));
+            }
+            let bytes = std::mem::take(value);
+            let hash = crate::blob::hash(&bytes);
+            let reference = crate::blob::BlobRef {
+                hash: hash.clone(),
+                size: bytes.len() as u64,
+                holders: vec![crate::blob::Holder {
+                    host: self.shared.candidate.host.clone(),
+                    address: self.forward_address.to_string(),
+                }],
+            };
+            self.shared.blobs.hold(&hash, Arc::new(bytes));
+            held.push(hash);
+            *value = reference.encode();
+        }
+        Ok(held)
     }
 
     /// Leaves the cluster: gives up the writer's role (the next host is
@@ -572,7 +623,15 @@ async fn forwarded_connection(shared: Arc<Shared>, mut stream: TcpStream, stop: 
                 return;
             }
         };
-        let Request::Commit(txn) = request;
+        let txn = match request {
+            Request::Commit(txn) => txn,
+            Request::Blob { hash } => {
+                if crate::blob::serve(&shared.blobs, &hash, &mut stream).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
         let entries = txn.reads.len() + txn.changes.len();
         let reply = if entries > forward::ENTRIES_MAX {
             Reply::Invalid(format!("a transaction of {entries} reads and changes (at most {})", forward::ENTRIES_MAX))

@@ -10,6 +10,7 @@ pub struct Layout {
     local_root: String,
     max_value_bytes: usize,
     max_txn_ops: usize,
+    blob_threshold: usize,
 }
 
 /// Where a replica keeps its own state unless told otherwise: inside
@@ -28,6 +29,7 @@ impl Layout {
             local_root: local_root.to_string(),
             max_value_bytes: shoal::Options::default().max_value_bytes,
             max_txn_ops: 128,
+            blob_threshold: 64 << 10,
         }
     }
 
@@ -42,6 +44,22 @@ impl Layout {
 
     pub fn max_value_bytes(&self) -> usize {
         self.max_value_bytes
+    }
+
+    /// Values this large or larger go to etcd as references to blobs that
+    /// hosts fetch from each other (default 64 KiB).
+    pub fn with_blob_threshold(mut self, threshold: usize) -> Layout {
+        self.blob_threshold = threshold;
+        self
+    }
+
+    pub fn blob_threshold(&self) -> usize {
+        self.blob_threshold
+    }
+
+    /// Where a replica notes which path holds blob `hash`'s bytes.
+    pub fn blob_index_path(&self, hash: &str) -> String {
+        format!("{}/blobs/{hash}", self.local_root)
     }
 
     /// The most operations etcd takes in one transaction: its

@@ -8,6 +8,7 @@
 //! the one host elected to commit, whose commits are fenced by its
 //! election.
 
+mod blob;
 mod forward;
 mod host;
 mod layout;
@@ -16,6 +17,7 @@ mod presence;
 mod replica;
 mod writer;
 
+pub use blob::{BlobRef, Holder};
 pub use host::{check_host_name, Host, HostOptions, HOST_NAME_MAX};
 pub use layout::{Layout, DEFAULT_LOCAL_ROOT};
 pub use presence::{cluster_status, HostEntry, HostStatus, Presence};
@@ -62,4 +64,6 @@ pub enum Error {
     Unavailable(String),
     #[error("the commit's outcome is unknown ({0}): it may or may not have been committed")]
     Indeterminate(String),
+    #[error("blob {hash} is unavailable: no host that holds it gave it ({why})")]
+    BlobUnavailable { hash: String, why: String },
 }

@@ -47,6 +47,9 @@ const WATCH_REPLY_MAX: usize = 64 << 20;
 const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(50);
 const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// What a replica stores for a key: the value, and the blob it came from.
+type Stored = (Vec<u8>, Option<String>);
+
 /// A local store kept as a replica of the tree under a prefix in etcd.
 pub struct Replica<'s> {
     store: &'s Store,
@@ -55,6 +58,9 @@ pub struct Replica<'s> {
     /// applied: the last revision the watch delivered (applied, or with
     /// nothing of the tree in it), or the one last loaded (0: none yet).
     synced: watch::Sender<i64>,
+    /// Where blobs' bytes come from (`None`: a reference is stored as it
+    /// is).
+    blobs: Option<std::sync::Arc<crate::blob::Blobs>>,
 }
 
 /// The etcd revision `snapshot` holds, if it holds one.
@@ -69,7 +75,41 @@ impl<'s> Replica<'s> {
     pub fn new(store: &'s Store, layout: Layout) -> Replica<'s> {
         // What the store holds is applied: every change up to its revision.
         let applied = revision_of(&store.snapshot(), &layout).unwrap_or(0);
-        Replica { store, layout, synced: watch::Sender::new(applied) }
+        Replica { store, layout, synced: watch::Sender::new(applied), blobs: None }
+    }
+
+    /// A replica that stores the bytes of each blob a value references,
+    /// fetched through `blobs`, rather than the reference: what every host
+    /// of a cluster runs.
+    pub(crate) fn with_blobs(
+        store: &'s Store,
+        layout: Layout,
+        blobs: std::sync::Arc<crate::blob::Blobs>,
+    ) -> Replica<'s> {
+        Replica { blobs: Some(blobs), ..Replica::new(store, layout) }
+    }
+
+    /// The value to store for a key's `value`, and the blob it held, if
+    /// one: the blob's bytes, fetched and checked, for a reference.
+    async fn resolve(&self, path: &str, value: &[u8]) -> Result<(Vec<u8>, Option<String>), Error> {
+        if let (Some(blobs), Some(blob)) = (&self.blobs, crate::blob::BlobRef::decode(value)) {
+            let blob = match blob {
+                Ok(blob) => blob,
+                Err(why) => {
+                    tracing::error!(path, why, "stored empty");
+                    return Ok((Vec::new(), None));
+                }
+            };
+            if blob.size > self.store.options().max_value_bytes as u64 {
+                // As a value that large would be (`storable`), without
+                // fetching it.
+                tracing::error!(path, size = blob.size, "a blob larger than the store takes; stored empty");
+                return Ok((Vec::new(), None));
+            }
+            let bytes = blobs.fetch(&blob).await?;
+            return Ok((self.storable(path, &bytes).to_vec(), Some(blob.hash)));
+        }
+        Ok((self.storable(path, value).to_vec(), None))
     }
 
     /// Waits until every change of the tree up to etcd's revision now is
@@ -170,8 +210,8 @@ impl<'s> Replica<'s> {
                 continue;
             }
             match wanted.get(&path) {
-                Some(value) if value.as_slice() == entry.value() => {}
-                Some(value) => txn.put(&path, value)?,
+                Some((value, _)) if value.as_slice() == entry.value() => {}
+                Some((value, _)) => txn.put(&path, value)?,
                 None if ancestors.contains(path.as_str()) => {
                     if !entry.value().is_empty() {
                         txn.put(&path, b"")?;
@@ -183,9 +223,12 @@ impl<'s> Replica<'s> {
                 }
             }
         }
-        for (path, value) in &wanted {
+        for (path, (value, blob)) in &wanted {
             if !snapshot.exists(path)? {
                 txn.put(path, value)?;
+            }
+            if let Some(hash) = blob {
+                txn.put(&self.layout.blob_index_path(hash), path)?;
             }
         }
         txn.put(&revision_path, revision.to_string())?;
@@ -203,7 +246,7 @@ impl<'s> Replica<'s> {
     /// last key of its page: etcd counts every key of a request's range
     /// whatever its limit, so pages of an open-ended range would cost it
     /// the square of the tree's size.
-    async fn load(&self, client: &mut Client) -> Result<(i64, u64, BTreeMap<String, Vec<u8>>), Error> {
+    async fn load(&self, client: &mut Client) -> Result<(i64, u64, BTreeMap<String, Stored>), Error> {
         let prefix = self.layout.key_prefix();
         let end = prefix_end(prefix.as_bytes());
         let mut kv_client = client.kv_client().max_decoding_message_size(RANGE_REPLY_MAX);
@@ -240,7 +283,7 @@ impl<'s> Replica<'s> {
             let reply = kv_client.get(page[0].clone(), Some(options)).await?;
             for kv in reply.kvs() {
                 if let Some(path) = self.layout.path(kv.key()) {
-                    wanted.insert(path.to_string(), self.storable(path, kv.value()).to_vec());
+                    wanted.insert(path.to_string(), self.resolve(path, kv.value()).await?);
                 }
             }
         }
@@ -269,11 +312,15 @@ impl<'s> Replica<'s> {
     /// Applies one revision's events as one version.
     /// A revision with nothing of the tree in it (only keys no replica
     /// applies, such as [`sync`](Self::sync)'s marker) makes no version.
-    fn apply(&self, revision: i64, events: &[etcd_client::Event]) -> Result<(), Error> {
+    /// A revision whose blobs cannot be fetched is not applied
+    /// (`Error::BlobUnavailable`): the replica holds no version of it until
+    /// they can.
+    async fn apply(&self, revision: i64, events: &[etcd_client::Event]) -> Result<(), Error> {
         if !events.iter().any(|e| e.kv().is_some_and(|kv| self.layout.path(kv.key()).is_some())) {
             return Ok(());
         }
-        let mut txn = self.store.begin();
+        // Every blob's bytes first: the version is committed whole or not.
+        let mut changes: Vec<(&str, Option<Stored>)> = Vec::new();
         for event in events {
             let Some(kv) = event.kv() else { continue };
             let Some(path) = self.layout.path(kv.key()) else {
@@ -281,8 +328,20 @@ impl<'s> Replica<'s> {
                 continue;
             };
             match event.event_type() {
-                EventType::Put => txn.put(path, self.storable(path, kv.value()))?,
-                EventType::Delete => {
+                EventType::Put => changes.push((path, Some(self.resolve(path, kv.value()).await?))),
+                EventType::Delete => changes.push((path, None)),
+            }
+        }
+        let mut txn = self.store.begin();
+        for (path, stored) in &changes {
+            match stored {
+                Some((value, blob)) => {
+                    txn.put(path, value)?;
+                    if let Some(hash) = blob {
+                        txn.put(&self.layout.blob_index_path(hash), path)?;
+                    }
+                }
+                None => {
                     txn.delete_tree(path)?;
                 }
             }
@@ -315,6 +374,11 @@ impl<'s> Replica<'s> {
                 }
                 Ok(Ended::Closed) => tracing::warn!("etcd closed the watch; watching again in {delay:?}"),
                 Err(Error::Etcd(error)) => tracing::warn!(%error, "etcd failed; watching again in {delay:?}"),
+                Err(error @ Error::BlobUnavailable { .. }) => tracing::error!(
+                    applied = self.applied_revision(),
+                    %error,
+                    "the next revision cannot be applied until a host gives the blob; trying again in {delay:?}"
+                ),
                 Err(e) => return Err(e),
             }
             tokio::select! {
@@ -374,7 +438,7 @@ impl<'s> Replica<'s> {
                     .position(|e| e.kv().map_or(0, |kv| kv.mod_revision()) != revision)
                     .map_or(events.len(), |i| at + i);
                 if revision > applied {
-                    self.apply(revision, &events[at..end])?;
+                    self.apply(revision, &events[at..end]).await?;
                     applied = revision;
                 }
                 self.synced_to(revision);
