@@ -279,8 +279,14 @@ impl<'s> Replica<'s> {
         for page in keys.chunks(PAGE_KEYS as usize) {
             let mut past_last = page[page.len() - 1].clone();
             past_last.push(0);
-            let options = GetOptions::new().with_range(past_last).with_revision(revision);
-            let reply = kv_client.get(page[0].clone(), Some(options)).await?;
+            // At a fixed revision a member's own copy answers as well as
+            // the leader's (no consensus round per page); one that has not
+            // applied the revision yet says so, and the leader answers.
+            let options = GetOptions::new().with_range(past_last.clone()).with_revision(revision);
+            let reply = match kv_client.get(page[0].clone(), Some(options.clone().with_serializable())).await {
+                Ok(reply) => reply,
+                Err(_) => kv_client.get(page[0].clone(), Some(options)).await?,
+            };
             for kv in reply.kvs() {
                 if let Some(path) = self.layout.path(kv.key()) {
                     wanted.insert(path.to_string(), self.resolve(path, kv.value()).await?);
