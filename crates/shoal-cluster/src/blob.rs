@@ -10,7 +10,9 @@
 //! Where a host finds a blob's bytes: among the ones its own commits wait
 //! to see applied (`pending`), or in its store, where the version that
 //! applied a reference recorded the path that holds the bytes
-//! (`LOCAL_ROOT/blobs/HASH`).
+//! (`LOCAL_ROOT/blobs/HASH`). Where it fetches them: from the holders the
+//! reference names (the committing host), else from any live host (each
+//! that applied the reference holds them).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -73,6 +75,9 @@ pub fn is_blob(value: &[u8], threshold: usize) -> bool {
 pub struct Blobs {
     store: &'static Store,
     layout: Layout,
+    /// To find the other hosts when a reference's holders fail.
+    client: etcd_client::Client,
+    host: String,
     /// Bytes held for commits, by hash.
     pending: Mutex<HashMap<String, Held>>,
 }
@@ -84,8 +89,8 @@ type Held = (Arc<Vec<u8>>, usize);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Blobs {
-    pub fn new(store: &'static Store, layout: Layout) -> Blobs {
-        Blobs { store, layout, pending: Mutex::new(HashMap::new()) }
+    pub fn new(store: &'static Store, layout: Layout, client: etcd_client::Client, host: &str) -> Blobs {
+        Blobs { store, layout, client, host: host.to_string(), pending: Mutex::new(HashMap::new()) }
     }
 
     /// Keeps `bytes` where this host serves them from until `release`.
@@ -124,11 +129,34 @@ impl Blobs {
             return Ok(bytes);
         }
         let mut why = Vec::new();
+        let mut tried = std::collections::HashSet::new();
         for holder in &blob.holders {
+            tried.insert(holder.host.clone());
             match tokio::time::timeout(FETCH_TIMEOUT, fetch_from(&holder.address, blob)).await {
                 Ok(Ok(bytes)) => return Ok(Arc::new(bytes)),
                 Ok(Err(e)) => why.push(format!("{}: {e}", holder.host)),
                 Err(_) => why.push(format!("{}: no answer in {FETCH_TIMEOUT:?}", holder.host)),
+            }
+        }
+        // Every host that applied the reference holds the bytes too: ask
+        // the live ones.
+        let hosts = match crate::presence::cluster_status(&mut self.client.clone(), &self.layout).await {
+            Ok(hosts) => hosts,
+            Err(e) => {
+                why.push(format!("the other hosts: {e}"));
+                Vec::new()
+            }
+        };
+        for entry in hosts {
+            let status = entry.status;
+            let Some(address) = status.forward.filter(|_| status.host != self.host && !tried.contains(&status.host))
+            else {
+                continue;
+            };
+            match tokio::time::timeout(FETCH_TIMEOUT, fetch_from(&address, blob)).await {
+                Ok(Ok(bytes)) => return Ok(Arc::new(bytes)),
+                Ok(Err(e)) => why.push(format!("{}: {e}", status.host)),
+                Err(_) => why.push(format!("{}: no answer in {FETCH_TIMEOUT:?}", status.host)),
             }
         }
         Err(Error::BlobUnavailable { hash: blob.hash.clone(), why: why.join("; ") })
@@ -157,15 +185,54 @@ async fn fetch_from(address: &str, blob: &BlobRef) -> Result<Vec<u8>, String> {
 }
 
 /// Serves blob `hash` on a forwarding connection: a `BlobFollows` frame,
-/// then the bytes as they are.
-pub(crate) async fn serve(blobs: &Blobs, hash: &str, stream: &mut TcpStream) -> std::io::Result<()> {
-    match blobs.local(hash) {
-        Some(bytes) => {
-            forward::write_frame(stream, &Reply::BlobFollows { size: bytes.len() as u64 }).await?;
-            stream.write_all(&bytes).await
-        }
-        None => forward::write_frame(stream, &Reply::NoBlob).await,
+/// then the bytes as they are: held ones written from memory, stored ones
+/// sent with `sendfile` from the store's arena file (`Reader::send_buf`),
+/// without passing through this process. Gives the connection back.
+pub(crate) async fn serve(blobs: &Blobs, hash: &str, mut stream: TcpStream) -> std::io::Result<TcpStream> {
+    let held = blobs.pending.lock().unwrap().get(hash).map(|(bytes, _)| bytes.clone());
+    if let Some(bytes) = held {
+        forward::write_frame(&mut stream, &Reply::BlobFollows { size: bytes.len() as u64 }).await?;
+        stream.write_all(&bytes).await?;
+        return Ok(stream);
     }
+    // Found, announced and sent with `sendfile` (which blocks until every
+    // byte is written) on a blocking thread, the socket blocking meanwhile,
+    // through a reader of the store's own (`Reader`s stay on one thread).
+    let index = blobs.layout.blob_index_path(hash);
+    let dir = blobs.store.dir().to_path_buf();
+    let socket = stream.into_std()?;
+    socket.set_nonblocking(false)?;
+    let (socket, served) = tokio::task::spawn_blocking(move || {
+        let served = send_stored(&dir, &index, &socket);
+        (socket, served)
+    })
+    .await
+    .map_err(std::io::Error::other)?;
+    socket.set_nonblocking(true)?;
+    served?;
+    TcpStream::from_std(socket)
+}
+
+/// Writes a `BlobFollows` frame and the bytes at the path `index` names in
+/// the store in `dir` (or `NoBlob`) to the blocking `socket`.
+fn send_stored(dir: &std::path::Path, index: &str, socket: &std::net::TcpStream) -> std::io::Result<()> {
+    use std::io::Write;
+    let frame = forward::frame::<Reply>;
+    let mut out = socket;
+    let found = (|| {
+        let reader = shoal::Reader::open(dir).ok()?;
+        let snapshot = reader.snapshot().ok()?;
+        let path = snapshot.get(index).ok()??;
+        let path = std::str::from_utf8(path).ok()?.to_string();
+        let handle = snapshot.buf_ref(&path).ok()??;
+        Some((reader, handle))
+    })();
+    let Some((reader, handle)) = found else {
+        return out.write_all(&frame(&Reply::NoBlob)?);
+    };
+    out.write_all(&frame(&Reply::BlobFollows { size: handle.len() as u64 })?)?;
+    reader.send_buf(&handle, socket).map_err(std::io::Error::other)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -62,7 +62,8 @@ pub(crate) enum Reply {
     NoBlob,
 }
 
-pub(crate) async fn write_frame<T: Serialize>(stream: &mut TcpStream, message: &T) -> std::io::Result<()> {
+/// `message` as one frame.
+pub(crate) fn frame<T: Serialize>(message: &T) -> std::io::Result<Vec<u8>> {
     let body = postcard::to_stdvec(message).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     let len = u32::try_from(body.len()).ok().filter(|&n| n <= FRAME_MAX).ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("a message of {} bytes", body.len()))
@@ -70,7 +71,11 @@ pub(crate) async fn write_frame<T: Serialize>(stream: &mut TcpStream, message: &
     let mut framed = Vec::with_capacity(4 + body.len());
     framed.extend_from_slice(&len.to_le_bytes());
     framed.extend_from_slice(&body);
-    stream.write_all(&framed).await
+    Ok(framed)
+}
+
+pub(crate) async fn write_frame<T: Serialize>(stream: &mut TcpStream, message: &T) -> std::io::Result<()> {
+    stream.write_all(&frame(message)?).await
 }
 
 /// Reads one frame; `Ok(None)` if the stream ended before one began.

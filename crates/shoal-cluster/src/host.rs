@@ -136,10 +136,11 @@ impl Host {
         // until that lease ends: it waits that long for its name.
         let claimed_by = Instant::now() + Duration::from_secs(options.lease_ttl_secs.max(1) as u64 + 2);
         let presence = loop {
-            let started = Presence::start(
+            let started = Presence::start_reachable(
                 client.clone(),
                 layout.clone(),
                 &options.host,
+                Some(forward_address.to_string()),
                 store,
                 options.lease_ttl_secs,
                 options.status_period,
@@ -156,7 +157,7 @@ impl Host {
         let (stop, stopped) = watch::channel(false);
         let candidate = Candidate { host: options.host.clone(), forward: Some(forward_address.to_string()) };
         let (commits, pending) = tokio::sync::mpsc::unbounded_channel();
-        let blobs = Arc::new(crate::blob::Blobs::new(store, layout.clone()));
+        let blobs = Arc::new(crate::blob::Blobs::new(store, layout.clone(), client.clone(), &options.host));
         let shared = Arc::new(Shared {
             commits,
             replica: Replica::with_blobs(store, layout, blobs.clone()),
@@ -626,9 +627,13 @@ async fn forwarded_connection(shared: Arc<Shared>, mut stream: TcpStream, stop: 
         let txn = match request {
             Request::Commit(txn) => txn,
             Request::Blob { hash } => {
-                if crate::blob::serve(&shared.blobs, &hash, &mut stream).await.is_err() {
-                    return;
-                }
+                stream = match crate::blob::serve(&shared.blobs, &hash, stream).await {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        tracing::info!(%error, hash, "serving a blob failed");
+                        return;
+                    }
+                };
                 continue;
             }
         };

@@ -32,6 +32,9 @@ pub struct HostStatus {
     pub live_bytes: u64,
     /// When it wrote this, in milliseconds since the Unix epoch.
     pub written_ms: u64,
+    /// Where other hosts reach it (its forwarding socket), if they can.
+    #[serde(default)]
+    pub forward: Option<String>,
 }
 
 /// A host's entry as listed, with its lag.
@@ -56,15 +59,29 @@ impl Presence {
     /// a lease of `ttl_secs` (which should be a few periods long). Fails if
     /// another live process already publishes as `host`.
     pub async fn start(
-        mut client: Client,
+        client: Client,
         layout: Layout,
         host: &str,
         store: &'static Store,
         ttl_secs: i64,
         period: Duration,
     ) -> Result<Presence, Error> {
+        Presence::start_reachable(client, layout, host, None, store, ttl_secs, period).await
+    }
+
+    /// [`start`](Self::start), publishing where other hosts reach this one
+    /// (`forward`: its forwarding socket's address).
+    pub async fn start_reachable(
+        mut client: Client,
+        layout: Layout,
+        host: &str,
+        forward: Option<String>,
+        store: &'static Store,
+        ttl_secs: i64,
+        period: Duration,
+    ) -> Result<Presence, Error> {
         let key = layout.host_key(host);
-        let first = status(host, store, &layout, 0.0)?;
+        let first = status(host, forward.clone(), store, &layout, 0.0)?;
         let lease =
             claim(&mut client, &key, ttl_secs, &first).await?.ok_or_else(|| Error::HostTaken(host.to_string()))?;
         let current = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(lease.id));
@@ -81,7 +98,7 @@ impl Presence {
                 let now = (Instant::now(), store.version());
                 let rate = (now.1 - version) as f64 / now.0.duration_since(then).as_secs_f64().max(1e-9);
                 last = now;
-                let figures = match status(&host, store, &layout, rate) {
+                let figures = match status(&host, forward.clone(), store, &layout, rate) {
                     Ok(figures) => figures,
                     Err(error) => {
                         tracing::warn!(%error, "could not read the store's figures");
@@ -161,7 +178,13 @@ async fn claim(client: &mut Client, key: &str, ttl_secs: i64, figures: &HostStat
     }
 }
 
-fn status(host: &str, store: &Store, layout: &Layout, versions_per_sec: f64) -> Result<HostStatus, Error> {
+fn status(
+    host: &str,
+    forward: Option<String>,
+    store: &Store,
+    layout: &Layout,
+    versions_per_sec: f64,
+) -> Result<HostStatus, Error> {
     let stat = store.stat()?;
     let written_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     Ok(HostStatus {
@@ -173,6 +196,7 @@ fn status(host: &str, store: &Store, layout: &Layout, versions_per_sec: f64) -> 
         arena_bytes: stat.arena_bytes,
         live_bytes: stat.live_bytes,
         written_ms,
+        forward,
     })
 }
 
