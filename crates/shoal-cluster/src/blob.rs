@@ -85,6 +85,10 @@ pub struct Blobs {
 /// A blob's bytes, and how many commits hold them.
 type Held = (Arc<Vec<u8>>, usize);
 
+/// How long sending one blob to a fetcher may take (as long as fetching
+/// it may).
+const SEND_TIMEOUT: Duration = FETCH_TIMEOUT;
+
 /// How long fetching one blob from one holder may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -191,8 +195,13 @@ async fn fetch_from(address: &str, blob: &BlobRef) -> Result<Vec<u8>, String> {
 pub(crate) async fn serve(blobs: &Blobs, hash: &str, mut stream: TcpStream) -> std::io::Result<TcpStream> {
     let held = blobs.pending.lock().unwrap().get(hash).map(|(bytes, _)| bytes.clone());
     if let Some(bytes) = held {
-        forward::write_frame(&mut stream, &Reply::BlobFollows { size: bytes.len() as u64 }).await?;
-        stream.write_all(&bytes).await?;
+        let send = async {
+            forward::write_frame(&mut stream, &Reply::BlobFollows { size: bytes.len() as u64 }).await?;
+            stream.write_all(&bytes).await
+        };
+        tokio::time::timeout(SEND_TIMEOUT, send)
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
         return Ok(stream);
     }
     // Found, announced and sent with `sendfile` (which blocks until every
@@ -202,6 +211,8 @@ pub(crate) async fn serve(blobs: &Blobs, hash: &str, mut stream: TcpStream) -> s
     let dir = blobs.store.dir().to_path_buf();
     let socket = stream.into_std()?;
     socket.set_nonblocking(false)?;
+    // A fetcher that stops reading gives up its turn.
+    socket.set_write_timeout(Some(SEND_TIMEOUT))?;
     let (socket, served) = tokio::task::spawn_blocking(move || {
         let served = send_stored(&dir, &index, &socket);
         (socket, served)

@@ -164,3 +164,49 @@ impl Forwarder {
         self.idle.lock().unwrap().clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    /// A frame of exactly `FRAME_MAX` bytes goes both ways; one byte more is
+    /// refused by the writer, and a header announcing it by the reader,
+    /// before any of the body is read.
+    #[tokio::test]
+    async fn frames_at_just_below_and_just_above_the_limit() {
+        // postcard writes a byte vector's length in 4 bytes at this size.
+        let at = vec![7u8; FRAME_MAX as usize - 4];
+        assert_eq!(frame(&at).unwrap().len(), 4 + FRAME_MAX as usize);
+        let below = vec![7u8; FRAME_MAX as usize - 5];
+        let above = vec![7u8; FRAME_MAX as usize - 3];
+        assert!(frame(&above).is_err(), "a frame over the limit is not written");
+        for body in [below, at] {
+            let (mut client, mut server) = pair().await;
+            let sent = body.clone();
+            let writer = tokio::spawn(async move { write_frame(&mut client, &sent).await.unwrap() });
+            assert_eq!(read_frame::<Vec<u8>>(&mut server).await.unwrap(), Some(body));
+            writer.await.unwrap();
+        }
+        let (mut client, mut server) = pair().await;
+        client.write_all(&(FRAME_MAX + 1).to_le_bytes()).await.unwrap();
+        let refused = read_frame::<Vec<u8>>(&mut server).await.unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    /// A frame whose bytes stop coming is given up after `FRAME_TIMEOUT`.
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_that_stops_halfway_times_out() {
+        let (mut client, mut server) = pair().await;
+        client.write_all(&100u32.to_le_bytes()).await.unwrap();
+        client.write_all(&[0; 10]).await.unwrap();
+        let read = read_frame::<Vec<u8>>(&mut server).await.unwrap_err();
+        assert_eq!(read.kind(), std::io::ErrorKind::TimedOut);
+    }
+}

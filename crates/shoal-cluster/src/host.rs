@@ -224,6 +224,27 @@ impl Host {
     /// in time (nothing was written); `Error::Indeterminate` if it was sent
     /// and no answer came (it may have been committed).
     pub async fn commit(&self, txn: &Transaction) -> Result<i64, Error> {
+        let mut txn = txn.clone();
+        let held = self.refer_to_blobs(&mut txn)?;
+        let result = self.send(&txn).await;
+        self.keep_held_until_applied(held, &result);
+        result
+    }
+
+    /// Holds the blobs a commit refers to for as long as a replica may
+    /// still need them from this host: until this host's replica has
+    /// applied the commit's revision (it then holds the bytes), for a
+    /// while if the commit's outcome is unknown, not at all if nothing was
+    /// written.
+    fn keep_held_until_applied(&self, held: HeldBlobs, result: &Result<i64, Error>) {
+        match result {
+            Ok(revision) => held.release_once_applied(&self.shared.replica, *revision),
+            Err(Error::Indeterminate(_)) => held.release_after(UNKNOWN_OUTCOME_HOLD),
+            Err(_) => drop(held),
+        }
+    }
+
+    async fn send(&self, txn: &Transaction) -> Result<i64, Error> {
         let shared = &self.shared;
         let deadline = Instant::now() + shared.options.commit_timeout;
         let mut delay = Duration::from_millis(10);
@@ -307,38 +328,34 @@ impl Host {
             }
             return Ok(head);
         }
-        let mut cluster_txn = Transaction::from_intent(&intent, &base, layout)?;
+        let cluster_txn = Transaction::from_intent(&intent, &base, layout)?;
         drop(base);
-        let held = self.refer_to_blobs(&mut cluster_txn)?;
-        let committed = async {
-            let revision = self.commit(&cluster_txn).await?;
-            self.shared.replica.wait_for_revision(revision, self.shared.options.commit_timeout).await
-        };
-        let result = committed.await;
-        // Applied here (the store holds the bytes now), or not committed.
-        for hash in held {
-            self.shared.blobs.release(&hash);
-        }
-        result
+        let revision = self.commit(&cluster_txn).await?;
+        self.shared.replica.wait_for_revision(revision, self.shared.options.commit_timeout).await
     }
 
     /// Turns each value of `txn` that goes to etcd as a blob into a
-    /// reference to this host, which holds the bytes until the commit is
-    /// applied here; returns the blobs held.
-    fn refer_to_blobs(&self, txn: &mut Transaction) -> Result<Vec<String>, Error> {
+    /// reference to this host, which holds the bytes meanwhile (see
+    /// [`keep_held_until_applied`](Self::keep_held_until_applied)).
+    fn refer_to_blobs(&self, txn: &mut Transaction) -> Result<HeldBlobs, Error> {
         let layout = self.shared.replica.layout();
-        let mut held = Vec::new();
+        let mut held = HeldBlobs { blobs: self.shared.blobs.clone(), hashes: Vec::new() };
+        // Every limit first: nothing is held for a commit that is refused.
+        for change in &txn.changes {
+            if let crate::writer::Change::Put { path, value } = change {
+                if value.len() > layout.max_value_bytes() {
+                    return Err(Error::TooLarge(format!(
+                        "{path}: a value of {} bytes, over the cluster's limit of {}",
+                        value.len(),
+                        layout.max_value_bytes()
+                    )));
+                }
+            }
+        }
         for change in &mut txn.changes {
-            let crate::writer::Change::Put { path, value } = change else { continue };
+            let crate::writer::Change::Put { value, .. } = change else { continue };
             if !crate::blob::is_blob(value, layout.blob_threshold()) {
                 continue;
-            }
-            if value.len() > layout.max_value_bytes() {
-                return Err(Error::TooLarge(format!(
-                    "{path}: a value of {} bytes, over the cluster's limit of {}",
-                    value.len(),
-                    layout.max_value_bytes()
-                )));
             }
             let bytes = std::mem::take(value);
             let hash = crate::blob::hash(&bytes);
@@ -351,7 +368,7 @@ impl Host {
                 }],
             };
             self.shared.blobs.hold(&hash, Arc::new(bytes));
-            held.push(hash);
+            held.hashes.push(hash);
             *value = reference.encode();
         }
         Ok(held)
@@ -378,6 +395,52 @@ impl Drop for Host {
     fn drop(&mut self) {
         for task in self.tasks.get_mut().unwrap().iter() {
             task.abort();
+        }
+    }
+}
+
+/// Blobs this host holds for a commit; released when dropped, unless
+/// handed on to be released later.
+struct HeldBlobs {
+    blobs: Arc<crate::blob::Blobs>,
+    hashes: Vec<String>,
+}
+
+/// How long the bytes of a commit whose outcome is unknown stay held: if
+/// etcd took it, every replica fetches them within that time.
+const UNKNOWN_OUTCOME_HOLD: Duration = Duration::from_secs(600);
+
+impl HeldBlobs {
+    /// Releases them once `replica` has applied `revision` (its store
+    /// holds the bytes then), however long that takes.
+    fn release_once_applied(mut self, replica: &Replica<'static>, revision: i64) {
+        if self.hashes.is_empty() {
+            return;
+        }
+        let mut applied = replica.applied();
+        let held = HeldBlobs { blobs: self.blobs.clone(), hashes: std::mem::take(&mut self.hashes) };
+        tokio::spawn(async move {
+            let _ = applied.wait_for(|&r| r >= revision).await;
+            drop(held);
+        });
+    }
+
+    fn release_after(mut self, hold: Duration) {
+        if self.hashes.is_empty() {
+            return;
+        }
+        let held = HeldBlobs { blobs: self.blobs.clone(), hashes: std::mem::take(&mut self.hashes) };
+        tokio::spawn(async move {
+            tokio::time::sleep(hold).await;
+            drop(held);
+        });
+    }
+}
+
+impl Drop for HeldBlobs {
+    fn drop(&mut self) {
+        for hash in &self.hashes {
+            self.blobs.release(hash);
         }
     }
 }
@@ -637,9 +700,8 @@ async fn forwarded_connection(shared: Arc<Shared>, mut stream: TcpStream, stop: 
                 continue;
             }
         };
-        let entries = txn.reads.len() + txn.changes.len();
-        let reply = if entries > forward::ENTRIES_MAX {
-            Reply::Invalid(format!("a transaction of {entries} reads and changes (at most {})", forward::ENTRIES_MAX))
+        let reply = if let Some(refused) = too_many_entries(&txn) {
+            Reply::Invalid(refused)
         } else {
             match shared.commit_here(txn).await {
                 Ok(revision) => Reply::Committed { revision },
@@ -654,5 +716,27 @@ async fn forwarded_connection(shared: Arc<Shared>, mut stream: TcpStream, stop: 
         if forward::write_frame(&mut stream, &reply).await.is_err() {
             return;
         }
+    }
+}
+
+/// Why a forwarded transaction is refused for its size, if it is.
+fn too_many_entries(txn: &Transaction) -> Option<String> {
+    let entries = txn.reads.len() + txn.changes.len();
+    (entries > forward::ENTRIES_MAX)
+        .then(|| format!("a transaction of {entries} reads and changes (at most {})", forward::ENTRIES_MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::writer::Read;
+
+    #[test]
+    fn a_forwarded_transaction_at_below_and_above_the_entries_limit() {
+        let reads = |n: usize| Transaction { reads: vec![Read::Value("/a".into()); n], ..Transaction::default() };
+        assert_eq!(too_many_entries(&reads(forward::ENTRIES_MAX - 1)), None);
+        assert_eq!(too_many_entries(&reads(forward::ENTRIES_MAX)), None);
+        let refused = too_many_entries(&reads(forward::ENTRIES_MAX + 1)).unwrap();
+        assert!(refused.contains("at most 65536"), "{refused}");
     }
 }

@@ -362,11 +362,24 @@ impl<'s> Replica<'s> {
     /// applied one as it comes; loads again if etcd no longer has the
     /// revisions after the applied one. Errors from etcd are retried (the
     /// client fails over between endpoints); an error of the store ends it.
+    ///
+    /// A revision with a blob no host gives any more (it was overwritten
+    /// while this replica was away, and every copy with it) cannot be
+    /// applied: the replica then loads the newest tree instead, which no
+    /// longer needs it; if that needs a blob no host gives either, it says
+    /// so and tries again.
     pub async fn follow(&self, client: &mut Client, stop: watch::Receiver<bool>) -> Result<(), Error> {
         let mut delay = RETRY_FIRST;
+        let mut reload = false;
         loop {
+            let attempt = async {
+                if std::mem::take(&mut reload) {
+                    self.resync(client).await?;
+                }
+                self.follow_once(client).await
+            };
             let result = tokio::select! {
-                r = self.follow_once(client) => r,
+                r = attempt => r,
                 () = stopped(stop.clone()) => return Ok(()),
             };
             match result {
@@ -380,11 +393,14 @@ impl<'s> Replica<'s> {
                 }
                 Ok(Ended::Closed) => tracing::warn!("etcd closed the watch; watching again in {delay:?}"),
                 Err(Error::Etcd(error)) => tracing::warn!(%error, "etcd failed; watching again in {delay:?}"),
-                Err(error @ Error::BlobUnavailable { .. }) => tracing::error!(
-                    applied = self.applied_revision(),
-                    %error,
-                    "the next revision cannot be applied until a host gives the blob; trying again in {delay:?}"
-                ),
+                Err(error @ Error::BlobUnavailable { .. }) => {
+                    tracing::error!(
+                        applied = self.applied_revision(),
+                        %error,
+                        "a revision cannot be applied without the blob; loading the newest tree in {delay:?}"
+                    );
+                    reload = true;
+                }
                 Err(e) => return Err(e),
             }
             tokio::select! {

@@ -140,13 +140,17 @@ async fn a_stalled_forwarding_client_is_let_go() {
     let closed = tokio::time::timeout(Duration::from_secs(2), oversized.read(&mut b)).await;
     assert!(matches!(closed, Ok(Ok(0) | Err(_))), "a 64 MiB frame is refused at once: {closed:?}");
     let mut stalled = Vec::new();
-    for _ in 0..50 {
+    // As many as the socket holds at once (256); one more is closed at once.
+    for _ in 0..256 {
         let mut s = tokio::net::TcpStream::connect(host.forward_address()).await.unwrap();
         // A header announcing 1 MiB, then two bytes of it.
         s.write_all(&(1u32 << 20).to_le_bytes()).await.unwrap();
         s.write_all(&[0, 0]).await.unwrap();
         stalled.push(s);
     }
+    let mut extra = tokio::net::TcpStream::connect(host.forward_address()).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut b)).await;
+    assert!(matches!(closed, Ok(Ok(0) | Err(_))), "a connection past the cap is closed: {closed:?}");
     tokio::time::sleep(Duration::from_secs(12)).await;
     let mut open = 0;
     for s in &mut stalled {
@@ -156,7 +160,7 @@ async fn a_stalled_forwarding_client_is_let_go() {
             open += 1;
         }
     }
-    assert_eq!(open, 0, "{open} of 50 stalled connections still held by the writer after 12 s");
+    assert_eq!(open, 0, "{open} of 256 stalled connections still held by the writer after 12 s");
     // The host still takes transactions.
     write(&host, "/after", "stall").await;
     host.stop().await;

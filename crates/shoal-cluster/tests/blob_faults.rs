@@ -1,0 +1,248 @@
+//! Blobs under faults, found by review: a refused commit holds nothing, a
+//! committing host keeps its bytes until its replica applied them, a
+//! replica that was away while a blob was replaced catches up by loading
+//! the newest tree, and `Host::commit` refers to blobs as `commit_local`
+//! does.
+
+mod common;
+
+use std::time::Duration;
+
+use common::client;
+use shoal::{Options, Store};
+use shoal_cluster::{BlobRef, Change, Holder, Host, HostOptions, Layout, Transaction};
+use shoal_testkit::etcd::EtcdCluster;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const PREFIX: &str = "/shoal/blobfaults";
+const STORE_MAX: usize = 16 << 20;
+const MAGIC: &[u8] = b"\0shoal-blob\0";
+
+fn layout() -> Layout {
+    Layout::new(PREFIX).with_max_value_bytes(STORE_MAX)
+}
+
+fn leaked_store(dir: &tempfile::TempDir, name: &str) -> &'static Store {
+    let options =
+        Options { durability: shoal::Durability::None, create: true, max_value_bytes: STORE_MAX, ..Options::default() };
+    Box::leak(Box::new(Store::open(dir.path().join(name), options).unwrap()))
+}
+
+fn options(name: &str, commit_timeout: Duration) -> HostOptions {
+    let mut o = HostOptions::new(name, "127.0.0.1:0".parse().unwrap());
+    o.commit_timeout = commit_timeout;
+    o
+}
+
+async fn put(host: &Host, path: &str, value: &[u8]) -> Result<i64, shoal_cluster::Error> {
+    let mut txn = host.replica().store().begin();
+    txn.put(path, value).unwrap();
+    let snapshot = host.commit_local(txn).await?;
+    Ok(shoal_cluster::revision_of(&snapshot, host.replica().layout()).unwrap())
+}
+
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn hash(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+/// postcard varint
+fn varint(mut n: u64, out: &mut Vec<u8>) {
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn framed(body: Vec<u8>) -> Vec<u8> {
+    let mut out = (body.len() as u32).to_le_bytes().to_vec();
+    out.extend(body);
+    out
+}
+
+/// What a host's forwarding socket answers to `Request::Blob { hash }`:
+/// `Some(bytes)` after `BlobFollows`, `None` after `NoBlob`.
+async fn ask_blob(address: &str, hash: &str) -> Option<Vec<u8>> {
+    let mut s = TcpStream::connect(address).await.unwrap();
+    let mut body = vec![1u8]; // Request::Blob
+    varint(hash.len() as u64, &mut body);
+    body.extend_from_slice(hash.as_bytes());
+    s.write_all(&framed(body)).await.unwrap();
+    let mut header = [0u8; 4];
+    s.read_exact(&mut header).await.unwrap();
+    let mut body = vec![0u8; u32::from_le_bytes(header) as usize];
+    s.read_exact(&mut body).await.unwrap();
+    match body[0] {
+        7 => {
+            let (mut size, mut shift) = (0u64, 0);
+            for &b in &body[1..] {
+                size |= u64::from(b & 0x7f) << shift;
+                shift += 7;
+            }
+            let mut bytes = vec![0u8; size as usize];
+            s.read_exact(&mut bytes).await.unwrap();
+            Some(bytes)
+        }
+        8 => None,
+        other => panic!("reply variant {other}"),
+    }
+}
+
+/// A commit refused for a value over the cluster's limit holds none of its
+/// other values' bytes: nothing serves bytes that were never committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_commit_holds_no_blob() {
+    let cluster = EtcdCluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    // The cluster takes values up to 1 MiB; the store up to 16 MiB.
+    let layout = Layout::new(PREFIX).with_max_value_bytes(1 << 20);
+    let a = Host::start(leaked_store(&dir, "a"), &cluster.endpoints(), layout, options("a", Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let small_blob = noise(100_000, 1);
+    let mut txn = a.replica().store().begin();
+    txn.put("/a", &small_blob).unwrap();
+    txn.put("/b", noise(2 << 20, 2)).unwrap();
+    let refused = a.commit_local(txn).await;
+    assert!(matches!(refused, Err(shoal_cluster::Error::TooLarge(_))), "{refused:?}");
+    let served = ask_blob(&a.forward_address().to_string(), &hash(&small_blob)).await;
+    a.stop().await;
+    assert!(served.is_none(), "the bytes of a refused commit's value are still held and served");
+}
+
+/// A commit whose host's replica is slower than `commit_timeout` (behind a
+/// slow holder's blob) is in etcd: the host keeps the bytes until its
+/// replica applied it, and a host that joins later gets them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_keeps_a_commits_bytes_until_its_replica_applied_it() {
+    let cluster = EtcdCluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let a = Host::start(leaked_store(&dir, "a"), &cluster.endpoints(), layout(), options("a", Duration::from_secs(3)))
+        .await
+        .unwrap();
+    put(&a, "/first", b"1").await.unwrap();
+
+    // An earlier blob whose holder is slow (8 s): the replica is behind
+    // for that long, as behind a large value from a busy host.
+    let slow = noise(100_000, 3);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow_address = listener.local_addr().unwrap().to_string();
+    let served = slow.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let bytes = served.clone();
+            tokio::spawn(async move {
+                let mut header = [0u8; 4];
+                let _ = s.read_exact(&mut header).await;
+                let mut body = vec![0u8; u32::from_le_bytes(header) as usize];
+                let _ = s.read_exact(&mut body).await;
+                tokio::time::sleep(Duration::from_secs(8)).await;
+                let mut reply = vec![7u8];
+                varint(bytes.len() as u64, &mut reply);
+                let _ = s.write_all(&framed(reply)).await;
+                let _ = s.write_all(&bytes).await;
+            });
+        }
+    });
+    let reference = BlobRef {
+        hash: hash(&slow),
+        size: slow.len() as u64,
+        holders: vec![Holder { host: "busy".into(), address: slow_address }],
+    };
+    let mut observer = client(&cluster).await;
+    observer.put(format!("{PREFIX}/slow"), reference.encode(), None).await.unwrap();
+
+    // The commit lands in etcd; the replica is still behind when
+    // `commit_timeout` ends; the bytes are released.
+    let big = noise(200_000, 4);
+    let outcome = put(&a, "/x", &big).await;
+    eprintln!("commit_local: {outcome:?}");
+    let kv = observer.get(format!("{PREFIX}/x"), None).await.unwrap();
+    let committed = kv.kvs().first().map(|kv| kv.mod_revision()).expect("the commit is in etcd");
+
+    // Long after the slow holder answered, the replica has not applied it.
+    let mut applied = a.replica().applied_revision();
+    for _ in 0..200 {
+        if applied.is_some_and(|r| r >= committed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        applied = a.replica().applied_revision();
+    }
+    eprintln!("committed at {committed}, applied {applied:?}");
+    // Nor can another host join.
+    // (Its load waits for the slow holder too: it is given the time.)
+    let b = Host::start(leaked_store(&dir, "b"), &cluster.endpoints(), layout(), options("b", Duration::from_secs(20)))
+        .await;
+    eprintln!("host b: {:?}", b.as_ref().err());
+    a.stop().await;
+    assert!(applied.is_some_and(|r| r >= committed), "revision {committed} is never applied: its bytes are lost");
+    assert!(b.is_ok(), "no host can join any more");
+}
+
+/// A replica that was down while a blob's value was replaced (no host holds
+/// the old bytes any more) catches up by loading the newest tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_away_while_a_blob_was_replaced_catches_up() {
+    let cluster = EtcdCluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let a = Host::start(leaked_store(&dir, "a"), &cluster.endpoints(), layout(), options("a", Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let c_store = leaked_store(&dir, "c");
+    let c = Host::start(c_store, &cluster.endpoints(), layout(), options("c", Duration::from_secs(10))).await.unwrap();
+    put(&a, "/first", b"1").await.unwrap();
+    c.stop().await;
+    drop(c);
+
+    let big = noise(200_000, 5);
+    let r1 = put(&a, "/x", &big).await.unwrap();
+    let r2 = put(&a, "/x", b"small").await.unwrap();
+    // What a serves for the blob now: the node's new bytes.
+    let served = ask_blob(&a.forward_address().to_string(), &hash(&big)).await;
+    eprintln!("a serves {:?} bytes for the old blob", served.as_ref().map(Vec::len));
+
+    let c = Host::start(c_store, &cluster.endpoints(), layout(), options("c", Duration::from_secs(5))).await;
+    eprintln!("c restarted: {:?}", c.as_ref().err());
+    let applied = shoal_cluster::revision_of(&c_store.snapshot(), &layout());
+    eprintln!("r1 {r1}, r2 {r2}, c applied {applied:?}");
+    a.stop().await;
+    assert!(applied.is_some_and(|r| r >= r2), "c is stuck before {r1} for good: no host gives the replaced blob");
+}
+
+/// `Host::commit` turns values into references as `commit_local` does: a
+/// value that starts like a reference is stored as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_commit_refers_to_blobs_too() {
+    let cluster = EtcdCluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let a = Host::start(leaked_store(&dir, "a"), &cluster.endpoints(), layout(), options("a", Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let value = [MAGIC, b"{}"].concat();
+    let base = a.replica().applied_revision().unwrap();
+    let txn =
+        Transaction { base, reads: vec![], changes: vec![Change::Put { path: "/l".into(), value: value.clone() }] };
+    let r = a.commit(&txn).await.unwrap();
+    let snapshot = a.replica().wait_for_revision(r, Duration::from_secs(10)).await.unwrap();
+    let stored = snapshot.get("/l").unwrap().map(<[u8]>::to_vec);
+    a.stop().await;
+    assert_eq!(stored, Some(value), "the replica stored another value than the one committed");
+}
