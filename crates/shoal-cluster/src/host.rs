@@ -181,9 +181,13 @@ impl Host {
             forward_address,
         };
         if let Err(e) = synced {
+            let why = host.shared.replica.last_failure();
             *host.tasks.lock().unwrap() = tasks;
             host.stop().await;
-            return Err(e);
+            return Err(match why {
+                Some(why) => Error::Unavailable(format!("the replica did not catch up with etcd ({e}): {why}")),
+                None => e,
+            });
         }
         tasks.push(tokio::spawn(commit_groups(shared.clone(), pending, stopped.clone())));
         tasks.push(tokio::spawn(campaign(shared.clone(), stopped.clone())));

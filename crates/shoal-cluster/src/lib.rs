@@ -21,7 +21,7 @@ pub use blob::{BlobRef, Holder};
 pub use host::{check_host_name, Host, HostOptions, HOST_NAME_MAX};
 pub use layout::{Layout, DEFAULT_LOCAL_ROOT};
 pub use presence::{cluster_status, HostEntry, HostStatus, Presence};
-pub use replica::{revision_of, Replica};
+pub use replica::{revision_of, wait_for_revision, Replica};
 pub use writer::{current_writer, writer_candidate, Candidate, Change, Read, Transaction, Writer};
 
 /// A client of the etcd cluster at `endpoints` (client URLs) as the

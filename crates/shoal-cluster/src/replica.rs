@@ -61,6 +61,37 @@ pub struct Replica<'s> {
     /// Where blobs' bytes come from (`None`: a reference is stored as it
     /// is).
     blobs: Option<std::sync::Arc<crate::blob::Blobs>>,
+    /// Why following last failed, until it goes on.
+    last_failure: std::sync::Mutex<Option<String>>,
+}
+
+/// Waits until the replica in `reader`'s store holds etcd revision
+/// `revision` or a later one (one a commit made on any host reported), and
+/// returns that version: read-your-writes for a process that reads a
+/// host's store in place. Waits at most `timeout` (`Error::Behind` then).
+/// A revision that changed nothing of the tree makes no version: wait for
+/// the revision of a change.
+pub fn wait_for_revision(
+    reader: &shoal::Reader,
+    layout: &Layout,
+    revision: i64,
+    timeout: std::time::Duration,
+) -> Result<Snapshot, Error> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut snapshot = reader.snapshot()?;
+    loop {
+        let held = revision_of(&snapshot, layout).unwrap_or(0);
+        if held >= revision {
+            return Ok(snapshot);
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(Error::Behind { target: revision, synced: held });
+        }
+        if let Some(next) = reader.wait_for_version(snapshot.version(), left)? {
+            snapshot = next;
+        }
+    }
 }
 
 /// The etcd revision `snapshot` holds, if it holds one.
@@ -75,7 +106,7 @@ impl<'s> Replica<'s> {
     pub fn new(store: &'s Store, layout: Layout) -> Replica<'s> {
         // What the store holds is applied: every change up to its revision.
         let applied = revision_of(&store.snapshot(), &layout).unwrap_or(0);
-        Replica { store, layout, synced: watch::Sender::new(applied), blobs: None }
+        Replica { store, layout, synced: watch::Sender::new(applied), blobs: None, last_failure: Default::default() }
     }
 
     /// A replica that stores the bytes of each blob a value references,
@@ -154,8 +185,15 @@ impl<'s> Replica<'s> {
         self.synced.subscribe()
     }
 
+    /// Why following etcd last failed, if it has not gone on since.
+    pub fn last_failure(&self) -> Option<String> {
+        self.last_failure.lock().unwrap().clone()
+    }
+
     /// Notes that every change of the tree up to `revision` is applied.
     fn synced_to(&self, revision: i64) {
+        // Following goes on: whatever failed before is over.
+        self.last_failure.lock().unwrap().take();
         self.synced.send_if_modified(|synced| {
             let newer = revision > *synced;
             *synced = (*synced).max(revision);
@@ -381,6 +419,12 @@ impl<'s> Replica<'s> {
             let result = tokio::select! {
                 r = attempt => r,
                 () = stopped(stop.clone()) => return Ok(()),
+            };
+            *self.last_failure.lock().unwrap() = match &result {
+                Ok(Ended::Reloaded) => None,
+                Ok(Ended::Cancelled(reason)) => Some(format!("etcd cancelled the watch: {reason}")),
+                Ok(Ended::Closed) => Some("etcd closed the watch".into()),
+                Err(e) => Some(e.to_string()),
             };
             match result {
                 // Loaded again after a compaction: watch at once.

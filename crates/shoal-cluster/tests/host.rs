@@ -114,6 +114,20 @@ async fn when_the_writer_leaves_another_host_takes_its_transactions() {
     }
     let b = Host::start(leaked_store(&dir, "b"), &endpoints, layout.clone(), options("b")).await.unwrap();
     assert_eq!(increment(&b).await, 0);
+    // A process reading a's store in place waits for b's commit there.
+    let revision = shoal_cluster::revision_of(&b.replica().store().snapshot(), &layout).unwrap();
+    let reader = shoal::Reader::open(a.replica().store().dir()).unwrap();
+    let layout_for_reader = layout.clone();
+    let seen = tokio::task::spawn_blocking(move || {
+        let seen = shoal_cluster::wait_for_revision(&reader, &layout_for_reader, revision, Duration::from_secs(10));
+        let ahead =
+            shoal_cluster::wait_for_revision(&reader, &layout_for_reader, revision + 1000, Duration::from_millis(200));
+        (seen.map(|s| s.get("/counter").unwrap().map(<[u8]>::to_vec)), ahead.map(|_| ()))
+    })
+    .await
+    .unwrap();
+    assert_eq!(seen.0.unwrap(), Some(b"1".to_vec()));
+    assert!(matches!(seen.1, Err(Error::Behind { .. })), "{:?}", seen.1);
     assert!(!b.is_writer().await);
     a.stop().await;
     // `b` is elected and commits its own from then on.
