@@ -8,8 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::client;
-use shoal::{Options, Store};
+use common::{client, leaked_store_taking, noise};
 use shoal_cluster::{BlobRef, Change, Holder, Host, HostOptions, Layout, Transaction};
 use shoal_testkit::etcd::EtcdCluster;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,12 +22,6 @@ fn layout() -> Layout {
     Layout::new(PREFIX).with_max_value_bytes(STORE_MAX)
 }
 
-fn leaked_store(dir: &tempfile::TempDir, name: &str) -> &'static Store {
-    let options =
-        Options { durability: shoal::Durability::None, create: true, max_value_bytes: STORE_MAX, ..Options::default() };
-    Box::leak(Box::new(Store::open(dir.path().join(name), options).unwrap()))
-}
-
 fn options(name: &str, commit_timeout: Duration) -> HostOptions {
     let mut o = HostOptions::new(name, "127.0.0.1:0".parse().unwrap());
     o.commit_timeout = commit_timeout;
@@ -40,18 +33,6 @@ async fn put(host: &Host, path: &str, value: &[u8]) -> Result<i64, shoal_cluster
     txn.put(path, value).unwrap();
     let snapshot = host.commit_local(txn).await?;
     Ok(shoal_cluster::revision_of(&snapshot, host.replica().layout()).unwrap())
-}
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn hash(bytes: &[u8]) -> String {
@@ -113,9 +94,14 @@ async fn a_refused_commit_holds_no_blob() {
     let dir = tempfile::tempdir().unwrap();
     // The cluster takes values up to 1 MiB; the store up to 16 MiB.
     let layout = Layout::new(PREFIX).with_max_value_bytes(1 << 20);
-    let a = Host::start(leaked_store(&dir, "a"), &cluster.endpoints(), layout, options("a", Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let a = Host::start(
+        leaked_store_taking(&dir, "a", STORE_MAX),
+        &cluster.endpoints(),
+        layout,
+        options("a", Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
     let small_blob = noise(100_000, 1);
     let mut txn = a.replica().store().begin();
     txn.put("/a", &small_blob).unwrap();
@@ -134,9 +120,14 @@ async fn a_refused_commit_holds_no_blob() {
 async fn a_host_keeps_a_commits_bytes_until_its_replica_applied_it() {
     let cluster = EtcdCluster::start(1);
     let dir = tempfile::tempdir().unwrap();
-    let a = Host::start(leaked_store(&dir, "a"), &cluster.endpoints(), layout(), options("a", Duration::from_secs(3)))
-        .await
-        .unwrap();
+    let a = Host::start(
+        leaked_store_taking(&dir, "a", STORE_MAX),
+        &cluster.endpoints(),
+        layout(),
+        options("a", Duration::from_secs(3)),
+    )
+    .await
+    .unwrap();
     put(&a, "/first", b"1").await.unwrap();
 
     // An earlier blob whose holder is slow (8 s): the replica is behind
@@ -189,8 +180,13 @@ async fn a_host_keeps_a_commits_bytes_until_its_replica_applied_it() {
     eprintln!("committed at {committed}, applied {applied:?}");
     // Nor can another host join.
     // (Its load waits for the slow holder too: it is given the time.)
-    let b = Host::start(leaked_store(&dir, "b"), &cluster.endpoints(), layout(), options("b", Duration::from_secs(20)))
-        .await;
+    let b = Host::start(
+        leaked_store_taking(&dir, "b", STORE_MAX),
+        &cluster.endpoints(),
+        layout(),
+        options("b", Duration::from_secs(20)),
+    )
+    .await;
     eprintln!("host b: {:?}", b.as_ref().err());
     a.stop().await;
     assert!(applied.is_some_and(|r| r >= committed), "revision {committed} is never applied: its bytes are lost");
@@ -203,10 +199,15 @@ async fn a_host_keeps_a_commits_bytes_until_its_replica_applied_it() {
 async fn a_replica_away_while_a_blob_was_replaced_catches_up() {
     let cluster = EtcdCluster::start(1);
     let dir = tempfile::tempdir().unwrap();
-    let a = Host::start(leaked_store(&dir, "a"), &cluster.endpoints(), layout(), options("a", Duration::from_secs(10)))
-        .await
-        .unwrap();
-    let c_store = leaked_store(&dir, "c");
+    let a = Host::start(
+        leaked_store_taking(&dir, "a", STORE_MAX),
+        &cluster.endpoints(),
+        layout(),
+        options("a", Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
+    let c_store = leaked_store_taking(&dir, "c", STORE_MAX);
     let c = Host::start(c_store, &cluster.endpoints(), layout(), options("c", Duration::from_secs(10))).await.unwrap();
     put(&a, "/first", b"1").await.unwrap();
     c.stop().await;
@@ -233,9 +234,14 @@ async fn a_replica_away_while_a_blob_was_replaced_catches_up() {
 async fn host_commit_refers_to_blobs_too() {
     let cluster = EtcdCluster::start(1);
     let dir = tempfile::tempdir().unwrap();
-    let a = Host::start(leaked_store(&dir, "a"), &cluster.endpoints(), layout(), options("a", Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let a = Host::start(
+        leaked_store_taking(&dir, "a", STORE_MAX),
+        &cluster.endpoints(),
+        layout(),
+        options("a", Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
     let value = [MAGIC, b"{}"].concat();
     let base = a.replica().applied_revision().unwrap();
     let txn =

@@ -5,9 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::client;
+use common::{client, leaked_store_taking, noise};
 use etcd_client::Client;
-use shoal::{Options, Store};
 use shoal_cluster::{BlobRef, Change, Host, HostOptions, Layout, Writer};
 use shoal_testkit::etcd::EtcdCluster;
 
@@ -18,15 +17,9 @@ fn layout() -> Layout {
     Layout::new(PREFIX).with_max_value_bytes(MAX_VALUE)
 }
 
-fn leaked_store(dir: &tempfile::TempDir, name: &str) -> &'static Store {
-    let options =
-        Options { durability: shoal::Durability::None, create: true, max_value_bytes: MAX_VALUE, ..Options::default() };
-    Box::leak(Box::new(Store::open(dir.path().join(name), options).unwrap()))
-}
-
 async fn start(cluster: &EtcdCluster, dir: &tempfile::TempDir, name: &str) -> Host {
     let options = HostOptions::new(name, "127.0.0.1:0".parse().unwrap());
-    Host::start(leaked_store(dir, name), &cluster.endpoints(), layout(), options).await.unwrap()
+    Host::start(leaked_store_taking(dir, name, MAX_VALUE), &cluster.endpoints(), layout(), options).await.unwrap()
 }
 
 async fn put(host: &Host, path: &str, value: &[u8]) -> i64 {
@@ -38,18 +31,6 @@ async fn put(host: &Host, path: &str, value: &[u8]) -> i64 {
 
 async fn etcd_value(c: &mut Client, path: &str) -> Vec<u8> {
     c.get(format!("{PREFIX}{path}"), None).await.unwrap().kvs()[0].value().to_vec()
-}
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,14 +106,14 @@ async fn a_blob_whose_holder_is_gone_leaves_its_revision_unapplied() {
     };
     host.stop().await;
     let mut writer = Writer::elect(client(&cluster).await, layout(), "w", 5).await.unwrap();
-    let store = leaked_store(&dir, "scratch");
+    let store = leaked_store_taking(&dir, "scratch", MAX_VALUE);
     let orphan = Change::Put { path: "/orphan".into(), value: blob.encode() };
     let bad = writer.commit(&[orphan], &store.snapshot()).await.unwrap();
     writer.commit(&[Change::Put { path: "/after".into(), value: b"2".to_vec() }], &store.snapshot()).await.unwrap();
     writer.resign().await.unwrap();
 
     // A replica following from before it stops short of it.
-    let reader = leaked_store(&dir, "r");
+    let reader = leaked_store_taking(&dir, "r", MAX_VALUE);
     let mut options = HostOptions::new("r", "127.0.0.1:0".parse().unwrap());
     options.commit_timeout = Duration::from_secs(3);
     let endpoints = cluster.endpoints();

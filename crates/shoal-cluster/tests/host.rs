@@ -6,23 +6,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::client;
-use shoal::{Options, Store};
+use common::{client, host_options, leaked_store};
 use shoal_cluster::{current_writer, Error, Host, HostOptions, Layout};
 use shoal_testkit::etcd::EtcdCluster;
 
 const PREFIX: &str = "/shoal/h";
-
-fn leaked_store(dir: &tempfile::TempDir, name: &str) -> &'static Store {
-    let options = Options { durability: shoal::Durability::None, create: true, ..Options::default() };
-    Box::leak(Box::new(Store::open(dir.path().join(name), options).unwrap()))
-}
-
-fn options(name: &str) -> HostOptions {
-    let mut options = HostOptions::new(name, "127.0.0.1:0".parse().unwrap());
-    options.lease_ttl_secs = 2;
-    options
-}
 
 /// Adds one to `/counter` on `host`'s replica, as a transaction; again on
 /// a conflict. Returns the conflicts met.
@@ -57,7 +45,7 @@ async fn three_hosts_commit_through_one_writer_and_converge() {
     let mut hosts = Vec::new();
     for name in ["h1", "h2", "h3"] {
         let store = leaked_store(&dir, name);
-        hosts.push(Host::start(store, &endpoints, layout.clone(), options(name)).await.unwrap());
+        hosts.push(Host::start(store, &endpoints, layout.clone(), host_options(name)).await.unwrap());
     }
     // One of them is elected.
     let mut observer = client(&cluster).await;
@@ -105,14 +93,14 @@ async fn when_the_writer_leaves_another_host_takes_its_transactions() {
     let layout = Layout::new(PREFIX);
     let dir = tempfile::tempdir().unwrap();
     let endpoints = cluster.endpoints();
-    let a = Host::start(leaked_store(&dir, "a"), &endpoints, layout.clone(), options("a")).await.unwrap();
+    let a = Host::start(leaked_store(&dir, "a"), &endpoints, layout.clone(), host_options("a")).await.unwrap();
     // `a` is elected before `b` campaigns.
     let start = std::time::Instant::now();
     while !a.is_writer().await {
         assert!(start.elapsed() < Duration::from_secs(10), "a was not elected");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let b = Host::start(leaked_store(&dir, "b"), &endpoints, layout.clone(), options("b")).await.unwrap();
+    let b = Host::start(leaked_store(&dir, "b"), &endpoints, layout.clone(), host_options("b")).await.unwrap();
     assert_eq!(increment(&b).await, 0);
     // A process reading a's store in place waits for b's commit there.
     let revision = shoal_cluster::revision_of(&b.replica().store().snapshot(), &layout).unwrap();
@@ -148,22 +136,22 @@ async fn a_store_with_other_data_or_another_trees_replica_is_refused() {
     let mut txn = mine.begin();
     txn.put("/precious", "data").unwrap();
     txn.commit().unwrap();
-    let refused = Host::start(mine, &endpoints, Layout::new(PREFIX), options("m")).await.err().unwrap();
+    let refused = Host::start(mine, &endpoints, Layout::new(PREFIX), host_options("m")).await.err().unwrap();
     assert!(refused.to_string().contains("holds data and is no replica"), "{refused}");
     assert_eq!(mine.snapshot().get("/precious").unwrap(), Some(&b"data"[..]), "the data is untouched");
 
     let replica = leaked_store(&dir, "replica");
-    Host::start(replica, &endpoints, Layout::new(PREFIX), options("r")).await.unwrap().stop().await;
-    let other = Host::start(replica, &endpoints, Layout::new("/shoal/other"), options("r")).await.err().unwrap();
+    Host::start(replica, &endpoints, Layout::new(PREFIX), host_options("r")).await.unwrap().stop().await;
+    let other = Host::start(replica, &endpoints, Layout::new("/shoal/other"), host_options("r")).await.err().unwrap();
     assert!(other.to_string().contains("is a replica of"), "{other}");
     // The same tree again is fine.
-    Host::start(replica, &endpoints, Layout::new(PREFIX), options("r")).await.unwrap().stop().await;
+    Host::start(replica, &endpoints, Layout::new(PREFIX), host_options("r")).await.unwrap().stop().await;
 
     for bad in ["", "a b", "a/b", &"x".repeat(65)] {
-        let refused = Host::start(replica, &endpoints, Layout::new(PREFIX), options(bad)).await.err().unwrap();
+        let refused = Host::start(replica, &endpoints, Layout::new(PREFIX), host_options(bad)).await.err().unwrap();
         assert!(refused.to_string().contains("is not a host name"), "{refused}");
     }
-    Host::start(replica, &endpoints, Layout::new(PREFIX), options(&"x".repeat(64))).await.unwrap().stop().await;
+    Host::start(replica, &endpoints, Layout::new(PREFIX), host_options(&"x".repeat(64))).await.unwrap().stop().await;
     let unspecified = HostOptions::new("u", "0.0.0.0:0".parse().unwrap());
     let refused = Host::start(replica, &endpoints, Layout::new(PREFIX), unspecified).await.err().unwrap();
     assert!(refused.to_string().contains("not one other hosts can reach"), "{refused}");
@@ -212,16 +200,16 @@ async fn a_name_held_by_a_live_host_is_refused_and_a_dead_ones_is_taken_over() {
     let dir = tempfile::tempdir().unwrap();
     let endpoints = cluster.endpoints();
     let layout = Layout::new(PREFIX);
-    let live = Host::start(leaked_store(&dir, "a"), &endpoints, layout.clone(), options("same")).await.unwrap();
+    let live = Host::start(leaked_store(&dir, "a"), &endpoints, layout.clone(), host_options("same")).await.unwrap();
     let started = std::time::Instant::now();
     let refused =
-        Host::start(leaked_store(&dir, "b"), &endpoints, layout.clone(), options("same")).await.err().unwrap();
+        Host::start(leaked_store(&dir, "b"), &endpoints, layout.clone(), host_options("same")).await.err().unwrap();
     assert!(matches!(&refused, Error::HostTaken(name) if name == "same"), "{refused}");
     // It waited for the name, in case its holder was dead, before refusing.
     assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
     // A host that dies (dropped without leaving) holds its name until its
     // lease ends; the same host restarted then takes it.
     drop(live);
-    let again = Host::start(leaked_store(&dir, "c"), &endpoints, layout, options("same")).await.unwrap();
+    let again = Host::start(leaked_store(&dir, "c"), &endpoints, layout, host_options("same")).await.unwrap();
     again.stop().await;
 }

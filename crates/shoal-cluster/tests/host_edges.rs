@@ -6,21 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client, put, store, while_following};
-use shoal::{Options, Store};
-use shoal_cluster::{Change, Error, Host, HostOptions, Layout, Replica, Transaction, Writer};
+use common::{client, host_options, leaked_store, put, store, while_following};
+use shoal_cluster::{Change, Error, Host, Layout, Replica, Transaction, Writer};
 use shoal_testkit::etcd::EtcdCluster;
-
-fn leaked_store(dir: &tempfile::TempDir, name: &str) -> &'static Store {
-    let options = Options { durability: shoal::Durability::None, create: true, ..Options::default() };
-    Box::leak(Box::new(Store::open(dir.path().join(name), options).unwrap()))
-}
-
-fn options(name: &str) -> HostOptions {
-    let mut options = HostOptions::new(name, "127.0.0.1:0".parse().unwrap());
-    options.lease_ttl_secs = 2;
-    options
-}
 
 async fn until_writer(host: &Host) {
     let start = std::time::Instant::now();
@@ -45,7 +33,7 @@ async fn a_transaction_open_across_a_compaction_commits_or_conflicts() {
     let cluster = EtcdCluster::start(1);
     let dir = tempfile::tempdir().unwrap();
     let store = leaked_store(&dir, "a");
-    let host = Host::start(store, &cluster.endpoints(), Layout::new("/shoal/c"), options("a")).await.unwrap();
+    let host = Host::start(store, &cluster.endpoints(), Layout::new("/shoal/c"), host_options("a")).await.unwrap();
     until_writer(&host).await;
     write(&host, "/x", "1").await;
 
@@ -75,17 +63,19 @@ async fn nested_prefixes_are_refused() {
     let cluster = EtcdCluster::start(1);
     let dir = tempfile::tempdir().unwrap();
     let endpoints = cluster.endpoints();
-    let outer = Host::start(leaked_store(&dir, "o"), &endpoints, Layout::new("/shoal"), options("o")).await.unwrap();
-    let inner = Host::start(leaked_store(&dir, "i"), &endpoints, Layout::new("/shoal/pool1"), options("i")).await;
+    let outer =
+        Host::start(leaked_store(&dir, "o"), &endpoints, Layout::new("/shoal"), host_options("o")).await.unwrap();
+    let inner = Host::start(leaked_store(&dir, "i"), &endpoints, Layout::new("/shoal/pool1"), host_options("i")).await;
     let refused = inner.err().expect("a prefix inside another cluster's is refused");
     assert!(refused.to_string().contains("lie one inside the other"), "{refused}");
     // A sibling whose name starts the same is not inside.
-    let sibling = Host::start(leaked_store(&dir, "s"), &endpoints, Layout::new("/shoalx"), options("s")).await.unwrap();
+    let sibling =
+        Host::start(leaked_store(&dir, "s"), &endpoints, Layout::new("/shoalx"), host_options("s")).await.unwrap();
     // The other way round: a prefix holding a registered one.
-    let holder = Host::start(leaked_store(&dir, "h"), &endpoints, Layout::new("/shoalx/a"), options("h")).await;
+    let holder = Host::start(leaked_store(&dir, "h"), &endpoints, Layout::new("/shoalx/a"), host_options("h")).await;
     assert!(holder.is_err());
     // The whole key space (a prefix of "/", trimmed to nothing) holds them all.
-    let around = Host::start(leaked_store(&dir, "r"), &endpoints, Layout::new("/"), options("r")).await;
+    let around = Host::start(leaked_store(&dir, "r"), &endpoints, Layout::new("/"), host_options("r")).await;
     assert!(around.is_err());
     sibling.stop().await;
     outer.stop().await;
@@ -129,7 +119,7 @@ async fn a_stalled_forwarding_client_is_let_go() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let cluster = EtcdCluster::start(1);
     let dir = tempfile::tempdir().unwrap();
-    let host = Host::start(leaked_store(&dir, "s"), &cluster.endpoints(), Layout::new("/shoal/s"), options("s"))
+    let host = Host::start(leaked_store(&dir, "s"), &cluster.endpoints(), Layout::new("/shoal/s"), host_options("s"))
         .await
         .unwrap();
     until_writer(&host).await;

@@ -13,7 +13,7 @@ use shoal_cluster::{Error, Layout, Replica, Transaction, Writer};
 use shoal_testkit::etcd::EtcdCluster;
 use tokio::sync::Mutex;
 
-use common::{client, store, while_following};
+use common::{client, leaked_store, store, while_following};
 
 const PREFIX: &str = "/shoal/q";
 
@@ -110,10 +110,6 @@ async fn workers_on_two_hosts_claim_every_item_exactly_once() {
     let hosts: std::collections::HashSet<char> = claims.values().flatten().filter_map(|n| n.chars().next()).collect();
     assert_eq!(hosts.len(), 2, "both hosts' workers claimed items: {claims:?}");
     assert!(sw.snapshot().list("/queues/jobs/items").unwrap().is_empty());
-}
-
-fn leaked_store(dir: &tempfile::TempDir, name: &str) -> &'static shoal::Store {
-    Box::leak(Box::new(store(dir, name)))
 }
 
 /// Runs `step` in a transaction on `host`'s replica and commits it through

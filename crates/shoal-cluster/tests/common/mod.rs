@@ -60,3 +60,33 @@ pub fn store_with(dir: &tempfile::TempDir, name: &str, options: Options) -> Stor
 pub fn store(dir: &tempfile::TempDir, name: &str) -> Store {
     store_with(dir, name, Options::default())
 }
+
+/// A store that lives as long as the test process (a `Host` needs one).
+pub fn leaked_store(dir: &tempfile::TempDir, name: &str) -> &'static Store {
+    Box::leak(Box::new(store(dir, name)))
+}
+
+/// A leaked store whose values may be up to `max_value_bytes`.
+pub fn leaked_store_taking(dir: &tempfile::TempDir, name: &str, max_value_bytes: usize) -> &'static Store {
+    Box::leak(Box::new(store_with(dir, name, Options { max_value_bytes, ..Options::default() })))
+}
+
+/// A host's options for tests: port 0 on loopback, a lease of 2 s.
+pub fn host_options(name: &str) -> shoal_cluster::HostOptions {
+    let mut options = shoal_cluster::HostOptions::new(name, "127.0.0.1:0".parse().unwrap());
+    options.lease_ttl_secs = 2;
+    options
+}
+
+/// `len` bytes of xorshift noise from `seed`.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
