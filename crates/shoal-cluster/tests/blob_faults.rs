@@ -22,6 +22,18 @@ fn layout() -> Layout {
     Layout::new(PREFIX).with_max_value_bytes(STORE_MAX)
 }
 
+/// Host `name` over a new store that takes values up to `STORE_MAX`.
+async fn start(
+    cluster: &EtcdCluster,
+    dir: &tempfile::TempDir,
+    name: &str,
+    layout: Layout,
+    commit_timeout: Duration,
+) -> Result<Host, shoal_cluster::Error> {
+    let store = leaked_store_taking(dir, name, STORE_MAX);
+    Host::start(store, &cluster.endpoints(), layout, options(name, commit_timeout)).await
+}
+
 fn options(name: &str, commit_timeout: Duration) -> HostOptions {
     let mut o = HostOptions::new(name, "127.0.0.1:0".parse().unwrap());
     o.commit_timeout = commit_timeout;
@@ -94,14 +106,7 @@ async fn a_refused_commit_holds_no_blob() {
     let dir = tempfile::tempdir().unwrap();
     // The cluster takes values up to 1 MiB; the store up to 16 MiB.
     let layout = Layout::new(PREFIX).with_max_value_bytes(1 << 20);
-    let a = Host::start(
-        leaked_store_taking(&dir, "a", STORE_MAX),
-        &cluster.endpoints(),
-        layout,
-        options("a", Duration::from_secs(10)),
-    )
-    .await
-    .unwrap();
+    let a = start(&cluster, &dir, "a", layout, Duration::from_secs(10)).await.unwrap();
     let small_blob = noise(100_000, 1);
     let mut txn = a.replica().store().begin();
     txn.put("/a", &small_blob).unwrap();
@@ -120,14 +125,7 @@ async fn a_refused_commit_holds_no_blob() {
 async fn a_host_keeps_a_commits_bytes_until_its_replica_applied_it() {
     let cluster = EtcdCluster::start(1);
     let dir = tempfile::tempdir().unwrap();
-    let a = Host::start(
-        leaked_store_taking(&dir, "a", STORE_MAX),
-        &cluster.endpoints(),
-        layout(),
-        options("a", Duration::from_secs(3)),
-    )
-    .await
-    .unwrap();
+    let a = start(&cluster, &dir, "a", layout(), Duration::from_secs(3)).await.unwrap();
     put(&a, "/first", b"1").await.unwrap();
 
     // An earlier blob whose holder is slow (8 s): the replica is behind
@@ -180,13 +178,7 @@ async fn a_host_keeps_a_commits_bytes_until_its_replica_applied_it() {
     eprintln!("committed at {committed}, applied {applied:?}");
     // Nor can another host join.
     // (Its load waits for the slow holder too: it is given the time.)
-    let b = Host::start(
-        leaked_store_taking(&dir, "b", STORE_MAX),
-        &cluster.endpoints(),
-        layout(),
-        options("b", Duration::from_secs(20)),
-    )
-    .await;
+    let b = start(&cluster, &dir, "b", layout(), Duration::from_secs(20)).await;
     eprintln!("host b: {:?}", b.as_ref().err());
     a.stop().await;
     assert!(applied.is_some_and(|r| r >= committed), "revision {committed} is never applied: its bytes are lost");
@@ -199,14 +191,7 @@ async fn a_host_keeps_a_commits_bytes_until_its_replica_applied_it() {
 async fn a_replica_away_while_a_blob_was_replaced_catches_up() {
     let cluster = EtcdCluster::start(1);
     let dir = tempfile::tempdir().unwrap();
-    let a = Host::start(
-        leaked_store_taking(&dir, "a", STORE_MAX),
-        &cluster.endpoints(),
-        layout(),
-        options("a", Duration::from_secs(10)),
-    )
-    .await
-    .unwrap();
+    let a = start(&cluster, &dir, "a", layout(), Duration::from_secs(10)).await.unwrap();
     let c_store = leaked_store_taking(&dir, "c", STORE_MAX);
     let c = Host::start(c_store, &cluster.endpoints(), layout(), options("c", Duration::from_secs(10))).await.unwrap();
     put(&a, "/first", b"1").await.unwrap();
@@ -234,14 +219,7 @@ async fn a_replica_away_while_a_blob_was_replaced_catches_up() {
 async fn host_commit_refers_to_blobs_too() {
     let cluster = EtcdCluster::start(1);
     let dir = tempfile::tempdir().unwrap();
-    let a = Host::start(
-        leaked_store_taking(&dir, "a", STORE_MAX),
-        &cluster.endpoints(),
-        layout(),
-        options("a", Duration::from_secs(10)),
-    )
-    .await
-    .unwrap();
+    let a = start(&cluster, &dir, "a", layout(), Duration::from_secs(10)).await.unwrap();
     let value = [MAGIC, b"{}"].concat();
     let base = a.replica().applied_revision().unwrap();
     let txn =
