@@ -5,7 +5,9 @@
 //! fetches the bytes from a holder (the forwarding socket serves them),
 //! checks them against the hash, and only then commits the version that
 //! holds them; the version it publishes holds the value itself, read in
-//! place like any other.
+//! place like any other. The bytes go into the store one blob at a time,
+//! at a staging path, before that version ([`Blobs::stage`]), so a replica
+//! never holds more than one blob in memory.
 //!
 //! Where a host finds a blob's bytes: among the ones its own commits wait
 //! to see applied (`pending`), or in its store, where the version that
@@ -118,11 +120,48 @@ impl Blobs {
             return Some(bytes.clone());
         }
         let snapshot = self.store.snapshot();
+        let path = self.stored_path(&snapshot, hash)?;
+        Some(Arc::new(snapshot.get(&path).ok()??.to_vec()))
+    }
+
+    /// The path that holds blob `hash`'s bytes in `snapshot`, if one does:
+    /// the one the index names, if its value still is those bytes.
+    fn stored_path(&self, snapshot: &shoal::Snapshot, hash: &str) -> Option<String> {
         let path = snapshot.get(&self.layout.blob_index_path(hash)).ok()??;
         let path = std::str::from_utf8(path).ok()?;
         let bytes = snapshot.get(path).ok()??;
         // The node may have been written since: only the same bytes do.
-        (self::hash(bytes) == hash).then(|| Arc::new(bytes.to_vec()))
+        (self::hash(bytes) == hash).then(|| path.to_string())
+    }
+
+    /// Puts `blob`'s bytes at its staging path ([`Layout::staged_path`])
+    /// in a version of their own, unless they are there already, and
+    /// returns that path: a replica applies a version that holds blobs by
+    /// copying each from there by reference, so it never holds more than
+    /// one blob in memory, and bytes fetched before a failure stay fetched.
+    /// Bytes the store holds at another path are copied by reference, not
+    /// fetched. The replica deletes the staging paths in the version that
+    /// applies them.
+    pub async fn stage(&self, blob: &BlobRef) -> Result<String, Error> {
+        let staged = self.layout.staged_path(&blob.hash);
+        let stored = {
+            let snapshot = self.store.snapshot();
+            if snapshot.exists(&staged)? {
+                return Ok(staged);
+            }
+            self.stored_path(&snapshot, &blob.hash)
+        };
+        if let Some(path) = stored {
+            let mut txn = self.store.begin();
+            txn.copy(&path, &staged)?;
+            txn.commit()?;
+            return Ok(staged);
+        }
+        let bytes = self.fetch(blob).await?;
+        let mut txn = self.store.begin();
+        txn.put(&staged, &bytes[..])?;
+        txn.commit()?;
+        Ok(staged)
     }
 
     /// The bytes `blob` stands for: this host's, or fetched from a holder

@@ -534,8 +534,15 @@ async fn check_store(store: &Store, layout: &Layout, client: &mut Client) -> Res
         None => {}
     }
     if revision_of(&snapshot, layout).is_none() {
+        // Blobs staged by a load that failed are the cluster's, not data.
+        let staged = layout.staged_root();
+        let ours = |path: &str| {
+            path == "/"
+                || staged.strip_prefix(path).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                || path.strip_prefix(staged.as_str()).is_some_and(|rest| rest.starts_with('/'))
+        };
         let mut entries = snapshot.scan("/")?;
-        let data = entries.any(|e| e.map_or(true, |e| e.path() != "/"));
+        let data = entries.any(|e| e.map_or(true, |e| !ours(&e.path())));
         if data {
             return Err(Error::Invalid(format!(
                 "{} holds data and is no replica of the cluster; joining would replace it with the cluster's \

@@ -62,6 +62,18 @@ impl Layout {
         format!("{}/blobs/{hash}", self.local_root)
     }
 
+    /// Where a replica keeps a blob's bytes between fetching them and
+    /// applying the version that holds them (below [`staged_root`]).
+    ///
+    /// [`staged_root`]: Self::staged_root
+    pub fn staged_path(&self, hash: &str) -> String {
+        format!("{}/{hash}", self.staged_root())
+    }
+
+    pub fn staged_root(&self) -> String {
+        format!("{}/staged", self.local_root)
+    }
+
     /// The most operations etcd takes in one transaction: its
     /// `--max-txn-ops`, 128 by default. A commit makes one per node it
     /// puts or deletes by name, and two per subtree it deletes whole.

@@ -47,8 +47,11 @@ const WATCH_REPLY_MAX: usize = 64 << 20;
 const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(50);
 const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// What a replica stores for a key: the value, and the blob it came from.
-type Stored = (Vec<u8>, Option<String>);
+/// What a replica stores for a key: a value, or a blob's bytes.
+enum Wanted {
+    Value(Vec<u8>),
+    Blob(crate::blob::BlobRef),
+}
 
 /// A local store kept as a replica of the tree under a prefix in etcd.
 pub struct Replica<'s> {
@@ -120,27 +123,31 @@ impl<'s> Replica<'s> {
         Replica { blobs: Some(blobs), ..Replica::new(store, layout) }
     }
 
-    /// The value to store for a key's `value`, and the blob it held, if
-    /// one: the blob's bytes, fetched and checked, for a reference.
-    async fn resolve(&self, path: &str, value: &[u8]) -> Result<(Vec<u8>, Option<String>), Error> {
-        if let (Some(blobs), Some(blob)) = (&self.blobs, crate::blob::BlobRef::decode(value)) {
-            let blob = match blob {
-                Ok(blob) => blob,
-                Err(why) => {
-                    tracing::error!(path, why, "stored empty");
-                    return Ok((Vec::new(), None));
-                }
-            };
-            if blob.size > self.store.options().max_value_bytes as u64 {
+    /// What to store for a key's `value`: the blob it references (with
+    /// blobs), or the value.
+    fn wanted(&self, path: &str, value: &[u8]) -> Wanted {
+        if let (Some(_), Some(blob)) = (&self.blobs, crate::blob::BlobRef::decode(value)) {
+            return match blob {
                 // As a value that large would be (`storable`), without
                 // fetching it.
-                tracing::error!(path, size = blob.size, "a blob larger than the store takes; stored empty");
-                return Ok((Vec::new(), None));
-            }
-            let bytes = blobs.fetch(&blob).await?;
-            return Ok((self.storable(path, &bytes).to_vec(), Some(blob.hash)));
+                Ok(blob) if blob.size > self.store.options().max_value_bytes as u64 => {
+                    tracing::error!(path, size = blob.size, "a blob larger than the store takes; stored empty");
+                    Wanted::Value(Vec::new())
+                }
+                Ok(blob) => Wanted::Blob(blob),
+                Err(why) => {
+                    tracing::error!(path, why, "stored empty");
+                    Wanted::Value(Vec::new())
+                }
+            };
         }
-        Ok((self.storable(path, value).to_vec(), None))
+        Wanted::Value(self.storable(path, value).to_vec())
+    }
+
+    /// Puts `blob`'s bytes at their staging path (see
+    /// [`Blobs::stage`](crate::blob::Blobs::stage)) and returns it.
+    async fn stage(&self, blob: &crate::blob::BlobRef) -> Result<String, Error> {
+        self.blobs.as_ref().expect("only a replica with blobs wants them").stage(blob).await
     }
 
     /// Waits until every change of the tree up to etcd's revision now is
@@ -218,8 +225,23 @@ impl<'s> Replica<'s> {
     /// Loads the keys as etcd holds them at one revision and commits what
     /// differs from the local tree, with that revision, as one version.
     /// Returns the revision.
+    ///
+    /// Blobs are fetched one at a time into their staging paths first
+    /// (each in a version of its own that changes nothing of the tree),
+    /// except those the tree already holds at their path; a failed fetch
+    /// leaves the ones before it staged for the next attempt.
     pub async fn resync(&self, client: &mut Client) -> Result<i64, Error> {
         let (revision, cluster_id, wanted) = self.load(client).await?;
+        let mut in_place: HashSet<&str> = HashSet::new();
+        let mut staged: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+        for (path, wanted) in &wanted {
+            let Wanted::Blob(blob) = wanted else { continue };
+            if holds(&self.store.snapshot(), path, blob) {
+                in_place.insert(path);
+            } else if !staged.contains_key(blob.hash.as_str()) {
+                staged.insert(&blob.hash, self.stage(blob).await?);
+            }
+        }
         let snapshot = self.store.snapshot();
         let mut txn = self.store.begin();
         // Every ancestor of a key: nodes kept (empty) even where they are
@@ -248,8 +270,10 @@ impl<'s> Replica<'s> {
                 continue;
             }
             match wanted.get(&path) {
-                Some((value, _)) if value.as_slice() == entry.value() => {}
-                Some((value, _)) => txn.put(&path, value)?,
+                Some(Wanted::Value(value)) if value.as_slice() == entry.value() => {}
+                Some(Wanted::Value(value)) => txn.put(&path, value)?,
+                Some(Wanted::Blob(_)) if in_place.contains(path.as_str()) => {}
+                Some(Wanted::Blob(blob)) => txn.copy(&staged[blob.hash.as_str()], &path)?,
                 None if ancestors.contains(path.as_str()) => {
                     if !entry.value().is_empty() {
                         txn.put(&path, b"")?;
@@ -261,13 +285,21 @@ impl<'s> Replica<'s> {
                 }
             }
         }
-        for (path, (value, blob)) in &wanted {
-            if !snapshot.exists(path)? {
-                txn.put(path, value)?;
+        for (path, wanted) in &wanted {
+            let exists = snapshot.exists(path)?;
+            match wanted {
+                Wanted::Value(value) if !exists => txn.put(path, value)?,
+                Wanted::Value(_) => {}
+                Wanted::Blob(blob) => {
+                    if !exists {
+                        txn.copy(&staged[blob.hash.as_str()], path)?;
+                    }
+                    txn.put(&self.layout.blob_index_path(&blob.hash), path)?;
+                }
             }
-            if let Some(hash) = blob {
-                txn.put(&self.layout.blob_index_path(hash), path)?;
-            }
+        }
+        if snapshot.exists(&self.layout.staged_root())? {
+            txn.delete_tree(&self.layout.staged_root())?;
         }
         txn.put(&revision_path, revision.to_string())?;
         txn.put(&self.layout.reload_path(), revision.to_string())?;
@@ -284,7 +316,7 @@ impl<'s> Replica<'s> {
     /// last key of its page: etcd counts every key of a request's range
     /// whatever its limit, so pages of an open-ended range would cost it
     /// the square of the tree's size.
-    async fn load(&self, client: &mut Client) -> Result<(i64, u64, BTreeMap<String, Stored>), Error> {
+    async fn load(&self, client: &mut Client) -> Result<(i64, u64, BTreeMap<String, Wanted>), Error> {
         let prefix = self.layout.key_prefix();
         let end = prefix_end(prefix.as_bytes());
         let mut kv_client = client.kv_client().max_decoding_message_size(RANGE_REPLY_MAX);
@@ -327,7 +359,7 @@ impl<'s> Replica<'s> {
             };
             for kv in reply.kvs() {
                 if let Some(path) = self.layout.path(kv.key()) {
-                    wanted.insert(path.to_string(), self.resolve(path, kv.value()).await?);
+                    wanted.insert(path.to_string(), self.wanted(path, kv.value()));
                 }
             }
         }
@@ -358,13 +390,13 @@ impl<'s> Replica<'s> {
     /// applies, such as [`sync`](Self::sync)'s marker) makes no version.
     /// A revision whose blobs cannot be fetched is not applied
     /// (`Error::BlobUnavailable`): the replica holds no version of it until
-    /// they can.
+    /// they can. Its blobs are staged first, one at a time.
     async fn apply(&self, revision: i64, events: &[etcd_client::Event]) -> Result<(), Error> {
         if !events.iter().any(|e| e.kv().is_some_and(|kv| self.layout.path(kv.key()).is_some())) {
             return Ok(());
         }
         // Every blob's bytes first: the version is committed whole or not.
-        let mut changes: Vec<(&str, Option<Stored>)> = Vec::new();
+        let mut changes: Vec<(&str, Option<Change>)> = Vec::new();
         for event in events {
             let Some(kv) = event.kv() else { continue };
             let Some(path) = self.layout.path(kv.key()) else {
@@ -372,23 +404,33 @@ impl<'s> Replica<'s> {
                 continue;
             };
             match event.event_type() {
-                EventType::Put => changes.push((path, Some(self.resolve(path, kv.value()).await?))),
+                EventType::Put => {
+                    let change = match self.wanted(path, kv.value()) {
+                        Wanted::Value(value) => Change::Put(value),
+                        Wanted::Blob(blob) => Change::Copy { staged: self.stage(&blob).await?, hash: blob.hash },
+                    };
+                    changes.push((path, Some(change)));
+                }
                 EventType::Delete => changes.push((path, None)),
             }
         }
         let mut txn = self.store.begin();
-        for (path, stored) in &changes {
-            match stored {
-                Some((value, blob)) => {
-                    txn.put(path, value)?;
-                    if let Some(hash) = blob {
-                        txn.put(&self.layout.blob_index_path(hash), path)?;
-                    }
+        let mut staged = false;
+        for (path, change) in &changes {
+            match change {
+                Some(Change::Put(value)) => txn.put(path, value)?,
+                Some(Change::Copy { staged: from, hash }) => {
+                    txn.copy(from, path)?;
+                    txn.put(&self.layout.blob_index_path(hash), path)?;
+                    staged = true;
                 }
                 None => {
                     txn.delete_tree(path)?;
                 }
             }
+        }
+        if staged {
+            txn.delete_tree(&self.layout.staged_root())?;
         }
         txn.put(&self.layout.revision_path(), revision.to_string())?;
         txn.commit()?;
@@ -526,6 +568,18 @@ enum Ended {
 
 /// Resolves once `stop` holds `true`; never if its sender is gone without
 /// saying so (a dropped sender is not a request to stop).
+/// What applying a put does: set a value, or copy a staged blob.
+enum Change {
+    Put(Vec<u8>),
+    Copy { staged: String, hash: String },
+}
+
+/// Whether `snapshot` holds `blob`'s bytes at `path`.
+fn holds(snapshot: &Snapshot, path: &str, blob: &crate::blob::BlobRef) -> bool {
+    matches!(snapshot.get(path), Ok(Some(value))
+        if value.len() as u64 == blob.size && crate::blob::hash(value) == blob.hash)
+}
+
 pub(crate) async fn stopped(mut stop: watch::Receiver<bool>) {
     if stop.wait_for(|&s| s).await.is_err() {
         std::future::pending::<()>().await;

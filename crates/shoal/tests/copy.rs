@@ -331,3 +331,26 @@ fn compaction_keeps_copies_made_at_different_versions_shared() {
     assert_eq!(snap.get("/copies/4/7/7").unwrap(), Some(&b"value 7"[..]));
     assert_eq!(snap.get("/src/7/7").unwrap(), Some(&b"value 7"[..]));
 }
+
+#[test]
+fn a_copy_keeps_its_bytes_when_the_same_transaction_deletes_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let value: Vec<u8> = (0..(1usize << 20)).map(|b| (b % 253) as u8).collect();
+    put(&store, "/staged/one", &value);
+    let mut txn = store.begin();
+    txn.copy("/staged/one", "/tree/value").unwrap();
+    txn.delete_tree("/staged").unwrap();
+    txn.commit().unwrap();
+    assert!(!store.snapshot().exists("/staged").unwrap());
+    // Compaction frees the source's node, not the bytes the copy shares.
+    let options = Options { retain_versions: 1, ..store.options().clone() };
+    drop(store);
+    let store = Store::open(dir.path(), options.clone()).unwrap();
+    store.compact().unwrap();
+    store.compact().unwrap();
+    assert_eq!(store.snapshot().get("/tree/value").unwrap(), Some(&value[..]));
+    drop(store);
+    let store = Store::open(dir.path(), options).unwrap();
+    assert_eq!(store.snapshot().get("/tree/value").unwrap(), Some(&value[..]));
+}
