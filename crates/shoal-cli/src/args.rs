@@ -495,6 +495,19 @@ pub enum ClusterCommand {
         #[arg(long, value_name = "PREFIX")]
         prefix: String,
     },
+    /// Wait until the replica in STORE has applied etcd revision REVISION or a later one (the
+    /// revision a commit on any host reported), then print the revision it holds: read-your-writes
+    /// across hosts, for a process that reads this host's store. Exit code 1 if it has not within
+    /// --timeout.
+    Wait {
+        /// Store directory of this host's replica.
+        store: PathBuf,
+        /// The etcd revision to wait for.
+        revision: i64,
+        /// Wait at most this many seconds (fractions allowed, at most 86400).
+        #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_wait)]
+        timeout: Duration,
+    },
 }
 
 /// `shoal queue ...`

@@ -1,5 +1,6 @@
 //! `shoal cluster status`: the hosts of a cluster, as they report
-//! themselves in etcd.
+//! themselves in etcd; `shoal cluster wait`: wait until this host's
+//! replica has applied a revision.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -60,4 +61,28 @@ pub fn status(endpoints: &[String], prefix: &str) -> CliResult {
         );
     }
     Ok(())
+}
+
+/// Waits until the replica in `store` holds etcd revision `revision` or a
+/// later one; prints the revision it holds.
+pub fn wait(store: &std::path::Path, revision: i64, timeout: std::time::Duration) -> CliResult {
+    let reader = shoal::Reader::open(store)?;
+    // Only the local root matters for reading the revision.
+    let layout = Layout::new("");
+    match shoal_cluster::wait_for_revision(&reader, &layout, revision, timeout) {
+        Ok(snapshot) => {
+            let held = shoal_cluster::revision_of(&snapshot, &layout).unwrap_or(0);
+            say!("{held}");
+            Ok(())
+        }
+        Err(shoal_cluster::Error::Behind { synced: 0, .. }) => Err(Failure::Message(format!(
+            "{} holds no cluster revision after {timeout:?}: it is not a cluster's replica, or has not loaded yet",
+            store.display()
+        ))),
+        Err(shoal_cluster::Error::Behind { target, synced }) => Err(Failure::Message(format!(
+            "{} has applied etcd revision {synced}, not yet {target}, after {timeout:?}",
+            store.display()
+        ))),
+        Err(e) => Err(Failure::Message(format!("{}: {e}", store.display()))),
+    }
 }

@@ -106,6 +106,7 @@ fn run(cli: Cli) -> CliResult {
         }
         Command::Export { store, path, format, at } => export::export(&store, &path, format, at),
         Command::Cluster(ClusterCommand::Status { etcd, prefix }) => cluster::status(&etcd, &prefix),
+        Command::Cluster(ClusterCommand::Wait { store, revision, timeout }) => cluster::wait(&store, revision, timeout),
         Command::Queue(QueueCommand::Push { store, queue, value, wait }) => {
             queue::push(&store, &queue, value, wait.lock_wait())
         }

@@ -54,3 +54,42 @@ fn cluster_status_lists_the_hosts_that_report_and_says_when_etcd_is_unreachable(
     assert!(stderr.contains(&format!("shoal: etcd at {endpoints}: ")), "{stderr}");
     assert!(start.elapsed() < Duration::from_secs(15));
 }
+
+/// `shoal cluster wait` returns once the replica holds the revision or a
+/// later one, and says how far it got when it does not in time.
+#[test]
+fn cluster_wait_returns_once_the_replica_holds_the_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("replica");
+    let store = Store::open(&path, Options { create: true, ..Options::default() }).unwrap();
+    let dir_arg = path.to_str().unwrap();
+    let revision_path = format!("{}/revision", shoal_cluster::DEFAULT_LOCAL_ROOT);
+    let set_revision = |revision: i64| {
+        let mut txn = store.begin();
+        txn.put(&revision_path, revision.to_string()).unwrap();
+        txn.commit().unwrap();
+    };
+
+    // No revision yet: not a replica (or not loaded).
+    let stderr = fails(&["cluster", "wait", dir_arg, "1", "--timeout", "0.2"]);
+    assert!(stderr.contains("holds no cluster revision"), "{stderr}");
+
+    set_revision(5);
+    // At the revision held, and below it: at once, printing what it holds.
+    assert_eq!(ok(&["cluster", "wait", dir_arg, "5", "--timeout", "0"]), "5\n");
+    assert_eq!(ok(&["cluster", "wait", dir_arg, "4", "--timeout", "0"]), "5\n");
+    // Just above: not in time.
+    let stderr = fails(&["cluster", "wait", dir_arg, "6", "--timeout", "0.3"]);
+    assert!(stderr.contains("has applied etcd revision 5, not yet 6"), "{stderr}");
+
+    // A later revision applied while it waits ends the wait.
+    std::thread::scope(|s| {
+        let waiting = s.spawn(|| ok(&["cluster", "wait", dir_arg, "6", "--timeout", "20"]));
+        std::thread::sleep(Duration::from_millis(300));
+        set_revision(7);
+        assert_eq!(waiting.join().unwrap(), "7\n");
+    });
+
+    let stderr = fails(&["cluster", "wait", dir.path().join("none").to_str().unwrap(), "1"]);
+    assert!(stderr.contains("none"), "{stderr}");
+}
