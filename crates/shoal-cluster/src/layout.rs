@@ -10,6 +10,7 @@ pub struct Layout {
     local_root: String,
     max_value_bytes: usize,
     max_txn_ops: usize,
+    max_request_bytes: usize,
     blob_threshold: usize,
 }
 
@@ -29,6 +30,7 @@ impl Layout {
             local_root: local_root.to_string(),
             max_value_bytes: shoal::Options::default().max_value_bytes,
             max_txn_ops: 128,
+            max_request_bytes: 1536 << 10,
             blob_threshold: 64 << 10,
         }
     }
@@ -84,6 +86,18 @@ impl Layout {
 
     pub fn max_txn_ops(&self) -> usize {
         self.max_txn_ops
+    }
+
+    /// The largest request etcd takes: its `--max-request-bytes`, 1.5 MiB
+    /// by default. A commit's keys and values, with a little framing each,
+    /// must fit in one.
+    pub fn with_max_request_bytes(mut self, max: usize) -> Layout {
+        self.max_request_bytes = max;
+        self
+    }
+
+    pub fn max_request_bytes(&self) -> usize {
+        self.max_request_bytes
     }
 
     /// The replica's own subtree (never taken from etcd).

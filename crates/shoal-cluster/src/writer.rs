@@ -131,6 +131,14 @@ enum Admitted {
 /// Where the writer writes its name when it first commits a transaction.
 pub const WRITER_PATH: &str = "/.shoald/writer";
 
+/// What etcd's request holds besides each operation's keys and values, at
+/// most: a field tag and a length for the operation, its request, its key
+/// and its value.
+const OP_FRAMING: usize = 24;
+/// And besides the operations: the fence's compare, the replicas' marker,
+/// the header etcd adds before it checks the size.
+const REQUEST_FRAMING: usize = 1024;
+
 /// How long the writer waits for its replica to catch up before a check.
 const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -432,6 +440,9 @@ impl Writer {
             }
         }
         let mut ops = Vec::new();
+        // What the request weighs in etcd: each key and value with its
+        // framing (a few bytes of tags and lengths each), and the fence.
+        let mut bytes = REQUEST_FRAMING + self.leader.key().len();
         for root in &deleted {
             let key = self.layout.key(root);
             if puts.keys().any(|p| below(p, root)) {
@@ -440,10 +451,13 @@ impl Writer {
                 for entry in tree.scan(root)? {
                     let path = entry?.path();
                     if !puts.contains_key(&path) {
-                        ops.push(TxnOp::delete(self.layout.key(&path), None));
+                        let key = self.layout.key(&path);
+                        bytes += key.len() + OP_FRAMING;
+                        ops.push(TxnOp::delete(key, None));
                     }
                 }
             } else {
+                bytes += 3 * key.len() + 2 * OP_FRAMING;
                 ops.push(TxnOp::delete(key.clone(), None));
                 ops.push(TxnOp::delete(format!("{key}/"), Some(DeleteOptions::new().with_prefix())));
             }
@@ -457,13 +471,21 @@ impl Writer {
             ops.push(TxnOp::put(self.layout.key(&self.layout.sync_marker_path()), "", None));
         }
         for (path, value) in puts {
-            ops.push(TxnOp::put(self.layout.key(&path), value, None));
+            let key = self.layout.key(&path);
+            bytes += key.len() + value.len() + OP_FRAMING;
+            ops.push(TxnOp::put(key, value, None));
         }
         if ops.len() > self.layout.max_txn_ops() {
             return Err(Error::TooLarge(format!(
                 "a commit of {} etcd operations; etcd takes at most {} in one transaction (its --max-txn-ops)",
                 ops.len(),
                 self.layout.max_txn_ops()
+            )));
+        }
+        if bytes > self.layout.max_request_bytes() {
+            return Err(Error::TooLarge(format!(
+                "a commit of about {bytes} bytes; etcd takes at most {} in one request (its --max-request-bytes)",
+                self.layout.max_request_bytes()
             )));
         }
         Ok(ops)

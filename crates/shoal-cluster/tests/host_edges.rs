@@ -154,3 +154,33 @@ async fn a_stalled_forwarding_client_is_let_go() {
     write(&host, "/after", "stall").await;
     host.stop().await;
 }
+
+/// etcd refuses a request over its `--max-request-bytes` (1.5 MiB by
+/// default) whatever its operations. A transaction over it is refused as too
+/// large (nothing written, `E2BIG` through shoald), and two that fit alone
+/// but not together commit in separate groups, not failing each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_over_etcds_request_limit_are_refused_or_split() {
+    let cluster = EtcdCluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let store = leaked_store(&dir, "a");
+    let host = Host::start(store, &cluster.endpoints(), Layout::new("/shoal/req"), host_options("a")).await.unwrap();
+    until_writer(&host).await;
+    let value = vec![b'v'; 60 << 10]; // under the blob threshold: goes to etcd as it is
+    let txn_of = |prefix: &str, count: usize| {
+        let mut txn = store.begin();
+        for i in 0..count {
+            txn.put(&format!("/{prefix}/{i}"), &value).unwrap();
+        }
+        txn
+    };
+    // 30 values of 60 KiB: 1.8 MiB in one request.
+    let refused = host.commit_local(txn_of("big", 30)).await;
+    assert!(matches!(refused, Err(Error::TooLarge(_))), "{:?}", refused.map(|s| s.version()));
+    assert!(!store.snapshot().exists("/big").unwrap());
+    // 15 of them each (900 KiB), together over the limit.
+    let (one, two) = tokio::join!(host.commit_local(txn_of("one", 15)), host.commit_local(txn_of("two", 15)));
+    let (one, two) = (one.map(|s| s.version()), two.map(|s| s.version()));
+    host.stop().await;
+    assert!(one.is_ok() && two.is_ok(), "{one:?} {two:?}");
+}

@@ -277,3 +277,38 @@ async fn a_cancelled_campaign_leaves_nothing_alive() {
     assert_eq!(current_writer(&mut observer, &layout).await.unwrap().as_deref(), Some("host-c"));
     drop(c);
 }
+
+/// A commit is refused as too large when it would be over etcd's request
+/// limit (1.5 MiB by default), and every one the writer lets through at
+/// that limit, up to the largest, is one etcd takes: the writer's estimate
+/// of a request's size is never below etcd's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_at_and_above_etcds_request_limit() {
+    let cluster = EtcdCluster::start(1);
+    let layout = Layout::new(PREFIX);
+    assert_eq!(layout.max_request_bytes(), 1536 << 10, "etcd's default");
+    let mut w = Writer::elect(client(&cluster).await, layout.clone(), "host", 5).await.unwrap();
+    let (_dir, store) = empty_store();
+    let first = Change::Put { path: "/a".into(), value: vec![1; layout.max_value_bytes()] };
+    let with_second = |len: usize| vec![first.clone(), Change::Put { path: "/b".into(), value: vec![2; len] }];
+    // The largest second value the writer lets through: each probe is
+    // refused before etcd is asked, or committed, which etcd must take.
+    let (mut fits, mut over) = (0usize, layout.max_request_bytes());
+    while over - fits > 1 {
+        let mid = (fits + over) / 2;
+        match w.commit(&with_second(mid), &store.snapshot()).await {
+            Ok(_) => fits = mid,
+            Err(Error::TooLarge(_)) => over = mid,
+            Err(e) => panic!("a second value of {mid} bytes: the writer let through what etcd refuses: {e}"),
+        }
+    }
+    // Just below, at and just above the writer's limit.
+    for len in [fits - 1, fits] {
+        w.commit(&with_second(len), &store.snapshot()).await.unwrap();
+    }
+    let above = w.commit(&with_second(fits + 1), &store.snapshot()).await;
+    assert!(matches!(&above, Err(Error::TooLarge(m)) if m.contains("--max-request-bytes")), "{above:?}");
+    // The estimate is close: at most 2 KiB left unused.
+    let used = layout.max_value_bytes() + fits;
+    assert!(layout.max_request_bytes() - used < 2048, "{used} bytes of values let through");
+}
