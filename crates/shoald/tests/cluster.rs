@@ -122,6 +122,55 @@ fn three_hosts_serve_one_tree_written_through_any_of_them() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     until_read(&mut clients[0], "/from-cli", b"yes");
 
+    // A bulk load (`shoal import`) through a host commits as several
+    // transactions: more entries and bytes than etcd takes in one, deep
+    // paths whose ancestors are nodes too, a value that goes as a blob.
+    let big = "b".repeat(100 << 10);
+    let mut lines = String::new();
+    for i in 0..300 {
+        lines.push_str(&format!("{{\"path\": \"/imported/{}/{i}\", \"value\": \"{}\"}}\n", i % 7, "v".repeat(i * 100)));
+    }
+    lines.push_str(&format!("{{\"path\": \"/imported/big\", \"value\": \"{big}\"}}\n"));
+    // Each of these adds four ancestors: 64 of them are five times etcd's
+    // 128 operations, so the host halves its transactions until they fit.
+    for i in 0..100 {
+        lines.push_str(&format!("{{\"path\": \"/imported/deep/{i}/a/b/c\", \"value\": \"{i}\"}}\n"));
+    }
+    let import = |input: &str| {
+        let mut child = Command::new(shoal_binary())
+            .arg("import")
+            .arg(&store)
+            .arg("-")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = import(&lines);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    until_read(&mut clients[0], "/imported/big", big.as_bytes());
+    let value_299 = "v".repeat(29_900);
+    until_read(&mut clients[1], "/imported/5/299", value_299.as_bytes());
+    until_read(&mut clients[2], "/imported/deep/99/a/b/c", b"99");
+    assert_eq!(clients[2].directory("/imported/deep").unwrap().len(), 100);
+    // One the cluster refuses part way: what came before it is committed,
+    // and the error says so.
+    let mut refused = String::new();
+    for i in 0..100 {
+        refused.push_str(&format!("{{\"path\": \"/partial/{i}\", \"value\": \"x\"}}\n"));
+    }
+    refused.push_str("{\"path\": \"/.shoald/cluster/revision\", \"value\": \"1\"}\n");
+    let out = import(&refused);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("its first 64 of 101 entries were committed"), "{stderr}");
+    until_read(&mut clients[0], "/partial/63", b"x");
+    assert_eq!(clients[0].read("/partial/64"), Err("ENOENT".into()));
+
     // Every host holds the same tree; every reader saw revisions in
     // increasing order, and any revision two hosts both showed held the
     // same tree on both.

@@ -104,6 +104,11 @@ impl Daemon {
         self.cluster.is_some()
     }
 
+    /// The cluster's layout, in cluster mode.
+    pub fn cluster_layout(&self) -> Option<&shoal_cluster::Layout> {
+        self.cluster.as_ref().map(|host| host.replica().layout())
+    }
+
     fn connection_id(&self) -> u64 {
         self.next_connection.fetch_add(1, Ordering::Relaxed)
     }

@@ -128,43 +128,123 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream, mut shutdown: w
 
 /// A request in cluster mode: made as a transaction on the replica and
 /// committed through the cluster (again, up to 64 times, if it conflicts
-/// with another).
+/// with another). A bulk load commits as several transactions.
 async fn through_cluster(daemon: &Daemon, request: &Request) -> Reply {
+    let ops = match request {
+        Request::BulkLoad(items) => return bulk_load_through_cluster(daemon, items).await,
+        Request::Apply(ops) => ops,
+        Request::Queue(op) => {
+            return match commit_in_cluster(daemon, |txn| shoal_remote::queue_step(txn, op)).await {
+                Ok((version, outcome)) => Reply::Queue { version, outcome },
+                Err(failure) => failure.reply(),
+            }
+        }
+    };
+    match commit_in_cluster(daemon, |txn| shoal_remote::apply_ops(txn, ops, keep_records)).await {
+        Ok((version, ())) => Reply::Committed { version },
+        Err(failure) => failure.reply(),
+    }
+}
+
+/// Why a commit through the cluster failed.
+enum ClusterFailure {
+    /// Making the transaction failed (a missing path, an invalid one).
+    Made(shoal::Error),
+    Commit(CommitError),
+    Conflicts,
+}
+
+impl ClusterFailure {
+    fn reply(&self) -> Reply {
+        match self {
+            ClusterFailure::Made(error) | ClusterFailure::Commit(CommitError::Store(error)) => {
+                shoal_remote::failure(error)
+            }
+            ClusterFailure::Commit(
+                error @ CommitError::Cluster(shoal_cluster::Error::TooLarge(_) | shoal_cluster::Error::Invalid(_)),
+            ) => Reply::Failed { kind: FailureKind::Invalid, message: error.to_string() },
+            ClusterFailure::Commit(error) => Reply::Failed { kind: FailureKind::Other, message: error.to_string() },
+            ClusterFailure::Conflicts => Reply::Failed {
+                kind: FailureKind::Other,
+                message: "the request conflicted with others 64 times".into(),
+            },
+        }
+    }
+}
+
+/// Makes a transaction on the replica with `make` and commits it through
+/// the cluster, again (up to 64 times) while it conflicts with others.
+async fn commit_in_cluster<T>(
+    daemon: &Daemon,
+    make: impl Fn(&mut shoal::Transaction<'_>) -> shoal::Result<T>,
+) -> Result<(u64, T), ClusterFailure> {
     let store = daemon.store();
     for _ in 0..64 {
         let mut txn = store.begin();
-        let made = match request {
-            Request::Apply(ops) => shoal_remote::apply_ops(&mut txn, ops, keep_records).map(|()| None),
-            Request::Queue(op) => shoal_remote::queue_step(&mut txn, op).map(Some),
-            Request::BulkLoad(_) => {
-                return Reply::Failed {
-                    kind: FailureKind::Invalid,
-                    message: "shoald in cluster mode takes no bulk loads: every commit is one etcd transaction \
-                              (at most 128 nodes by default); write the data in smaller transactions"
-                        .into(),
-                }
-            }
-        };
-        let outcome = match made {
-            Ok(outcome) => outcome,
-            Err(error) => return shoal_remote::failure(&error),
-        };
+        let made = make(&mut txn).map_err(ClusterFailure::Made)?;
         match daemon.commit(txn).await {
-            Ok(version) => {
-                return match outcome {
-                    Some(outcome) => Reply::Queue { version, outcome },
-                    None => Reply::Committed { version },
-                }
-            }
+            Ok(version) => return Ok((version, made)),
             Err(error) if error.is_conflict() => continue,
-            Err(CommitError::Store(error)) => return shoal_remote::failure(&error),
-            Err(error @ CommitError::Cluster(shoal_cluster::Error::TooLarge(_) | shoal_cluster::Error::Invalid(_))) => {
-                return Reply::Failed { kind: FailureKind::Invalid, message: error.to_string() }
-            }
-            Err(error) => return Reply::Failed { kind: FailureKind::Other, message: error.to_string() },
+            Err(error) => return Err(ClusterFailure::Commit(error)),
         }
     }
-    Reply::Failed { kind: FailureKind::Other, message: "the request conflicted with others 64 times".into() }
+    Err(ClusterFailure::Conflicts)
+}
+
+/// Entries per transaction of a bulk load through the cluster, at most,
+/// and their values' bytes (a value that goes to etcd as a blob reference
+/// counts as [`BULK_REFERENCE_BYTES`]): etcd takes 128 operations and
+/// 1.5 MiB per transaction by default, and the entries' missing ancestors
+/// are operations too. A transaction the cluster still finds too large is
+/// split in two.
+const BULK_ENTRIES: usize = 64;
+const BULK_BYTES: usize = 512 << 10;
+const BULK_REFERENCE_BYTES: usize = 512;
+
+/// A bulk load in cluster mode: the entries commit in order, as several
+/// transactions (each all or nothing, the whole not). A failure says how
+/// many entries were committed before it.
+async fn bulk_load_through_cluster(daemon: &Daemon, items: &[(String, Vec<u8>)]) -> Reply {
+    let threshold = daemon.cluster_layout().map_or(usize::MAX, |layout| layout.blob_threshold());
+    let weight = |value: &Vec<u8>| if value.len() >= threshold { BULK_REFERENCE_BYTES } else { value.len() };
+    let mut version = daemon.store().snapshot().version();
+    let mut done = 0;
+    let mut most = BULK_ENTRIES;
+    while done < items.len() {
+        let mut end = done;
+        let mut bytes = 0;
+        while end < items.len() && end - done < most && (end == done || bytes + weight(&items[end].1) <= BULK_BYTES) {
+            bytes += weight(&items[end].1);
+            end += 1;
+        }
+        let put = |txn: &mut shoal::Transaction<'_>| {
+            items[done..end].iter().try_for_each(|(path, value)| txn.put(path, value))
+        };
+        match commit_in_cluster(daemon, put).await {
+            Ok((committed, ())) => {
+                version = committed;
+                done = end;
+                most = BULK_ENTRIES;
+            }
+            Err(ClusterFailure::Commit(CommitError::Cluster(shoal_cluster::Error::TooLarge(_)))) if end - done > 1 => {
+                most = (end - done) / 2;
+            }
+            Err(failure) => {
+                let Reply::Failed { kind, message } = failure.reply() else { unreachable!("a failure's reply") };
+                let message = if done == 0 {
+                    message
+                } else {
+                    format!(
+                        "in cluster mode a bulk load commits as several transactions: its first {done} of {} \
+                         entries were committed (version {version}), the rest were not: {message}",
+                        items.len()
+                    )
+                };
+                return Reply::Failed { kind, message };
+            }
+        }
+    }
+    Reply::Committed { version }
 }
 
 /// Keeps the xenstore permission records (`/.shoald/perms/...`) in step
