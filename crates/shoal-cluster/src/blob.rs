@@ -12,7 +12,8 @@
 //! Where a host finds a blob's bytes: among the ones its own commits wait
 //! to see applied (`pending`), or in its store, where the version that
 //! applied a reference recorded the path that holds the bytes
-//! (`LOCAL_ROOT/blobs/HASH`). Where it fetches them: from the holders the
+//! (`LOCAL_ROOT/blobs/HASH/ENTRY` = path, one entry per path, removed when
+//! the path's value changes). Where it fetches them: from the holders the
 //! reference names (the committing host), else from any live host (each
 //! that applied the reference holds them).
 
@@ -59,7 +60,15 @@ impl BlobRef {
     /// and is not: no writer of this cluster wrote it).
     pub fn decode(value: &[u8]) -> Option<Result<BlobRef, String>> {
         let json = value.strip_prefix(MAGIC)?;
-        Some(serde_json::from_slice(json).map_err(|e| format!("a damaged blob reference: {e}")))
+        let blob: BlobRef = match serde_json::from_slice(json) {
+            Ok(blob) => blob,
+            Err(e) => return Some(Err(format!("a damaged blob reference: {e}"))),
+        };
+        // No bytes could match another hash, and a hash names paths.
+        if blob.hash.len() != 64 || !blob.hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Some(Err(format!("a damaged blob reference: {:?} is not a BLAKE3 hash", blob.hash)));
+        }
+        Some(Ok(blob))
     }
 }
 
@@ -124,14 +133,8 @@ impl Blobs {
         Some(Arc::new(snapshot.get(&path).ok()??.to_vec()))
     }
 
-    /// The path that holds blob `hash`'s bytes in `snapshot`, if one does:
-    /// the one the index names, if its value still is those bytes.
     fn stored_path(&self, snapshot: &shoal::Snapshot, hash: &str) -> Option<String> {
-        let path = snapshot.get(&self.layout.blob_index_path(hash)).ok()??;
-        let path = std::str::from_utf8(path).ok()?;
-        let bytes = snapshot.get(path).ok()??;
-        // The node may have been written since: only the same bytes do.
-        (self::hash(bytes) == hash).then(|| path.to_string())
+        stored_path(snapshot, &self.layout, hash)
     }
 
     /// Puts `blob`'s bytes at its staging path ([`Layout::staged_path`])
@@ -206,6 +209,18 @@ impl Blobs {
     }
 }
 
+/// A path that holds blob `hash`'s bytes in `snapshot`, if one does: one
+/// the index names whose value still is those bytes.
+fn stored_path(snapshot: &shoal::Snapshot, layout: &Layout, hash: &str) -> Option<String> {
+    let index = layout.blob_index_path(hash);
+    snapshot.list(&index).ok()?.into_iter().find_map(|name| {
+        let path = std::str::from_utf8(snapshot.get(&format!("{index}/{name}")).ok()??).ok()?;
+        let bytes = snapshot.get(path).ok()??;
+        // The node may have been written since: only the same bytes do.
+        (self::hash(bytes) == hash).then(|| path.to_string())
+    })
+}
+
 /// Asks the host at `address` for `blob`'s bytes and checks them.
 async fn fetch_from(address: &str, blob: &BlobRef) -> Result<Vec<u8>, String> {
     let mut stream = TcpStream::connect(address).await.map_err(|e| e.to_string())?;
@@ -246,14 +261,14 @@ pub(crate) async fn serve(blobs: &Blobs, hash: &str, mut stream: TcpStream) -> s
     // Found, announced and sent with `sendfile` (which blocks until every
     // byte is written) on a blocking thread, the socket blocking meanwhile,
     // through a reader of the store's own (`Reader`s stay on one thread).
-    let index = blobs.layout.blob_index_path(hash);
+    let (layout, hash) = (blobs.layout.clone(), hash.to_string());
     let dir = blobs.store.dir().to_path_buf();
     let socket = stream.into_std()?;
     socket.set_nonblocking(false)?;
     // A fetcher that stops reading gives up its turn.
     socket.set_write_timeout(Some(SEND_TIMEOUT))?;
     let (socket, served) = tokio::task::spawn_blocking(move || {
-        let served = send_stored(&dir, &index, &socket);
+        let served = send_stored(&dir, &layout, &hash, &socket);
         (socket, served)
     })
     .await
@@ -263,17 +278,21 @@ pub(crate) async fn serve(blobs: &Blobs, hash: &str, mut stream: TcpStream) -> s
     TcpStream::from_std(socket)
 }
 
-/// Writes a `BlobFollows` frame and the bytes at the path `index` names in
-/// the store in `dir` (or `NoBlob`) to the blocking `socket`.
-fn send_stored(dir: &std::path::Path, index: &str, socket: &std::net::TcpStream) -> std::io::Result<()> {
+/// Writes a `BlobFollows` frame and the bytes of blob `hash` in the store
+/// in `dir` (or `NoBlob`) to the blocking `socket`.
+fn send_stored(
+    dir: &std::path::Path,
+    layout: &Layout,
+    hash: &str,
+    socket: &std::net::TcpStream,
+) -> std::io::Result<()> {
     use std::io::Write;
     let frame = forward::frame::<Reply>;
     let mut out = socket;
     let found = (|| {
         let reader = shoal::Reader::open(dir).ok()?;
         let snapshot = reader.snapshot().ok()?;
-        let path = snapshot.get(index).ok()??;
-        let path = std::str::from_utf8(path).ok()?.to_string();
+        let path = stored_path(&snapshot, layout, hash)?;
         let handle = snapshot.buf_ref(&path).ok()??;
         Some((reader, handle))
     })();
@@ -320,9 +339,14 @@ mod tests {
     fn references_are_told_from_values() {
         let blob =
             BlobRef { hash: hash(b"x"), size: 1, holders: vec![Holder { host: "h".into(), address: "a:1".into() }] };
-        assert_eq!(BlobRef::decode(&blob.encode()), Some(Ok(blob)));
+        assert_eq!(BlobRef::decode(&blob.encode()), Some(Ok(blob.clone())));
         assert_eq!(BlobRef::decode(b"plain"), None);
         assert!(matches!(BlobRef::decode(&[MAGIC, b"junk"].concat()), Some(Err(_))));
+        // A hash that is not 64 lowercase hex digits is no BLAKE3 hash.
+        for bad in ["../x".to_string(), String::new(), "A".repeat(64), "0".repeat(63), "0".repeat(65)] {
+            let damaged = BlobRef { hash: bad.clone(), ..blob.clone() };
+            assert!(matches!(BlobRef::decode(&damaged.encode()), Some(Err(_))), "{bad:?}");
+        }
         // At the threshold, and a small value that would read as a
         // reference, go as blobs; just below, as they are.
         assert!(is_blob(&[0; 64], 64));

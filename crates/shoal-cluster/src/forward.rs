@@ -109,6 +109,8 @@ pub(crate) async fn read_frame<T: for<'a> Deserialize<'a>>(stream: &mut TcpStrea
 /// Why a request got no reply.
 #[derive(Debug)]
 pub(crate) enum SendError {
+    /// It is larger than a frame takes: never sent.
+    TooLarge(std::io::Error),
     /// It never left this host: the writer cannot have acted on it.
     NotSent(std::io::Error),
     /// It was sent, and no reply came: the writer may have committed it.
@@ -125,6 +127,7 @@ impl Forwarder {
     /// Sends `request` to the host at `address` and waits up to `timeout`
     /// for its reply.
     pub(crate) async fn send(&self, address: &str, request: &Request, timeout: Duration) -> Result<Reply, SendError> {
+        let framed = frame(request).map_err(SendError::TooLarge)?;
         let mut stream = match self.take_idle(address) {
             Some(stream) => stream,
             None => tokio::time::timeout(timeout, TcpStream::connect(address))
@@ -133,7 +136,7 @@ impl Forwarder {
                 .map_err(SendError::NotSent)?,
         };
         let _ = stream.set_nodelay(true);
-        write_frame(&mut stream, request).await.map_err(SendError::NoReply)?;
+        stream.write_all(&framed).await.map_err(SendError::NoReply)?;
         let reply = match tokio::time::timeout(timeout, read_frame::<Reply>(&mut stream)).await {
             Ok(Ok(Some(reply))) => reply,
             Ok(Ok(None)) => return Err(SendError::NoReply(std::io::ErrorKind::UnexpectedEof.into())),

@@ -118,6 +118,7 @@ impl Host {
         options: HostOptions,
     ) -> Result<Host, Error> {
         check_host_name(&options.host)?;
+        Layout::check_prefix(layout.prefix())?;
         if options.listen.ip().is_unspecified() {
             return Err(Error::Invalid(format!(
                 "the forwarding address {} is not one other hosts can reach: give this host's own address",
@@ -287,6 +288,12 @@ impl Host {
                         Ok(Reply::NotWriter) => {
                             last_obstacle = format!("{} is no longer the writer", writer.host);
                             shared.forget_writer();
+                        }
+                        Err(SendError::TooLarge(e)) => {
+                            return Err(Error::TooLarge(format!(
+                                "a transaction too large to forward to the writer ({e}; at most {} bytes)",
+                                forward::FRAME_MAX
+                            )))
                         }
                         Err(SendError::NotSent(e)) => {
                             last_obstacle = format!("the writer {} at {address}: {e}", writer.host);
@@ -570,7 +577,9 @@ async fn follow(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     let mut client = shared.client.clone();
     if let Err(error) = shared.replica.follow(&mut client, stop).await {
         tracing::error!(%error, "the replica stopped following etcd");
-        let _ = shared.failure.send(Some(error.to_string()));
+        // Kept for a caller that asks later (`send` keeps nothing while
+        // nobody is subscribed).
+        shared.failure.send_replace(Some(error.to_string()));
     }
 }
 

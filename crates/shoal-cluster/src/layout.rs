@@ -59,9 +59,20 @@ impl Layout {
         self.blob_threshold
     }
 
-    /// Where a replica notes which path holds blob `hash`'s bytes.
+    /// Where a replica notes the paths that hold blob `hash`'s bytes: one
+    /// child per path, whose value is the path.
     pub fn blob_index_path(&self, hash: &str) -> String {
-        format!("{}/blobs/{hash}", self.local_root)
+        format!("{}/{hash}", self.blob_index_root())
+    }
+
+    /// The entry of [`blob_index_path`](Self::blob_index_path) for `path`.
+    pub fn blob_index_entry(&self, hash: &str, path: &str) -> String {
+        let name = blake3::hash(path.as_bytes()).to_hex();
+        format!("{}/{}", self.blob_index_path(hash), &name[..32])
+    }
+
+    pub fn blob_index_root(&self) -> String {
+        format!("{}/blobs", self.local_root)
     }
 
     /// Where a replica keeps a blob's bytes between fetching them and
@@ -103,6 +114,22 @@ impl Layout {
     /// The replica's own subtree (never taken from etcd).
     pub fn local_root(&self) -> &str {
         &self.local_root
+    }
+
+    /// Whether `prefix` is one a cluster's tree may live under: it starts
+    /// with `/`, names something (not `/` alone), and has no blanks and no
+    /// `#` (which the election's and the hosts' keys use). Returns it
+    /// without its trailing `/`s. An empty prefix would take in every key
+    /// of etcd; one without its leading `/` would escape the check that
+    /// trees in one etcd are not nested.
+    pub fn check_prefix(prefix: &str) -> Result<String, crate::Error> {
+        let trimmed = prefix.trim_end_matches('/');
+        if !prefix.starts_with('/') || trimmed.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c == '#') {
+            return Err(crate::Error::Invalid(format!(
+                "{prefix:?} is not a key prefix: it starts with '/', names something, and has no blanks or '#'"
+            )));
+        }
+        Ok(trimmed.to_string())
     }
 
     /// The prefix, without a trailing `/`.

@@ -12,10 +12,12 @@
 //!
 //! What a key's events do: a put sets the node's value (creating missing
 //! ancestors, empty, as any shoal write); a delete removes the node and
-//! everything below it. The cluster's writer stores every node as a key
-//! and deletes a subtree's keys in one revision, so a replica holds exactly
-//! what etcd lists. Keys put by others, below a path that is not a key,
-//! leave replicas agreeing with each other whether they followed or
+//! everything below it, unless etcd still holds keys below it (another
+//! client deleted the key alone): then the node stays, emptied, as a
+//! replica that loads holds it. The cluster's writer stores every node as
+//! a key and deletes a subtree's keys in one revision, so a replica holds
+//! exactly what etcd lists. Keys put by others, below a path that is not a
+//! key, leave replicas agreeing with each other whether they followed or
 //! reloaded, except for such ancestors left behind after the key's delete.
 
 use std::collections::{BTreeMap, HashSet};
@@ -244,6 +246,10 @@ impl<'s> Replica<'s> {
         }
         let snapshot = self.store.snapshot();
         let mut txn = self.store.begin();
+        // The blob index anew: the entries of the blobs the tree holds.
+        if snapshot.exists(&self.layout.blob_index_root())? {
+            txn.delete_tree(&self.layout.blob_index_root())?;
+        }
         // Every ancestor of a key: nodes kept (empty) even where they are
         // not keys themselves.
         let mut ancestors: HashSet<&str> = HashSet::new();
@@ -294,7 +300,7 @@ impl<'s> Replica<'s> {
                     if !exists {
                         txn.copy(&staged[blob.hash.as_str()], path)?;
                     }
-                    txn.put(&self.layout.blob_index_path(&blob.hash), path)?;
+                    txn.put(&self.layout.blob_index_entry(&blob.hash, path), path)?;
                 }
             }
         }
@@ -390,13 +396,23 @@ impl<'s> Replica<'s> {
     /// applies, such as [`sync`](Self::sync)'s marker) makes no version.
     /// A revision whose blobs cannot be fetched is not applied
     /// (`Error::BlobUnavailable`): the replica holds no version of it until
-    /// they can. Its blobs are staged first, one at a time.
+    /// they can. Its blobs are fetched one at a time and held in memory up
+    /// to [`APPLY_HELD_MAX`] bytes; the rest are staged in the store.
+    ///
+    /// The keys of one revision are distinct, so its events' order does
+    /// not matter: the deletes are applied first, then the puts. A key's
+    /// delete removes its node and everything below it, except a node
+    /// below which etcd still holds keys (another client deleted the key
+    /// alone): that node stays, emptied, as a replica that loads the tree
+    /// holds it.
     async fn apply(&self, revision: i64, events: &[etcd_client::Event]) -> Result<(), Error> {
         if !events.iter().any(|e| e.kv().is_some_and(|kv| self.layout.path(kv.key()).is_some())) {
             return Ok(());
         }
         // Every blob's bytes first: the version is committed whole or not.
-        let mut changes: Vec<(&str, Option<Change>)> = Vec::new();
+        let mut puts: Vec<(&str, Change)> = Vec::new();
+        let mut deletes: Vec<&str> = Vec::new();
+        let mut held = 0u64;
         for event in events {
             let Some(kv) = event.kv() else { continue };
             let Some(path) = self.layout.path(kv.key()) else {
@@ -407,25 +423,50 @@ impl<'s> Replica<'s> {
                 EventType::Put => {
                     let change = match self.wanted(path, kv.value()) {
                         Wanted::Value(value) => Change::Put(value),
+                        Wanted::Blob(blob) if held + blob.size <= APPLY_HELD_MAX => {
+                            held += blob.size;
+                            let blobs = self.blobs.as_ref().expect("only a replica with blobs wants them");
+                            Change::Held { bytes: blobs.fetch(&blob).await?, hash: blob.hash }
+                        }
                         Wanted::Blob(blob) => Change::Copy { staged: self.stage(&blob).await?, hash: blob.hash },
                     };
-                    changes.push((path, Some(change)));
+                    puts.push((path, change));
                 }
-                EventType::Delete => changes.push((path, None)),
+                EventType::Delete => deletes.push(path),
             }
         }
+        let snapshot = self.store.snapshot();
         let mut txn = self.store.begin();
+        let deleted: HashSet<&str> = deletes.iter().copied().collect();
+        let mut gone: HashSet<&str> = HashSet::new();
+        deletes.sort_unstable();
+        for path in deletes {
+            self.unindex(&snapshot, &mut txn, path)?;
+            if ancestors(path).any(|a| gone.contains(a)) {
+                continue;
+            }
+            let mut below = snapshot.scan(path)?;
+            let survivors = below.any(|e| e.map_or(true, |e| e.path() != path && !deleted.contains(e.path().as_str())));
+            if !survivors {
+                txn.delete_tree(path)?;
+                gone.insert(path);
+            } else if snapshot.get(path)?.is_some_and(|v| !v.is_empty()) {
+                txn.put(path, b"")?;
+            }
+        }
         let mut staged = false;
-        for (path, change) in &changes {
+        for (path, change) in &puts {
+            self.unindex(&snapshot, &mut txn, path)?;
             match change {
-                Some(Change::Put(value)) => txn.put(path, value)?,
-                Some(Change::Copy { staged: from, hash }) => {
-                    txn.copy(from, path)?;
-                    txn.put(&self.layout.blob_index_path(hash), path)?;
-                    staged = true;
+                Change::Put(value) => txn.put(path, value)?,
+                Change::Held { bytes, hash } => {
+                    txn.put(path, &bytes[..])?;
+                    txn.put(&self.layout.blob_index_entry(hash, path), path)?;
                 }
-                None => {
-                    txn.delete_tree(path)?;
+                Change::Copy { staged: from, hash } => {
+                    txn.copy(from, path)?;
+                    txn.put(&self.layout.blob_index_entry(hash, path), path)?;
+                    staged = true;
                 }
             }
         }
@@ -434,6 +475,27 @@ impl<'s> Replica<'s> {
         }
         txn.put(&self.layout.revision_path(), revision.to_string())?;
         txn.commit()?;
+        Ok(())
+    }
+
+    /// Removes the blob index's entry for `path` if its value in
+    /// `snapshot` is a blob's bytes (the value changes in `txn`), and the
+    /// blob's index if no other path holds it.
+    fn unindex(&self, snapshot: &Snapshot, txn: &mut shoal::Transaction<'_>, path: &str) -> Result<(), Error> {
+        if self.blobs.is_none() {
+            return Ok(());
+        }
+        let Some(old) = snapshot.get(path)? else { return Ok(()) };
+        if !crate::blob::is_blob(old, self.layout.blob_threshold()) {
+            return Ok(());
+        }
+        let hash = crate::blob::hash(old);
+        if txn.delete(&self.layout.blob_index_entry(&hash, path))? {
+            let index = self.layout.blob_index_path(&hash);
+            if txn.list(&index)?.is_empty() {
+                txn.delete(&index)?;
+            }
+        }
         Ok(())
     }
 
@@ -568,10 +630,26 @@ enum Ended {
 
 /// Resolves once `stop` holds `true`; never if its sender is gone without
 /// saying so (a dropped sender is not a request to stop).
-/// What applying a put does: set a value, or copy a staged blob.
+/// What applying a put does: set a value, put a blob's bytes held in
+/// memory, or copy a staged blob's.
 enum Change {
     Put(Vec<u8>),
+    Held { bytes: std::sync::Arc<Vec<u8>>, hash: String },
     Copy { staged: String, hash: String },
+}
+
+/// The most bytes of blobs a replica holds in memory to apply a revision;
+/// it stages the rest in its store, each in a version of its own.
+const APPLY_HELD_MAX: u64 = 64 << 20;
+
+/// `path`'s ancestors, nearest first, the root not among them.
+fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    let mut at = path;
+    std::iter::from_fn(move || {
+        let cut = at.rfind('/').filter(|&c| c > 0)?;
+        at = &at[..cut];
+        Some(at)
+    })
 }
 
 /// Whether `snapshot` holds `blob`'s bytes at `path`.

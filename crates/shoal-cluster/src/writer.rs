@@ -521,8 +521,12 @@ impl Writer {
 
 /// Checks that everything `txn` read at its base is the same in `head`:
 /// `Error::Conflict` naming what changed (`/` when the tree at the base is
-/// no longer known).
+/// no longer known); `Error::Invalid` for a read of what is not a path.
 pub(crate) fn check_reads(head: &Snapshot, layout: &Layout, txn: &Transaction) -> Result<(), Error> {
+    for read in &txn.reads {
+        let (Read::Value(path) | Read::Children(path) | Read::Subtree(path)) = read;
+        shoal::path::validate(path).map_err(|e| Error::Invalid(format!("a read of {e}")))?;
+    }
     if txn.reads.is_empty() {
         return Ok(());
     }

@@ -264,13 +264,7 @@ fn checked_endpoints(text: &str) -> Result<String, String> {
 }
 
 fn parse_prefix(text: &str) -> Result<String, String> {
-    let prefix = text.trim_end_matches('/');
-    if !text.starts_with('/') || prefix.is_empty() || text.chars().any(|c| c.is_whitespace() || c == '#') {
-        return Err(format!(
-            "{text:?} is not a key prefix: it starts with '/', names something, and has no blanks or '#'"
-        ));
-    }
-    Ok(prefix.to_string())
+    shoal_cluster::Layout::check_prefix(text).map_err(|e| e.to_string())
 }
 
 fn parse_host_id(text: &str) -> Result<String, String> {
