@@ -1,10 +1,11 @@
 //! Damaged files: flipped and truncated bytes in the arena, meta and journal.
 //! Opening gives a clear error or recovers to the last good version; it never
-//! returns wrong data.
+//! returns wrong data. Damage below the commit records is found when read,
+//! and by the scrub that checks every node after open.
 
 use std::path::Path;
 
-use shoal::{Durability, Error, Options, Store};
+use shoal::{Durability, Error, Options, ScrubState, Store};
 
 fn build(dir: &Path, durability: Durability) -> u64 {
     let store = Store::open(dir, Options { durability, create: true, ..Options::default() }).unwrap();
@@ -202,4 +203,63 @@ fn truncated_meta_recovers_from_the_control_file_or_is_a_clear_error() {
         Err(Error::Corrupt { .. }) => {}
         other => panic!("expected a corruption error, got {other:?}"),
     }
+}
+
+/// The scrub's state once it has finished (at most 20 s).
+fn scrubbed(store: &Store) -> ScrubState {
+    let start = std::time::Instant::now();
+    loop {
+        let state = store.scrub();
+        if state != ScrubState::Running {
+            return state;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "the scrub never finished");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// A damaged value nobody reads: the store opens (opening checks the
+/// commit records, not every node), the scrub finds the damage, and the
+/// writer then refuses commits, which would carry it on; everything else
+/// is still served, the damaged value is refused when read, and `verify`
+/// names it. Undamaged, the same store scrubs clean and commits.
+#[test]
+fn damage_found_by_the_scrub_refuses_commits_and_spares_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), Durability::None);
+    let big: Vec<u8> = (0..64 << 10).map(|i| (i % 251) as u8).collect();
+    let offset = {
+        let store = Store::open(dir.path(), Options { create: false, ..Options::default() }).unwrap();
+        assert!(matches!(scrubbed(&store), ScrubState::Clean { .. }));
+        assert!(matches!(store.stat().unwrap().scrub, Some(ScrubState::Clean { .. })));
+        let mut txn = store.begin();
+        txn.put("/big", &big).unwrap();
+        txn.commit().unwrap();
+        store.snapshot().buf_ref("/big").unwrap().unwrap().file_offset()
+    };
+    let store = Store::open(dir.path(), Options { create: false, ..Options::default() }).unwrap();
+    assert!(matches!(scrubbed(&store), ScrubState::Clean { .. }));
+    let mut txn = store.begin();
+    txn.put("/after-clean-scrub", "1").unwrap();
+    txn.commit().unwrap();
+    drop(store);
+
+    flip(&arena_path(dir.path()), offset + 1000);
+    let store = Store::open(dir.path(), Options { create: false, ..Options::default() }).unwrap();
+    match scrubbed(&store) {
+        ScrubState::Damaged { detail, .. } => assert!(detail.contains("checksum"), "{detail}"),
+        other => panic!("the scrub missed the damage: {other:?}"),
+    }
+    let mut txn = store.begin();
+    txn.put("/new", "1").unwrap();
+    match txn.commit() {
+        Err(Error::Corrupt { detail, .. }) => assert!(detail.contains("scrub"), "{detail}"),
+        other => panic!("a commit over damage: {other:?}"),
+    }
+    let snap = store.snapshot();
+    for i in 0..2000 {
+        assert_eq!(snap.get(&format!("/k/{i}")).unwrap(), Some(expected(i).as_bytes()));
+    }
+    assert!(matches!(snap.get("/big"), Err(Error::Corrupt { .. })), "damaged bytes served");
+    assert!(matches!(store.verify(), Err(Error::Corrupt { .. })));
 }

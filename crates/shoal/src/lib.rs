@@ -73,7 +73,7 @@ pub use readers::ReaderInfo;
 pub use retention::RetainTier;
 pub use snapshot::{Change, Entry, Reader, Scan, Snapshot, VersionInfo, DEFAULT_WAIT_SPIN};
 pub use stat::Stat;
-pub use store::{CompactReport, Store};
+pub use store::{CompactReport, ScrubState, Store};
 pub use txn::{Intent, IntentChange, Transaction};
 pub use watch::{Watch, WatchEvent};
 

@@ -32,15 +32,32 @@ pub struct Stat {
     /// next compaction writes into its pages instead of fresh ones (known
     /// to the writer only: `None` in a reader's figures).
     pub spare_generation: Option<u64>,
+    /// Where the check of the nodes found at open stands (known to the
+    /// writer only: `None` in a reader's figures).
+    pub scrub: Option<crate::ScrubState>,
 }
 
 /// Walks every node `commits` reach (their records, change sets and trees),
 /// once each, checking checksums when `verify`; returns the bytes they
 /// occupy (header page included) and whether their trees hold links.
 pub(crate) fn walk_reachable(region: Region<'_>, path: &Path, commits: &[Commit], verify: bool) -> Result<tree::Reach> {
+    let never = std::sync::atomic::AtomicBool::new(false);
+    Ok(walk_reachable_until(region, path, commits, verify, &never)?.expect("never stopped"))
+}
+
+/// [`walk_reachable`], given up (`None`) once `stop` is set.
+pub(crate) fn walk_reachable_until(
+    region: Region<'_>,
+    path: &Path,
+    commits: &[Commit],
+    verify: bool,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<Option<tree::Reach>> {
     let roots: Vec<u64> = commits.iter().map(|c| c.root).collect();
     let damaged = |d: node::Damage| d.into_error(path);
-    let reach = tree::reachable_bytes(region, &roots, verify).map_err(damaged)?;
+    let Some(reach) = tree::reachable_bytes_until(region, &roots, verify, stop).map_err(damaged)? else {
+        return Ok(None);
+    };
     let mut changes = 0;
     for commit in commits.iter().filter(|c| c.changes != 0) {
         let set = if verify {
@@ -50,10 +67,10 @@ pub(crate) fn walk_reachable(region: Region<'_>, path: &Path, commits: &[Commit]
         };
         changes += set.map_err(damaged)?.len() as u64;
     }
-    Ok(tree::Reach {
+    Ok(Some(tree::Reach {
         bytes: HEADER_PAGE + (commits.len() * node::COMMIT_BYTES) as u64 + reach.bytes + changes,
         ..reach
-    })
+    }))
 }
 
 impl Reader {
@@ -88,6 +105,7 @@ impl Reader {
             readers: self.readers()?,
             old_generations,
             spare_generation: None,
+            scrub: None,
         })
     }
 }

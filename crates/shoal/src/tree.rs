@@ -580,6 +580,17 @@ pub struct Reach {
 /// Bytes of the distinct nodes (and value blobs) reachable from `roots`,
 /// each visited once; with `verify`, every one's checksum is checked.
 pub fn reachable_bytes(region: Region<'_>, roots: &[u64], verify: bool) -> Parse<Reach> {
+    let never = std::sync::atomic::AtomicBool::new(false);
+    Ok(reachable_bytes_until(region, roots, verify, &never)?.expect("never stopped"))
+}
+
+/// [`reachable_bytes`], given up (`None`) once `stop` is set.
+pub fn reachable_bytes_until(
+    region: Region<'_>,
+    roots: &[u64],
+    verify: bool,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Parse<Option<Reach>> {
     let mut links = false;
     let check = |offset: u64, kind: u8| -> Parse<u64> {
         let n =
@@ -592,6 +603,9 @@ pub fn reachable_bytes(region: Region<'_>, roots: &[u64], verify: bool) -> Parse
     while let Some(offset) = stack.pop() {
         if !seen.insert(offset) {
             continue;
+        }
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(None);
         }
         match kind_at(region, offset)? {
             KIND_INTERNAL => {
@@ -623,7 +637,7 @@ pub fn reachable_bytes(region: Region<'_>, roots: &[u64], verify: bool) -> Parse
             other => return Err(unexpected(offset, other)),
         }
     }
-    Ok(Reach { bytes: total, links })
+    Ok(Some(Reach { bytes: total, links }))
 }
 
 #[cfg(test)]

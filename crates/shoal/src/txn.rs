@@ -219,6 +219,24 @@ impl<'s> Transaction<'s> {
     }
 
     /// Drops the buffered writes at and below `key` (all of them for the root).
+    /// Before a delete at `key` takes back what this transaction wrote at
+    /// or below it: those writes relied on `key`'s ancestors existing at
+    /// the base (they created none), and that reliance outlives them: run
+    /// after a commit that deleted one of those ancestors, the write would
+    /// have created it again, and it would stay after this delete. So the
+    /// ancestors become reads, and such a commit conflicts.
+    fn undoing_own_writes(&mut self, key: &[u8]) {
+        let wrote = match path::subtree_end(key) {
+            Some(end) => self.sets.writes.range(key.to_vec()..end).next().is_some(),
+            None => !self.sets.writes.is_empty(),
+        };
+        if wrote {
+            for ancestor in path::ancestors(key) {
+                self.sets.reads.insert(ancestor.to_vec());
+            }
+        }
+    }
+
     fn drop_writes_below(&mut self, key: &[u8]) {
         match path::subtree_end(key) {
             Some(end) => {
@@ -406,6 +424,7 @@ impl<'s> Transaction<'s> {
         if !self.list_key(&key)?.is_empty() {
             return Err(Error::HasChildren { path: path.to_string() });
         }
+        self.undoing_own_writes(&key);
         let existed = self.lookup(&key)?.is_some();
         if existed {
             self.sets.writes.entry(key).or_default().node = NodeWrite::Delete;
@@ -419,6 +438,7 @@ impl<'s> Transaction<'s> {
         let key = path::key(path)?;
         self.sets.reads.insert(key.clone());
         let existed = self.lookup(&key)?.is_some();
+        self.undoing_own_writes(&key);
         self.drop_writes_below(&key);
         self.sets.writes.insert(key, Write { clears_subtree: true, tree: None, node: NodeWrite::Delete });
         Ok(existed)

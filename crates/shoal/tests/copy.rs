@@ -68,7 +68,14 @@ fn a_copy_costs_the_same_whatever_the_value_size_and_shares_the_bytes() {
     }
     store.compact().unwrap();
     let live_after = store.stat().unwrap().live_bytes;
-    assert!(live_after - live_before < 64 << 10, "live bytes {live_before} -> {live_after}: copies duplicated");
+    // Five copies duplicated would be 5 MiB more; the new leaves and
+    // commit records are a few KiB each, and the two compactions may lay
+    // out the old versions' nodes differently (the second always
+    // remembers every node it copied, as a store with copies needs).
+    assert!(
+        live_after.saturating_sub(live_before) < 1 << 20,
+        "live bytes {live_before} -> {live_after}: copies duplicated"
+    );
     let snap = store.snapshot();
     let offset = snap.buf_ref("/src/2").unwrap().unwrap().file_offset();
     for k in 0..5 {

@@ -488,3 +488,43 @@ fn an_intent_holds_the_reads_and_the_changes_and_replays_to_the_same_tree() {
         other.snapshot().scan("/").unwrap().map(|e| e.map(|e| (e.path(), e.value().to_vec())).unwrap()).collect();
     assert_eq!(replayed, committed);
 }
+
+/// A transaction that puts a node and deletes it again relied on the
+/// node's parent existing (its put created none). If another commit
+/// deletes that parent first, running the transaction after it would have
+/// created the parent again, and left it: the transaction conflicts
+/// rather than commit as if it changed nothing. The same with the delete
+/// of a subtree holding what it put.
+#[test]
+fn a_put_taken_back_still_relied_on_its_parent() {
+    for delete_tree in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        put(&store, "/p/q", "1");
+        let mut t1 = store.begin();
+        t1.put("/p/q/new", "x").unwrap();
+        if delete_tree {
+            t1.delete_tree("/p/q/new").unwrap();
+        } else {
+            t1.delete("/p/q/new").unwrap();
+        }
+        let mut t2 = store.begin();
+        t2.delete("/p/q").unwrap();
+        t2.commit().unwrap();
+        match t1.commit() {
+            Err(Error::Conflict { path }) => assert_eq!(path, "/p/q"),
+            other => panic!("committed over a parent deleted meanwhile: {other:?}"),
+        }
+        assert!(!store.snapshot().exists("/p/q").unwrap());
+    }
+    // Without the concurrent delete, the same transaction commits.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    put(&store, "/p/q", "1");
+    let mut t1 = store.begin();
+    t1.put("/p/q/new", "x").unwrap();
+    t1.delete("/p/q/new").unwrap();
+    put(&store, "/other", "1");
+    t1.commit().unwrap();
+    assert!(store.snapshot().exists("/p/q").unwrap() && !store.snapshot().exists("/p/q/new").unwrap());
+}

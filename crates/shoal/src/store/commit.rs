@@ -63,6 +63,8 @@ impl Shared {
         let mut guard = lock(&self.state);
         let st = &mut *guard;
         self.publisher.check()?;
+        self.scrub.check()?;
+        self.scrub.update(st);
         if let Some(sets) = sets {
             if sets.base_version != st.head.version {
                 if let Some(key) = st.tracker.conflict(sets) {
@@ -100,7 +102,10 @@ impl Shared {
         let mut report = ApplyReport::default();
         // On failure nothing is published; nodes already appended stay behind
         // unreachable, as garbage for the next compaction.
-        st.links |= ops.iter().any(Op::is_copy);
+        if ops.iter().any(Op::is_copy) {
+            st.links = true;
+            st.links_added = true;
+        }
         let head = match apply_ops(&st.arena, st.head, &ops, time_ns, st.links, &mut report) {
             Ok(head) => head,
             Err(e @ Error::ArenaFull { .. }) => {

@@ -27,6 +27,7 @@ impl Shared {
                 readers: Vec::new(),
                 old_generations: st.generations.old.iter().map(|o| o.generation).collect(),
                 spare_generation: st.generations.spare,
+                scrub: Some(self.scrub.state()),
             };
             (st.arena.mapped.clone(), head, stat)
         };

@@ -16,10 +16,12 @@
 //!   generation while commits go on, then switching to it.
 //! * [`generations`]: old generation files, freed when no reader pins them.
 //! * [`inspect`]: `stat` and `verify`.
+//! * [`scrub`]: the check of every node the versions at open reach, on a
+//!   background thread after open, and its figures for compaction.
 //!
 //! Lock order: `compaction` → `state` → `open` and `state` →
-//! [`publish::Publisher`]'s own lock. Nothing that holds the publisher's
-//! lock takes another.
+//! [`publish::Publisher`]'s own lock; `state` → the scrub's locks. Nothing
+//! that holds the publisher's or the scrub's locks takes another.
 //!
 //! The crash argument (sync commits, group commit, checkpoints,
 //! compaction's switch, boot trust) is written once, in ARCHITECTURE.md.
@@ -32,6 +34,7 @@ mod generations;
 mod inspect;
 mod publish;
 mod recovery;
+mod scrub;
 mod tracker;
 
 use std::path::Path;
@@ -51,6 +54,7 @@ use crate::txn::Transaction;
 
 pub use compaction::CompactReport;
 pub use publish::SyncFault;
+pub use scrub::ScrubState;
 
 use generations::Generations;
 use publish::Publisher;
@@ -64,11 +68,17 @@ struct WriterState {
     journal: Option<Journal>,
     meta: Meta,
     tracker: ChangeTracker,
-    /// Arena bytes in use right after the last compaction (or open).
+    /// Arena bytes in use right after the last compaction (or open: the
+    /// arena's end until the scrub has measured them).
     live_bytes: u64,
+    /// Whether `live_bytes` was measured (by the scrub or a compaction).
+    live_bytes_known: bool,
     /// Whether the head may hold links (subtrees copied by reference): only
-    /// then do commits look for links to split.
+    /// then do commits look for links to split. True from open until the
+    /// scrub has found whether the versions at open hold any.
     links: bool,
+    /// Whether a commit since open copied by reference.
+    links_added: bool,
     generations: Generations,
 }
 
@@ -95,6 +105,7 @@ pub(crate) struct Shared {
     compaction_progress: Condvar,
     open: OpenTransactions,
     compactor: compaction::Compactor,
+    scrub: Arc<scrub::Scrub>,
     /// This process's own slot (another open of the table): it pins the
     /// generations the writer's snapshots read, and outlives the store for
     /// as long as one of them does.
@@ -135,7 +146,15 @@ impl Store {
     fn start(dir: &Path, options: Options, mode: recovery::Mode) -> crate::Result<Store> {
         let shared = Arc::new(recovery::open(dir, options, mode)?);
         let _ = shared.me.set(Arc::downgrade(&shared));
+        shared.scrub.start();
         Ok(Store { shared })
+    }
+
+    /// Where the scrub stands: the check of every node the versions found
+    /// at open reach, run in the background after open. Damage it finds
+    /// makes this writer refuse commits.
+    pub fn scrub(&self) -> ScrubState {
+        self.shared.scrub.state()
     }
 
     /// The store directory.
@@ -261,6 +280,7 @@ impl Drop for Store {
         // The compaction thread holds the other reference; once it is done,
         // dropping `shared` checkpoints (see `Shared`'s Drop).
         self.shared.compactor.join();
+        self.shared.scrub.stop();
     }
 }
 

@@ -4,8 +4,11 @@
 //! Which version to start from: the control file's published version when
 //! a writer claimed it during this boot (a process crash leaves the page
 //! cache, and so the arena, intact), else the `meta` checkpoint; of the two
-//! the newer. Every node it and the versions before it reach is verified,
-//! then the journal records after it are replayed. Whenever the result is
+//! the newer. Its commit record and those of the versions before it are
+//! checked, then the journal records after it are replayed; every node
+//! they reach is checked when first read, and all of them by the scrub
+//! (`scrub.rs`) on a background thread once the store is open, so that
+//! opening takes the same time whatever the store's size. Whenever the result is
 //! not exactly the checkpoint (replayed records, a version recovered from
 //! the page cache, another generation), it is synced and checkpointed
 //! before anything is published, and the journal emptied: so a later
@@ -19,6 +22,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use super::batch::{apply_ops, prepare_ops};
 use super::generations::{self, Generations, OldGeneration};
 use super::publish::{Head, Publisher};
+use super::scrub::ScrubInput;
 use super::tracker::{ChangeTracker, OpenTransactions};
 use super::{now_ns, Shared, WriterState};
 use crate::arena::{self, MappedGeneration, WriterArena};
@@ -33,7 +37,6 @@ use crate::options::{Durability, Options};
 use crate::readers::ReaderTable;
 use crate::retained;
 use crate::snapshot::ReaderLease;
-use crate::stat::walk_reachable;
 use crate::sys;
 use crate::tree;
 
@@ -172,7 +175,9 @@ pub(super) fn open(path: &Path, options: Options, mode: Mode) -> Result<Shared> 
         meta: found.meta,
         tracker: ChangeTracker::default(),
         live_bytes: found.live.bytes,
+        live_bytes_known: found.scrub.is_none(),
         links: found.live.links,
+        links_added: false,
         generations,
     };
     replay_journal(&dir, &mut st, replay)?;
@@ -210,6 +215,10 @@ pub(super) fn open(path: &Path, options: Options, mode: Mode) -> Result<Shared> 
         compaction_progress: Condvar::new(),
         open: OpenTransactions::default(),
         compactor: Default::default(),
+        scrub: match found.scrub {
+            Some(input) => super::scrub::Scrub::new(input),
+            None => super::scrub::Scrub::clean(),
+        },
         lease,
         _lock: lock_file,
     };
@@ -257,10 +266,13 @@ struct Found {
     arena: WriterArena,
     head: Commit,
     meta: Meta,
-    /// What the head and the versions before it reach.
+    /// What the head and the versions before it reach, as far as known:
+    /// all of the arena, and links, until the scrub has walked them.
     live: tree::Reach,
     /// The version that was published, when the control word could be trusted.
     published: Option<u64>,
+    /// What the scrub checks (`None`: a new store, nothing to check).
+    scrub: Option<ScrubInput>,
 }
 
 /// How long a child between fork and exec may hold a copy of the lock
@@ -326,18 +338,21 @@ fn create(dir: &StoreDir, reserve: u64) -> Result<Found> {
     dir.remove(INIT_MARKER)?;
     dir.sync()?;
     let live = tree::Reach { bytes: arena.end(), links: false };
-    Ok(Found { arena, head, meta, live, published: None })
+    Ok(Found { arena, head, meta, live, published: None, scrub: None })
 }
 
-/// A version to start from, verified, with its generation mapped once.
+/// A version to start from, with its generation mapped once.
 struct Candidate {
     mapped: Arc<MappedGeneration>,
     head: Commit,
-    live: tree::Reach,
+    /// Its commit record and those of the versions before it, checked.
+    chain: Vec<Commit>,
 }
 
 /// Maps `generation`, checks that it holds the version at `offset` ending
-/// at `end`, and verifies every node it and the versions before it reach.
+/// at `end`, and checks the commit records of it and the versions before
+/// it. The nodes they reach are checked as they are read, and all of them
+/// by the scrub after open.
 fn candidate(dir: &StoreDir, generation: u64, offset: u64, end: u64) -> Result<Candidate> {
     let mapped = arena::open_for_writer(dir, generation)?;
     if end > mapped.file().metadata().at(&mapped.path)?.len() {
@@ -349,8 +364,7 @@ fn candidate(dir: &StoreDir, generation: u64, offset: u64, end: u64) -> Result<C
         return Err(mapped.corrupt(offset, "commit record written for another generation"));
     }
     let chain = retained::newest(region, head, usize::MAX, &mapped.path)?;
-    let live = walk_reachable(region, &mapped.path, &chain, true)?;
-    Ok(Candidate { mapped, head, live })
+    Ok(Candidate { mapped, head, chain })
 }
 
 /// Picks the newest trustworthy version (see the module docs) and returns
@@ -435,8 +449,11 @@ fn recover(dir: &StoreDir, control: &Control) -> Result<Found> {
             _ => head.end,
         },
     };
+    let scrub = ScrubInput { mapped: chosen.mapped.clone(), end: head.end, chain: chosen.chain };
     let arena = WriterArena::resume(chosen.mapped, cursor)?;
-    Ok(Found { arena, head, meta, live: chosen.live, published: published_at.map(|(_, _, v)| v) })
+    // Until the scrub has measured them: every byte live, links possible.
+    let live = tree::Reach { bytes: arena.end(), links: true };
+    Ok(Found { arena, head, meta, live, published: published_at.map(|(_, _, v)| v), scrub: Some(scrub) })
 }
 
 /// Applies the journal records after the head, which must continue it.
@@ -453,7 +470,10 @@ fn replay_journal(dir: &StoreDir, st: &mut WriterState, records: Vec<Record>) ->
             });
         }
         let ops = prepare_ops(&st.arena, st.head.root, record.ops, false)?;
-        st.links |= ops.iter().any(Op::is_copy);
+        if ops.iter().any(Op::is_copy) {
+            st.links = true;
+            st.links_added = true;
+        }
         st.head = apply_ops(&st.arena, st.head, &ops, record.time_ns, st.links, &mut ApplyReport::default())?;
     }
     Ok(())

@@ -222,6 +222,7 @@ impl Shared {
                 None => WriterArena::create(&self.dir, to, reserve)?,
             };
             debug_assert!(from < to);
+            self.scrub.update(st);
             (st.arena.mapped.clone(), st.head, new, st.links)
         };
         let to = new.generation();
@@ -332,6 +333,7 @@ impl Shared {
         let retired = std::mem::replace(&mut st.arena, new);
         st.head = head;
         st.live_bytes = bytes_after;
+        st.live_bytes_known = true;
         // Tracked from the switch on, so the store's own pin covers the
         // snapshots still reading it even if the checkpoint below fails.
         self.retire(st, from);
