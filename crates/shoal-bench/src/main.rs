@@ -115,6 +115,8 @@ fn row_layout(cfg: &Config) -> Vec<(&'static str, u32, String, &'static str, Bet
         ("5b", 5, "Update propagation p99 (commit returned → seen)".into(), "µs", Better::Lower),
         ("5c", 5, "Update propagation p99.9 (commit returned → seen)".into(), "µs", Better::Lower),
         ("5d", 5, "Update propagation p99 from commit start (commit + propagation)".into(), "µs", Better::Lower),
+        ("5e", 5, "Update propagation p99, polling reader (commit returned → seen)".into(), "µs", Better::Lower),
+        ("5f", 5, "Update propagation p99.9, polling reader".into(), "µs", Better::Lower),
         (
             "6a",
             6,
@@ -322,7 +324,7 @@ fn notes(cfg: &Config, report: &mut Report) {
          P read-only env processes, each reading every key in a read transaction it keeps open. Redis: the \
          server plus P client processes, each holding a copy of every value it read (a Vec<Vec<u8>>)."
             .to_string(),
-        "Reopen: shoal `Store::open` (7a; recovery verifies every node's checksum) and `Reader::open` \
+        "Reopen: shoal `Store::open` (7a; recovery checks the commit records, the scrub every node after open, in the background) and `Reader::open` \
          (7b); LMDB env open with no other process (7a) and read-only while the writer holds it (7b); \
          Redis `redis-server` start loading its RDB file (7a, includes exec) and a new client \
          connection (7b). Each in a fresh process, files in the page cache."
@@ -478,7 +480,7 @@ impl EngineRun<'_> {
         }
         if cfg.wants(5) {
             self.progress("update propagation");
-            match self.propagation(e) {
+            match self.propagation(e, false) {
                 Ok(figs) => {
                     for (id, f) in ["5a", "5b", "5c", "5d"].into_iter().zip(figs) {
                         self.set(id, Cell::Figure(f));
@@ -489,6 +491,25 @@ impl EngineRun<'_> {
                     for id in ["5a", "5b", "5c", "5d"] {
                         self.set(id, Cell::Text(format!("error: {e}")));
                     }
+                }
+            }
+            if e.polls() {
+                self.progress("update propagation, polling reader");
+                match self.propagation(e, true) {
+                    Ok(figs) => {
+                        self.set("5e", Cell::Figure(figs[1].clone()));
+                        self.set("5f", Cell::Figure(figs[2].clone()));
+                    }
+                    Err(e) => {
+                        eprintln!("shoal-bench: {} polling propagation: error: {e}", self.name);
+                        for id in ["5e", "5f"] {
+                            self.set(id, Cell::Text(format!("error: {e}")));
+                        }
+                    }
+                }
+            } else {
+                for id in ["5e", "5f"] {
+                    self.set(id, Cell::Text("n/a (no polling reader)".into()));
                 }
             }
         }
@@ -583,17 +604,18 @@ impl EngineRun<'_> {
     }
 
     /// p50, p99, p99.9 from the commit's return, and p99 from its start, in µs.
-    fn propagation(&self, e: &mut dyn Engine) -> Result<Vec<Figure>> {
+    /// Rows 5a–5d (5e and 5f with `poll`, from the same figures).
+    fn propagation(&self, e: &mut dyn Engine, poll: bool) -> Result<Vec<Figure>> {
         e.open(Durability::Off)?;
         e.watchable(true)?;
-        let result = self.sample_propagation(e);
+        let result = self.sample_propagation(e, poll);
         e.watchable(false)?;
         result
     }
 
-    fn sample_propagation(&self, e: &mut dyn Engine) -> Result<Vec<Figure>> {
+    fn sample_propagation(&self, e: &mut dyn Engine, poll: bool) -> Result<Vec<Figure>> {
         let cfg = self.cfg;
-        let mut w = WorkerProc::spawn(&worker::watch_job(self.name, &e.location()))?;
+        let mut w = WorkerProc::spawn(&worker::watch_job(self.name, &e.location(), poll))?;
         w.expect("ready")?;
         let mut committer = e.committer()?;
         let warm = (cfg.samples / 10).max(20);

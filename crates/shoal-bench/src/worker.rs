@@ -137,8 +137,8 @@ pub fn reads_job(engine: &str, location: &str, spec: &Spec, stream: u64, pool: u
             "stream": stream, "pool": pool, "batch": batch })
 }
 
-pub fn watch_job(engine: &str, location: &str) -> Value {
-    json!({ "job": "watch", "engine": engine, "location": location })
+pub fn watch_job(engine: &str, location: &str, poll: bool) -> Value {
+    json!({ "job": "watch", "engine": engine, "location": location, "poll": poll })
 }
 
 pub fn memory_job(engine: &str, location: &str, owner: bool) -> Value {
@@ -241,18 +241,20 @@ pub fn main(job: &str) -> Result<()> {
                     stop2.store(true, Ordering::Relaxed);
                 });
                 let mut failed = None;
-                session.watch(
-                    &mut || {
-                        if let Err(e) = say("ready".into()) {
-                            failed = Some(e);
-                        }
-                    },
-                    &stop,
-                    &mut |version| {
-                        let t = monotonic_ns();
-                        let _ = say(format!("seen {version} {t}"));
-                    },
-                )?;
+                let mut ready = || {
+                    if let Err(e) = say("ready".into()) {
+                        failed = Some(e);
+                    }
+                };
+                let mut seen = |version| {
+                    let t = monotonic_ns();
+                    let _ = say(format!("seen {version} {t}"));
+                };
+                if job["poll"].as_bool() == Some(true) {
+                    session.poll(&mut ready, &stop, &mut seen)?;
+                } else {
+                    session.watch(&mut ready, &stop, &mut seen)?;
+                }
                 failed.map_or(Ok(()), Err)
             }
             Some("memory") => {

@@ -5,7 +5,8 @@
 use std::process::Command;
 
 /// Row ids the harness reports (all rows selected).
-const ROWS: [&str; 15] = ["1a", "1b", "2", "3a", "3b", "3c", "4", "5a", "5b", "5c", "5d", "6a", "6b", "7a", "7b"];
+const ROWS: [&str; 17] =
+    ["1a", "1b", "2", "3a", "3b", "3c", "4", "5a", "5b", "5c", "5d", "5e", "5f", "6a", "6b", "7a", "7b"];
 const ENGINES: [&str; 3] = ["shoal", "lmdb", "redis"];
 
 #[test]

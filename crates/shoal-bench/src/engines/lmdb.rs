@@ -185,6 +185,10 @@ impl Engine for LmdbEngine {
         super::memory_owner_in_worker(self)
     }
 
+    fn polls(&self) -> bool {
+        true
+    }
+
     fn propagation_method(&self) -> &'static str {
         "polling reader: a loop of read transactions until the transaction id changes"
     }
@@ -275,6 +279,11 @@ impl ReadSession for LmdbReader {
             }
         }
         Ok(())
+    }
+
+    fn poll(&mut self, ready: &mut dyn FnMut(), stop: &AtomicBool, seen: &mut dyn FnMut(u64)) -> Result<()> {
+        // Its waiting reader polls already.
+        self.watch(ready, stop, seen)
     }
 }
 

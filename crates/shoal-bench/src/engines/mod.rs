@@ -81,6 +81,11 @@ pub trait Engine {
     /// How this engine's propagation reader learns of a new version.
     fn propagation_method(&self) -> &'static str;
 
+    /// Whether its readers can poll ([`ReadSession::poll`]).
+    fn polls(&self) -> bool {
+        false
+    }
+
     /// Turns on (or off again) whatever the propagation reader needs from
     /// the store (Redis: keyspace notifications, off in the other rows).
     fn watchable(&mut self, _on: bool) -> Result<()> {
@@ -112,6 +117,13 @@ pub trait ReadSession {
     /// Calls `ready` once it observes changes, then `seen(version)` for each
     /// new version it observes, until `stop` is set.
     fn watch(&mut self, ready: &mut dyn FnMut(), stop: &AtomicBool, seen: &mut dyn FnMut(u64)) -> Result<()>;
+
+    /// As [`watch`](Self::watch), by polling: a loop of fresh read views
+    /// that never sleeps, comparing each one's version with the last. For
+    /// comparing like with like where another engine can only poll.
+    fn poll(&mut self, _ready: &mut dyn FnMut(), _stop: &AtomicBool, _seen: &mut dyn FnMut(u64)) -> Result<()> {
+        Err("no polling reader".into())
+    }
 }
 
 /// [`Engine::reopen`] for engines whose store a process opens from its files

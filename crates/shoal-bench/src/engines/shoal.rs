@@ -104,6 +104,10 @@ impl Engine for ShoalEngine {
         super::memory_owner_in_worker(self)
     }
 
+    fn polls(&self) -> bool {
+        true
+    }
+
     fn propagation_method(&self) -> &'static str {
         "waiting reader: Reader::wait_for_version spins for up to 100 µs (its default; SHOAL_BENCH_WAIT_SPIN_US overrides it), then sleeps on a futex in the shared control file until the writer publishes"
     }
@@ -212,6 +216,19 @@ impl ReadSession for ShoalReader {
             if let Some(snap) = self.reader.wait_for_version(last, Duration::from_millis(50))? {
                 last = snap.version();
                 seen(last);
+            }
+        }
+        Ok(())
+    }
+
+    fn poll(&mut self, ready: &mut dyn FnMut(), stop: &AtomicBool, seen: &mut dyn FnMut(u64)) -> Result<()> {
+        let mut last = self.reader.snapshot()?.version();
+        ready();
+        while !stop.load(Ordering::Relaxed) {
+            let version = self.reader.snapshot()?.version();
+            if version != last {
+                seen(version);
+                last = version;
             }
         }
         Ok(())
