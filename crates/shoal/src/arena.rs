@@ -365,9 +365,9 @@ impl WriterArena {
         if offset < flushed {
             let region = self.region();
             let kind = region.kind_at(offset).ok_or_else(|| bad("node offset out of bounds"))?;
-            return crate::node::node_at(region.bytes(), offset, kind)
-                .map(<[u8]>::to_vec)
-                .map_err(|d| d.into_error(&self.mapped.path));
+            // Checked like every read of the arena: nothing at open checks
+            // the nodes a new version builds on.
+            return region.node(offset, kind).map(<[u8]>::to_vec).map_err(|d| d.into_error(&self.mapped.path));
         }
         let pending = self.pending.borrow();
         let at = (offset - flushed) as usize;

@@ -584,6 +584,48 @@ pub fn reachable_bytes(region: Region<'_>, roots: &[u64], verify: bool) -> Parse
     Ok(reachable_bytes_until(region, roots, verify, &never)?.expect("never stopped"))
 }
 
+/// Checks the checksum of every node (and value blob) reachable from
+/// `roots` at or above offset `floor`; nodes below it, and so everything
+/// they reach (offsets point backwards), are left alone.
+pub fn verify_above(region: Region<'_>, roots: &[u64], floor: u64) -> Parse<()> {
+    let mut seen = HashSet::new();
+    let mut stack: Vec<u64> = roots.iter().copied().filter(|&r| r != 0 && r >= floor).collect();
+    while let Some(offset) = stack.pop() {
+        if !seen.insert(offset) {
+            continue;
+        }
+        let kind = kind_at(region, offset)?;
+        node::verified_node_at(region.bytes(), offset, kind)?;
+        match kind {
+            KIND_INTERNAL => {
+                let view = InternalView::parse(region, offset)?;
+                for i in 0..view.len() {
+                    let child = view.child(i)?;
+                    if child >= floor {
+                        stack.push(child);
+                    }
+                }
+            }
+            KIND_LEAF => {
+                let view = LeafView::parse(region, offset)?;
+                for i in 0..view.len() {
+                    let entry = view.entry(i)?;
+                    if let ValueRepr::Blob { offset: blob, .. } = entry.value {
+                        if blob >= floor && seen.insert(blob) {
+                            node::verified_node_at(region.bytes(), blob, KIND_BLOB)?;
+                        }
+                    }
+                    if let Some(link) = entry.link.filter(|l| l.root != 0 && l.root >= floor) {
+                        stack.push(link.root);
+                    }
+                }
+            }
+            other => return Err(unexpected(offset, other)),
+        }
+    }
+    Ok(())
+}
+
 /// [`reachable_bytes`], given up (`None`) once `stop` is set.
 pub fn reachable_bytes_until(
     region: Region<'_>,

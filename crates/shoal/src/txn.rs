@@ -226,14 +226,17 @@ impl<'s> Transaction<'s> {
     /// have created it again, and it would stay after this delete. So the
     /// ancestors become reads, and such a commit conflicts.
     fn undoing_own_writes(&mut self, key: &[u8]) {
-        let wrote = match path::subtree_end(key) {
-            Some(end) => self.sets.writes.range(key.to_vec()..end).next().is_some(),
-            None => !self.sets.writes.is_empty(),
+        // Only what creates nodes relied on them: a delete creates none.
+        let creates = |w: &Write| w.tree.is_some() || matches!(w.node, NodeWrite::Put(_) | NodeWrite::Copy(_));
+        let created = match path::subtree_end(key) {
+            Some(end) => self.sets.writes.range(key.to_vec()..end).any(|(_, w)| creates(w)),
+            None => self.sets.writes.values().any(creates),
         };
-        if wrote {
-            for ancestor in path::ancestors(key) {
-                self.sets.reads.insert(ancestor.to_vec());
-            }
+        if created {
+            // Ancestors this transaction wrote are its own, not the base's.
+            let relied: Vec<Vec<u8>> =
+                path::ancestors(key).filter(|a| !self.sets.writes.contains_key(*a)).map(<[u8]>::to_vec).collect();
+            self.sets.reads.extend(relied);
         }
     }
 

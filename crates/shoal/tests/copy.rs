@@ -61,6 +61,11 @@ fn a_copy_costs_the_same_whatever_the_value_size_and_shares_the_bytes() {
     let options = Options { retain_versions: 1, ..store.options().clone() };
     drop(store);
     let store = Store::open(dir.path(), options).unwrap();
+    // Until the scrub has walked the store, the writer assumes it holds
+    // links, and compaction lays nodes out differently then.
+    while store.scrub() == shoal::ScrubState::Running {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     store.compact().unwrap();
     let live_before = store.stat().unwrap().live_bytes;
     for k in 0..5 {
@@ -68,14 +73,7 @@ fn a_copy_costs_the_same_whatever_the_value_size_and_shares_the_bytes() {
     }
     store.compact().unwrap();
     let live_after = store.stat().unwrap().live_bytes;
-    // Five copies duplicated would be 5 MiB more; the new leaves and
-    // commit records are a few KiB each, and the two compactions may lay
-    // out the old versions' nodes differently (the second always
-    // remembers every node it copied, as a store with copies needs).
-    assert!(
-        live_after.saturating_sub(live_before) < 1 << 20,
-        "live bytes {live_before} -> {live_after}: copies duplicated"
-    );
+    assert!(live_after - live_before < 64 << 10, "live bytes {live_before} -> {live_after}: copies duplicated");
     let snap = store.snapshot();
     let offset = snap.buf_ref("/src/2").unwrap().unwrap().file_offset();
     for k in 0..5 {

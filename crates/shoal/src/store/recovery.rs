@@ -5,10 +5,13 @@
 //! a writer claimed it during this boot (a process crash leaves the page
 //! cache, and so the arena, intact), else the `meta` checkpoint; of the two
 //! the newer. Its commit record and those of the versions before it are
-//! checked, then the journal records after it are replayed; every node
-//! they reach is checked when first read, and all of them by the scrub
-//! (`scrub.rs`) on a background thread once the store is open, so that
-//! opening takes the same time whatever the store's size. Whenever the result is
+//! checked, and, for a published version newer than the checkpoint, every
+//! node written since the checkpoint (a damaged one: the checkpoint is
+//! taken instead, and the journal replayed after it); then the journal
+//! records after it are replayed. Every other node is checked when first
+//! read, and all of them by the scrub (`scrub.rs`) on a background thread
+//! once the store is open, so that opening takes the same time whatever
+//! the store's size. Whenever the result is
 //! not exactly the checkpoint (replayed records, a version recovered from
 //! the page cache, another generation), it is synced and checkpointed
 //! before anything is published, and the journal emptied: so a later
@@ -367,6 +370,20 @@ fn candidate(dir: &StoreDir, generation: u64, offset: u64, end: u64) -> Result<C
     Ok(Candidate { mapped, head, chain })
 }
 
+/// Checks every node the candidate's versions reach at or above `floor`,
+/// and their change sets.
+fn check_since_checkpoint(candidate: &Candidate, floor: u64) -> Result<()> {
+    let mapped = &candidate.mapped;
+    let region = mapped.region(candidate.head.end)?;
+    let damaged = |d: node::Damage| d.into_error(&mapped.path);
+    let roots: Vec<u64> = candidate.chain.iter().map(|c| c.root).collect();
+    tree::verify_above(region, &roots, floor).map_err(damaged)?;
+    for commit in candidate.chain.iter().filter(|c| c.changes != 0 && c.changes >= floor) {
+        node::verified_node_at(region.bytes(), commit.changes, node::KIND_CHANGES).map_err(damaged)?;
+    }
+    Ok(())
+}
+
 /// Picks the newest trustworthy version (see the module docs) and returns
 /// the arena positioned above every byte a live reader may read.
 fn recover(dir: &StoreDir, control: &Control) -> Result<Found> {
@@ -412,6 +429,29 @@ fn recover(dir: &StoreDir, control: &Control) -> Result<Found> {
             })
         }
         _ => None,
+    };
+    // A published version newer than the checkpoint holds nodes no
+    // checkpoint covered, which only the page cache kept: those are
+    // checked now (their count grows with the commits since the
+    // checkpoint, not with the store), and a damaged one means recovering
+    // from the checkpoint and the journal instead, as if the page cache
+    // were lost.
+    let published = match (published, &checkpoint) {
+        (Some(p), Some(c)) if (p.head.version, p.mapped.generation) > (c.head.version, c.mapped.generation) => {
+            let floor = if p.mapped.generation == c.mapped.generation { c.head.end } else { 0 };
+            match check_since_checkpoint(&p, floor) {
+                Ok(()) => Some(p),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the published version is damaged since the checkpoint; recovering from the checkpoint");
+                    None
+                }
+            }
+        }
+        (Some(p), None) => {
+            check_since_checkpoint(&p, 0)?;
+            Some(p)
+        }
+        (p, _) => p,
     };
     let published_at = published.as_ref().map(|p| (p.mapped.generation, p.head.end, p.head.version));
     let chosen = match (published, checkpoint) {
