@@ -590,9 +590,25 @@ async fn campaign(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     let ttl = shared.options.lease_ttl_secs;
     let mut delay = Duration::from_millis(100);
     'campaigns: loop {
-        let elected = tokio::select! {
-            elected = Writer::campaign(shared.client.clone(), layout.clone(), &shared.candidate, ttl) => elected,
+        let mut client = shared.client.clone();
+        let lease = tokio::select! {
+            lease = crate::lease::Lease::grant(&mut client, ttl) => lease,
             () = stopped(stop.clone()) => break,
+        };
+        let elected = match lease {
+            Ok(lease) => {
+                let id = lease.id;
+                tokio::select! {
+                    elected = Writer::campaign_on(client.clone(), layout.clone(), &shared.candidate, lease) => elected,
+                    () = stopped(stop.clone()) => {
+                        // A candidacy left queued in etcd would be elected
+                        // once the writer before it resigns.
+                        let _ = client.lease_revoke(id).await;
+                        break;
+                    }
+                }
+            }
+            Err(error) => Err(error),
         };
         match elected {
             Ok(writer) => {

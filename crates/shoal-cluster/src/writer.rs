@@ -172,9 +172,21 @@ impl Writer {
         candidate: &Candidate,
         ttl_secs: i64,
     ) -> Result<Writer, Error> {
+        let lease = Lease::grant(&mut client, ttl_secs).await?;
+        Writer::campaign_on(client, layout, candidate, lease).await
+    }
+
+    /// [`campaign`](Self::campaign) on a lease granted already: a caller
+    /// that may give up the campaign midway revokes the lease then, so
+    /// that its candidacy, queued in etcd, is not elected after it left.
+    pub(crate) async fn campaign_on(
+        mut client: Client,
+        layout: Layout,
+        candidate: &Candidate,
+        lease: Lease,
+    ) -> Result<Writer, Error> {
         let host = candidate.host.as_str();
         let value = serde_json::to_vec(candidate).expect("serializable");
-        let lease = Lease::grant(&mut client, ttl_secs).await?;
         let elected = match client.campaign(layout.election_name(), value, lease.id).await {
             Ok(mut reply) => reply.take_leader().ok_or(Error::Election("etcd elected no key")),
             Err(e) => Err(e.into()),
