@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{client, leaked_store_taking, noise};
+use common::{ask_blob, client, framed, leaked_store_taking, noise, varint};
 use shoal_cluster::{BlobRef, Change, Holder, Host, HostOptions, Layout, Transaction};
 use shoal_testkit::etcd::EtcdCluster;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 const PREFIX: &str = "/shoal/blobfaults";
 const STORE_MAX: usize = 16 << 20;
@@ -54,53 +54,6 @@ fn hash(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
 }
 
-/// postcard varint
-fn varint(mut n: u64, out: &mut Vec<u8>) {
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-
-fn framed(body: Vec<u8>) -> Vec<u8> {
-    let mut out = (body.len() as u32).to_le_bytes().to_vec();
-    out.extend(body);
-    out
-}
-
-/// What a host's forwarding socket answers to `Request::Blob { hash }`:
-/// `Some(bytes)` after `BlobFollows`, `None` after `NoBlob`.
-async fn ask_blob(address: &str, hash: &str) -> Option<Vec<u8>> {
-    let mut s = TcpStream::connect(address).await.unwrap();
-    let mut body = vec![1u8]; // Request::Blob
-    varint(hash.len() as u64, &mut body);
-    body.extend_from_slice(hash.as_bytes());
-    s.write_all(&framed(body)).await.unwrap();
-    let mut header = [0u8; 4];
-    s.read_exact(&mut header).await.unwrap();
-    let mut body = vec![0u8; u32::from_le_bytes(header) as usize];
-    s.read_exact(&mut body).await.unwrap();
-    match body[0] {
-        7 => {
-            let (mut size, mut shift) = (0u64, 0);
-            for &b in &body[1..] {
-                size |= u64::from(b & 0x7f) << shift;
-                shift += 7;
-            }
-            let mut bytes = vec![0u8; size as usize];
-            s.read_exact(&mut bytes).await.unwrap();
-            Some(bytes)
-        }
-        8 => None,
-        other => panic!("reply variant {other}"),
-    }
-}
-
 /// A commit refused for a value over the cluster's limit holds none of its
 /// other values' bytes: nothing serves bytes that were never committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,7 +69,7 @@ async fn a_refused_commit_holds_no_blob() {
     txn.put("/b", noise(2 << 20, 2)).unwrap();
     let refused = a.commit_local(txn).await;
     assert!(matches!(refused, Err(shoal_cluster::Error::TooLarge(_))), "{refused:?}");
-    let served = ask_blob(&a.forward_address().to_string(), &hash(&small_blob)).await;
+    let served = ask_blob(&a.forward_address().to_string(), hash(&small_blob).as_bytes()).await.1;
     a.stop().await;
     assert!(served.is_none(), "the bytes of a refused commit's value are still held and served");
 }
@@ -148,7 +101,7 @@ async fn a_host_keeps_a_commits_bytes_until_its_replica_applied_it() {
                 tokio::time::sleep(Duration::from_secs(8)).await;
                 let mut reply = vec![7u8];
                 varint(bytes.len() as u64, &mut reply);
-                let _ = s.write_all(&framed(reply)).await;
+                let _ = s.write_all(&framed(&reply)).await;
                 let _ = s.write_all(&bytes).await;
             });
         }
@@ -205,7 +158,7 @@ async fn a_replica_away_while_a_blob_was_replaced_catches_up() {
     let r1 = put(&a, "/x", &big).await.unwrap();
     let r2 = put(&a, "/x", b"small").await.unwrap();
     // What a serves for the blob now: the node's new bytes.
-    let served = ask_blob(&a.forward_address().to_string(), &hash(&big)).await;
+    let served = ask_blob(&a.forward_address().to_string(), hash(&big).as_bytes()).await.1;
     eprintln!("a serves {:?} bytes for the old blob", served.as_ref().map(Vec::len));
 
     let c = Host::start(c_store, &cluster.endpoints(), layout(), options("c", Duration::from_secs(5))).await;
@@ -263,14 +216,14 @@ async fn counting_holder(bytes: Vec<u8>, fetcher: &'static shoal::Store) -> Coun
             let _ = s.read_exact(&mut body).await;
             asked.fetch_add(1, Ordering::SeqCst);
             if refuse.load(Ordering::SeqCst) {
-                let _ = s.write_all(&framed(vec![8u8])).await; // NoBlob
+                let _ = s.write_all(&framed(&[8u8])).await; // NoBlob
                 continue;
             }
             let snapshot = fetcher.snapshot();
             staged.lock().unwrap().push(snapshot.list(&layout().staged_root()).map_or(0, |c| c.len()));
             let mut reply = vec![7u8]; // BlobFollows
             varint(bytes.len() as u64, &mut reply);
-            let _ = s.write_all(&framed(reply)).await;
+            let _ = s.write_all(&framed(&reply)).await;
             let _ = s.write_all(&bytes).await;
         }
     });

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client, leaked_store_taking, noise};
+use common::{ask_blob, client, framed, leaked_store_taking, noise};
 use shoal_cluster::{BlobRef, Error, Host, HostOptions, Layout, Read, Transaction};
 use shoal_testkit::etcd::EtcdCluster;
 
@@ -266,51 +266,6 @@ async fn a_commit_of_many_blobs_does_not_push_recent_bases_out_of_the_writers_hi
     assert!(result.is_ok(), "a transaction whose reads did not change, two revisions old: {:?}", result.err());
     b.stop().await;
     a.stop().await;
-}
-
-/// postcard varint
-fn varint(mut n: u64, out: &mut Vec<u8>) {
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-
-fn framed(body: &[u8]) -> Vec<u8> {
-    let mut out = (body.len() as u32).to_le_bytes().to_vec();
-    out.extend_from_slice(body);
-    out
-}
-
-/// The first byte of the reply to `Request::Blob { hash }` (7:
-/// `BlobFollows`, 8: `NoBlob`) on a new connection, and the bytes if any.
-async fn ask_blob(address: &str, hash: &[u8]) -> (u8, Option<Vec<u8>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(address).await.unwrap();
-    let mut body = vec![1u8];
-    varint(hash.len() as u64, &mut body);
-    body.extend_from_slice(hash);
-    s.write_all(&framed(&body)).await.unwrap();
-    let mut header = [0u8; 4];
-    s.read_exact(&mut header).await.unwrap();
-    let mut body = vec![0u8; u32::from_le_bytes(header) as usize];
-    s.read_exact(&mut body).await.unwrap();
-    if body[0] != 7 {
-        return (body[0], None);
-    }
-    let (mut size, mut shift) = (0u64, 0);
-    for &b in &body[1..] {
-        size |= u64::from(b & 0x7f) << shift;
-        shift += 7;
-    }
-    let mut bytes = vec![0u8; size as usize];
-    s.read_exact(&mut bytes).await.unwrap();
-    (7, Some(bytes))
 }
 
 /// Hostile bytes on the forwarding socket: a header over the limit, a
