@@ -63,7 +63,6 @@ impl Shared {
         let mut guard = lock(&self.state);
         let st = &mut *guard;
         self.publisher.check()?;
-        self.scrub.check()?;
         self.scrub.update(st);
         if let Some(sets) = sets {
             if sets.base_version != st.head.version {
@@ -79,6 +78,9 @@ impl Shared {
                 return Ok(version);
             }
         }
+        // Damage the scrub found is not built on (a read-only transaction
+        // builds nothing).
+        self.scrub.check()?;
         let journal_bytes: usize = jops
             .iter()
             .map(|op| match op {

@@ -12,7 +12,7 @@
 //! hold links), which the open no longer walks for.
 //!
 //! Damage it finds is logged as an error, shown by `stat`, and refuses
-//! every later commit of this writer (`Error::Corrupt`): building new
+//! every later commit of this writer that writes (`Error::Corrupt`): building new
 //! versions over damaged nodes would carry the damage on. Versions already
 //! published stay readable wherever they are not damaged. `Store::verify`
 //! and `shoal verify` check the same at once.
