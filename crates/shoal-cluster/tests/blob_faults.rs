@@ -312,3 +312,48 @@ async fn blobs_are_fetched_one_at_a_time_and_kept_across_a_failed_load() {
     assert_eq!(snapshot.version(), before + 1, "a revision of two blobs took more than one version");
     assert_eq!(holders[3].asked.load(Ordering::SeqCst), 1, "bytes the store held were fetched again");
 }
+
+/// The blobs of one revision a replica holds in memory: 64 MiB. Just below
+/// and at it, the revision is one version; just above, the blob that does
+/// not fit is staged first, in a version of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_holds_up_to_64_mib_of_blobs_in_memory() {
+    const LIMIT: usize = 64 << 20;
+    let cluster = EtcdCluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let store = leaked_store_taking(&dir, "r", STORE_MAX);
+    let host = Host::start(store, &cluster.endpoints(), layout(), options("r", Duration::from_secs(30))).await.unwrap();
+    let quarter = noise(LIMIT / 4, 301);
+    let short_quarter = noise(LIMIT / 4 - 1, 303);
+    let one_byte = vec![7u8];
+    let mut holders = Vec::new();
+    for value in [&quarter, &short_quarter, &one_byte] {
+        holders.push(counting_holder(value.clone(), store).await);
+    }
+    let mut observer = client(&cluster).await;
+    // Versions one revision of these blobs takes on the replica.
+    let mut versions_for = async |name: &str, blobs: &[usize]| {
+        let values = [&quarter, &short_quarter, &one_byte];
+        let puts: Vec<_> = blobs
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| {
+                let key = format!("{PREFIX}/held/{name}/{i}");
+                etcd_client::TxnOp::put(key, reference_to(values[b], &holders[b]), None)
+            })
+            .collect();
+        let before = store.snapshot().version();
+        let reply = observer.txn(etcd_client::Txn::new().and_then(puts)).await.unwrap();
+        let revision = reply.header().unwrap().revision();
+        let snapshot = host.replica().wait_for_revision(revision, Duration::from_secs(60)).await.unwrap();
+        for (i, &b) in blobs.iter().enumerate() {
+            assert!(snapshot.get(&format!("/held/{name}/{i}")).unwrap() == Some(&values[b][..]), "{name}/{i}");
+        }
+        assert!(!snapshot.exists(&layout().staged_root()).unwrap(), "staged bytes stay behind");
+        snapshot.version() - before
+    };
+    assert_eq!(versions_for("below", &[0, 0, 0, 1]).await, 1, "64 MiB - 1 byte of blobs");
+    assert_eq!(versions_for("at", &[0, 0, 0, 0]).await, 1, "64 MiB of blobs");
+    assert_eq!(versions_for("above", &[0, 0, 0, 0, 2]).await, 2, "64 MiB + 1 byte of blobs");
+    host.stop().await;
+}
