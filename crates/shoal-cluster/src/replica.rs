@@ -255,10 +255,9 @@ impl<'s> Replica<'s> {
         let mut ancestors: HashSet<&str> = HashSet::new();
         let revision_path = self.layout.revision_path();
         for path in wanted.keys().map(String::as_str).chain([revision_path.as_str()]) {
-            let mut at = path;
-            while let Some(cut) = at.rfind('/').filter(|&c| c > 0) {
-                at = &at[..cut];
-                if !ancestors.insert(at) {
+            // Once one is known, so are all of its own.
+            for ancestor in self::ancestors(path) {
+                if !ancestors.insert(ancestor) {
                     break;
                 }
             }
