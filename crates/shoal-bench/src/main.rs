@@ -300,7 +300,7 @@ fn notes(cfg: &Config, report: &mut Report) {
         ),
         "Scan: shoal `Snapshot::scan(\"/local/domain\")` and LMDB `prefix_iter(\"/local/domain/\")` read \
          in key order from the start of the subtree until that many dataset values were read, taking each \
-         entry's key (shoal: `Entry::write_path` into a reused String) and value; shoal also passes the \
+         entry's key (shoal: its path from `Scan::next_path`, rendered into a buffer the scan reuses) and value; shoal also passes the \
          empty-valued `/local/domain/<d>` parents. Redis has no ordered key space."
             .to_string(),
         "Commits: each is one transaction writing one random existing key. Durability off: shoal \

@@ -30,6 +30,7 @@ use crate::files::StoreDir;
 use crate::node::{self, ChangeKind, Commit, Region, COMMIT_BYTES};
 use crate::path;
 use crate::readers::ReaderTable;
+use crate::scan::Scan;
 use crate::tree;
 
 /// One version of the store, readable for as long as it is held.
@@ -223,7 +224,7 @@ impl Snapshot {
     pub fn scan(&self, path: &str) -> Result<Scan<'_>> {
         let key = path::key(path)?;
         let walk = tree::Walk::subtree(self.region(), self.commit.root, &key).map_err(|d| self.damaged(d))?;
-        Ok(Scan { snapshot: self, walk })
+        Ok(Scan::new(self, walk))
     }
 
     /// Checks the checksum of every node this version reaches. Readers do
@@ -392,83 +393,6 @@ impl Snapshot {
     /// The versions readable from this one (itself first, then older).
     pub fn versions(&self) -> Result<Vec<u64>> {
         node::chain(self.region(), self.commit).map(|c| c.map(|c| c.version).map_err(|d| self.damaged(d))).collect()
-    }
-}
-
-/// An iterator over a subtree, in path order.
-pub struct Scan<'s> {
-    snapshot: &'s Snapshot,
-    walk: tree::Walk<'s>,
-}
-
-/// One node of a [`Scan`]: its value borrowed from the mapping, its path
-/// built only when asked for (from the node's bytes in place, unless the
-/// node was reached through a subtree copied by reference).
-#[derive(Clone)]
-pub struct Entry<'s> {
-    key: tree::WalkKey<'s>,
-    value: &'s [u8],
-}
-
-impl<'s> Entry<'s> {
-    /// The node's value, borrowed from the shared mapping.
-    pub fn value(&self) -> &'s [u8] {
-        self.value
-    }
-
-    /// The node's path (allocates; see [`Entry::write_path`]).
-    pub fn path(&self) -> String {
-        let mut out = String::with_capacity(self.key.len() + 1);
-        self.write_path(&mut out);
-        out
-    }
-
-    /// Appends the node's path to `out`, reusing its allocation.
-    pub fn write_path(&self, out: &mut String) {
-        fn push_swapped(out: &mut String, text: &str) {
-            for (i, part) in text.split('\0').enumerate() {
-                if i > 0 {
-                    out.push('/');
-                }
-                out.push_str(part);
-            }
-        }
-        out.push('/');
-        let (head, tail): (&[u8], &[u8]) = match &self.key {
-            tree::WalkKey::Arena(key) => (key.head, key.tail),
-            tree::WalkKey::Owned(key) => (key, &[]),
-        };
-        match (std::str::from_utf8(head), std::str::from_utf8(tail)) {
-            (Ok(head), Ok(tail)) => {
-                push_swapped(out, head);
-                push_swapped(out, tail);
-            }
-            // The node prefix may split a character; a damaged key shows lossily.
-            _ => push_swapped(out, &String::from_utf8_lossy(&self.key.to_vec())),
-        }
-    }
-}
-
-impl std::fmt::Debug for Entry<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Entry").field("path", &self.path()).field("len", &self.value.len()).finish()
-    }
-}
-
-impl<'s> Iterator for Scan<'s> {
-    type Item = Result<Entry<'s>>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let entry = match self.walk.next_entry() {
-            Ok(Some(e)) => e,
-            Ok(None) => return None,
-            Err(d) => return Some(Err(self.snapshot.damaged(d))),
-        };
-        Some(
-            node::value_bytes(self.snapshot.region(), entry.value)
-                .map(|value| Entry { key: entry.key, value })
-                .map_err(|d| self.snapshot.damaged(d)),
-        )
     }
 }
 

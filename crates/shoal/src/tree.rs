@@ -348,13 +348,14 @@ pub struct Cursor<'a> {
     stack: Vec<(u64, usize)>,
     /// Current leaf and the index of the next entry to yield.
     leaf: Option<(LeafView<'a>, usize)>,
-    /// The key yielded last since the last seek.
+    /// The key yielded last since the last seek, and the hint of its tail.
     last: Option<Key<'a>>,
+    last_hint: u64,
 }
 
 impl<'a> Cursor<'a> {
     pub fn new(region: Region<'a>, root: u64) -> Self {
-        Cursor { region, root, stack: Vec::with_capacity(8), leaf: None, last: None }
+        Cursor { region, root, stack: Vec::with_capacity(8), leaf: None, last: None, last_hint: 0 }
     }
 
     /// Positions the cursor at the first key `>=` `key`.
@@ -406,7 +407,35 @@ impl<'a> Cursor<'a> {
     }
 
     /// The next entry in key order.
+    #[inline(always)]
     pub fn next_entry(&mut self) -> Parse<Option<LeafEntry<'a>>> {
+        if let (Some((view, i)), Some(last)) = (&mut self.leaf, &mut self.last) {
+            // Within a leaf the keys share its prefix: their order is their
+            // suffixes' order, mostly decided by their first eight bytes.
+            if *i < view.len() {
+                let entry = view.entry(*i)?;
+                *i += 1;
+                let hint = node::hint_of(entry.key.tail);
+                let after = std::ptr::eq(entry.key.head, last.head)
+                    && match hint.cmp(&self.last_hint) {
+                        std::cmp::Ordering::Greater => true,
+                        std::cmp::Ordering::Less => false,
+                        std::cmp::Ordering::Equal => entry.key.tail > last.tail,
+                    };
+                if !after && entry.key.cmp_key(last).is_le() {
+                    return Err(Damage::new(view.offset(), "keys out of order"));
+                }
+                *last = entry.key;
+                self.last_hint = hint;
+                return Ok(Some(entry));
+            }
+        }
+        self.next_leaf()
+    }
+
+    /// Moves to the next leaf and returns its first entry.
+    #[inline(never)]
+    fn next_leaf(&mut self) -> Parse<Option<LeafEntry<'a>>> {
         loop {
             let Some((view, i)) = self.leaf else { return Ok(None) };
             if i < view.len() {
@@ -416,6 +445,7 @@ impl<'a> Cursor<'a> {
                     return Err(Damage::new(view.offset(), "keys out of order"));
                 }
                 self.last = Some(entry.key);
+                self.last_hint = node::hint_of(entry.key.tail);
                 return Ok(Some(entry));
             }
             // Leaf exhausted: climb to the first ancestor with a next child.
@@ -483,6 +513,26 @@ struct Frame<'a> {
     to: Vec<u8>,
     /// `from == to` and no link on the way: keys are handed out in place.
     in_place: bool,
+    /// The shared prefix of the last leaf found to lie wholly below `from`:
+    /// its entries skip the subtree check (every key of a leaf starts with
+    /// its prefix, as that is how its keys are read).
+    inside: &'a [u8],
+}
+
+impl<'a> Frame<'a> {
+    /// Whether `key` lies in this frame's subtree.
+    #[inline]
+    fn holds(&mut self, key: &Key<'a>) -> bool {
+        if std::ptr::eq(key.head, self.inside) {
+            return true;
+        }
+        let from = self.from.as_slice();
+        if key.head.len() > from.len() && key.head.starts_with(from) && key.head[from.len()] == 0 {
+            self.inside = key.head;
+            return true;
+        }
+        key.in_subtree(from)
+    }
 }
 
 impl<'a> Walk<'a> {
@@ -492,7 +542,7 @@ impl<'a> Walk<'a> {
         let mut cursor = Cursor::new(region, target);
         cursor.seek(&from)?;
         let in_place = target == root && *from == *key;
-        let frame = Frame { cursor, from: from.into_owned(), to: key.to_vec(), in_place };
+        let frame = Frame { cursor, from: from.into_owned(), to: key.to_vec(), in_place, inside: &[] };
         Ok(Walk { region, frames: vec![frame], after_link: None })
     }
 
@@ -501,15 +551,16 @@ impl<'a> Walk<'a> {
     pub fn below_link(region: Region<'a>, link: Link<'_>, key: &[u8]) -> Parse<Walk<'a>> {
         let mut cursor = Cursor::new(region, link.root);
         cursor.seek(&crate::path::child_prefix(link.src))?;
-        let frame = Frame { cursor, from: link.src.to_vec(), to: key.to_vec(), in_place: false };
+        let frame = Frame { cursor, from: link.src.to_vec(), to: key.to_vec(), in_place: false, inside: &[] };
         Ok(Walk { region, frames: vec![frame], after_link: None })
     }
 
+    #[inline(always)]
     pub fn next_entry(&mut self) -> Parse<Option<WalkEntry<'a>>> {
         loop {
             let Some(frame) = self.frames.last_mut() else { return Ok(None) };
             let entry = match frame.cursor.next_entry()? {
-                Some(e) if e.key.in_subtree(&frame.from) => e,
+                Some(e) if frame.holds(&e.key) => e,
                 // Past the frame's subtree: back to the frame that met its link.
                 _ => {
                     self.after_link = self.frames.pop().map(|f| f.to);
@@ -545,7 +596,13 @@ impl<'a> Walk<'a> {
                 // Strictly below the source: the link entry stands for the source node.
                 let mut cursor = Cursor::new(self.region, link.root);
                 cursor.seek(&crate::path::child_prefix(link.src))?;
-                self.frames.push(Frame { cursor, from: link.src.to_vec(), to: key.to_vec(), in_place: false });
+                self.frames.push(Frame {
+                    cursor,
+                    from: link.src.to_vec(),
+                    to: key.to_vec(),
+                    in_place: false,
+                    inside: &[],
+                });
             }
             return Ok(Some(WalkEntry { key, value: entry.value }));
         }

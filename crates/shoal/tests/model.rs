@@ -110,6 +110,13 @@ fn options(durability: Durability) -> Options {
 fn assert_matches(snap: &Snapshot, model: &Model) {
     let scanned: Vec<(String, Vec<u8>)> =
         snap.scan("/").unwrap().map(|r| r.map(|e| (e.path(), e.value().to_vec())).unwrap()).collect();
+    let mut rendered = Vec::new();
+    let mut scan = snap.scan("/").unwrap();
+    while let Some(entry) = scan.next_path() {
+        let (path, value) = entry.unwrap();
+        rendered.push((path.to_string(), value.to_vec()));
+    }
+    assert!(rendered == scanned, "Scan::next_path differs from Entry::path at version {}", snap.version());
     // Path order is segment by segment: "/a/b" sorts before "/a b".
     let mut expected: Vec<(String, Vec<u8>)> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     expected.sort_by(|a, b| a.0.split('/').cmp(b.0.split('/')));

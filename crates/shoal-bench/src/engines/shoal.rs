@@ -157,16 +157,14 @@ fn get_batch(snap: &Snapshot, keys: &[String]) -> Result<(usize, u64)> {
 
 fn scan(snap: &Snapshot, prefix: &str, limit: usize) -> Result<usize> {
     let mut seen = 0;
-    let mut path = String::new();
-    for entry in snap.scan(prefix)? {
-        let entry = entry?;
-        let value = entry.value();
+    let mut scan = snap.scan(prefix)?;
+    // Each node's path (rendered into the scan's reused buffer) and value,
+    // as LMDB hands out both.
+    while let Some(entry) = scan.next_path() {
+        let (path, value) = entry?;
         // Parents (`/local/domain/<d>`) hold empty values; dataset values never are.
         if !value.is_empty() {
-            // Each key read as a path (into a reused buffer) and its value, as LMDB hands out both.
-            path.clear();
-            entry.write_path(&mut path);
-            std::hint::black_box((path.as_str(), value));
+            std::hint::black_box((path, value));
             seen += 1;
             if seen == limit {
                 break;

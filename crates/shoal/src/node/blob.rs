@@ -25,7 +25,7 @@ pub fn page_aligned(len: usize, page: u64) -> bool {
     len >= PAGE_ALIGNED_VALUE_MIN && len as u64 >= 4 * page
 }
 /// The bytes of a value.
-#[inline]
+#[inline(always)]
 pub fn value_bytes<'a>(region: Region<'a>, value: ValueRepr<'a>) -> Parse<&'a [u8]> {
     match value {
         ValueRepr::Inline(bytes) => Ok(bytes),

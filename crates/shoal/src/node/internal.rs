@@ -20,8 +20,8 @@
 //! it would make a path longer than the limit.
 
 use super::{
-    count, lower_bound, prefix_of, seal, shared_prefix, u16_at, write_header, Damage, Key, Parse, Region, HEADER_BYTES,
-    KIND_INTERNAL,
+    bytes_at, count, lower_bound, prefix_of, seal, shared_prefix, u16_at, write_header, Damage, Key, Parse, Region,
+    HEADER_BYTES, KIND_INTERNAL,
 };
 
 /// Bits of a weight word that count keys; the rest hold a key length.
@@ -69,12 +69,11 @@ impl<'a> InternalView<'a> {
     }
 
     fn u32_in(&self, at: usize) -> u32 {
-        u32::from_le_bytes([self.node[at], self.node[at + 1], self.node[at + 2], self.node[at + 3]])
+        u32::from_le_bytes(bytes_at(self.node, at))
     }
 
     fn u64_in(&self, at: usize) -> u64 {
-        let b = &self.node[at..at + 8];
-        u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+        u64::from_le_bytes(bytes_at(self.node, at))
     }
 
     #[inline]

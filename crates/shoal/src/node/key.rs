@@ -39,9 +39,10 @@ impl<'a> Key<'a> {
         self.tail.cmp(&other[h..])
     }
 
+    #[inline]
     pub fn cmp_key(&self, other: &Key<'_>) -> Ordering {
         if std::ptr::eq(self.head, other.head) {
-            return self.tail.cmp(other.tail);
+            return cmp_suffixes(self.tail, other.tail);
         }
         // Piece by piece, a slice comparison at a time (not byte by byte).
         let (mut a, mut b) = ((self.head, self.tail), (other.head, other.tail));
@@ -137,13 +138,25 @@ impl<'a> Key<'a> {
     }
 }
 
+/// Compares two byte strings as slices do, deciding most pairs on their
+/// first eight bytes without a call to `memcmp`: zero-padding both to eight
+/// bytes keeps their order unless the padded forms are equal.
+#[inline]
+pub fn cmp_suffixes(a: &[u8], b: &[u8]) -> Ordering {
+    match hint_of(a).cmp(&hint_of(b)) {
+        Ordering::Equal => a.cmp(b),
+        o => o,
+    }
+}
+
 /// The hint of a key suffix: its first eight bytes, big-endian, zero-padded.
 #[inline]
 pub fn hint_of(suffix: &[u8]) -> u64 {
-    let mut bytes = [0u8; 8];
-    let n = suffix.len().min(8);
-    bytes[..n].copy_from_slice(&suffix[..n]);
-    u64::from_be_bytes(bytes)
+    if let Some(first) = suffix.first_chunk::<8>() {
+        return u64::from_be_bytes(*first);
+    }
+    // Shorter: byte by byte (a variable-length copy would call `memcpy`).
+    suffix.iter().enumerate().fold(0, |hint, (i, &b)| hint | u64::from(b) << (56 - 8 * i))
 }
 
 /// Lower bound of `q` among `count` keys that all start with `prefix`:

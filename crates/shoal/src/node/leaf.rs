@@ -24,7 +24,7 @@
 
 use super::internal::{pack_weight, unpack_weight};
 use super::{
-    count, lower_bound, prefix_of, seal, shared_prefix, u16_at, u32_at, u64_at, write_header, Damage, Key, Parse,
+    bytes_at, count, lower_bound, prefix_of, seal, shared_prefix, u16_at, u64_at, write_header, Damage, Key, Parse,
     Region, HEADER_BYTES, KIND_LEAF,
 };
 
@@ -142,14 +142,13 @@ impl<'a> LeafView<'a> {
     #[inline]
     fn hint(&self, i: usize) -> u64 {
         let at = self.hints + 8 * i;
-        let b = &self.node[at..at + 8];
-        u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+        u64::from_le_bytes(bytes_at(self.node, at))
     }
 
     #[inline]
     fn slot(&self, i: usize) -> usize {
         let at = self.slots + 4 * i;
-        u32::from_le_bytes([self.node[at], self.node[at + 1], self.node[at + 2], self.node[at + 3]]) as usize
+        u32::from_le_bytes(bytes_at(self.node, at)) as usize
     }
 
     #[inline]
@@ -164,25 +163,29 @@ impl<'a> LeafView<'a> {
     }
 
     /// Entry `i`.
-    #[inline]
+    #[inline(always)]
     pub fn entry(&self, i: usize) -> Parse<LeafEntry<'a>> {
         let at = self.slot(i);
         let node: &'a [u8] = self.node;
         let bad = || Damage::new(self.offset, format!("leaf entry {i} out of bounds"));
-        let len = u16_at(node, at).ok_or_else(bad)? as usize;
-        let flags = *node.get(at + 2).ok_or_else(bad)?;
-        let value_len = u32_at(node, at + 4).ok_or_else(bad)?;
-        let (value, end) = if flags & FLAG_BLOB != 0 {
+        // The fixed part in one load: suffix length, flags, value length.
+        let fixed = node.get(at..).and_then(|b| b.first_chunk::<8>()).ok_or_else(bad)?;
+        let len = u16::from_le_bytes([fixed[0], fixed[1]]) as usize;
+        let flags = fixed[2];
+        let value_len = u32::from_le_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
+        if flags & FLAG_BLOB != 0 {
             let blob = u64_at(node, at + 8).ok_or_else(bad)?;
-            (ValueRepr::Blob { offset: blob, len: value_len }, at + 16 + len)
-        } else {
-            let v = at + 8 + len;
-            (ValueRepr::Inline(node.get(v..v + value_len as usize).ok_or_else(bad)?), v + value_len as usize)
-        };
-        let tail_at = if flags & FLAG_BLOB != 0 { at + 16 } else { at + 8 };
-        let tail = node.get(tail_at..tail_at + len).ok_or_else(bad)?;
+            let tail = node.get(at + 16..at + 16 + len).ok_or_else(bad)?;
+            let link = if flags & FLAG_LINK != 0 { Some(self.link_at(at + 16 + len)?) } else { None };
+            let value = ValueRepr::Blob { offset: blob, len: value_len };
+            return Ok(LeafEntry { key: Key { head: self.prefix, tail }, value, link });
+        }
+        // Suffix then value, checked as one range.
+        let end = (at + 8 + len).checked_add(value_len as usize).ok_or_else(bad)?;
+        let both = node.get(at + 8..end).ok_or_else(bad)?;
+        let (tail, value) = both.split_at(len);
         let link = if flags & FLAG_LINK != 0 { Some(self.link_at(end)?) } else { None };
-        Ok(LeafEntry { key: Key { head: self.prefix, tail }, value, link })
+        Ok(LeafEntry { key: Key { head: self.prefix, tail }, value: ValueRepr::Inline(value), link })
     }
 
     #[cold]
@@ -287,7 +290,7 @@ pub fn build_leaf(entries: &[EntryRef<'_>], buf: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::verified_node_at;
+    use crate::node::{u32_at, verified_node_at};
 
     #[test]
     fn leaf_round_trip_search_and_checksum() {

@@ -61,6 +61,13 @@ pub const NODE_TARGET_BYTES: usize = 2048;
 /// Largest entry count a node may hold (u16).
 pub const MAX_COUNT: usize = u16::MAX as usize;
 
+/// The `N` bytes at `at`, in an array the array parsers have bounds-checked
+/// already (a slip panics, as indexing does): one load, one check.
+#[inline(always)]
+pub(super) fn bytes_at<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+    *b[at..].first_chunk::<N>().expect("inside an array checked at parse")
+}
+
 #[inline]
 pub fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_le_bytes(b.get(at..at.checked_add(2)?)?.try_into().ok()?))
