@@ -303,6 +303,58 @@ pub fn write_tree<'a>(sink: &'a dyn NodeSink, pieces: Vec<Piece<'a>>) -> Result<
     Ok((builder.finish_root(level)?, keys))
 }
 
+/// Writes a tree from entries pushed in key order (a bulk load into an
+/// empty tree): leaves are cut from runs of about [`SORTED_RUN_LEAVES`]
+/// leaves' worth of entries (so sizes are balanced within a run, as
+/// commits cut them), then the levels above are built.
+pub struct SortedWriter<'a, 'r> {
+    builder: Builder<'a, 'r>,
+    run: Vec<EntryRef<'a>>,
+    run_bytes: usize,
+    leaves: Vec<ChildRef<'a>>,
+}
+
+/// Leaves' worth of entries cut together by [`SortedWriter`].
+const SORTED_RUN_LEAVES: usize = 64;
+
+impl<'a, 'r> SortedWriter<'a, 'r> {
+    pub fn new(sink: &'a dyn NodeSink, report: &'r mut ApplyReport) -> SortedWriter<'a, 'r> {
+        let builder = Builder { sink, buf: Vec::with_capacity(2 * NODE_TARGET_BYTES), spare: Vec::new(), report };
+        SortedWriter { builder, run: Vec::new(), run_bytes: 0, leaves: Vec::new() }
+    }
+
+    /// Adds the entry after every one pushed before (greater key).
+    pub fn push(&mut self, entry: EntryRef<'a>) -> Result<()> {
+        debug_assert!(self.run.last().is_none_or(|last| last.key.cmp_key(&entry.key).is_lt()));
+        self.run_bytes += entry.encoded_len();
+        self.run.push(entry);
+        if self.run_bytes >= SORTED_RUN_LEAVES * NODE_TARGET_BYTES {
+            self.write_run()?;
+        }
+        Ok(())
+    }
+
+    fn write_run(&mut self) -> Result<()> {
+        let run = std::mem::take(&mut self.run);
+        self.leaves.extend(self.builder.write_chunks(Items::Leaf(run))?);
+        self.run = self.builder.spare.pop().unwrap_or_default();
+        self.run_bytes = 0;
+        // Written as it goes, so the sink's buffer stays small (and in cache).
+        self.builder.sink.flush()
+    }
+
+    /// Writes what is left and the levels above: the root (0: nothing was
+    /// pushed) and the nodes below it. Not flushed.
+    pub fn finish(mut self) -> Result<(u64, u64)> {
+        if !self.run.is_empty() {
+            self.write_run()?;
+        }
+        let leaves = std::mem::take(&mut self.leaves);
+        let keys = leaves.iter().map(|c| c.keys).fold(0, u64::saturating_add);
+        Ok((self.builder.finish_root(leaves)?, keys))
+    }
+}
+
 /// The contents of one node level while it is being rebuilt.
 enum Items<'a> {
     Leaf(Vec<EntryRef<'a>>),

@@ -95,19 +95,43 @@ pub struct Record {
 
 /// Encodes a record; `synced_mark`: how far the journal is known durable now.
 pub fn encode(version: u64, time_ns: u64, synced_mark: u64, ops: &[JournalOp]) -> Vec<u8> {
-    let mut payload = Vec::new();
-    payload.extend_from_slice(&version.to_le_bytes());
-    payload.extend_from_slice(&time_ns.to_le_bytes());
-    payload.extend_from_slice(&synced_mark.to_le_bytes());
-    payload.extend_from_slice(&(ops.len() as u32).to_le_bytes());
-    for op in ops {
-        let (tag, key, value): (u8, &[u8], &[u8]) = match op {
+    let fields = ops.iter().map(|op| -> (u8, &[u8], &[u8]) {
+        match op {
             JournalOp::Put { key, value } => (1, key, value),
             JournalOp::Delete { key } => (2, key, &[]),
             JournalOp::DeleteTree { key } => (3, key, &[]),
             JournalOp::Copy { key, from } => (4, key, from),
             JournalOp::CopyTree { key, from } => (5, key, from),
-        };
+        }
+    });
+    encode_fields(version, time_ns, synced_mark, ops.len(), fields)
+}
+
+/// Encodes a record of puts, each (key, value), as [`encode`] would.
+pub fn encode_puts<'a>(
+    version: u64,
+    time_ns: u64,
+    synced_mark: u64,
+    count: usize,
+    puts: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> Vec<u8> {
+    encode_fields(version, time_ns, synced_mark, count, puts.map(|(key, value)| (1, key, value)))
+}
+
+/// Encodes a record of `count` ops, each (tag, key, value).
+fn encode_fields<'a>(
+    version: u64,
+    time_ns: u64,
+    synced_mark: u64,
+    count: usize,
+    ops: impl Iterator<Item = (u8, &'a [u8], &'a [u8])>,
+) -> Vec<u8> {
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&version.to_le_bytes());
+    payload.extend_from_slice(&time_ns.to_le_bytes());
+    payload.extend_from_slice(&synced_mark.to_le_bytes());
+    payload.extend_from_slice(&(count as u32).to_le_bytes());
+    for (tag, key, value) in ops {
         payload.extend_from_slice(&[tag, 0]);
         payload.extend_from_slice(&(key.len() as u16).to_le_bytes());
         payload.extend_from_slice(&(value.len() as u32).to_le_bytes());

@@ -13,6 +13,8 @@ use crate::node::{self, Commit};
 use crate::path;
 use crate::tree;
 
+use super::load::Load;
+
 /// Converts journal ops (sorted by key; for one key a subtree deletion
 /// first) into builder ops: values stored, missing ancestors of written
 /// nodes created with empty values, still sorted. `ancestors_known`: the
@@ -186,6 +188,27 @@ pub(super) fn apply_tree(
     Ok((root, keys))
 }
 
+/// Writes a bulk load into the empty tree of `head`, with the version's
+/// change set and commit record, as [`apply_ops`] does for ops.
+pub(super) fn load_into_empty(arena: &WriterArena, head: Commit, load: &Load<'_>, time_ns: u64) -> Result<Commit> {
+    debug_assert_eq!(head.root, 0);
+    // The change set lists keys until it overflows: stop gathering there.
+    let mut listed: Vec<&[u8]> = Vec::new();
+    let mut listed_bytes = 0;
+    load.each_key(|key, _| {
+        listed.push(key);
+        listed_bytes += 3 + key.len();
+        Ok(listed_bytes <= node::MAX_CHANGE_BYTES)
+    })?;
+    let mut buf = arena.take_buffer();
+    node::build_changes(listed.into_iter().map(|key| (node::ChangeKind::Set, key)), &mut buf);
+    let changes = arena.append(&buf);
+    arena.give_buffer(buf);
+    let changes = changes?;
+    let (root, key_count) = load.write_tree(arena)?;
+    write_commit(arena, head, root, key_count, changes, time_ns)
+}
+
 pub(super) fn apply_ops(
     arena: &WriterArena,
     head: Commit,
@@ -207,7 +230,18 @@ pub(super) fn apply_ops(
     arena.give_buffer(buf);
     let changes = changes?;
     let (root, keys) = apply_tree(arena, head.root, ops, links, report)?;
-    let key_count = keys.unwrap_or(head.key_count);
+    write_commit(arena, head, root, keys.unwrap_or(head.key_count), changes, time_ns)
+}
+
+/// Appends the commit record of the version after `head` and flushes.
+fn write_commit(
+    arena: &WriterArena,
+    head: Commit,
+    root: u64,
+    key_count: u64,
+    changes: u64,
+    time_ns: u64,
+) -> Result<Commit> {
     let offset = arena.end();
     let version = head.version + 1;
     let prev = head.offset;

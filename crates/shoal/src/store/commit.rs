@@ -2,7 +2,8 @@
 //! writer mutex (conflict check, apply, journal append), then published
 //! (at once, or once the journal sync covering them returns).
 
-use super::batch::{apply_ops, prepare_ops};
+use super::batch::{apply_ops, load_into_empty, prepare_ops};
+use super::load::Load;
 use super::publish::Head;
 use super::{now_ns, Shared, WriterState};
 use crate::build::{ApplyReport, Op};
@@ -31,35 +32,20 @@ impl Shared {
         &self,
         items: impl IntoIterator<Item = (P, V)>,
     ) -> Result<u64> {
-        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        for (p, v) in items {
-            let (p, v) = (p.as_ref(), v.as_ref());
-            let key = path::key(p)?;
-            if key.is_empty() {
-                return Err(Error::RootImmutable);
-            }
-            self.check_value(p, v)?;
-            pairs.push((key, v.to_vec()));
-        }
-        if pairs.is_empty() {
+        // Held while the load lasts, so that values are read where they are.
+        let items: Vec<(P, V)> = items.into_iter().collect();
+        let load = Load::gather(items.iter().map(|(p, v)| (p.as_ref(), v.as_ref())), |p, v| self.check_value(p, v))?;
+        if load.is_empty() {
             return Ok(lock(&self.state).head.version);
         }
-        // Stable sort, then keep the last of equal keys.
-        pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut jops: Vec<JournalOp> = Vec::with_capacity(pairs.len());
-        for (key, value) in pairs {
-            if let Some(JournalOp::Put { key: last, value: last_value }) = jops.last_mut() {
-                if *last == key {
-                    *last_value = value;
-                    continue;
-                }
-            }
-            jops.push(JournalOp::Put { key, value });
-        }
-        self.commit_ops(None, jops)
+        self.commit_batch(None, Batch::Load(&load))
     }
 
     fn commit_ops(&self, sets: Option<&TxnSets>, jops: Vec<JournalOp>) -> Result<u64> {
+        self.commit_batch(sets, Batch::Ops(jops))
+    }
+
+    fn commit_batch(&self, sets: Option<&TxnSets>, batch: Batch<'_>) -> Result<u64> {
         let mut guard = lock(&self.state);
         let st = &mut *guard;
         self.publisher.check()?;
@@ -81,26 +67,38 @@ impl Shared {
         // Damage the scrub found is not built on (a read-only transaction
         // builds nothing).
         self.scrub.check()?;
-        let journal_bytes: usize = jops
-            .iter()
-            .map(|op| match op {
-                JournalOp::Put { key, value } => 8 + key.len() + value.len(),
-                JournalOp::Copy { key, from } | JournalOp::CopyTree { key, from } => 8 + key.len() + from.len(),
-                JournalOp::Delete { key } | JournalOp::DeleteTree { key } => 8 + key.len(),
-            })
-            .sum();
+        let journal_bytes: usize = match &batch {
+            Batch::Ops(jops) => jops
+                .iter()
+                .map(|op| match op {
+                    JournalOp::Put { key, value } => 8 + key.len() + value.len(),
+                    JournalOp::Copy { key, from } | JournalOp::CopyTree { key, from } => 8 + key.len() + from.len(),
+                    JournalOp::Delete { key } | JournalOp::DeleteTree { key } => 8 + key.len(),
+                })
+                .sum(),
+            Batch::Load(load) => load.journal_bytes(),
+        };
         if journal_bytes > journal::MAX_RECORD_BYTES {
             return Err(Error::TransactionTooLarge { bytes: journal_bytes, max: journal::MAX_RECORD_BYTES });
         }
         let time_ns = now_ns();
-        let record = st
-            .journal
-            .is_some()
-            .then(|| journal::encode(st.head.version + 1, time_ns, self.publisher.synced_mark(), &jops));
+        let (version, mark) = (st.head.version + 1, self.publisher.synced_mark());
+        let record = st.journal.is_some().then(|| match &batch {
+            Batch::Ops(jops) => journal::encode(version, time_ns, mark, jops),
+            Batch::Load(load) => journal::encode_puts(version, time_ns, mark, load.len(), load.iter()),
+        });
+        // A load into an empty tree is written bottom-up; anything else is
+        // merged into the tree as ops.
+        let (jops, load) = match batch {
+            Batch::Load(load) if st.head.root == 0 => (Vec::new(), Some(load)),
+            Batch::Load(load) => (load.journal_ops(), None),
+            Batch::Ops(jops) => (jops, None),
+        };
         // A transaction read its ancestors at its base: if that is the head,
         // it created the missing ones, and the batch needs no lookup of them.
         let ancestors_known = sets.is_some_and(|s| s.base_version == st.head.version);
-        let ops = prepare_ops(&st.arena, st.head.root, jops, ancestors_known)?;
+        let ops =
+            if load.is_none() { prepare_ops(&st.arena, st.head.root, jops, ancestors_known)? } else { Vec::new() };
         let mut report = ApplyReport::default();
         // On failure nothing is published; nodes already appended stay behind
         // unreachable, as garbage for the next compaction.
@@ -108,7 +106,12 @@ impl Shared {
             st.links = true;
             st.links_added = true;
         }
-        let head = match apply_ops(&st.arena, st.head, &ops, time_ns, st.links, &mut report) {
+        let arena_before = st.arena.end();
+        let applied = match load {
+            Some(load) => load_into_empty(&st.arena, st.head, load, time_ns),
+            None => apply_ops(&st.arena, st.head, &ops, time_ns, st.links, &mut report),
+        };
+        let head = match applied {
             Ok(head) => head,
             Err(e @ Error::ArenaFull { .. }) => {
                 // What compaction frees may make room; the commit fails either way.
@@ -135,9 +138,19 @@ impl Shared {
             self.publisher.publish_written()?;
         }
         st.head = head;
+        if load.is_some() {
+            // All it wrote is live: it replaced nothing.
+            st.live_bytes += st.arena.end() - arena_before;
+        }
         let oldest_base = self.open.oldest_base();
         if oldest_base.is_some() {
-            st.tracker.record(head.version, &ops, &report);
+            match load {
+                Some(load) => load.each_key(|key, _| {
+                    st.tracker.record_created(head.version, key);
+                    Ok(true)
+                })?,
+                None => st.tracker.record(head.version, &ops, &report),
+            }
         }
         if oldest_base.is_none() || st.tracker.len() > st.tracker.prune_at {
             st.tracker.prune(oldest_base);
@@ -214,4 +227,10 @@ impl Committer for Shared {
     fn end(&self, base: u64) {
         self.open.end(base);
     }
+}
+
+/// What a commit writes: a transaction's (or a queue step's) ops, or a bulk load.
+enum Batch<'l> {
+    Ops(Vec<JournalOp>),
+    Load(&'l Load<'l>),
 }

@@ -32,6 +32,7 @@ mod commit;
 mod compaction;
 mod generations;
 mod inspect;
+mod load;
 mod publish;
 mod recovery;
 mod scrub;

@@ -40,6 +40,12 @@ impl ChangeTracker {
         }
     }
 
+    /// Records a node `version` created (as [`record`](Self::record) does for a put that creates it).
+    pub(super) fn record_created(&mut self, version: u64, key: &[u8]) {
+        self.nodes.insert(key.to_vec(), version);
+        self.children.insert(path::parent(key).to_vec(), version);
+    }
+
     pub(super) fn len(&self) -> usize {
         self.nodes.len() + self.children.len() + self.subtrees.len()
     }
