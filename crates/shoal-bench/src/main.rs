@@ -94,6 +94,10 @@ impl Config {
     }
 }
 
+/// Seconds a store rests after the commit rows before its files are
+/// measured (row 6c): past shoal's default `tidy_when_idle` of 2 s.
+const IDLE_SECS: u64 = 3;
+
 /// The row layout: id, row number, title, unit, which way is better.
 fn row_layout(cfg: &Config) -> Vec<(&'static str, u32, String, &'static str, Better)> {
     let p = cfg.processes;
@@ -125,6 +129,13 @@ fn row_layout(cfg: &Config) -> Vec<(&'static str, u32, String, &'static str, Bet
             Better::Lower,
         ),
         ("6b", 6, "Memory: the store's own size after the load".into(), "MiB", Better::Lower),
+        (
+            "6c",
+            6,
+            format!("Disk: the store's files after the commit rows, idle {} s, over the live data", IDLE_SECS),
+            "× live",
+            Better::Lower,
+        ),
         ("7a", 7, "Reopen a store of N keys: owner open → first read".into(), "ms", Better::Lower),
         ("7b", 7, "Reopen: a new reader process opens → first read".into(), "ms", Better::Lower),
     ]
@@ -368,6 +379,14 @@ fn targets(report: &Report) -> Vec<Target> {
             }
         }),
     });
+    let disk = report.row("6c").and_then(|r| r.median("shoal"));
+    out.push(Target {
+        what: "Disk after a write burst, idle (shoal)".into(),
+        goal: "≤ 3× live".into(),
+        value: disk,
+        met: disk.map(|v| v <= 3.0),
+        detail: "× live".into(),
+    });
     let pss = report.row("6a").and_then(|r| r.median("shoal"));
     let live = report
         .sizes
@@ -521,6 +540,21 @@ impl EngineRun<'_> {
             self.progress(&format!("commits, durability on, {} committers", cfg.committers));
             let result = self.commits(e, Durability::On, cfg.committers);
             self.set_result("3c", result);
+            if cfg.wants(6) && self.name == "redis" {
+                self.set("6c", Cell::Text("n/a (run without persistence: no files)".into()));
+            } else if cfg.wants(6) {
+                // A store at rest after a write burst: its files once idle.
+                self.progress("disk, idle after the commits");
+                std::thread::sleep(Duration::from_secs(IDLE_SECS));
+                let result = e.disk().map(|(du, live)| {
+                    Figure::single(du as f64 / live.max(1) as f64).with_detail(format!(
+                        "{:.1} MiB on disk for {:.1} MiB live",
+                        du as f64 / (1 << 20) as f64,
+                        live as f64 / (1 << 20) as f64
+                    ))
+                });
+                self.set_result("6c", result);
+            }
             e.open(Durability::Off)?;
         }
         e.close()?;

@@ -487,6 +487,30 @@ impl WriterArena {
         }
     }
 
+    /// Gives the file's blocks above the prefill window back to the
+    /// filesystem (a recycled file keeps the size its last generation grew
+    /// to). The file keeps its length, so no mapping shrinks, and nobody
+    /// reads there: it lies above every published end, and above every range
+    /// the prefill thread was asked to populate (later requests populate
+    /// their range again). Returns the bytes released; on a filesystem that
+    /// cannot punch holes, none.
+    pub fn release_unused_tail(&self) -> u64 {
+        let page = sys::page_size();
+        let from = self.prefilled.get().max(self.flushed.get()).next_multiple_of(page);
+        let Ok(len) = self.mapped.file.metadata().map(|m| m.len()) else { return 0 };
+        if len <= from {
+            return 0;
+        }
+        let punch = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+        match rustix::fs::fallocate(&self.mapped.file, punch, from, len - from) {
+            Ok(()) => len - from,
+            Err(e) => {
+                tracing::debug!(error = %e, path = %self.mapped.path.display(), "cannot release the arena's unused tail");
+                0
+            }
+        }
+    }
+
     /// Makes everything appended so far durable.
     pub fn sync(&self) -> Result<()> {
         self.flush()?;

@@ -77,6 +77,13 @@ pub struct Options {
     pub compact_min_bytes: u64,
     /// Default 2.
     pub compact_factor: u64,
+    /// Once no commit has come for this long, tidy the store: compact if
+    /// more than half of the arena is garbage (and at least a quarter of
+    /// `compact_min_bytes`; only with `auto_compact`), and delete the spare
+    /// generation file and every old one no reader pins, so that an idle
+    /// store's files hold about twice its live data. Default 2 s; `None`:
+    /// never. Not recorded in the store's settings.
+    pub tidy_when_idle: Option<Duration>,
 }
 
 impl Default for Options {
@@ -96,6 +103,7 @@ impl Default for Options {
             auto_compact: true,
             compact_min_bytes: 64 << 20,
             compact_factor: 2,
+            tidy_when_idle: Some(Duration::from_secs(2)),
         }
     }
 }
@@ -109,6 +117,7 @@ impl Options {
             lock_wait: open.lock_wait,
             mode: open.mode,
             group: open.group,
+            tidy_when_idle: open.tidy_when_idle,
             ..self
         }
     }

@@ -176,6 +176,12 @@ impl Engine for LmdbEngine {
         ])
     }
 
+    fn disk(&self) -> Result<(u64, u64)> {
+        // Live: the pages in use, as `sizes` reports them.
+        let live = self.sizes()?[0].1;
+        Ok((super::disk_bytes(&self.dir)?, live))
+    }
+
     fn reopen(&mut self, mode: Reopen, key: &str) -> Result<Duration> {
         let durability = self.durability;
         super::reopen_in_worker(self, durability, mode, key)

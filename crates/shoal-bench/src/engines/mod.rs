@@ -71,6 +71,12 @@ pub trait Engine {
     /// Sizes worth reporting (label, bytes), e.g. the arena's live size.
     fn sizes(&self) -> Result<Vec<(String, u64)>>;
 
+    /// (bytes the store's files take on disk, as `du` counts them; bytes
+    /// its live data takes), for the disk row. Engines without files: `Err`.
+    fn disk(&self) -> Result<(u64, u64)> {
+        Err("no store files".into())
+    }
+
     /// Time from open to the first read of `key` returning its value,
     /// measured in a fresh process (or a fresh server).
     fn reopen(&mut self, mode: Reopen, key: &str) -> Result<Duration>;
@@ -189,4 +195,14 @@ pub fn reopen_here(name: &str, location: &str, mode: Reopen, key: &str) -> Resul
         "lmdb" => lmdb::reopen_here(location, mode, key),
         other => Err(format!("{other} does not reopen in a worker").into()),
     }
+}
+
+/// Bytes the files of `dir` (not below it) take on disk, as `du` counts them.
+pub fn disk_bytes(dir: &std::path::Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        total += entry?.metadata()?.blocks() * 512;
+    }
+    Ok(total)
 }

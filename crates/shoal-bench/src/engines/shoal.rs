@@ -95,6 +95,10 @@ impl Engine for ShoalEngine {
         ])
     }
 
+    fn disk(&self) -> Result<(u64, u64)> {
+        Ok((super::disk_bytes(&self.dir)?, self.store()?.stat()?.live_bytes))
+    }
+
     fn reopen(&mut self, mode: Reopen, key: &str) -> Result<Duration> {
         let durability = self.durability;
         super::reopen_in_worker(self, durability, mode, key)

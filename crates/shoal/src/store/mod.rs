@@ -31,6 +31,7 @@ mod checkpoint;
 mod commit;
 mod compaction;
 mod generations;
+mod idle;
 mod inspect;
 mod load;
 mod publish;
@@ -91,6 +92,7 @@ struct WriterState {
 /// a checkpoint.
 pub struct Store {
     shared: Arc<Shared>,
+    idle: Arc<idle::Idle>,
 }
 
 /// The writer's state, shared with the background compaction thread.
@@ -148,7 +150,8 @@ impl Store {
         let shared = Arc::new(recovery::open(dir, options, mode)?);
         let _ = shared.me.set(Arc::downgrade(&shared));
         shared.scrub.start();
-        Ok(Store { shared })
+        let idle = idle::Idle::start(&shared);
+        Ok(Store { shared, idle })
     }
 
     /// Where the scrub stands: the check of every node the versions found
@@ -278,8 +281,9 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        // The compaction thread holds the other reference; once it is done,
-        // dropping `shared` checkpoints (see `Shared`'s Drop).
+        // The idle and compaction threads hold the other references; once
+        // they are done, dropping `shared` checkpoints (see `Shared`'s Drop).
+        self.idle.stop();
         self.shared.compactor.join();
         self.shared.scrub.stop();
     }
