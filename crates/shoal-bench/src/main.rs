@@ -11,6 +11,7 @@
 
 mod dataset;
 mod engines;
+mod futex;
 mod report;
 mod sysinfo;
 mod worker;
@@ -121,6 +122,14 @@ fn row_layout(cfg: &Config) -> Vec<(&'static str, u32, String, &'static str, Bet
         ("5d", 5, "Update propagation p99 from commit start (commit + propagation)".into(), "µs", Better::Lower),
         ("5e", 5, "Update propagation p99, polling reader (commit returned → seen)".into(), "µs", Better::Lower),
         ("5f", 5, "Update propagation p99.9, polling reader".into(), "µs", Better::Lower),
+        (
+            "5g",
+            5,
+            "Futex wake floor p99 (a sleeping process woken by another; the machine's, per run)".into(),
+            "µs",
+            Better::Lower,
+        ),
+        ("5h", 5, "Futex wake floor p99.9".into(), "µs", Better::Lower),
         (
             "6a",
             6,
@@ -512,6 +521,18 @@ impl EngineRun<'_> {
                     }
                 }
             }
+            self.progress("futex wake floor");
+            match futex_floor(self.cfg) {
+                Ok(figs) => {
+                    self.set("5g", Cell::Figure(figs[0].clone()));
+                    self.set("5h", Cell::Figure(figs[1].clone()));
+                }
+                Err(e) => {
+                    for id in ["5g", "5h"] {
+                        self.set(id, Cell::Text(format!("error: {e}")));
+                    }
+                }
+            }
             if e.polls() {
                 self.progress("update propagation, polling reader");
                 match self.propagation(e, true) {
@@ -700,6 +721,34 @@ impl EngineRun<'_> {
         let fig = Figure::from_samples(samples);
         Ok(if retries > 0 { fig.with_detail(format!("{retries} conflict retries")) } else { fig })
     }
+}
+
+/// The futex wake floor (rows 5g, 5h): a worker process sleeps on a word of
+/// a shared file mapping; this one stamps the clock and wakes it, 200 µs
+/// after its last report (long enough for it to be asleep again); the
+/// worker stamps the clock when it runs. Returns p99 and p99.9 in µs.
+fn futex_floor(cfg: &Config) -> Result<Vec<Figure>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("futex-word");
+    let word = futex::SharedWord::create(&path)?;
+    let mut w = WorkerProc::spawn(&worker::futex_job(&path))?;
+    w.expect("ready")?;
+    let warm = (cfg.samples / 10).max(20);
+    let mut latency = Vec::new();
+    for k in 0..warm + cfg.samples {
+        std::thread::sleep(Duration::from_micros(200));
+        let t0 = worker::monotonic_ns();
+        word.bump();
+        let seen = w.expect("seen")?;
+        let t: u64 = seen.get(1).ok_or("seen: no time")?.parse()?;
+        if k >= warm {
+            latency.push(t.saturating_sub(t0) as f64 / 1e3);
+        }
+    }
+    word.stop();
+    w.finish()?;
+    let detail = format!("{} wakes; p50 {:.1} µs", latency.len(), percentile(&latency, 50.0));
+    Ok(vec![Figure::single(percentile(&latency, 99.0)).with_detail(detail), Figure::single(percentile(&latency, 99.9))])
 }
 
 /// The keys and values of a commit row, one key list per committer thread.

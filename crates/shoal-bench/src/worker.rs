@@ -141,6 +141,11 @@ pub fn watch_job(engine: &str, location: &str, poll: bool) -> Value {
     json!({ "job": "watch", "engine": engine, "location": location, "poll": poll })
 }
 
+/// The sleeper of the futex floor: waits on the word in the file at `path`.
+pub fn futex_job(path: &std::path::Path) -> Value {
+    json!({ "job": "futex", "engine": "none", "location": path.display().to_string() })
+}
+
 pub fn memory_job(engine: &str, location: &str, owner: bool) -> Value {
     json!({ "job": "memory", "engine": engine, "location": location, "owner": owner })
 }
@@ -256,6 +261,21 @@ pub fn main(job: &str) -> Result<()> {
                     session.watch(&mut ready, &stop, &mut seen)?;
                 }
                 failed.map_or(Ok(()), Err)
+            }
+            Some("futex") => {
+                let word = crate::futex::SharedWord::open(std::path::Path::new(location))?;
+                // The parent created the word as 0 and bumps it once per sample.
+                let mut last = 0;
+                say("ready".into())?;
+                loop {
+                    let now = word.wait_change(last);
+                    let t = monotonic_ns();
+                    if crate::futex::SharedWord::is_stop(now) {
+                        return Ok(());
+                    }
+                    last = now;
+                    say(format!("seen {now} {t}"))?;
+                }
             }
             Some("memory") => {
                 let spec = spec_of(&job)?;
