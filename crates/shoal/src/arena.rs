@@ -584,7 +584,7 @@ impl Prefill {
         let thread = std::thread::Builder::new()
             .name("shoal-prefill".into())
             .spawn(move || {
-                sys::lower_this_threads_priority();
+                sys::mark_this_thread_idle();
                 let mut populate = stores;
                 for (from, to) in asked {
                     if populate {

@@ -191,8 +191,8 @@ pub fn futex_wake_all(word: &AtomicU32) -> std::io::Result<()> {
 
 /// Lowers the calling thread's CPU priority by 10 nice levels (at most to
 /// 19), for a background thread that holds no lock the committing threads
-/// wait for (the prefill thread): on a busy machine it yields the CPU to
-/// them rather than preempt them. Linux applies `setpriority` to a thread
+/// wait for, where `SCHED_IDLE` is refused: on a busy machine it yields the
+/// CPU to them more often than not. Linux applies `setpriority` to a thread
 /// id alone. Failing leaves the priority as it was.
 pub fn lower_this_threads_priority() {
     let tid = Some(rustix::thread::gettid());
@@ -218,6 +218,25 @@ pub fn mark_this_thread_batch() {
     let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
     if rc != 0 {
         tracing::debug!(error = %std::io::Error::last_os_error(), "cannot mark the compaction thread as batch");
+    }
+}
+
+/// Marks the calling thread as an idle thread (`SCHED_IDLE`): it runs only
+/// on CPU time no other thread wants, so it never preempts a committing
+/// thread or a reader. For the scrub and the prefill thread, which hold no
+/// lock anyone waits for: the scrub may take as long as it needs, and a
+/// prefill that comes too late costs the writer a `pwrite` instead of a
+/// store. Failing falls back to
+/// [`lower_this_threads_priority`].
+pub fn mark_this_thread_idle() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid, initialized sched_param for the call; pid
+    // 0 names the calling thread; the call reads the struct and touches no
+    // other memory.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot mark a background thread as idle");
+        lower_this_threads_priority();
     }
 }
 

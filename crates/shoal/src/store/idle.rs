@@ -68,6 +68,9 @@ impl Idle {
 }
 
 fn run(idle: &Idle, store: &Weak<Shared>, after: Duration) {
+    // As the compaction thread: it takes the writer lock for a compaction's
+    // short phases, so it keeps its CPU share, but does not preempt.
+    crate::sys::mark_this_thread_batch();
     // The head version last seen, and since when it has not moved.
     let mut seen: Option<(u64, Instant)> = None;
     let mut measured_at: Option<u64> = None;

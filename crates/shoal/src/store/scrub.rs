@@ -139,7 +139,8 @@ impl Scrub {
         }
     }
 
-    /// Starts the check on a thread of its own, at a lowered priority.
+    /// Starts the check on a thread of its own, run only on CPU time
+    /// nothing else wants (`SCHED_IDLE`).
     pub fn start(self: &Arc<Scrub>) {
         let Some(input) = lock(&self.input).take() else { return };
         let scrub = self.clone();
@@ -156,7 +157,7 @@ impl Scrub {
 }
 
 fn run(scrub: &Scrub, input: ScrubInput) {
-    crate::sys::lower_this_threads_priority();
+    crate::sys::mark_this_thread_idle();
     let start = std::time::Instant::now();
     let checked = input
         .mapped
