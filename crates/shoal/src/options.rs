@@ -78,8 +78,8 @@ pub struct Options {
     /// Default 2.
     pub compact_factor: u64,
     /// Once no commit has come for this long, tidy the store: compact if
-    /// more than half of the arena is garbage (and at least a quarter of
-    /// `compact_min_bytes`; only with `auto_compact`), and delete the spare
+    /// more than half of the arena is garbage (and at least 1 MiB; only
+    /// with `auto_compact`), and delete the spare
     /// generation file and every old one no reader pins, so that an idle
     /// store's files hold about twice its live data. Default 2 s; `None`:
     /// never. Not recorded in the store's settings.

@@ -60,7 +60,7 @@ fn an_idle_store_holds_about_twice_its_live_data_on_disk() {
     burst(&store);
     let busy = disk_bytes(dir.path());
     // Compacted when more than half of the arena is garbage, and at least
-    // a quarter of `compact_min_bytes` (1 MiB here).
+    // 1 MiB.
     let bound = |live: u64| (2 * live).max(live + (1 << 20));
     let tidy = eventually(|| {
         let stat = store.stat().unwrap();

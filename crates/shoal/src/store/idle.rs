@@ -3,8 +3,9 @@
 //! keeps the file it left as the spare for the next one: right for a store
 //! under load, wasteful for one at rest. Once no commit has come for
 //! [`Options::tidy_when_idle`](crate::Options::tidy_when_idle), a thread
-//! measures what the retained versions reach, compacts if more than half
-//! of the arena is garbage (and at least a quarter of `compact_min_bytes`),
+//! measures what the retained versions reach (on a thread that takes only
+//! CPU time nothing else wants), compacts if more than half of the arena
+//! is garbage (and at least 1 MiB),
 //! punches out the blocks the arena's file holds above its prefill window
 //! (a recycled file keeps its last generation's size), and deletes the
 //! spare and every old generation nothing pins. An idle
@@ -22,6 +23,9 @@ use crate::error::Result;
 use crate::locking::{lock, wait_timeout};
 use crate::retained;
 use crate::stat::walk_reachable_until;
+
+/// Less garbage than this is left alone, however small the live data.
+const MIN_GARBAGE: u64 = 1 << 20;
 
 /// How often the thread looks at the head while the store is busy.
 const TICK: Duration = Duration::from_millis(250);
@@ -123,9 +127,27 @@ impl Shared {
         };
         let region = mapped.region(head.end)?;
         let chain = retained::policy_chain(&self.options, region, head, &mapped.path)?;
-        let Some(reach) = walk_reachable_until(region, &mapped.path, &chain, false, stop)? else { return Ok(()) };
+        // The walk holds no lock, so it runs on a thread of its own that
+        // takes only CPU time nothing else wants (`SCHED_IDLE`, which a
+        // thread cannot leave again): readers and a writer waking up are
+        // never preempted by it. This thread keeps its policy for the
+        // compaction's locked phases.
+        let walked = std::thread::scope(|scope| {
+            let walker = std::thread::Builder::new().name("shoal-idle-walk".into()).spawn_scoped(scope, || {
+                crate::sys::mark_this_thread_idle();
+                walk_reachable_until(region, &mapped.path, &chain, false, stop)
+            });
+            match walker {
+                Ok(walker) => walker.join().unwrap_or_else(|_| Ok(None)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot start the idle walk's thread; walking here");
+                    walk_reachable_until(region, &mapped.path, &chain, false, stop)
+                }
+            }
+        });
+        let Some(reach) = walked? else { return Ok(()) };
         let garbage = arena_end.saturating_sub(reach.bytes);
-        if garbage > reach.bytes && garbage >= self.options.compact_min_bytes / 4 {
+        if garbage > reach.bytes && garbage >= MIN_GARBAGE {
             self.compact()?;
         }
         lock(&self.state).arena.release_unused_tail();
