@@ -138,7 +138,7 @@ impl Shared {
                 walk_reachable_until(region, &mapped.path, &chain, false, stop)
             });
             match walker {
-                Ok(walker) => walker.join().unwrap_or_else(|_| Ok(None)),
+                Ok(walker) => walker.join().unwrap_or(Ok(None)),
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot start the idle walk's thread; walking here");
                     walk_reachable_until(region, &mapped.path, &chain, false, stop)
