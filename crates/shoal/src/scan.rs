@@ -111,6 +111,9 @@ struct PathBuffer<'s> {
     /// The leaf prefix `bytes[..head_len]` renders (after the leading `/`).
     head: &'s [u8],
     head_len: usize,
+    /// Whether `bytes[..head_len]` is UTF-8 on its own (a leaf prefix may
+    /// end inside a character).
+    head_is_text: bool,
     /// The path of a key that is not UTF-8, shown lossily.
     lossy: String,
 }
@@ -130,11 +133,21 @@ impl<'s> PathBuffer<'s> {
             self.bytes.extend(head.iter().map(|&b| if b == 0 { b'/' } else { b }));
             self.head = shared;
             self.head_len = self.bytes.len();
+            self.head_is_text = std::str::from_utf8(&self.bytes).is_ok();
         }
         self.bytes.truncate(self.head_len);
         self.bytes.extend(tail.iter().map(|&b| if b == 0 { b'/' } else { b }));
-        // The whole path is checked, not the pieces: a leaf prefix may end
-        // inside a character.
+        if self.head_is_text && tail.is_ascii() {
+            // SAFETY: `bytes[..head_len]` was checked to be UTF-8 when the
+            // prefix was rendered (above; nothing writes below `head_len`
+            // since) and the bytes after it are `tail`'s, checked ASCII, with
+            // `\0` swapped for `/` (ASCII too): a valid string followed by
+            // ASCII is valid. The buffer is this scan's own heap memory; no
+            // other process can write it.
+            return unsafe { std::str::from_utf8_unchecked(&self.bytes) };
+        }
+        // Otherwise the whole path is checked, not the pieces: a leaf prefix
+        // may end inside a character that the suffix completes.
         match std::str::from_utf8(&self.bytes) {
             Ok(path) => path,
             Err(_) => {
