@@ -3,6 +3,8 @@
 //! must give the same tree, the same limits, the same change set and the
 //! same conflicts for transactions open across the load.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use shoal::{ChangeKind, Durability, Error, Options, Snapshot, Store};
@@ -36,23 +38,6 @@ fn items() -> Vec<(String, Vec<u8>)> {
     items
 }
 
-/// What the load must make of `items`: the last value of each path, and
-/// each missing ancestor with an empty value.
-fn model(items: &[(String, Vec<u8>)]) -> BTreeMap<String, Vec<u8>> {
-    let mut m = BTreeMap::new();
-    for (p, v) in items {
-        m.insert(p.clone(), v.clone());
-    }
-    for p in m.keys().cloned().collect::<Vec<_>>() {
-        let mut at = p.as_str();
-        while let Some(cut) = at.rfind('/').filter(|&c| c > 0) {
-            at = &at[..cut];
-            m.entry(at.to_string()).or_default();
-        }
-    }
-    m
-}
-
 fn in_path_order(m: &BTreeMap<String, Vec<u8>>, below: &str) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> = m
         .iter()
@@ -66,7 +51,7 @@ fn in_path_order(m: &BTreeMap<String, Vec<u8>>, below: &str) -> Vec<(String, Vec
 #[test]
 fn a_load_into_an_empty_tree_reads_as_one_merged_into_a_tree() {
     let items = items();
-    let model = model(&items);
+    let model = common::load_model(&items);
     let (empty_dir, other_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (empty, other) = (store(empty_dir.path(), Durability::None), store(other_dir.path(), Durability::None));
     let mut txn = other.begin();

@@ -3,6 +3,8 @@
 //! compared with a simple model and with the general (ops) path, which a
 //! load into a store that already holds one unrelated key takes.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::FileExt;
 
@@ -31,22 +33,6 @@ fn open_with_marker(dir: &std::path::Path, durability: Durability) -> Store {
 }
 
 type Items = Vec<(String, Vec<u8>)>;
-
-/// The last value of each path and every missing ancestor, empty.
-fn model(items: &Items) -> BTreeMap<String, Vec<u8>> {
-    let mut m = BTreeMap::new();
-    for (p, v) in items {
-        m.insert(p.clone(), v.clone());
-    }
-    for p in m.keys().cloned().collect::<Vec<_>>() {
-        let mut at = p.as_str();
-        while let Some(cut) = at.rfind('/').filter(|&c| c > 0) {
-            at = &at[..cut];
-            m.entry(at.to_string()).or_default();
-        }
-    }
-    m
-}
 
 /// Path order: segment by segment (the key order, `\0` for `/`).
 fn path_key(p: &str) -> Vec<u8> {
@@ -128,7 +114,7 @@ fn check_against_model(snap: &Snapshot, m: &BTreeMap<String, Vec<u8>>, what: &st
 
 /// Loads `items` both ways and compares them with the model and each other.
 fn both_paths(items: &Items, what: &str) {
-    let m = model(items);
+    let m = common::load_model(items);
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (empty, other) = (open(d1.path(), Durability::None), open_with_marker(d2.path(), Durability::None));
     let (v1, v2) = (load(&empty, items), load(&other, items));
@@ -266,7 +252,7 @@ fn a_load_into_an_empty_tree_with_history_reads_as_the_model() {
     let v_empty = txn.commit().unwrap();
     assert_eq!(store.snapshot().key_count(), 0);
     let items = tricky_items();
-    let m = model(&items);
+    let m = common::load_model(&items);
     let v = load(&store, &items);
     let snap = store.snapshot();
     check_against_model(&snap, &m, "after history", false);
@@ -392,7 +378,7 @@ fn watches_see_a_loaded_subtree_as_on_the_ops_path() {
     let reader = Reader::open(dir.path()).unwrap();
     let mut on_big = reader.watch("/big/7").unwrap();
     let items: Items = (0..120_000).map(|i| (format!("/big/{}/{}-with-some-length", i % 10, i), vec![1u8])).collect();
-    let m = model(&items);
+    let m = common::load_model(&items);
     let v = load(&store, &items);
     assert!(matches!(store.snapshot().changes(v - 1, "/"), Err(Error::ChangesNotListed { .. })));
     let events = on_big.poll().unwrap();
@@ -454,7 +440,7 @@ fn loads_then_copies_compaction_reopen_and_sync() {
                 )
             })
             .collect();
-        let mut m = model(&items);
+        let mut m = common::load_model(&items);
         load(&store, &items);
         // A copy source whose own value is a blob (its link entry then
         // holds a blob reference and a link).
@@ -733,7 +719,7 @@ fn a_sync_load_survives_the_writer_aborting() {
         txn.commit().unwrap();
         std::process::abort();
     }
-    let mut m = model(&tricky_items());
+    let mut m = common::load_model(&tricky_items());
     m.insert("/after".into(), vec![]);
     m.insert("/after/load".into(), b"x".to_vec());
     for marker in [false, true] {
@@ -768,7 +754,7 @@ fn a_second_load_over_the_first_reads_as_the_model() {
     load(&store, &first);
     load(&store, &second);
     let all: Items = first.iter().chain(&second).cloned().collect();
-    check_against_model(&store.snapshot(), &model(&all), "second load", false);
+    check_against_model(&store.snapshot(), &common::load_model(&all), "second load", false);
 }
 
 /// A load into an empty tree committed while a compaction copies the
@@ -788,7 +774,7 @@ fn a_load_during_a_compaction_reads_as_the_model() {
     txn.delete_tree("/").unwrap();
     txn.commit().unwrap();
     let items: Items = (0..30_000).map(|i| (format!("/l/{}/{}", i % 97, i), vec![(i % 251) as u8; i % 400])).collect();
-    let m = model(&items);
+    let m = common::load_model(&items);
     std::thread::scope(|s| {
         let compaction = s.spawn(|| store.compact().unwrap());
         std::thread::sleep(std::time::Duration::from_millis(5));
