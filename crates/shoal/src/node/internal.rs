@@ -68,10 +68,12 @@ impl<'a> InternalView<'a> {
         self.count
     }
 
+    #[inline(always)]
     fn u32_in(&self, at: usize) -> u32 {
         u32::from_le_bytes(bytes_at(self.node, at))
     }
 
+    #[inline(always)]
     fn u64_in(&self, at: usize) -> u64 {
         u64::from_le_bytes(bytes_at(self.node, at))
     }
