@@ -142,3 +142,33 @@ fn a_busy_store_is_not_tidied() {
     }
     assert!(store.stat().unwrap().spare_generation.is_some(), "tidied while busy");
 }
+
+/// CPU time used by this process's idle threads (user + system), from
+/// /proc/self/task: the other tests' stores run beside this one.
+fn idle_threads_cpu_time() -> Duration {
+    let mut ticks = 0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else { continue };
+        let (open, close) = (stat.find('(').unwrap(), stat.rfind(')').unwrap());
+        if &stat[open + 1..close] != "shoal-idle" {
+            continue;
+        }
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        ticks += fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    }
+    Duration::from_millis(ticks * 10)
+}
+
+/// At the limit: tidying after no wait at all still tidies, and the idle
+/// thread does not spin while the store rests.
+#[test]
+fn a_zero_wait_tidies_without_spinning() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options(Some(Duration::ZERO))).unwrap();
+    burst(&store);
+    assert!(eventually(|| store.stat().unwrap().spare_generation.is_none()), "{:?}", store.stat().unwrap());
+    let before = idle_threads_cpu_time();
+    std::thread::sleep(Duration::from_secs(1));
+    let used = idle_threads_cpu_time() - before;
+    assert!(used < Duration::from_millis(150), "{used:?} of CPU in 1 s at rest");
+}

@@ -29,6 +29,9 @@ const MIN_GARBAGE: u64 = 1 << 20;
 
 /// How often the thread looks at the head while the store is busy.
 const TICK: Duration = Duration::from_millis(250);
+/// The shortest wait between looks, whatever `tidy_when_idle` says (zero
+/// included): the thread never spins.
+const MIN_TICK: Duration = Duration::from_millis(10);
 
 /// The idle thread's handle, held by the store; the thread holds the store
 /// only while it tidies.
@@ -84,7 +87,7 @@ fn run(idle: &Idle, store: &Weak<Shared>, after: Duration) {
             if idle.stop.load(Ordering::Relaxed) {
                 return;
             }
-            drop(wait_timeout(&idle.wake, sleeping, TICK.min(after)));
+            drop(wait_timeout(&idle.wake, sleeping, TICK.min(after).max(MIN_TICK)));
         }
         if idle.stop.load(Ordering::Relaxed) {
             return;
