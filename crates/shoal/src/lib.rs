@@ -118,6 +118,11 @@ pub mod internals {
     pub fn failed_compactions(store: &crate::Store) -> u64 {
         store.failed_compactions()
     }
+    /// Committers' waits for a group-commit sync that ran out their
+    /// timeout although the sync had ended: wake-ups that went missing.
+    pub fn missed_sync_wakeups(store: &crate::Store) -> u64 {
+        store.missed_sync_wakeups()
+    }
     /// Fault injection: the next `count` syncs of `kind` fail with EIO.
     pub fn fail_next_syncs(store: &crate::Store, kind: SyncFault, count: u32) {
         store.fail_next_syncs(kind, count);

@@ -12,10 +12,6 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-pub fn wait<'a, T>(c: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
-    c.wait(guard).unwrap_or_else(|p| p.into_inner())
-}
-
 pub fn wait_timeout<'a, T>(c: &Condvar, guard: MutexGuard<'a, T>, timeout: Duration) -> MutexGuard<'a, T> {
     c.wait_timeout(guard, timeout).unwrap_or_else(|p| p.into_inner()).0
 }

@@ -189,6 +189,45 @@ pub fn futex_wake_all(word: &AtomicU32) -> std::io::Result<()> {
     futex::wake(word, futex::Flags::empty(), i32::MAX as u32).map(|_| ()).map_err(Into::into)
 }
 
+/// Asks the CPU to start loading every cache line of `bytes` (a hint; a
+/// no-op on other architectures than x86-64).
+#[inline(always)]
+pub fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let end = bytes.as_ptr() as usize + bytes.len();
+        let mut line = bytes.as_ptr() as usize & !63;
+        while line < end {
+            // SAFETY: `_mm_prefetch` needs SSE, which every x86-64 CPU has,
+            // and reads nothing: a prefetch is a hint that never faults,
+            // whatever the address (and these lie in `bytes`).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line as *const i8) };
+            line += 64;
+        }
+    }
+}
+
+/// Sleeps while `word`, a word of this process's memory, holds `expected`,
+/// for at most `timeout` (a process-private futex: cheaper for the kernel
+/// to key than a shared one). Returns early on a wake-up, a change or a
+/// signal, and then `true`; `false` when the timeout ran out. Any other
+/// failure is a spurious wake-up to the caller, which looks at its state
+/// again.
+pub fn futex_wait_in_process(word: &AtomicU32, expected: u32, timeout: std::time::Duration) -> bool {
+    use rustix::thread::futex;
+    let timeout =
+        futex::Timespec { tv_sec: timeout.as_secs().min(i64::MAX as u64) as _, tv_nsec: timeout.subsec_nanos() as _ };
+    !matches!(futex::wait(word, futex::Flags::PRIVATE, expected, Some(&timeout)), Err(rustix::io::Errno::TIMEDOUT))
+}
+
+/// Wakes every thread of this process waiting on `word`
+/// ([`futex_wait_in_process`]). It cannot fail for a valid word.
+pub fn futex_wake_all_in_process(word: &AtomicU32) {
+    use rustix::thread::futex;
+    let _ = futex::wake(word, futex::Flags::PRIVATE, i32::MAX as u32);
+}
+
 /// Lowers the calling thread's CPU priority by 10 nice levels (at most to
 /// 19), for a background thread that holds no lock the committing threads
 /// wait for, where `SCHED_IDLE` is refused: on a busy machine it yields the

@@ -23,6 +23,9 @@ use crate::node::{
 
 /// Depth beyond which a tree must be damaged (a 4 KiB-node tree of 2^64 keys is far shallower).
 const MAX_DEPTH: usize = 48;
+/// How much of a node a lookup loads with its header: a leaf's search
+/// arrays of a typical fan-out, the start of an internal node's.
+const NODE_START_BYTES: usize = 1024;
 /// Links followed by one lookup beyond which the arena must be damaged
 /// (each points backwards, so a chain ends; this bounds a damaged one).
 const MAX_LINKS: usize = 256;
@@ -52,6 +55,7 @@ fn leaf_for<'a>(region: Region<'a>, root: u64, key: &[u8]) -> Parse<Option<(u64,
     }
     let mut offset = root;
     for _ in 0..MAX_DEPTH {
+        region.prefetch(offset, NODE_START_BYTES);
         match kind_at(region, offset)? {
             KIND_INTERNAL => {
                 let view = InternalView::parse(region, offset)?;

@@ -121,6 +121,7 @@ impl<'a> InternalView<'a> {
     /// before every key of the node.
     #[inline]
     pub fn route(&self, q: &[u8]) -> Parse<Option<usize>> {
+        super::prefetch(&self.node[self.children + 16 * self.count..self.children + 24 * self.count]);
         let (i, found) = lower_bound(self.count, self.prefix, |i| self.hint(i), |i| self.suffix(i), q)?;
         Ok(if found { Some(i) } else { i.checked_sub(1) })
     }

@@ -205,6 +205,7 @@ impl<'a> LeafView<'a> {
     /// Index of the first entry `>= q`, and whether it equals `q`.
     #[inline]
     pub fn search(&self, q: &[u8]) -> Parse<(usize, bool)> {
+        super::prefetch(&self.node[self.hints..self.slots + 4 * self.count]);
         lower_bound(self.count, self.prefix, |i| self.hint(i), |i| self.suffix(i), q)
     }
 }

@@ -68,6 +68,13 @@ pub(super) fn bytes_at<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
     *b[at..].first_chunk::<N>().expect("inside an array checked at parse")
 }
 
+/// Starts loading the cache lines that hold `bytes`, all at once: a binary
+/// search over an array then waits for one memory access, not one per probe.
+#[inline(always)]
+pub(super) fn prefetch(bytes: &[u8]) {
+    crate::sys::prefetch(bytes);
+}
+
 #[inline]
 pub fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_le_bytes(b.get(at..at.checked_add(2)?)?.try_into().ok()?))

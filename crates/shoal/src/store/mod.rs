@@ -277,6 +277,11 @@ impl Store {
     pub(crate) fn fail_next_syncs(&self, kind: SyncFault, count: u32) {
         self.shared.publisher.inject(kind, count);
     }
+
+    /// Test hook: see `internals::missed_sync_wakeups`.
+    pub(crate) fn missed_sync_wakeups(&self) -> u64 {
+        self.shared.publisher.missed_wakeups()
+    }
 }
 
 impl Drop for Store {

@@ -26,13 +26,16 @@
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use crate::control::Control;
 use crate::error::{Error, IoContext, Result};
-use crate::locking::{lock, wait};
+use crate::locking::lock;
 use crate::readers::ReaderTable;
+
+/// How long a committer sleeps for a sync's end before it looks again.
+const SYNC_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A version as written or published: where its commit record is, and
 /// the journal's length once its record was appended.
@@ -80,7 +83,16 @@ pub(super) struct Publisher {
     journal: Option<(File, File)>,
     journal_path: PathBuf,
     state: Mutex<State>,
-    synced: Condvar,
+    /// `State::published`, for committers to check without the lock: a
+    /// group's committers wake together, and each taking the lock only to
+    /// learn that it may return made them queue on it.
+    published_version: AtomicU64,
+    /// Bumped, under the state lock, whenever a sync ends (or the store is
+    /// poisoned); committers waiting for a sync sleep on it (a futex).
+    sync_ends: AtomicU32,
+    /// Waits for a sync's end that ran out their timeout: a wake-up that
+    /// went missing (tests assert there are none).
+    missed_wakeups: AtomicU64,
     /// Held by the one arena sync that may run at a time.
     arena_syncs: Mutex<()>,
     /// Syncs a test asked to fail, per kind.
@@ -116,7 +128,9 @@ impl Publisher {
                 synced_mark: head.journal_end.max(crate::journal::HEADER),
                 journal_epoch: 0,
             }),
-            synced: Condvar::new(),
+            published_version: AtomicU64::new(head.version),
+            sync_ends: AtomicU32::new(0),
+            missed_wakeups: AtomicU64::new(0),
             arena_syncs: Mutex::new(()),
             fail_journal_syncs: AtomicU32::new(0),
             fail_arena_syncs: AtomicU32::new(0),
@@ -157,8 +171,7 @@ impl Publisher {
             tracing::error!(%error, "store poisoned: a durability step failed");
             st.poisoned = Some(error.to_string());
         }
-        drop(st);
-        self.synced.notify_all();
+        self.end_waits(st);
         error
     }
 
@@ -198,14 +211,44 @@ impl Publisher {
         self.control.wake_sleepers(&self.table);
         st.published = head.version;
         st.published_head = head;
+        self.published_version.store(head.version, Ordering::Release);
+    }
+
+    /// Called with the state lock, after a sync ended or the store was
+    /// poisoned: releases the lock and wakes the committers waiting.
+    fn end_waits(&self, st: std::sync::MutexGuard<'_, State>) {
+        // Bumped under the lock: a waiter that read the count under the lock
+        // before this either sleeps on a changed word (and returns at once)
+        // or is woken below.
+        self.sync_ends.fetch_add(1, Ordering::Release);
+        drop(st);
+        crate::sys::futex_wake_all_in_process(&self.sync_ends);
+    }
+
+    /// Releases the state lock and sleeps until the sync under way ends
+    /// (see `end_waits`).
+    fn wait_for_sync_end(&self, st: std::sync::MutexGuard<'_, State>) {
+        let seen = self.sync_ends.load(Ordering::Acquire);
+        drop(st);
+        // The timeout only bounds a wake-up that went missing; a sync that
+        // takes longer is waited for again.
+        let woken = crate::sys::futex_wait_in_process(&self.sync_ends, seen, SYNC_WAIT_LIMIT);
+        if !woken && self.sync_ends.load(Ordering::Acquire) != seen {
+            self.missed_wakeups.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits for a sync's end that timed out although the sync had ended.
+    pub fn missed_wakeups(&self) -> u64 {
+        self.missed_wakeups.load(Ordering::Relaxed)
     }
 
     /// Group commit: waits until `version` is durable and published, leading
     /// one journal `fdatasync` if nobody else is (no journal: at once).
     pub fn wait_durable(&self, version: u64) -> Result<()> {
-        let mut st = lock(&self.state);
         let Some((journal, _)) = &self.journal else {
             // Published at commit; a version that was not is behind a poison.
+            let st = lock(&self.state);
             return match &st.poisoned {
                 Some(reason) if st.published < version => Err(self.poisoned_error(reason)),
                 _ => Ok(()),
@@ -213,6 +256,10 @@ impl Publisher {
         };
         loop {
             // Published means durable, even if a later step failed since.
+            if self.published_version.load(Ordering::Acquire) >= version {
+                return Ok(());
+            }
+            let mut st = lock(&self.state);
             if st.published >= version {
                 return Ok(());
             }
@@ -220,7 +267,7 @@ impl Publisher {
                 return Err(self.poisoned_error(reason));
             }
             if st.syncing {
-                st = wait(&self.synced, st);
+                self.wait_for_sync_end(st);
                 continue;
             }
             st.syncing = true;
@@ -245,7 +292,7 @@ impl Publisher {
                     st.poisoned = Some(e.to_string());
                 }
             }
-            self.synced.notify_all();
+            self.end_waits(st);
         }
     }
 
@@ -259,7 +306,8 @@ impl Publisher {
             // one open file only one is told of a writeback error, and the
             // other must not publish on its success before the poison is set.
             while st.syncing && st.poisoned.is_none() {
-                st = wait(&self.synced, st);
+                self.wait_for_sync_end(st);
+                st = lock(&self.state);
             }
             if let Some(reason) = &st.poisoned {
                 return Err(self.poisoned_error(reason));
@@ -272,22 +320,22 @@ impl Publisher {
             if let Err(e) = result {
                 tracing::error!(error = %e, "store poisoned: a journal sync failed");
                 st.poisoned = Some(e.to_string());
-                drop(st);
-                self.synced.notify_all();
+                self.end_waits(st);
                 return Err(e);
             }
             let end = st.written.journal_end;
             self.note_synced(&mut st, end);
         }
         if let Some(reason) = &st.poisoned {
-            return Err(self.poisoned_error(reason));
+            let error = self.poisoned_error(reason);
+            self.end_waits(st);
+            return Err(error);
         }
         if st.written.version > st.published {
             let head = st.written;
             self.publish_locked(&mut st, head);
         }
-        drop(st);
-        self.synced.notify_all();
+        self.end_waits(st);
         Ok(())
     }
 
