@@ -149,6 +149,30 @@ pub fn cmp_suffixes(a: &[u8], b: &[u8]) -> Ordering {
     }
 }
 
+/// `a.cmp(b)` for slices of the same length, eight bytes at a time: the
+/// prefixes and suffixes a lookup compares are short, and a call to
+/// `memcmp` cost more than the comparison.
+#[inline]
+fn cmp_same_len(mut a: &[u8], mut b: &[u8]) -> Ordering {
+    debug_assert_eq!(a.len(), b.len());
+    while let (Some((x, a_rest)), Some((y, b_rest))) = (a.split_first_chunk::<8>(), b.split_first_chunk::<8>()) {
+        if x != y {
+            return u64::from_be_bytes(*x).cmp(&u64::from_be_bytes(*y));
+        }
+        (a, b) = (a_rest, b_rest);
+    }
+    // Fewer than eight bytes each, as many in both: zero-padded big-endian
+    // words order as the bytes do.
+    hint_of(a).cmp(&hint_of(b))
+}
+
+/// `a.cmp(b)` for short slices (see [`cmp_same_len`]).
+#[inline]
+fn cmp_short(a: &[u8], b: &[u8]) -> Ordering {
+    let n = a.len().min(b.len());
+    cmp_same_len(&a[..n], &b[..n]).then(a.len().cmp(&b.len()))
+}
+
 /// The hint of a key suffix: its first eight bytes, big-endian, zero-padded.
 #[inline]
 pub fn hint_of(suffix: &[u8]) -> u64 {
@@ -170,7 +194,7 @@ pub(super) fn lower_bound<'a>(
     q: &[u8],
 ) -> Parse<(usize, bool)> {
     let n = prefix.len().min(q.len());
-    match q[..n].cmp(&prefix[..n]) {
+    match cmp_same_len(&q[..n], &prefix[..n]) {
         Ordering::Less => return Ok((0, false)),
         Ordering::Greater => return Ok((count, false)),
         Ordering::Equal if q.len() < prefix.len() => return Ok((0, false)),
@@ -201,7 +225,7 @@ pub(super) fn lower_bound<'a>(
     let (mut a, mut b) = (lo, end);
     while a < b {
         let mid = (a + b) / 2;
-        match suffix(mid)?.cmp(rest) {
+        match cmp_short(suffix(mid)?, rest) {
             Ordering::Less => a = mid + 1,
             Ordering::Equal => return Ok((mid, true)),
             Ordering::Greater => b = mid,
@@ -240,6 +264,38 @@ mod tests {
                         let (kx, ky) = (Key { head: &x[..i], tail: &x[i..] }, Key { head: &y[..j], tail: &y[j..] });
                         assert_eq!(kx.cmp_key(&ky), x.cmp(y), "{x:?} at {i} vs {y:?} at {j}");
                     }
+                }
+            }
+        }
+    }
+
+    /// Every pair of short byte strings over an alphabet with 0 and 255,
+    /// of lengths around the eight-byte step, orders as `Ord` does.
+    #[test]
+    fn short_comparisons_order_as_slices_do() {
+        let alphabet = [0u8, 1, 0x7f, 0x80, 255];
+        let mut strings: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for len in [1, 2, 7, 8, 9, 15, 16, 17, 24] {
+            for _ in 0..12 {
+                let s = (0..len)
+                    .map(|_| {
+                        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        alphabet[(seed >> 33) as usize % alphabet.len()]
+                    })
+                    .collect::<Vec<u8>>();
+                strings.push(s);
+            }
+        }
+        // Strings that differ only in their last byte, or in one past eight.
+        strings.push(b"abcdefgh\x00".to_vec());
+        strings.push(b"abcdefgh\x01".to_vec());
+        strings.push(b"abcdefgh".to_vec());
+        for a in &strings {
+            for b in &strings {
+                assert_eq!(cmp_short(a, b), a.cmp(b), "{a:?} vs {b:?}");
+                if a.len() == b.len() {
+                    assert_eq!(cmp_same_len(a, b), a.cmp(b), "{a:?} vs {b:?}");
                 }
             }
         }
