@@ -66,6 +66,7 @@ fn leaf_for<'a>(region: Region<'a>, root: u64, key: &[u8]) -> Parse<Option<(u64,
             }
             KIND_LEAF => {
                 let view = LeafView::parse(region, offset)?;
+                region.prefetch(offset + NODE_START_BYTES as u64, view.encoded_len().saturating_sub(NODE_START_BYTES));
                 let (i, found) = view.search(key)?;
                 return Ok(Some((offset, view, i, found)));
             }

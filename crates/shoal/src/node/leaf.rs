@@ -139,6 +139,11 @@ impl<'a> LeafView<'a> {
         self.offset
     }
 
+    /// The leaf's encoded length in bytes.
+    pub fn encoded_len(&self) -> usize {
+        self.node.len()
+    }
+
     #[inline]
     fn hint(&self, i: usize) -> u64 {
         let at = self.hints + 8 * i;
