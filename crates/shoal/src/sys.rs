@@ -201,7 +201,8 @@ pub fn prefetch(bytes: &[u8]) {
         while line < end {
             // SAFETY: `_mm_prefetch` needs SSE, which every x86-64 CPU has,
             // and reads nothing: a prefetch is a hint that never faults,
-            // whatever the address (and these lie in `bytes`).
+            // whatever the address (these are the lines that hold `bytes`,
+            // the first one rounded down to its start).
             unsafe { _mm_prefetch::<_MM_HINT_T0>(line as *const i8) };
             line += 64;
         }
