@@ -229,6 +229,13 @@ pub fn futex_wake_all_in_process(word: &AtomicU32) {
     let _ = futex::wake(word, futex::Flags::PRIVATE, i32::MAX as u32);
 }
 
+/// Wakes one thread of this process waiting on `word`
+/// ([`futex_wait_in_process`]), if one is.
+pub fn futex_wake_one_in_process(word: &AtomicU32) {
+    use rustix::thread::futex;
+    let _ = futex::wake(word, futex::Flags::PRIVATE, 1);
+}
+
 /// Lowers the calling thread's CPU priority by 10 nice levels (at most to
 /// 19), for a background thread that holds no lock the committing threads
 /// wait for, where `SCHED_IDLE` is refused: on a busy machine it yields the

@@ -47,6 +47,15 @@ pub(super) struct Head {
     pub journal_end: u64,
 }
 
+/// Whom the end of a sync wakes (see `Publisher::sync_ends`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// The committers it covered, and one of those it did not.
+    Covered,
+    /// Every waiting committer: the store is poisoned.
+    Everyone,
+}
+
 /// Which syncs a test makes fail (see [`Publisher::inject`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncFault {
@@ -64,6 +73,10 @@ struct State {
     published_head: Head,
     /// A committer is running the journal `fdatasync`.
     syncing: bool,
+    /// Journal syncs begun (the running one's number while `syncing`).
+    sync_number: u64,
+    /// The newest version the running sync covers.
+    sync_target: u64,
     /// Why the store refuses to go on, after a failed durability step.
     poisoned: Option<String>,
     /// How far the journal is known durable (see `journal`).
@@ -87,9 +100,13 @@ pub(super) struct Publisher {
     /// group's committers wake together, and each taking the lock only to
     /// learn that it may return made them queue on it.
     published_version: AtomicU64,
-    /// Bumped, under the state lock, whenever a sync ends (or the store is
-    /// poisoned); committers waiting for a sync sleep on it (a futex).
-    sync_ends: AtomicU32,
+    /// Futex words, bumped under the state lock, that committers sleep on:
+    /// `sync_ends[n % 2]` when sync `n` ends (all its waiters are woken),
+    /// `sync_ends[(n + 1) % 2]` then too if versions it did not cover wait
+    /// (one of their committers is woken to lead the next sync; the others
+    /// sleep on until that one ends). Waking only whom a sync's end concerns
+    /// spares the others a wake-up and a sleep each.
+    sync_ends: [AtomicU32; 2],
     /// Waits for a sync's end that ran out their timeout: a wake-up that
     /// went missing (tests assert there are none).
     missed_wakeups: AtomicU64,
@@ -123,13 +140,15 @@ impl Publisher {
                 published: head.version,
                 published_head: head,
                 syncing: false,
+                sync_number: 0,
+                sync_target: 0,
                 poisoned: None,
                 // What the journal holds at open was synced by opening it.
                 synced_mark: head.journal_end.max(crate::journal::HEADER),
                 journal_epoch: 0,
             }),
             published_version: AtomicU64::new(head.version),
-            sync_ends: AtomicU32::new(0),
+            sync_ends: [AtomicU32::new(0), AtomicU32::new(0)],
             missed_wakeups: AtomicU64::new(0),
             arena_syncs: Mutex::new(()),
             fail_journal_syncs: AtomicU32::new(0),
@@ -171,7 +190,7 @@ impl Publisher {
             tracing::error!(%error, "store poisoned: a durability step failed");
             st.poisoned = Some(error.to_string());
         }
-        self.end_waits(st);
+        self.end_waits(st, Wake::Everyone);
         error
     }
 
@@ -214,26 +233,48 @@ impl Publisher {
         self.published_version.store(head.version, Ordering::Release);
     }
 
-    /// Called with the state lock, after a sync ended or the store was
-    /// poisoned: releases the lock and wakes the committers waiting.
-    fn end_waits(&self, st: std::sync::MutexGuard<'_, State>) {
-        // Bumped under the lock: a waiter that read the count under the lock
-        // before this either sleeps on a changed word (and returns at once)
-        // or is woken below.
-        self.sync_ends.fetch_add(1, Ordering::Release);
-        drop(st);
-        crate::sys::futex_wake_all_in_process(&self.sync_ends);
+    /// Marks a journal sync as running, covering what is written now.
+    fn begin_sync(st: &mut State) {
+        st.syncing = true;
+        st.sync_number += 1;
+        st.sync_target = st.written.version;
     }
 
-    /// Releases the state lock and sleeps until the sync under way ends
-    /// (see `end_waits`).
-    fn wait_for_sync_end(&self, st: std::sync::MutexGuard<'_, State>) {
-        let seen = self.sync_ends.load(Ordering::Acquire);
+    /// Called with the state lock, after sync `st.sync_number` ended or the
+    /// store was poisoned: releases the lock and wakes the committers the
+    /// end concerns (see `sync_ends`).
+    fn end_waits(&self, st: std::sync::MutexGuard<'_, State>, wake: Wake) {
+        let n = st.sync_number as usize;
+        let (ended, next) = (&self.sync_ends[n % 2], &self.sync_ends[(n + 1) % 2]);
+        // Bumped under the lock: a waiter that read a word under the lock
+        // before this either sleeps on a changed word (and returns at once)
+        // or is woken below.
+        ended.fetch_add(1, Ordering::Release);
+        let uncovered = wake == Wake::Everyone || st.written.version > st.published;
+        if uncovered {
+            next.fetch_add(1, Ordering::Release);
+        }
+        drop(st);
+        crate::sys::futex_wake_all_in_process(ended);
+        match wake {
+            Wake::Everyone => crate::sys::futex_wake_all_in_process(next),
+            Wake::Covered if uncovered => crate::sys::futex_wake_one_in_process(next),
+            Wake::Covered => {}
+        }
+    }
+
+    /// Releases the state lock and sleeps until the running sync ends, or,
+    /// when it does not cover `version`, until this committer is woken to
+    /// lead the next one or that one ends (see `sync_ends`).
+    fn wait_for_sync_end(&self, st: std::sync::MutexGuard<'_, State>, version: u64) {
+        let n = st.sync_number as usize;
+        let word = if version <= st.sync_target { &self.sync_ends[n % 2] } else { &self.sync_ends[(n + 1) % 2] };
+        let seen = word.load(Ordering::Acquire);
         drop(st);
         // The timeout only bounds a wake-up that went missing; a sync that
         // takes longer is waited for again.
-        let woken = crate::sys::futex_wait_in_process(&self.sync_ends, seen, SYNC_WAIT_LIMIT);
-        if !woken && self.sync_ends.load(Ordering::Acquire) != seen {
+        let woken = crate::sys::futex_wait_in_process(word, seen, SYNC_WAIT_LIMIT);
+        if !woken && word.load(Ordering::Acquire) != seen {
             self.missed_wakeups.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -267,10 +308,10 @@ impl Publisher {
                 return Err(self.poisoned_error(reason));
             }
             if st.syncing {
-                self.wait_for_sync_end(st);
+                self.wait_for_sync_end(st, version);
                 continue;
             }
-            st.syncing = true;
+            Self::begin_sync(&mut st);
             let (target, epoch) = (st.written, st.journal_epoch);
             drop(st);
             let result = self.sync_file(journal, SyncFault::Journal).at(&self.journal_path);
@@ -292,7 +333,8 @@ impl Publisher {
                     st.poisoned = Some(e.to_string());
                 }
             }
-            self.end_waits(st);
+            let wake = if st.poisoned.is_some() { Wake::Everyone } else { Wake::Covered };
+            self.end_waits(st, wake);
         }
     }
 
@@ -306,13 +348,14 @@ impl Publisher {
             // one open file only one is told of a writeback error, and the
             // other must not publish on its success before the poison is set.
             while st.syncing && st.poisoned.is_none() {
-                self.wait_for_sync_end(st);
+                // The running sync's end, whatever it covers.
+                self.wait_for_sync_end(st, 0);
                 st = lock(&self.state);
             }
             if let Some(reason) = &st.poisoned {
                 return Err(self.poisoned_error(reason));
             }
-            st.syncing = true;
+            Self::begin_sync(&mut st);
             drop(st);
             let result = self.sync_file(journal, SyncFault::Journal).at(&self.journal_path);
             st = lock(&self.state);
@@ -320,7 +363,7 @@ impl Publisher {
             if let Err(e) = result {
                 tracing::error!(error = %e, "store poisoned: a journal sync failed");
                 st.poisoned = Some(e.to_string());
-                self.end_waits(st);
+                self.end_waits(st, Wake::Everyone);
                 return Err(e);
             }
             let end = st.written.journal_end;
@@ -328,14 +371,14 @@ impl Publisher {
         }
         if let Some(reason) = &st.poisoned {
             let error = self.poisoned_error(reason);
-            self.end_waits(st);
+            self.end_waits(st, Wake::Everyone);
             return Err(error);
         }
         if st.written.version > st.published {
             let head = st.written;
             self.publish_locked(&mut st, head);
         }
-        self.end_waits(st);
+        self.end_waits(st, Wake::Covered);
         Ok(())
     }
 
