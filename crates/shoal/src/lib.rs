@@ -119,7 +119,8 @@ pub mod internals {
         store.failed_compactions()
     }
     /// Committers' waits for a group-commit sync that ran out their
-    /// timeout although the sync had ended: wake-ups that went missing.
+    /// timeout well after the sync they waited for had ended, or with no
+    /// sync running: wake-ups that went missing.
     pub fn missed_sync_wakeups(store: &crate::Store) -> u64 {
         store.missed_sync_wakeups()
     }

@@ -36,6 +36,9 @@ use crate::readers::ReaderTable;
 
 /// How long a committer sleeps for a sync's end before it looks again.
 const SYNC_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// A wait that timed out this long after the sync it waited for ended was
+/// not woken by that end: a missed wake-up.
+const MISSED_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A version as written or published: where its commit record is, and
 /// the journal's length once its record was appended.
@@ -107,9 +110,15 @@ pub(super) struct Publisher {
     /// sleep on until that one ends). Waking only whom a sync's end concerns
     /// spares the others a wake-up and a sleep each.
     sync_ends: [AtomicU32; 2],
-    /// Waits for a sync's end that ran out their timeout: a wake-up that
-    /// went missing (tests assert there are none).
+    /// Waits for a sync's end that ran out their timeout although the sync
+    /// they waited for had ended well before: a wake-up that went missing
+    /// (tests assert there are none).
     missed_wakeups: AtomicU64,
+    /// The number of the last sync whose waiters were all woken (every
+    /// sync's, once the store is poisoned), and when, in ns since `started`.
+    last_end: AtomicU64,
+    last_end_ns: AtomicU64,
+    started: std::time::Instant,
     /// Held by the one arena sync that may run at a time.
     arena_syncs: Mutex<()>,
     /// Syncs a test asked to fail, per kind.
@@ -150,6 +159,9 @@ impl Publisher {
             published_version: AtomicU64::new(head.version),
             sync_ends: [AtomicU32::new(0), AtomicU32::new(0)],
             missed_wakeups: AtomicU64::new(0),
+            last_end: AtomicU64::new(0),
+            last_end_ns: AtomicU64::new(0),
+            started: std::time::Instant::now(),
             arena_syncs: Mutex::new(()),
             fail_journal_syncs: AtomicU32::new(0),
             fail_arena_syncs: AtomicU32::new(0),
@@ -246,6 +258,9 @@ impl Publisher {
     fn end_waits(&self, st: std::sync::MutexGuard<'_, State>, wake: Wake) {
         let n = st.sync_number as usize;
         let (ended, next) = (&self.sync_ends[n % 2], &self.sync_ends[(n + 1) % 2]);
+        let last = if wake == Wake::Everyone { st.sync_number + 1 } else { st.sync_number };
+        self.last_end_ns.store(self.started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.last_end.store(last, Ordering::Release);
         // Bumped under the lock: a waiter that read a word under the lock
         // before this either sleeps on a changed word (and returns at once)
         // or is woken below.
@@ -268,14 +283,28 @@ impl Publisher {
     /// lead the next one or that one ends (see `sync_ends`).
     fn wait_for_sync_end(&self, st: std::sync::MutexGuard<'_, State>, version: u64) {
         let n = st.sync_number as usize;
-        let word = if version <= st.sync_target { &self.sync_ends[n % 2] } else { &self.sync_ends[(n + 1) % 2] };
+        let (word, awaited) = if version <= st.sync_target {
+            (&self.sync_ends[n % 2], st.sync_number)
+        } else {
+            (&self.sync_ends[(n + 1) % 2], st.sync_number + 1)
+        };
         let seen = word.load(Ordering::Acquire);
         drop(st);
         // The timeout only bounds a wake-up that went missing; a sync that
         // takes longer is waited for again.
         let woken = crate::sys::futex_wait_in_process(word, seen, SYNC_WAIT_LIMIT);
-        if !woken && word.load(Ordering::Acquire) != seen {
-            self.missed_wakeups.fetch_add(1, Ordering::Relaxed);
+        if !woken {
+            // Missed: the sync waited for ended, or none runs (this committer
+            // should have been woken to lead one), and not just as the
+            // timeout ran out.
+            let leaderless = !lock(&self.state).syncing;
+            let since_end =
+                (self.started.elapsed().as_nanos() as u64).saturating_sub(self.last_end_ns.load(Ordering::Relaxed));
+            if (leaderless || self.last_end.load(Ordering::Acquire) >= awaited)
+                && since_end > MISSED_AFTER.as_nanos() as u64
+            {
+                self.missed_wakeups.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
