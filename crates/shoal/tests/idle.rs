@@ -143,19 +143,33 @@ fn a_busy_store_is_not_tidied() {
     assert!(store.stat().unwrap().spare_generation.is_some(), "tidied while busy");
 }
 
-/// CPU time used by this process's idle threads (user + system), from
-/// /proc/self/task: the other tests' stores run beside this one.
-fn idle_threads_cpu_time() -> Duration {
-    let mut ticks = 0;
+/// CPU ticks used so far by each of this process's idle threads (user +
+/// system), by thread id, from /proc/self/task: the other tests' stores run
+/// beside this one, and a short-lived walker thread may come and go.
+fn idle_threads_cpu_ticks() -> std::collections::HashMap<String, u64> {
+    let mut ticks = std::collections::HashMap::new();
     for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else { continue };
+        let task = task.unwrap();
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
         let (open, close) = (stat.find('(').unwrap(), stat.rfind(')').unwrap());
         if &stat[open + 1..close] != "shoal-idle" {
             continue;
         }
         let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
-        ticks += fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        let used = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        ticks.insert(task.file_name().to_string_lossy().into_owned(), used);
     }
+    ticks
+}
+
+/// CPU time the idle threads used between two readings (a thread that
+/// ended in between counts for what it used before; one that started, for
+/// all it used).
+fn idle_cpu_between(
+    before: &std::collections::HashMap<String, u64>,
+    after: &std::collections::HashMap<String, u64>,
+) -> Duration {
+    let ticks: u64 = after.iter().map(|(tid, t)| t.saturating_sub(before.get(tid).copied().unwrap_or(0))).sum();
     Duration::from_millis(ticks * 10)
 }
 
@@ -167,8 +181,8 @@ fn a_zero_wait_tidies_without_spinning() {
     let store = Store::open(dir.path(), options(Some(Duration::ZERO))).unwrap();
     burst(&store);
     assert!(eventually(|| store.stat().unwrap().spare_generation.is_none()), "{:?}", store.stat().unwrap());
-    let before = idle_threads_cpu_time();
+    let before = idle_threads_cpu_ticks();
     std::thread::sleep(Duration::from_secs(1));
-    let used = idle_threads_cpu_time() - before;
+    let used = idle_cpu_between(&before, &idle_threads_cpu_ticks());
     assert!(used < Duration::from_millis(150), "{used:?} of CPU in 1 s at rest");
 }
