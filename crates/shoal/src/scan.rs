@@ -17,6 +17,15 @@ pub struct Scan<'s> {
     region: node::Region<'s>,
     walk: tree::Walk<'s>,
     path: PathBuffer<'s>,
+    /// The key of the entry [`Scan::next_path`] took the general step to.
+    staged: tree::WalkKey<'s>,
+}
+
+/// What the general step of [`Scan::next_path`] found.
+enum Step<'s> {
+    Entry(&'s [u8]),
+    End,
+    Failed(Box<crate::Error>),
 }
 
 /// One node of a [`Scan`]: its value borrowed from the mapping, its path
@@ -30,18 +39,59 @@ pub struct Entry<'s> {
 
 impl<'s> Scan<'s> {
     pub(crate) fn new(snapshot: &'s Snapshot, walk: tree::Walk<'s>) -> Scan<'s> {
-        Scan { snapshot, region: snapshot.region(), walk, path: PathBuffer::default() }
+        Scan {
+            snapshot,
+            region: snapshot.region(),
+            walk,
+            path: PathBuffer::default(),
+            staged: tree::WalkKey::Owned(Vec::new()),
+        }
     }
 
     /// The next node's path and value, the path written into a buffer the
     /// scan reuses: the same as [`Entry::write_path`] without an allocation
     /// per node, and with each leaf's shared prefix rendered once.
+    #[inline]
     pub fn next_path(&mut self) -> Option<Result<(&str, &'s [u8])>> {
-        let entry = match self.next()? {
-            Ok(entry) => entry,
-            Err(e) => return Some(Err(e)),
+        let (key, value) = match self.walk.next_plain() {
+            Some(entry) => entry,
+            // The general step leaves its entry's key in `staged`, so that
+            // no path hands a whole entry through memory: the caller's
+            // loop keeps the path and value in registers.
+            None => match self.step_general() {
+                Step::Entry(value) => return Some(Ok((self.path.render(&self.staged), value))),
+                Step::End => return None,
+                Step::Failed(e) => return Some(Err(*e)),
+            },
         };
-        Some(Ok((self.path.render(&entry.key), entry.value)))
+        Some(Ok((self.path.render_in_place(key), value)))
+    }
+
+    #[inline(never)]
+    fn step_general(&mut self) -> Step<'s> {
+        match self.next_general() {
+            Some(Ok(entry)) => {
+                self.staged = entry.key;
+                Step::Entry(entry.value)
+            }
+            None => Step::End,
+            Some(Err(e)) => Step::Failed(Box::new(e)),
+        }
+    }
+
+    /// Any entry: through links, of any value, checked in full.
+    #[inline(never)]
+    fn next_general(&mut self) -> Option<Result<Entry<'s>>> {
+        let entry = match self.walk.next_entry() {
+            Ok(Some(e)) => e,
+            Ok(None) => return None,
+            Err(d) => return Some(Err(self.snapshot.damaged(d))),
+        };
+        Some(
+            node::value_bytes(self.region, entry.value)
+                .map(|value| Entry { key: entry.key, value })
+                .map_err(|d| self.snapshot.damaged(d)),
+        )
     }
 }
 
@@ -119,7 +169,26 @@ struct PathBuffer<'s> {
 }
 
 impl<'s> PathBuffer<'s> {
-    #[inline]
+    /// The path of a key read in place, whose head is most often the
+    /// prefix rendered last.
+    #[inline(always)]
+    fn render_in_place(&mut self, key: node::Key<'s>) -> &str {
+        if !self.head_is_text || key.head.is_empty() || !std::ptr::eq(key.head, self.head) {
+            return self.render(&tree::WalkKey::Arena(key));
+        }
+        self.bytes.truncate(self.head_len);
+        if push_swapped_bytes(&mut self.bytes, key.tail) {
+            // SAFETY: as in `render`: `bytes[..head_len]` was checked to be
+            // UTF-8 when the prefix was rendered (`head_is_text`; nothing
+            // writes below `head_len` since) and what follows is `tail`,
+            // found ASCII, with `\0` swapped for `/`. The buffer is this
+            // scan's own heap memory.
+            return unsafe { std::str::from_utf8_unchecked(&self.bytes) };
+        }
+        self.checked()
+    }
+
+    #[inline(never)]
     fn render(&mut self, key: &tree::WalkKey<'s>) -> &str {
         let (head, tail) = pieces(key);
         // A leaf prefix, read in place, that the next entries may share.
@@ -130,24 +199,28 @@ impl<'s> PathBuffer<'s> {
         if shared.is_empty() || !std::ptr::eq(shared, self.head) {
             self.bytes.clear();
             self.bytes.push(b'/');
-            self.bytes.extend(head.iter().map(|&b| if b == 0 { b'/' } else { b }));
+            let ascii = push_swapped_bytes(&mut self.bytes, head);
             self.head = shared;
             self.head_len = self.bytes.len();
-            self.head_is_text = std::str::from_utf8(&self.bytes).is_ok();
+            self.head_is_text = ascii || std::str::from_utf8(&self.bytes).is_ok();
         }
         self.bytes.truncate(self.head_len);
-        self.bytes.extend(tail.iter().map(|&b| if b == 0 { b'/' } else { b }));
-        if self.head_is_text && tail.is_ascii() {
+        if push_swapped_bytes(&mut self.bytes, tail) && self.head_is_text {
             // SAFETY: `bytes[..head_len]` was checked to be UTF-8 when the
             // prefix was rendered (above; nothing writes below `head_len`
-            // since) and the bytes after it are `tail`'s, checked ASCII, with
+            // since) and the bytes after it are `tail`'s, found ASCII, with
             // `\0` swapped for `/` (ASCII too): a valid string followed by
             // ASCII is valid. The buffer is this scan's own heap memory; no
             // other process can write it.
             return unsafe { std::str::from_utf8_unchecked(&self.bytes) };
         }
-        // Otherwise the whole path is checked, not the pieces: a leaf prefix
-        // may end inside a character that the suffix completes.
+        self.checked()
+    }
+
+    /// The whole path, checked: a leaf prefix may end inside a character
+    /// that the suffix completes.
+    #[cold]
+    fn checked(&mut self) -> &str {
         match std::str::from_utf8(&self.bytes) {
             Ok(path) => path,
             Err(_) => {
@@ -157,6 +230,37 @@ impl<'s> PathBuffer<'s> {
             }
         }
     }
+}
+
+/// Appends `key` with `/` for each `\0`, eight bytes at a time, and says
+/// whether it was all ASCII.
+#[inline(always)]
+fn push_swapped_bytes(out: &mut Vec<u8>, key: &[u8]) -> bool {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    /// `word` with each zero byte made a `/`.
+    #[inline(always)]
+    fn swapped(word: u64) -> u64 {
+        // 0x80 in exactly the bytes that are zero (no carry crosses bytes:
+        // the low seven bits of each are added to 0x7f on their own).
+        let zero = !(((word & LOW7) + LOW7) | word | LOW7);
+        word | ((zero >> 7) * u64::from(b'/'))
+    }
+    let mut high = 0;
+    let mut words = key.chunks_exact(8);
+    for word in &mut words {
+        let word = u64::from_le_bytes(word.try_into().expect("chunks of eight"));
+        high |= word;
+        out.extend_from_slice(&swapped(word).to_le_bytes());
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        // Eight bytes written, the padding then cut: a fixed-size copy.
+        let word = node::first_word(rest);
+        high |= word;
+        out.extend_from_slice(&swapped(word).to_le_bytes());
+        out.truncate(out.len() - (8 - rest.len()));
+    }
+    high & !LOW7 == 0
 }
 
 impl std::fmt::Debug for Entry<'_> {
@@ -170,15 +274,32 @@ impl<'s> Iterator for Scan<'s> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        let entry = match self.walk.next_entry() {
-            Ok(Some(e)) => e,
-            Ok(None) => return None,
-            Err(d) => return Some(Err(self.snapshot.damaged(d))),
-        };
-        Some(
-            node::value_bytes(self.region, entry.value)
-                .map(|value| Entry { key: entry.key, value })
-                .map_err(|d| self.snapshot.damaged(d)),
-        )
+        if let Some((key, value)) = self.walk.next_plain() {
+            return Some(Ok(Entry { key: tree::WalkKey::Arena(key), value }));
+        }
+        self.next_general()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swapped_bytes_are_the_key_with_slashes_for_nuls() {
+        let alphabet = [0u8, b'/', b'a', 0x7f, 0x80, 0xC3, 0xFF];
+        // Lengths 0 to 19 cross the word and remainder paths; each byte
+        // drawn from the alphabet by position, shifted per length.
+        for n in 0..20usize {
+            for shift in 0..alphabet.len() {
+                let key: Vec<u8> = (0..n).map(|i| alphabet[(i * 3 + shift + n) % alphabet.len()]).collect();
+                let mut out = b"/pre".to_vec();
+                let ascii = push_swapped_bytes(&mut out, &key);
+                let mut want = b"/pre".to_vec();
+                want.extend(key.iter().map(|&b| if b == 0 { b'/' } else { b }));
+                assert_eq!(out, want, "{key:?}");
+                assert_eq!(ascii, key.is_ascii(), "{key:?}");
+            }
+        }
     }
 }

@@ -356,11 +356,14 @@ pub struct Cursor<'a> {
     /// The key yielded last since the last seek, and the hint of its tail.
     last: Option<Key<'a>>,
     last_hint: u64,
+    /// Damage met while [`next_plain`](Self::next_plain) moved between
+    /// leaves, for the next [`next_entry`](Self::next_entry) to report.
+    failed: Option<Damage>,
 }
 
 impl<'a> Cursor<'a> {
     pub fn new(region: Region<'a>, root: u64) -> Self {
-        Cursor { region, root, stack: Vec::with_capacity(8), leaf: None, last: None, last_hint: 0 }
+        Cursor { region, root, stack: Vec::with_capacity(8), leaf: None, last: None, last_hint: 0, failed: None }
     }
 
     /// Positions the cursor at the first key `>=` `key`.
@@ -368,6 +371,7 @@ impl<'a> Cursor<'a> {
         self.stack.clear();
         self.leaf = None;
         self.last = None;
+        self.failed = None;
         if self.root == 0 {
             return Ok(());
         }
@@ -438,9 +442,89 @@ impl<'a> Cursor<'a> {
         self.next_leaf()
     }
 
+    /// The next entry, when it is a plain one (see [`LeafView::plain_entry`])
+    /// in a leaf whose prefix `inside` accepts, and it orders after the
+    /// last entry: a scan's common step, moving to the next leaf when the
+    /// current one is done, with nothing to build. `None` leaves the cursor
+    /// at that entry, for [`next_entry`](Self::next_entry) to take the step
+    /// (and report any damage).
+    #[inline(always)]
+    pub fn next_plain(&mut self, inside: impl FnOnce(&'a [u8]) -> bool) -> Option<(Key<'a>, &'a [u8])> {
+        let last = self.last?;
+        let (mut view, mut i) = self.leaf?;
+        if i >= view.len() {
+            (view, i) = self.advance_plain()?;
+        }
+        let prefix = view.prefix();
+        if !inside(prefix) {
+            return None;
+        }
+        let (tail, value) = view.plain_entry(i)?;
+        let key = Key { head: prefix, tail };
+        let hint = node::hint_of(tail);
+        let after = if std::ptr::eq(last.head, prefix) {
+            match hint.cmp(&self.last_hint) {
+                std::cmp::Ordering::Greater => true,
+                std::cmp::Ordering::Less => false,
+                std::cmp::Ordering::Equal => tail > last.tail,
+            }
+        } else {
+            key.cmp_key(&last).is_gt()
+        };
+        if !after {
+            return None;
+        }
+        if let Some((_, next)) = &mut self.leaf {
+            *next = i + 1;
+        }
+        // Field by field: a whole `Key` moved at once goes through the
+        // stack, and its reload stalls on the stores just made.
+        if let Some(last) = &mut self.last {
+            last.head = prefix;
+            last.tail = tail;
+        }
+        self.last_hint = hint;
+        Some((key, value))
+    }
+
+    /// [`advance`](Self::advance) for [`next_plain`](Self::next_plain):
+    /// the new leaf, or `None` at the end or on damage (kept for
+    /// `next_entry` to report).
+    #[inline(never)]
+    fn advance_plain(&mut self) -> Option<(LeafView<'a>, usize)> {
+        match self.advance() {
+            Ok(true) => self.leaf,
+            Ok(false) => None,
+            Err(d) => {
+                self.failed = Some(d);
+                None
+            }
+        }
+    }
+
+    /// Moves from an exhausted leaf to the first entry of the next one;
+    /// `false` at the end of the tree.
+    fn advance(&mut self) -> Parse<bool> {
+        self.leaf = None;
+        // Climb to the first ancestor with a next child.
+        loop {
+            let Some((parent, j)) = self.stack.pop() else { return Ok(false) };
+            let view = InternalView::parse(self.region, parent)?;
+            if j + 1 < view.len() {
+                self.stack.push((parent, j + 1));
+                let child = view.child(j + 1)?;
+                self.descend_leftmost(child)?;
+                return Ok(true);
+            }
+        }
+    }
+
     /// Moves to the next leaf and returns its first entry.
     #[inline(never)]
     fn next_leaf(&mut self) -> Parse<Option<LeafEntry<'a>>> {
+        if let Some(damage) = self.failed.take() {
+            return Err(damage);
+        }
         loop {
             let Some((view, i)) = self.leaf else { return Ok(None) };
             if i < view.len() {
@@ -453,17 +537,8 @@ impl<'a> Cursor<'a> {
                 self.last_hint = node::hint_of(entry.key.tail);
                 return Ok(Some(entry));
             }
-            // Leaf exhausted: climb to the first ancestor with a next child.
-            self.leaf = None;
-            loop {
-                let Some((parent, j)) = self.stack.pop() else { return Ok(None) };
-                let view = InternalView::parse(self.region, parent)?;
-                if j + 1 < view.len() {
-                    self.stack.push((parent, j + 1));
-                    let child = view.child(j + 1)?;
-                    self.descend_leftmost(child)?;
-                    break;
-                }
+            if !self.advance()? {
+                return Ok(None);
             }
         }
     }
@@ -558,6 +633,36 @@ impl<'a> Walk<'a> {
         cursor.seek(&crate::path::child_prefix(link.src))?;
         let frame = Frame { cursor, from: link.src.to_vec(), to: key.to_vec(), in_place: false, inside: &[] };
         Ok(Walk { region, frames: vec![frame], after_link: None })
+    }
+
+    /// The next entry when it is a plain one in place (no link met, keys
+    /// read from the walked tree itself) in a leaf wholly inside the
+    /// subtree: its key and value, with nothing to check but the order.
+    /// `None` leaves the walk as it was, for
+    /// [`next_entry`](Self::next_entry) to take the step.
+    #[inline(always)]
+    pub fn next_plain(&mut self) -> Option<(Key<'a>, &'a [u8])> {
+        if self.after_link.is_some() {
+            return None;
+        }
+        let frame = self.frames.last_mut()?;
+        if !frame.in_place {
+            return None;
+        }
+        let Frame { cursor, from, inside, .. } = frame;
+        cursor.next_plain(|prefix| {
+            // Every key of a leaf starts with its prefix: a prefix at or
+            // below `from` and a separator puts the whole leaf inside.
+            if std::ptr::eq(prefix, *inside) {
+                return true;
+            }
+            let wholly =
+                from.is_empty() || (prefix.len() > from.len() && prefix.starts_with(from) && prefix[from.len()] == 0);
+            if wholly {
+                *inside = prefix;
+            }
+            wholly
+        })
     }
 
     #[inline(always)]
@@ -815,6 +920,78 @@ mod tests {
             }
         };
         assert!(result.is_err() && count <= 2, "walk: {count} entries, then {:?}", result.map(|e| e.is_some()));
+    }
+
+    /// What a walk yields before it ends (`Ok`) or reports damage (`Err`),
+    /// up to 100 entries; and how many came by the plain step.
+    struct Drained {
+        keys: Vec<Vec<u8>>,
+        end: Result<(), String>,
+        plain: usize,
+    }
+
+    /// Drains `walk` with `next_entry` alone or, with `plain`, the way a
+    /// scan does: the plain step first, `next_entry` when it declines.
+    fn drain(mut walk: Walk<'_>, plain: bool) -> Drained {
+        let mut out = Drained { keys: Vec::new(), end: Ok(()), plain: 0 };
+        while out.keys.len() < 100 {
+            if plain {
+                if let Some((key, _)) = walk.next_plain() {
+                    out.keys.push(key.to_vec());
+                    out.plain += 1;
+                    continue;
+                }
+            }
+            match walk.next_entry() {
+                Ok(Some(entry)) => out.keys.push(entry.key.to_vec()),
+                Ok(None) => return out,
+                Err(d) => {
+                    out.end = Err(d.detail);
+                    return out;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_plain_step_yields_and_refuses_what_the_general_one_does() {
+        let two_leaves = |first: &[&[u8]], second: &[&[u8]], second_offset: Option<u64>| {
+            let mut region = Crafted(vec![0; 8]);
+            let a = region.leaf(first);
+            let b = region.leaf(second);
+            let root = region.internal(&[(first[0], a), (second[0], second_offset.unwrap_or(b))]);
+            (region, root)
+        };
+        let in_order: [&[u8]; 4] = [b"a", b"a\0x", b"b", b"b\0x"];
+        let cases = [
+            ("in order", two_leaves(&in_order, &[b"b\0y", b"b\0z", b"c"], None), true),
+            ("a leaf's first key not after the last one's", two_leaves(&in_order, &[b"b\0x", b"d"], None), false),
+            ("keys out of order within a leaf", two_leaves(&[b"a", b"c", b"b"], &[b"d", b"e"], None), false),
+            ("a second child that is no node", two_leaves(&in_order, &[b"c", b"d"], Some(16)), false),
+            ("a node listed twice", doubling_tree(8), false),
+        ];
+        for (what, (region, root), sound) in &cases {
+            let region = Region::for_test(&region.0);
+            for from in [&b""[..], b"a", b"b", b"c", b"z"] {
+                let walk = || Walk::subtree(region, *root, from);
+                let Ok(first) = walk() else {
+                    // The seek itself met the damage: no step is taken.
+                    assert!(!*sound, "{what}, below {from:?}: {:?}", walk().err());
+                    continue;
+                };
+                let general = drain(first, false);
+                let scan = drain(walk().unwrap(), true);
+                assert_eq!(scan.keys, general.keys, "{what}, below {from:?}");
+                assert_eq!(scan.end.is_ok(), general.end.is_ok(), "{what}, below {from:?}: {:?}", scan.end);
+                if from.is_empty() {
+                    assert_eq!(general.end.is_ok(), *sound, "{what}: {:?}", general.end);
+                    // All but the first, up to the damage, and across leaves.
+                    let want = if *sound { general.keys.len() - 1 } else { 1 };
+                    assert!(scan.plain >= want, "{what}: the plain step took {} entries", scan.plain);
+                }
+            }
+        }
     }
 
     #[test]

@@ -176,11 +176,30 @@ fn cmp_short(a: &[u8], b: &[u8]) -> Ordering {
 /// The hint of a key suffix: its first eight bytes, big-endian, zero-padded.
 #[inline]
 pub fn hint_of(suffix: &[u8]) -> u64 {
-    if let Some(first) = suffix.first_chunk::<8>() {
-        return u64::from_be_bytes(*first);
+    first_word(suffix).swap_bytes()
+}
+
+/// The first eight bytes of `bytes`, zero-padded, as a little-endian
+/// word: byte 0 in the lowest bits. A shorter slice is read with two
+/// overlapping loads, not byte by byte nor with a variable-length copy
+/// (which would call `memcpy`).
+#[inline(always)]
+pub fn first_word(bytes: &[u8]) -> u64 {
+    if let Some(first) = bytes.first_chunk::<8>() {
+        return u64::from_le_bytes(*first);
     }
-    // Shorter: byte by byte (a variable-length copy would call `memcpy`).
-    suffix.iter().enumerate().fold(0, |hint, (i, &b)| hint | u64::from(b) << (56 - 8 * i))
+    let n = bytes.len();
+    if let (Some(low), Some(high)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
+        // Bytes 0..4 and n-4..n, overlapping in the same bytes.
+        return u64::from(u32::from_le_bytes(*low)) | u64::from(u32::from_le_bytes(*high)) << (8 * (n - 4));
+    }
+    match bytes {
+        [] => 0,
+        // One to three bytes: the first, the middle and the last cover them.
+        [first, ..] => {
+            u64::from(*first) | u64::from(bytes[n / 2]) << (8 * (n / 2)) | u64::from(bytes[n - 1]) << (8 * (n - 1))
+        }
+    }
 }
 
 /// Lower bound of `q` among `count` keys that all start with `prefix`:
@@ -251,6 +270,20 @@ mod tests {
             for start in 0..=whole.len() + 2 {
                 assert_eq!(key.hint_from(start), hint_of(whole.get(start..).unwrap_or(&[])), "cut {cut} start {start}");
             }
+        }
+    }
+
+    #[test]
+    fn first_words_and_hints_are_those_of_the_bytes() {
+        // Every length from 0 to 17, each byte position holding a value
+        // no other position holds, so a byte read twice or misplaced shows.
+        for n in 0..=17usize {
+            let bytes: Vec<u8> = (0..n).map(|i| 0xA1 ^ (i as u8).wrapping_mul(37)).collect();
+            let mut padded = [0u8; 8];
+            let m = n.min(8);
+            padded[..m].copy_from_slice(&bytes[..m]);
+            assert_eq!(first_word(&bytes), u64::from_le_bytes(padded), "first word of {n} bytes");
+            assert_eq!(hint_of(&bytes), u64::from_be_bytes(padded), "hint of {n} bytes");
         }
     }
 
