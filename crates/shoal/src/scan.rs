@@ -53,8 +53,8 @@ impl<'s> Scan<'s> {
     /// per node, and with each leaf's shared prefix rendered once.
     #[inline]
     pub fn next_path(&mut self) -> Option<Result<(&str, &'s [u8])>> {
-        let (key, value) = match self.walk.next_plain() {
-            Some(entry) => entry,
+        let plain = match self.walk.next_plain() {
+            Some(plain) => plain,
             // The general step leaves its entry's key in `staged`, so that
             // no path hands a whole entry through memory: the caller's
             // loop keeps the path and value in registers.
@@ -64,7 +64,7 @@ impl<'s> Scan<'s> {
                 Step::Failed(e) => return Some(Err(*e)),
             },
         };
-        Some(Ok((self.path.render_in_place(key), value)))
+        Some(Ok((self.path.render_in_place(plain.key, plain.hint), plain.value)))
     }
 
     #[inline(never)]
@@ -172,12 +172,17 @@ impl<'s> PathBuffer<'s> {
     /// The path of a key read in place, whose head is most often the
     /// prefix rendered last.
     #[inline(always)]
-    fn render_in_place(&mut self, key: node::Key<'s>) -> &str {
+    fn render_in_place(&mut self, key: node::Key<'s>, hint: u64) -> &str {
         if !self.head_is_text || key.head.is_empty() || !std::ptr::eq(key.head, self.head) {
             return self.render(&tree::WalkKey::Arena(key));
         }
         self.bytes.truncate(self.head_len);
-        if push_swapped_bytes(&mut self.bytes, key.tail) {
+        let ascii = match key.tail.len() {
+            // The suffix is its hint's bytes: one word swapped and written.
+            len @ 0..=8 => push_swapped_word(&mut self.bytes, hint.swap_bytes(), len),
+            _ => push_swapped_bytes(&mut self.bytes, key.tail),
+        };
+        if ascii {
             // SAFETY: as in `render`: `bytes[..head_len]` was checked to be
             // UTF-8 when the prefix was rendered (`head_is_text`; nothing
             // writes below `head_len` since) and what follows is `tail`,
@@ -232,19 +237,33 @@ impl<'s> PathBuffer<'s> {
     }
 }
 
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// `word` with each zero byte made a `/`.
+#[inline(always)]
+fn swapped(word: u64) -> u64 {
+    // 0x80 in exactly the bytes that are zero (no carry crosses bytes:
+    // the low seven bits of each are added to 0x7f on their own).
+    let zero = !(((word & LOW7) + LOW7) | word | LOW7);
+    word | ((zero >> 7) * u64::from(b'/'))
+}
+
+/// Appends the first `len` (at most eight) bytes of the little-endian
+/// `word`, zero-padded past them, with `/` for each `\0`; says whether they
+/// were ASCII.
+#[inline(always)]
+fn push_swapped_word(out: &mut Vec<u8>, word: u64, len: usize) -> bool {
+    debug_assert!(len <= 8 && (len == 8 || word >> (8 * len) == 0));
+    // Eight bytes written, the padding then cut: a fixed-size copy.
+    out.extend_from_slice(&swapped(word).to_le_bytes());
+    out.truncate(out.len() - (8 - len));
+    word & !LOW7 == 0
+}
+
 /// Appends `key` with `/` for each `\0`, eight bytes at a time, and says
 /// whether it was all ASCII.
 #[inline(always)]
 fn push_swapped_bytes(out: &mut Vec<u8>, key: &[u8]) -> bool {
-    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    /// `word` with each zero byte made a `/`.
-    #[inline(always)]
-    fn swapped(word: u64) -> u64 {
-        // 0x80 in exactly the bytes that are zero (no carry crosses bytes:
-        // the low seven bits of each are added to 0x7f on their own).
-        let zero = !(((word & LOW7) + LOW7) | word | LOW7);
-        word | ((zero >> 7) * u64::from(b'/'))
-    }
     let mut high = 0;
     let mut words = key.chunks_exact(8);
     for word in &mut words {
@@ -253,14 +272,8 @@ fn push_swapped_bytes(out: &mut Vec<u8>, key: &[u8]) -> bool {
         out.extend_from_slice(&swapped(word).to_le_bytes());
     }
     let rest = words.remainder();
-    if !rest.is_empty() {
-        // Eight bytes written, the padding then cut: a fixed-size copy.
-        let word = node::first_word(rest);
-        high |= word;
-        out.extend_from_slice(&swapped(word).to_le_bytes());
-        out.truncate(out.len() - (8 - rest.len()));
-    }
-    high & !LOW7 == 0
+    let rest_ascii = rest.is_empty() || push_swapped_word(out, node::first_word(rest), rest.len());
+    rest_ascii && high & !LOW7 == 0
 }
 
 impl std::fmt::Debug for Entry<'_> {
@@ -274,8 +287,8 @@ impl<'s> Iterator for Scan<'s> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        if let Some((key, value)) = self.walk.next_plain() {
-            return Some(Ok(Entry { key: tree::WalkKey::Arena(key), value }));
+        if let Some(plain) = self.walk.next_plain() {
+            return Some(Ok(Entry { key: tree::WalkKey::Arena(plain.key), value: plain.value }));
         }
         self.next_general()
     }

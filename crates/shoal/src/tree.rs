@@ -349,8 +349,8 @@ pub fn get<'a>(region: Region<'a>, root: u64, key: &[u8]) -> Parse<Option<&'a [u
 pub struct Cursor<'a> {
     region: Region<'a>,
     root: u64,
-    /// Path from the root: (internal node offset, index of the child taken).
-    stack: Vec<(u64, usize)>,
+    /// Path from the root: (internal node, index of the child taken).
+    stack: Vec<(InternalView<'a>, usize)>,
     /// Current leaf and the index of the next entry to yield.
     leaf: Option<(LeafView<'a>, usize)>,
     /// The key yielded last since the last seek, and the hint of its tail.
@@ -381,7 +381,7 @@ impl<'a> Cursor<'a> {
                 KIND_INTERNAL => {
                     let view = InternalView::parse(self.region, offset)?;
                     let i = view.route(key)?.unwrap_or(0);
-                    self.stack.push((offset, i));
+                    self.stack.push((view, i));
                     offset = view.child(i)?;
                 }
                 KIND_LEAF => {
@@ -402,7 +402,7 @@ impl<'a> Cursor<'a> {
             match kind_at(self.region, offset)? {
                 KIND_INTERNAL => {
                     let view = InternalView::parse(self.region, offset)?;
-                    self.stack.push((offset, 0));
+                    self.stack.push((view, 0));
                     offset = view.child(0)?;
                 }
                 KIND_LEAF => {
@@ -449,11 +449,14 @@ impl<'a> Cursor<'a> {
     /// at that entry, for [`next_entry`](Self::next_entry) to take the step
     /// (and report any damage).
     #[inline(always)]
-    pub fn next_plain(&mut self, inside: impl FnOnce(&'a [u8]) -> bool) -> Option<(Key<'a>, &'a [u8])> {
+    pub fn next_plain(&mut self, inside: impl FnOnce(&'a [u8]) -> bool) -> Option<Plain<'a>> {
         let last = self.last?;
         let (mut view, mut i) = self.leaf?;
         if i >= view.len() {
-            (view, i) = self.advance_plain()?;
+            if !self.advance_plain() {
+                return None;
+            }
+            (view, i) = self.leaf?;
         }
         let prefix = view.prefix();
         if !inside(prefix) {
@@ -484,20 +487,18 @@ impl<'a> Cursor<'a> {
             last.tail = tail;
         }
         self.last_hint = hint;
-        Some((key, value))
+        Some(Plain { key, value, hint })
     }
 
     /// [`advance`](Self::advance) for [`next_plain`](Self::next_plain):
-    /// the new leaf, or `None` at the end or on damage (kept for
-    /// `next_entry` to report).
+    /// `false` at the end or on damage (kept for `next_entry` to report).
     #[inline(never)]
-    fn advance_plain(&mut self) -> Option<(LeafView<'a>, usize)> {
+    fn advance_plain(&mut self) -> bool {
         match self.advance() {
-            Ok(true) => self.leaf,
-            Ok(false) => None,
+            Ok(moved) => moved,
             Err(d) => {
                 self.failed = Some(d);
-                None
+                false
             }
         }
     }
@@ -508,10 +509,9 @@ impl<'a> Cursor<'a> {
         self.leaf = None;
         // Climb to the first ancestor with a next child.
         loop {
-            let Some((parent, j)) = self.stack.pop() else { return Ok(false) };
-            let view = InternalView::parse(self.region, parent)?;
+            let Some((view, j)) = self.stack.pop() else { return Ok(false) };
             if j + 1 < view.len() {
-                self.stack.push((parent, j + 1));
+                self.stack.push((view, j + 1));
                 let child = view.child(j + 1)?;
                 self.descend_leftmost(child)?;
                 return Ok(true);
@@ -542,6 +542,15 @@ impl<'a> Cursor<'a> {
             }
         }
     }
+}
+
+/// A plain entry met by [`Cursor::next_plain`]: its key and value in
+/// place, and the hint of its suffix (its first eight bytes, big-endian).
+#[derive(Clone, Copy)]
+pub struct Plain<'a> {
+    pub key: Key<'a>,
+    pub value: &'a [u8],
+    pub hint: u64,
 }
 
 /// The key of a [`Walk`] entry: in place when read from the walked tree
@@ -641,7 +650,7 @@ impl<'a> Walk<'a> {
     /// `None` leaves the walk as it was, for
     /// [`next_entry`](Self::next_entry) to take the step.
     #[inline(always)]
-    pub fn next_plain(&mut self) -> Option<(Key<'a>, &'a [u8])> {
+    pub fn next_plain(&mut self) -> Option<Plain<'a>> {
         if self.after_link.is_some() {
             return None;
         }
@@ -936,8 +945,8 @@ mod tests {
         let mut out = Drained { keys: Vec::new(), end: Ok(()), plain: 0 };
         while out.keys.len() < 100 {
             if plain {
-                if let Some((key, _)) = walk.next_plain() {
-                    out.keys.push(key.to_vec());
+                if let Some(plain) = walk.next_plain() {
+                    out.keys.push(plain.key.to_vec());
                     out.plain += 1;
                     continue;
                 }

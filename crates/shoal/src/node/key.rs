@@ -60,7 +60,7 @@ impl<'a> Key<'a> {
                 b = (b.1, &[]);
             }
             let n = a.0.len().min(b.0.len());
-            match a.0[..n].cmp(&b.0[..n]) {
+            match cmp_same_len(&a.0[..n], &b.0[..n]) {
                 Ordering::Equal => {}
                 o => return o,
             }
