@@ -17,15 +17,54 @@ pub struct Scan<'s> {
     region: node::Region<'s>,
     walk: tree::Walk<'s>,
     path: PathBuffer<'s>,
-    /// The key of the entry [`Scan::next_path`] took the general step to.
-    staged: tree::WalkKey<'s>,
+    /// The stretch of the current leaf that [`Scan::next_path`] reads on
+    /// its own, if one is under way.
+    run: Option<Run<'s>>,
 }
 
-/// What the general step of [`Scan::next_path`] found.
+/// What the leaf step of [`Scan::next_path`] found.
 enum Step<'s> {
+    /// An entry, its path rendered: its value.
     Entry(&'s [u8]),
     End,
     Failed(Box<crate::Error>),
+}
+
+/// A stretch of plain entries of one leaf that [`Scan::next_path`] reads on
+/// its own, with the walk's conditions checked once when it starts
+/// ([`tree::Walk::plain_run`]: in place, the leaf wholly inside the subtree,
+/// the last entry from this leaf) and the path buffer's head this leaf's
+/// prefix, found UTF-8. The walk is behind while a run lasts: the run ends
+/// ([`Scan::end_run`]) before any other step.
+struct Run<'s> {
+    leaf: node::LeafView<'s>,
+    next: usize,
+    last_tail: &'s [u8],
+    last_hint: u64,
+}
+
+impl<'s> Run<'s> {
+    /// The next entry's suffix and value, and the suffix's first eight
+    /// bytes as a word, when it is plain, its suffix ASCII, and it orders
+    /// after the last entry: the run moves past it. `None` leaves the run
+    /// where it is, for the walk to take the entry.
+    #[inline(always)]
+    fn step(&mut self) -> Option<(&'s [u8], &'s [u8], u64)> {
+        if self.next >= self.leaf.len() {
+            return None;
+        }
+        let (tail, value, word) = self.leaf.plain_entry(self.next)?;
+        let ascii = if tail.len() <= 8 { word & !LOW7 == 0 } else { tail.is_ascii() };
+        let hint = word.swap_bytes();
+        let after = hint > self.last_hint || (hint == self.last_hint && tail > self.last_tail);
+        if !(ascii && after) {
+            return None;
+        }
+        self.next += 1;
+        self.last_tail = tail;
+        self.last_hint = hint;
+        Some((tail, value, word))
+    }
 }
 
 /// One node of a [`Scan`]: its value borrowed from the mapping, its path
@@ -39,13 +78,7 @@ pub struct Entry<'s> {
 
 impl<'s> Scan<'s> {
     pub(crate) fn new(snapshot: &'s Snapshot, walk: tree::Walk<'s>) -> Scan<'s> {
-        Scan {
-            snapshot,
-            region: snapshot.region(),
-            walk,
-            path: PathBuffer::default(),
-            staged: tree::WalkKey::Owned(Vec::new()),
-        }
+        Scan { snapshot, region: snapshot.region(), walk, path: PathBuffer::default(), run: None }
     }
 
     /// The next node's path and value, the path written into a buffer the
@@ -53,29 +86,80 @@ impl<'s> Scan<'s> {
     /// per node, and with each leaf's shared prefix rendered once.
     #[inline]
     pub fn next_path(&mut self) -> Option<Result<(&str, &'s [u8])>> {
-        let plain = match self.walk.next_plain() {
-            Some(plain) => plain,
-            // The general step leaves its entry's key in `staged`, so that
-            // no path hands a whole entry through memory: the caller's
-            // loop keeps the path and value in registers.
-            None => match self.step_general() {
-                Step::Entry(value) => return Some(Ok((self.path.render(&self.staged), value))),
-                Step::End => return None,
-                Step::Failed(e) => return Some(Err(*e)),
-            },
-        };
-        Some(Ok((self.path.render_in_place(plain.key, plain.hint), plain.value)))
+        if let Some(run) = &mut self.run {
+            if let Some((tail, value, word)) = run.step() {
+                let at = self.path.head_len;
+                let end = at + tail.len();
+                if tail.len() <= 8 {
+                    // The suffix is the word's bytes, zero-padded: written
+                    // as one word, the padding past the path (the buffer
+                    // keeps sixteen bytes of room past any path).
+                    self.path.bytes[at..at + 8].copy_from_slice(&swapped(word).to_le_bytes());
+                } else {
+                    self.path.write_long_tail(tail);
+                }
+                // SAFETY: the run started only with `bytes[..head_len]`
+                // found UTF-8 (`Scan::start_run`), and nothing writes below
+                // `head_len` while it lasts (only `PathBuffer::render` does,
+                // after the run ended); `bytes[head_len..end]` is the
+                // suffix, found ASCII by `Run::step`, with `\0` swapped for
+                // `/` (ASCII too): a valid string followed by ASCII is valid.
+                // The buffer is this scan's own heap memory; no other
+                // process can write it.
+                return Some(Ok((unsafe { std::str::from_utf8_unchecked(&self.path.bytes[..end]) }, value)));
+            }
+        }
+        // The leaf step renders the path and hands back only the value, so
+        // that no path hands a whole entry through memory: the caller's
+        // loop keeps the path and value in registers.
+        match self.leaf_step() {
+            Step::Entry(value) => Some(Ok((self.path.text(), value))),
+            Step::End => None,
+            Step::Failed(e) => Some(Err(*e)),
+        }
     }
 
+    /// Any step a run does not take: a leaf's first entry, an entry that
+    /// is not plain, one met through a link, the end, damage. Renders the
+    /// entry's path, then starts a run through the rest of its leaf when
+    /// it can.
     #[inline(never)]
-    fn step_general(&mut self) -> Step<'s> {
+    fn leaf_step(&mut self) -> Step<'s> {
+        self.end_run();
+        if let Some(plain) = self.walk.next_plain() {
+            self.path.render(&tree::WalkKey::Arena(plain.key));
+            self.start_run();
+            return Step::Entry(plain.value);
+        }
         match self.next_general() {
             Some(Ok(entry)) => {
-                self.staged = entry.key;
+                self.path.render(&entry.key);
+                self.start_run();
                 Step::Entry(entry.value)
             }
             None => Step::End,
             Some(Err(e)) => Step::Failed(Box::new(e)),
+        }
+    }
+
+    /// Starts a run through the rest of the current leaf, if the walk
+    /// allows one and the path buffer holds this leaf's prefix as text.
+    fn start_run(&mut self) {
+        if !self.path.head_is_text || self.path.head.is_empty() {
+            return;
+        }
+        if let Some((leaf, next, last, last_hint)) = self.walk.plain_run() {
+            if std::ptr::eq(last.head, self.path.head) {
+                self.run = Some(Run { leaf, next, last_tail: last.tail, last_hint });
+            }
+        }
+    }
+
+    /// Brings the walk up to where the run is, and ends it.
+    #[inline]
+    fn end_run(&mut self) {
+        if let Some(run) = self.run.take() {
+            self.walk.end_plain_run(run.next, run.last_tail, run.last_hint);
         }
     }
 
@@ -155,85 +239,84 @@ fn push_swapped(out: &mut String, key_text: &str) {
 /// of it is the rendered prefix of the leaf it came from.
 #[derive(Default)]
 struct PathBuffer<'s> {
-    /// The path, `/` for each `\0` of the key: UTF-8 when the key is, as
-    /// the two bytes are both ASCII.
+    /// The path in `bytes[..len]`, `/` for each `\0` of the key: UTF-8
+    /// when the key is, as the two bytes are both ASCII. Sixteen bytes or
+    /// more follow it, so that a suffix is written a word at a time.
     bytes: Vec<u8>,
+    len: usize,
     /// The leaf prefix `bytes[..head_len]` renders (after the leading `/`).
     head: &'s [u8],
     head_len: usize,
     /// Whether `bytes[..head_len]` is UTF-8 on its own (a leaf prefix may
     /// end inside a character).
     head_is_text: bool,
+    /// Whether `render` found the whole path UTF-8 (see `text`).
+    is_text: bool,
     /// The path of a key that is not UTF-8, shown lossily.
     lossy: String,
 }
 
 impl<'s> PathBuffer<'s> {
-    /// The path of a key read in place, whose head is most often the
-    /// prefix rendered last.
-    #[inline(always)]
-    fn render_in_place(&mut self, key: node::Key<'s>, hint: u64) -> &str {
-        if !self.head_is_text || key.head.is_empty() || !std::ptr::eq(key.head, self.head) {
-            return self.render(&tree::WalkKey::Arena(key));
-        }
-        self.bytes.truncate(self.head_len);
-        let ascii = match key.tail.len() {
-            // The suffix is its hint's bytes: one word swapped and written.
-            len @ 0..=8 => push_swapped_word(&mut self.bytes, hint.swap_bytes(), len),
-            _ => push_swapped_bytes(&mut self.bytes, key.tail),
-        };
-        if ascii {
-            // SAFETY: as in `render`: `bytes[..head_len]` was checked to be
-            // UTF-8 when the prefix was rendered (`head_is_text`; nothing
-            // writes below `head_len` since) and what follows is `tail`,
-            // found ASCII, with `\0` swapped for `/`. The buffer is this
-            // scan's own heap memory.
-            return unsafe { std::str::from_utf8_unchecked(&self.bytes) };
-        }
-        self.checked()
-    }
-
-    #[inline(never)]
-    fn render(&mut self, key: &tree::WalkKey<'s>) -> &str {
+    /// Renders the path of `key`: its head (a leaf prefix read in place,
+    /// which the next entries may share) only if it is not the one
+    /// rendered last.
+    fn render(&mut self, key: &tree::WalkKey<'s>) {
         let (head, tail) = pieces(key);
-        // A leaf prefix, read in place, that the next entries may share.
         let shared: &'s [u8] = match key {
             tree::WalkKey::Arena(key) => key.head,
             tree::WalkKey::Owned(_) => &[],
         };
-        if shared.is_empty() || !std::ptr::eq(shared, self.head) {
-            self.bytes.clear();
-            self.bytes.push(b'/');
-            let ascii = push_swapped_bytes(&mut self.bytes, head);
+        let same_head = !shared.is_empty() && std::ptr::eq(shared, self.head);
+        let head_len = if same_head { self.head_len } else { 1 + head.len() };
+        // Room for both pieces, each written a word at a time.
+        let room = head_len + tail.len() + 16;
+        if self.bytes.len() < room {
+            self.bytes.resize(room, 0);
+        }
+        if !same_head {
+            self.bytes[0] = b'/';
+            let ascii = write_swapped(&mut self.bytes[1..], head);
             self.head = shared;
-            self.head_len = self.bytes.len();
-            self.head_is_text = ascii || std::str::from_utf8(&self.bytes).is_ok();
+            self.head_len = head_len;
+            self.head_is_text = ascii || std::str::from_utf8(&self.bytes[..head_len]).is_ok();
         }
-        self.bytes.truncate(self.head_len);
-        if push_swapped_bytes(&mut self.bytes, tail) && self.head_is_text {
-            // SAFETY: `bytes[..head_len]` was checked to be UTF-8 when the
-            // prefix was rendered (above; nothing writes below `head_len`
-            // since) and the bytes after it are `tail`'s, found ASCII, with
-            // `\0` swapped for `/` (ASCII too): a valid string followed by
-            // ASCII is valid. The buffer is this scan's own heap memory; no
-            // other process can write it.
-            return unsafe { std::str::from_utf8_unchecked(&self.bytes) };
-        }
-        self.checked()
+        let ascii = write_swapped(&mut self.bytes[head_len..], tail);
+        self.len = head_len + tail.len();
+        self.is_text = self.head_is_text && ascii;
     }
 
-    /// The whole path, checked: a leaf prefix may end inside a character
-    /// that the suffix completes.
-    #[cold]
-    fn checked(&mut self) -> &str {
-        match std::str::from_utf8(&self.bytes) {
+    /// The path rendered last. Unless its head was found UTF-8 and its
+    /// suffix ASCII, it is checked whole: a leaf prefix may end inside a
+    /// character that the suffix completes. A damaged key shows lossily, as
+    /// [`Entry::write_path`] shows it.
+    fn text(&mut self) -> &str {
+        if self.is_text {
+            // SAFETY: `is_text` is set only by `render`, which found
+            // `bytes[..head_len]` UTF-8 and `bytes[head_len..len]` the
+            // suffix, ASCII, with `\0` swapped for `/` (ASCII too); nothing
+            // has written `bytes[..len]` since (a run writes past
+            // `head_len` only while `render` is not called, and leaves
+            // `is_text` to be reset by the next `render`). The buffer is
+            // this scan's own heap memory; no other process can write it.
+            return unsafe { std::str::from_utf8_unchecked(&self.bytes[..self.len]) };
+        }
+        match std::str::from_utf8(&self.bytes[..self.len]) {
             Ok(path) => path,
             Err(_) => {
-                // A damaged key shows lossily, as `Entry::write_path` shows it.
-                self.lossy = String::from_utf8_lossy(&self.bytes).into_owned();
+                self.lossy = String::from_utf8_lossy(&self.bytes[..self.len]).into_owned();
                 &self.lossy
             }
         }
+    }
+
+    /// Writes a suffix longer than a word after the head.
+    #[inline(never)]
+    fn write_long_tail(&mut self, tail: &[u8]) {
+        let room = self.head_len + tail.len() + 16;
+        if self.bytes.len() < room {
+            self.bytes.resize(room, 0);
+        }
+        write_swapped(&mut self.bytes[self.head_len..], tail);
     }
 }
 
@@ -248,32 +331,28 @@ fn swapped(word: u64) -> u64 {
     word | ((zero >> 7) * u64::from(b'/'))
 }
 
-/// Appends the first `len` (at most eight) bytes of the little-endian
-/// `word`, zero-padded past them, with `/` for each `\0`; says whether they
-/// were ASCII.
+/// Writes `key` at the start of `out` with `/` for each `\0`, a word at a
+/// time, and says whether it was all ASCII. `out` has room for the key and
+/// eight bytes more: the last word may write up to seven bytes of padding
+/// past the key.
 #[inline(always)]
-fn push_swapped_word(out: &mut Vec<u8>, word: u64, len: usize) -> bool {
-    debug_assert!(len <= 8 && (len == 8 || word >> (8 * len) == 0));
-    // Eight bytes written, the padding then cut: a fixed-size copy.
-    out.extend_from_slice(&swapped(word).to_le_bytes());
-    out.truncate(out.len() - (8 - len));
-    word & !LOW7 == 0
-}
-
-/// Appends `key` with `/` for each `\0`, eight bytes at a time, and says
-/// whether it was all ASCII.
-#[inline(always)]
-fn push_swapped_bytes(out: &mut Vec<u8>, key: &[u8]) -> bool {
+fn write_swapped(out: &mut [u8], key: &[u8]) -> bool {
     let mut high = 0;
+    let mut at = 0;
     let mut words = key.chunks_exact(8);
     for word in &mut words {
         let word = u64::from_le_bytes(word.try_into().expect("chunks of eight"));
         high |= word;
-        out.extend_from_slice(&swapped(word).to_le_bytes());
+        out[at..at + 8].copy_from_slice(&swapped(word).to_le_bytes());
+        at += 8;
     }
     let rest = words.remainder();
-    let rest_ascii = rest.is_empty() || push_swapped_word(out, node::first_word(rest), rest.len());
-    rest_ascii && high & !LOW7 == 0
+    if !rest.is_empty() {
+        let word = node::first_word(rest);
+        high |= word;
+        out[at..at + 8].copy_from_slice(&swapped(word).to_le_bytes());
+    }
+    high & !LOW7 == 0
 }
 
 impl std::fmt::Debug for Entry<'_> {
@@ -287,6 +366,7 @@ impl<'s> Iterator for Scan<'s> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
+        self.end_run();
         if let Some(plain) = self.walk.next_plain() {
             return Some(Ok(Entry { key: tree::WalkKey::Arena(plain.key), value: plain.value }));
         }
@@ -306,11 +386,11 @@ mod tests {
         for n in 0..20usize {
             for shift in 0..alphabet.len() {
                 let key: Vec<u8> = (0..n).map(|i| alphabet[(i * 3 + shift + n) % alphabet.len()]).collect();
-                let mut out = b"/pre".to_vec();
-                let ascii = push_swapped_bytes(&mut out, &key);
-                let mut want = b"/pre".to_vec();
-                want.extend(key.iter().map(|&b| if b == 0 { b'/' } else { b }));
-                assert_eq!(out, want, "{key:?}");
+                let mut out = vec![b'#'; 3 + n + 8];
+                let ascii = write_swapped(&mut out[3..], &key);
+                let want: Vec<u8> = key.iter().map(|&b| if b == 0 { b'/' } else { b }).collect();
+                assert_eq!(&out[3..3 + n], &want[..], "{key:?}");
+                assert_eq!(&out[..3], b"###", "{key:?}: written before its place");
                 assert_eq!(ascii, key.is_ascii(), "{key:?}");
             }
         }

@@ -462,9 +462,9 @@ impl<'a> Cursor<'a> {
         if !inside(prefix) {
             return None;
         }
-        let (tail, value) = view.plain_entry(i)?;
+        let (tail, value, word) = view.plain_entry(i)?;
         let key = Key { head: prefix, tail };
-        let hint = node::hint_of(tail);
+        let hint = word.swap_bytes();
         let after = if std::ptr::eq(last.head, prefix) {
             match hint.cmp(&self.last_hint) {
                 std::cmp::Ordering::Greater => true,
@@ -487,7 +487,32 @@ impl<'a> Cursor<'a> {
             last.tail = tail;
         }
         self.last_hint = hint;
-        Some(Plain { key, value, hint })
+        Some(Plain { key, value })
+    }
+
+    /// Where a run of plain entries through the current leaf would start:
+    /// the leaf, the index of its next entry, the last key (from this leaf)
+    /// and its hint, when the leaf's prefix is `inside`. See
+    /// [`Walk::plain_run`].
+    pub fn run_state(&self, inside: &[u8]) -> Option<(LeafView<'a>, usize, Key<'a>, u64)> {
+        let ((view, i), last) = (self.leaf?, self.last?);
+        let prefix = view.prefix();
+        let from_here = std::ptr::eq(last.head, prefix) && std::ptr::eq(prefix, inside);
+        (from_here && self.failed.is_none()).then_some((view, i, last, self.last_hint))
+    }
+
+    /// Brings the cursor up to where a run that started at
+    /// [`run_state`](Self::run_state) ended: `next` the index of the leaf's
+    /// next entry, `last_tail` and `last_hint` those of the last one it
+    /// yielded.
+    pub fn end_run(&mut self, next: usize, last_tail: &'a [u8], last_hint: u64) {
+        if let Some((_, i)) = &mut self.leaf {
+            *i = next;
+        }
+        if let Some(last) = &mut self.last {
+            last.tail = last_tail;
+        }
+        self.last_hint = last_hint;
     }
 
     /// [`advance`](Self::advance) for [`next_plain`](Self::next_plain):
@@ -509,13 +534,14 @@ impl<'a> Cursor<'a> {
         self.leaf = None;
         // Climb to the first ancestor with a next child.
         loop {
-            let Some((view, j)) = self.stack.pop() else { return Ok(false) };
-            if j + 1 < view.len() {
-                self.stack.push((view, j + 1));
-                let child = view.child(j + 1)?;
+            let Some((view, j)) = self.stack.last_mut() else { return Ok(false) };
+            if *j + 1 < view.len() {
+                *j += 1;
+                let child = view.child(*j)?;
                 self.descend_leftmost(child)?;
                 return Ok(true);
             }
+            self.stack.pop();
         }
     }
 
@@ -544,13 +570,11 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// A plain entry met by [`Cursor::next_plain`]: its key and value in
-/// place, and the hint of its suffix (its first eight bytes, big-endian).
+/// A plain entry met by [`Cursor::next_plain`]: its key and value in place.
 #[derive(Clone, Copy)]
 pub struct Plain<'a> {
     pub key: Key<'a>,
     pub value: &'a [u8],
-    pub hint: u64,
 }
 
 /// The key of a [`Walk`] entry: in place when read from the walked tree
@@ -672,6 +696,27 @@ impl<'a> Walk<'a> {
             }
             wholly
         })
+    }
+
+    /// Where a scan's run of plain entries through the current leaf would
+    /// start (see [`Cursor::run_state`]): only in place, with no link just
+    /// left, in a leaf wholly inside the subtree. While the run lasts the
+    /// walk is behind; [`end_plain_run`](Self::end_plain_run) brings it up
+    /// before any other step.
+    pub fn plain_run(&self) -> Option<(LeafView<'a>, usize, Key<'a>, u64)> {
+        let frame = self.frames.last()?;
+        if self.after_link.is_some() || !frame.in_place {
+            return None;
+        }
+        frame.cursor.run_state(frame.inside)
+    }
+
+    /// Ends a run that started at [`plain_run`](Self::plain_run): see
+    /// [`Cursor::end_run`].
+    pub fn end_plain_run(&mut self, next: usize, last_tail: &'a [u8], last_hint: u64) {
+        if let Some(frame) = self.frames.last_mut() {
+            frame.cursor.end_run(next, last_tail, last_hint);
+        }
     }
 
     #[inline(always)]

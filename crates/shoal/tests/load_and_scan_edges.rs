@@ -563,15 +563,26 @@ fn arena_path(dir: &std::path::Path) -> std::path::PathBuf {
 /// hand out keys out of order.
 #[test]
 fn a_leaf_with_equal_hints_out_of_order_is_damage_for_both_scans() {
-    for (swap_at, label) in [(9usize, "after the hint"), (3, "inside the hint"), (usize::MAX, "duplicate")] {
+    // Under "/p" the leaf has a prefix ("p"), and the scan reads the
+    // entries after its first on its own; at the root it has none.
+    for root in ["", "/p"] {
+        for (swap_at, label) in [(9usize, "after the hint"), (3, "inside the hint"), (usize::MAX, "duplicate")] {
+            let label = format!("{label}, below {root:?}");
+            leaf_out_of_order_is_damage(root, swap_at, &label);
+        }
+    }
+}
+
+fn leaf_out_of_order_is_damage(root: &str, swap_at: usize, label: &str) {
+    {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = open(dir.path(), Durability::None);
             let items: Items = vec![
-                ("/a".into(), b"1".to_vec()),
-                ("/bbbbbbbbbbbb1".into(), b"2".to_vec()),
-                ("/bbbbbbbbbbbb2".into(), b"3".to_vec()),
-                ("/c".into(), b"4".to_vec()),
+                (format!("{root}/a"), b"1".to_vec()),
+                (format!("{root}/bbbbbbbbbbbb1"), b"2".to_vec()),
+                (format!("{root}/bbbbbbbbbbbb2"), b"3".to_vec()),
+                (format!("{root}/c"), b"4".to_vec()),
             ];
             load(&store, &items);
             store.checkpoint().unwrap();
@@ -579,9 +590,11 @@ fn a_leaf_with_equal_hints_out_of_order_is_damage_for_both_scans() {
         let path = arena_path(dir.path());
         let bytes = std::fs::read(&path).unwrap();
         let (at, mut node) = leaves(&bytes).into_iter().last().expect("a leaf");
-        let (_, r1) = leaf_entry(&node, 1);
-        let (_, r2) = leaf_entry(&node, 2);
-        assert_eq!(&node[r1.clone()], b"bbbbbbbbbbbb1");
+        let count = u16::from_le_bytes([node[2], node[3]]) as usize;
+        let tail_ending = |end: &[u8]| {
+            (0..count).map(|i| leaf_entry(&node, i).1).find(|r| node[r.clone()].ends_with(end)).expect("the entry")
+        };
+        let (r1, r2) = (tail_ending(b"bbbbbbbbbbbb1"), tail_ending(b"bbbbbbbbbbbb2"));
         if swap_at == usize::MAX {
             let t = node[r1.clone()].to_vec();
             node[r2.clone()].copy_from_slice(&t);

@@ -194,12 +194,13 @@ impl<'a> LeafView<'a> {
     }
 
     /// The suffix and value of entry `i` when it is a plain entry (value
-    /// inline, no link, no other flag): the shape a scan meets almost
-    /// always, read with one bounds check. `None` for any other entry, and
-    /// for one out of bounds, which [`entry`](Self::entry) then reads or
-    /// reports.
+    /// inline, no link, no other flag), and the suffix's first eight bytes
+    /// as [`first_word`](super::first_word) reads them: the shape a scan
+    /// meets almost always, read with one bounds check. `None` for any
+    /// other entry, and for one out of bounds, which
+    /// [`entry`](Self::entry) then reads or reports.
     #[inline(always)]
-    pub fn plain_entry(&self, i: usize) -> Option<(&'a [u8], &'a [u8])> {
+    pub fn plain_entry(&self, i: usize) -> Option<(&'a [u8], &'a [u8], u64)> {
         let at = self.slot(i);
         let node: &'a [u8] = self.node;
         let fixed = node.get(at..)?.first_chunk::<8>()?;
@@ -209,7 +210,18 @@ impl<'a> LeafView<'a> {
         let len = u16::from_le_bytes([fixed[0], fixed[1]]) as usize;
         let value_len = u32::from_le_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]) as usize;
         let both = node.get(at + 8..(at + 8 + len).checked_add(value_len)?)?;
-        Some(both.split_at(len))
+        let (tail, value) = both.split_at(len);
+        // A short suffix is most often followed by its value: one load of
+        // eight bytes, the ones past the suffix masked off, instead of a
+        // branch on the suffix's length.
+        let word = match node.get(at + 8..).and_then(|b| b.first_chunk::<8>()) {
+            Some(bytes) => {
+                let mask = u64::MAX.checked_shr(64 - 8 * len.min(8) as u32).unwrap_or(0);
+                u64::from_le_bytes(*bytes) & mask
+            }
+            None => super::first_word(tail),
+        };
+        Some((tail, value, word))
     }
 
     /// The prefix every key of this leaf shares, in place.
