@@ -44,17 +44,20 @@ struct Run<'s> {
 }
 
 impl<'s> Run<'s> {
-    /// The next entry's suffix and value, and the suffix's first eight
-    /// bytes as a word, when it is plain, its suffix ASCII, and it orders
+    /// The next entry's suffix and value, and the suffix's first two words
+    /// (eight bytes each, zero-padded; the second is read only for a suffix
+    /// of at most sixteen bytes), when it is plain, its suffix ASCII, and it orders
     /// after the last entry: the run moves past it. `None` leaves the run
     /// where it is, for the walk to take the entry.
     #[inline(always)]
-    fn step(&mut self) -> Option<(&'s [u8], &'s [u8], u64)> {
+    fn step(&mut self) -> Option<(&'s [u8], &'s [u8], u64, u64)> {
         if self.next >= self.leaf.len() {
             return None;
         }
         let (tail, value, word) = self.leaf.plain_entry(self.next)?;
-        let ascii = if tail.len() <= 8 { word & !LOW7 == 0 } else { tail.is_ascii() };
+        // The second word of a suffix of nine to sixteen bytes.
+        let second = tail.get(8..).filter(|rest| rest.len() <= 8).map_or(0, node::first_word);
+        let ascii = if tail.len() <= 16 { (word | second) & !LOW7 == 0 } else { tail.is_ascii() };
         let hint = word.swap_bytes();
         let after = hint > self.last_hint || (hint == self.last_hint && tail > self.last_tail);
         if !(ascii && after) {
@@ -63,7 +66,7 @@ impl<'s> Run<'s> {
         self.next += 1;
         self.last_tail = tail;
         self.last_hint = hint;
-        Some((tail, value, word))
+        Some((tail, value, word, second))
     }
 }
 
@@ -87,14 +90,16 @@ impl<'s> Scan<'s> {
     #[inline]
     pub fn next_path(&mut self) -> Option<Result<(&str, &'s [u8])>> {
         if let Some(run) = &mut self.run {
-            if let Some((tail, value, word)) = run.step() {
+            if let Some((tail, value, word, second)) = run.step() {
                 let at = self.path.head_len;
                 let end = at + tail.len();
-                if tail.len() <= 8 {
-                    // The suffix is the word's bytes, zero-padded: written
-                    // as one word, the padding past the path (the buffer
+                if tail.len() <= 16 {
+                    // The suffix is the words' bytes, zero-padded: written
+                    // as two words, the padding past the path (the buffer
                     // keeps sixteen bytes of room past any path).
-                    self.path.bytes[at..at + 8].copy_from_slice(&swapped(word).to_le_bytes());
+                    let out = &mut self.path.bytes[at..at + 16];
+                    out[..8].copy_from_slice(&swapped(word).to_le_bytes());
+                    out[8..].copy_from_slice(&swapped(second).to_le_bytes());
                 } else {
                     self.path.write_long_tail(tail);
                 }
@@ -144,6 +149,7 @@ impl<'s> Scan<'s> {
 
     /// Starts a run through the rest of the current leaf, if the walk
     /// allows one and the path buffer holds this leaf's prefix as text.
+    #[inline(always)]
     fn start_run(&mut self) {
         if !self.path.head_is_text || self.path.head.is_empty() {
             return;

@@ -494,6 +494,7 @@ impl<'a> Cursor<'a> {
     /// the leaf, the index of its next entry, the last key (from this leaf)
     /// and its hint, when the leaf's prefix is `inside`. See
     /// [`Walk::plain_run`].
+    #[inline(always)]
     pub fn run_state(&self, inside: &[u8]) -> Option<(LeafView<'a>, usize, Key<'a>, u64)> {
         let ((view, i), last) = (self.leaf?, self.last?);
         let prefix = view.prefix();
@@ -505,6 +506,7 @@ impl<'a> Cursor<'a> {
     /// [`run_state`](Self::run_state) ended: `next` the index of the leaf's
     /// next entry, `last_tail` and `last_hint` those of the last one it
     /// yielded.
+    #[inline(always)]
     pub fn end_run(&mut self, next: usize, last_tail: &'a [u8], last_hint: u64) {
         if let Some((_, i)) = &mut self.leaf {
             *i = next;
@@ -703,6 +705,7 @@ impl<'a> Walk<'a> {
     /// left, in a leaf wholly inside the subtree. While the run lasts the
     /// walk is behind; [`end_plain_run`](Self::end_plain_run) brings it up
     /// before any other step.
+    #[inline(always)]
     pub fn plain_run(&self) -> Option<(LeafView<'a>, usize, Key<'a>, u64)> {
         let frame = self.frames.last()?;
         if self.after_link.is_some() || !frame.in_place {
@@ -713,6 +716,7 @@ impl<'a> Walk<'a> {
 
     /// Ends a run that started at [`plain_run`](Self::plain_run): see
     /// [`Cursor::end_run`].
+    #[inline(always)]
     pub fn end_plain_run(&mut self, next: usize, last_tail: &'a [u8], last_hint: u64) {
         if let Some(frame) = self.frames.last_mut() {
             frame.cursor.end_run(next, last_tail, last_hint);

@@ -44,27 +44,34 @@ impl<'a> Key<'a> {
         if std::ptr::eq(self.head, other.head) {
             return cmp_suffixes(self.tail, other.tail);
         }
-        // Piece by piece, a slice comparison at a time (not byte by byte).
-        let (mut a, mut b) = ((self.head, self.tail), (other.head, other.tail));
-        loop {
-            if a.0.is_empty() {
-                if a.1.is_empty() {
-                    return if b.0.is_empty() && b.1.is_empty() { Ordering::Equal } else { Ordering::Less };
-                }
-                a = (a.1, &[]);
+        // Eight bytes at a time across both pieces, zero-padded past the
+        // shorter key: while the common length lasts the words are the
+        // keys' bytes; a word past it differs only if the longer key has
+        // a non-zero byte there, and then the shorter (a prefix) is less,
+        // as the zero padding makes it; otherwise the lengths decide.
+        let (a_len, b_len) = (self.len(), other.len());
+        let mut at = 0;
+        while at < a_len.min(b_len) {
+            let (a, b) = (self.word_at(at), other.word_at(at));
+            if a != b {
+                return a.swap_bytes().cmp(&b.swap_bytes());
             }
-            if b.0.is_empty() {
-                if b.1.is_empty() {
-                    return Ordering::Greater;
-                }
-                b = (b.1, &[]);
-            }
-            let n = a.0.len().min(b.0.len());
-            match cmp_same_len(&a.0[..n], &b.0[..n]) {
-                Ordering::Equal => {}
-                o => return o,
-            }
-            (a.0, b.0) = (&a.0[n..], &b.0[n..]);
+            at += 8;
+        }
+        a_len.cmp(&b_len)
+    }
+
+    /// The eight key bytes from `at` (zero-padded past the end), as a
+    /// little-endian word: see [`first_word`].
+    #[inline(always)]
+    fn word_at(&self, at: usize) -> u64 {
+        if let Some(word) = self.head.get(at..).and_then(|h| h.first_chunk::<8>()) {
+            return u64::from_le_bytes(*word);
+        }
+        match self.head.get(at..) {
+            // Astride the two pieces: the head's last bytes, then the tail's.
+            Some(rest) if !rest.is_empty() => first_word(rest) | (first_word(self.tail) << (8 * rest.len())),
+            _ => first_word(self.tail.get(at - self.head.len()..).unwrap_or_default()),
         }
     }
 
@@ -284,6 +291,34 @@ mod tests {
             padded[..m].copy_from_slice(&bytes[..m]);
             assert_eq!(first_word(&bytes), u64::from_le_bytes(padded), "first word of {n} bytes");
             assert_eq!(hint_of(&bytes), u64::from_be_bytes(padded), "hint of {n} bytes");
+        }
+    }
+
+    #[test]
+    fn long_keys_in_pieces_compare_like_their_bytes() {
+        // Keys of 0 to 24 bytes over an alphabet with 0 and 255, cut at
+        // every place: words astride the pieces, past the shorter key, and
+        // keys that are prefixes of each other.
+        let alphabet = [0u8, 1, b'a', 0x7f, 0x80, 255];
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        for _ in 0..3000 {
+            let x: Vec<u8> = (0..next() % 25).map(|_| alphabet[next() % alphabet.len()]).collect();
+            // Half the time a key that shares a long start with `x`.
+            let y: Vec<u8> = if next() % 2 == 0 {
+                let keep = next() % (x.len() + 1);
+                let mut y = x[..keep].to_vec();
+                y.extend((0..next() % 10).map(|_| alphabet[next() % alphabet.len()]));
+                y
+            } else {
+                (0..next() % 25).map(|_| alphabet[next() % alphabet.len()]).collect()
+            };
+            let (i, j) = (next() % (x.len() + 1), next() % (y.len() + 1));
+            let (kx, ky) = (Key { head: &x[..i], tail: &x[i..] }, Key { head: &y[..j], tail: &y[j..] });
+            assert_eq!(kx.cmp_key(&ky), x.cmp(&y), "{x:?} at {i} vs {y:?} at {j}");
         }
     }
 
