@@ -249,6 +249,7 @@ fn open_mapped(dir: &StoreDir, generation: u64, writable: bool) -> Result<Arc<Ma
     let reserve = check_header(&path, &read_header(&file, &path)?, generation)?;
     let len = file.metadata().at(&path)?.len();
     let map = Mapping::read_only(&file, reserve.max(len)).at(&path)?;
+    let _ = map.prefer_huge_pages();
     Ok(Arc::new(MappedGeneration::new(generation, path, map, file, len)))
 }
 
@@ -319,6 +320,7 @@ impl WriterArena {
         pin(&file, &path)?;
         let len = file.metadata().at(&path)?.len();
         let map = Mapping::read_only(&file, reserve.max(len)).at(&path)?;
+        let _ = map.prefer_huge_pages();
         Self::resume(Arc::new(MappedGeneration::new(generation, path, map, file, len)), cursor)
     }
 
@@ -420,22 +422,27 @@ impl WriterArena {
         use std::os::unix::fs::FileExt;
         let at = self.flushed.get();
         let end = at + pending.len() as u64;
-        if pending.len() < PREFILL_MAX_WRITE {
-            self.prefill_above(at, end);
-        }
+        self.prefill_above(at, end);
         let prefill = self.prefill.borrow();
-        match prefill.as_ref().filter(|p| end <= p.populated.load(Ordering::Acquire)) {
+        // A write the thread has not reached (a bulk load outruns it) is
+        // populated here: `pwrite` into uncached pages would fill the page
+        // cache with small folios, where population through the huge-page
+        // mapping makes 2 MiB ones that readers map whole.
+        let ready = |p: &&Prefill| {
+            end <= p.populated.load(Ordering::Acquire) || (end <= self.prefilled.get() && p.populate_now(at, end))
+        };
+        match prefill.as_ref().filter(ready) {
             Some(p) => {
                 #[cfg(debug_assertions)]
                 p.assert_populated(at, end);
-                // [at, end) lies in the union of completed requests: each
-                // request starts at or below the larger of the previous
-                // request's end and the page of its flush's `at`, so the
-                // requests leave no gap above the page of any later flush's
-                // `at` (writes only move up); one thread answers them in
-                // order, so `populated >= end` means every earlier request is
-                // done too. Each was inside the file (extended before it was
-                // sent) and populated for writing.
+                // [at, end) was populated here (`populate_now`), or lies in
+                // the union of completed requests: each request starts at or
+                // below the larger of the previous request's end and the page
+                // of its flush's `at`, so the requests leave no gap above the
+                // page of any later flush's `at` (writes only move up); one
+                // thread answers them in order, so `populated >= end` means
+                // every earlier request is done too. Each was inside the file
+                // (extended before it was sent) and populated for writing.
                 // SAFETY: [at, end) is populated file pages (above); it is at
                 // or above `flushed`, so inside no slice `region` handed out,
                 // and above every published high-water mark, so no reader
@@ -520,7 +527,8 @@ impl WriterArena {
 
 /// How far above its end a writer keeps the file's pages cached.
 const PREFILL_BYTES: u64 = 2 << 20;
-/// Larger writes cover whole pages, which the kernel fills without zeroing.
+/// A flush this large covers whole pages (tests use it as a large write).
+#[cfg(test)]
 const PREFILL_MAX_WRITE: usize = 64 << 10;
 
 /// A thread that brings the pages just above an arena's end into the page
@@ -561,6 +569,9 @@ struct Prefill {
     /// The end of the newest completed request (requests complete in order);
     /// stays 0 where stores are not used (see above).
     populated: Arc<AtomicU64>,
+    /// Whether pages are populated for stores (see above): the filesystem
+    /// overwrites in place.
+    stores: bool,
     /// The completed requests, merged, for [`Prefill::assert_populated`].
     #[cfg(debug_assertions)]
     done: Arc<std::sync::Mutex<Vec<(u64, u64)>>>,
@@ -572,6 +583,7 @@ impl Prefill {
         let (requests, asked) = mpsc::channel::<(u64, u64)>();
         let writable = Mapping::read_write(file, reserve).map_err(failed).ok()?;
         writable.exclude_from_children().map_err(failed).ok()?;
+        let _ = writable.prefer_huge_pages();
         let writable = Arc::new(writable);
         let advised = file.try_clone().map_err(failed).ok()?;
         let stores = sys::overwrites_in_place(file);
@@ -618,9 +630,24 @@ impl Prefill {
             thread: Some(thread),
             writable,
             populated,
+            stores,
             #[cfg(debug_assertions)]
             done,
         })
+    }
+
+    /// Populates `[at, end)` for writing on the writer's own thread, from
+    /// the start of its page; `end` must lie within the file. `false` where
+    /// stores are not used or population fails: the write then uses
+    /// `pwrite`, which reports a full disk as an error.
+    fn populate_now(&self, at: u64, end: u64) -> bool {
+        let from = at / sys::page_size() * sys::page_size();
+        if !self.stores || self.writable.populate_for_write(from, end - from).is_err() {
+            return false;
+        }
+        #[cfg(debug_assertions)]
+        crate::locking::lock(&self.done).push((from, end));
+        true
     }
 
     /// Checks the condition of the store's SAFETY comment: `[at, end)`, from
@@ -799,11 +826,29 @@ mod tests {
     }
 
     #[test]
-    fn large_flushes_leave_the_file_at_their_end() {
+    fn large_flushes_ahead_of_the_prefill_land_whole() {
+        // Flushes larger than the prefill asks for at once, each populated
+        // by the writer itself (the thread cannot have reached them), and
+        // one after a gap of small ones.
         let dir = tempfile::tempdir().unwrap();
         let arena = WriterArena::create(&StoreDir::open(dir.path()).unwrap(), 1, 1 << 30).unwrap();
-        arena.append(&vec![3; PREFILL_MAX_WRITE]).unwrap();
-        arena.flush().unwrap();
-        assert_eq!(len(&arena), arena.end());
+        let mut written = Vec::new();
+        for (i, size) in [3 * PREFILL_MAX_WRITE, 5 << 20, 800, 8, PREFILL_MAX_WRITE + 8].into_iter().enumerate() {
+            let bytes: Vec<u8> = (0..size).map(|j| (i * 31 + j % 251) as u8 | 1).collect();
+            let at = arena.append(&bytes).unwrap();
+            arena.flush().unwrap();
+            written.push((at, bytes));
+        }
+        assert!(
+            len(&arena) >= arena.end() && len(&arena).is_multiple_of(PREFILL_BYTES),
+            "file {} for end {}",
+            len(&arena),
+            arena.end()
+        );
+        for (at, bytes) in &written {
+            let mut back = vec![0; bytes.len()];
+            arena.mapped.file.read_exact_at(&mut back, *at).unwrap();
+            assert!(back == *bytes, "the {} bytes at {at} read back differently", bytes.len());
+        }
     }
 }
