@@ -531,6 +531,23 @@ const PREFILL_BYTES: u64 = 2 << 20;
 #[cfg(test)]
 const PREFILL_MAX_WRITE: usize = 64 << 10;
 
+/// Adds `[from, to)` to the populated ranges `done`, kept sorted and merged
+/// (the thread's requests and the writer's own populations interleave).
+#[cfg(debug_assertions)]
+fn record_populated(done: &std::sync::Mutex<Vec<(u64, u64)>>, from: u64, to: u64) {
+    let mut done = crate::locking::lock(done);
+    done.push((from, to));
+    done.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(done.len());
+    for &(from, to) in done.iter() {
+        match merged.last_mut() {
+            Some(last) if last.1 >= from => last.1 = last.1.max(to),
+            _ => merged.push((from, to)),
+        }
+    }
+    *done = merged;
+}
+
 /// A thread that brings the pages just above an arena's end into the page
 /// cache, zeroed, backed and writable, off the commit path.
 ///
@@ -572,7 +589,8 @@ struct Prefill {
     /// Whether pages are populated for stores (see above): the filesystem
     /// overwrites in place.
     stores: bool,
-    /// The completed requests, merged, for [`Prefill::assert_populated`].
+    /// The completed requests and the writer's own populations, merged, for
+    /// [`Prefill::assert_populated`].
     #[cfg(debug_assertions)]
     done: Arc<std::sync::Mutex<Vec<(u64, u64)>>>,
 }
@@ -603,13 +621,7 @@ impl Prefill {
                         match map.populate_for_write(from, to - from) {
                             Ok(()) => {
                                 #[cfg(debug_assertions)]
-                                {
-                                    let mut d = crate::locking::lock(&record);
-                                    match d.last_mut() {
-                                        Some(last) if last.1 >= from => last.1 = last.1.max(to),
-                                        _ => d.push((from, to)),
-                                    }
-                                }
+                                record_populated(&record, from, to);
                                 published.fetch_max(to, Ordering::Release);
                                 continue;
                             }
@@ -646,13 +658,13 @@ impl Prefill {
             return false;
         }
         #[cfg(debug_assertions)]
-        crate::locking::lock(&self.done).push((from, end));
+        record_populated(&self.done, from, end);
         true
     }
 
     /// Checks the condition of the store's SAFETY comment: `[at, end)`, from
-    /// the start of its page, lies in the union of completed requests
-    /// (merged as they complete, which is exact: request starts only grow).
+    /// the start of its page, lies in the union of completed requests and
+    /// the writer's own populations (kept merged).
     #[cfg(debug_assertions)]
     fn assert_populated(&self, at: u64, end: u64) {
         let page = at / sys::page_size() * sys::page_size();
