@@ -258,7 +258,8 @@ fn open_mapped(dir: &StoreDir, generation: u64, writable: bool) -> Result<Arc<Ma
 /// Appended nodes collect in a buffer and reach the file in one write when
 /// flushed (before anything reads them back, and before anything that names
 /// them is published): stores into pages the prefill thread populated for
-/// writing, else one `pwrite` (see [`Prefill`]). Reads, the writer's too,
+/// writing, else one `pwrite` (see [`Prefill`]); before a large one the file
+/// is extended in whole zeroed chunks ([`WriterArena::extend_in_chunks`]). Reads, the writer's too,
 /// go through the read-only mapping.
 pub struct WriterArena {
     pub mapped: Arc<MappedGeneration>,
@@ -422,39 +423,81 @@ impl WriterArena {
         use std::os::unix::fs::FileExt;
         let at = self.flushed.get();
         let end = at + pending.len() as u64;
-        self.prefill_above(at, end);
-        let prefill = self.prefill.borrow();
-        // A write the thread has not reached (a bulk load outruns it) is
-        // populated here: `pwrite` into uncached pages would fill the page
-        // cache with small folios, where population through the huge-page
-        // mapping makes 2 MiB ones that readers map whole.
-        let ready = |p: &&Prefill| {
-            end <= p.populated.load(Ordering::Acquire) || (end <= self.prefilled.get() && p.populate_now(at, end))
+        let stored = if pending.len() < LARGE_WRITE {
+            self.prefill_above(at, end);
+            self.store_prefilled(at, end, &pending)
+        } else {
+            self.extend_in_chunks(end);
+            false
         };
-        match prefill.as_ref().filter(ready) {
-            Some(p) => {
-                #[cfg(debug_assertions)]
-                p.assert_populated(at, end);
-                // [at, end) was populated here (`populate_now`), or lies in
-                // the union of completed requests: each request starts at or
-                // below the larger of the previous request's end and the page
-                // of its flush's `at`, so the requests leave no gap above the
-                // page of any later flush's `at` (writes only move up); one
-                // thread answers them in order, so `populated >= end` means
-                // every earlier request is done too. Each was inside the file
-                // (extended before it was sent) and populated for writing.
-                // SAFETY: [at, end) is populated file pages (above); it is at
-                // or above `flushed`, so inside no slice `region` handed out,
-                // and above every published high-water mark, so no reader
-                // reads it; this thread is the arena's only writer.
-                unsafe { p.writable.write(at, &pending) }
-            }
-            None => self.mapped.file.write_all_at(&pending, at).at(&self.mapped.path)?,
+        if !stored {
+            self.mapped.file.write_all_at(&pending, at).at(&self.mapped.path)?;
         }
         pending.clear();
         self.mapped.file_len.fetch_max(end, Ordering::AcqRel);
         self.flushed.set(end);
         Ok(())
+    }
+
+    /// Stores `bytes` at `[at, end)` if the prefill thread has populated
+    /// those pages; `false` otherwise (the caller writes them).
+    fn store_prefilled(&self, at: u64, end: u64, bytes: &[u8]) -> bool {
+        let prefill = self.prefill.borrow();
+        let Some(p) = prefill.as_ref().filter(|p| end <= p.populated.load(Ordering::Acquire)) else {
+            return false;
+        };
+        #[cfg(debug_assertions)]
+        p.assert_populated(at, end);
+        // [at, end) lies in the union of completed requests: each request
+        // starts at or below the larger of the previous request's end and
+        // the page of its flush's `at`, so the requests leave no gap above
+        // the page of any later flush's `at` (writes only move up); one
+        // thread answers them in order, so `populated >= end` means every
+        // earlier request is done too. Each was inside the file (extended
+        // before it was sent) and populated for writing.
+        // SAFETY: [at, end) is populated file pages (above); it is at or
+        // above `flushed`, so inside no slice `region` handed out, and above
+        // every published high-water mark, so no reader reads it; this thread
+        // is the arena's only writer.
+        unsafe { p.writable.write(at, bytes) };
+        true
+    }
+
+    /// Before a large write (a bulk load's, a compaction's) ending at
+    /// `end`: extends the file by whole [`PREFILL_BYTES`] chunks of zeros,
+    /// each written at once, from the first chunk boundary at or above its
+    /// length until `end` is covered. A whole aligned chunk written by one
+    /// `pwrite` goes into one 2 MiB page-cache folio, which readers then map
+    /// whole (see `Mapping::prefer_huge_pages`), where the write alone would
+    /// make small ones. Only bytes past the file's end are written, which
+    /// nothing reads and the prefill thread was never asked for (it is
+    /// asked only below the length the file had then). Failing costs
+    /// speed, never the write.
+    fn extend_in_chunks(&self, end: u64) {
+        let file = &self.mapped.file;
+        let Ok(len) = file.metadata().map(|m| m.len()) else { return };
+        let mut chunk = len.next_multiple_of(PREFILL_BYTES);
+        if chunk >= end {
+            return;
+        }
+        let zeros = vec![0u8; PREFILL_BYTES as usize];
+        while chunk < end && chunk + PREFILL_BYTES <= self.reserve {
+            use std::os::unix::fs::FileExt;
+            if file.write_all_at(&zeros, chunk).is_err() {
+                return;
+            }
+            chunk += PREFILL_BYTES;
+            self.mapped.file_len.fetch_max(chunk, Ordering::AcqRel);
+        }
+    }
+
+    /// Starts the prefill thread if it is not running and may be.
+    fn start_prefill(&self) {
+        let mut prefill = self.prefill.borrow_mut();
+        if prefill.is_none() && !self.no_prefill.get() {
+            *prefill = Prefill::start(&self.mapped.file, self.reserve);
+            self.no_prefill.set(prefill.is_none());
+        }
     }
 
     /// Keeps the next [`PREFILL_BYTES`] above `end` in the file and asks the
@@ -484,12 +527,8 @@ impl WriterArena {
         }
         self.prefilled.set(to);
         self.mapped.file_len.fetch_max(to, Ordering::AcqRel);
-        let mut prefill = self.prefill.borrow_mut();
-        if prefill.is_none() {
-            *prefill = Prefill::start(&self.mapped.file, self.reserve);
-            self.no_prefill.set(prefill.is_none());
-        }
-        if let Some(p) = prefill.as_ref() {
+        self.start_prefill();
+        if let Some(p) = self.prefill.borrow().as_ref() {
             p.ask(from, to);
         }
     }
@@ -527,9 +566,11 @@ impl WriterArena {
 
 /// How far above its end a writer keeps the file's pages cached.
 const PREFILL_BYTES: u64 = 2 << 20;
-/// A flush this large covers whole pages (tests use it as a large write).
-#[cfg(test)]
-const PREFILL_MAX_WRITE: usize = 64 << 10;
+/// A flush this large (a bulk load's, a compaction's) is written with
+/// `pwrite` after the file is extended in whole chunks
+/// ([`WriterArena::extend_in_chunks`]); smaller ones (a commit's) go into
+/// pages the prefill thread populated.
+const LARGE_WRITE: usize = 64 << 10;
 
 /// Adds `[from, to)` to the populated ranges `done`, kept sorted and merged
 /// (the thread's requests and the writer's own populations interleave).
@@ -586,9 +627,6 @@ struct Prefill {
     /// The end of the newest completed request (requests complete in order);
     /// stays 0 where stores are not used (see above).
     populated: Arc<AtomicU64>,
-    /// Whether pages are populated for stores (see above): the filesystem
-    /// overwrites in place.
-    stores: bool,
     /// The completed requests and the writer's own populations, merged, for
     /// [`Prefill::assert_populated`].
     #[cfg(debug_assertions)]
@@ -601,7 +639,6 @@ impl Prefill {
         let (requests, asked) = mpsc::channel::<(u64, u64)>();
         let writable = Mapping::read_write(file, reserve).map_err(failed).ok()?;
         writable.exclude_from_children().map_err(failed).ok()?;
-        let _ = writable.prefer_huge_pages();
         let writable = Arc::new(writable);
         let advised = file.try_clone().map_err(failed).ok()?;
         let stores = sys::overwrites_in_place(file);
@@ -642,24 +679,9 @@ impl Prefill {
             thread: Some(thread),
             writable,
             populated,
-            stores,
             #[cfg(debug_assertions)]
             done,
         })
-    }
-
-    /// Populates `[at, end)` for writing on the writer's own thread, from
-    /// the start of its page; `end` must lie within the file. `false` where
-    /// stores are not used or population fails: the write then uses
-    /// `pwrite`, which reports a full disk as an error.
-    fn populate_now(&self, at: u64, end: u64) -> bool {
-        let from = at / sys::page_size() * sys::page_size();
-        if !self.stores || self.writable.populate_for_write(from, end - from).is_err() {
-            return false;
-        }
-        #[cfg(debug_assertions)]
-        record_populated(&self.done, from, end);
-        true
     }
 
     /// Checks the condition of the store's SAFETY comment: `[at, end)`, from
@@ -838,29 +860,45 @@ mod tests {
     }
 
     #[test]
-    fn large_flushes_ahead_of_the_prefill_land_whole() {
-        // Flushes larger than the prefill asks for at once, each populated
-        // by the writer itself (the thread cannot have reached them), and
-        // one after a gap of small ones.
-        let dir = tempfile::tempdir().unwrap();
-        let arena = WriterArena::create(&StoreDir::open(dir.path()).unwrap(), 1, 1 << 30).unwrap();
-        let mut written = Vec::new();
-        for (i, size) in [3 * PREFILL_MAX_WRITE, 5 << 20, 800, 8, PREFILL_MAX_WRITE + 8].into_iter().enumerate() {
-            let bytes: Vec<u8> = (0..size).map(|j| (i * 31 + j % 251) as u8 | 1).collect();
-            let at = arena.append(&bytes).unwrap();
-            arena.flush().unwrap();
-            written.push((at, bytes));
-        }
-        assert!(
-            len(&arena) >= arena.end() && len(&arena).is_multiple_of(PREFILL_BYTES),
-            "file {} for end {}",
-            len(&arena),
-            arena.end()
-        );
-        for (at, bytes) in &written {
-            let mut back = vec![0; bytes.len()];
-            arena.mapped.file.read_exact_at(&mut back, *at).unwrap();
-            assert!(back == *bytes, "the {} bytes at {at} read back differently", bytes.len());
+    fn large_flushes_extend_the_file_in_zeroed_chunks_and_land_whole() {
+        // Large flushes (the file extended in whole chunks first), small
+        // ones between them, and a file already longer than its data, as a
+        // recycled one is: its old bytes past the writes are left alone.
+        for recycled in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let arena = WriterArena::create(&StoreDir::open(dir.path()).unwrap(), 1, 1 << 30).unwrap();
+            let old_at = 40 << 20;
+            if recycled {
+                arena.mapped.file.write_all_at(&[0xAB; 4096], old_at).unwrap();
+            }
+            let mut written = Vec::new();
+            for (i, size) in [3 * LARGE_WRITE, 5 << 20, 800, 8, LARGE_WRITE + 8].into_iter().enumerate() {
+                let bytes: Vec<u8> = (0..size).map(|j| (i * 31 + j % 251) as u8 | 1).collect();
+                let at = arena.append(&bytes).unwrap();
+                arena.flush().unwrap();
+                written.push((at, bytes));
+            }
+            let file_len = len(&arena);
+            assert!(
+                file_len >= arena.end() && (recycled || file_len.is_multiple_of(PREFILL_BYTES)),
+                "file {file_len} for end {}",
+                arena.end()
+            );
+            for (at, bytes) in &written {
+                let mut back = vec![0; bytes.len()];
+                arena.mapped.file.read_exact_at(&mut back, *at).unwrap();
+                assert!(back == *bytes, "the {} bytes at {at} read back differently", bytes.len());
+            }
+            if recycled {
+                let mut old = [0u8; 4096];
+                arena.mapped.file.read_exact_at(&mut old, old_at).unwrap();
+                assert_eq!(old, [0xAB; 4096], "old bytes past the writes were overwritten");
+            } else {
+                // Past the last write, up to the chunk boundary: zeros.
+                let mut tail = vec![1u8; (file_len - arena.end()) as usize];
+                arena.mapped.file.read_exact_at(&mut tail, arena.end()).unwrap();
+                assert!(tail.iter().all(|&b| b == 0), "the file past its data is not zeros");
+            }
         }
     }
 }
