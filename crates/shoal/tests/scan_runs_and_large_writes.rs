@@ -8,6 +8,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shoal::{Durability, Options, Snapshot, Store};
 
+mod crafted;
+use crafted::{leaf_entry, leaves, reseal};
+
 type Items = Vec<(String, Vec<u8>)>;
 type Model = BTreeMap<String, Vec<u8>>;
 
@@ -373,7 +376,8 @@ fn damaged_suffixes_are_reported_the_same_way_by_every_scan() {
     for (at, node) in all.iter().step_by(3).take(8) {
         let count = u16::from_le_bytes([node[2], node[3]]) as usize;
         for i in [0, 1, count / 2, count - 2, count - 1] {
-            let tail = leaf_entry(node, i);
+            let (fixed, tail) = leaf_entry(node, i);
+            assert_eq!(node[fixed + 2], 0, "a plain entry");
             if tail.is_empty() {
                 continue;
             }
@@ -396,51 +400,4 @@ fn damaged_suffixes_are_reported_the_same_way_by_every_scan() {
         file.write_all_at(node, *at as u64).unwrap();
     }
     assert!(cases >= 100 && errors >= cases / 8, "{cases} cases, {errors} reported as damage");
-}
-
-fn crc32c(data: &[u8], crc: u32) -> u32 {
-    let mut crc = !crc;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
-
-fn reseal(node: &mut [u8]) {
-    let crc = crc32c(&node[..8], crc32c(&node[12..], 0));
-    node[8..12].copy_from_slice(&crc.to_le_bytes());
-}
-
-/// Every leaf in an arena file: (file offset, bytes).
-fn leaves(bytes: &[u8]) -> Vec<(usize, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut at = 4096;
-    while at + 16 <= bytes.len() {
-        let (kind, len) = (bytes[at], u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize);
-        if (1..=5).contains(&kind) && len >= 16 && len.is_multiple_of(8) && at + len <= bytes.len() {
-            let node = &bytes[at..at + len];
-            if crc32c(&node[..8], crc32c(&node[12..], 0)) == u32::from_le_bytes(node[8..12].try_into().unwrap()) {
-                if kind == 1 {
-                    out.push((at, node.to_vec()));
-                }
-                at += len;
-                continue;
-            }
-        }
-        at += 8;
-    }
-    out
-}
-
-/// The suffix bytes of a plain leaf entry `i`.
-fn leaf_entry(node: &[u8], i: usize) -> std::ops::Range<usize> {
-    let count = u16::from_le_bytes([node[2], node[3]]) as usize;
-    let prefix = u16::from_le_bytes([node[12], node[13]]) as usize;
-    let slots = (16 + prefix).next_multiple_of(8) + 8 * count;
-    let at = u32::from_le_bytes(node[slots + 4 * i..slots + 4 * i + 4].try_into().unwrap()) as usize;
-    assert_eq!(node[at + 2], 0, "a plain entry");
-    at + 8..at + 8 + u16::from_le_bytes([node[at], node[at + 1]]) as usize
 }
