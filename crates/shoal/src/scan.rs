@@ -103,15 +103,10 @@ impl<'s> Scan<'s> {
                 } else {
                     self.path.write_long_tail(tail);
                 }
-                // SAFETY: the run started only with `bytes[..head_len]`
-                // found UTF-8 (`Scan::start_run`), and nothing writes below
-                // `head_len` while it lasts (only `PathBuffer::render` does,
-                // after the run ended); `bytes[head_len..end]` is the
-                // suffix, found ASCII by `Run::step`, with `\0` swapped for
-                // `/` (ASCII too): a valid string followed by ASCII is valid.
-                // The buffer is this scan's own heap memory; no other
-                // process can write it.
-                return Some(Ok((unsafe { std::str::from_utf8_unchecked(&self.path.bytes[..end]) }, value)));
+                let path = &self.path.bytes[..end];
+                // SAFETY: the head is text (a run starts only then: `start_run`)
+                // and the suffix ASCII (`Run::step`): see `PathBuffer`.
+                return Some(Ok((unsafe { std::str::from_utf8_unchecked(path) }, value)));
             }
         }
         // The leaf step renders the path and hands back only the value, so
@@ -243,6 +238,16 @@ fn push_swapped(out: &mut String, key_text: &str) {
 
 /// The path of the entry [`Scan::next_path`] handed out last, and how much
 /// of it is the rendered prefix of the leaf it came from.
+///
+/// Why a path is handed out unchecked (`from_utf8_unchecked`): a string
+/// that is valid UTF-8 followed by ASCII bytes is valid UTF-8. When
+/// `head_is_text`, `bytes[..head_len]` was checked (or found ASCII) by
+/// `render`, and only `render` writes below `head_len`; a run starts only
+/// then and ends before `render` is called again. The bytes after the head
+/// are a suffix with `\0` swapped for `/` (both ASCII), handed out only when
+/// it was found ASCII (`Run::step` for a run's entries, `render` for
+/// `is_text`). The buffer is this scan's own heap memory, which no other
+/// process can write.
 #[derive(Default)]
 struct PathBuffer<'s> {
     /// The path in `bytes[..len]`, `/` for each `\0` of the key: UTF-8
@@ -297,14 +302,10 @@ impl<'s> PathBuffer<'s> {
     /// [`Entry::write_path`] shows it.
     fn text(&mut self) -> &str {
         if self.is_text {
-            // SAFETY: `is_text` is set only by `render`, which found
-            // `bytes[..head_len]` UTF-8 and `bytes[head_len..len]` the
-            // suffix, ASCII, with `\0` swapped for `/` (ASCII too); nothing
-            // has written `bytes[..len]` since (a run writes past
-            // `head_len` only while `render` is not called, and leaves
-            // `is_text` to be reset by the next `render`). The buffer is
-            // this scan's own heap memory; no other process can write it.
-            return unsafe { std::str::from_utf8_unchecked(&self.bytes[..self.len]) };
+            let path = &self.bytes[..self.len];
+            // SAFETY: `render` found the head text and the suffix ASCII, and
+            // nothing wrote below `len` since: see `PathBuffer`.
+            return unsafe { std::str::from_utf8_unchecked(path) };
         }
         match std::str::from_utf8(&self.bytes[..self.len]) {
             Ok(path) => path,

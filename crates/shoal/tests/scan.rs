@@ -91,12 +91,18 @@ fn next_path_and_the_iterator_interleave() {
     store.bulk_load((0..3000).map(|i| (format!("/a/{i:05}"), format!("{i}")))).unwrap();
     let snap = store.snapshot();
     let expected = by_entry(&snap, "/a");
-    let mut scan = snap.scan("/a").unwrap();
+    // Every third node through the iterator: the path buffer must not keep
+    // a prefix for an entry it did not render.
+    assert_eq!(interleaved(&snap, "/a", |i| i % 3 == 0), expected);
+}
+
+/// (path, value) of every node below `path`, taking node `i` through the
+/// iterator where `by_iterator(i)`, through `next_path` otherwise.
+fn interleaved(snap: &Snapshot, path: &str, by_iterator: impl Fn(usize) -> bool) -> Vec<(String, Vec<u8>)> {
+    let mut scan = snap.scan(path).unwrap();
     let mut got = Vec::new();
     for i in 0.. {
-        // Every third node through the iterator: the path buffer must not
-        // keep a prefix for an entry it did not render.
-        let next = if i % 3 == 0 {
+        let next = if by_iterator(i) {
             scan.next().map(|e| e.map(|e| (e.path(), e.value().to_vec())).unwrap())
         } else {
             scan.next_path().map(|e| e.map(|(p, v)| (p.to_string(), v.to_vec())).unwrap())
@@ -104,7 +110,7 @@ fn next_path_and_the_iterator_interleave() {
         let Some(next) = next else { break };
         got.push(next);
     }
-    assert_eq!(got, expected);
+    got
 }
 
 /// Within one leaf, entries a scan reads on its own (short ASCII suffixes,
@@ -152,16 +158,5 @@ fn next_path_across_entries_of_every_shape_in_one_leaf() {
     }
     // Interleaved with the iterator every seventh node: a stretch the scan
     // read on its own must hand the walk over where it ended.
-    let mut scan = snap.scan("/s").unwrap();
-    let mut got = Vec::new();
-    for i in 0.. {
-        let next = if i % 7 == 3 {
-            scan.next().map(|e| e.map(|e| (e.path(), e.value().to_vec())).unwrap())
-        } else {
-            scan.next_path().map(|e| e.map(|(p, v)| (p.to_string(), v.to_vec())).unwrap())
-        };
-        let Some(next) = next else { break };
-        got.push(next);
-    }
-    assert_eq!(got, scanned);
+    assert_eq!(interleaved(&snap, "/s", |i| i % 7 == 3), scanned);
 }
