@@ -872,7 +872,9 @@ mod tests {
                 arena.mapped.file.write_all_at(&[0xAB; 4096], old_at).unwrap();
             }
             let mut written = Vec::new();
-            for (i, size) in [3 * LARGE_WRITE, 5 << 20, 800, 8, LARGE_WRITE + 8].into_iter().enumerate() {
+            // At the threshold, just below it (a commit's path) and just above.
+            let sizes = [3 * LARGE_WRITE, 5 << 20, 800, 8, LARGE_WRITE - 8, LARGE_WRITE, LARGE_WRITE + 8];
+            for (i, size) in sizes.into_iter().enumerate() {
                 let bytes: Vec<u8> = (0..size).map(|j| (i * 31 + j % 251) as u8 | 1).collect();
                 let at = arena.append(&bytes).unwrap();
                 arena.flush().unwrap();
