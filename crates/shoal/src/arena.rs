@@ -448,12 +448,12 @@ impl WriterArena {
         };
         #[cfg(debug_assertions)]
         p.assert_populated(at, end);
-        // [at, end) lies in the union of completed requests: each request
-        // starts at or below the larger of the previous request's end and
-        // the page of its flush's `at`, so the requests leave no gap above
-        // the page of any later flush's `at` (writes only move up); one
-        // thread answers them in order, so `populated >= end` means every
-        // earlier request is done too. Each was inside the file (extended
+        // [at, end) lies in the union of completed pieces of requests: each
+        // request starts at or below the larger of the previous request's
+        // end and the page of its flush's `at`, and its pieces follow one
+        // another, so they leave no gap above the page of any later flush's
+        // `at` (writes only move up); one thread answers them in order, so
+        // `populated >= end` means every earlier piece is done too. Each was inside the file (extended
         // before it was sent) and populated for writing.
         // SAFETY: [at, end) is populated file pages (above); it is at or
         // above `flushed`, so inside no slice `region` handed out, and above
@@ -566,6 +566,8 @@ impl WriterArena {
 
 /// How far above its end a writer keeps the file's pages cached.
 const PREFILL_BYTES: u64 = 2 << 20;
+/// The prefill thread reports its progress after each piece this large.
+const PREFILL_PIECE: u64 = 128 << 10;
 /// A flush this large (a bulk load's, a compaction's) is written with
 /// `pwrite` after the file is extended in whole chunks
 /// ([`WriterArena::extend_in_chunks`]); smaller ones (a commit's) go into
@@ -600,9 +602,11 @@ fn record_populated(done: &std::sync::Mutex<Vec<(u64, u64)>>, from: u64, to: u64
 /// allocates no blocks) and asks this thread to populate the range for
 /// writing through a read-write mapping (`MADV_POPULATE_WRITE`: each page
 /// is cached, its block reserved and its page-table entry made writable).
-/// Once it reports a range done (`populated`, stored after the advice
-/// returned), the writer's appends into it are plain stores: no system
-/// call, no fault. Below that mark the thread never touches a byte; the
+/// It works in pieces of [`PREFILL_PIECE`] and reports each one done
+/// (`populated`, stored after the advice returned), so the writer waits
+/// for no more than the piece it appends into; once a range is reported,
+/// the writer's appends into it are plain stores: no system call, no
+/// fault. Below that mark the thread never touches a byte; the
 /// advice itself changes no data, so it may run over pages the writer has
 /// already filled by `pwrite`.
 ///
@@ -624,7 +628,8 @@ struct Prefill {
     thread: Option<std::thread::JoinHandle<()>>,
     /// The writer's read-write mapping of the file.
     writable: Arc<Mapping>,
-    /// The end of the newest completed request (requests complete in order);
+    /// The end of the newest completed piece of a request (pieces and
+    /// requests complete in order);
     /// stays 0 where stores are not used (see above).
     populated: Arc<AtomicU64>,
     /// The completed requests and the writer's own populations, merged, for
@@ -654,13 +659,17 @@ impl Prefill {
                 sys::mark_this_thread_idle();
                 let mut populate = stores;
                 for (from, to) in asked {
-                    if populate {
-                        match map.populate_for_write(from, to - from) {
+                    // In pieces, each reported once done: the writer's next
+                    // appends need the first piece, not the whole request.
+                    let mut piece = from;
+                    while populate && piece < to {
+                        let piece_end = (piece + PREFILL_PIECE).min(to);
+                        match map.populate_for_write(piece, piece_end - piece) {
                             Ok(()) => {
                                 #[cfg(debug_assertions)]
-                                record_populated(&record, from, to);
-                                published.fetch_max(to, Ordering::Release);
-                                continue;
+                                record_populated(&record, piece, piece_end);
+                                published.fetch_max(piece_end, Ordering::Release);
+                                piece = piece_end;
                             }
                             Err(e) => {
                                 tracing::debug!(error = %e, "cannot populate the arena for writing; appends use pwrite");
@@ -668,8 +677,10 @@ impl Prefill {
                             }
                         }
                     }
-                    let len = std::num::NonZeroU64::new(to - from);
-                    let _ = rustix::fs::fadvise(&advised, from, len, rustix::fs::Advice::WillNeed);
+                    if piece < to {
+                        let len = std::num::NonZeroU64::new(to - piece);
+                        let _ = rustix::fs::fadvise(&advised, piece, len, rustix::fs::Advice::WillNeed);
+                    }
                 }
             })
             .map_err(failed)
