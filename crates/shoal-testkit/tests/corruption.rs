@@ -137,12 +137,15 @@ fn damaged_journal_tail_recovers_to_the_last_whole_record() {
     // write not having reached the disk: neither did the synced mark that
     // the header was given after it (it becomes durable with the next sync).
     std::fs::remove_file(dir.path().join("control")).unwrap();
+    // The records, then zeros kept for the next ones (a record of length 0).
     let mut at = 32;
     let mut last = at;
-    while at < bytes.len() {
+    while at < bytes.len() && bytes[at..at + 4] != [0; 4] {
         last = at;
         at += 8 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
     }
+    let end = at;
+    assert!(bytes[end..].iter().all(|&b| b == 0), "the journal holds more than records and zeros");
     let synced = bytes.clone();
     bytes[16..24].copy_from_slice(&(last as u64).to_le_bytes());
     bytes[24..32].copy_from_slice(&(!(last as u64)).to_le_bytes());
@@ -150,13 +153,13 @@ fn damaged_journal_tail_recovers_to_the_last_whole_record() {
     let _ = std::fs::remove_file(&lock);
     // A torn last record whose sync's mark is on disk is damage to an
     // acknowledged commit: refused, the journal left as it is.
-    std::fs::write(&journal, &synced[..synced.len() - 5]).unwrap();
+    std::fs::write(&journal, &synced[..end - 5]).unwrap();
     match Store::open(dir.path(), options.clone()) {
         Err(Error::Corrupt { detail, .. }) => assert!(detail.contains("synced mark"), "{detail}"),
         other => panic!("expected corruption, got {:?}", other.map(|s| s.version())),
     }
     let _ = std::fs::remove_file(&lock);
-    std::fs::write(&journal, &bytes[..bytes.len() - 5]).unwrap();
+    std::fs::write(&journal, &bytes[..end - 5]).unwrap();
     let store = Store::open(dir.path(), Options { create: false, ..options }).unwrap();
     // The last record was torn: recovery stops just before it.
     assert_eq!(store.version(), version - 1);

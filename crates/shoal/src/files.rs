@@ -52,8 +52,6 @@ pub enum Open {
     Create(FileKind),
     /// Read-write, created; an existing file is an error.
     CreateNew(FileKind),
-    /// Read and append, created if missing.
-    Append(FileKind),
 }
 
 /// An open store directory.
@@ -198,7 +196,6 @@ impl StoreDir {
             Open::ReadWrite(kind) => (OFlags::RDWR, Some(kind)),
             Open::Create(kind) => (OFlags::RDWR | OFlags::CREATE, Some(kind)),
             Open::CreateNew(kind) => (OFlags::RDWR | OFlags::CREATE | OFlags::EXCL, Some(kind)),
-            Open::Append(kind) => (OFlags::RDWR | OFlags::APPEND | OFlags::CREATE, Some(kind)),
         };
         let mode = kind.map_or(0, |k| self.file_mode(k));
         let fd = rustix::fs::openat(

@@ -23,6 +23,7 @@ pub struct Stat {
     pub live_bytes: u64,
     /// Retained versions, newest first.
     pub retained_versions: Vec<u64>,
+    /// The journal file's size: its records and the zeros kept after them.
     pub journal_bytes: u64,
     pub readers: Vec<ReaderInfo>,
     /// Older generation files still on disk (pinned by live readers, or
