@@ -226,16 +226,6 @@ impl StoreDir {
         }
     }
 
-    /// The size of the entry `name` (not following a link), if it exists:
-    /// what needs no permission on the file itself.
-    pub fn size(&self, name: &str) -> Result<Option<u64>> {
-        match rustix::fs::statat(&self.fd, c_name(name).as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(stat) => Ok(Some(stat.st_size as u64)),
-            Err(rustix::io::Errno::NOENT) => Ok(None),
-            Err(e) => Err(io_error(&self.join(name), e.into())),
-        }
-    }
-
     /// Removes the entry `name`; a missing one is not an error.
     pub fn remove(&self, name: &str) -> Result<()> {
         match rustix::fs::unlinkat(&self.fd, c_name(name).as_c_str(), AtFlags::empty()) {

@@ -211,11 +211,7 @@ pub(crate) fn read_records(path: &Path, bytes: &[u8], acknowledged_recovered: bo
             detail: format!("journal format {found}; this build reads format {FORMAT_VERSION}"),
         });
     }
-    let header_mark = match (u64_at(bytes, OFF_MARK as usize), u64_at(bytes, OFF_MARK as usize + 8)) {
-        (Some(mark), Some(complement)) if mark == !complement => mark,
-        // Damaged: only the records' own marks are left to go by.
-        _ => 0,
-    };
+    let header_mark = header_mark(bytes);
     let mut records = Vec::new();
     let mut at = HEADER as usize;
     while at < bytes.len() {
@@ -242,6 +238,29 @@ pub(crate) fn read_records(path: &Path, bytes: &[u8], acknowledged_recovered: bo
     Ok((records, at.min(bytes.len())))
 }
 
+/// Where the intact records of a journal's bytes end (its header
+/// included): what a crash now would leave to replay, without the zeros
+/// kept after them. Damage ends them, as it ends [`read_records`].
+pub(crate) fn records_end(bytes: &[u8]) -> u64 {
+    if bytes.len() < HEADER as usize {
+        return 0;
+    }
+    let mut at = HEADER as usize;
+    while record_at(bytes, at).is_some() {
+        at += 8 + u32_at(bytes, at).unwrap_or(0) as usize;
+    }
+    at as u64
+}
+
+/// The synced mark a journal's header holds; 0 if it is damaged (then only
+/// the records' own marks are left to go by).
+fn header_mark(bytes: &[u8]) -> u64 {
+    match (u64_at(bytes, OFF_MARK as usize), u64_at(bytes, OFF_MARK as usize + 8)) {
+        (Some(mark), Some(complement)) if mark == !complement => mark,
+        _ => 0,
+    }
+}
+
 pub struct Journal {
     file: File,
     /// The same file, for the header's mark (the publisher stores it).
@@ -249,8 +268,12 @@ pub struct Journal {
     pub path: PathBuf,
     /// The end of the records.
     len: u64,
-    /// The end of the zeros written after them (the file's length).
+    /// The end of the zeros written after them (the file's length);
+    /// `u64::MAX` after a fill failed, so that no commit tries again until
+    /// the journal is emptied.
     filled: u64,
+    /// How many bytes of zeros a fill writes past the next multiple of it.
+    fill_bytes: u64,
 }
 
 pub(crate) fn header(mark: u64) -> Vec<u8> {
@@ -294,7 +317,7 @@ impl Journal {
             file.write_all_at(&header(HEADER), 0).at(&path)?;
             rustix::fs::fdatasync(&file).at(&path)?;
             let mark = dir.open_file(FILE_NAME, Open::ReadWrite(FileKind::Data))?;
-            let journal = Journal { file, mark, path, len: HEADER, filled: HEADER };
+            let journal = Journal { file, mark, path, len: HEADER, filled: HEADER, fill_bytes: FILL_BYTES };
             return Ok((journal, Replay { records: Vec::new(), discarded_bytes: 0 }));
         }
         let (records, at) = read_records(&path, &bytes, acknowledged_recovered)?;
@@ -313,7 +336,18 @@ impl Journal {
         }
         let filled = if clean_end { bytes.len() as u64 } else { at as u64 };
         let mark = dir.open_file(FILE_NAME, Open::ReadWrite(FileKind::Data))?;
-        Ok((Journal { file, mark, path, len: at as u64, filled }, Replay { records, discarded_bytes }))
+        if header_mark(&bytes) > at as u64 {
+            // The records end below the header's mark and were accepted: a
+            // crash inside `truncate` left the file emptied but the old mark
+            // on disk, or `acknowledged_recovered` let damage below the mark
+            // be cut. The mark comes down to the records' end before any
+            // record is written; otherwise the zeros after the next records
+            // would lie below it, and the next open would refuse them.
+            store_mark(&mark, at as u64).at(&path)?;
+            rustix::fs::fdatasync(&mark).at(&path)?;
+        }
+        let journal = Journal { file, mark, path, len: at as u64, filled, fill_bytes: FILL_BYTES };
+        Ok((journal, Replay { records, discarded_bytes }))
     }
 
     /// A handle for storing the synced mark in the header.
@@ -339,19 +373,28 @@ impl Journal {
     }
 
     /// Writes zeros from `end`, the end of the records, to the next
-    /// multiple of [`FILL_BYTES`] past it. Failing (a full disk) costs the
-    /// next syncs their speed, never a record: zeros are the journal's end
-    /// whatever their length.
+    /// multiple of the fill size past it, and one fill size more. Failing
+    /// (a full disk) costs the next syncs their speed, never a record:
+    /// zeros are the journal's end whatever their length. After a failure
+    /// no fill is tried until the journal is emptied.
     fn fill_after(&mut self, end: u64) {
-        let to = end.next_multiple_of(FILL_BYTES) + FILL_BYTES;
+        let to = end.next_multiple_of(self.fill_bytes) + self.fill_bytes;
         let zeros = vec![0u8; (to - end) as usize];
         match self.file.write_all_at(&zeros, end) {
             Ok(()) => self.filled = to,
             Err(e) => {
-                tracing::debug!(error = %e, file = %self.path.display(), "cannot zero-fill the journal ahead");
-                self.filled = end;
+                tracing::warn!(error = %e, file = %self.path.display(), "cannot zero-fill the journal ahead; durable commits will sync its size too");
+                self.filled = u64::MAX;
             }
         }
+    }
+
+    /// Sizes the zero fill for a journal emptied every `checkpoint_bytes`:
+    /// [`FILL_BYTES`] at most, and no more than the records between two
+    /// checkpoints (64 KiB at least), so that a small checkpoint threshold
+    /// does not make each emptying cost a mebibyte of zeros.
+    pub fn size_fill_for(&mut self, checkpoint_bytes: u64) {
+        self.fill_bytes = checkpoint_bytes.clamp(64 << 10, FILL_BYTES).next_power_of_two();
     }
 
     /// Bytes in the journal, header included.
@@ -606,6 +649,29 @@ mod tests {
         match open(dir.path()) {
             Err(Error::Corrupt { offset, .. }) => assert_eq!(offset, offsets[2] as u64),
             other => panic!("expected corruption, got {:?}", other.map(|(_, r)| r.records.len())),
+        }
+    }
+
+    /// The fill is sized to the checkpoint threshold: at, below and above
+    /// its floor and its ceiling.
+    #[test]
+    fn the_fill_follows_a_small_checkpoint_threshold() {
+        let k = 1u64 << 10;
+        for (threshold, fill) in [
+            (0, 64 * k),
+            (64 * k - 1, 64 * k),
+            (64 * k, 64 * k),
+            (64 * k + 1, 128 * k),
+            (FILL_BYTES - 1, FILL_BYTES),
+            (FILL_BYTES, FILL_BYTES),
+            (FILL_BYTES + 1, FILL_BYTES),
+            (u64::MAX, FILL_BYTES),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut j, _) = open(dir.path()).unwrap();
+            j.size_fill_for(threshold);
+            j.append(&encode(1, 1, HEADER, &put(1))).unwrap();
+            assert_eq!(file_len(dir.path()), 2 * fill, "threshold {threshold}");
         }
     }
 

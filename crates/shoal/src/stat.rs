@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::arena::{self, HEADER_PAGE};
-use crate::error::Result;
+use crate::error::{IoContext, Result};
 use crate::node::Region;
 use crate::node::{self, Commit, KIND_CHANGES};
 use crate::readers::ReaderInfo;
@@ -23,7 +23,8 @@ pub struct Stat {
     pub live_bytes: u64,
     /// Retained versions, newest first.
     pub retained_versions: Vec<u64>,
-    /// The journal file's size: its records and the zeros kept after them.
+    /// Bytes of the journal's records, its header included: what a crash
+    /// now would replay (the file keeps up to 2 MiB of zeros after them).
     pub journal_bytes: u64,
     pub readers: Vec<ReaderInfo>,
     /// Older generation files still on disk (pinned by live readers, or
@@ -87,7 +88,16 @@ impl Reader {
         let path = &snapshot.mapped().path;
         let chain = retained::policy_chain(&options, region, snapshot.commit(), path)?;
         let dir = self.store_dir();
-        let journal_bytes = dir.size(crate::journal::FILE_NAME)?.unwrap_or(0);
+        let journal_bytes = match dir.exists(crate::journal::FILE_NAME)? {
+            true => {
+                use std::io::Read;
+                let mut bytes = Vec::new();
+                let mut file = dir.open_file(crate::journal::FILE_NAME, crate::files::Open::Read)?;
+                file.read_to_end(&mut bytes).at(&dir.join(crate::journal::FILE_NAME))?;
+                crate::journal::records_end(&bytes)
+            }
+            false => 0,
+        };
         let mut old_generations = Vec::new();
         for name in dir.list()? {
             if let Some(g) = arena::parse_file_name(&name).filter(|&g| g < snapshot.generation()) {

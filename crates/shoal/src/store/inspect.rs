@@ -23,8 +23,7 @@ impl Shared {
                 arena_bytes: st.arena.end(),
                 live_bytes: 0,
                 retained_versions: Vec::new(),
-                // The file, as a reader's `stat` sees it (zeros past the records included).
-                journal_bytes: self.dir.size(crate::journal::FILE_NAME)?.unwrap_or(0),
+                journal_bytes: st.journal.as_ref().map_or(0, |j| j.len()),
                 readers: Vec::new(),
                 old_generations: st.generations.old.iter().map(|o| o.generation).collect(),
                 spare_generation: st.generations.spare,

@@ -141,7 +141,8 @@ pub(super) fn open(path: &Path, options: Options, mode: Mode) -> Result<Shared> 
     let journal_needed = options.durability == Durability::Sync || dir.exists(journal::FILE_NAME)?;
     let (journal, replay) = if journal_needed {
         // The published version of this boot holds every acknowledged commit.
-        let (j, r) = Journal::open(&dir, found.published.is_some())?;
+        let (mut j, r) = Journal::open(&dir, found.published.is_some())?;
+        j.size_fill_for(options.checkpoint_journal_bytes);
         dir.sync()?;
         if r.discarded_bytes > 0 {
             tracing::warn!(bytes = r.discarded_bytes, "discarded a torn journal tail");
