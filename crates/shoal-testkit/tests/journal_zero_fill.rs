@@ -1,10 +1,12 @@
 //! The journal kept zero-filled past its records: crash points and hostile
-//! bytes around the zeros. A crash is simulated by
-//! leaking the writer (no closing checkpoint) and freeing its lock; a
-//! reboot by clearing the boot id in the control file; a power loss by
-//! also rewriting the journal as the disk could hold it.
+//! bytes around the zeros. A crash is simulated by leaking the writer (no
+//! closing checkpoint) and freeing its lock; a reboot by clearing the boot
+//! id in the control file; a power loss by also rewriting the journal as
+//! the disk could hold it.
 
-use std::os::unix::fs::FileExt;
+mod reboot;
+
+use reboot::{crash, forget_boot};
 use std::path::{Path, PathBuf};
 
 use shoal::{Durability, Error, Options, Store};
@@ -25,18 +27,6 @@ fn commit(store: &Store, key: &str, value: impl AsRef<[u8]>) -> u64 {
     let mut txn = store.begin();
     txn.put(key, value).unwrap();
     txn.commit().unwrap()
-}
-
-/// As after a reboot: the boot id the writer stamped no longer matches.
-fn forget_boot(dir: &Path) {
-    let control = std::fs::OpenOptions::new().write(true).open(dir.join("control")).unwrap();
-    control.write_all_at(&[0u8; 16], 32).unwrap();
-}
-
-/// Leaks a writer without its closing checkpoint (as a crash would) and frees its lock.
-fn crash(store: Store, dir: &Path) {
-    std::mem::forget(store);
-    std::fs::remove_file(dir.join("lock")).unwrap();
 }
 
 fn mark_of(bytes: &[u8]) -> u64 {

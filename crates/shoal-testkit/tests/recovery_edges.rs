@@ -3,6 +3,9 @@
 //! checkpoint and their snapshots are never overwritten, an interrupted
 //! creation starts over, and damaged key order cannot make `list` loop.
 
+mod reboot;
+
+use reboot::{crash, forget_boot};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -19,18 +22,6 @@ fn commit_range(store: &Store, range: std::ops::Range<u32>) {
         txn.put(&format!("/k/{i}"), i.to_string()).unwrap();
         txn.commit().unwrap();
     }
-}
-
-/// As after a reboot: the boot id the writer stamped no longer matches.
-fn forget_boot(dir: &Path) {
-    let control = std::fs::OpenOptions::new().write(true).open(dir.join("control")).unwrap();
-    control.write_all_at(&[0u8; 16], 32).unwrap();
-}
-
-/// Leaks a writer without its closing checkpoint (as a crash would) and frees its lock.
-fn crash(store: Store, dir: &Path) {
-    std::mem::forget(store);
-    std::fs::remove_file(dir.join("lock")).unwrap();
 }
 
 #[test]
