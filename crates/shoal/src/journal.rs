@@ -18,9 +18,10 @@
 //! truncated to its header; replay skips records at or below the
 //! checkpoint's version, so a crash between the two steps loses nothing.
 //!
-//! The file is kept zero-filled for one to two [`FILL_BYTES`] past its records:
-//! when a record ends past the zeros, the writer writes the next stretch of
-//! zeros after it. Records then overwrite blocks the file already has, and a
+//! The file is kept zero-filled past its records, for one to two fill
+//! sizes (at most [`FILL_BYTES`], smaller for a small checkpoint threshold,
+//! see [`Journal::size_fill_for`]): when a record ends past the zeros, the
+//! writer writes the next stretch of zeros after it. Records then overwrite blocks the file already has, and a
 //! group commit's `fdatasync` writes data only, not the file's size and
 //! blocks as an append makes it do (16 committers: 21.2–22.3 k commits/s
 //! appending, 26.7–27.2 k into zeros, `cargo run --release -p shoal-bench
