@@ -316,6 +316,16 @@ async fn a_stale_read_is_refused_when_the_writers_watch_restarts() {
     );
 }
 
+/// Sleeps until 50 ms past the wall clock's next whole second. A retention
+/// tier of one version a second keeps the newest commit of each whole
+/// second of commit time: commits made right after this share a second
+/// (unless they take 950 ms), and none made before this is in it.
+async fn into_next_second() {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let to_next = Duration::from_secs(1) - Duration::from_nanos(u64::from(now.subsec_nanos()));
+    tokio::time::sleep(to_next + Duration::from_millis(50)).await;
+}
+
 /// A writer's store that keeps thinned history (`retain_tiers`): after a
 /// compaction its versions have gaps, and a base inside one is refused,
 /// not judged against the version before the gap (where /n was 1, as now).
@@ -345,12 +355,14 @@ async fn a_base_in_a_gap_thinned_history_left_is_a_conflict() {
         };
         let ra = writer.commit(&[put("/n", "1")], &sw.snapshot()).await.unwrap();
         wait(ra).await;
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // rb and rc in one second of commit time (the tier keeps its newest,
+        // rc), ra and rd in others.
+        into_next_second().await;
         let rb = writer.commit(&[put("/n", "2")], &sw.snapshot()).await.unwrap();
         wait(rb).await;
         let rc = writer.commit(&[put("/n", "1")], &sw.snapshot()).await.unwrap();
         wait(rc).await;
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        into_next_second().await;
         let _rd = writer.commit(&[put("/other", "x")], &sw.snapshot()).await.unwrap();
         wait(_rd).await;
         let re = writer.commit(&[put("/other", "y")], &sw.snapshot()).await.unwrap();
