@@ -86,6 +86,14 @@ fn crashed_store(dir: &Path, n: u32) -> (Vec<u8>, u64) {
     (bytes, version)
 }
 
+/// A new durable store, checkpointed: its journal holds no record yet.
+fn checkpointed_store() -> (tempfile::TempDir, Store) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), options()).unwrap();
+    store.checkpoint().unwrap();
+    (tmp, store)
+}
+
 fn value(store: &Store, key: &str) -> Option<Vec<u8>> {
     store.snapshot().get(key).unwrap().map(<[u8]>::to_vec)
 }
@@ -258,10 +266,8 @@ fn zeros_then_garbage_past_the_mark_are_cut() {
 /// kept; new records go over and past it; nothing is lost over a reboot.
 #[test]
 fn a_fill_cut_short_is_a_clean_end_and_records_go_on_past_it() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, store) = checkpointed_store();
     let dir = tmp.path();
-    let store = Store::open(dir, options()).unwrap();
-    store.checkpoint().unwrap();
     commit(&store, "/k/0", "v0");
     let bytes = std::fs::read(journal(dir)).unwrap();
     let (_, end) = records(&bytes);
@@ -292,10 +298,8 @@ fn a_fill_cut_short_is_a_clean_end_and_records_go_on_past_it() {
 /// power loss.
 #[test]
 fn a_record_larger_than_the_fill_survives_a_power_loss() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, store) = checkpointed_store();
     let dir = tmp.path();
-    let store = Store::open(dir, options()).unwrap();
-    store.checkpoint().unwrap();
     commit(&store, "/small", "1");
     let mut txn = store.begin();
     for i in 0..4u8 {
@@ -323,10 +327,8 @@ fn a_record_larger_than_the_fill_survives_a_power_loss() {
 /// checkpoint empties the file, the next commit fills it again.
 #[test]
 fn stat_reports_the_records_and_a_checkpoint_empties_the_file() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, store) = checkpointed_store();
     let dir = tmp.path();
-    let store = Store::open(dir, options()).unwrap();
-    store.checkpoint().unwrap();
     assert_eq!(store.stat().unwrap().journal_bytes, HEADER as u64);
     commit(&store, "/a", "1");
     let bytes = std::fs::read(journal(dir)).unwrap();
@@ -404,10 +406,8 @@ fn a_zero_fill_that_fails_halfway_costs_no_commit() {
     if !in_child("a_zero_fill_that_fails_halfway_costs_no_commit") {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, store) = checkpointed_store();
     let dir = tmp.path();
-    let store = Store::open(dir, options()).unwrap();
-    store.checkpoint().unwrap();
     let limit: u64 = FILL + 65_536;
     let old = limit_file_size(limit);
     for i in 0..100 {
@@ -437,10 +437,8 @@ fn after_a_failed_fill_a_commit_does_not_rewrite_the_zeros() {
     if !in_child("after_a_failed_fill_a_commit_does_not_rewrite_the_zeros") {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, store) = checkpointed_store();
     let dir = tmp.path();
-    let store = Store::open(dir, options()).unwrap();
-    store.checkpoint().unwrap();
     let old = limit_file_size(FILL + 65_536);
     commit(&store, "/k/first", "v");
     assert_eq!(std::fs::metadata(journal(dir)).unwrap().len(), FILL + 65_536, "scenario: the fill failed");

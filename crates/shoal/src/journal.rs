@@ -317,7 +317,7 @@ impl Journal {
             file.set_len(0).at(&path)?;
             file.write_all_at(&header(HEADER), 0).at(&path)?;
             rustix::fs::fdatasync(&file).at(&path)?;
-            let mark = dir.open_file(FILE_NAME, Open::ReadWrite(FileKind::Data))?;
+            let mark = file.try_clone().at(&path)?;
             let journal = Journal { file, mark, path, len: HEADER, filled: HEADER, fill_bytes: FILL_BYTES };
             return Ok((journal, Replay { records: Vec::new(), discarded_bytes: 0 }));
         }
@@ -336,7 +336,7 @@ impl Journal {
             rustix::fs::fdatasync(&file).at(&path)?;
         }
         let filled = if clean_end { bytes.len() as u64 } else { at as u64 };
-        let mark = dir.open_file(FILE_NAME, Open::ReadWrite(FileKind::Data))?;
+        let mark = file.try_clone().at(&path)?;
         if header_mark(&bytes) > at as u64 {
             // The records end below the header's mark and were accepted: a
             // crash inside `truncate` left the file emptied but the old mark
