@@ -323,7 +323,10 @@ impl Host {
 
     /// Commits a transaction made on this host's replica (its store), and
     /// returns the replica's newest version once it holds the commit. A
-    /// transaction that changes nothing commits nothing.
+    /// transaction that changes nothing commits nothing. A conflict is
+    /// reported once the replica holds a revision after the transaction's
+    /// base (or after the commit timeout), so a retry begun then reads at
+    /// least one more commit.
     pub async fn commit_local(&self, txn: shoal::Transaction<'_>) -> Result<Snapshot, Error> {
         let store = self.shared.replica.store();
         let base = txn.base().clone();
@@ -341,8 +344,22 @@ impl Host {
         }
         let cluster_txn = Transaction::from_intent(&intent, &base, layout)?;
         drop(base);
-        let revision = self.commit(&cluster_txn).await?;
-        self.shared.replica.wait_for_revision(revision, self.shared.options.commit_timeout).await
+        let timeout = self.shared.options.commit_timeout;
+        let revision = match self.commit(&cluster_txn).await {
+            Err(Error::Conflict { path, base }) => {
+                // What it conflicts with committed after `base`. A retry
+                // begun before this replica holds a newer revision would
+                // read the same stale tree and conflict again, as many
+                // times as it is retried while the replica lags: the
+                // conflict is reported once the replica has moved on (each
+                // retry then sees at least one more commit), or after the
+                // commit timeout.
+                let _ = self.shared.replica.wait_for_revision(base + 1, timeout).await;
+                return Err(Error::Conflict { path, base });
+            }
+            other => other?,
+        };
+        self.shared.replica.wait_for_revision(revision, timeout).await
     }
 
     /// Turns each value of `txn` that goes to etcd as a blob into a
