@@ -421,6 +421,11 @@ impl<'s> Builder<'s, '_> {
         if self.sink.region().kind_at(offset) == Some(KIND_INTERNAL) {
             return self.apply_internal(offset, ops, keys);
         }
+        if let [Op::Put { key, value: StoredValue::Inline(value) }] = ops {
+            if let Some(patched) = self.replace_value(offset, key, value)? {
+                return Ok(vec![patched]);
+            }
+        }
         match self.read_items(offset)? {
             Items::Leaf(entries) => {
                 let mut out = self.spare.pop().unwrap_or_default();
@@ -431,6 +436,33 @@ impl<'s> Builder<'s, '_> {
             }
             Items::Internal(_) => Err(self.damaged(node::Damage::new(offset, "expected a leaf"))),
         }
+    }
+
+    /// The leaf at `offset` with the value of its entry `key` replaced,
+    /// written as one copy of the leaf: the most common commit, one value
+    /// rewritten. `None` (nothing written) when `key` is not there or the
+    /// leaf must be rebuilt entry by entry (see
+    /// [`LeafView::with_value_replaced`]); what is written is what that
+    /// rebuild would write.
+    fn replace_value(&mut self, offset: u64, key: &[u8], value: &[u8]) -> Result<Option<ChildRef<'s>>> {
+        let region: Region<'s> = self.sink.region();
+        let view = LeafView::parse(region, offset).map_err(|d| self.damaged(d))?;
+        let (i, found) = view.search(key).map_err(|d| self.damaged(d))?;
+        if !found {
+            return Ok(None);
+        }
+        let Some(patched) = view.with_value_replaced(i, value, &mut self.buf).map_err(|d| self.damaged(d))? else {
+            return Ok(None);
+        };
+        let first_key = view.entry(0).map_err(|d| self.damaged(d))?.key;
+        let offset = self.sink.append(&self.buf)?;
+        Ok(Some(ChildRef {
+            first_key,
+            offset,
+            keys: patched.keys,
+            longest: patched.longest,
+            node_bytes: self.buf.len(),
+        }))
     }
 
     /// Routes the ops to the children they touch (by binary search, leaving

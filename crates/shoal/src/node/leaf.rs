@@ -244,12 +244,85 @@ impl<'a> LeafView<'a> {
         Ok(Link { root, src, keys, longest })
     }
 
+    /// A copy of this leaf with the inline value of entry `i` replaced by
+    /// `value`, sealed into `out`: byte for byte what [`build_leaf`] writes
+    /// for the same entries, at the cost of one copy instead of an entry at
+    /// a time. `None` when `build_leaf` would not write that one node:
+    /// entry `i` is not plain (a blob or a link), `value` is not inline,
+    /// the entries would no longer fit one node, or the leaf is not laid out
+    /// as `build_leaf` lays one out (entries back to back, in order), which
+    /// a leaf with a valid checksum written by another process need not be.
+    pub fn with_value_replaced(&self, i: usize, value: &[u8], out: &mut Vec<u8>) -> Parse<Option<PatchedLeaf>> {
+        if i >= self.count || value.len() > super::INLINE_VALUE_MAX || self.plain_entry(i).is_none() {
+            return Ok(None);
+        }
+        // One pass over the entries: that they lie back to back from the
+        // end of the offsets, and the sizes and counts `build_leaf`'s
+        // caller would take from them.
+        let (mut end, mut encoded, mut keys, mut longest) = (self.slots + 4 * self.count, 0usize, 0u64, 0u16);
+        let mut old_value = 0..0;
+        for j in 0..self.count {
+            if self.slot(j) != end {
+                return Ok(None);
+            }
+            let entry = self.entry(j)?;
+            // The fixed part and an inline value, or the fixed part and a
+            // blob's offset.
+            let body = match entry.value {
+                ValueRepr::Inline(v) => 8 + v.len(),
+                ValueRepr::Blob { .. } => 16,
+            };
+            let stored = if j == i {
+                let start = end + 8 + entry.key.tail.len();
+                old_value = start..start + entry.value.stored_len();
+                value.len()
+            } else {
+                entry.value.stored_len()
+            };
+            end += body + entry.key.tail.len() + entry.link.map_or(0, |l| l.stored_len());
+            let entry = EntryRef::from(entry);
+            encoded += entry.encoded_len() - entry.value.stored_len() + stored;
+            keys = keys.saturating_add(entry.weight());
+            longest = longest.max(entry.longest());
+        }
+        if end > self.node.len() || super::align8(end) != self.node.len() {
+            return Ok(None);
+        }
+        if encoded > super::NODE_TARGET_BYTES - HEADER_BYTES {
+            return Ok(None);
+        }
+        out.clear();
+        out.extend_from_slice(&self.node[..old_value.start]);
+        out.extend_from_slice(value);
+        out.extend_from_slice(&self.node[old_value.end..end]);
+        let at = self.slot(i);
+        out[at + 4..at + 8].copy_from_slice(&(value.len() as u32).to_le_bytes());
+        let grown = value.len() as isize - old_value.len() as isize;
+        for j in i + 1..self.count {
+            let at = self.slots + 4 * j;
+            let moved = (self.slot(j) as isize + grown) as u32;
+            out[at..at + 4].copy_from_slice(&moved.to_le_bytes());
+        }
+        seal(out);
+        Ok(Some(PatchedLeaf { keys, longest }))
+    }
+
     /// Index of the first entry `>= q`, and whether it equals `q`.
     #[inline]
     pub fn search(&self, q: &[u8]) -> Parse<(usize, bool)> {
         super::prefetch(&self.node[self.hints..self.slots + 4 * self.count]);
         lower_bound(self.count, self.prefix, |i| self.hint(i), |i| self.suffix(i), q)
     }
+}
+
+/// What [`LeafView::with_value_replaced`] tells of the leaf it wrote, as
+/// [`build_leaf`]'s caller counts them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PatchedLeaf {
+    /// Nodes the leaf stands for (its entries' weights).
+    pub keys: u64,
+    /// The longest key it stands for.
+    pub longest: u16,
 }
 
 /// A leaf entry to be written: key and value borrowed from old nodes or from the batch.
@@ -333,7 +406,7 @@ pub fn build_leaf(entries: &[EntryRef<'_>], buf: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::{u32_at, verified_node_at};
+    use crate::node::{u32_at, verified_node_at, INLINE_VALUE_MAX, NODE_TARGET_BYTES};
 
     #[test]
     fn leaf_round_trip_search_and_checksum() {
@@ -402,5 +475,103 @@ mod tests {
         assert_eq!(u64_at(&b, at), Some(8));
         assert_eq!(u64_at(&b, at + 8).map(unpack_weight), Some((5, 7)));
         assert_eq!((u16_at(&b, at + 16), &b[at + 18..at + 21]), (Some(3), &b"src"[..]));
+    }
+
+    /// Entries as `build_leaf` takes them, from owned keys and values.
+    fn entries_of<'a>(items: &'a [(Vec<u8>, Entry)]) -> Vec<EntryRef<'a>> {
+        items
+            .iter()
+            .map(|(k, e)| EntryRef {
+                key: Key::whole(k),
+                value: match e {
+                    Entry::Inline(v) | Entry::Linked(v) => ValueRepr::Inline(v),
+                    Entry::Blob(len) => ValueRepr::Blob { offset: 64, len: *len },
+                },
+                link: matches!(e, Entry::Linked(_)).then_some(Link { root: 8, src: b"/src", keys: 3, longest: 9 }),
+            })
+            .collect()
+    }
+
+    #[derive(Clone, Debug)]
+    enum Entry {
+        Inline(Vec<u8>),
+        Blob(u32),
+        Linked(Vec<u8>),
+    }
+
+    fn entry_strategy() -> impl proptest::strategy::Strategy<Value = Entry> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => proptest::collection::vec(any::<u8>(), 0..40).prop_map(Entry::Inline),
+            2 => proptest::collection::vec(any::<u8>(), 0..=INLINE_VALUE_MAX).prop_map(Entry::Inline),
+            1 => (257u32..100_000).prop_map(Entry::Blob),
+            1 => proptest::collection::vec(any::<u8>(), 0..40).prop_map(Entry::Linked),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Replacing one value in place writes what building the leaf
+        /// anew writes, and declines exactly where the rebuild would not be
+        /// that one node.
+        #[test]
+        fn a_replaced_value_is_the_leaf_built_anew(
+            suffixes in proptest::collection::btree_set(proptest::collection::vec(b'a'..=b'e', 0..12), 1..40),
+            kinds in proptest::collection::vec(entry_strategy(), 40),
+            pick in 0usize..40,
+            value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..=INLINE_VALUE_MAX + 1),
+        ) {
+            let items: Vec<(Vec<u8>, Entry)> = suffixes
+                .iter()
+                .zip(kinds)
+                .map(|(s, e)| ([b"/local/domain/".as_slice(), s].concat(), e))
+                .collect();
+            let i = pick % items.len();
+            let mut old = Vec::new();
+            build_leaf(&entries_of(&items), &mut old);
+            let view = LeafView::from_node(&old, 4096).unwrap();
+            let mut patched = Vec::new();
+            let got = view.with_value_replaced(i, &value, &mut patched).unwrap();
+
+            let mut changed = items.clone();
+            let plain = matches!(changed[i].1, Entry::Inline(_));
+            changed[i].1 = Entry::Inline(value.clone());
+            let entries = entries_of(&changed);
+            let encoded: usize = entries.iter().map(EntryRef::encoded_len).sum();
+            let one_node = encoded <= NODE_TARGET_BYTES - HEADER_BYTES;
+            if plain && value.len() <= INLINE_VALUE_MAX && one_node {
+                let mut rebuilt = Vec::new();
+                build_leaf(&entries, &mut rebuilt);
+                proptest::prop_assert_eq!(&patched, &rebuilt);
+                let keys = entries.iter().map(EntryRef::weight).sum::<u64>();
+                let longest = entries.iter().map(EntryRef::longest).max().unwrap();
+                proptest::prop_assert_eq!(got, Some(PatchedLeaf { keys, longest }));
+            } else {
+                proptest::prop_assert_eq!(got, None);
+            }
+        }
+    }
+
+    /// A leaf with a valid layout but entries not back to back (one entry
+    /// offset pointing at another entry, as a neighbour could write and
+    /// seal) is not patched: the rebuild reads it entry by entry instead.
+    #[test]
+    fn a_leaf_not_laid_out_as_written_is_not_patched() {
+        let items: Vec<(Vec<u8>, Entry)> =
+            (0..4).map(|n| (format!("/k{n}").into_bytes(), Entry::Inline(vec![n as u8; 10]))).collect();
+        let mut leaf = Vec::new();
+        build_leaf(&entries_of(&items), &mut leaf);
+        let slots = LeafView::from_node(&leaf, 8).unwrap().slots;
+        let second = leaf[slots + 4..slots + 8].to_vec();
+        leaf[slots + 8..slots + 12].copy_from_slice(&second);
+        seal(&mut leaf);
+        let view = LeafView::from_node(&leaf, 8).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(view.with_value_replaced(0, b"new", &mut out).unwrap(), None);
+        // As written, it is.
+        let mut leaf = Vec::new();
+        build_leaf(&entries_of(&items), &mut leaf);
+        let view = LeafView::from_node(&leaf, 8).unwrap();
+        assert!(view.with_value_replaced(0, b"new", &mut out).unwrap().is_some());
+        assert_eq!(LeafView::from_node(&out, 8).unwrap().entry(0).unwrap().value, ValueRepr::Inline(b"new"));
     }
 }
