@@ -142,7 +142,7 @@ impl Shared {
             // All it wrote is live: it replaced nothing.
             st.live_bytes += st.arena.end() - arena_before;
         }
-        let oldest_base = self.open.oldest_base();
+        let oldest_base = self.open.oldest_base_besides(sets.map(|s| s.base_version));
         if oldest_base.is_some() {
             match load {
                 Some(load) => load.each_key(|key, _| {

@@ -103,27 +103,79 @@ impl ChangeTracker {
     }
 }
 
-/// Open transactions by base version.
+/// Open transactions by base version: how many are open at each base, in
+/// base order. A vector, not a map: bases arrive in increasing order (a
+/// new transaction's base is the newest version), so a begin appends, and
+/// its kept capacity spares an allocation per transaction.
 #[derive(Default)]
-pub(super) struct OpenTransactions(Mutex<BTreeMap<u64, usize>>);
+pub(super) struct OpenTransactions(Mutex<Vec<(u64, usize)>>);
 
 impl OpenTransactions {
     pub(super) fn begin(&self, base: u64) {
-        *lock(&self.0).entry(base).or_default() += 1;
+        let mut open = lock(&self.0);
+        match open.last_mut() {
+            Some((last, n)) if *last == base => *n += 1,
+            Some((last, _)) if *last < base => open.push((base, 1)),
+            None => open.push((base, 1)),
+            Some(_) => match open.binary_search_by_key(&base, |&(b, _)| b) {
+                Ok(at) => open[at].1 += 1,
+                Err(at) => open.insert(at, (base, 1)),
+            },
+        }
     }
 
     pub(super) fn end(&self, base: u64) {
         let mut open = lock(&self.0);
-        if let Some(n) = open.get_mut(&base) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&base);
+        if let Ok(at) = open.binary_search_by_key(&base, |&(b, _)| b) {
+            open[at].1 -= 1;
+            if open[at].1 == 0 {
+                open.remove(at);
             }
         }
     }
 
-    /// The oldest base version of an open transaction.
-    pub(super) fn oldest_base(&self) -> Option<u64> {
-        lock(&self.0).keys().next().copied()
+    /// The oldest base version of an open transaction, not counting one
+    /// transaction begun at `committing` (the one committing, which ends
+    /// once its commit returns and needs no record of it).
+    pub(super) fn oldest_base_besides(&self, committing: Option<u64>) -> Option<u64> {
+        let open = lock(&self.0);
+        let mut bases = open.iter().filter(|&&(base, n)| !(Some(base) == committing && n == 1));
+        bases.next().map(|&(base, _)| base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OpenTransactions;
+
+    #[test]
+    fn the_oldest_base_besides_the_committing_transaction() {
+        let open = OpenTransactions::default();
+        assert_eq!(open.oldest_base_besides(None), None);
+        open.begin(5);
+        // Alone, the committing transaction needs no record of its commit.
+        assert_eq!(open.oldest_base_besides(Some(5)), None);
+        assert_eq!(open.oldest_base_besides(None), Some(5));
+        open.begin(5);
+        open.begin(7);
+        // Another transaction at the same base does.
+        assert_eq!(open.oldest_base_besides(Some(5)), Some(5));
+        assert_eq!(open.oldest_base_besides(Some(7)), Some(5));
+        open.end(5);
+        assert_eq!(open.oldest_base_besides(Some(5)), Some(7));
+        assert_eq!(open.oldest_base_besides(Some(7)), Some(5));
+        // A base older than the newest one (a transaction at an older
+        // version) is kept in order.
+        open.begin(3);
+        assert_eq!(open.oldest_base_besides(Some(5)), Some(3));
+        assert_eq!(open.oldest_base_besides(Some(3)), Some(5));
+        open.end(3);
+        open.end(5);
+        assert_eq!(open.oldest_base_besides(Some(7)), None);
+        assert_eq!(open.oldest_base_besides(None), Some(7));
+        open.end(7);
+        // An end with no begin changes nothing.
+        open.end(9);
+        assert_eq!(open.oldest_base_besides(None), None);
     }
 }
