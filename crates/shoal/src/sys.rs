@@ -53,6 +53,26 @@ impl Mapping {
         self.raw.advise_range(memmap2::Advice::PopulateWrite, to_usize(offset)?, to_usize(len)?)
     }
 
+    /// Drops this mapping's page-table entries for `[offset, offset + len)`
+    /// (`MADV_DONTNEED` on a shared file mapping): the pages and their
+    /// bytes stay in the file's page cache, dirty ones are written back as
+    /// ever, and a later access faults them in again. Pages written through
+    /// a read-write mapping and left mapped writable must each be
+    /// write-protected, with a TLB shootdown to every CPU running this
+    /// process, when an `fdatasync` writes them back; released in bulk
+    /// here, they cost one.
+    pub fn release(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        // SAFETY: MADV_DONTNEED discards data only in private or anonymous
+        // mappings; every `Mapping` is a MAP_SHARED mapping of a file, for
+        // which it only unmaps (dirty page-table bits move to the pages, so
+        // no write is lost). No reference into the range outlives this call
+        // in a way it could invalidate: a later access faults the same
+        // file page in again.
+        unsafe {
+            self.raw.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, to_usize(offset)?, to_usize(len)?)
+        }
+    }
+
     /// Asks for the mapping to be backed by huge pages where the kernel can
     /// (`MADV_HUGEPAGE`): page-cache folios of 2 MiB created through it, and
     /// mapped whole (one TLB entry for 2 MiB of arena instead of 512).

@@ -45,13 +45,17 @@ use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
 use crate::files::{FileKind, Open, StoreDir};
 use crate::node::{u32_at, u64_at};
 use crate::node::{Region, Verified};
 use crate::sys::{self, Mapping};
+
+mod prefill;
+
+use prefill::Prefill;
 
 pub const HEADER_PAGE: u64 = 4096;
 const MAGIC: &[u8; 8] = b"SHOALAR1";
@@ -278,6 +282,9 @@ pub struct WriterArena {
     /// file could not be extended); appends below what was populated may
     /// still be stores, the others use `pwrite`.
     no_prefill: Cell<bool>,
+    /// Below this, the pages stores filled are no longer mapped writable
+    /// (see [`WriterArena::release_written`]).
+    released: Cell<u64>,
 }
 
 impl WriterArena {
@@ -349,6 +356,7 @@ impl WriterArena {
             prefilled: Cell::new(0),
             prefill: RefCell::new(None),
             no_prefill: Cell::new(false),
+            released: Cell::new(cursor / sys::page_size() * sys::page_size()),
         })
     }
 
@@ -430,7 +438,9 @@ impl WriterArena {
             self.extend_in_chunks(end);
             false
         };
-        if !stored {
+        if stored {
+            self.release_written(at);
+        } else {
             self.mapped.file.write_all_at(&pending, at).at(&self.mapped.path)?;
         }
         pending.clear();
@@ -461,6 +471,26 @@ impl WriterArena {
         // is the arena's only writer.
         unsafe { p.writable.write(at, bytes) };
         true
+    }
+
+    /// Unmaps from the writable mapping, [`RELEASE_BYTES`] at a time, the
+    /// pages stores filled below `at` (the page it starts in stays: the
+    /// next append continues it). Left mapped writable, each would cost a
+    /// write-protection and a TLB shootdown interrupting the writer when an
+    /// `fdatasync` (a compaction's, a checkpoint's) writes it back; released
+    /// together, they cost one. The prefill thread unmaps them (a few
+    /// hundred microseconds per 2 MiB, not for a commit to wait on). Nothing
+    /// is written below `at` again.
+    fn release_written(&self, at: u64) {
+        let below = at / sys::page_size() * sys::page_size();
+        let from = self.released.get();
+        if below < from + RELEASE_BYTES {
+            return;
+        }
+        if let Some(p) = self.prefill.borrow().as_ref() {
+            p.release(from, below);
+        }
+        self.released.set(below);
     }
 
     /// Before a large write (a bulk load's, a compaction's) ending at
@@ -566,6 +596,9 @@ impl WriterArena {
 
 /// How far above its end a writer keeps the file's pages cached.
 const PREFILL_BYTES: u64 = 2 << 20;
+/// Written pages are unmapped from the writer's read-write mapping this
+/// many at a time.
+const RELEASE_BYTES: u64 = 2 << 20;
 /// The prefill thread reports its progress after each piece this large.
 const PREFILL_PIECE: u64 = 128 << 10;
 /// A flush this large (a bulk load's, a compaction's) is written with
@@ -573,158 +606,6 @@ const PREFILL_PIECE: u64 = 128 << 10;
 /// ([`WriterArena::extend_in_chunks`]); smaller ones (a commit's) go into
 /// pages the prefill thread populated.
 const LARGE_WRITE: usize = 64 << 10;
-
-/// Adds `[from, to)` to the populated ranges `done`, kept sorted and merged
-/// (the thread's requests and the writer's own populations interleave).
-#[cfg(debug_assertions)]
-fn record_populated(done: &std::sync::Mutex<Vec<(u64, u64)>>, from: u64, to: u64) {
-    let mut done = crate::locking::lock(done);
-    done.push((from, to));
-    done.sort_unstable();
-    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(done.len());
-    for &(from, to) in done.iter() {
-        match merged.last_mut() {
-            Some(last) if last.1 >= from => last.1 = last.1.max(to),
-            _ => merged.push((from, to)),
-        }
-    }
-    *done = merged;
-}
-
-/// A thread that brings the pages just above an arena's end into the page
-/// cache, zeroed, backed and writable, off the commit path.
-///
-/// A commit appends a few KiB. With `pwrite` into a page that is not cached
-/// the kernel must first allocate it, zero what the write does not cover,
-/// reserve its block and account it dirty, which cost about a third of a
-/// one-key commit on ext4 (`examples/commit_profile` under `perf`). The
-/// writer extends the file above its end with a hole (reads as zeros,
-/// allocates no blocks) and asks this thread to populate the range for
-/// writing through a read-write mapping (`MADV_POPULATE_WRITE`: each page
-/// is cached, its block reserved and its page-table entry made writable).
-/// It works in pieces of [`PREFILL_PIECE`] and reports each one done
-/// (`populated`, stored after the advice returned), so the writer waits
-/// for no more than the piece it appends into; once a range is reported,
-/// the writer's appends into it are plain stores: no system call, no
-/// fault. Below that mark the thread never touches a byte; the
-/// advice itself changes no data, so it may run over pages the writer has
-/// already filled by `pwrite`.
-///
-/// Stores are used only on filesystems that overwrite a written block in
-/// place (ext4, tmpfs). A populated page that writeback has cleaned since
-/// (after any `fdatasync`, or the kernel's dirty expiry) is write-protected
-/// again, and the writer's next store into it faults it writable; there
-/// that needs no new block, while a copy-on-write filesystem (btrfs, XFS
-/// with shared extents) would reserve one and could fail with SIGBUS where
-/// `pwrite` returns ENOSPC. Elsewhere, or where population fails (a full
-/// disk, a kernel before 5.14), the thread falls back to
-/// `POSIX_FADV_WILLNEED`, which caches zero-filled pages for the writer's
-/// `pwrite`, and a full disk stays an error of that `pwrite`. What remains
-/// is a page evicted after writeback cleaned it: the fault reads it back,
-/// and a disk failing then raises SIGBUS in the writer (never in a reader).
-/// The mapping is not inherited by child processes (`MADV_DONTFORK`).
-struct Prefill {
-    requests: Option<mpsc::Sender<(u64, u64)>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    /// The writer's read-write mapping of the file.
-    writable: Arc<Mapping>,
-    /// The end of the newest completed piece of a request (pieces and
-    /// requests complete in order);
-    /// stays 0 where stores are not used (see above).
-    populated: Arc<AtomicU64>,
-    /// The completed requests and the writer's own populations, merged, for
-    /// [`Prefill::assert_populated`].
-    #[cfg(debug_assertions)]
-    done: Arc<std::sync::Mutex<Vec<(u64, u64)>>>,
-}
-
-impl Prefill {
-    fn start(file: &File, reserve: u64) -> Option<Prefill> {
-        let failed = |e: std::io::Error| tracing::debug!(error = %e, "no prefill thread; appends use pwrite");
-        let (requests, asked) = mpsc::channel::<(u64, u64)>();
-        let writable = Mapping::read_write(file, reserve).map_err(failed).ok()?;
-        writable.exclude_from_children().map_err(failed).ok()?;
-        let writable = Arc::new(writable);
-        let advised = file.try_clone().map_err(failed).ok()?;
-        let stores = sys::overwrites_in_place(file);
-        let populated = Arc::new(AtomicU64::new(0));
-        #[cfg(debug_assertions)]
-        let done = Arc::new(std::sync::Mutex::new(Vec::<(u64, u64)>::new()));
-        let (map, published) = (Arc::clone(&writable), Arc::clone(&populated));
-        #[cfg(debug_assertions)]
-        let record = Arc::clone(&done);
-        let thread = std::thread::Builder::new()
-            .name("shoal-prefill".into())
-            .spawn(move || {
-                sys::mark_this_thread_idle();
-                let mut populate = stores;
-                for (from, to) in asked {
-                    // In pieces, each reported once done: the writer's next
-                    // appends need the first piece, not the whole request.
-                    let mut piece = from;
-                    while populate && piece < to {
-                        let piece_end = (piece + PREFILL_PIECE).min(to);
-                        match map.populate_for_write(piece, piece_end - piece) {
-                            Ok(()) => {
-                                #[cfg(debug_assertions)]
-                                record_populated(&record, piece, piece_end);
-                                published.fetch_max(piece_end, Ordering::Release);
-                                piece = piece_end;
-                            }
-                            Err(e) => {
-                                tracing::debug!(error = %e, "cannot populate the arena for writing; appends use pwrite");
-                                populate = false;
-                            }
-                        }
-                    }
-                    if piece < to {
-                        let len = std::num::NonZeroU64::new(to - piece);
-                        let _ = rustix::fs::fadvise(&advised, piece, len, rustix::fs::Advice::WillNeed);
-                    }
-                }
-            })
-            .map_err(failed)
-            .ok()?;
-        Some(Prefill {
-            requests: Some(requests),
-            thread: Some(thread),
-            writable,
-            populated,
-            #[cfg(debug_assertions)]
-            done,
-        })
-    }
-
-    /// Checks the condition of the store's SAFETY comment: `[at, end)`, from
-    /// the start of its page, lies in the union of completed requests and
-    /// the writer's own populations (kept merged).
-    #[cfg(debug_assertions)]
-    fn assert_populated(&self, at: u64, end: u64) {
-        let page = at / sys::page_size() * sys::page_size();
-        let done = crate::locking::lock(&self.done);
-        assert!(
-            done.iter().any(|&(from, to)| from <= page && end <= to),
-            "store into [{at}, {end}) outside the populated ranges {done:?}"
-        );
-    }
-
-    fn ask(&self, from: u64, to: u64) {
-        if let Some(r) = &self.requests {
-            let _ = r.send((from, to));
-        }
-    }
-}
-
-impl Drop for Prefill {
-    fn drop(&mut self) {
-        // Closing the channel ends the thread once it has answered every
-        // request still queued.
-        self.requests.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 impl crate::build::NodeSink for WriterArena {
     fn region(&self) -> Region<'_> {
@@ -816,6 +697,59 @@ mod tests {
         drop(arena);
         let reopened = WriterArena::open(&StoreDir::open(dir.path()).unwrap(), 1, end).unwrap();
         assert_eq!(reopened.append(&[9; 8]).unwrap(), end);
+    }
+
+    /// Resident bytes of the mapping that starts at `start`, from
+    /// `/proc/self/smaps`.
+    fn resident_bytes(start: usize) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut lines = smaps.lines().skip_while(|l| {
+            l.split('-').next().and_then(|a| usize::from_str_radix(a, 16).ok()) != Some(start) || l.starts_with("Rss")
+        });
+        lines.next().expect("the mapping is in smaps");
+        let rss = lines.find(|l| l.starts_with("Rss:")).expect("an Rss line");
+        rss.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    }
+
+    #[test]
+    fn pages_stores_filled_are_unmapped_from_the_writable_mapping() {
+        let dir = tempfile::tempdir().unwrap();
+        let arena = WriterArena::create(&StoreDir::open(dir.path()).unwrap(), 1, 1 << 30).unwrap();
+        let probe = Mapping::read_write(&arena.mapped.file, HEADER_PAGE).unwrap();
+        if !sys::overwrites_in_place(&arena.mapped.file) || probe.populate_for_write(0, HEADER_PAGE).is_err() {
+            eprintln!("skipped: the temporary directory's filesystem or kernel cannot populate for writing");
+            return;
+        }
+        // 16 MiB in small appends, each a store once its pages are populated.
+        const NODES: u64 = 16 * 1024;
+        for i in 0..NODES {
+            arena.append(&[i as u8; 1024]).unwrap();
+            arena.flush().unwrap();
+        }
+        let writable = arena.prefill.borrow().as_ref().unwrap().writable.address_range().start;
+        // What stays mapped: the 2 MiB not yet released, the populated room
+        // above the end, and a piece in between.
+        let bound = RELEASE_BYTES + 2 * PREFILL_BYTES;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while resident_bytes(writable) > bound && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let resident = resident_bytes(writable);
+        assert!(resident <= bound, "{resident} bytes still mapped writable after 16 MiB of appends");
+        assert!(resident > 0, "the room above the end is mapped for the next stores");
+        // Unmapped, not lost: through the readers' mapping and the file.
+        let region = arena.region();
+        for i in 0..NODES {
+            let at = (HEADER_PAGE + i * 1024) as usize;
+            assert!(region.bytes()[at..at + 1024].iter().all(|&b| b == i as u8), "node {i}");
+        }
+        let mut first = [0u8; 1024];
+        arena.mapped.file.read_exact_at(&mut first, HEADER_PAGE).unwrap();
+        assert_eq!(first, [0u8; 1024]);
+        arena.append(&[7; 1024]).unwrap();
+        arena.flush().unwrap();
+        arena.mapped.file.read_exact_at(&mut first, arena.end() - 1024).unwrap();
+        assert_eq!(first, [7u8; 1024]);
     }
 
     #[test]
