@@ -476,43 +476,16 @@ impl<'s> Builder<'s, '_> {
         let region: Region<'s> = self.sink.region();
         let view = InternalView::parse(region, offset).map_err(|d| self.damaged(d))?;
         let n = view.len();
-        // Ops per child (sorted by child, each in batch order). Children
-        // strictly inside a deleted subtree are dropped unseen unless a later
-        // write lands in them. Vectors, not maps: a commit touches few children.
-        let mut touched: Vec<(usize, Vec<&'o Op>)> = Vec::new();
-        let mut covered: Vec<usize> = Vec::new();
-        for &op in ops {
-            let first = view.route(op.key()).map_err(|d| self.damaged(d))?.unwrap_or(0);
-            let last = match op {
-                Op::DeleteTree { key } => match path::subtree_end(key) {
-                    None => n - 1,
-                    Some(end) => {
-                        view.first_at_or_after(&end).map_err(|d| self.damaged(d))?.saturating_sub(1).max(first)
-                    }
-                },
-                _ => first,
-            };
-            covered.extend(first + 1..last);
-            for i in first..=last {
-                match touched.binary_search_by_key(&i, |t| t.0) {
-                    Ok(at) => touched[at].1.push(op),
-                    Err(at) => touched.insert(at, (i, vec![op])),
-                }
+        let rebuilt = match ops {
+            // One op, which lands in one child (a one-key commit at each
+            // level): no tables of ops per child.
+            [op] if !matches!(op, Op::DeleteTree { .. }) => {
+                let i = view.route(op.key()).map_err(|d| self.damaged(d))?.unwrap_or(0);
+                let child = view.child(i).map_err(|d| self.damaged(d))?;
+                vec![(i, Some(self.apply_node(child, ops, Some(view.keys_below(i)))?))]
             }
-        }
-        let dropped = |i: usize, child_ops: &[&Op]| {
-            covered.contains(&i) && child_ops.iter().all(|op| matches!(op, Op::DeleteTree { .. }))
+            _ => self.rebuild_children(&view, ops)?,
         };
-        // Rebuild the touched children first.
-        let mut rebuilt: Vec<(usize, Option<Vec<ChildRef<'s>>>)> = Vec::with_capacity(touched.len());
-        for (i, child_ops) in &touched {
-            if dropped(*i, child_ops) {
-                rebuilt.push((*i, None));
-            } else {
-                let child = view.child(*i).map_err(|d| self.damaged(d))?;
-                rebuilt.push((*i, Some(self.apply_node(child, child_ops, Some(view.keys_below(*i)))?)));
-            }
-        }
         // The common case (one child changed, its smallest key kept, not
         // underfull): copy this node with one child pointer patched.
         if let [(i, Some(results))] = rebuilt.as_slice() {
@@ -546,6 +519,53 @@ impl<'s> Builder<'s, '_> {
         }
         self.merge_underfull(&mut out)?;
         self.write_chunks(Items::Internal(out.into_iter().map(|(c, _)| c).collect()))
+    }
+
+    /// Rebuilds the children of `view` that `ops` touch, in child order
+    /// (`None`: a child dropped whole by a subtree deletion).
+    fn rebuild_children<'o>(&mut self, view: &InternalView<'s>, ops: &[&'o Op]) -> Result<Rebuilt<'s>>
+    where
+        'o: 's,
+    {
+        let n = view.len();
+        // Ops per child (sorted by child, each in batch order). Children
+        // strictly inside a deleted subtree are dropped unseen unless a later
+        // write lands in them. Vectors, not maps: a commit touches few children.
+        let mut touched: Vec<(usize, Vec<&'o Op>)> = Vec::new();
+        let mut covered: Vec<usize> = Vec::new();
+        for &op in ops {
+            let first = view.route(op.key()).map_err(|d| self.damaged(d))?.unwrap_or(0);
+            let last = match op {
+                Op::DeleteTree { key } => match path::subtree_end(key) {
+                    None => n - 1,
+                    Some(end) => {
+                        view.first_at_or_after(&end).map_err(|d| self.damaged(d))?.saturating_sub(1).max(first)
+                    }
+                },
+                _ => first,
+            };
+            covered.extend(first + 1..last);
+            for i in first..=last {
+                match touched.binary_search_by_key(&i, |t| t.0) {
+                    Ok(at) => touched[at].1.push(op),
+                    Err(at) => touched.insert(at, (i, vec![op])),
+                }
+            }
+        }
+        let dropped = |i: usize, child_ops: &[&Op]| {
+            covered.contains(&i) && child_ops.iter().all(|op| matches!(op, Op::DeleteTree { .. }))
+        };
+        // Rebuild the touched children first.
+        let mut rebuilt: Rebuilt<'s> = Vec::with_capacity(touched.len());
+        for (i, child_ops) in &touched {
+            if dropped(*i, child_ops) {
+                rebuilt.push((*i, None));
+            } else {
+                let child = view.child(*i).map_err(|d| self.damaged(d))?;
+                rebuilt.push((*i, Some(self.apply_node(child, child_ops, Some(view.keys_below(*i)))?)));
+            }
+        }
+        Ok(rebuilt)
     }
 
     /// Merges each freshly written node that is less than a quarter full with
@@ -648,6 +668,10 @@ impl<'s> Builder<'s, '_> {
         }
     }
 }
+
+/// Children rebuilt, by index in their parent, with the nodes that replace
+/// each (`None`: dropped whole).
+type Rebuilt<'s> = Vec<(usize, Option<Vec<ChildRef<'s>>>)>;
 
 /// The node-sized ranges of `items` ([`chunk_ranges`]), without listing
 /// their sizes when all fit in one node (the common case of a commit).
