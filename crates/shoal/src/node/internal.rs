@@ -138,10 +138,17 @@ impl<'a> InternalView<'a> {
         out.extend_from_slice(self.node);
         let at = self.children + 8 * i;
         out[at..at + 8].copy_from_slice(&child.offset.to_le_bytes());
-        let at = self.children + 8 * self.count + 8 * i;
+        let weights = self.children + 8 * self.count;
+        let at = weights + 8 * i;
         out[at..at + 8].copy_from_slice(&pack_weight(child.keys, child.longest).to_le_bytes());
+        // Over the patched weight words, as one run of memory.
+        let longest = out[weights..weights + 8 * self.count]
+            .chunks_exact(8)
+            .map(|w| unpack_weight(u64::from_le_bytes(w.try_into().unwrap_or_default())).1)
+            .max()
+            .unwrap_or(0);
         seal(out);
-        (0..self.count).map(|j| if j == i { child.longest } else { self.longest_below(j) }).max().unwrap_or(0)
+        longest
     }
 }
 
