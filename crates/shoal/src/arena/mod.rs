@@ -438,11 +438,10 @@ impl WriterArena {
             self.extend_in_chunks(end);
             false
         };
-        if stored {
-            self.release_written(at);
-        } else {
+        if !stored {
             self.mapped.file.write_all_at(&pending, at).at(&self.mapped.path)?;
         }
+        self.release_written(at);
         pending.clear();
         self.mapped.file_len.fetch_max(end, Ordering::AcqRel);
         self.flushed.set(end);
@@ -474,8 +473,9 @@ impl WriterArena {
     }
 
     /// Unmaps from the writable mapping, [`RELEASE_BYTES`] at a time, the
-    /// pages stores filled below `at` (the page it starts in stays: the
-    /// next append continues it). Left mapped writable, each would cost a
+    /// pages below `at` (the page it starts in stays: the next append
+    /// continues it), which stores filled, or `pwrite` did where the prefill
+    /// thread was behind (it populates them all the same). Left mapped writable, each would cost a
     /// write-protection and a TLB shootdown interrupting the writer when an
     /// `fdatasync` (a compaction's, a checkpoint's) writes it back; released
     /// together, they cost one. The prefill thread unmaps them (a few
