@@ -16,6 +16,8 @@
 //! its own (or a plain entry when it has nothing below), one level at a
 //! time down to the write, so the cost follows the path, not the subtree.
 
+use smallvec::{smallvec, SmallVec};
+
 use crate::error::Result;
 use crate::node::Region;
 use crate::node::{
@@ -300,7 +302,7 @@ pub fn write_tree<'a>(sink: &'a dyn NodeSink, pieces: Vec<Piece<'a>>) -> Result<
         level.extend(builder.write_chunks(Items::Leaf(entries))?);
     }
     let keys = level.iter().map(|c| c.keys).fold(0, u64::saturating_add);
-    Ok((builder.finish_root(level)?, keys))
+    Ok((builder.finish_root(Refs::from_vec(level))?, keys))
 }
 
 /// Writes a tree from entries pushed in key order (a bulk load into an
@@ -351,7 +353,7 @@ impl<'a, 'r> SortedWriter<'a, 'r> {
         }
         let leaves = std::mem::take(&mut self.leaves);
         let keys = leaves.iter().map(|c| c.keys).fold(0, u64::saturating_add);
-        Ok((self.builder.finish_root(leaves)?, keys))
+        Ok((self.builder.finish_root(Refs::from_vec(leaves))?, keys))
     }
 }
 
@@ -414,7 +416,7 @@ impl<'s> Builder<'s, '_> {
 
     /// Rebuilds the node at `offset` with `ops`; `keys`: the nodes below it,
     /// when its parent knows.
-    fn apply_node<'o>(&mut self, offset: u64, ops: &[&'o Op], keys: Option<u64>) -> Result<Vec<ChildRef<'s>>>
+    fn apply_node<'o>(&mut self, offset: u64, ops: &[&'o Op], keys: Option<u64>) -> Result<Refs<'s>>
     where
         'o: 's,
     {
@@ -423,7 +425,7 @@ impl<'s> Builder<'s, '_> {
         }
         if let [Op::Put { key, value: StoredValue::Inline(value) }] = ops {
             if let Some(patched) = self.replace_value(offset, key, value)? {
-                return Ok(vec![patched]);
+                return Ok(smallvec![patched]);
             }
         }
         match self.read_items(offset)? {
@@ -469,7 +471,7 @@ impl<'s> Builder<'s, '_> {
     /// the other children unread), rebuilds those children, and writes the
     /// new node. When exactly one child changed and kept its smallest key,
     /// the node is copied with that one child pointer patched.
-    fn apply_internal<'o>(&mut self, offset: u64, ops: &[&'o Op], keys: Option<u64>) -> Result<Vec<ChildRef<'s>>>
+    fn apply_internal<'o>(&mut self, offset: u64, ops: &[&'o Op], keys: Option<u64>) -> Result<Refs<'s>>
     where
         'o: 's,
     {
@@ -482,7 +484,7 @@ impl<'s> Builder<'s, '_> {
             [op] if !matches!(op, Op::DeleteTree { .. }) => {
                 let i = view.route(op.key()).map_err(|d| self.damaged(d))?.unwrap_or(0);
                 let child = view.child(i).map_err(|d| self.damaged(d))?;
-                vec![(i, Some(self.apply_node(child, ops, Some(view.keys_below(i)))?))]
+                smallvec![(i, Some(self.apply_node(child, ops, Some(view.keys_below(i)))?))]
             }
             _ => self.rebuild_children(&view, ops)?,
         };
@@ -499,7 +501,7 @@ impl<'s> Builder<'s, '_> {
                     let keys = before.saturating_sub(view.keys_below(i)).saturating_add(child.keys);
                     let offset = self.sink.append(&self.buf)?;
                     let first_key = view.key(0).map_err(|d| self.damaged(d))?;
-                    return Ok(vec![ChildRef { first_key, offset, keys, longest, node_bytes: self.buf.len() }]);
+                    return Ok(smallvec![ChildRef { first_key, offset, keys, longest, node_bytes: self.buf.len() }]);
                 }
             }
         }
@@ -556,7 +558,7 @@ impl<'s> Builder<'s, '_> {
             covered.contains(&i) && child_ops.iter().all(|op| matches!(op, Op::DeleteTree { .. }))
         };
         // Rebuild the touched children first.
-        let mut rebuilt: Rebuilt<'s> = Vec::with_capacity(touched.len());
+        let mut rebuilt: Rebuilt<'s> = SmallVec::with_capacity(touched.len());
         for (i, child_ops) in &touched {
             if dropped(*i, child_ops) {
                 rebuilt.push((*i, None));
@@ -602,10 +604,10 @@ impl<'s> Builder<'s, '_> {
 
     /// Builds the levels above `level` until one root remains, then drops
     /// single-child internal roots.
-    fn finish_root(&mut self, mut level: Vec<ChildRef<'s>>) -> Result<u64> {
+    fn finish_root(&mut self, mut level: Refs<'s>) -> Result<u64> {
         while level.len() > 1 {
             let before = level.len();
-            level = self.write_chunks(Items::Internal(level))?;
+            level = self.write_chunks(Items::Internal(level.into_vec()))?;
             // Each pass must shrink the level (chunk_ranges keeps two
             // children per internal node), or this would never end.
             assert!(level.len() < before, "an internal level of {before} nodes did not shrink");
@@ -625,11 +627,11 @@ impl<'s> Builder<'s, '_> {
 
     /// Cuts a level's items into nodes of about [`NODE_TARGET_BYTES`], writes
     /// them and returns references to them.
-    fn write_chunks(&mut self, items: Items<'s>) -> Result<Vec<ChildRef<'s>>> {
+    fn write_chunks(&mut self, items: Items<'s>) -> Result<Refs<'s>> {
         match items {
             Items::Leaf(entries) => {
                 let ranges = chunks_of(&entries, EntryRef::encoded_len, 1);
-                let mut refs = Vec::with_capacity(ranges.len());
+                let mut refs = Refs::with_capacity(ranges.len());
                 for range in ranges {
                     let chunk = &entries[range];
                     node::build_leaf(chunk, &mut self.buf);
@@ -650,7 +652,7 @@ impl<'s> Builder<'s, '_> {
                 // keys could be cut into as many nodes as it has children,
                 // and building levels above it would never reach one root.
                 let ranges = chunks_of(&children, ChildRef::encoded_len, 2);
-                let mut refs = Vec::with_capacity(ranges.len());
+                let mut refs = Refs::with_capacity(ranges.len());
                 for range in ranges {
                     let chunk = &children[range];
                     node::build_internal(chunk, &mut self.buf);
@@ -671,7 +673,10 @@ impl<'s> Builder<'s, '_> {
 
 /// Children rebuilt, by index in their parent, with the nodes that replace
 /// each (`None`: dropped whole).
-type Rebuilt<'s> = Vec<(usize, Option<Vec<ChildRef<'s>>>)>;
+type Rebuilt<'s> = SmallVec<[(usize, Option<Refs<'s>>); 1]>;
+
+/// The nodes that replace one: almost always one, so kept inline.
+type Refs<'s> = SmallVec<[ChildRef<'s>; 1]>;
 
 /// The node-sized ranges of `items` ([`chunk_ranges`]), without listing
 /// their sizes when all fit in one node (the common case of a commit).
