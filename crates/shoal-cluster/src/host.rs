@@ -325,8 +325,8 @@ impl Host {
     /// returns the replica's newest version once it holds the commit. A
     /// transaction that changes nothing commits nothing. A conflict is
     /// reported once the replica holds a revision after the transaction's
-    /// base (or after the commit timeout), so a retry begun then reads at
-    /// least one more commit.
+    /// base (waiting a second at most, and not while following etcd
+    /// fails), so a retry begun then reads at least one more commit.
     pub async fn commit_local(&self, txn: shoal::Transaction<'_>) -> Result<Snapshot, Error> {
         let store = self.shared.replica.store();
         let base = txn.base().clone();
@@ -352,9 +352,14 @@ impl Host {
                 // read the same stale tree and conflict again, as many
                 // times as it is retried while the replica lags: the
                 // conflict is reported once the replica has moved on (each
-                // retry then sees at least one more commit), or after the
-                // commit timeout.
-                let _ = self.shared.replica.wait_for_revision(base + 1, timeout).await;
+                // retry then sees at least one more commit). Not waited for
+                // long, nor at all while following etcd fails: the change
+                // may never arrive (the replica cannot follow, or the
+                // conflicting commit itself failed).
+                if self.shared.replica.last_failure().is_none() {
+                    let wait = timeout.min(CONFLICT_CATCH_UP);
+                    let _ = self.shared.replica.wait_for_revision(base + 1, wait).await;
+                }
                 return Err(Error::Conflict { path, base });
             }
             other => other?,
@@ -472,6 +477,11 @@ impl Drop for HeldBlobs {
         }
     }
 }
+
+/// How long a conflict waits for this host's replica to hold a revision
+/// after the transaction's base (see [`Host::commit_local`]): a replica
+/// that follows etcd is milliseconds behind.
+const CONFLICT_CATCH_UP: Duration = Duration::from_secs(1);
 
 /// A transaction waiting for this host's writer, and who waits for it.
 type Pending = (Transaction, tokio::sync::oneshot::Sender<Result<i64, Error>>);

@@ -256,16 +256,31 @@ impl<'a> LeafView<'a> {
         if i >= self.count || value.len() > super::INLINE_VALUE_MAX || self.plain_entry(i).is_none() {
             return Ok(None);
         }
-        // One pass over the entries: that they lie back to back from the
-        // end of the offsets, and the sizes and counts `build_leaf`'s
-        // caller would take from them.
+        // What is copied as it is must be what `build_leaf` writes: zero
+        // reserved bytes and padding, the prefix the first and last keys
+        // share (checked below), each entry's hint, the entries back to back
+        // from the end of the offsets with only the flags it sets. One pass
+        // also takes the sizes and counts `build_leaf`'s caller would.
+        let padding = &self.node[HEADER_BYTES + self.prefix.len()..self.hints];
+        if self.node[1] != 0 || self.node[14..16] != [0, 0] || padding.iter().any(|&b| b != 0) {
+            return Ok(None);
+        }
         let (mut end, mut encoded, mut keys, mut longest) = (self.slots + 4 * self.count, 0usize, 0u64, 0u16);
         let mut old_value = 0..0;
         for j in 0..self.count {
-            if self.slot(j) != end {
+            let at = self.slot(j);
+            if at != end {
                 return Ok(None);
             }
             let entry = self.entry(j)?;
+            // `entry` read the fixed part at `at`: it is in bounds.
+            let (flags, reserved) = (self.node[at + 2], self.node[at + 3]);
+            if flags & !(FLAG_BLOB | FLAG_LINK) != 0
+                || reserved != 0
+                || self.hint(j) != entry.key.hint_from(self.prefix.len())
+            {
+                return Ok(None);
+            }
             // The fixed part and an inline value, or the fixed part and a
             // blob's offset.
             let body = match entry.value {
@@ -286,6 +301,10 @@ impl<'a> LeafView<'a> {
             longest = longest.max(entry.longest());
         }
         if end > self.node.len() || super::align8(end) != self.node.len() {
+            return Ok(None);
+        }
+        let (first, last) = (self.entry(0)?.key, self.entry(self.count - 1)?.key);
+        if shared_prefix(&first, &last) != self.prefix.len() {
             return Ok(None);
         }
         if encoded > super::NODE_TARGET_BYTES - HEADER_BYTES {
@@ -572,6 +591,59 @@ mod tests {
         build_leaf(&entries_of(&items), &mut leaf);
         let view = LeafView::from_node(&leaf, 8).unwrap();
         assert!(view.with_value_replaced(0, b"new", &mut out).unwrap().is_some());
+        // Any byte `build_leaf` would write otherwise, changed and sealed:
+        // a lying hint, a reserved header byte, the prefix's padding, an
+        // entry's reserved byte, a flag it never sets.
+        let (hints, slots) = (view.hints, view.slots);
+        let entry = u32_at(&leaf, slots + 4).unwrap() as usize;
+        let prefix_end = HEADER_BYTES + view.prefix.len();
+        for (what, at, byte) in [
+            ("a hint", hints + 8 + 7, 0xff),
+            ("a reserved header byte", 1, 1),
+            ("the header's last reserved byte", 15, 1),
+            ("the prefix's padding", prefix_end, 1),
+            ("an entry's reserved byte", entry + 3, 1),
+            ("an unknown flag", entry + 2, 4),
+        ] {
+            if what == "the prefix's padding" && prefix_end == hints {
+                continue;
+            }
+            let mut crafted = leaf.clone();
+            crafted[at] = byte;
+            seal(&mut crafted);
+            let view = LeafView::from_node(&crafted, 8).unwrap();
+            assert_eq!(view.with_value_replaced(0, b"new", &mut out).unwrap(), None, "{what}");
+        }
+        // A prefix shorter than the keys share: the same entries, sealed
+        // with one byte less of prefix.
+        let short: Vec<(Vec<u8>, Entry)> =
+            (0..4).map(|n| (format!("/p/k{n}").into_bytes(), Entry::Inline(vec![n as u8; 10]))).collect();
+        let mut leaf = Vec::new();
+        build_leaf(&entries_of(&short), &mut leaf);
+        let shared = LeafView::from_node(&leaf, 8).unwrap().prefix.len();
+        let mut crafted = Vec::new();
+        write_header(&mut crafted, KIND_LEAF, short.len(), shared - 1);
+        crafted.extend_from_slice(&short[0].0[..shared - 1]);
+        crafted.resize(crafted.len().next_multiple_of(8), 0);
+        for (k, _) in &short {
+            crafted.extend_from_slice(&Key::whole(k).hint_from(shared - 1).to_le_bytes());
+        }
+        let slots = crafted.len();
+        crafted.resize(slots + 4 * short.len(), 0);
+        for (i, (k, e)) in short.iter().enumerate() {
+            let at = crafted.len() as u32;
+            crafted[slots + 4 * i..slots + 4 * i + 4].copy_from_slice(&at.to_le_bytes());
+            let Entry::Inline(v) = e else { unreachable!() };
+            crafted.extend_from_slice(&((k.len() - shared + 1) as u16).to_le_bytes());
+            crafted.extend_from_slice(&[0, 0]);
+            crafted.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            crafted.extend_from_slice(&k[shared - 1..]);
+            crafted.extend_from_slice(v);
+        }
+        seal(&mut crafted);
+        let view = LeafView::from_node(&crafted, 8).unwrap();
+        assert_eq!(view.entry(2).unwrap().value, ValueRepr::Inline(&[2u8; 10]), "the crafted leaf reads");
+        assert_eq!(view.with_value_replaced(0, b"new", &mut out).unwrap(), None, "a short prefix");
         assert_eq!(LeafView::from_node(&out, 8).unwrap().entry(0).unwrap().value, ValueRepr::Inline(b"new"));
     }
 }
