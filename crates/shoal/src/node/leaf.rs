@@ -275,9 +275,7 @@ impl<'a> LeafView<'a> {
             let entry = self.entry(j)?;
             // `entry` read the fixed part at `at`: it is in bounds.
             let (flags, reserved) = (self.node[at + 2], self.node[at + 3]);
-            if flags & !(FLAG_BLOB | FLAG_LINK) != 0
-                || reserved != 0
-                || self.hint(j) != entry.key.hint_from(self.prefix.len())
+            if flags & !(FLAG_BLOB | FLAG_LINK) != 0 || reserved != 0 || self.hint(j) != super::hint_of(entry.key.tail)
             {
                 return Ok(None);
             }
@@ -303,8 +301,10 @@ impl<'a> LeafView<'a> {
         if end > self.node.len() || super::align8(end) != self.node.len() {
             return Ok(None);
         }
-        let (first, last) = (self.entry(0)?.key, self.entry(self.count - 1)?.key);
-        if shared_prefix(&first, &last) != self.prefix.len() {
+        // The prefix is all the first and last keys share when their
+        // suffixes share nothing (one entry: its whole key).
+        let (first, last) = (self.entry(0)?.key.tail, self.entry(self.count - 1)?.key.tail);
+        if matches!((first.first(), last.first()), (Some(a), Some(b)) if a == b) {
             return Ok(None);
         }
         if encoded > super::NODE_TARGET_BYTES - HEADER_BYTES {
