@@ -8,7 +8,7 @@ mod crafted;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crafted::{leaf_entry, leaves, reseal};
+use crafted::{arena_path, leaf_entry, leaves, reseal};
 use std::os::unix::fs::FileExt;
 
 use rand::{Rng, SeedableRng};
@@ -499,15 +499,6 @@ fn refusals_are_the_same_on_both_paths() {
 }
 
 // ---- damaged arenas: a leaf rewritten with a valid checksum ----
-
-fn arena_path(dir: &std::path::Path) -> std::path::PathBuf {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("arena-"))
-        .max()
-        .unwrap()
-}
 
 /// Two entries of a leaf whose suffixes share their first eight bytes, the
 /// bytes after them swapped: the scan must report damage (both ways), never

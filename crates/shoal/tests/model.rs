@@ -5,8 +5,11 @@
 //! way must still equal the model of its version at the end, across
 //! compactions and reopens.
 
+mod common;
+
 use std::collections::BTreeMap;
 
+use common::model_put;
 use proptest::prelude::*;
 use shoal::{ChangeKind, Durability, Error, Options, Snapshot, Store};
 
@@ -14,15 +17,6 @@ type Model = BTreeMap<String, Vec<u8>>;
 
 fn is_below(path: &str, root: &str) -> bool {
     root == "/" || path == root || path.starts_with(&format!("{root}/"))
-}
-
-fn model_put(m: &mut Model, path: &str, value: &[u8]) {
-    let mut at = 0;
-    while let Some(p) = path[at + 1..].find('/') {
-        at += 1 + p;
-        m.entry(path[..at].to_string()).or_default();
-    }
-    m.insert(path.to_string(), value.to_vec());
 }
 
 fn model_children(m: &Model, path: &str) -> Vec<String> {

@@ -4,7 +4,7 @@
 //! against a model, crafted leaves, concurrent transactions and a writer
 //! killed while a reader in another process reads.
 
-#[allow(dead_code)]
+mod common;
 mod crafted;
 
 use std::collections::BTreeMap;
@@ -19,15 +19,6 @@ type Model = BTreeMap<String, Vec<u8>>;
 
 fn options(durability: Durability) -> Options {
     Options { durability, create: true, auto_compact: false, tidy_when_idle: None, ..Options::default() }
-}
-
-fn model_put(m: &mut Model, path: &str, value: &[u8]) {
-    let mut at = 0;
-    while let Some(p) = path[at + 1..].find('/') {
-        at += 1 + p;
-        m.entry(path[..at].to_string()).or_default();
-    }
-    m.insert(path.to_string(), value.to_vec());
 }
 
 fn is_below(path: &str, root: &str) -> bool {
@@ -552,15 +543,6 @@ fn concurrent_increments_lose_nothing() {
 
 // ---- a crafted leaf ----
 
-fn arena_path(dir: &std::path::Path) -> std::path::PathBuf {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("arena-"))
-        .max()
-        .unwrap()
-}
-
 /// A leaf whose entry hints lie (checksum valid): a commit that rewrites
 /// the leaf must write what the entry-by-entry rebuild writes, which
 /// recomputes the hints; so a lookup in the new version agrees with its
@@ -607,7 +589,8 @@ fn a_commit_over_a_leaf_with_lying_hints_writes_what_the_rebuild_writes() {
     );
 }
 
-use crafted::{leaves, reseal};
+use common::model_put;
+use crafted::{arena_path, leaves, reseal};
 
 // ---- the writer killed while it commits, a reader in another process ----
 
@@ -722,7 +705,7 @@ fn a_writer_killed_mid_stream_loses_no_acknowledged_commit() {
             }
         }
         // SIGKILL, mid-stream.
-        unsafe { libc_kill(child.id() as i32, 9) };
+        child.kill().unwrap();
         let _ = child.wait();
         // Anything still in the pipe was acknowledged before the kill.
         for line in lines.map_while(Result::ok) {
@@ -747,9 +730,4 @@ fn a_writer_killed_mid_stream_loses_no_acknowledged_commit() {
         acked = have + 1;
         drop(store);
     }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }

@@ -711,15 +711,23 @@ mod tests {
         rss.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
     }
 
-    #[test]
-    fn pages_stores_filled_are_unmapped_from_the_writable_mapping() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A new arena in `dir` if appends there can be stores into populated
+    /// pages (the filesystem and kernel allow it); `None`, said on stderr,
+    /// otherwise.
+    fn arena_taking_stores(dir: &tempfile::TempDir) -> Option<WriterArena> {
         let arena = WriterArena::create(&StoreDir::open(dir.path()).unwrap(), 1, 1 << 30).unwrap();
         let probe = Mapping::read_write(&arena.mapped.file, HEADER_PAGE).unwrap();
         if !sys::overwrites_in_place(&arena.mapped.file) || probe.populate_for_write(0, HEADER_PAGE).is_err() {
             eprintln!("skipped: the temporary directory's filesystem or kernel cannot populate for writing");
-            return;
+            return None;
         }
+        Some(arena)
+    }
+
+    #[test]
+    fn pages_stores_filled_are_unmapped_from_the_writable_mapping() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(arena) = arena_taking_stores(&dir) else { return };
         // 16 MiB in small appends, each a store once its pages are populated.
         const NODES: u64 = 16 * 1024;
         for i in 0..NODES {
@@ -755,12 +763,7 @@ mod tests {
     #[test]
     fn appends_into_populated_pages_are_stores_that_land_in_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let arena = WriterArena::create(&StoreDir::open(dir.path()).unwrap(), 1, 1 << 30).unwrap();
-        let probe = Mapping::read_write(&arena.mapped.file, HEADER_PAGE).unwrap();
-        if !sys::overwrites_in_place(&arena.mapped.file) || probe.populate_for_write(0, HEADER_PAGE).is_err() {
-            eprintln!("skipped: the temporary directory's filesystem or kernel cannot populate for writing");
-            return;
-        }
+        let Some(arena) = arena_taking_stores(&dir) else { return };
         arena.append(&[1; 800]).unwrap();
         arena.flush().unwrap();
         let populated = || arena.prefill.borrow().as_ref().map_or(0, |p| p.populated.load(Ordering::Acquire));

@@ -1,4 +1,6 @@
-//! Helpers shared by the bulk-load tests.
+//! Helpers shared by the tests that check a store against a model.
+
+#![allow(dead_code)] // each test binary uses its own part
 
 use std::collections::BTreeMap;
 
@@ -17,4 +19,15 @@ pub fn load_model(items: &[(String, Vec<u8>)]) -> BTreeMap<String, Vec<u8>> {
         }
     }
     m
+}
+
+/// Writes `value` at `path` in a model of a tree, with each missing
+/// ancestor made with an empty value, as a store's put does.
+pub fn model_put(m: &mut BTreeMap<String, Vec<u8>>, path: &str, value: &[u8]) {
+    let mut at = 0;
+    while let Some(p) = path[at + 1..].find('/') {
+        at += 1 + p;
+        m.entry(path[..at].to_string()).or_default();
+    }
+    m.insert(path.to_string(), value.to_vec());
 }

@@ -2,6 +2,8 @@
 //! or a neighbour process would: tests that check a scan reports what it
 //! meets.
 
+#![allow(dead_code)] // each test binary uses its own part
+
 /// CRC-32C, as nodes are sealed with, bit by bit.
 pub fn crc32c(data: &[u8], crc: u32) -> u32 {
     let mut crc = !crc;
@@ -55,4 +57,14 @@ pub fn leaf_entry(node: &[u8], i: usize) -> (usize, std::ops::Range<usize>) {
     let flags = node[at + 2];
     let tail = if flags & 1 != 0 || flags & 2 != 0 { at + 16 } else { at + 8 };
     (at, tail..tail + len)
+}
+
+/// The newest arena generation file in a store directory.
+pub fn arena_path(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("arena-"))
+        .max()
+        .unwrap()
 }
