@@ -77,42 +77,50 @@ fn counter(host: &Host) -> u64 {
     std::str::from_utf8(snapshot.get("/counter").unwrap().unwrap()).unwrap().parse().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_conflict_on_a_lagging_replica_is_reported_once_the_replica_holds_a_newer_revision() {
-    let cluster = EtcdCluster::start(1);
+/// A writer on a direct connection to etcd, and a host that hears from
+/// etcd `lag` late (its commits go to the writer over the forwarding
+/// socket, at once), which has committed once (so it knows the writer).
+async fn writer_and_lagging_host(cluster: &EtcdCluster, dir: &tempfile::TempDir, lag: Duration) -> (Host, Host) {
     let layout = Layout::new(PREFIX);
-    let dir = tempfile::tempdir().unwrap();
     let endpoints = cluster.endpoints();
-
-    // The writer: the first host, on a direct connection.
     let writer =
-        Host::start(leaked_store(&dir, "writer"), &endpoints, layout.clone(), host_options("writer")).await.unwrap();
+        Host::start(leaked_store(dir, "writer"), &endpoints, layout.clone(), host_options("writer")).await.unwrap();
     let start = Instant::now();
     while !writer.is_writer().await {
         assert!(start.elapsed() < Duration::from_secs(15), "not elected");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(increment(&writer).await, 1);
-
-    // The lagging host hears from etcd `LAG` late; its commits go to the
-    // writer over the forwarding socket, at once.
     let upstream = endpoints[0].trim_start_matches("http://").to_string();
-    let lagging_endpoint = lagging_proxy(upstream, LAG).await;
-    let lagging =
-        Host::start(leaked_store(&dir, "lagging"), &[lagging_endpoint], layout.clone(), host_options("lagging"))
-            .await
-            .unwrap();
-    // Its first commit learns who the writer is (through etcd, late).
+    let lagging_endpoint = lagging_proxy(upstream, lag).await;
+    // A lease that outlasts keep-alive answers `lag` late.
+    let mut options = host_options("lagging");
+    options.lease_ttl_secs = 20;
+    let lagging = Host::start(leaked_store(dir, "lagging"), &[lagging_endpoint], layout, options).await.unwrap();
     assert!(increment(&lagging).await >= 1);
     assert_eq!(counter(&lagging), 2);
+    (writer, lagging)
+}
 
+/// A transaction on `host`'s newest version that reads and writes
+/// `/counter`, and the revision it is based on.
+fn stale_increment(host: &Host) -> (shoal::Transaction<'static>, i64) {
+    let store = host.replica().store();
+    let mut txn = store.begin();
+    let read: u64 = txn.get("/counter").unwrap().map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap());
+    txn.put("/counter", (read + 1).to_string()).unwrap();
+    let base = shoal_cluster::revision_of(txn.base(), host.replica().layout()).unwrap();
+    (txn, base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_on_a_lagging_replica_is_reported_once_the_replica_holds_a_newer_revision() {
+    let cluster = EtcdCluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, lagging) = writer_and_lagging_host(&cluster, &dir, LAG).await;
     for round in 0..3 {
         // A transaction on the lagging host's newest version...
-        let store = lagging.replica().store();
-        let mut txn = store.begin();
-        let read: u64 = txn.get("/counter").unwrap().map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap());
-        txn.put("/counter", (read + 1).to_string()).unwrap();
-        let base = shoal_cluster::revision_of(txn.base(), lagging.replica().layout()).unwrap();
+        let (txn, base) = stale_increment(&lagging);
         // ...which the writer's commit makes stale.
         assert_eq!(increment(&writer).await, 1, "round {round}");
         let asked = Instant::now();
@@ -136,6 +144,35 @@ async fn a_conflict_on_a_lagging_replica_is_reported_once_the_replica_holds_a_ne
         assert!(Instant::now() < deadline, "counter {} / {}, not {expected}", counter(&lagging), counter(&writer));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    lagging.stop().await;
+    writer.stop().await;
+}
+
+/// The wait is bounded: with the replica 1.7 s behind (under the etcd
+/// client's 2 s keep-alive timeout), the conflict comes after about a
+/// second, with the replica still at the base; without the bound it would
+/// come once the replica had moved on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_waits_for_a_lagging_replica_a_second_at_most() {
+    const LONG_LAG: Duration = Duration::from_millis(1700);
+    let cluster = EtcdCluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, lagging) = writer_and_lagging_host(&cluster, &dir, LONG_LAG).await;
+    let (txn, base) = stale_increment(&lagging);
+    assert_eq!(increment(&writer).await, 1);
+    let asked = Instant::now();
+    match lagging.commit_local(txn).await {
+        Err(Error::Conflict { base: reported, .. }) => assert_eq!(reported, base),
+        other => panic!("{other:?}, not a conflict"),
+    }
+    let took = asked.elapsed();
+    assert_eq!(
+        lagging.replica().applied_revision().unwrap(),
+        base,
+        "the conflict came after {took:?}, once the replica had moved on: the wait is not bounded (or the lag is too short to show it)"
+    );
+    assert!(took >= Duration::from_millis(900), "the conflict came after {took:?}, without waiting for the replica");
+    assert!(took < LONG_LAG, "the conflict waited {took:?}, past its bound of 1 s");
     lagging.stop().await;
     writer.stop().await;
 }
