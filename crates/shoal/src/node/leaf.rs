@@ -267,6 +267,7 @@ impl<'a> LeafView<'a> {
         }
         let (mut end, mut encoded, mut keys, mut longest) = (self.slots + 4 * self.count, 0usize, 0u64, 0u16);
         let mut old_value = 0..0;
+        let (mut first, mut last): (&[u8], &[u8]) = (&[], &[]);
         for j in 0..self.count {
             let at = self.slot(j);
             if at != end {
@@ -293,6 +294,10 @@ impl<'a> LeafView<'a> {
                 entry.value.stored_len()
             };
             end += body + entry.key.tail.len() + entry.link.map_or(0, |l| l.stored_len());
+            if j == 0 {
+                first = entry.key.tail;
+            }
+            last = entry.key.tail;
             let entry = EntryRef::from(entry);
             encoded += entry.encoded_len() - entry.value.stored_len() + stored;
             keys = keys.saturating_add(entry.weight());
@@ -303,7 +308,6 @@ impl<'a> LeafView<'a> {
         }
         // The prefix is all the first and last keys share when their
         // suffixes share nothing (one entry: its whole key).
-        let (first, last) = (self.entry(0)?.key.tail, self.entry(self.count - 1)?.key.tail);
         if matches!((first.first(), last.first()), (Some(a), Some(b)) if a == b) {
             return Ok(None);
         }
