@@ -6,8 +6,7 @@
 //! 2. Unlocked: the retained versions up to that head copied (those bytes
 //!    of the old generation are immutable, so commits appending above them
 //!    do not disturb the copy); then, in rounds, the versions committed
-//!    meanwhile (like a live migration's pre-copy), with a sync of the new
-//!    file halfway.
+//!    meanwhile (like a live migration's pre-copy).
 //! 3. Locked: the few versions left copied, the new generation published.
 //!    Until the checkpoint of phase 4, the old checkpoint, the old file and
 //!    the untruncated journal still recover every published version.
@@ -40,7 +39,7 @@ use crate::retained;
 use crate::sys;
 
 /// Most unlocked catch-up rounds of a compaction before it takes the lock.
-const PRECOPY_ROUNDS: usize = 8;
+const PRECOPY_ROUNDS: usize = 16;
 /// A compaction takes the lock for its catch-up once this few versions are left.
 const PRECOPY_ENOUGH: u64 = 64;
 
@@ -283,26 +282,23 @@ impl Shared {
         // Phase 2b, unlocked: the versions committed during the previous
         // round, while there are many. Only those the retention policy keeps
         // among them are copied: the others would fall out of retention at
-        // the switch anyway. Halfway, make what is written durable, so the
-        // sync under the lock has only the last rounds left.
+        // the switch anyway. Nothing is synced before the switch: the switch
+        // needs no durable byte of the new file (the old checkpoint still
+        // recovers every published version), and a sync of a recycled file
+        // also writes out the retired generation's dirty pages above the
+        // copy, hundreds of milliseconds during which commits would run
+        // towards the arena's ceiling (`commit.rs`) instead of into the new file.
         let mut precopy_rounds = 0;
-        for synced in [false, true] {
-            for _ in 0..PRECOPY_ROUNDS {
-                let head = lock(&self.state).head;
-                if head.version.saturating_sub(copied.version) <= PRECOPY_ENOUGH {
-                    break;
-                }
-                let region = old.region(head.end)?;
-                let newer = retained::policy_after(&self.options, region, head, copied.version, &old.path)?;
-                copied = copy_commits(region, &newer, &mut prev)?;
-                precopy_rounds += 1;
+        for _ in 0..PRECOPY_ROUNDS {
+            let head = lock(&self.state).head;
+            if head.version.saturating_sub(copied.version) <= PRECOPY_ENOUGH {
+                break;
             }
-            if !synced {
-                new.flush()?;
-                self.publisher.sync_arena(new.mapped.file(), &new.mapped.path)?;
-            }
+            let region = old.region(head.end)?;
+            let newer = retained::policy_after(&self.options, region, head, copied.version, &old.path)?;
+            copied = copy_commits(region, &newer, &mut prev)?;
+            precopy_rounds += 1;
         }
-        self.dir.sync()?;
         let hook = lock(&self.compactor.before_switch).take();
         if let Some(hook) = hook {
             hook();
@@ -356,6 +352,8 @@ impl Shared {
             st.head
         };
         self.publisher.sync_arena(new_file.file(), &new_file.path)?;
+        // The new file's name, durable before a checkpoint names it.
+        self.dir.sync()?;
         let hook = lock(&self.compactor.before_checkpoint).take();
         if let Some(hook) = hook {
             hook();
