@@ -26,7 +26,13 @@
 //! 32 u64 x2 boot id of the writer's boot
 //! 48 u32 wake-up counter (futex)
 //! 56 u64 highest generation number created this boot
+//! 64 u64 poisoned: nonzero once the claiming writer failed a durability step
 //! ```
+//!
+//! The poisoned word outlives the writer within the boot: the next writer
+//! then recovers from the checkpoint and the journal, as after a reboot,
+//! instead of trusting `current`, whose bytes a failed sync may never have
+//! written (and a sync through a later open would not report it).
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -48,6 +54,8 @@ const OFF_BOOT_ID: u64 = 32; // two words
 const OFF_WAKE: u64 = 48;
 /// The highest arena generation number the writers of this boot created.
 const OFF_GENERATION_HIGH: u64 = 56;
+/// Nonzero once the writer that claimed the file poisoned its store.
+const OFF_POISONED: u64 = 64;
 
 const OFFSET_BITS: u32 = 40;
 
@@ -134,11 +142,23 @@ impl Control {
         self.current_word_if_boot(this_boot()).map(unpack)
     }
 
+    /// Records that the claiming writer failed a durability step: what it
+    /// published may not be on disk, whatever a later sync reports.
+    pub fn mark_poisoned(&self) {
+        self.word(OFF_POISONED).store(1, Ordering::Release);
+    }
+
+    /// Whether a writer of this boot poisoned its store since the last claim.
+    pub fn poisoned_this_boot(&self) -> bool {
+        self.current().is_some() && self.word(OFF_POISONED).load(Ordering::Acquire) != 0
+    }
+
     /// Publishes the recovered version, then records this writer and this
     /// boot: readers trust `current` only once the boot id matches, and by
     /// then it already points at a verified, durable version.
     pub fn claim(&self, generation: u64, offset: u64, pid: u32, start_time: u64) {
         self.publish(generation, offset);
+        self.word(OFF_POISONED).store(0, Ordering::Release);
         self.word(OFF_WRITER_PID).store(pid as u64, Ordering::Relaxed);
         self.word(OFF_WRITER_START).store(start_time, Ordering::Relaxed);
         let boot = this_boot();

@@ -91,6 +91,14 @@ struct State {
 
 pub(super) struct Publisher {
     control: Control,
+    /// Durability `sync`: a version is published only once its journal
+    /// record is durable, so the checkpoint and the journal hold every
+    /// published version, and a poison is recorded in the control file
+    /// for the next writer of this boot to recover from them
+    /// ([`Control::mark_poisoned`]). With durability `none` the next writer
+    /// trusts the page cache as before: recovering from the disk would take
+    /// published versions back, and their numbers would be reused.
+    journaled: bool,
     /// The reader table's count of sleeping readers decides whether a
     /// publication makes the futex wake-up call.
     table: ReaderTable,
@@ -135,12 +143,14 @@ impl Publisher {
         journal: Option<(File, File)>,
         journal_path: PathBuf,
         head: Head,
+        journaled: bool,
     ) -> Self {
         let pid = std::process::id();
         control.claim(head.generation, head.offset, pid, crate::sys::process_start_time(pid).unwrap_or(0));
         control.wake_sleepers(&table);
         Publisher {
             control,
+            journaled,
             table,
             journal,
             journal_path,
@@ -201,6 +211,9 @@ impl Publisher {
         if st.poisoned.is_none() {
             tracing::error!(%error, "store poisoned: a durability step failed");
             st.poisoned = Some(error.to_string());
+            if self.journaled {
+                self.control.mark_poisoned();
+            }
         }
         self.end_waits(st, Wake::Everyone);
         error

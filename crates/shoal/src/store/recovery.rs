@@ -208,7 +208,14 @@ pub(super) fn open(path: &Path, options: Options, mode: Mode) -> Result<Shared> 
     lease.note(current, st.head.version);
     let journal_end = st.journal.as_ref().map_or(0, |j| j.len());
     let head = Head { version: st.head.version, generation: current, offset: st.head.offset, journal_end };
-    let publisher = Publisher::start(control, ReaderTable::open(&dir)?, journal_sync, journal_path, head);
+    let publisher = Publisher::start(
+        control,
+        ReaderTable::open(&dir)?,
+        journal_sync,
+        journal_path,
+        head,
+        options.durability == Durability::Sync,
+    );
     let shared = Shared {
         me: std::sync::OnceLock::new(),
         table,
@@ -393,9 +400,16 @@ fn recover(dir: &StoreDir, control: &Control) -> Result<Found> {
         return Err(Error::Corrupt { file: meta.path.clone(), offset: 0, detail: "no valid checkpoint slot".into() });
     }
     let files = generations::list(dir)?;
+    // A writer of this boot failed a durability step: what it published may
+    // not be on disk, and a sync now would not say so. Recovered from the
+    // checkpoint and the journal, as after a reboot.
+    let poisoned = control.poisoned_this_boot();
+    if poisoned {
+        tracing::warn!("the last writer failed a durability step; recovering from the checkpoint and the journal");
+    }
     // The published version, when the page cache that holds it survived
     // (the control file was claimed this boot).
-    let published = match control.current() {
+    let published = match control.current().filter(|_| !poisoned) {
         Some((generation, offset)) if files.contains(&generation) => {
             match candidate(dir, generation, offset, offset + node::COMMIT_BYTES as u64) {
                 Ok(found) => Some(found),
@@ -483,6 +497,9 @@ fn recover(dir: &StoreDir, control: &Control) -> Result<Found> {
     let cursor = match published_at {
         Some((g, end, _)) if g == generation => head.end.max(end),
         Some(_) => head.end,
+        // Readers of this boot may hold versions of this generation newer
+        // than the one recovered: nothing below the file's end is reused.
+        None if poisoned => head.end.max(file_len),
         None => match control.current_untrusted() {
             Some((g, offset)) if g == generation => {
                 head.end.max(offset.saturating_add(node::COMMIT_BYTES as u64).min(file_len))

@@ -226,7 +226,10 @@ impl Shared {
         };
         let to = new.generation();
         let mut switched = false;
-        let result = self.compact_into(&old, base, new, &mut switched, links);
+        // The new file's name (created, or the spare renamed) made durable
+        // before the switch: from the switch on, any checkpoint (this
+        // compaction's, `Store::checkpoint`, a long journal's) may name it.
+        let result = self.dir.sync().and_then(|()| self.compact_into(&old, base, new, &mut switched, links));
         if result.is_err() && !switched {
             let _ = self.dir.remove(&arena::file_name(to));
         }
@@ -352,8 +355,6 @@ impl Shared {
             st.head
         };
         self.publisher.sync_arena(new_file.file(), &new_file.path)?;
-        // The new file's name, durable before a checkpoint names it.
-        self.dir.sync()?;
         let hook = lock(&self.compactor.before_checkpoint).take();
         if let Some(hook) = hook {
             hook();
