@@ -940,7 +940,10 @@ fn interleaved_rows(
     // back during the rows that follow, slowing the durable commits of
     // whichever engine runs next. Deleted, it is dropped unwritten; the
     // sync then leaves the disk quiet for every engine alike.
-    std::fs::remove_dir_all(&dir)?;
+    // Failing costs the rows after a quiet disk, not the rows measured.
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        eprintln!("shoal-bench: cannot delete the interleaved rows' stores ({e}); the rows after them may be slower");
+    }
     rustix::fs::sync();
     Ok(())
 }
