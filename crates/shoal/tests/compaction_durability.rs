@@ -166,12 +166,11 @@ fn last_arena_name(text: &str) -> Option<u64> {
 /// store refuses to open ("checkpoint names generation N whose file is
 /// missing").
 ///
-/// Before e9e02c3 the directory was synced before the switch, so no
-/// checkpoint could name the new generation before its name was durable.
-/// Now the only sync is after phase 4's arena sync, and a checkpoint taken
-/// by anyone else after the switch (`Store::checkpoint`, a commit finding
-/// the journal over `checkpoint_journal_bytes`, the close) does not sync
-/// the directory. The trace (strace) shows the order of the calls.
+/// A checkpoint taken by anyone else after the switch (`Store::checkpoint`
+/// here; a commit finding the journal over `checkpoint_journal_bytes` in
+/// production) does not sync the directory itself, so the compaction must
+/// have done so before its switch. The trace (strace) shows the order of
+/// the calls.
 #[test]
 fn a_checkpoint_names_a_new_generation_only_after_its_name_is_durable() {
     if let Some(dir) = std::env::var_os(STRACE_CHILD) {
@@ -249,24 +248,10 @@ fn a_checkpoint_names_a_new_generation_only_after_its_name_is_durable() {
 // 2. A failed phase-4 sync, then a reopen in the same boot.
 // ---------------------------------------------------------------------------
 
-/// Phase 4's arena sync fails with EIO. Linux reports a writeback error
-/// once: a later `fdatasync` (the reopen's, on a new file description) may
-/// succeed although the pages whose writeback failed never reached the
-/// disk (the crash argument's own assumption, the reason for poisoning).
-/// The store is poisoned, every acknowledged commit is in the journal and
-/// the checkpoint still names the old generation: the reopen can recover
-/// from those, as `faults.rs::a_compaction_switches_before_its_arena_sync_…`
-/// says it does ("a reopen recovers from the old checkpoint").
-///
-/// It does not: the control word is stamped this boot, so recovery takes
-/// the new generation from the page cache, syncs it (successfully) and
-/// writes a checkpoint naming it, then empties the journal. Before e9e02c3
-/// most of the new file had been synced before the switch (a failure there
-/// aborted the compaction unpublished); now none of it has.
-#[test]
-fn a_reopen_after_a_failed_compaction_sync_does_not_checkpoint_the_unsynced_generation() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
+/// A store of 200 acknowledged (`sync`) commits whose compaction's phase-4
+/// arena sync fails with EIO, after the switch, then is dropped. Returns
+/// the generation the checkpoint names and the one published.
+fn failed_compaction_sync(dir: &Path) -> (u64, u64) {
     let store = Store::open(dir, options()).unwrap();
     for i in 0..200 {
         put(&store, &format!("/k/{i}"), &format!("v{i}")).unwrap();
@@ -274,52 +259,52 @@ fn a_reopen_after_a_failed_compaction_sync_does_not_checkpoint_the_unsynced_gene
     let before = store.stat().unwrap().generation;
     internals::fail_next_syncs(&store, SyncFault::Arena, 1);
     assert!(store.compact().is_err());
-    // Since e9e02c3 the failed sync comes after the switch: the new
-    // generation is published (before it, the first sync was before the
-    // switch and its failure left the old generation published).
     let published = Reader::open(dir).unwrap().snapshot().unwrap().generation();
+    assert!(published > before, "the compaction's sync failed before its switch");
     assert_eq!(checkpointed_generation(dir), Some(before));
-    drop(store);
+    (before, published)
+}
 
+/// Linux reports a writeback error once: a later `fdatasync` (the
+/// reopen's, on a new file description) may succeed although the pages
+/// whose writeback failed never reached the disk (the crash argument's own
+/// assumption, the reason for poisoning). The store is poisoned, every
+/// acknowledged commit is in the journal and the checkpoint names the old
+/// generation: the reopen in the same boot recovers from those, and never
+/// checkpoints the generation whose only sync failed.
+#[test]
+fn a_reopen_after_a_failed_compaction_sync_does_not_checkpoint_the_unsynced_generation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_, published) = failed_compaction_sync(dir);
     let store = Store::open(dir, options()).unwrap();
     let chosen = store.stat().unwrap().generation;
-    if published != before {
-        assert_ne!(
-            checkpointed_generation(dir),
-            Some(published),
-            "the reopen (generation {chosen}) checkpointed generation {published}, whose only sync failed: \
-             its bytes may not be on disk, and the journal that held the commits was emptied"
-        );
-    }
+    assert_ne!(
+        checkpointed_generation(dir),
+        Some(published),
+        "the reopen (generation {chosen}) checkpointed generation {published}, whose only sync failed: \
+         its bytes may not be on disk, and the journal that held the commits was emptied"
+    );
 }
 
 /// The consequence, with the lost writeback made explicit: after the
 /// failed sync and a reopen in the same boot, the pages of the generation
 /// whose writeback failed are not on disk (modelled by zeroing that file
-/// past its header, as a power loss would reveal it); the machine then
-/// loses power (simulated reboot). Every acknowledged (`sync`) commit must
-/// still be there: the journal held them all when the sync failed.
+/// past its header, where the reopen left it); the machine then loses
+/// power (simulated reboot). Every acknowledged (`sync`) commit must still
+/// be there: the journal held them all when the sync failed.
 #[test]
 fn acknowledged_commits_survive_a_failed_compaction_sync_a_reopen_and_a_power_loss() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let store = Store::open(dir, options()).unwrap();
-    for i in 0..200 {
-        put(&store, &format!("/k/{i}"), &format!("v{i}")).unwrap();
-    }
-    let before = store.stat().unwrap().generation;
-    internals::fail_next_syncs(&store, SyncFault::Arena, 1);
-    assert!(store.compact().is_err());
-    // The new generation, if the failed sync came after it was published.
-    let published = Reader::open(dir).unwrap().snapshot().unwrap().generation();
-    drop(store);
+    let (_, published) = failed_compaction_sync(dir);
     // The reopen in the same boot, then a clean close.
     drop(Store::open(dir, options()).unwrap());
 
     // Power loss: what the failed writeback held never reached the disk.
     let path = dir.join(internals::arena_file_name(published));
     let opened = std::fs::OpenOptions::new().write(true).open(&path);
-    if let (true, Ok(file)) = (published != before, opened) {
+    if let Ok(file) = opened {
         let len = file.metadata().unwrap().len();
         let zeros = vec![0u8; 1 << 20];
         let mut at = 4096;
