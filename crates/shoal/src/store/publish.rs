@@ -96,8 +96,8 @@ pub(super) struct Publisher {
     /// published version, and a poison is recorded in the control file
     /// for the next writer of this boot to recover from them
     /// ([`Control::mark_poisoned`]). With durability `none` the next writer
-    /// trusts the page cache as before: recovering from the disk would take
-    /// published versions back, and their numbers would be reused.
+    /// trusts the page cache: recovering from the disk would take published
+    /// versions back, and their numbers would be reused.
     journaled: bool,
     /// The reader table's count of sleeping readers decides whether a
     /// publication makes the futex wake-up call.
