@@ -20,28 +20,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{put, sync_options};
 use shoal::internals::{self, SyncFault};
 use shoal::{Durability, Options, Reader, Store};
 
 /// A committer whose wake-up went missing sleeps this long (publish.rs's
 /// `SYNC_WAIT_LIMIT`) before it looks again.
 const SYNC_WAIT_LIMIT: Duration = Duration::from_secs(1);
-
-fn sync_options() -> Options {
-    Options {
-        create: true,
-        durability: Durability::Sync,
-        auto_compact: false,
-        tidy_when_idle: None,
-        ..Options::default()
-    }
-}
-
-fn put(store: &Store, path: &str, value: &str) -> shoal::Result<u64> {
-    let mut txn = store.begin();
-    txn.put(path, value)?;
-    txn.commit()
-}
 
 /// A directory on tmpfs when there is one: syncs there take no time, so a
 /// commit that takes a second can only be one that waited out a missed

@@ -25,24 +25,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use common::{put, sync_options};
 use shoal::internals::{self, SyncFault};
-use shoal::{Durability, Options, Reader, Store};
-
-fn options() -> Options {
-    Options {
-        create: true,
-        durability: Durability::Sync,
-        auto_compact: false,
-        tidy_when_idle: None,
-        ..Options::default()
-    }
-}
-
-fn put(store: &Store, path: &str, value: &str) -> shoal::Result<u64> {
-    let mut txn = store.begin();
-    txn.put(path, value)?;
-    txn.commit()
-}
+use shoal::{Options, Reader, Store};
 
 /// The generation the newest valid `meta` slot names (read from the file).
 fn checkpointed_generation(dir: &Path) -> Option<u64> {
@@ -88,7 +75,7 @@ const STRACE_ATTEMPTS: u64 = 12;
 /// compaction had already passed its directory sync and reached its
 /// checkpoint hook), so that the trace shows where the checkpoint ended.
 fn strace_child(dir: &Path) {
-    let store = Store::open(dir, Options { checkpoint_journal_bytes: 64 << 20, ..options() }).unwrap();
+    let store = Store::open(dir, Options { checkpoint_journal_bytes: 64 << 20, ..sync_options() }).unwrap();
     store.bulk_load((0..20_000).map(|i| (format!("/base/{i:05}"), format!("value {i} {}", "x".repeat(40))))).unwrap();
     let mut reader = Reader::open(dir).unwrap();
     for attempt in 0..STRACE_ATTEMPTS {
@@ -252,7 +239,7 @@ fn a_checkpoint_names_a_new_generation_only_after_its_name_is_durable() {
 /// arena sync fails with EIO, after the switch, then is dropped. Returns
 /// the generation the checkpoint names and the one published.
 fn failed_compaction_sync(dir: &Path) -> (u64, u64) {
-    let store = Store::open(dir, options()).unwrap();
+    let store = Store::open(dir, sync_options()).unwrap();
     for i in 0..200 {
         put(&store, &format!("/k/{i}"), &format!("v{i}")).unwrap();
     }
@@ -277,7 +264,7 @@ fn a_reopen_after_a_failed_compaction_sync_does_not_checkpoint_the_unsynced_gene
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (_, published) = failed_compaction_sync(dir);
-    let store = Store::open(dir, options()).unwrap();
+    let store = Store::open(dir, sync_options()).unwrap();
     let chosen = store.stat().unwrap().generation;
     assert_ne!(
         checkpointed_generation(dir),
@@ -299,7 +286,7 @@ fn acknowledged_commits_survive_a_failed_compaction_sync_a_reopen_and_a_power_lo
     let dir = tmp.path();
     let (_, published) = failed_compaction_sync(dir);
     // The reopen in the same boot, then a clean close.
-    drop(Store::open(dir, options()).unwrap());
+    drop(Store::open(dir, sync_options()).unwrap());
 
     // Power loss: what the failed writeback held never reached the disk.
     let path = dir.join(internals::arena_file_name(published));
@@ -316,7 +303,7 @@ fn acknowledged_commits_survive_a_failed_compaction_sync_a_reopen_and_a_power_lo
     }
     forget_boot(dir);
 
-    let store = match Store::open(dir, options()) {
+    let store = match Store::open(dir, sync_options()) {
         Ok(store) => store,
         Err(e) => panic!("after the power loss the store does not open: {e}"),
     };
@@ -344,7 +331,7 @@ const ABORT_POINT: &str = "REVIEW_ABORT_POINT";
 /// before the compaction's checkpoint) or `racing` (right after a
 /// `Store::checkpoint` that ran after the switch returned).
 fn abort_child(dir: &Path, point: &str) {
-    let store = Store::open(dir, Options { checkpoint_journal_bytes: 64 << 10, ..options() }).unwrap();
+    let store = Store::open(dir, Options { checkpoint_journal_bytes: 64 << 10, ..sync_options() }).unwrap();
     let mut acks = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("acks")).unwrap();
     let acked = AtomicU64::new(0);
     let before = Reader::open(dir).unwrap().snapshot().unwrap().generation();
@@ -419,7 +406,7 @@ fn a_writer_aborted_around_the_switch_loses_no_acknowledged_commit() {
             if reboot {
                 forget_boot(&dir);
             }
-            let store = Store::open(&dir, options()).unwrap();
+            let store = Store::open(&dir, sync_options()).unwrap();
             let snap = store.snapshot();
             let last: u64 = std::str::from_utf8(snap.get("/last").unwrap().unwrap()).unwrap().parse().unwrap();
             assert!(last >= acked, "{point}, reboot {reboot}: /last {last} < acknowledged {acked}");

@@ -1,8 +1,29 @@
-//! Helpers shared by the tests that check a store against a model.
+//! Helpers shared by test binaries: models of a store's tree, and the
+//! durable store the failure tests open.
 
 #![allow(dead_code)] // each test binary uses its own part
 
 use std::collections::BTreeMap;
+
+use shoal::{Durability, Options, Store};
+
+/// A durable store, compacted and tidied only when a test asks.
+pub fn sync_options() -> Options {
+    Options {
+        create: true,
+        durability: Durability::Sync,
+        auto_compact: false,
+        tidy_when_idle: None,
+        ..Options::default()
+    }
+}
+
+/// Puts one value in a transaction of its own.
+pub fn put(store: &Store, path: &str, value: &str) -> shoal::Result<u64> {
+    let mut txn = store.begin();
+    txn.put(path, value)?;
+    txn.commit()
+}
 
 /// What a bulk load of `items` must make: the last value of each path, and
 /// each missing ancestor with an empty value.
